@@ -1,0 +1,48 @@
+# ambientd — `make demo` and `make test` install what is missing first.
+SHELL := /bin/bash
+ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
+CLANG ?= clang
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INC)
+NODE := node
+
+.PHONY: all deps build bpf native ts demo test test-unit test-privileged bench audit clean sandbox-down
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+bpf/ambient.bpf.o: bpf/ambient.bpf.c bpf/ambient.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bpf: deps bpf/ambient.bpf.o
+
+build/Release/ambient_native.node: binding.gyp $(wildcard native/*.cc native/*.h)
+	npx node-gyp rebuild >/dev/null
+
+native: deps build/Release/ambient_native.node
+
+ts: deps
+	npx tsc -p tsconfig.json
+
+build: bpf native ts
+
+demo: build
+	$(NODE) dist/src/cli.js demo
+
+test: build test-unit test-privileged
+
+test-unit:
+	$(NODE) --test --test-reporter=spec dist/test/unit/
+
+test-privileged:
+	$(NODE) --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec dist/test/privileged/
+
+bench: build
+	$(NODE) dist/bench/run.js
+
+sandbox-down:
+	-$(NODE) dist/src/cli.js sandbox down
+
+clean:
+	rm -rf dist build bpf/*.o

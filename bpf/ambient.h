@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * ambientd — the one header that declares every BPF map and its key/value
+ * structs. Maps are declared with __type(...) so the object's BTF carries the
+ * struct layouts and `bpftool map dump pinned <path>` prints field names.
+ *
+ * Byte-order conventions (they matter to the TypeScript codecs in
+ * src/datapath/codec.ts, which a unit test checks against this file's BTF):
+ *   - addresses (struct amb_ip.addr) are in network byte order, IPv4 in
+ *     addr[0..3] with addr[4..15] zero;
+ *   - ports are in HOST byte order everywhere in our structs.
+ */
+#ifndef AMBIENT_H
+#define AMBIENT_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#define AMB_AF_INET 2
+#define AMB_AF_INET6 10
+
+/* Mark the agent puts on every socket it opens inside a pod (ztunnel's 0x539). */
+#define AMB_DEFAULT_MARK 0x539
+
+/* Kubelet probes are SNATed to this address by Istio's CNI; never captured. */
+#define AMB_PROBE_SNAT_IP4 0xA9FE077F /* 169.254.7.127, host order */
+
+/* How deep in the cgroup v2 tree we look for a pod's cgroup (k8s: ~3-5). */
+#define AMB_MAX_CGROUP_LEVEL 10
+
+/* An IP address of either family: the key of everything per pod. */
+struct amb_ip {
+	__u8 family;   /* AMB_AF_INET or AMB_AF_INET6; 0 = unset */
+	__u8 pad[3];
+	__u8 addr[16]; /* network order; IPv4 uses addr[0..3] */
+};
+
+struct amb_sockaddr {
+	struct amb_ip ip;
+	__u16 port;    /* host order */
+	__u16 pad;
+};
+
+/* amb_config[0]: agent-wide settings written at start-up. */
+struct amb_config {
+	__u16 outbound_port; /* 15001 */
+	__u16 inbound_port;  /* 15006 */
+	__u16 hbone_port;    /* 15008 */
+	__u16 pad;
+	__u32 mark;          /* SO_MARK of the agent's own sockets */
+	__u32 flags;         /* AMB_CFG_* */
+};
+#define AMB_CFG_SOCKMAP_ACCEL (1u << 0)
+
+/* amb_pods: pod IP -> what the datapath needs to know of an enrolled pod. */
+struct amb_pod {
+	__u32 pod_index;          /* agent-assigned, stable while enrolled */
+	__u32 flags;              /* AMB_POD_* */
+	struct amb_ip exempt_src; /* the node's own address: kubelet probes */
+};
+#define AMB_POD_ENROLLED (1u << 0)
+
+/* amb_pod_by_cgroup: pod cgroup v2 id -> the pod's addresses. */
+struct amb_pod_addrs {
+	struct amb_ip v4;
+	struct amb_ip v6;
+};
+
+/* amb_pod_stats: pod IP -> redirect counters (written by BPF only). */
+struct amb_pod_stats {
+	__u64 captured_out; /* connect() rewritten to the outbound listener */
+	__u64 refused_out;  /* ... while no outbound listener existed (fail closed) */
+	__u64 captured_in;  /* inbound SYN steered to the plaintext listener */
+	__u64 hbone_in;     /* inbound SYN steered to the HBONE listener */
+	__u64 refused_in;   /* inbound SYN refused: no listener (fail closed) */
+	__u64 bypass_in;    /* inbound from the node itself (probes): not captured */
+};
+
+/* amb_orig_by_cookie: app socket cookie -> original destination (connect time). */
+struct amb_orig {
+	struct amb_sockaddr dst;
+	struct amb_ip pod;
+};
+
+/* amb_orig_dst: app socket's local address (pod IP:sport) -> original destination.
+ * The agent looks it up with the peer address of the connection it accepted. */
+struct amb_orig_dst {
+	struct amb_sockaddr dst;
+	__u64 cookie;     /* the app socket's cookie */
+	__u64 created_ns; /* bpf_ktime_get_ns() when established */
+};
+
+/* amb_listeners: (pod IP, role port) -> the agent's listening socket in that pod. */
+struct amb_listener_key {
+	struct amb_ip pod;
+	__u16 port; /* inbound_port or hbone_port (or outbound_port), host order */
+	__u16 pad;
+};
+
+/* amb_sock_pairs: both ends of an in-pod app<->agent connection, for sk_msg. */
+struct amb_tuple {
+	struct amb_ip local;
+	struct amb_ip remote;
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+};
+
+#ifdef __BPF__
+#define AMB_MAX_PODS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct amb_config);
+} amb_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AMB_MAX_PODS);
+	__type(key, struct amb_ip);
+	__type(value, struct amb_pod);
+} amb_pods SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AMB_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct amb_pod_addrs);
+} amb_pod_by_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AMB_MAX_PODS);
+	__type(key, struct amb_ip);
+	__type(value, struct amb_pod_stats);
+} amb_pod_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct amb_orig);
+} amb_orig_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct amb_sockaddr);
+	__type(value, struct amb_orig_dst);
+} amb_orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, AMB_MAX_PODS * 4);
+	__type(key, struct amb_listener_key);
+	__type(value, __u64);
+} amb_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct amb_tuple);
+	__type(value, __u64);
+} amb_sock_pairs SEC(".maps");
+#endif /* __BPF__ */
+
+#endif /* AMBIENT_H */

@@ -1,0 +1,72 @@
+/**
+ * Admin endpoint (loopback only): /config_dump, /logging, /healthz/ready,
+ * /quitquitquit. Bad requests get a 4xx and change nothing.
+ */
+import http from 'node:http';
+import { isLevel, LEVELS, type Logger } from '../util/log.js';
+
+export interface AdminHandlers {
+  configDump(): unknown;
+  ready(): { ready: boolean; pending: string[] };
+  quit(): void;
+}
+
+const MAX_BODY = 64 * 1024;
+
+function send(res: http.ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2);
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function createAdminServer(h: AdminHandlers, log: Logger): http.Server {
+  const server = http.createServer((req, res) => {
+    let size = 0;
+    let tooBig = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY && !tooBig) {
+        tooBig = true;
+        send(res, 413, { error: `body larger than ${MAX_BODY} bytes` });
+        req.destroy();
+      }
+    });
+    req.on('end', () => {
+      if (tooBig) return;
+      const url = new URL(req.url ?? '/', 'http://admin');
+      const route = `${req.method} ${url.pathname}`;
+      try {
+        switch (route) {
+          case 'GET /config_dump':
+            return send(res, 200, h.configDump());
+          case 'GET /healthz/ready': {
+            const r = h.ready();
+            return r.ready ? send(res, 200, 'ready\n', 'text/plain') : send(res, 500, `not ready: ${r.pending.join(', ')}\n`, 'text/plain');
+          }
+          case 'GET /logging':
+            return send(res, 200, { level: log.getLevel(), levels: LEVELS });
+          case 'POST /logging': {
+            const level = url.searchParams.get('level');
+            if (!level || !isLevel(level)) return send(res, 400, { error: `level must be one of ${LEVELS.join(', ')}` });
+            log.setLevel(level);
+            log.info('log level changed', { level });
+            return send(res, 200, { level });
+          }
+          case 'POST /quitquitquit':
+            send(res, 200, 'OK\n', 'text/plain');
+            setImmediate(() => h.quit());
+            return;
+          default:
+            if (['/config_dump', '/healthz/ready', '/logging', '/quitquitquit'].includes(url.pathname)) return send(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}` });
+            return send(res, 404, { error: `no such endpoint: ${url.pathname}`, endpoints: ['/config_dump', '/healthz/ready', '/logging', '/quitquitquit'] });
+        }
+      } catch (e) {
+        log.error('admin request failed', { route, error: e });
+        return send(res, 500, { error: (e as Error).message });
+      }
+    });
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
+  return server;
+}

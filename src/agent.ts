@@ -1,0 +1,323 @@
+/**
+ * The composition root: config -> datapath -> workload source -> per-pod
+ * listeners and redirection -> relay -> admin. Nothing else wires subsystems.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type net from 'node:net';
+import type http from 'node:http';
+import type { AgentConfig } from './config/config.js';
+import { Datapath } from './datapath/datapath.js';
+import { loadNative } from './datapath/native.js';
+import type { NativeAddon } from './datapath/native-api.js';
+import { dialFromNetns, listenInNetns, type PodListener } from './datapath/sockets.js';
+import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
+import { ConnectionTracker } from './proxy/connections.js';
+import { relay, resetSocket } from './proxy/relay.js';
+import { createAdminServer } from './admin/server.js';
+import { AmbientError, errorMessage } from './util/errors.js';
+import type { Logger } from './util/log.js';
+
+export type PodState = 'enrolled' | 'failed' | 'not-enrolled' | 'remote';
+
+interface LocalPod {
+  info: PodInfo;
+  index: number;
+  state: PodState;
+  error: { code: string; message: string; hint: string } | null;
+  listeners: PodListener[];
+  enrolledAt: string | null;
+}
+
+export class Agent {
+  readonly tracker = new ConnectionTracker();
+  private datapath: Datapath | null = null;
+  private source: WorkloadFileSource;
+  private admin: http.Server | null = null;
+  private readonly pods = new Map<string, LocalPod>();
+  private snapshot: WorkloadSnapshot = { namespaces: new Map(), pods: new Map(), errors: [] };
+  private nextIndex = 1;
+  private reconciling: Promise<void> = Promise.resolve();
+  private pendingSnapshot: WorkloadSnapshot | null = null;
+  private stopped = false;
+  /** counters of bad input and failures, by reason (metrics come later) */
+  readonly counters = new Map<string, number>();
+  private readonly native: NativeAddon;
+
+  constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
+    this.native = native ?? loadNative();
+    this.source = new WorkloadFileSource(cfg.workloads, cfg.cgroupRoot);
+  }
+
+  count(reason: string): void {
+    this.counters.set(reason, (this.counters.get(reason) ?? 0) + 1);
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    this.datapath = Datapath.open({
+      bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
+      acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
+    }, this.log.child('datapath'), this.native);
+
+    this.admin = createAdminServer({
+      configDump: () => this.configDump(),
+      ready: () => this.readiness(),
+      quit: () => { void this.stop().then(() => process.exit(0)); },
+    }, this.log);
+    await new Promise<void>((resolve, reject) => {
+      this.admin!.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `admin listener ${cfg.adminAddress}:${cfg.ports.admin}: ${e.code}`, 'another agent runs in this network namespace, or change ports.admin', { cause: e })));
+      this.admin!.listen(cfg.ports.admin, cfg.adminAddress, () => resolve());
+    });
+
+    this.source.on('update', (s: WorkloadSnapshot) => {
+      for (const e of s.errors) {
+        this.count('workload_entry_invalid');
+        this.log.warn('workload entry rejected', { file: cfg.workloads, entry: e.entry, error: e.message });
+      }
+      this.schedule(s);
+    });
+    this.source.on('invalid', (e: AmbientError) => {
+      this.count('workload_file_invalid');
+      this.log.error('workload file rejected; keeping the last good state', { error: e.toJSON() });
+    });
+    this.source.start();
+    await this.reconciling;
+    await this.settle();
+    if (cfg.readyFile) fs.writeFileSync(cfg.readyFile, `${process.pid}\n`);
+    this.log.info('agent ready', { node: cfg.node, enrolled: [...this.pods.values()].filter((p) => p.state === 'enrolled').length });
+  }
+
+  /** Waits until every queued reconcile ran. */
+  async settle(): Promise<void> {
+    for (;;) {
+      const p = this.reconciling;
+      await p;
+      if (p === this.reconciling && !this.pendingSnapshot) return;
+    }
+  }
+
+  private schedule(s: WorkloadSnapshot): void {
+    this.pendingSnapshot = s;
+    this.reconciling = this.reconciling.then(() => {
+      const next = this.pendingSnapshot;
+      this.pendingSnapshot = null;
+      if (next && !this.stopped) return this.reconcile(next);
+    });
+  }
+
+  private isLocal(p: PodInfo): boolean {
+    return p.node === null || p.node === this.cfg.node;
+  }
+
+  private async reconcile(s: WorkloadSnapshot): Promise<void> {
+    this.snapshot = s;
+    const dp = this.datapath!;
+    const wanted = new Map<string, PodInfo>();
+    for (const [k, p] of s.pods) if (this.isLocal(p) && isEnrolled(p, s.namespaces)) wanted.set(k, p);
+
+    // unenroll what is no longer wanted (or changed address/netns/cgroup)
+    for (const [k, lp] of this.pods) {
+      const w = wanted.get(k);
+      const changed = w && (w.ip !== lp.info.ip || w.netns !== lp.info.netns || w.cgroup !== lp.info.cgroup);
+      if (!w || changed) await this.unenroll(k);
+    }
+    // pinned state of pods this agent does not know (stale, from an earlier run)
+    for (const k of dp.pinnedPods()) {
+      if (!wanted.has(k) && !this.pods.has(k)) {
+        this.log.info('removing stale redirection', { pod: k });
+        dp.unenroll(k, null);
+      }
+    }
+    for (const ip of dp.enrolledIps()) {
+      if (![...wanted.values()].some((p) => p.ip === ip)) dp.forgetIp(ip);
+    }
+    for (const [k, p] of wanted) {
+      const cur = this.pods.get(k);
+      if (cur && cur.state === 'enrolled') { cur.info = p; continue; }
+      await this.enroll(p);
+    }
+  }
+
+  private async enroll(p: PodInfo): Promise<void> {
+    const key = podKey(p);
+    const prev = this.pods.get(key);
+    const lp: LocalPod = { info: p, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null };
+    this.pods.set(key, lp);
+    const t0 = process.hrtime.bigint();
+    try {
+      if (!p.netns) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
+      if (!p.cgroup) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${key} has no cgroup path`, 'set "cgroup" for local pods in the workload file');
+      if (p.ip.includes(':')) throw new AmbientError('KERNEL_FEATURE_MISSING', `pod ${key}: IPv6-only pods are not captured yet`, 'give the pod an IPv4 address; IPv6 capture is planned on the same maps');
+      const dp = this.datapath!;
+      const { outbound, inbound } = this.cfg.ports;
+      const out = await listenInNetns(this.native, p.netns, { ip: p.ip, port: outbound }, this.cfg.mark, (s) => this.onOutbound(lp, s));
+      lp.listeners.push(out);
+      const inb = await listenInNetns(this.native, p.netns, { ip: '127.0.0.1', port: inbound }, this.cfg.mark, (s) => this.onInbound(lp, s));
+      lp.listeners.push(inb);
+      dp.registerListener(p.ip, outbound, out.fd);
+      dp.registerListener(p.ip, inbound, inb.fd);
+      const adopted = dp.isPinned(key);
+      dp.enroll({ key, ip: p.ip, netns: p.netns, cgroup: p.cgroup, index: lp.index, exemptSrc: this.cfg.nodeIP });
+      lp.state = 'enrolled';
+      lp.enrolledAt = new Date().toISOString();
+      this.log.info('pod enrolled', { pod: key, ip: p.ip, adopted, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+    } catch (e) {
+      const err = e instanceof AmbientError ? e : new AmbientError('LISTENER_FAILED', errorMessage(e), 'see the agent log');
+      lp.state = 'failed';
+      lp.error = { code: err.code, message: err.message, hint: err.hint };
+      this.count('pod_enroll_failed');
+      this.log.error('pod enrollment failed', { pod: key, error: err.toJSON() });
+      for (const l of lp.listeners) l.server.close();
+      lp.listeners = [];
+    }
+  }
+
+  private async unenroll(key: string): Promise<void> {
+    const lp = this.pods.get(key);
+    if (!lp) return;
+    this.pods.delete(key);
+    try {
+      this.datapath!.unenroll(key, lp.info.ip);
+    } catch (e) {
+      this.log.error('pod unenroll failed', { pod: key, error: errorMessage(e) });
+    }
+    for (const l of lp.listeners) l.server.close();
+    this.log.info('pod unenrolled', { pod: key });
+  }
+
+  private ownPorts(): Set<number> {
+    const p = this.cfg.ports;
+    return new Set([p.outbound, p.inbound, p.hbone]);
+  }
+
+  private onOutbound(lp: LocalPod, client: net.Socket): void {
+    const dp = this.datapath;
+    const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
+    client.on('error', () => { /* handled by relay or below */ });
+    let dst = null;
+    try {
+      dst = dp?.takeOriginalDst(src) ?? null;
+    } catch (e) {
+      this.log.error('original destination lookup failed', { error: errorMessage(e) });
+    }
+    if (!dst) {
+      this.count('original_dst_unknown');
+      this.log.warn('outbound connection without an original destination: reset', { pod: podKey(lp.info), src: `${src.ip}:${src.port}` });
+      resetSocket(client);
+      return;
+    }
+    const rec = this.tracker.begin({ pod: podKey(lp.info), direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough' });
+    client.pause();
+    dialFromNetns(this.native, lp.info.netns!, dst, this.cfg.mark).then((up) => {
+      if (client.destroyed) { up.destroy(); this.tracker.finish(rec, 'failed', 'client gone'); return; }
+      relay(client, up, rec, this.tracker);
+      client.resume();
+    }, (e: { code?: string; message: string }) => {
+      this.count('upstream_connect_failed');
+      this.log.debug('upstream connect failed', { conn: rec.id, dst: rec.dst, error: e.message });
+      this.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
+      resetSocket(client);
+    });
+  }
+
+  private onInbound(lp: LocalPod, client: net.Socket): void {
+    client.on('error', () => { /* handled by relay or below */ });
+    const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
+    const src = `${client.remoteAddress}:${client.remotePort}`;
+    if (dst.ip !== lp.info.ip || this.ownPorts().has(dst.port)) {
+      this.count('inbound_bad_destination');
+      this.log.warn('inbound connection to an agent port or foreign address: reset', { pod: podKey(lp.info), src, dst: `${dst.ip}:${dst.port}` });
+      resetSocket(client);
+      return;
+    }
+    const rec = this.tracker.begin({ pod: podKey(lp.info), direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
+    client.pause();
+    dialFromNetns(this.native, lp.info.netns!, dst, this.cfg.mark).then((up) => {
+      if (client.destroyed) { up.destroy(); this.tracker.finish(rec, 'failed', 'client gone'); return; }
+      relay(client, up, rec, this.tracker);
+      client.resume();
+    }, (e: { code?: string; message: string }) => {
+      this.count('app_connect_failed');
+      this.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
+      resetSocket(client);
+    });
+  }
+
+  readiness(): { ready: boolean; pending: string[] } {
+    const pending: string[] = [];
+    if (!this.datapath) pending.push('datapath');
+    if (!this.admin?.listening) pending.push('admin');
+    if (this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
+    return { ready: pending.length === 0, pending };
+  }
+
+  configDump(): unknown {
+    const dp = this.datapath;
+    const workloads = [...this.snapshot.pods.values()].map((p) => {
+      const key = podKey(p);
+      const lp = this.pods.get(key);
+      const local = this.isLocal(p);
+      const ambient = isEnrolled(p, this.snapshot.namespaces);
+      const state: PodState = !local ? 'remote' : lp ? lp.state : 'not-enrolled';
+      let redirect: Record<string, string> | null = null;
+      if (lp?.state === 'enrolled' && dp) {
+        const st = dp.podStats(p.ip);
+        redirect = st ? Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.toString()])) : {};
+      }
+      return {
+        name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, node: p.node, ip: p.ip,
+        netns: p.netns, cgroup: p.cgroup, labels: p.labels, ambient, state,
+        ...(lp?.error ? { error: lp.error } : {}), ...(lp?.enrolledAt ? { enrolledAt: lp.enrolledAt } : {}),
+        ...(redirect ? { redirect } : {}),
+      };
+    });
+    return {
+      node: this.cfg.node,
+      pid: process.pid,
+      workloads,
+      connections: this.tracker.list(),
+      workloadSource: {
+        file: this.cfg.workloads,
+        entryErrors: this.snapshot.errors,
+        lastError: this.source.lastError?.toJSON() ?? null,
+      },
+      datapath: dp ? {
+        pins: this.cfg.bpffsDir,
+        acceleration: this.cfg.acceleration,
+        features: dp.features,
+      } : null,
+      counters: Object.fromEntries(this.counters),
+    };
+  }
+
+  /**
+   * Stops serving. Redirection stays pinned on purpose: enrolled pods fail
+   * closed until an agent comes back (or `ambientd cleanup` removes it).
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.source.stop();
+    await this.reconciling.catch(() => undefined);
+    for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
+    await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
+    this.datapath?.close();
+    if (this.cfg.readyFile) fs.rmSync(this.cfg.readyFile, { force: true });
+  }
+}
+
+/** The agent's own cgroup v2 directory (from /proc/self/cgroup). */
+export function ownCgroup(cgroupRoot: string): string | null {
+  try {
+    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    if (!line) return null;
+    const rel = line.slice(3).trim();
+    // never hook the root cgroup: that would see every socket of the machine
+    if (rel === '/' || rel === '') return null;
+    const p = path.join(cgroupRoot, rel);
+    return fs.existsSync(p) ? p : null;
+  } catch {
+    return null;
+  }
+}

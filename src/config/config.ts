@@ -1,0 +1,140 @@
+/**
+ * Agent settings: a YAML/JSON file plus command-line overrides, validated
+ * field by field into one typed, frozen object.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import YAML from 'yaml';
+import { AmbientError } from '../util/errors.js';
+import { isLevel, type Level } from '../util/log.js';
+
+export interface Ports {
+  outbound: number;
+  inbound: number;
+  hbone: number;
+  admin: number;
+}
+
+export interface AgentConfig {
+  node: string;
+  /** The node's own address: traffic from it to pods (kubelet probes) is not captured. */
+  nodeIP: string | null;
+  cgroupRoot: string;
+  bpffsDir: string;
+  workloads: string;
+  /** cgroup v2 directory of the agent itself (its sockets get the sockops hook). */
+  agentCgroup: string | null;
+  ports: Ports;
+  adminAddress: string;
+  mark: number;
+  acceleration: 'sockmap' | 'none';
+  logLevel: Level;
+  /** Where the agent writes an empty file once it is ready (sandbox contract). */
+  readyFile: string | null;
+  bpfObject: string;
+}
+
+export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000 };
+
+export function defaultBpfObject(): string {
+  // dist/src/config/config.js -> repo root
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..');
+  return process.env.AMBIENTD_BPF_OBJECT ?? path.join(root, 'bpf', 'ambient.bpf.o');
+}
+
+const KNOWN = new Set([
+  'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'mark',
+  'acceleration', 'logLevel', 'readyFile', 'bpfObject',
+]);
+
+function bad(file: string, field: string, why: string): AmbientError {
+  return new AmbientError('CONFIG_INVALID', `${file}: field "${field}" ${why}`, 'fix the field in the config file (see `ambientd agent --help` for every setting and its default)');
+}
+
+function str(o: Record<string, unknown>, k: string, file: string, def?: string): string {
+  const v = o[k];
+  if (v === undefined || v === null) {
+    if (def !== undefined) return def;
+    throw bad(file, k, 'is required');
+  }
+  if (typeof v !== 'string' || v === '') throw bad(file, k, `must be a non-empty string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function port(v: unknown, file: string, field: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw bad(file, field, `must be a port number 1..65535, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Validates a parsed config object (from a file and/or flags). */
+export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new AmbientError('CONFIG_INVALID', `${file}: the config must be a mapping of settings`, 'write the settings as YAML or JSON keys, e.g. `node: node-1`');
+  }
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!KNOWN.has(k)) throw bad(file, k, `is not a known setting (known: ${[...KNOWN].join(', ')})`);
+  const node = str(o, 'node', file);
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node) || node.length > 253) throw bad(file, 'node', 'must be a DNS-1123 name');
+  const nodeIP = o.nodeIP === undefined || o.nodeIP === null ? null : str(o, 'nodeIP', file);
+  if (nodeIP !== null && !net.isIP(nodeIP)) throw bad(file, 'nodeIP', `is not an IP address: ${JSON.stringify(nodeIP)}`);
+  const cgroupRoot = str(o, 'cgroupRoot', file, '/sys/fs/cgroup');
+  const bpffsDir = str(o, 'bpffsDir', file, `/sys/fs/bpf/ambientd/${node}`);
+  if (!path.isAbsolute(bpffsDir)) throw bad(file, 'bpffsDir', 'must be an absolute path on a bpffs');
+  const workloads = str(o, 'workloads', file);
+  const agentCgroup = o.agentCgroup === undefined || o.agentCgroup === null ? null : str(o, 'agentCgroup', file);
+  const p = (o.ports ?? {}) as Record<string, unknown>;
+  if (typeof p !== 'object' || Array.isArray(p)) throw bad(file, 'ports', 'must be a mapping {outbound, inbound, hbone, admin}');
+  for (const k of Object.keys(p)) if (!(k in DEFAULT_PORTS)) throw bad(file, `ports.${k}`, 'is not a known port (outbound, inbound, hbone, admin)');
+  const ports: Ports = {
+    outbound: port(p.outbound ?? DEFAULT_PORTS.outbound, file, 'ports.outbound'),
+    inbound: port(p.inbound ?? DEFAULT_PORTS.inbound, file, 'ports.inbound'),
+    hbone: port(p.hbone ?? DEFAULT_PORTS.hbone, file, 'ports.hbone'),
+    admin: port(p.admin ?? DEFAULT_PORTS.admin, file, 'ports.admin'),
+  };
+  if (new Set([ports.outbound, ports.inbound, ports.hbone]).size !== 3) throw bad(file, 'ports', 'outbound, inbound and hbone must be distinct');
+  const adminAddress = str(o, 'adminAddress', file, '127.0.0.1');
+  if (!net.isIP(adminAddress)) throw bad(file, 'adminAddress', 'must be an IP address (keep it on loopback)');
+  const mark = o.mark === undefined ? 0x539 : o.mark;
+  if (typeof mark !== 'number' || !Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff) throw bad(file, 'mark', 'must be a positive 32-bit integer');
+  const acceleration = o.acceleration ?? 'sockmap';
+  if (acceleration !== 'sockmap' && acceleration !== 'none') throw bad(file, 'acceleration', 'must be "sockmap" or "none"');
+  const logLevel = o.logLevel ?? 'info';
+  if (typeof logLevel !== 'string' || !isLevel(logLevel)) throw bad(file, 'logLevel', 'must be one of debug, info, warn, error, off');
+  const readyFile = o.readyFile === undefined || o.readyFile === null ? null : str(o, 'readyFile', file);
+  const bpfObject = str(o, 'bpfObject', file, defaultBpfObject());
+  return Object.freeze({
+    node, nodeIP, cgroupRoot, bpffsDir, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
+    acceleration, logLevel, readyFile, bpfObject,
+  });
+}
+
+export function parseDocument(text: string, file: string, code: 'CONFIG_INVALID' | 'WORKLOADS_INVALID'): unknown {
+  try {
+    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text, { uniqueKeys: true });
+  } catch (e) {
+    throw new AmbientError(code, `${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`, 'fix the syntax; the agent keeps its last good state meanwhile', { cause: e });
+  }
+}
+
+export function loadConfig(file: string | null, overrides: Record<string, unknown> = {}): AgentConfig {
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new AmbientError('CONFIG_UNREADABLE', `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing file with --config', { cause: e });
+    }
+    const doc = parseDocument(text, file, 'CONFIG_INVALID');
+    if (doc !== null && (typeof doc !== 'object' || Array.isArray(doc))) return parseConfig(doc, file);
+    raw = (doc ?? {}) as Record<string, unknown>;
+  }
+  const merged: Record<string, unknown> = { ...raw };
+  for (const [k, v] of Object.entries(overrides)) {
+    if (v === undefined) continue;
+    if (k === 'ports' && typeof v === 'object') merged.ports = { ...((raw.ports as object) ?? {}), ...(v as object) };
+    else merged[k] = v;
+  }
+  return parseConfig(merged, file ?? '<flags>');
+}

@@ -1,0 +1,114 @@
+/**
+ * The exact surface of the native addon (native/addon.cc, built by node-gyp
+ * into build/Release/ambient_native.node). It is deliberately thin: it checks
+ * its arguments (throwing TypeError on wrong types), calls libbpf or the
+ * kernel, and returns a negative errno on failure instead of throwing.
+ * src/datapath/native.ts turns those numbers into typed AmbientErrors.
+ *
+ * Every fd returned belongs to the caller, who must close it (closeFd) or hand
+ * it to Node (net.Server.listen({fd}), new net.Socket({fd})).
+ */
+
+/** Result of a call that returns a value or a negative errno. */
+export type Errno = number;
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  btfId: number;
+}
+
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  tag: string;
+}
+
+export interface SocketOptions {
+  /** 4 = AF_INET, 6 = AF_INET6. */
+  family: 4 | 6;
+  /** SO_MARK value (needs CAP_NET_ADMIN); 0/undefined = not set. */
+  mark?: number;
+  /** IP_TRANSPARENT / IPV6_TRANSPARENT. */
+  transparent?: boolean;
+  reuseAddr?: boolean;
+  reusePort?: boolean;
+  /** Bind to ip:port (port 0 = any). Omit to leave unbound. */
+  bind?: { ip: string; port: number };
+  /** listen(backlog) after bind. Omit for a socket that will connect(). */
+  listen?: number;
+}
+
+export interface NativeAddon {
+  /** libbpf_get_error-free open of a BPF ELF object; returns a handle > 0. */
+  objectOpen(path: string): number | Errno;
+  /**
+   * Load all programs and create maps. Every map is pinned at
+   * `${mapPinDir}/${mapName}`; an existing compatible pin there is reused
+   * (libbpf's bpf_map__set_pin_path semantics), so a restarted agent adopts
+   * its maps. mapPinDir must exist on a bpffs.
+   */
+  objectLoad(handle: number, mapPinDir: string): 0 | Errno;
+  /** fd of a loaded program by its function name (dup'ed: caller closes). */
+  objectProgramFd(handle: number, progName: string): number | Errno;
+  /** fd of a map by name (dup'ed: caller closes). */
+  objectMapFd(handle: number, mapName: string): number | Errno;
+  /** Frees the bpf_object. Pins and dup'ed fds stay valid. */
+  objectClose(handle: number): void;
+  /** The last libbpf/verifier log lines of objectOpen/objectLoad (for errors). */
+  lastLog(): string;
+
+  /** bpf_obj_pin / bpf_obj_get. */
+  objPin(fd: number, path: string): 0 | Errno;
+  objGet(path: string): number | Errno;
+  closeFd(fd: number): 0 | Errno;
+
+  mapInfo(fd: number): MapInfo | Errno;
+  progInfo(fd: number): ProgInfo | Errno;
+  /** Returns the value (valueSize bytes) or -ENOENT when the key is absent. */
+  mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | Errno;
+  /** flags: 0 BPF_ANY, 1 BPF_NOEXIST, 2 BPF_EXIST. */
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): 0 | Errno;
+  mapDelete(fd: number, key: Buffer): 0 | Errno;
+  /** Next key after `key` (null = first); -ENOENT after the last one. */
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | Errno;
+
+  /**
+   * bpf_link_create on a cgroup v2 directory. attachType is one of
+   * 'connect4' | 'connect6' | 'sockops'. Returns the link fd.
+   */
+  linkCgroup(progFd: number, cgroupPath: string, attachType: string): number | Errno;
+  /** bpf_link_create of an sk_lookup program on the netns at netnsPath. */
+  linkNetns(progFd: number, netnsPath: string): number | Errno;
+  /** bpf_link_detach: detaches even while the link is pinned elsewhere. */
+  linkDetach(linkFd: number): 0 | Errno;
+  /** bpf_prog_attach(prog, map, BPF_SK_MSG_VERDICT). */
+  attachSkMsg(progFd: number, mapFd: number): 0 | Errno;
+  detachSkMsg(progFd: number, mapFd: number): 0 | Errno;
+
+  /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, <0 errno. Names as in libbpf ("sk_lookup", "cgroup_sock_addr", ...). */
+  probeProgType(name: string): number;
+  /** libbpf_probe_bpf_map_type ("sockhash", "lru_hash", ...). */
+  probeMapType(name: string): number;
+  /** libbpf_probe_bpf_helper(progType, helper id). */
+  probeHelper(progType: string, helperId: number): number;
+
+  /**
+   * Creates a TCP socket inside the network namespace at netnsPath (a
+   * /proc/<pid>/ns/net or /run/netns/<name> path). The setns() happens on a
+   * thread the addon creates for this call, never on Node's main thread or
+   * libuv's pool; the socket is created non-blocking and CLOEXEC, options are
+   * applied, then optional bind/listen. Returns the fd.
+   */
+  socketInNetns(netnsPath: string, opts: SocketOptions): number | Errno;
+  /** cgroup v2 id of a cgroup directory (name_to_handle_at), as a bigint. */
+  cgroupId(path: string): bigint | Errno;
+  /** Inode number of a netns file (identity of the namespace). */
+  netnsInode(path: string): bigint | Errno;
+}

@@ -1,0 +1,68 @@
+/**
+ * Sockets inside a pod's network namespace. The native addon creates them on
+ * a thread of its own (setns never touches Node's threads) and hands Node the
+ * fd; from then on they are ordinary net.Server / net.Socket objects.
+ */
+import net from 'node:net';
+import type { NativeAddon } from './native-api.js';
+import { nativeError } from './datapath.js';
+import { errnoName } from './native.js';
+import { AmbientError } from '../util/errors.js';
+import type { Sockaddr } from './codec.js';
+
+export interface PodListener {
+  server: net.Server;
+  fd: number;
+}
+
+/** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
+export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void): Promise<PodListener> {
+  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096 });
+  if (fd < 0) {
+    throw errnoName(fd) === 'EADDRINUSE'
+      ? new AmbientError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}: EADDRINUSE`, 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config', { errno: -fd })
+      : nativeError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}`, fd, 'check the pod netns still exists and the agent has CAP_NET_ADMIN');
+  }
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, onConnection);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return { server, fd };
+}
+
+export class DialError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Connects to `dst` from inside the netns (so the source address is the
+ * pod's), with the agent's mark on the socket. Resolves once connected.
+ */
+export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000): Promise<net.Socket> {
+  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark });
+  if (fd < 0) return Promise.reject(new DialError(errnoName(fd), `socket in ${netns}: ${errnoName(fd)}`));
+  const sock = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new DialError('ETIMEDOUT', `connect ${dst.ip}:${dst.port} timed out`));
+    }, timeoutMs);
+    const onError = (e: NodeJS.ErrnoException): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(new DialError(e.code ?? 'ECONNFAILED', `connect ${dst.ip}:${dst.port}: ${e.code ?? e.message}`));
+    };
+    sock.once('error', onError);
+    sock.connect({ port: dst.port, host: dst.ip }, () => {
+      clearTimeout(timer);
+      sock.off('error', onError);
+      resolve(sock);
+    });
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * Every connection the agent carries, open or recently closed: who talked to
+ * whom, the original destination, bytes each way, when, and how it ended.
+ * Shown by /config_dump; bounded (the last `keepClosed` closed ones are kept).
+ */
+import { EventEmitter } from 'node:events';
+
+export type Direction = 'outbound' | 'inbound';
+
+export interface ConnectionRecord {
+  id: number;
+  /** the enrolled pod (namespace/name) whose traffic this is */
+  pod: string;
+  direction: Direction;
+  src: string; // ip:port
+  /** original destination (what the client dialled) */
+  dst: string; // ip:port
+  /** how the agent carried it: plaintext relay for now, hbone later */
+  via: 'passthrough' | 'hbone' | 'inbound-plaintext' | 'inbound-hbone';
+  /** peer identity when known (HBONE), else null */
+  peerIdentity: string | null;
+  /** bytes from the client towards the destination */
+  bytesSent: number;
+  /** bytes from the destination back to the client */
+  bytesReceived: number;
+  start: string;
+  end: string | null;
+  state: 'open' | 'closed' | 'failed';
+  /** why it ended: "eof", "reset", or an error code */
+  reason: string | null;
+}
+
+export class ConnectionTracker extends EventEmitter {
+  private nextId = 1;
+  private readonly open = new Map<number, ConnectionRecord>();
+  private readonly closed: ConnectionRecord[] = [];
+
+  constructor(private readonly keepClosed = 1000) {
+    super();
+  }
+
+  begin(r: Omit<ConnectionRecord, 'id' | 'bytesSent' | 'bytesReceived' | 'start' | 'end' | 'state' | 'reason' | 'peerIdentity'> & { peerIdentity?: string | null }): ConnectionRecord {
+    const rec: ConnectionRecord = {
+      id: this.nextId++, bytesSent: 0, bytesReceived: 0, start: new Date().toISOString(), end: null, state: 'open',
+      reason: null, peerIdentity: null, ...r,
+    };
+    this.open.set(rec.id, rec);
+    this.emit('open', rec);
+    return rec;
+  }
+
+  finish(rec: ConnectionRecord, state: 'closed' | 'failed', reason: string, bytes?: { sent: number; received: number }): void {
+    if (!this.open.delete(rec.id)) return;
+    if (bytes) {
+      rec.bytesSent = bytes.sent;
+      rec.bytesReceived = bytes.received;
+    }
+    rec.state = state;
+    rec.reason = reason;
+    rec.end = new Date().toISOString();
+    this.closed.push(rec);
+    if (this.closed.length > this.keepClosed) this.closed.splice(0, this.closed.length - this.keepClosed);
+    this.emit('close', rec);
+  }
+
+  openCount(): number {
+    return this.open.size;
+  }
+
+  list(): ConnectionRecord[] {
+    return [...this.closed, ...this.open.values()];
+  }
+}

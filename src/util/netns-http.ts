@@ -1,0 +1,38 @@
+/**
+ * HTTP GET/POST to an endpoint inside another network namespace (e.g. an
+ * agent's loopback-only admin port in a sandbox node), using a socket the
+ * native addon created in that namespace.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { loadNative, errnoName } from '../datapath/native.js';
+
+export interface NetnsResponse { status: number; body: string }
+
+export function httpInNetns(netns: string | null, host: string, port: number, pathName: string, method = 'GET', timeoutMs = 5000): Promise<NetnsResponse> {
+  return new Promise((resolve, reject) => {
+    const createConnection = (): net.Socket => {
+      if (!netns) return net.connect({ host, port });
+      const fd = loadNative().socketInNetns(netns, { family: host.includes(':') ? 6 : 4 });
+      if (fd < 0) throw new Error(`socket in ${netns}: ${errnoName(fd)}`);
+      const s = new net.Socket({ fd, readable: true, writable: true });
+      s.connect({ host, port });
+      return s;
+    };
+    const req = http.request({ host, port, path: pathName, method, createConnection, timeout: timeoutMs, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export async function getJsonInNetns<T>(netns: string | null, host: string, port: number, pathName: string): Promise<T> {
+  const r = await httpInNetns(netns, host, port, pathName);
+  if (r.status !== 200) throw new Error(`GET ${pathName}: HTTP ${r.status}: ${r.body.slice(0, 200)}`);
+  return JSON.parse(r.body) as T;
+}

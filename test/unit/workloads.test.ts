@@ -1,0 +1,131 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../src/discovery/workloads.js';
+import { loadConfig, parseConfig } from '../../src/config/config.js';
+import { AmbientError } from '../../src/util/errors.js';
+
+const NS = [
+  { name: 'ambient-demo', labels: { 'istio.io/dataplane-mode': 'ambient' } },
+  { name: 'plain' },
+];
+const pod = (name: string, ns: string, ip: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  name, namespace: ns, serviceAccount: `sa-${name}`, node: 'n1', ip, netns: `/run/netns/${name}`, cgroup: `/cg/${name}`, ...extra,
+});
+
+test('enrollment follows the namespace label, and a pod label wins (ambient or none)', () => {
+  const s = parseWorkloads({
+    namespaces: NS,
+    pods: [
+      pod('a', 'ambient-demo', '10.0.0.1'),
+      pod('b', 'plain', '10.0.0.2'),
+      pod('c', 'plain', '10.0.0.3', { labels: { 'istio.io/dataplane-mode': 'ambient' } }),
+      pod('d', 'ambient-demo', '10.0.0.4', { labels: { 'istio.io/dataplane-mode': 'none' } }),
+    ],
+  });
+  assert.deepEqual(s.errors, []);
+  const enrolled = [...s.pods.values()].filter((p) => isEnrolled(p, s.namespaces)).map((p) => p.name);
+  assert.deepEqual(enrolled, ['a', 'c']);
+});
+
+test('a malformed entry is named, the others are served, and its last good version is kept', () => {
+  const good = parseWorkloads({ namespaces: NS, pods: [pod('a', 'ambient-demo', '10.0.0.1'), pod('b', 'plain', '10.0.0.2')] });
+  const next = parseWorkloads({
+    namespaces: NS,
+    pods: [pod('a', 'ambient-demo', '10.0.0.999'), pod('b', 'plain', '10.0.0.2', { labels: { x: 'y' } }), { namespace: 'plain' }, pod('e', 'plain', '10.0.0.5', { colour: 'red' })],
+  }, { previous: good });
+  assert.equal(next.errors.length, 3);
+  assert.match(next.errors[0]!.entry, /^pods\[0\] \(ambient-demo\/a\)$/);
+  assert.match(next.errors[0]!.message, /"ip" must be an IPv4 or IPv6 address, got "10\.0\.0\.999"/);
+  assert.equal(next.errors[1]!.entry, 'pods[2]');
+  assert.match(next.errors[1]!.message, /"name" must be a DNS-1123 name/);
+  assert.match(next.errors[2]!.message, /unknown field "colour"/);
+  // a keeps its previous good version; b is updated; e (never good) is absent
+  assert.equal(next.pods.get('ambient-demo/a')?.ip, '10.0.0.1');
+  assert.deepEqual(next.pods.get('plain/b')?.labels, { x: 'y' });
+  assert.equal(next.pods.has('plain/e'), false);
+});
+
+test('duplicate pod IPs and names are rejected per entry', () => {
+  const s = parseWorkloads({ pods: [pod('a', 'plain', '10.0.0.1'), pod('b', 'plain', '10.0.0.1'), pod('a', 'plain', '10.0.0.3')] });
+  assert.equal(s.pods.size, 1);
+  assert.match(s.errors[0]!.message, /ip 10\.0\.0\.1 is already used by pod "plain\/a"/);
+  assert.match(s.errors[1]!.message, /duplicate pod "plain\/a"/);
+});
+
+test('relative netns/cgroup paths resolve against /run/netns and the cgroup root', () => {
+  const s = parseWorkloads({ pods: [{ name: 'a', namespace: 'x', ip: '10.0.0.1', netns: 'pod-a', cgroup: 'kubepods/pod-a' }] }, { cgroupRoot: '/sys/fs/cgroup' });
+  const p = s.pods.get('x/a')!;
+  assert.equal(p.netns, '/run/netns/pod-a');
+  assert.equal(p.cgroup, '/sys/fs/cgroup/kubepods/pod-a');
+  assert.equal(p.serviceAccount, 'default');
+});
+
+test('a whole-file error keeps the last good state; a fixed file applies again', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-wl-'));
+  try {
+    const file = path.join(dir, 'workloads.yaml');
+    fs.writeFileSync(file, YAML.stringify({ namespaces: NS, pods: [pod('a', 'ambient-demo', '10.0.0.1')] }));
+    const src = new WorkloadFileSource(file, null);
+    const errors: AmbientError[] = [];
+    src.on('invalid', (e: AmbientError) => errors.push(e));
+    let snap: WorkloadSnapshot = src.reload();
+    assert.equal(snap.pods.size, 1);
+    fs.writeFileSync(file, 'pods: [ {name: a, ');
+    snap = src.reload();
+    assert.equal(snap.pods.size, 1, 'last good state kept');
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.code, 'WORKLOADS_INVALID');
+    assert.match(errors[0]!.message, /not valid YAML/);
+    fs.writeFileSync(file, JSON.stringify({ pods: 'nope' }));
+    src.reload();
+    assert.match(errors[1]!.message, /"pods" must be a list/);
+    fs.rmSync(file);
+    src.reload();
+    assert.equal(errors[2]!.code, 'WORKLOADS_UNREADABLE');
+    fs.writeFileSync(file, YAML.stringify({ namespaces: NS, pods: [pod('a', 'ambient-demo', '10.0.0.1'), pod('b', 'plain', '10.0.0.2')] }));
+    assert.equal(src.reload().pods.size, 2);
+    assert.equal(src.lastError, null);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('config: defaults, overrides, and field-precise errors', () => {
+  const c = parseConfig({ node: 'n1', workloads: '/tmp/w.yaml' });
+  assert.equal(c.ports.outbound, 15001);
+  assert.equal(c.ports.inbound, 15006);
+  assert.equal(c.ports.hbone, 15008);
+  assert.equal(c.ports.admin, 15000);
+  assert.equal(c.mark, 0x539);
+  assert.equal(c.bpffsDir, '/sys/fs/bpf/ambientd/n1');
+  assert.equal(c.adminAddress, '127.0.0.1');
+  const bad = (raw: unknown, re: RegExp): void => {
+    assert.throws(() => parseConfig(raw, 'x.yaml'), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && e.hint.length > 0);
+  };
+  bad({ workloads: '/w' }, /field "node" is required/);
+  bad({ node: 'N_1', workloads: '/w' }, /field "node" must be a DNS-1123 name/);
+  bad({ node: 'n1', workloads: '/w', ports: { outbound: 70000 } }, /ports\.outbound" must be a port number/);
+  bad({ node: 'n1', workloads: '/w', ports: { outbound: 15006 } }, /must be distinct/);
+  bad({ node: 'n1', workloads: '/w', acceleration: 'turbo' }, /"acceleration" must be "sockmap" or "none"/);
+  bad({ node: 'n1', workloads: '/w', nodeIp: '1.2.3.4' }, /"nodeIp" is not a known setting/);
+  bad({ node: 'n1', workloads: '/w', bpffsDir: 'relative' }, /bpffsDir" must be an absolute path/);
+  bad(['x'], /must be a mapping/);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-cfg-'));
+  try {
+    const f = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(f, 'node: n1\nworkloads: /w.yaml\nports: {admin: 16000}\n');
+    const l = loadConfig(f, { node: 'n2', ports: { outbound: 16001 } });
+    assert.equal(l.node, 'n2');
+    assert.equal(l.ports.admin, 16000);
+    assert.equal(l.ports.outbound, 16001);
+    assert.throws(() => loadConfig(path.join(dir, 'missing.yaml')), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_UNREADABLE');
+    fs.writeFileSync(f, 'node: [');
+    assert.throws(() => loadConfig(f), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /not valid YAML/.test(e.message));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
