@@ -1,0 +1,893 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// ambient_native: the thin native layer of ambientd (see
+// src/datapath/native-api.d.ts for the exact JS surface).
+//
+// Conventions:
+//   - a wrong JS *type* of an argument throws a TypeError;
+//   - every other failure (bad value, kernel or libbpf error) is returned as a
+//     negative errno number, never thrown;
+//   - every fd returned is close-on-exec and belongs to the caller.
+//
+// setns() only ever happens on a short-lived thread created by
+// socketInNetns() for that one call: never on Node's main thread and never on
+// a libuv pool thread (whose namespace would then leak into unrelated work).
+
+#include <nan.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+
+namespace {
+
+using Info = Nan::FunctionCallbackInfo<v8::Value>;
+
+// ---------------------------------------------------------------------------
+// libbpf log capture: the last ~16 KiB of what libbpf printed (warnings,
+// verifier logs). Cleared at the start of objectOpen/objectLoad so lastLog()
+// describes the latest of those calls.
+
+constexpr size_t kLogMax = 16 * 1024;
+std::mutex g_log_mu;
+std::string g_log;
+bool g_log_debug = false;  // AMBIENTD_LIBBPF_DEBUG=1 also keeps debug lines
+
+void LogAppend(const char* s, size_t n) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  if (n >= kLogMax) {
+    g_log.assign(s + (n - kLogMax), kLogMax);
+    return;
+  }
+  g_log.append(s, n);
+  if (g_log.size() > kLogMax) g_log.erase(0, g_log.size() - kLogMax);
+}
+
+void LogClear() {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log.clear();
+}
+
+int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG && !g_log_debug) return 0;
+  char buf[1024];
+  va_list copy;
+  va_copy(copy, args);
+  int n = vsnprintf(buf, sizeof buf, fmt, copy);
+  va_end(copy);
+  if (n < 0) return 0;
+  if (static_cast<size_t>(n) < sizeof buf) {
+    LogAppend(buf, static_cast<size_t>(n));
+  } else {
+    // Verifier logs can be large: format fully, keep the tail.
+    std::vector<char> big(static_cast<size_t>(n) + 1);
+    vsnprintf(big.data(), big.size(), fmt, args);
+    LogAppend(big.data(), static_cast<size_t>(n));
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// bpf_object handle table.
+
+std::mutex g_obj_mu;
+std::map<int, bpf_object*> g_objects;
+int g_next_handle = 1;
+
+bpf_object* FindObject(int handle) {
+  std::lock_guard<std::mutex> lock(g_obj_mu);
+  auto it = g_objects.find(handle);
+  return it == g_objects.end() ? nullptr : it->second;
+}
+
+// ---------------------------------------------------------------------------
+// Argument helpers. Get* functions throw a TypeError and return false on a
+// wrong JS type; the caller must then return immediately.
+
+void TypeError(const Info& info, const char* fn, const char* arg, const char* want) {
+  std::string msg = std::string(fn) + ": " + arg + " must be " + want;
+  Nan::ThrowTypeError(msg.c_str());
+}
+
+bool GetString(const Info& info, int i, const char* fn, const char* arg, std::string* out) {
+  if (!info[i]->IsString()) {
+    TypeError(info, fn, arg, "a string");
+    return false;
+  }
+  Nan::Utf8String s(info[i]);
+  out->assign(*s, static_cast<size_t>(s.length()));
+  return true;
+}
+
+bool GetNumber(const Info& info, int i, const char* fn, const char* arg, double* out) {
+  if (!info[i]->IsNumber()) {
+    TypeError(info, fn, arg, "a number");
+    return false;
+  }
+  *out = Nan::To<double>(info[i]).FromJust();
+  return true;
+}
+
+bool GetBuffer(const Info& info, int i, const char* fn, const char* arg, const char** data, size_t* len) {
+  if (!node::Buffer::HasInstance(info[i])) {
+    TypeError(info, fn, arg, "a Buffer");
+    return false;
+  }
+  v8::Local<v8::Object> o = info[i].As<v8::Object>();
+  *data = node::Buffer::Data(o);
+  *len = node::Buffer::Length(o);
+  return true;
+}
+
+bool IsInt(double d, double lo, double hi) {
+  return std::isfinite(d) && std::floor(d) == d && d >= lo && d <= hi;
+}
+
+bool ToFd(double d, int* fd) {
+  if (!IsInt(d, 0, INT_MAX)) return false;
+  *fd = static_cast<int>(d);
+  return true;
+}
+
+bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
+
+void Ret(const Info& info, int v) { info.GetReturnValue().Set(Nan::New<v8::Int32>(v)); }
+
+void RetU64(const Info& info, uint64_t v) {
+  info.GetReturnValue().Set(v8::BigInt::NewFromUnsigned(info.GetIsolate(), v));
+}
+
+void SetProp(v8::Local<v8::Object> o, const char* k, v8::Local<v8::Value> v) {
+  Nan::Set(o, Nan::New(k).ToLocalChecked(), v);
+}
+
+int NegErrno() { return errno ? -errno : -EINVAL; }
+
+int DupCloexec(int fd) {
+  if (fd < 0) return fd;
+  int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  return d < 0 ? NegErrno() : d;
+}
+
+// Checks that fd is open and, when /proc tells us, that it is the wanted kind
+// of BPF object ("bpf-map", "bpf-prog"). 0 or a negative errno.
+int CheckBpfFd(int fd, const char* kind) {
+  if (fcntl(fd, F_GETFD) < 0) return NegErrno();
+  char link[64], target[128];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n < 0) return 0;  // no /proc: let the kernel decide
+  target[n] = '\0';
+  std::string want = std::string("anon_inode:") + kind;
+  return want == target ? 0 : -EINVAL;
+}
+
+int GetMapInfo(int fd, struct bpf_map_info* mi) {
+  int r = CheckBpfFd(fd, "bpf-map");
+  if (r < 0) return r;
+  memset(mi, 0, sizeof *mi);
+  __u32 len = sizeof *mi;
+  r = bpf_obj_get_info_by_fd(fd, mi, &len);
+  return r < 0 ? r : 0;
+}
+
+// Bytes the kernel copies to/from user space for one value of this map.
+size_t ValueBytes(const struct bpf_map_info& mi) {
+  switch (mi.type) {
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: {
+      int ncpu = libbpf_num_possible_cpus();
+      if (ncpu <= 0) return 0;
+      return static_cast<size_t>((mi.value_size + 7) / 8 * 8) * static_cast<size_t>(ncpu);
+    }
+    default:
+      return mi.value_size;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Objects.
+
+NAN_METHOD(ObjectOpen) {
+  std::string path;
+  if (!GetString(info, 0, "objectOpen", "path", &path)) return;
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  LogClear();
+  errno = 0;
+  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
+  if (!obj) return Ret(info, NegErrno());
+  std::lock_guard<std::mutex> lock(g_obj_mu);
+  int h = g_next_handle++;
+  if (g_next_handle <= 0) g_next_handle = 1;
+  g_objects[h] = obj;
+  Ret(info, h);
+}
+
+NAN_METHOD(ObjectLoad) {
+  double h;
+  std::string dir;
+  if (!GetNumber(info, 0, "objectLoad", "handle", &h)) return;
+  if (!GetString(info, 1, "objectLoad", "mapPinDir", &dir)) return;
+  if (!IsInt(h, 1, INT_MAX)) return Ret(info, -EBADF);
+  bpf_object* obj = FindObject(static_cast<int>(h));
+  if (!obj) return Ret(info, -EBADF);
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.empty() || HasNul(dir)) return Ret(info, -EINVAL);
+  LogClear();
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    // .rodata/.data/.bss/.kconfig hold the object's own globals: reusing a
+    // stale pinned copy would silently change program behaviour.
+    if (bpf_map__is_internal(map)) continue;
+    std::string pin = dir + "/" + bpf_map__name(map);
+    if (pin.size() >= PATH_MAX) return Ret(info, -ENAMETOOLONG);
+    int r = bpf_map__set_pin_path(map, pin.c_str());
+    if (r < 0) return Ret(info, r);
+  }
+  int r = bpf_object__load(obj);
+  Ret(info, r < 0 ? r : 0);
+}
+
+NAN_METHOD(ObjectProgramFd) {
+  double h;
+  std::string name;
+  if (!GetNumber(info, 0, "objectProgramFd", "handle", &h)) return;
+  if (!GetString(info, 1, "objectProgramFd", "progName", &name)) return;
+  if (!IsInt(h, 1, INT_MAX)) return Ret(info, -EBADF);
+  bpf_object* obj = FindObject(static_cast<int>(h));
+  if (!obj) return Ret(info, -EBADF);
+  bpf_program* prog = bpf_object__find_program_by_name(obj, name.c_str());
+  if (!prog) return Ret(info, -ENOENT);
+  int fd = bpf_program__fd(prog);
+  if (fd < 0) return Ret(info, fd);  // not loaded
+  Ret(info, DupCloexec(fd));
+}
+
+NAN_METHOD(ObjectMapFd) {
+  double h;
+  std::string name;
+  if (!GetNumber(info, 0, "objectMapFd", "handle", &h)) return;
+  if (!GetString(info, 1, "objectMapFd", "mapName", &name)) return;
+  if (!IsInt(h, 1, INT_MAX)) return Ret(info, -EBADF);
+  bpf_object* obj = FindObject(static_cast<int>(h));
+  if (!obj) return Ret(info, -EBADF);
+  bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+  if (!map) return Ret(info, -ENOENT);
+  int fd = bpf_map__fd(map);
+  if (fd < 0) return Ret(info, fd);  // not created yet
+  Ret(info, DupCloexec(fd));
+}
+
+NAN_METHOD(ObjectClose) {
+  double h;
+  if (!GetNumber(info, 0, "objectClose", "handle", &h)) return;
+  if (!IsInt(h, 1, INT_MAX)) return;
+  bpf_object* obj = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_obj_mu);
+    auto it = g_objects.find(static_cast<int>(h));
+    if (it == g_objects.end()) return;
+    obj = it->second;
+    g_objects.erase(it);
+  }
+  bpf_object__close(obj);
+}
+
+NAN_METHOD(LastLog) {
+  std::string copy;
+  {
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    copy = g_log;
+  }
+  info.GetReturnValue().Set(Nan::New(copy).ToLocalChecked());
+}
+
+// ---------------------------------------------------------------------------
+// Pins and fds.
+
+NAN_METHOD(ObjPin) {
+  double d;
+  std::string path;
+  int fd;
+  if (!GetNumber(info, 0, "objPin", "fd", &d)) return;
+  if (!GetString(info, 1, "objPin", "path", &path)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  int r = bpf_obj_pin(fd, path.c_str());
+  Ret(info, r < 0 ? r : 0);
+}
+
+NAN_METHOD(ObjGet) {
+  std::string path;
+  if (!GetString(info, 0, "objGet", "path", &path)) return;
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  int fd = bpf_obj_get(path.c_str());  // bpf(2) fds are always O_CLOEXEC
+  Ret(info, fd);
+}
+
+NAN_METHOD(CloseFd) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "closeFd", "fd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  Ret(info, close(fd) < 0 ? NegErrno() : 0);
+}
+
+// ---------------------------------------------------------------------------
+// Info.
+
+NAN_METHOD(MapInfo) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "mapInfo", "fd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  struct bpf_map_info mi;
+  int r = GetMapInfo(fd, &mi);
+  if (r < 0) return Ret(info, r);
+  v8::Local<v8::Object> o = Nan::New<v8::Object>();
+  SetProp(o, "id", Nan::New<v8::Uint32>(mi.id));
+  SetProp(o, "name", Nan::New(std::string(mi.name, strnlen(mi.name, sizeof mi.name))).ToLocalChecked());
+  SetProp(o, "type", Nan::New<v8::Uint32>(mi.type));
+  SetProp(o, "keySize", Nan::New<v8::Uint32>(mi.key_size));
+  SetProp(o, "valueSize", Nan::New<v8::Uint32>(mi.value_size));
+  SetProp(o, "maxEntries", Nan::New<v8::Uint32>(mi.max_entries));
+  SetProp(o, "flags", Nan::New<v8::Uint32>(mi.map_flags));
+  SetProp(o, "btfId", Nan::New<v8::Uint32>(mi.btf_id));
+  info.GetReturnValue().Set(o);
+}
+
+NAN_METHOD(ProgInfo) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "progInfo", "fd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  int r = CheckBpfFd(fd, "bpf-prog");
+  if (r < 0) return Ret(info, r);
+  struct bpf_prog_info pi;
+  memset(&pi, 0, sizeof pi);
+  __u32 len = sizeof pi;
+  r = bpf_obj_get_info_by_fd(fd, &pi, &len);
+  if (r < 0) return Ret(info, r);
+  char tag[2 * BPF_TAG_SIZE + 1];
+  for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
+  v8::Local<v8::Object> o = Nan::New<v8::Object>();
+  SetProp(o, "id", Nan::New<v8::Uint32>(pi.id));
+  SetProp(o, "name", Nan::New(std::string(pi.name, strnlen(pi.name, sizeof pi.name))).ToLocalChecked());
+  SetProp(o, "type", Nan::New<v8::Uint32>(pi.type));
+  SetProp(o, "tag", Nan::New(tag).ToLocalChecked());
+  info.GetReturnValue().Set(o);
+}
+
+// ---------------------------------------------------------------------------
+// Map elements. Sizes are checked against the map's own key/value sizes: the
+// kernel reads/writes exactly that many bytes through our pointers.
+
+NAN_METHOD(MapLookup) {
+  double d, vs;
+  const char* key;
+  size_t klen;
+  int fd;
+  if (!GetNumber(info, 0, "mapLookup", "fd", &d)) return;
+  if (!GetBuffer(info, 1, "mapLookup", "key", &key, &klen)) return;
+  if (!GetNumber(info, 2, "mapLookup", "valueSize", &vs)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (klen == 0 || !IsInt(vs, 1, INT32_MAX)) return Ret(info, -EINVAL);
+  struct bpf_map_info mi;
+  int r = GetMapInfo(fd, &mi);
+  if (r < 0) return Ret(info, r);
+  if (klen != mi.key_size || static_cast<size_t>(vs) != ValueBytes(mi)) return Ret(info, -EINVAL);
+  v8::Local<v8::Object> buf;
+  if (!Nan::NewBuffer(static_cast<uint32_t>(vs)).ToLocal(&buf)) return;  // exception pending
+  r = bpf_map_lookup_elem(fd, key, node::Buffer::Data(buf));
+  if (r < 0) return Ret(info, r);
+  info.GetReturnValue().Set(buf);
+}
+
+NAN_METHOD(MapUpdate) {
+  double d, fl;
+  const char *key, *val;
+  size_t klen, vlen;
+  int fd;
+  if (!GetNumber(info, 0, "mapUpdate", "fd", &d)) return;
+  if (!GetBuffer(info, 1, "mapUpdate", "key", &key, &klen)) return;
+  if (!GetBuffer(info, 2, "mapUpdate", "value", &val, &vlen)) return;
+  if (!GetNumber(info, 3, "mapUpdate", "flags", &fl)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (klen == 0 || vlen == 0 || !IsInt(fl, 0, UINT32_MAX)) return Ret(info, -EINVAL);
+  struct bpf_map_info mi;
+  int r = GetMapInfo(fd, &mi);
+  if (r < 0) return Ret(info, r);
+  if (klen != mi.key_size || vlen != ValueBytes(mi)) return Ret(info, -EINVAL);
+  r = bpf_map_update_elem(fd, key, val, static_cast<__u64>(fl));
+  Ret(info, r < 0 ? r : 0);
+}
+
+NAN_METHOD(MapDelete) {
+  double d;
+  const char* key;
+  size_t klen;
+  int fd;
+  if (!GetNumber(info, 0, "mapDelete", "fd", &d)) return;
+  if (!GetBuffer(info, 1, "mapDelete", "key", &key, &klen)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (klen == 0) return Ret(info, -EINVAL);
+  struct bpf_map_info mi;
+  int r = GetMapInfo(fd, &mi);
+  if (r < 0) return Ret(info, r);
+  if (klen != mi.key_size) return Ret(info, -EINVAL);
+  r = bpf_map_delete_elem(fd, key);
+  Ret(info, r < 0 ? r : 0);
+}
+
+NAN_METHOD(MapNextKey) {
+  double d, ks;
+  const char* key = nullptr;
+  size_t klen = 0;
+  int fd;
+  if (!GetNumber(info, 0, "mapNextKey", "fd", &d)) return;
+  bool first = info[1]->IsNull() || info[1]->IsUndefined();
+  if (!first && !GetBuffer(info, 1, "mapNextKey", "key", &key, &klen)) return;
+  if (!GetNumber(info, 2, "mapNextKey", "keySize", &ks)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (!IsInt(ks, 1, INT32_MAX) || (!first && klen == 0)) return Ret(info, -EINVAL);
+  struct bpf_map_info mi;
+  int r = GetMapInfo(fd, &mi);
+  if (r < 0) return Ret(info, r);
+  if (static_cast<size_t>(ks) != mi.key_size || (!first && klen != mi.key_size)) return Ret(info, -EINVAL);
+  v8::Local<v8::Object> buf;
+  if (!Nan::NewBuffer(static_cast<uint32_t>(ks)).ToLocal(&buf)) return;
+  r = bpf_map_get_next_key(fd, first ? nullptr : key, node::Buffer::Data(buf));
+  if (r < 0) return Ret(info, r);
+  info.GetReturnValue().Set(buf);
+}
+
+// ---------------------------------------------------------------------------
+// Attachments.
+
+NAN_METHOD(LinkCgroup) {
+  double d;
+  std::string path, type;
+  int prog;
+  if (!GetNumber(info, 0, "linkCgroup", "progFd", &d)) return;
+  if (!GetString(info, 1, "linkCgroup", "cgroupPath", &path)) return;
+  if (!GetString(info, 2, "linkCgroup", "attachType", &type)) return;
+  if (!ToFd(d, &prog)) return Ret(info, -EBADF);
+  enum bpf_attach_type at;
+  if (type == "connect4") at = BPF_CGROUP_INET4_CONNECT;
+  else if (type == "connect6") at = BPF_CGROUP_INET6_CONNECT;
+  else if (type == "sockops") at = BPF_CGROUP_SOCK_OPS;
+  else return Ret(info, -EINVAL);
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  int cg = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) return Ret(info, NegErrno());
+  int link = bpf_link_create(prog, cg, at, nullptr);
+  close(cg);
+  Ret(info, link);
+}
+
+NAN_METHOD(LinkNetns) {
+  double d;
+  std::string path;
+  int prog;
+  if (!GetNumber(info, 0, "linkNetns", "progFd", &d)) return;
+  if (!GetString(info, 1, "linkNetns", "netnsPath", &path)) return;
+  if (!ToFd(d, &prog)) return Ret(info, -EBADF);
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return Ret(info, NegErrno());
+  int link = bpf_link_create(prog, ns, BPF_SK_LOOKUP, nullptr);
+  close(ns);
+  Ret(info, link);
+}
+
+NAN_METHOD(LinkDetach) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "linkDetach", "linkFd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  int r = bpf_link_detach(fd);
+  Ret(info, r < 0 ? r : 0);
+}
+
+void SkMsg(const Info& info, const char* fn, bool attach) {
+  double p, m;
+  int prog, map;
+  if (!GetNumber(info, 0, fn, "progFd", &p)) return;
+  if (!GetNumber(info, 1, fn, "mapFd", &m)) return;
+  if (!ToFd(p, &prog) || !ToFd(m, &map)) return Ret(info, -EBADF);
+  int r = attach ? bpf_prog_attach(prog, map, BPF_SK_MSG_VERDICT, 0)
+                 : bpf_prog_detach2(prog, map, BPF_SK_MSG_VERDICT);
+  Ret(info, r < 0 ? r : 0);
+}
+
+NAN_METHOD(AttachSkMsg) { SkMsg(info, "attachSkMsg", true); }
+NAN_METHOD(DetachSkMsg) { SkMsg(info, "detachSkMsg", false); }
+
+// ---------------------------------------------------------------------------
+// Feature probes. Names are libbpf's own (libbpf_bpf_*_type_str).
+
+int ProgTypeByName(const std::string& name) {
+  for (int t = 0; t < 256; t++) {
+    const char* s = libbpf_bpf_prog_type_str(static_cast<enum bpf_prog_type>(t));
+    if (s && name == s) return t;
+  }
+  return -1;
+}
+
+int MapTypeByName(const std::string& name) {
+  for (int t = 0; t < 256; t++) {
+    const char* s = libbpf_bpf_map_type_str(static_cast<enum bpf_map_type>(t));
+    if (s && name == s) return t;
+  }
+  return -1;
+}
+
+// libbpf 1.1's libbpf_probe_bpf_helper() only recognises the verifier's
+// older wording ("unknown func ..."); since Linux 6.x the verifier says
+// "program of this type cannot use helper ...", which libbpf 1.1 reports as
+// supported. When libbpf says 1, the same probe program (call helper; exit)
+// is loaded again here and that wording is checked too. Any other failure is
+// "assume supported", exactly as libbpf does.
+int ConfirmHelper(enum bpf_prog_type type, int helper) {
+  struct bpf_insn insns[2];
+  memset(insns, 0, sizeof insns);
+  insns[0].code = BPF_JMP | BPF_CALL;
+  insns[0].imm = helper;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  char log[4096];
+  log[0] = '\0';
+  LIBBPF_OPTS(bpf_prog_load_opts, opts);
+  opts.log_level = 1;
+  opts.log_size = sizeof log;
+  opts.log_buf = log;
+  switch (type) {  // as libbpf's probe_prog_load()
+    case BPF_PROG_TYPE_CGROUP_SOCK_ADDR:
+      opts.expected_attach_type = BPF_CGROUP_INET4_CONNECT;
+      break;
+    case BPF_PROG_TYPE_CGROUP_SOCKOPT:
+      opts.expected_attach_type = BPF_CGROUP_GETSOCKOPT;
+      break;
+    case BPF_PROG_TYPE_SK_LOOKUP:
+      opts.expected_attach_type = BPF_SK_LOOKUP;
+      break;
+    case BPF_PROG_TYPE_LIRC_MODE2:
+      opts.expected_attach_type = BPF_LIRC_MODE2;
+      break;
+    case BPF_PROG_TYPE_SYSCALL:
+      opts.prog_flags = BPF_F_SLEEPABLE;
+      break;
+    default:
+      break;
+  }
+  int fd = bpf_prog_load(type, nullptr, "GPL", insns, 2, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  log[sizeof log - 1] = '\0';
+  if (strstr(log, "invalid func ") || strstr(log, "unknown func ") ||
+      strstr(log, "program of this type cannot use helper "))
+    return 0;
+  return 1;
+}
+
+NAN_METHOD(ProbeProgType) {
+  std::string name;
+  if (!GetString(info, 0, "probeProgType", "name", &name)) return;
+  int t = ProgTypeByName(name);
+  if (t < 0) return Ret(info, -EINVAL);
+  Ret(info, libbpf_probe_bpf_prog_type(static_cast<enum bpf_prog_type>(t), nullptr));
+}
+
+NAN_METHOD(ProbeMapType) {
+  std::string name;
+  if (!GetString(info, 0, "probeMapType", "name", &name)) return;
+  int t = MapTypeByName(name);
+  if (t < 0) return Ret(info, -EINVAL);
+  Ret(info, libbpf_probe_bpf_map_type(static_cast<enum bpf_map_type>(t), nullptr));
+}
+
+NAN_METHOD(ProbeHelper) {
+  std::string name;
+  double id;
+  if (!GetString(info, 0, "probeHelper", "progType", &name)) return;
+  if (!GetNumber(info, 1, "probeHelper", "helperId", &id)) return;
+  int t = ProgTypeByName(name);
+  if (t < 0 || !IsInt(id, 0, INT32_MAX)) return Ret(info, -EINVAL);
+  int r = libbpf_probe_bpf_helper(static_cast<enum bpf_prog_type>(t),
+                                  static_cast<enum bpf_func_id>(static_cast<int>(id)), nullptr);
+  if (r == 1) r = ConfirmHelper(static_cast<enum bpf_prog_type>(t), static_cast<int>(id));
+  Ret(info, r);
+}
+
+// ---------------------------------------------------------------------------
+// socketInNetns.
+
+struct SockReq {
+  std::string path;
+  int family = AF_INET;
+  uint32_t mark = 0;
+  bool transparent = false;
+  bool reuse_addr = false;
+  bool reuse_port = false;
+  bool do_bind = false;
+  union {
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } addr;
+  bool do_listen = false;
+  int backlog = 0;
+  int result = -EINVAL;
+};
+
+int SetIntOpt(int s, int level, int opt, int val) {
+  return setsockopt(s, level, opt, &val, sizeof val) < 0 ? -errno : 0;
+}
+
+// Runs on the dedicated thread only.
+int SockInNetns(const SockReq& r) {
+  int ns = open(r.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return -errno;
+  if (setns(ns, CLONE_NEWNET) < 0) {
+    int e = errno;
+    close(ns);
+    return -e;
+  }
+  close(ns);
+  int s = socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  int err = 0;
+  if (!err && r.mark) {
+    uint32_t m = r.mark;
+    if (setsockopt(s, SOL_SOCKET, SO_MARK, &m, sizeof m) < 0) err = -errno;
+  }
+  if (!err && r.transparent) {
+    err = r.family == AF_INET6 ? SetIntOpt(s, SOL_IPV6, IPV6_TRANSPARENT, 1)
+                               : SetIntOpt(s, SOL_IP, IP_TRANSPARENT, 1);
+  }
+  if (!err && r.reuse_addr) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEADDR, 1);
+  if (!err && r.reuse_port) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEPORT, 1);
+  if (!err && r.family == AF_INET6) err = SetIntOpt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+  if (!err && r.do_bind) {
+    socklen_t len = r.family == AF_INET6 ? sizeof r.addr.v6 : sizeof r.addr.v4;
+    if (bind(s, reinterpret_cast<const struct sockaddr*>(&r.addr), len) < 0) err = -errno;
+  }
+  if (!err && r.do_listen) {
+    if (listen(s, r.backlog) < 0) err = -errno;
+  }
+  if (err) {
+    close(s);
+    return err;
+  }
+  return s;
+}
+
+void* SockThread(void* arg) {
+  SockReq* r = static_cast<SockReq*>(arg);
+  r->result = SockInNetns(*r);
+  return nullptr;  // the thread exits here, taking its netns with it
+}
+
+// Reads an optional property; false when an exception is pending.
+bool GetProp(v8::Local<v8::Object> o, const char* k, v8::Local<v8::Value>* out) {
+  return Nan::Get(o, Nan::New(k).ToLocalChecked()).ToLocal(out);
+}
+
+bool Absent(v8::Local<v8::Value> v) { return v->IsUndefined() || v->IsNull(); }
+
+bool OptBool(const Info& info, v8::Local<v8::Object> o, const char* k, bool* out) {
+  v8::Local<v8::Value> v;
+  if (!GetProp(o, k, &v)) return false;
+  if (Absent(v)) return true;
+  if (!v->IsBoolean()) {
+    std::string arg = std::string("opts.") + k;
+    TypeError(info, "socketInNetns", arg.c_str(), "a boolean");
+    return false;
+  }
+  *out = Nan::To<bool>(v).FromJust();
+  return true;
+}
+
+// Optional number: *present tells whether it was given.
+bool OptNumber(const Info& info, v8::Local<v8::Object> o, const char* k, const char* argname, double* out,
+               bool* present) {
+  v8::Local<v8::Value> v;
+  *present = false;
+  if (!GetProp(o, k, &v)) return false;
+  if (Absent(v)) return true;
+  if (!v->IsNumber()) {
+    TypeError(info, "socketInNetns", argname, "a number");
+    return false;
+  }
+  *out = Nan::To<double>(v).FromJust();
+  *present = true;
+  return true;
+}
+
+NAN_METHOD(SocketInNetns) {
+  SockReq req;
+  memset(&req.addr, 0, sizeof req.addr);
+  if (!GetString(info, 0, "socketInNetns", "netnsPath", &req.path)) return;
+  if (!info[1]->IsObject()) return TypeError(info, "socketInNetns", "opts", "an object");
+  v8::Local<v8::Object> o = info[1].As<v8::Object>();
+
+  // First collect everything (so a TypeError always wins over a value error).
+  v8::Local<v8::Value> fam;
+  if (!GetProp(o, "family", &fam)) return;
+  if (!fam->IsNumber()) return TypeError(info, "socketInNetns", "opts.family", "4 or 6");
+  double family = Nan::To<double>(fam).FromJust();
+  double mark = 0, backlog = 0, port = 0;
+  bool has_mark, has_listen;
+  if (!OptNumber(info, o, "mark", "opts.mark", &mark, &has_mark)) return;
+  if (!OptBool(info, o, "transparent", &req.transparent)) return;
+  if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return;
+  if (!OptBool(info, o, "reusePort", &req.reuse_port)) return;
+  if (!OptNumber(info, o, "listen", "opts.listen", &backlog, &has_listen)) return;
+  v8::Local<v8::Value> bindv;
+  if (!GetProp(o, "bind", &bindv)) return;
+  std::string ip;
+  if (!Absent(bindv)) {
+    if (!bindv->IsObject()) return TypeError(info, "socketInNetns", "opts.bind", "an object");
+    v8::Local<v8::Object> b = bindv.As<v8::Object>();
+    v8::Local<v8::Value> ipv, portv;
+    if (!GetProp(b, "ip", &ipv) || !GetProp(b, "port", &portv)) return;
+    if (!ipv->IsString()) return TypeError(info, "socketInNetns", "opts.bind.ip", "a string");
+    if (!portv->IsNumber()) return TypeError(info, "socketInNetns", "opts.bind.port", "a number");
+    Nan::Utf8String s(ipv);
+    ip.assign(*s, static_cast<size_t>(s.length()));
+    port = Nan::To<double>(portv).FromJust();
+    req.do_bind = true;
+  }
+
+  // Then the values.
+  if (family == 4) req.family = AF_INET;
+  else if (family == 6) req.family = AF_INET6;
+  else return Ret(info, -EAFNOSUPPORT);
+  if (req.path.empty() || HasNul(req.path)) return Ret(info, -EINVAL);
+  if (has_mark) {
+    if (!IsInt(mark, 0, UINT32_MAX)) return Ret(info, -EINVAL);
+    req.mark = static_cast<uint32_t>(mark);
+  }
+  if (has_listen) {
+    if (!IsInt(backlog, 0, INT_MAX)) return Ret(info, -EINVAL);
+    req.do_listen = true;
+    req.backlog = static_cast<int>(backlog);
+  }
+  if (req.do_bind) {
+    if (!IsInt(port, 0, 65535) || HasNul(ip)) return Ret(info, -EINVAL);
+    if (req.family == AF_INET) {
+      req.addr.v4.sin_family = AF_INET;
+      req.addr.v4.sin_port = htons(static_cast<uint16_t>(port));
+      if (inet_pton(AF_INET, ip.c_str(), &req.addr.v4.sin_addr) != 1) return Ret(info, -EINVAL);
+    } else {
+      req.addr.v6.sin6_family = AF_INET6;
+      req.addr.v6.sin6_port = htons(static_cast<uint16_t>(port));
+      if (inet_pton(AF_INET6, ip.c_str(), &req.addr.v6.sin6_addr) != 1) return Ret(info, -EINVAL);
+    }
+  }
+
+  // A fresh thread (not std::thread: without C++ exceptions its failure would
+  // abort the process; pthread_create just returns an error). All signals are
+  // blocked in it so none of Node's handlers ever runs there.
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return Ret(info, -ENOMEM);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t tid;
+  int e = pthread_create(&tid, &attr, SockThread, &req);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (e != 0) return Ret(info, -e);
+  e = pthread_join(tid, nullptr);
+  if (e != 0) return Ret(info, -e);  // cannot happen for a joinable thread we own
+  Ret(info, req.result);
+}
+
+// ---------------------------------------------------------------------------
+// Identities.
+
+NAN_METHOD(CgroupId) {
+  std::string path;
+  if (!GetString(info, 0, "cgroupId", "path", &path)) return;
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  struct statfs sfs;
+  if (statfs(path.c_str(), &sfs) < 0) return Ret(info, NegErrno());
+  if (static_cast<unsigned long>(sfs.f_type) != CGROUP2_SUPER_MAGIC) return Ret(info, -EINVAL);
+  alignas(struct file_handle) unsigned char storage[sizeof(struct file_handle) + 8];
+  struct file_handle* fh = reinterpret_cast<struct file_handle*>(storage);
+  fh->handle_bytes = 8;
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), fh, &mount_id, 0) < 0) return Ret(info, NegErrno());
+  if (fh->handle_bytes != 8) return Ret(info, -EINVAL);
+  uint64_t id;
+  memcpy(&id, fh->f_handle, sizeof id);
+  RetU64(info, id);
+}
+
+NAN_METHOD(NetnsInode) {
+  std::string path;
+  if (!GetString(info, 0, "netnsInode", "path", &path)) return;
+  if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
+  struct stat st;
+  if (stat(path.c_str(), &st) < 0) return Ret(info, NegErrno());
+  RetU64(info, static_cast<uint64_t>(st.st_ino));
+}
+
+// ---------------------------------------------------------------------------
+
+std::once_flag g_init_once;
+
+NAN_MODULE_INIT(Init) {
+  std::call_once(g_init_once, [] {
+    const char* dbg = getenv("AMBIENTD_LIBBPF_DEBUG");
+    g_log_debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+    libbpf_set_print(LibbpfPrint);
+  });
+  Nan::SetMethod(target, "objectOpen", ObjectOpen);
+  Nan::SetMethod(target, "objectLoad", ObjectLoad);
+  Nan::SetMethod(target, "objectProgramFd", ObjectProgramFd);
+  Nan::SetMethod(target, "objectMapFd", ObjectMapFd);
+  Nan::SetMethod(target, "objectClose", ObjectClose);
+  Nan::SetMethod(target, "lastLog", LastLog);
+  Nan::SetMethod(target, "objPin", ObjPin);
+  Nan::SetMethod(target, "objGet", ObjGet);
+  Nan::SetMethod(target, "closeFd", CloseFd);
+  Nan::SetMethod(target, "mapInfo", MapInfo);
+  Nan::SetMethod(target, "progInfo", ProgInfo);
+  Nan::SetMethod(target, "mapLookup", MapLookup);
+  Nan::SetMethod(target, "mapUpdate", MapUpdate);
+  Nan::SetMethod(target, "mapDelete", MapDelete);
+  Nan::SetMethod(target, "mapNextKey", MapNextKey);
+  Nan::SetMethod(target, "linkCgroup", LinkCgroup);
+  Nan::SetMethod(target, "linkNetns", LinkNetns);
+  Nan::SetMethod(target, "linkDetach", LinkDetach);
+  Nan::SetMethod(target, "attachSkMsg", AttachSkMsg);
+  Nan::SetMethod(target, "detachSkMsg", DetachSkMsg);
+  Nan::SetMethod(target, "probeProgType", ProbeProgType);
+  Nan::SetMethod(target, "probeMapType", ProbeMapType);
+  Nan::SetMethod(target, "probeHelper", ProbeHelper);
+  Nan::SetMethod(target, "socketInNetns", SocketInNetns);
+  Nan::SetMethod(target, "cgroupId", CgroupId);
+  Nan::SetMethod(target, "netnsInode", NetnsInode);
+}
+
+}  // namespace
+
+NAN_MODULE_WORKER_ENABLED(ambient_native, Init)

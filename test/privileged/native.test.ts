@@ -1,0 +1,613 @@
+/**
+ * Privileged tests of the native addon against the real kernel: BPF object
+ * load + pinning, map elements, links on a throw-away cgroup and netns, and
+ * sockets created inside a netns. Needs root, bpffs at /sys/fs/bpf, cgroup v2
+ * at /sys/fs/cgroup/unified, clang, iproute2 and bpftool.
+ *
+ * Everything created here (pins, netns, cgroup, temp dir) is removed in the
+ * after() hook, whether the tests pass or not.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { errnoName, loadNative } from '../../src/datapath/native.js';
+import type { NativeAddon } from '../../src/datapath/native.js';
+
+const execFileP = promisify(execFile);
+
+// dist/test/privileged/native.test.js -> repository root
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const E = os.constants.errno;
+
+const BPFFS = '/sys/fs/bpf';
+const CGROUP2 = '/sys/fs/cgroup/unified';
+const privileged = process.getuid?.() === 0 && fs.existsSync(BPFFS) && fs.existsSync(CGROUP2);
+
+// BPF type numbers (linux/bpf.h).
+const PROG_TYPE = { cgroup_sock_addr: 18, sock_ops: 13, sk_msg: 16, sk_lookup: 30 };
+const MAP_TYPE_HASH = 1;
+const MAP_TYPE_ARRAY = 2;
+const MAP_TYPE_SOCKHASH = 18;
+const FUNC_SK_LOOKUP_TCP = 84;
+const FUNC_SK_ASSIGN = 124;
+
+const PROGS = ['amb_connect4', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
+const MAPS = ['amb_config', 'amb_pods', 'amb_listeners'] as const;
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Runs every cleanup step even when earlier ones throw. */
+function tryAll(steps: Array<() => void>): void {
+  for (const step of steps) {
+    try {
+      step();
+    } catch {
+      /* best effort */
+    }
+  }
+}
+
+/** struct amb_ip for an IPv4 address. */
+function ip4(addr: string): Buffer {
+  const b = Buffer.alloc(20);
+  b[0] = 2; // AMB_AF_INET
+  addr.split('.').forEach((o, i) => (b[4 + i] = Number(o)));
+  return b;
+}
+
+/** struct amb_pod { u32 pod_index; u32 flags; struct amb_ip exempt_src; } */
+function pod(index: number, flags: number, exempt: string): Buffer {
+  const b = Buffer.alloc(28);
+  b.writeUInt32LE(index, 0);
+  b.writeUInt32LE(flags, 4);
+  ip4(exempt).copy(b, 8);
+  return b;
+}
+
+/** Netns inode of every thread of this process. */
+function threadNetnsInodes(): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    out.add(fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true }).ino);
+  }
+  return out;
+}
+
+describe('native addon (privileged)', { skip: privileged ? false : 'needs root, bpffs and cgroup v2' }, () => {
+  const id = randomBytes(4).toString('hex');
+  const pinDir = `${BPFFS}/ambientd-test-${id}`;
+  const cgDir = `${CGROUP2}/ambientd-test-${id}`;
+  const nsName = `ambientd-test-${id}`;
+  const nsPath = `/run/netns/${nsName}`;
+  let tmpDir = '';
+  let objPath = '';
+  let a: NativeAddon;
+  let handle = 0;
+  const handles = new Set<number>();
+  const fds = new Set<number>();
+  const skMsgAttached: Array<[number, number]> = [];
+  let nsCreated = false;
+
+  /** Remembers a returned fd so after() closes it if a test fails midway. */
+  function own(fd: number, what: string): number {
+    assert.equal(typeof fd, 'number');
+    assert.ok(fd >= 0, `${what}: ${errnoName(fd)} (${fd})\n${a.lastLog()}`);
+    fds.add(fd);
+    return fd;
+  }
+  function release(fd: number): void {
+    fds.delete(fd);
+    assert.equal(a.closeFd(fd), 0);
+  }
+  function open(file: string): number {
+    const h = a.objectOpen(file);
+    assert.ok(h > 0, `objectOpen(${file}): ${errnoName(h)}\n${a.lastLog()}`);
+    handles.add(h);
+    return h;
+  }
+  function close(h: number): void {
+    handles.delete(h);
+    a.objectClose(h);
+  }
+  function inNs(cmd: string, args: string[]): string {
+    return sh('ip', ['netns', 'exec', nsName, cmd, ...args]);
+  }
+
+  before(() => {
+    a = loadNative();
+    tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-native-'));
+    objPath = path.join(tmpDir, 'ambient.bpf.o');
+    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu',
+      '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', objPath]);
+    fs.mkdirSync(pinDir);
+    fs.mkdirSync(cgDir);
+    sh('ip', ['netns', 'add', nsName]);
+    nsCreated = true;
+    inNs('ip', ['link', 'set', 'lo', 'up']);
+  });
+
+  after(() => {
+    tryAll([
+      ...skMsgAttached.map(([p, m]) => () => void a.detachSkMsg(p, m)),
+      ...[...fds].map((fd) => () => void a.closeFd(fd)),
+      ...[...handles].map((h) => () => a.objectClose(h)),
+      () => fs.rmSync(pinDir, { recursive: true, force: true }),
+      () => nsCreated && sh('ip', ['netns', 'delete', nsName]),
+      () => fs.existsSync(cgDir) && fs.rmdirSync(cgDir),
+      () => tmpDir && fs.rmSync(tmpDir, { recursive: true, force: true }),
+    ]);
+    assert.equal(fs.existsSync(pinDir), false, `${pinDir} left behind`);
+    assert.equal(fs.existsSync(cgDir), false, `${cgDir} left behind`);
+    assert.equal(fs.existsSync(nsPath), false, `${nsPath} left behind`);
+  });
+
+  it('loads the object and pins every map under the pin dir', () => {
+    handle = open(objPath);
+    const r = a.objectLoad(handle, pinDir);
+    assert.equal(r, 0, `objectLoad: ${errnoName(r)}\n${a.lastLog()}`);
+
+    const expectType: Record<(typeof PROGS)[number], number> = {
+      amb_connect4: PROG_TYPE.cgroup_sock_addr,
+      amb_sockops: PROG_TYPE.sock_ops,
+      amb_sk_msg: PROG_TYPE.sk_msg,
+      amb_sk_lookup: PROG_TYPE.sk_lookup,
+    };
+    for (const name of PROGS) {
+      const fd = own(a.objectProgramFd(handle, name), name);
+      const info = a.progInfo(fd);
+      assert.ok(typeof info === 'object', `progInfo(${name}) = ${String(info)}`);
+      assert.equal(info.name, name);
+      assert.equal(info.type, expectType[name]);
+      assert.ok(info.id > 0);
+      assert.match(info.tag, /^[0-9a-f]{16}$/);
+      assert.equal(a.mapInfo(fd), -E.EINVAL, 'mapInfo of a program fd');
+      release(fd);
+    }
+    for (const name of MAPS) {
+      const fd = own(a.objectMapFd(handle, name), name);
+      const info = a.mapInfo(fd);
+      assert.ok(typeof info === 'object');
+      assert.equal(info.name, name);
+      // libbpf creates sockmap/sockhash maps without BTF; the others carry it.
+      if (info.type !== MAP_TYPE_SOCKHASH) assert.ok(info.btfId > 0, `${name} carries BTF`);
+      assert.ok(fs.existsSync(`${pinDir}/${name}`), `${name} pinned`);
+      assert.equal(a.progInfo(fd), -E.EINVAL, 'progInfo of a map fd');
+      release(fd);
+    }
+    const config = own(a.objectMapFd(handle, 'amb_config'), 'amb_config');
+    const ci = a.mapInfo(config);
+    assert.ok(typeof ci === 'object');
+    assert.deepEqual([ci.type, ci.keySize, ci.valueSize, ci.maxEntries], [MAP_TYPE_ARRAY, 4, 16, 1]);
+    release(config);
+    const listeners = own(a.objectMapFd(handle, 'amb_listeners'), 'amb_listeners');
+    const li = a.mapInfo(listeners);
+    assert.ok(typeof li === 'object');
+    assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 24, 8]);
+    release(listeners);
+
+    assert.equal(a.objectProgramFd(handle, 'no_such_prog'), -E.ENOENT);
+    assert.equal(a.objectMapFd(handle, 'no_such_map'), -E.ENOENT);
+    assert.equal(a.objectProgramFd(987654, 'amb_connect4'), -E.EBADF);
+    assert.equal(a.objectLoad(987654, pinDir), -E.EBADF);
+  });
+
+  it('amb_pods: update / lookup / nextKey / delete round trip', () => {
+    const fd = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    try {
+      const info = a.mapInfo(fd);
+      assert.ok(typeof info === 'object');
+      assert.deepEqual([info.type, info.keySize, info.valueSize, info.maxEntries], [MAP_TYPE_HASH, 20, 28, 4096]);
+
+      const key = ip4('10.244.1.7');
+      const val = pod(7, 1, '172.18.0.2');
+      assert.equal(a.mapLookup(fd, key, 28), -E.ENOENT);
+      assert.equal(a.mapNextKey(fd, null, 20), -E.ENOENT, 'empty map has no first key');
+      assert.equal(a.mapUpdate(fd, key, val, 2 /* BPF_EXIST */), -E.ENOENT);
+      assert.equal(a.mapUpdate(fd, key, val, 1 /* BPF_NOEXIST */), 0);
+      assert.equal(a.mapUpdate(fd, key, val, 1), -E.EEXIST);
+      assert.deepEqual(a.mapLookup(fd, key, 28), val);
+
+      const val2 = pod(8, 0, '172.18.0.3');
+      assert.equal(a.mapUpdate(fd, key, val2, 0 /* BPF_ANY */), 0);
+      assert.deepEqual(a.mapLookup(fd, key, 28), val2);
+
+      const first = a.mapNextKey(fd, null, 20);
+      assert.ok(Buffer.isBuffer(first));
+      assert.deepEqual(first, key);
+      assert.equal(a.mapNextKey(fd, key, 20), -E.ENOENT, 'single key: no next');
+
+      // Sizes must match the map exactly (the kernel copies that many bytes).
+      assert.equal(a.mapLookup(fd, key.subarray(0, 19), 28), -E.EINVAL);
+      assert.equal(a.mapLookup(fd, key, 27), -E.EINVAL);
+      assert.equal(a.mapUpdate(fd, key, Buffer.alloc(29), 0), -E.EINVAL);
+      assert.equal(a.mapLookup(fd, Buffer.alloc(0), 28), -E.EINVAL);
+      assert.equal(a.mapNextKey(fd, null, 8), -E.EINVAL);
+
+      assert.equal(a.mapDelete(fd, key), 0);
+      assert.equal(a.mapDelete(fd, key), -E.ENOENT);
+      assert.equal(a.mapLookup(fd, key, 28), -E.ENOENT);
+    } finally {
+      a.mapDelete(fd, ip4('10.244.1.7'));
+      release(fd);
+    }
+  });
+
+  it('a second load with the same pin dir reuses the pinned maps', () => {
+    const fd1 = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const h2 = open(objPath);
+    try {
+      const r = a.objectLoad(h2, pinDir);
+      assert.equal(r, 0, `objectLoad (reuse): ${errnoName(r)}\n${a.lastLog()}`);
+      const fd2 = own(a.objectMapFd(h2, 'amb_pods'), 'amb_pods (2)');
+      const i1 = a.mapInfo(fd1);
+      const i2 = a.mapInfo(fd2);
+      assert.ok(typeof i1 === 'object' && typeof i2 === 'object');
+      assert.equal(i2.id, i1.id, 'same kernel map');
+
+      // And it really is the same map: an element written through one
+      // object's fd is seen through the other's.
+      const key = ip4('10.244.9.9');
+      const val = pod(99, 1, '0.0.0.0');
+      try {
+        assert.equal(a.mapUpdate(fd1, key, val, 0), 0);
+        assert.deepEqual(a.mapLookup(fd2, key, 28), val);
+      } finally {
+        a.mapDelete(fd1, key);
+      }
+      release(fd2);
+    } finally {
+      close(h2);
+      release(fd1);
+    }
+    // objectClose leaves the pins (and the first object's maps) alone.
+    assert.ok(fs.existsSync(`${pinDir}/amb_pods`));
+  });
+
+  it('objGet / objPin / closeFd', () => {
+    const pinned = own(a.objGet(`${pinDir}/amb_pods`), 'objGet amb_pods');
+    const fromObj = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const ip = a.mapInfo(pinned);
+    const io = a.mapInfo(fromObj);
+    assert.ok(typeof ip === 'object' && typeof io === 'object');
+    assert.equal(ip.name, 'amb_pods');
+    assert.equal(ip.id, io.id);
+    assert.equal(ip.keySize, 20);
+    assert.equal(ip.valueSize, 28);
+    release(fromObj);
+
+    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const progPin = `${pinDir}/test_prog_pin`;
+    assert.equal(a.objPin(prog, progPin), 0);
+    assert.equal(a.objPin(prog, progPin), -E.EEXIST);
+    const again = own(a.objGet(progPin), 'objGet prog');
+    const p1 = a.progInfo(prog);
+    const p2 = a.progInfo(again);
+    assert.ok(typeof p1 === 'object' && typeof p2 === 'object');
+    assert.equal(p2.id, p1.id);
+    fs.unlinkSync(progPin);
+    release(again);
+    release(prog);
+
+    assert.equal(a.objGet(`${pinDir}/does_not_exist`), -E.ENOENT);
+    assert.equal(a.closeFd(pinned), 0);
+    fds.delete(pinned);
+    assert.equal(a.closeFd(pinned), -E.EBADF, 'closing twice');
+    assert.equal(a.mapInfo(pinned), -E.EBADF);
+  });
+
+  it('objectLoad failures return an errno and leave a libbpf log', () => {
+    // Pin dir that does not exist: the maps cannot be pinned.
+    const h = open(objPath);
+    try {
+      const r = a.objectLoad(h, `${pinDir}/missing/dir`);
+      assert.ok(r < 0, `expected an errno, got ${r}`);
+      assert.match(a.lastLog(), /amb_/);
+    } finally {
+      close(h);
+    }
+
+    // A program the verifier rejects: lastLog() holds the verifier's reason.
+    const src = path.join(tmpDir, 'bad.bpf.c');
+    const obj = path.join(tmpDir, 'bad.bpf.o');
+    fs.writeFileSync(src, `
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } bad_map SEC(".maps");
+SEC("sk_lookup") int bad_prog(struct bpf_sk_lookup *ctx) {
+  __u32 k = 0;
+  __u64 *v = bpf_map_lookup_elem(&bad_map, &k);
+  return *v ? SK_PASS : SK_DROP; /* no NULL check */
+}
+char LICENSE[] SEC("license") = "GPL";
+`);
+    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', src, '-o', obj]);
+    const badDir = `${pinDir}/bad`;
+    fs.mkdirSync(badDir);
+    const hb = open(obj);
+    try {
+      const r = a.objectLoad(hb, badDir);
+      assert.ok(r < 0, `verifier should reject bad_prog, got ${r}`);
+      const log = a.lastLog();
+      assert.match(log, /bad_prog/);
+      assert.match(log, /invalid mem access|map_value_or_null/);
+      assert.ok(log.length <= 16 * 1024 + 1024);
+    } finally {
+      close(hb);
+    }
+  });
+
+  it('objectOpen of a missing file returns -ENOENT', () => {
+    assert.equal(a.objectOpen(path.join(tmpDir, 'nope.o')), -E.ENOENT);
+    assert.equal(errnoName(-E.ENOENT), 'ENOENT');
+  });
+
+  it('socketInNetns: listener exists only in the netns and works as a Node server', async () => {
+    const before = threadNetnsInodes();
+    const fd = a.socketInNetns(nsPath, {
+      family: 4,
+      mark: 0x539,
+      reuseAddr: true,
+      bind: { ip: '127.0.0.1', port: 15001 },
+      listen: 64,
+    });
+    assert.ok(fd >= 0, `socketInNetns: ${errnoName(fd)}`);
+    fds.add(fd);
+    // No thread of this process changed namespace (the worker thread is gone).
+    assert.deepEqual(threadNetnsInodes(), before);
+
+    const inside = inNs('ss', ['-Hltne', 'sport = :15001']);
+    assert.match(inside, /127\.0\.0\.1:15001/);
+    assert.match(inside, /fwmark:0x539/);
+    const host = sh('ss', ['-Hltn', 'sport = :15001']);
+    assert.doesNotMatch(host, /127\.0\.0\.1:15001/);
+
+    const server = net.createServer((c) => {
+      c.once('data', (d) => c.end(`pong:${d.toString()}`));
+    });
+    fds.delete(fd); // Node owns it now; server.close() closes it.
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd }, () => resolve());
+      });
+      const addr = server.address();
+      assert.ok(addr && typeof addr === 'object');
+      assert.equal(addr.address, '127.0.0.1');
+      assert.equal(addr.port, 15001);
+
+      // A client inside the netns reaches it ...
+      const client =
+        "const s=require('net').connect(15001,'127.0.0.1',()=>s.write('ping'));" +
+        "let b='';s.on('data',d=>b+=d);s.on('end',()=>{process.stdout.write(b)});" +
+        "s.on('error',e=>{console.error(e.message);process.exit(3)});";
+      const { stdout } = await execFileP('ip', ['netns', 'exec', nsName, process.execPath, '-e', client], {
+        timeout: 15_000,
+      });
+      assert.equal(stdout, 'pong:ping');
+
+      // ... while in the host netns nothing listens there.
+      await assert.rejects(
+        new Promise<void>((resolve, reject) => {
+          const s = net.connect(15001, '127.0.0.1', () => {
+            s.destroy();
+            resolve();
+          });
+          s.once('error', reject);
+        }),
+        { code: 'ECONNREFUSED' },
+      );
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    assert.doesNotMatch(inNs('ss', ['-Hltn', 'sport = :15001']), /15001/, 'closed with the server');
+  });
+
+  it('socketInNetns: IPv6, unbound, and option variants', { skip: !fs.existsSync('/proc/net/if_inet6') && 'no IPv6' }, async () => {
+    const fd = a.socketInNetns(nsPath, { family: 6, reusePort: true, transparent: true, bind: { ip: '::1', port: 0 }, listen: 8 });
+    assert.ok(fd >= 0, `socketInNetns v6: ${errnoName(fd)}`);
+    fds.add(fd);
+    const server = net.createServer();
+    fds.delete(fd);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd }, () => resolve());
+      });
+      const addr = server.address();
+      assert.ok(addr && typeof addr === 'object');
+      assert.equal(addr.family, 'IPv6');
+      assert.equal(addr.address, '::1');
+      assert.ok(addr.port > 0);
+      assert.match(inNs('ss', ['-Hltn', `sport = :${addr.port}`]), new RegExp(`\\[::1\\]:${addr.port}`));
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+
+    // A socket for connect(): no bind, no listen.
+    const c = own(a.socketInNetns(nsPath, { family: 4 }), 'unbound socket');
+    release(c);
+  });
+
+  it('socketInNetns errors', () => {
+    assert.equal(a.socketInNetns('/run/netns/ambientd-no-such-netns', { family: 4 }), -E.ENOENT);
+    assert.equal(a.socketInNetns('/proc/self/status', { family: 4 }), -E.EINVAL, 'not a netns file');
+    assert.equal(a.socketInNetns(nsPath, { family: 5 as 4 }), -E.EAFNOSUPPORT);
+    assert.equal(a.socketInNetns(nsPath, { family: 4, bind: { ip: 'not-an-ip', port: 1 } }), -E.EINVAL);
+    assert.equal(a.socketInNetns(nsPath, { family: 4, bind: { ip: '::1', port: 1 } }), -E.EINVAL);
+    assert.equal(a.socketInNetns(nsPath, { family: 4, bind: { ip: '127.0.0.1', port: 70000 } }), -E.EINVAL);
+    // The address is not configured in the netns.
+    assert.equal(a.socketInNetns(nsPath, { family: 4, bind: { ip: '192.0.2.1', port: 1 } }), -E.EADDRNOTAVAIL);
+  });
+
+  it('linkCgroup attaches connect4/sockops to a cgroup and linkDetach detaches', () => {
+    const attached = (): Array<{ id: number; attach_type: string }> =>
+      JSON.parse(sh('bpftool', ['-j', 'cgroup', 'show', cgDir]).trim() || '[]') as Array<{ id: number; attach_type: string }>;
+    assert.deepEqual(attached(), []);
+
+    for (const [progName, type, bpftoolType] of [
+      ['amb_connect4', 'connect4', 'cgroup_inet4_connect'],
+      ['amb_sockops', 'sockops', 'cgroup_sock_ops'],
+    ] as const) {
+      const prog = own(a.objectProgramFd(handle, progName), progName);
+      const pi = a.progInfo(prog);
+      assert.ok(typeof pi === 'object');
+      const link = own(a.linkCgroup(prog, cgDir, type), `linkCgroup ${type}`);
+      const now = attached();
+      assert.ok(
+        now.some((x) => x.id === pi.id && x.attach_type === bpftoolType),
+        `${progName} attached: ${JSON.stringify(now)}`,
+      );
+      assert.equal(a.linkDetach(link), 0);
+      assert.ok(!attached().some((x) => x.id === pi.id), `${progName} detached`);
+      release(link);
+      release(prog);
+    }
+
+    const prog = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
+    assert.equal(a.linkCgroup(prog, cgDir, 'bogus'), -E.EINVAL);
+    assert.equal(a.linkCgroup(prog, `${cgDir}/missing`, 'connect4'), -E.ENOENT);
+    assert.equal(a.linkCgroup(prog, '/proc/self/status', 'connect4'), -E.ENOTDIR);
+    release(prog);
+    assert.deepEqual(attached(), []);
+  });
+
+  it('linkNetns attaches amb_sk_lookup to the netns', () => {
+    type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
+    const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
+    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const pi = a.progInfo(prog);
+    assert.ok(typeof pi === 'object');
+    const ino = a.netnsInode(nsPath);
+    assert.equal(typeof ino, 'bigint');
+
+    const link = own(a.linkNetns(prog, nsPath), 'linkNetns');
+    const mine = links().filter((l) => l.prog_id === pi.id);
+    assert.equal(mine.length, 1, JSON.stringify(mine));
+    assert.equal(mine[0]!.type, 'netns');
+    assert.equal(BigInt(mine[0]!.netns_ino ?? -1), ino);
+
+    assert.equal(a.linkDetach(link), 0);
+    const after = links().find((l) => l.prog_id === pi.id);
+    assert.ok(!after || !after.netns_ino, `detached: ${JSON.stringify(after)}`);
+    release(link);
+    release(prog);
+
+    const sockops = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    assert.ok(a.linkNetns(sockops, nsPath) < 0, 'a sockops program cannot be an sk_lookup link');
+    release(sockops);
+    assert.equal(a.linkNetns(1, '/run/netns/ambientd-no-such-netns'), -E.ENOENT);
+  });
+
+  it('attachSkMsg / detachSkMsg on the sockhash', () => {
+    const prog = own(a.objectProgramFd(handle, 'amb_sk_msg'), 'amb_sk_msg');
+    const map = own(a.objectMapFd(handle, 'amb_sock_pairs'), 'amb_sock_pairs');
+    assert.equal(a.attachSkMsg(prog, map), 0);
+    skMsgAttached.push([prog, map]);
+    assert.equal(a.detachSkMsg(prog, map), 0);
+    skMsgAttached.pop();
+    assert.equal(a.detachSkMsg(prog, map), -E.ENOENT, 'nothing left to detach');
+    const notSkMsg = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    assert.equal(a.attachSkMsg(notSkMsg, map), -E.EINVAL, 'only sk_msg programs');
+    release(notSkMsg);
+    release(map);
+    release(prog);
+  });
+
+  it('cgroupId and netnsInode', () => {
+    const idv = a.cgroupId(cgDir);
+    assert.equal(typeof idv, 'bigint');
+    assert.equal(idv, fs.statSync(cgDir, { bigint: true }).ino);
+    assert.equal(a.cgroupId(CGROUP2), 1n, 'root cgroup');
+    assert.equal(a.cgroupId(`${cgDir}/missing`), -E.ENOENT);
+    assert.equal(a.cgroupId(tmpDir), -E.EINVAL, 'not on cgroup2');
+
+    const ns = a.netnsInode(nsPath);
+    assert.equal(ns, fs.statSync(nsPath, { bigint: true }).ino);
+    const self = a.netnsInode('/proc/self/ns/net');
+    assert.equal(self, fs.statSync('/proc/self/ns/net', { bigint: true }).ino);
+    assert.notEqual(ns, self);
+    assert.equal(a.netnsInode('/run/netns/ambientd-no-such-netns'), -E.ENOENT);
+  });
+
+  it('feature probes', () => {
+    for (const t of ['sk_lookup', 'cgroup_sock_addr', 'sock_ops', 'sk_msg', 'sched_cls']) {
+      assert.equal(a.probeProgType(t), 1, `prog type ${t}`);
+    }
+    for (const t of ['hash', 'array', 'lru_hash', 'sockhash', 'sockmap', 'sk_storage']) {
+      assert.equal(a.probeMapType(t), 1, `map type ${t}`);
+    }
+    assert.equal(a.probeHelper('sk_lookup', FUNC_SK_ASSIGN), 1);
+    assert.equal(a.probeHelper('cgroup_sock_addr', FUNC_SK_LOOKUP_TCP), 1);
+    assert.equal(a.probeHelper('sk_msg', FUNC_SK_ASSIGN), 0, 'sk_assign is not for sk_msg');
+    assert.equal(a.probeProgType('no_such_type'), -E.EINVAL);
+    assert.equal(a.probeMapType('no_such_type'), -E.EINVAL);
+    assert.equal(a.probeHelper('no_such_type', 1), -E.EINVAL);
+  });
+
+  it('wrong argument types throw TypeError', () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const x = a as any;
+    const buf = Buffer.alloc(20);
+    const calls: Array<() => unknown> = [
+      () => x.objectOpen(42),
+      () => x.objectOpen(),
+      () => x.objectLoad('1', pinDir),
+      () => x.objectLoad(handle, 1),
+      () => x.objectProgramFd(handle, null),
+      () => x.objectMapFd('h', 'amb_pods'),
+      () => x.objectClose('h'),
+      () => x.objPin(1, 2),
+      () => x.objGet(undefined),
+      () => x.closeFd('3'),
+      () => x.mapInfo('3'),
+      () => x.progInfo(null),
+      () => x.mapLookup(3, 'key', 28),
+      () => x.mapLookup(3, buf, '28'),
+      () => x.mapUpdate(3, buf, [1, 2], 0),
+      () => x.mapUpdate(3, buf, buf, '0'),
+      () => x.mapDelete(3, 7),
+      () => x.mapNextKey(3, 'k', 20),
+      () => x.mapNextKey(3, null, null),
+      () => x.linkCgroup('3', cgDir, 'connect4'),
+      () => x.linkCgroup(3, cgDir, 4),
+      () => x.linkNetns(3, {}),
+      () => x.linkDetach(undefined),
+      () => x.attachSkMsg(3, '4'),
+      () => x.detachSkMsg('3', 4),
+      () => x.probeProgType(1),
+      () => x.probeMapType(undefined),
+      () => x.probeHelper('sk_lookup', '1'),
+      () => x.socketInNetns(nsPath),
+      () => x.socketInNetns(1, { family: 4 }),
+      () => x.socketInNetns(nsPath, { family: '4' }),
+      () => x.socketInNetns(nsPath, { family: 4, mark: '1337' }),
+      () => x.socketInNetns(nsPath, { family: 4, reuseAddr: 1 }),
+      () => x.socketInNetns(nsPath, { family: 4, bind: { ip: 1, port: 1 } }),
+      () => x.socketInNetns(nsPath, { family: 4, bind: { ip: '127.0.0.1', port: '1' } }),
+      () => x.socketInNetns(nsPath, { family: 4, listen: true }),
+      () => x.cgroupId(1),
+      () => x.netnsInode(null),
+    ];
+    for (const call of calls) assert.throws(call, TypeError, call.toString());
+  });
+
+  it('errnoName', () => {
+    assert.equal(errnoName(-E.EPERM), 'EPERM');
+    assert.equal(errnoName(-E.EEXIST), 'EEXIST');
+    assert.equal(errnoName(E.EINVAL), 'EINVAL');
+    assert.equal(errnoName(-E.E2BIG), 'E2BIG');
+    assert.equal(errnoName(-E.EOPNOTSUPP), 'EOPNOTSUPP');
+    assert.equal(errnoName(-E.EADDRINUSE), 'EADDRINUSE');
+    assert.equal(errnoName(-524), 'ENOTSUPP');
+    assert.equal(errnoName(-99999), 'errno 99999');
+  });
+});
