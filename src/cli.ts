@@ -1,0 +1,220 @@
+#!/usr/bin/env node
+/**
+ * ambientd command line: `agent`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
+ * Every failure prints "CODE: message" and a hint, and exits non-zero.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AmbientError, isAmbientError } from './util/errors.js';
+
+const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
+
+Usage:
+  ambientd agent [--config FILE] [--node NAME] [--workloads FILE] [flags]
+  ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
+  ambientd sandbox status [--json]
+  ambientd sandbox exec <pod> -- COMMAND [ARGS...]
+  ambientd sandbox enroll <pod> | unenroll <pod>
+  ambientd sandbox agent <node> start|stop|kill
+  ambientd sandbox down
+  ambientd demo
+  ambientd inspect config|maps [--node NAME] [-o json|table]
+  ambientd cleanup [--bpffs DIR]
+
+Run \`ambientd <command> --help\` for the flags of a command.`;
+
+const AGENT_HELP = `ambientd agent — run the node agent
+
+Flags (each overrides the same setting of --config; defaults in brackets):
+  --config FILE        YAML or JSON settings file
+  --node NAME          this node's name (required)
+  --node-ip IP         the node's own address: its traffic to pods (kubelet probes) is not captured
+  --workloads FILE     workload file (namespaces and pods, YAML/JSON), re-read on change (required)
+  --cgroup-root DIR    cgroup v2 mount [/sys/fs/cgroup]
+  --agent-cgroup DIR   the agent's own cgroup v2 dir [from /proc/self/cgroup]
+  --bpffs DIR          where maps and links are pinned [/sys/fs/bpf/ambientd/<node>]
+  --bpf-object FILE    compiled datapath [bpf/ambient.bpf.o]
+  --outbound-port N    outbound capture port in each pod [15001]
+  --inbound-port N     inbound plaintext capture port [15006]
+  --hbone-port N       inbound HBONE port [15008]
+  --admin-port N       admin endpoint port, on --admin-address [15000]
+  --admin-address IP   [127.0.0.1]
+  --mark N             SO_MARK of the agent's own sockets [0x539]
+  --acceleration M     sockmap | none: sk_msg fast path for in-pod app<->agent bytes [sockmap]
+  --ready-file FILE    written once the agent is ready, removed on stop
+  --log-level L        debug | info | warn | error | off [info]
+
+Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit.
+On SIGTERM/SIGINT the agent stops serving; pinned redirection stays so enrolled pods fail closed
+until an agent returns. \`ambientd cleanup\` removes it.`;
+
+function fail(e: unknown): never {
+  if (isAmbientError(e)) {
+    process.stderr.write(`ambientd: ${e.describe()}\n`);
+    process.exit(e.code === 'USAGE' ? 2 : 1);
+  }
+  process.stderr.write(`ambientd: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(1);
+}
+
+function usage(msg: string): AmbientError {
+  return new AmbientError('USAGE', msg, 'run `ambientd --help`');
+}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals = false) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (e) {
+    throw usage((e as Error).message);
+  }
+}
+
+function intFlag(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw usage(`--${name} must be an integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+async function cmdAgent(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    help: { type: 'boolean', short: 'h' }, config: { type: 'string' }, node: { type: 'string' }, 'node-ip': { type: 'string' },
+    workloads: { type: 'string' }, 'cgroup-root': { type: 'string' }, 'agent-cgroup': { type: 'string' }, bpffs: { type: 'string' },
+    'bpf-object': { type: 'string' }, 'outbound-port': { type: 'string' }, 'inbound-port': { type: 'string' },
+    'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' }, mark: { type: 'string' },
+    acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' },
+  });
+  if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
+  const { loadConfig } = await import('./config/config.js');
+  const ports: Record<string, number | undefined> = {
+    outbound: intFlag(values['outbound-port'], 'outbound-port'), inbound: intFlag(values['inbound-port'], 'inbound-port'),
+    hbone: intFlag(values['hbone-port'], 'hbone-port'), admin: intFlag(values['admin-port'], 'admin-port'),
+  };
+  const cfg = loadConfig(values.config ?? null, {
+    node: values.node, nodeIP: values['node-ip'], workloads: values.workloads, cgroupRoot: values['cgroup-root'],
+    agentCgroup: values['agent-cgroup'], bpffsDir: values.bpffs, bpfObject: values['bpf-object'],
+    adminAddress: values['admin-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
+    acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'],
+    ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
+  });
+  const { Logger } = await import('./util/log.js');
+  const { Agent } = await import('./agent.js');
+  const log = new Logger('ambientd', cfg.logLevel);
+  const agent = new Agent(cfg, log);
+  let stopping = false;
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal: sig });
+    const t = setTimeout(() => process.exit(0), 5000);
+    t.unref();
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // Bad input must never take the agent down: log what escaped and keep serving.
+  process.on('uncaughtException', (e) => log.error('uncaught exception (kept running)', { error: e, stack: e.stack }));
+  process.on('unhandledRejection', (e) => log.error('unhandled rejection (kept running)', { error: e }));
+  try {
+    await agent.start();
+  } catch (e) {
+    await agent.stop().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function cmdSandbox(args: string[]): Promise<void> {
+  const sb = await import('./sandbox/topology.js');
+  const sub = args[0];
+  const rest = args.slice(1);
+  switch (sub) {
+    case 'up': {
+      const { values } = parse(rest, { nodes: { type: 'string' }, pods: { type: 'string' }, 'no-agents': { type: 'boolean' } });
+      const st = await sb.sandboxUp({ nodes: intFlag(values.nodes, 'nodes') ?? 2, pods: intFlag(values.pods, 'pods') ?? 2, agents: !values['no-agents'] });
+      printStatus(st);
+      return;
+    }
+    case 'status': {
+      const { values } = parse(rest, { json: { type: 'boolean' } });
+      const st = sb.sandboxStatus();
+      if (values.json) process.stdout.write(JSON.stringify(st, null, 2) + '\n');
+      else printStatus(st);
+      return;
+    }
+    case 'exec': {
+      const dash = rest.indexOf('--');
+      const pod = rest[0];
+      const argv = dash >= 0 ? rest.slice(dash + 1) : rest.slice(1);
+      if (!pod || pod === '--' || argv.length === 0) throw usage('usage: ambientd sandbox exec <pod> -- COMMAND [ARGS...]');
+      const code = await sb.execInPod(pod, argv);
+      process.exit(code);
+    }
+    // falls through (process.exit above never returns)
+    case 'enroll':
+    case 'unenroll': {
+      const pod = rest[0];
+      if (!pod) throw usage(`usage: ambientd sandbox ${sub} <pod>`);
+      await sb.setEnrollment(pod, sub === 'enroll');
+      process.stdout.write(`${pod}: ${sub === 'enroll' ? 'enrolled (istio.io/dataplane-mode=ambient)' : 'unenrolled (istio.io/dataplane-mode=none)'}\n`);
+      return;
+    }
+    case 'agent': {
+      const [node, action] = rest;
+      if (!node || !['start', 'stop', 'kill'].includes(action ?? '')) throw usage('usage: ambientd sandbox agent <node> start|stop|kill');
+      if (action === 'start') { await sb.startAgent(node); await sb.waitAgentReady(node, 20_000); }
+      else await sb.stopAgent(node, action === 'kill' ? 'SIGKILL' : 'SIGTERM');
+      process.stdout.write(`${node}: agent ${action === 'start' ? 'started' : action === 'kill' ? 'killed' : 'stopped'}\n`);
+      return;
+    }
+    case 'down':
+      await sb.sandboxDown();
+      process.stdout.write('sandbox removed\n');
+      return;
+    default:
+      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, agent, down)`);
+  }
+}
+
+function printStatus(st: { nodes: Array<{ name: string; netns: string; ip: string; agentPid: number | null }>; pods: Array<{ name: string; node: string; namespace: string; serviceAccount: string; ip: string; ambient: boolean }> }): void {
+  const lines = ['NODE  NETNS            IP            AGENT'];
+  for (const n of st.nodes) lines.push(`${n.name.padEnd(5)} ${n.netns.padEnd(16)} ${n.ip.padEnd(13)} ${n.agentPid ?? '-'}`);
+  lines.push('', 'POD       NODE  NAMESPACE     SERVICEACCOUNT  IP            AMBIENT');
+  for (const p of st.pods) lines.push(`${p.name.padEnd(9)} ${p.node.padEnd(5)} ${p.namespace.padEnd(13)} ${p.serviceAccount.padEnd(15)} ${p.ip.padEnd(13)} ${p.ambient ? 'yes' : 'no'}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return;
+    case 'agent':
+      return cmdAgent(rest);
+    case 'sandbox':
+      if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) { process.stdout.write(USAGE + '\n'); return; }
+      return cmdSandbox(rest);
+    case 'demo': {
+      const { runDemo } = await import('./demo.js');
+      return runDemo();
+    }
+    case 'inspect': {
+      const { runInspect } = await import('./admin/inspect.js');
+      return runInspect(rest);
+    }
+    case 'cleanup': {
+      const { values } = parse(rest, { bpffs: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
+      if (values.help) { process.stdout.write('ambientd cleanup [--bpffs DIR]: detach and remove every pinned link and map under DIR [/sys/fs/bpf/ambientd]; safe to run twice\n'); return; }
+      const { cleanupPins } = await import('./datapath/cleanup.js');
+      const r = cleanupPins(values.bpffs ?? '/sys/fs/bpf/ambientd');
+      process.stdout.write(`removed ${r.links} links and ${r.pins} pins under ${r.dir}\n`);
+      return;
+    }
+    default:
+      throw usage(`unknown command ${JSON.stringify(cmd)}`);
+  }
+}
+
+main(process.argv.slice(2)).catch(fail);

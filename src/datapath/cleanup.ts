@@ -1,0 +1,38 @@
+/**
+ * `ambientd cleanup`: detaches and removes everything the agent pinned under a
+ * bpffs directory (links first, so redirection stops before maps go). Safe to
+ * run twice and after a crash.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadNative } from './native.js';
+
+export function cleanupPins(dir: string): { dir: string; links: number; pins: number } {
+  const native = loadNative();
+  let links = 0;
+  let pins = 0;
+  if (!fs.existsSync(dir)) return { dir, links, pins };
+  const files: string[] = [];
+  const dirs: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) { walk(p); dirs.push(p); } else files.push(p);
+    }
+  };
+  walk(dir);
+  // links (pods/*, agent_sockops) before maps
+  files.sort((a, b) => Number(a.includes('/maps/')) - Number(b.includes('/maps/')));
+  for (const f of files) {
+    const fd = native.objGet(f);
+    if (fd >= 0) {
+      if (native.linkDetach(fd) === 0) links++;
+      native.closeFd(fd);
+    }
+    fs.rmSync(f, { force: true });
+    pins++;
+  }
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { dir, links, pins };
+}
