@@ -19,7 +19,7 @@ export function httpInNetns(netns: string | null, host: string, port: number, pa
       s.connect({ host, port });
       return s;
     };
-    const req = http.request({ host, port, path: pathName, method, createConnection, timeout: timeoutMs, agent: false }, (res) => {
+    const req = http.request({ host, port, path: pathName, method, createConnection, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));

@@ -1,0 +1,232 @@
+// The eBPF datapath on real network namespaces: a sandbox of 2 nodes x 2 pods
+// with one agent per node. n<i>-p1 are ambient (namespace ambient-demo),
+// n<i>-p2 are not (namespace plain). Every test asserts what happened on the
+// wire or in the agent's records; the sandbox is removed even on failure.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import YAML from 'yaml';
+import { sandboxUp, sandboxDown, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { nettool, nettoolServer, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
+import { getJsonInNetns } from '../../src/util/netns-http.js';
+import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import { CLI } from '../helpers/paths.js';
+
+let st: SandboxState;
+const servers: ChildProcess[] = [];
+
+interface Dump {
+  workloads: Array<{ name: string; namespace: string; state: string; error?: { code: string }; redirect?: Record<string, string> }>;
+  connections: ConnectionRecord[];
+  workloadSource: { entryErrors: Array<{ entry: string; message: string }>; lastError: unknown };
+  counters: Record<string, number>;
+}
+
+const pod = (n: string): SandboxState['pods'][number] => {
+  const p = st.pods.find((x) => x.name === n);
+  assert.ok(p, `pod ${n}`);
+  return p;
+};
+const node = (n: string): SandboxState['nodes'][number] => st.nodes.find((x) => x.name === n)!;
+const dump = (n: string): Promise<Dump> => getJsonInNetns<Dump>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+before(async () => {
+  st = await sandboxUp({ nodes: 2, pods: 2, agents: true });
+  for (const p of st.pods) {
+    servers.push(await nettoolServer(p, 'serve', 8080, '--greet'));
+    servers.push(await nettoolServer(p, 'sink', 9000));
+  }
+});
+
+after(async () => {
+  for (const s of servers) s.kill('SIGKILL');
+  const report = await sandboxDown();
+  assert.deepEqual(report.leftovers, [], 'sandbox down left nothing behind');
+});
+
+test('ambient pod -> pod on another node: bytes arrive and the agent records the original destination', async () => {
+  const r = await nettool(pod('n1-p1'), 'send', pod('n2-p1').ip, 8080, 'ping-across');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`^hello from ${pod('n2-p1').ip.replace(/\./g, '\\.')}:8080`));
+  assert.match(r.stdout, /ping-across$/);
+  const d = await dump('n1');
+  const c = d.connections.find((x) => x.direction === 'outbound' && x.dst === `${pod('n2-p1').ip}:8080` && x.state === 'closed');
+  assert.ok(c, `outbound record on n1: ${JSON.stringify(d.connections)}`);
+  assert.equal(c.pod, 'ambient-demo/n1-p1');
+  assert.equal(c.src.split(':')[0], pod('n1-p1').ip);
+  assert.equal(c.bytesSent, 'ping-across'.length);
+  assert.equal(c.bytesReceived, r.stdout.length);
+  // the destination is ambient too: its agent captured it inbound on its plaintext port
+  const d2 = await dump('n2');
+  assert.ok(d2.connections.some((x) => x.direction === 'inbound' && x.dst === `${pod('n2-p1').ip}:8080` && x.src.startsWith(pod('n1-p1').ip)), 'inbound record on n2');
+});
+
+test('ambient pod -> non-ambient pod on the same node: captured outbound, 1 MB intact', async () => {
+  const r = await nettool(pod('n1-p1'), 'blob', pod('n1-p2').ip, 9000, 1_000_000);
+  assert.equal(r.code, 0, r.stderr);
+  const [sent, received] = r.stdout.trim().split('\n').map((l) => l.split(' ').slice(1).join(' '));
+  assert.equal(received, sent, 'the sink saw exactly the bytes sent');
+  const d = await dump('n1');
+  const c = d.connections.find((x) => x.dst === `${pod('n1-p2').ip}:9000`);
+  assert.ok(c);
+  assert.equal(c.bytesSent, 1_000_000);
+  assert.equal(c.direction, 'outbound');
+});
+
+test('non-ambient pod -> non-ambient pod is never captured', async () => {
+  const before1 = (await dump('n1')).connections.length;
+  const before2 = (await dump('n2')).connections.length;
+  const r = await nettool(pod('n1-p2'), 'send', pod('n2-p2').ip, 8080, 'plain');
+  assert.equal(r.code, 0, r.stderr);
+  // the server saw the client's own address: nothing in between
+  assert.match(r.stdout, new RegExp(`to ${pod('n1-p2').ip.replace(/\./g, '\\.')}\\n`));
+  assert.equal((await dump('n1')).connections.length, before1);
+  assert.equal((await dump('n2')).connections.length, before2);
+});
+
+test('inbound from a non-ambient pod to an ambient pod is captured on the plaintext port with the original port', async () => {
+  const r = await nettool(pod('n2-p2'), 'send', pod('n1-p1').ip, 9000, 'x'.repeat(777));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^777 /);
+  const d = await dump('n1');
+  const c = d.connections.find((x) => x.direction === 'inbound' && x.src.startsWith(`${pod('n2-p2').ip}:`) && x.dst === `${pod('n1-p1').ip}:9000`);
+  assert.ok(c, JSON.stringify(d.connections));
+  assert.equal(c.via, 'inbound-plaintext');
+  assert.equal(c.bytesSent, 777);
+  const w = d.workloads.find((x) => x.name === 'n1-p1')!;
+  assert.ok(Number(w.redirect!.capturedIn) >= 1);
+  assert.ok(Number(w.redirect!.capturedOut) >= 2);
+});
+
+test('traffic from the node itself (kubelet probes) is not captured', async () => {
+  const n1 = node('n1');
+  const out = execFileSync('nsenter', [`--net=${n1.netnsPath}`, '--', process.execPath, NETTOOL, 'send', pod('n1-p1').ip, '8080', 'probe'], { encoding: 'utf8' });
+  assert.match(out, new RegExp(`to ${n1.ip.replace(/\./g, '\\.')}\\n`), 'the app saw the node address directly');
+  const d = await dump('n1');
+  assert.ok(!d.connections.some((x) => x.src.startsWith(`${n1.ip}:`)));
+  assert.ok(Number(d.workloads.find((x) => x.name === 'n1-p1')!.redirect!.bypassIn) >= 1);
+});
+
+test('bpftool shows the pinned maps with field names', () => {
+  const dir = `${node('n1').bpffsDir}/maps`;
+  // bpftool -j prints raw bytes plus, thanks to BTF, a "formatted" view with field names
+  const stats = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${dir}/amb_pod_stats`], { encoding: 'utf8' })) as Array<{ formatted: { key: { family: number; addr: number[] }; value: Record<string, number> } }>).map((x) => x.formatted);
+  const e = stats.find((x) => x.key.addr.slice(0, 4).join('.') === pod('n1-p1').ip);
+  assert.ok(e, 'n1-p1 has counters');
+  assert.equal(e.key.family, 2);
+  for (const f of ['captured_out', 'refused_out', 'captured_in', 'hbone_in', 'refused_in', 'bypass_in']) assert.equal(typeof e.value[f], 'number', f);
+  const text = execFileSync('bpftool', ['map', 'dump', 'pinned', `${dir}/amb_pods`], { encoding: 'utf8' });
+  assert.match(text, /"pod_index": \d+/);
+  assert.match(text, /"exempt_src": \{/);
+});
+
+test('enroll and unenroll while traffic runs: a live connection survives, new ones follow the label', async () => {
+  const p2 = pod('n1-p2');
+  const target = pod('n2-p2');
+  // a long-lived connection from the plain pod, opened before enrollment
+  const long = await startInPod(p2, [process.execPath, '-e', `
+    const s = require('net').connect(8080, '${target.ip}', () => { process.stdout.write('listening\\n'); });
+    let n = 0; s.on('data', (d) => { n += d.length; });
+    const t = setInterval(() => s.write('tick\\n'), 20);
+    process.stdin.on('data', () => {}); process.on('SIGTERM', () => { clearInterval(t); s.end(); s.on('close', () => { console.log('got', n); process.exit(0); }); });
+  `]);
+  try {
+    const t0 = Date.now();
+    await setEnrollment('n1-p2', true);
+    await until('n1-p2 enrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2' && w.state === 'enrolled'));
+    const r = await nettool(p2, 'send', target.ip, 8080, 'after-enroll');
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await dump('n1')).connections.some((c) => c.pod === 'plain/n1-p2' && c.dst === `${target.ip}:8080`), `captured after enroll (${Date.now() - t0} ms)`);
+
+    await setEnrollment('n1-p2', false);
+    await until('n1-p2 unenrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2' && w.state === 'not-enrolled'));
+    const before = (await dump('n1')).connections.length;
+    const r2 = await nettool(p2, 'send', target.ip, 8080, 'after-unenroll');
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal((await dump('n1')).connections.length, before, 'not captured after unenroll');
+    assert.equal(fs.existsSync(`${node('n1').bpffsDir}/pods/plain_n1-p2`), false, 'its links are gone');
+  } finally {
+    long.kill('SIGTERM');
+  }
+  const code = await new Promise<number | null>((r) => long.on('exit', (c) => r(c)));
+  assert.equal(code, 0, 'the connection opened before enrollment stayed up through enroll and unenroll');
+});
+
+test('a malformed workload entry is named, the others are still served, the last good state is kept', async () => {
+  const file = st.workloads;
+  const good = fs.readFileSync(file, 'utf8');
+  try {
+    const doc = YAML.parse(good) as { pods: Array<Record<string, unknown>> };
+    const idx = doc.pods.findIndex((p) => p.name === 'n1-p1');
+    doc.pods[idx]!.ip = 'not-an-ip';
+    doc.pods.push({ name: 'Bad_Name', namespace: 'plain', ip: '10.244.1.99' });
+    fs.writeFileSync(file + '.tmp', YAML.stringify(doc));
+    fs.renameSync(file + '.tmp', file);
+    const d = await until('entry errors reported', async () => { const x = await dump('n1'); return x.workloadSource.entryErrors.length >= 2 && x; });
+    const e0 = d.workloadSource.entryErrors.find((e) => e.entry.includes('ambient-demo/n1-p1'));
+    assert.ok(e0, JSON.stringify(d.workloadSource.entryErrors));
+    assert.match(e0.message, /"ip" must be an IPv4 or IPv6 address, got "not-an-ip"/);
+    assert.ok(d.workloadSource.entryErrors.some((e) => /"name" must be a DNS-1123 name/.test(e.message)));
+    assert.ok(d.counters.workload_entry_invalid! >= 2);
+    // n1-p1 keeps its last good version and stays enrolled; traffic still captured
+    assert.equal(d.workloads.find((w) => w.name === 'n1-p1')!.state, 'enrolled');
+    const r = await nettool(pod('n1-p1'), 'send', pod('n2-p2').ip, 8080, 'still-served');
+    assert.equal(r.code, 0);
+    assert.ok((await dump('n1')).connections.some((c) => c.pod === 'ambient-demo/n1-p1' && c.dst === `${pod('n2-p2').ip}:8080`));
+  } finally {
+    fs.writeFileSync(file + '.tmp', good);
+    fs.renameSync(file + '.tmp', file);
+  }
+  await until('errors cleared', async () => (await dump('n1')).workloadSource.entryErrors.length === 0);
+});
+
+test('agent killed (SIGKILL): ambient pods fail closed, others unaffected; a new agent adopts the pinned state', async () => {
+  await stopAgent('n1', 'SIGKILL');
+  const out = await nettool(pod('n1-p1'), 'probe', pod('n2-p2').ip, 8080);
+  assert.equal(out.code, 1);
+  assert.equal(out.stdout.trim(), 'ECONNREFUSED', 'outbound from the ambient pod is refused, not sent around the agent');
+  const inb = await nettool(pod('n2-p2'), 'probe', pod('n1-p1').ip, 8080);
+  assert.equal(inb.stdout.trim(), 'ECONNREFUSED', 'inbound to the ambient pod is refused');
+  const plain = await nettool(pod('n1-p2'), 'send', pod('n2-p2').ip, 8080, 'unaffected');
+  assert.equal(plain.code, 0, 'non-ambient pod unaffected');
+  const stats = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${node('n1').bpffsDir}/maps/amb_pod_stats`], { encoding: 'utf8' })) as Array<{ formatted: { value: Record<string, number> } }>;
+  assert.ok(stats.some((s) => s.formatted.value.refused_out! >= 1 && s.formatted.value.refused_in! >= 1), 'refusals counted in BPF');
+
+  await startAgent('n1');
+  await waitAgentReady('n1', 20_000);
+  const again = await nettool(pod('n1-p1'), 'send', pod('n2-p2').ip, 8080, 'back');
+  assert.equal(again.code, 0, again.stderr);
+  assert.ok((await dump('n1')).connections.some((c) => c.dst === `${pod('n2-p2').ip}:8080`));
+});
+
+test('a kernel without a needed feature: start-up fails with an error naming it', () => {
+  const r = spawnSync('nsenter', [`--net=${node('n2').netnsPath}`, '--', process.execPath, CLI, 'agent', '--config', node('n2').config, '--admin-port', '15999', '--bpffs', '/sys/fs/bpf/ambientd-sandbox/featuretest'], {
+    encoding: 'utf8', env: { ...process.env, AMBIENTD_DISABLE_FEATURES: 'sk_lookup' }, timeout: 20_000,
+  });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /KERNEL_FEATURE_MISSING/);
+  assert.match(r.stderr, /program type sk_lookup \(Linux 5\.9\+\)/);
+  assert.match(r.stderr, /hint: /);
+  assert.equal(fs.existsSync('/sys/fs/bpf/ambientd-sandbox/featuretest/maps'), false, 'nothing was loaded');
+});
+
+test('`ambientd --help` and `agent --help` describe the commands', () => {
+  const h = execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+  for (const c of ['agent', 'sandbox up', 'sandbox exec', 'demo', 'inspect', 'cleanup']) assert.ok(h.includes(c), c);
+  const a = execFileSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
+  assert.match(a, /--workloads FILE/);
+  const bad = spawnSync(process.execPath, [CLI, 'agent', '--bogus'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /USAGE: .*--bogus/);
+});
