@@ -43,11 +43,6 @@ const CG_BASE = path.join(CGROUP_ROOT, 'ambientd-sandbox');
 const BPF_BASE = '/sys/fs/bpf/ambientd-sandbox';
 
 const isRoot = process.getuid?.() === 0;
-const skip = !isRoot
-  ? 'needs root'
-  : fs.existsSync(path.join(DEFAULT_STATE_DIR, 'state.json'))
-    ? `a sandbox is running (${DEFAULT_STATE_DIR}); not clobbering it`
-    : false;
 
 async function sandboxNetns(): Promise<string[]> {
   const { stdout } = await execa('ip', ['netns', 'list']);
@@ -118,7 +113,10 @@ process.on('SIGTERM', () => { console.log('fake agent: SIGTERM'); fs.rmSync(cfg.
 setInterval(() => {}, 1000);
 `;
 
-test('sandbox cluster', { skip, timeout: 180_000 }, async (t) => {
+test('sandbox cluster', { timeout: 180_000 }, async (t) => {
+  // Privileged tests fail, never skip, without their privileges.
+  assert.ok(isRoot, 'privileged tests must run as root');
+  assert.ok(!fs.existsSync(path.join(DEFAULT_STATE_DIR, 'state.json')), `a sandbox is running (${DEFAULT_STATE_DIR}): run \`ambientd sandbox down\` first`);
   const children: ChildProcess[] = [];
   const fakeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ambs-fake-repo-'));
   t.after(async () => {
