@@ -18,7 +18,7 @@ bpf/ambient.bpf.o: bpf/ambient.bpf.c bpf/ambient.h
 bpf: deps bpf/ambient.bpf.o
 
 build/Release/ambient_native.node: binding.gyp $(wildcard native/*.cc native/*.h)
-	npx node-gyp rebuild >/dev/null
+	npx node-gyp rebuild --loglevel=error
 
 native: deps build/Release/ambient_native.node
 

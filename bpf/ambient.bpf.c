@@ -7,6 +7,8 @@
  *                  non-local destination is rewritten to <pod IP>:15001, the
  *                  agent's outbound listener in the pod; the original
  *                  destination is kept by socket cookie.
+ *   amb_getpeername4  cgroup/getpeername4 on the pod cgroup: getpeername()
+ *                  of a captured socket returns the original destination.
  *   amb_sockops    sockops on the pod cgroup and the agent's cgroup: when the
  *                  app side is established, re-keys the original destination
  *                  by the app socket's address (what the agent sees as peer),
@@ -135,6 +137,28 @@ SEC("cgroup/connect6")
 int amb_connect6(struct bpf_sock_addr *ctx)
 {
 	/* IPv6 capture comes later on the same maps; v6 connects are not touched yet. */
+	return 1;
+}
+
+/* The app asks who its peer is: answer with the original destination, not
+ * the agent's outbound listener (Linux 5.8; attached when the kernel has it). */
+SEC("cgroup/getpeername4")
+int amb_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct amb_config *cfg = config();
+	if (!cfg || ctx->user_port != bpf_htons(cfg->outbound_port))
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk || sk->src_ip4 != ctx->user_ip4)
+		return 1;
+	struct amb_sockaddr key = {};
+	ip4_set(&key.ip, sk->src_ip4);
+	key.port = (__u16)sk->src_port;
+	struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
+	if (!o || o->dst.ip.family != AMB_AF_INET)
+		return 1;
+	ctx->user_ip4 = ip4_get(&o->dst.ip);
+	ctx->user_port = bpf_htons(o->dst.port);
 	return 1;
 }
 

@@ -491,6 +491,8 @@ NAN_METHOD(LinkCgroup) {
   if (type == "connect4") at = BPF_CGROUP_INET4_CONNECT;
   else if (type == "connect6") at = BPF_CGROUP_INET6_CONNECT;
   else if (type == "sockops") at = BPF_CGROUP_SOCK_OPS;
+  else if (type == "getpeername4") at = BPF_CGROUP_INET4_GETPEERNAME;
+  else if (type == "getpeername6") at = BPF_CGROUP_INET6_GETPEERNAME;
   else return Ret(info, -EINVAL);
   if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);
   int cg = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -620,6 +622,35 @@ NAN_METHOD(ProbeMapType) {
   int t = MapTypeByName(name);
   if (t < 0) return Ret(info, -EINVAL);
   Ret(info, libbpf_probe_bpf_map_type(static_cast<enum bpf_map_type>(t), nullptr));
+}
+
+// A cgroup sock_addr attach type is supported when a trivial program
+// (r0 = 1; exit) loads with it as expected_attach_type.
+NAN_METHOD(ProbeAttach) {
+  std::string name;
+  if (!GetString(info, 0, "probeAttach", "attachType", &name)) return;
+  enum bpf_attach_type at;
+  if (name == "connect4") at = BPF_CGROUP_INET4_CONNECT;
+  else if (name == "connect6") at = BPF_CGROUP_INET6_CONNECT;
+  else if (name == "getpeername4") at = BPF_CGROUP_INET4_GETPEERNAME;
+  else if (name == "getpeername6") at = BPF_CGROUP_INET6_GETPEERNAME;
+  else return Ret(info, -EINVAL);
+  struct bpf_insn insns[2];
+  memset(insns, 0, sizeof insns);
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 1
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = 1;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts);
+  opts.expected_attach_type = at;
+  int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr, "GPL", insns, 2, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return Ret(info, 1);
+  }
+  int err = errno;
+  if (err == EPERM || err == EACCES) return Ret(info, -err);
+  Ret(info, 0);
 }
 
 NAN_METHOD(ProbeHelper) {
@@ -883,6 +914,7 @@ NAN_MODULE_INIT(Init) {
   Nan::SetMethod(target, "probeProgType", ProbeProgType);
   Nan::SetMethod(target, "probeMapType", ProbeMapType);
   Nan::SetMethod(target, "probeHelper", ProbeHelper);
+  Nan::SetMethod(target, "probeAttach", ProbeAttach);
   Nan::SetMethod(target, "socketInNetns", SocketInNetns);
   Nan::SetMethod(target, "cgroupId", CgroupId);
   Nan::SetMethod(target, "netnsInode", NetnsInode);

@@ -197,7 +197,7 @@ export class Agent {
     client.on('error', () => { /* handled by relay or below */ });
     let dst = null;
     try {
-      dst = dp?.takeOriginalDst(src) ?? null;
+      dst = dp?.originalDst(src) ?? null;
     } catch (e) {
       this.log.error('original destination lookup failed', { error: errorMessage(e) });
     }

@@ -39,7 +39,8 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --admin-port N       admin endpoint port, on --admin-address [15000]
   --admin-address IP   [127.0.0.1]
   --mark N             SO_MARK of the agent's own sockets [0x539]
-  --acceleration M     sockmap | none: sk_msg fast path for in-pod app<->agent bytes [sockmap]
+  --acceleration M     none | sockmap: sk_msg fast path for in-pod app<->agent bytes [none]
+                       (experimental: no backpressure, bulk senders can hit ENOMEM; see bench/RESULTS.md)
   --ready-file FILE    written once the agent is ready, removed on stop
   --log-level L        debug | info | warn | error | off [info]
 

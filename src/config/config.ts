@@ -33,6 +33,12 @@ export interface AgentConfig {
   /** Where the agent writes an empty file once it is ready (sandbox contract). */
   readyFile: string | null;
   bpfObject: string;
+  /** SPIFFE trust domain of this mesh. */
+  trustDomain: string;
+  /** Built-in CA directory (Istio plug-in layout; created with 0600 keys on first start). */
+  caDir: string;
+  /** Lifetime of workload certificates, ms (renewed at half-life). */
+  certLifetimeMs: number;
 }
 
 export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000 };
@@ -45,8 +51,19 @@ export function defaultBpfObject(): string {
 
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'mark',
-  'acceleration', 'logLevel', 'readyFile', 'bpfObject',
+  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime',
 ]);
+
+/** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
+export function parseDuration(v: unknown): number | null {
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v;
+  if (typeof v !== 'string') return null;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(v.trim());
+  if (!m) return null;
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  const n = Number(m[1]) * mult;
+  return n > 0 ? n : null;
+}
 
 function bad(file: string, field: string, why: string): AmbientError {
   return new AmbientError('CONFIG_INVALID', `${file}: field "${field}" ${why}`, 'fix the field in the config file (see `ambientd agent --help` for every setting and its default)');
@@ -97,21 +114,32 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (!net.isIP(adminAddress)) throw bad(file, 'adminAddress', 'must be an IP address (keep it on loopback)');
   const mark = o.mark === undefined ? 0x539 : o.mark;
   if (typeof mark !== 'number' || !Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff) throw bad(file, 'mark', 'must be a positive 32-bit integer');
-  const acceleration = o.acceleration ?? 'sockmap';
+  const acceleration = o.acceleration ?? 'none';
   if (acceleration !== 'sockmap' && acceleration !== 'none') throw bad(file, 'acceleration', 'must be "sockmap" or "none"');
   const logLevel = o.logLevel ?? 'info';
   if (typeof logLevel !== 'string' || !isLevel(logLevel)) throw bad(file, 'logLevel', 'must be one of debug, info, warn, error, off');
   const readyFile = o.readyFile === undefined || o.readyFile === null ? null : str(o, 'readyFile', file);
   const bpfObject = str(o, 'bpfObject', file, defaultBpfObject());
+  const trustDomain = str(o, 'trustDomain', file, 'cluster.local');
+  if (!/^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$/.test(trustDomain) || trustDomain.length > 255) throw bad(file, 'trustDomain', 'must be a lowercase DNS-like name (e.g. cluster.local)');
+  const caDir = str(o, 'caDir', file, '/var/lib/ambientd/ca');
+  if (!path.isAbsolute(caDir)) throw bad(file, 'caDir', 'must be an absolute path');
+  const certLifetimeMs = o.certLifetime === undefined ? 24 * 3_600_000 : parseDuration(o.certLifetime);
+  if (certLifetimeMs === null || certLifetimeMs < 1000) throw bad(file, 'certLifetime', 'must be a duration of at least 1s like "24h", "90s" or a number of ms');
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
-    acceleration, logLevel, readyFile, bpfObject,
+    acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs,
   });
 }
 
 export function parseDocument(text: string, file: string, code: 'CONFIG_INVALID' | 'WORKLOADS_INVALID'): unknown {
   try {
-    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text, { uniqueKeys: true });
+    if (file.endsWith('.json')) return JSON.parse(text);
+    // JSON is YAML: take the fast parser when the document is a JSON object
+    if (/^\s*\{/.test(text)) {
+      try { return JSON.parse(text); } catch { /* not strict JSON: YAML below */ }
+    }
+    return YAML.parse(text, { uniqueKeys: true });
   } catch (e) {
     throw new AmbientError(code, `${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`, 'fix the syntax; the agent keeps its last good state meanwhile', { cause: e });
   }

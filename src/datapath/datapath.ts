@@ -24,7 +24,7 @@ import { probeFeatures, requireFeatures, type FeatureCheck } from './features.js
 import { AmbientError, type ErrorCode } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
-const PROGS = ['amb_connect4', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
+const PROGS = ['amb_connect4', 'amb_getpeername4', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
 type ProgName = (typeof PROGS)[number];
 
 export interface DatapathOptions {
@@ -80,6 +80,8 @@ export class Datapath {
   private readonly progFds = new Map<ProgName, number>();
   private readonly mapFds = new Map<MapName, number>();
   private agentSockopsLink = -1;
+  /** cgroup/getpeername4 available (Linux 5.8): apps see their original destination as peer. */
+  private getpeername = false;
   private closed = false;
 
   private constructor(readonly native: NativeAddon, readonly opts: DatapathOptions, private readonly log: Logger, features: FeatureCheck[]) {
@@ -132,10 +134,16 @@ export class Datapath {
       outboundPort: this.opts.ports.outbound, inboundPort: this.opts.ports.inbound, hbonePort: this.opts.ports.hbone,
       mark: this.opts.mark, flags: accel ? CFG_SOCKMAP_ACCEL : 0,
     }));
+    const agentSockops = path.join(this.opts.bpffsDir, 'agent_sockops');
     if (accel) {
       check(this.native.attachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs')), 'BPF_ATTACH', 'attach sk_msg to amb_sock_pairs');
-      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(path.join(this.opts.bpffsDir, 'agent_sockops'), () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
+      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(agentSockops, () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
+    } else {
+      // an earlier agent may have run with acceleration: take it down
+      this.native.detachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs'));
+      this.removePinnedLink(agentSockops);
     }
+    this.getpeername = this.features.find((f) => f.name.includes('getpeername4'))?.ok ?? false;
     this.log.info('datapath loaded', { object: this.opts.bpfObject, pins: this.opts.bpffsDir, acceleration: accel ? 'sockmap' : 'none' });
   }
 
@@ -155,6 +163,16 @@ export class Datapath {
       throw nativeError('BPF_PIN', `pin ${pin}`, rc);
     }
     return fd;
+  }
+
+  private removePinnedLink(pin: string): void {
+    if (!fs.existsSync(pin)) return;
+    const fd = this.native.objGet(pin);
+    if (fd >= 0) {
+      this.native.linkDetach(fd);
+      this.native.closeFd(fd);
+    }
+    fs.rmSync(pin, { force: true });
   }
 
   prog(name: ProgName): number { return this.progFds.get(name)!; }
@@ -216,6 +234,8 @@ export class Datapath {
     try {
       fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns), `sk_lookup on ${pod.netns}`));
       fds.push(this.pinnedLink(path.join(dir, 'sockops'), () => this.native.linkCgroup(this.prog('amb_sockops'), pod.cgroup, 'sockops'), `sockops on ${pod.cgroup}`));
+      if (this.getpeername) fds.push(this.pinnedLink(path.join(dir, 'getpeername4'), () => this.native.linkCgroup(this.prog('amb_getpeername4'), pod.cgroup, 'getpeername4'), `getpeername4 on ${pod.cgroup}`));
+      // connect4 last: from here on the pod's connections are captured
       fds.push(this.pinnedLink(path.join(dir, 'connect4'), () => this.native.linkCgroup(this.prog('amb_connect4'), pod.cgroup, 'connect4'), `connect4 on ${pod.cgroup}`));
     } catch (e) {
       this.unenroll(pod.key, pod.ip);
@@ -228,16 +248,8 @@ export class Datapath {
   /** Removes a pod's links (detached even if someone else holds them) and map entries. */
   unenroll(key: string, ip: string | null): void {
     const dir = this.linkDir(key);
-    for (const l of ['connect4', 'sockops', 'sk_lookup']) {
-      const pin = path.join(dir, l);
-      if (!fs.existsSync(pin)) continue;
-      const fd = this.native.objGet(pin);
-      if (fd >= 0) {
-        this.native.linkDetach(fd);
-        this.native.closeFd(fd);
-      }
-      fs.rmSync(pin, { force: true });
-    }
+    // connect4 first: from here on the pod's new connections are not captured
+    for (const l of ['connect4', 'getpeername4', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
     fs.rmSync(dir, { recursive: true, force: true });
     if (ip) this.forgetIp(ip);
   }
@@ -266,13 +278,14 @@ export class Datapath {
     return this.dump('amb_pods').map((e) => ipOfKey(e.key)).filter((x): x is string => x !== null);
   }
 
-  /** The original destination of a captured outbound connection, by its source (pod IP:port). */
-  takeOriginalDst(src: Sockaddr): Sockaddr | null {
-    const key = encodeSockaddr(src);
-    const v = this.lookup('amb_orig_dst', key, STRUCTS.amb_orig_dst.size);
-    if (!v) return null;
-    this.delete('amb_orig_dst', key);
-    return decodeOrigDst(v)?.dst ?? null;
+  /**
+   * The original destination of a captured outbound connection, by its source
+   * (pod IP:port). The entry stays (getpeername4 answers from it); it is
+   * overwritten by the next capture from the same port and aged out by LRU.
+   */
+  originalDst(src: Sockaddr): Sockaddr | null {
+    const v = this.lookup('amb_orig_dst', encodeSockaddr(src), STRUCTS.amb_orig_dst.size);
+    return v ? decodeOrigDst(v)?.dst ?? null : null;
   }
 
   podStats(ip: string): AmbPodStats | null {

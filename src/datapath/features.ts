@@ -36,6 +36,7 @@ const SPECS: Spec[] = [
   { name: 'program type cgroup_sock_addr (connect4)', kind: 'prog', since: '4.17', required: true, probe: (n) => n.probeProgType('cgroup_sock_addr') },
   { name: 'program type sock_ops', kind: 'prog', since: '4.13', required: true, probe: (n) => n.probeProgType('sock_ops') },
   { name: 'program type sk_lookup', kind: 'prog', since: '5.9', required: true, probe: (n) => n.probeProgType('sk_lookup') },
+  { name: 'attach type cgroup/getpeername4', kind: 'prog', since: '5.8', required: false, probe: (n) => n.probeAttach('getpeername4') },
   { name: 'program type sk_msg', kind: 'prog', since: '4.17', required: false, probe: (n) => n.probeProgType('sk_msg') },
   { name: 'map type sockhash', kind: 'map', since: '4.18', required: true, probe: (n) => n.probeMapType('sockhash') },
   { name: 'map type lru_hash', kind: 'map', since: '4.10', required: true, probe: (n) => n.probeMapType('lru_hash') },

@@ -81,7 +81,7 @@ export interface NativeAddon {
 
   /**
    * bpf_link_create on a cgroup v2 directory. attachType is one of
-   * 'connect4' | 'connect6' | 'sockops'. Returns the link fd.
+   * 'connect4' | 'connect6' | 'sockops' | 'getpeername4' | 'getpeername6'. Returns the link fd.
    */
   linkCgroup(progFd: number, cgroupPath: string, attachType: string): number | Errno;
   /** bpf_link_create of an sk_lookup program on the netns at netnsPath. */
@@ -98,6 +98,8 @@ export interface NativeAddon {
   probeMapType(name: string): number;
   /** libbpf_probe_bpf_helper(progType, helper id). */
   probeHelper(progType: string, helperId: number): number;
+  /** 1 when a cgroup sock_addr program loads with this expected attach type ('connect4' | 'connect6' | 'getpeername4' | 'getpeername6'). */
+  probeAttach(attachType: string): number;
 
   /**
    * Creates a TCP socket inside the network namespace at netnsPath (a

@@ -132,7 +132,7 @@ export interface SandboxState {
   cgroupRoot: string;
   /** <bpffsRoot>/ambientd-sandbox */
   bpffsDir: string;
-  /** <stateDir>/workloads.yaml */
+  /** <stateDir>/workloads.json */
   workloads: string;
   repoRoot: string;
   namespaces: WorkloadNamespace[];
@@ -140,7 +140,7 @@ export interface SandboxState {
   pods: SandboxPod[];
 }
 
-/** One pod entry of workloads.yaml (the format src/discovery/workloads.ts reads). */
+/** One pod entry of workloads.json (the format src/discovery/workloads.ts reads). */
 export interface WorkloadPod {
   name: string;
   namespace: string;
@@ -165,9 +165,12 @@ export interface SandboxAgentConfig {
   bpffsDir: string;
   workloads: string;
   agentCgroup: string;
-  acceleration: 'sockmap' | 'none';
+  acceleration: 'none' | 'sockmap';
   logLevel: string;
   readyFile: string;
+  trustDomain: string;
+  /** one CA directory for every node: all agents share one trust root */
+  caDir: string;
 }
 
 export interface ExecResult {
@@ -479,7 +482,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     stateDir,
     cgroupRoot,
     bpffsDir: bpfBase,
-    workloads: path.join(stateDir, 'workloads.yaml'),
+    workloads: path.join(stateDir, 'workloads.json'),
     repoRoot: path.resolve(opts.repoRoot ?? defaultRepoRoot()),
     namespaces,
     nodes,
@@ -487,13 +490,6 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
   };
 }
 
-function flowLabels(doc: YAML.Document): void {
-  YAML.visit(doc, {
-    Pair(_key, pair) {
-      if (YAML.isScalar(pair.key) && pair.key.value === 'labels' && YAML.isMap(pair.value)) pair.value.flow = true;
-    },
-  });
-}
 
 export function workloadsDocument(state: SandboxState): WorkloadsDocument {
   return {
@@ -511,11 +507,9 @@ export function workloadsDocument(state: SandboxState): WorkloadsDocument {
   };
 }
 
-/** workloads.yaml text for a state. */
+/** workloads.json text for a state (JSON: the agent parses it in well under a millisecond). */
 export function renderWorkloads(state: SandboxState): string {
-  const doc = new YAML.Document(workloadsDocument(state));
-  flowLabels(doc);
-  return `# written by \`ambientd sandbox\`; changed by \`ambientd sandbox enroll|unenroll <pod>\`\n${doc.toString({ lineWidth: 0 })}`;
+  return JSON.stringify(workloadsDocument(state), null, 1) + '\n';
 }
 
 export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel = 'info'): SandboxAgentConfig {
@@ -526,9 +520,11 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     bpffsDir: node.bpffsDir,
     workloads: state.workloads,
     agentCgroup: node.cgroup,
-    acceleration: 'sockmap',
+    acceleration: 'none',
     logLevel,
     readyFile: node.readyFile,
+    trustDomain: 'cluster.local',
+    caDir: path.join(state.stateDir, 'ca'),
   };
 }
 
@@ -769,7 +765,7 @@ export function formatSandboxStatus(state: SandboxState): string {
 /**
  * enroll (ambient=true: pod label istio.io/dataplane-mode=ambient) or unenroll
  * (ambient=false: label =none, which opts out even in an ambient namespace);
- * rewrites workloads.yaml and state.json atomically. Returns the updated pod.
+ * rewrites workloads.json and state.json atomically. Returns the updated pod.
  */
 export async function setEnrollment(pod: string, ambient: boolean, opts: SandboxPathOptions = {}): Promise<SandboxPod> {
   let result: SandboxPod | null = null;

@@ -6,9 +6,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import YAML from 'yaml';
 import { sandboxUp, sandboxDown, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
+import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
 import { getJsonInNetns } from '../../src/util/netns-http.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { CLI } from '../helpers/paths.js';
@@ -70,6 +69,15 @@ test('ambient pod -> pod on another node: bytes arrive and the agent records the
   // the destination is ambient too: its agent captured it inbound on its plaintext port
   const d2 = await dump('n2');
   assert.ok(d2.connections.some((x) => x.direction === 'inbound' && x.dst === `${pod('n2-p1').ip}:8080` && x.src.startsWith(pod('n1-p1').ip)), 'inbound record on n2');
+});
+
+test('a captured app sees the destination it dialled as its peer (getpeername4), not the agent', async () => {
+  const dst = pod('n2-p2');
+  const r = await runInPod(pod('n1-p1'), [process.execPath, '-e', `
+    const s = require('net').connect(8080, '${dst.ip}', () => { console.log(s.remoteAddress + ':' + s.remotePort); s.destroy(); });
+  `]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), `${dst.ip}:8080`);
 });
 
 test('ambient pod -> non-ambient pod on the same node: captured outbound, 1 MB intact', async () => {
@@ -167,11 +175,11 @@ test('a malformed workload entry is named, the others are still served, the last
   const file = st.workloads;
   const good = fs.readFileSync(file, 'utf8');
   try {
-    const doc = YAML.parse(good) as { pods: Array<Record<string, unknown>> };
+    const doc = JSON.parse(good) as { pods: Array<Record<string, unknown>> };
     const idx = doc.pods.findIndex((p) => p.name === 'n1-p1');
     doc.pods[idx]!.ip = 'not-an-ip';
     doc.pods.push({ name: 'Bad_Name', namespace: 'plain', ip: '10.244.1.99' });
-    fs.writeFileSync(file + '.tmp', YAML.stringify(doc));
+    fs.writeFileSync(file + '.tmp', JSON.stringify(doc));
     fs.renameSync(file + '.tmp', file);
     const d = await until('entry errors reported', async () => { const x = await dump('n1'); return x.workloadSource.entryErrors.length >= 2 && x; });
     const e0 = d.workloadSource.entryErrors.find((e) => e.entry.includes('ambient-demo/n1-p1'));

@@ -178,11 +178,13 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
         nodeIP: `10.100.0.${n.slice(1)}`,
         cgroupRoot: CGROUP_ROOT,
         bpffsDir: path.join(BPF_BASE, n),
-        workloads: path.join(STATE_DIR, 'workloads.yaml'),
+        workloads: path.join(STATE_DIR, 'workloads.json'),
         agentCgroup: path.join(CG_BASE, n, 'agent'),
-        acceleration: 'sockmap',
+        acceleration: 'none',
         logLevel: 'info',
         readyFile: path.join(STATE_DIR, n, 'agent.ready'),
+        trustDomain: 'cluster.local',
+        caDir: path.join(STATE_DIR, 'ca'),
       });
     }
     // node and pod plumbing
@@ -251,7 +253,7 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
   });
 
   await t.test('enroll / unenroll rewrite the workload file atomically', async () => {
-    const file = path.join(STATE_DIR, 'workloads.yaml');
+    const file = path.join(STATE_DIR, 'workloads.json');
     const labelsOf = (name: string) => (YAML.parse(fs.readFileSync(file, 'utf8')).pods as Array<{ name: string; labels: Record<string, string> }>).find((p) => p.name === name)!.labels;
     assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2' });
 
