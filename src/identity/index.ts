@@ -1,0 +1,3 @@
+export * from './spiffe.js';
+export * from './ca.js';
+export * from './manager.js';

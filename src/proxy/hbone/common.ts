@@ -1,0 +1,154 @@
+/**
+ * Shared HBONE constants and helpers (Istio ambient compatible HTTP/2 CONNECT
+ * over mutual TLS 1.3).
+ */
+import * as net from 'node:net';
+import * as http2 from 'node:http2';
+import { uriSansFromSubjectAltName } from '../../identity/spiffe.js';
+
+export const HBONE_PORT = 15008;
+export const HBONE_ALPN = 'h2';
+/** ztunnel flow-control settings. */
+export const HBONE_STREAM_WINDOW = 4 * 1024 * 1024;
+export const HBONE_CONNECTION_WINDOW = 16 * 1024 * 1024;
+export const HBONE_MAX_FRAME_SIZE = 1024 * 1024;
+export const HBONE_MAX_CONCURRENT_STREAMS = 100;
+/** Node http2 per-session memory cap (MB); the default 10 MB is below one full connection window. */
+export const HBONE_MAX_SESSION_MEMORY_MB = 128;
+
+export const H2 = http2.constants;
+
+/** HTTP/2 settings both ends advertise. */
+export function hboneSettings(maxConcurrentStreams = HBONE_MAX_CONCURRENT_STREAMS): http2.Settings {
+  return {
+    initialWindowSize: HBONE_STREAM_WINDOW,
+    maxFrameSize: HBONE_MAX_FRAME_SIZE,
+    maxConcurrentStreams,
+    enablePush: false,
+  };
+}
+
+/** GOAWAY error code + debug-data prefix the server uses when it rejects a peer's identity. */
+export const GOAWAY_REJECT_CODE = H2.NGHTTP2_INADEQUATE_SECURITY;
+export const GOAWAY_REASON_PREFIX = 'hbone-reject:';
+
+/** PEM text (one or more blocks). */
+export type PemInput = string | Buffer;
+
+export interface HostPort {
+  ip: string;
+  port: number;
+}
+
+/** Strips an IPv4-mapped IPv6 prefix and canonicalises IPv6 text. Returns '' for non-IPs. */
+export function normalizeIp(ip: string | undefined): string {
+  if (!ip) return '';
+  let s = ip;
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
+  const pct = s.indexOf('%');
+  const zone = pct >= 0 ? s.slice(pct) : '';
+  if (pct >= 0) s = s.slice(0, pct);
+  const lower = s.toLowerCase();
+  if (lower.startsWith('::ffff:') && net.isIPv4(s.slice(7))) return s.slice(7);
+  const fam = net.isIP(s);
+  if (fam === 4) return s;
+  if (fam === 6) {
+    try {
+      return new URL(`http://[${s}]/`).hostname.slice(1, -1) + zone;
+    } catch {
+      return lower + zone;
+    }
+  }
+  return '';
+}
+
+export function formatHostPort(hp: HostPort): string {
+  return net.isIPv6(hp.ip) ? `[${hp.ip}]:${hp.port}` : `${hp.ip}:${hp.port}`;
+}
+
+function validPort(p: number): boolean {
+  return Number.isInteger(p) && p >= 1 && p <= 65535;
+}
+
+/** Parses `<ip>:<port>` / `[<ipv6>]:<port>` strictly (no host names). */
+export function parseAuthority(authority: string | undefined): HostPort | undefined {
+  if (typeof authority !== 'string' || authority.length === 0 || authority.length > 64) return undefined;
+  let host: string;
+  let portStr: string;
+  if (authority.startsWith('[')) {
+    const end = authority.indexOf(']');
+    if (end < 0 || authority[end + 1] !== ':') return undefined;
+    host = authority.slice(1, end);
+    portStr = authority.slice(end + 2);
+    if (!net.isIPv6(host)) return undefined;
+  } else {
+    const colon = authority.lastIndexOf(':');
+    if (colon <= 0) return undefined;
+    host = authority.slice(0, colon);
+    portStr = authority.slice(colon + 1);
+    if (!net.isIPv4(host)) return undefined;
+  }
+  if (!/^[0-9]{1,5}$/.test(portStr)) return undefined;
+  const port = Number(portStr);
+  if (!validPort(port)) return undefined;
+  return { ip: normalizeIp(host), port };
+}
+
+export function assertHostPort(hp: HostPort, what: string): void {
+  if (!hp || typeof hp.ip !== 'string' || net.isIP(hp.ip) === 0 || !validPort(hp.port)) {
+    throw new TypeError(`${what} must be {ip, port} with a literal IP address, got ${JSON.stringify(hp)}`);
+  }
+}
+
+/** URI SANs of a peer certificate as reported by tls.TLSSocket#getPeerCertificate(). */
+export function peerUriSans(cert: { subjectaltname?: string } | undefined | null): string[] {
+  return uriSansFromSubjectAltName(cert?.subjectaltname);
+}
+
+export type HboneErrorCode =
+  /** 401 from the server (policy). */
+  | 'HBONE_DENIED'
+  /** 400 from the server. */
+  | 'HBONE_BAD_REQUEST'
+  /** 503 from the server (destination unreachable). */
+  | 'HBONE_UNAVAILABLE'
+  /** Any other non-200 status. */
+  | 'HBONE_STATUS'
+  /** TLS failure: handshake, chain verification, SAN mismatch, ALPN, or the server rejected our identity. */
+  | 'HBONE_TLS'
+  /** TCP connect to the HBONE endpoint failed. */
+  | 'HBONE_CONNECT'
+  | 'HBONE_TIMEOUT'
+  /** Stream refused (REFUSED_STREAM / GOAWAY before processing); safe to retry. */
+  | 'HBONE_REFUSED'
+  /** Session or stream closed/reset before a response arrived. */
+  | 'HBONE_CLOSED'
+  | 'HBONE_ABORTED'
+  /** Could not obtain our own certificate. */
+  | 'HBONE_IDENTITY'
+  /** Invalid srcId/dstId/address passed to connect(). */
+  | 'HBONE_BAD_ARGUMENT'
+  | 'HBONE_POOL_CLOSED';
+
+export class HboneError extends Error {
+  override readonly name = 'HboneError';
+  /** HTTP status for HBONE_DENIED / HBONE_BAD_REQUEST / HBONE_UNAVAILABLE / HBONE_STATUS. */
+  readonly status: number | undefined;
+  /** Machine-readable detail (e.g. 'san_mismatch', 'no_client_cert', TLS error code). */
+  readonly reason: string | undefined;
+  constructor(
+    readonly code: HboneErrorCode,
+    message: string,
+    opts: { status?: number; reason?: string; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.status = opts.status;
+    this.reason = opts.reason;
+  }
+  /** True when nothing reached the destination and another attempt may succeed. */
+  get retryable(): boolean {
+    return this.code === 'HBONE_REFUSED' || this.code === 'HBONE_CONNECT' || this.code === 'HBONE_TIMEOUT';
+  }
+}
+
+export function noop(): void {}
