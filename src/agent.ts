@@ -10,18 +10,19 @@ import type { AgentConfig } from './config/config.js';
 import { Datapath } from './datapath/datapath.js';
 import { loadNative } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
-import { dialFromNetns, listenInNetns, type PodListener } from './datapath/sockets.js';
+import { listenInNetns, type PodListener } from './datapath/sockets.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
-import { relay, resetSocket } from './proxy/relay.js';
+import { MeshProxy, type MeshPod } from './proxy/mesh.js';
+import { CertificateAuthority } from './identity/ca.js';
+import { IdentityManager } from './identity/manager.js';
 import { createAdminServer } from './admin/server.js';
 import { AmbientError, errorMessage } from './util/errors.js';
 import type { Logger } from './util/log.js';
 
 export type PodState = 'enrolled' | 'failed' | 'not-enrolled' | 'remote';
 
-interface LocalPod {
-  info: PodInfo;
+interface LocalPod extends MeshPod {
   index: number;
   state: PodState;
   error: { code: string; message: string; hint: string } | null;
@@ -43,6 +44,9 @@ export class Agent {
   /** counters of bad input and failures, by reason (metrics come later) */
   readonly counters = new Map<string, number>();
   private readonly native: NativeAddon;
+  private identities: IdentityManager | null = null;
+  private mesh: MeshProxy | null = null;
+  private readonly podsByIp = new Map<string, LocalPod>();
 
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
     this.native = native ?? loadNative();
@@ -59,6 +63,26 @@ export class Agent {
       bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
       acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
     }, this.log.child('datapath'), this.native);
+
+    const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {
+      throw new AmbientError('CA_UNAVAILABLE', `built-in CA at ${cfg.caDir}: ${e.message}`, 'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)', { cause: e });
+    });
+    this.identities = new IdentityManager({ issuer: ca, lifetimeMs: cfg.certLifetimeMs });
+    this.identities.on('renewalFailed', (ev) => { this.count('certificate_renewal_failed'); this.log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error }); });
+    const log = this.log.child('proxy');
+    this.mesh = new MeshProxy({
+      native: this.native, mark: cfg.mark, ports: cfg.ports, trustDomain: cfg.trustDomain, log, tracker: this.tracker,
+      count: (r) => this.count(r), identities: this.identities,
+      originalDst: (src) => this.datapath?.originalDst(src) ?? null,
+      workloadByIp: (ip) => {
+        for (const p of this.snapshot.pods.values()) if (p.ip === ip) return { pod: p, enrolled: isEnrolled(p, this.snapshot.namespaces) };
+        return null;
+      },
+      localPodByIp: (ip) => {
+        const lp = this.podsByIp.get(ip);
+        return lp && lp.state === 'enrolled' ? lp : null;
+      },
+    });
 
     this.admin = createAdminServer({
       configDump: () => this.configDump(),
@@ -142,21 +166,29 @@ export class Agent {
   private async enroll(p: PodInfo): Promise<void> {
     const key = podKey(p);
     const prev = this.pods.get(key);
-    const lp: LocalPod = { info: p, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null };
+    const identity = this.mesh!.spiffeOf(p);
+    const lp: LocalPod = { key, info: p, identity, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null };
     this.pods.set(key, lp);
+    this.podsByIp.set(p.ip, lp);
     const t0 = process.hrtime.bigint();
     try {
       if (!p.netns) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
       if (!p.cgroup) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${key} has no cgroup path`, 'set "cgroup" for local pods in the workload file');
       if (p.ip.includes(':')) throw new AmbientError('KERNEL_FEATURE_MISSING', `pod ${key}: IPv6-only pods are not captured yet`, 'give the pod an IPv4 address; IPv6 capture is planned on the same maps');
       const dp = this.datapath!;
-      const { outbound, inbound } = this.cfg.ports;
-      const out = await listenInNetns(this.native, p.netns, { ip: p.ip, port: outbound }, this.cfg.mark, (s) => this.onOutbound(lp, s));
+      const { outbound, inbound, hbone } = this.cfg.ports;
+      const mesh = this.mesh!;
+      // the certificate is fetched now so the first connection does not wait for it
+      void this.identities!.get(identity).catch(() => undefined);
+      const out = await listenInNetns(this.native, p.netns, { ip: p.ip, port: outbound }, this.cfg.mark, (s) => mesh.onOutbound(lp, s));
       lp.listeners.push(out);
-      const inb = await listenInNetns(this.native, p.netns, { ip: '127.0.0.1', port: inbound }, this.cfg.mark, (s) => this.onInbound(lp, s));
+      const inb = await listenInNetns(this.native, p.netns, { ip: '127.0.0.1', port: inbound }, this.cfg.mark, (s) => mesh.onInbound(lp, s));
       lp.listeners.push(inb);
+      const hb = await listenInNetns(this.native, p.netns, { ip: p.ip, port: hbone }, this.cfg.mark, (s) => mesh.hbone.handle(s));
+      lp.listeners.push(hb);
       dp.registerListener(p.ip, outbound, out.fd);
       dp.registerListener(p.ip, inbound, inb.fd);
+      dp.registerListener(p.ip, hbone, hb.fd);
       const adopted = dp.isPinned(key);
       dp.enroll({ key, ip: p.ip, netns: p.netns, cgroup: p.cgroup, index: lp.index, exemptSrc: this.cfg.nodeIP });
       lp.state = 'enrolled';
@@ -177,6 +209,8 @@ export class Agent {
     const lp = this.pods.get(key);
     if (!lp) return;
     this.pods.delete(key);
+    if (this.podsByIp.get(lp.info.ip) === lp) this.podsByIp.delete(lp.info.ip);
+    this.mesh?.releasePod(key);
     try {
       this.datapath!.unenroll(key, lp.info.ip);
     } catch (e) {
@@ -186,68 +220,11 @@ export class Agent {
     this.log.info('pod unenrolled', { pod: key });
   }
 
-  private ownPorts(): Set<number> {
-    const p = this.cfg.ports;
-    return new Set([p.outbound, p.inbound, p.hbone]);
-  }
-
-  private onOutbound(lp: LocalPod, client: net.Socket): void {
-    const dp = this.datapath;
-    const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
-    client.on('error', () => { /* handled by relay or below */ });
-    let dst = null;
-    try {
-      dst = dp?.originalDst(src) ?? null;
-    } catch (e) {
-      this.log.error('original destination lookup failed', { error: errorMessage(e) });
-    }
-    if (!dst) {
-      this.count('original_dst_unknown');
-      this.log.warn('outbound connection without an original destination: reset', { pod: podKey(lp.info), src: `${src.ip}:${src.port}` });
-      resetSocket(client);
-      return;
-    }
-    const rec = this.tracker.begin({ pod: podKey(lp.info), direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough' });
-    client.pause();
-    dialFromNetns(this.native, lp.info.netns!, dst, this.cfg.mark).then((up) => {
-      if (client.destroyed) { up.destroy(); this.tracker.finish(rec, 'failed', 'client gone'); return; }
-      relay(client, up, rec, this.tracker);
-      client.resume();
-    }, (e: { code?: string; message: string }) => {
-      this.count('upstream_connect_failed');
-      this.log.debug('upstream connect failed', { conn: rec.id, dst: rec.dst, error: e.message });
-      this.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
-      resetSocket(client);
-    });
-  }
-
-  private onInbound(lp: LocalPod, client: net.Socket): void {
-    client.on('error', () => { /* handled by relay or below */ });
-    const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
-    const src = `${client.remoteAddress}:${client.remotePort}`;
-    if (dst.ip !== lp.info.ip || this.ownPorts().has(dst.port)) {
-      this.count('inbound_bad_destination');
-      this.log.warn('inbound connection to an agent port or foreign address: reset', { pod: podKey(lp.info), src, dst: `${dst.ip}:${dst.port}` });
-      resetSocket(client);
-      return;
-    }
-    const rec = this.tracker.begin({ pod: podKey(lp.info), direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
-    client.pause();
-    dialFromNetns(this.native, lp.info.netns!, dst, this.cfg.mark).then((up) => {
-      if (client.destroyed) { up.destroy(); this.tracker.finish(rec, 'failed', 'client gone'); return; }
-      relay(client, up, rec, this.tracker);
-      client.resume();
-    }, (e: { code?: string; message: string }) => {
-      this.count('app_connect_failed');
-      this.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
-      resetSocket(client);
-    });
-  }
-
   readiness(): { ready: boolean; pending: string[] } {
     const pending: string[] = [];
     if (!this.datapath) pending.push('datapath');
     if (!this.admin?.listening) pending.push('admin');
+    if (!this.identities) pending.push('ca');
     if (this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
     return { ready: pending.length === 0, pending };
   }
@@ -266,7 +243,7 @@ export class Agent {
         redirect = st ? Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.toString()])) : {};
       }
       return {
-        name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, node: p.node, ip: p.ip,
+        name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, identity: this.mesh?.spiffeOf(p) ?? null, node: p.node, ip: p.ip,
         netns: p.netns, cgroup: p.cgroup, labels: p.labels, ambient, state,
         ...(lp?.error ? { error: lp.error } : {}), ...(lp?.enrolledAt ? { enrolledAt: lp.enrolledAt } : {}),
         ...(redirect ? { redirect } : {}),
@@ -277,6 +254,8 @@ export class Agent {
       pid: process.pid,
       workloads,
       connections: this.tracker.list(),
+      certificates: (this.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
+      hbone: this.mesh?.stats() ?? null,
       workloadSource: {
         file: this.cfg.workloads,
         entryErrors: this.snapshot.errors,
@@ -301,6 +280,8 @@ export class Agent {
     this.source.stop();
     await this.reconciling.catch(() => undefined);
     for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
+    await this.mesh?.close();
+    this.identities?.close();
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
     this.datapath?.close();
     if (this.cfg.readyFile) fs.rmSync(this.cfg.readyFile, { force: true });

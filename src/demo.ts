@@ -18,11 +18,12 @@ interface Dump {
   node: string;
   workloads: Array<{ name: string; namespace: string; ip: string; state: string; redirect?: Record<string, string> }>;
   connections: ConnectionRecord[];
+  certificates: Array<{ id: string; serial: string | null; notAfter: string | null; state: string }>;
 }
 
 export async function runDemo(): Promise<void> {
   const out = (s = ''): boolean => process.stdout.write(s + '\n');
-  out(B('ambientd demo: sandbox cluster of 2 nodes x 2 pods, one agent per node'));
+  out(B('ambientd demo: sandbox cluster of 2 nodes x 2 pods, one agent per node, HBONE between them'));
   let st: SandboxState | null = null;
   const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = [];
   try {
@@ -52,13 +53,17 @@ export async function runDemo(): Promise<void> {
     for (const n of st.nodes) dumps.push(await getJsonInNetns<Dump>(n.netnsPath, '127.0.0.1', 15000, '/config_dump'));
     out();
     out(B('What the agents carried (GET 127.0.0.1:15000/config_dump -> connections)'));
-    out('  NODE POD                 DIR       SOURCE              ORIGINAL DESTINATION  SENT  RECV  STATE');
+    out('  NODE POD                 DIR       SOURCE              ORIGINAL DESTINATION  VIA                SENT  RECV  STATE   PEER IDENTITY');
     for (const d of dumps) {
       for (const c of d.connections) {
-        out(`  ${d.node.padEnd(4)} ${c.pod.padEnd(19)} ${c.direction.padEnd(9)} ${c.src.padEnd(19)} ${c.dst.padEnd(21)} ${String(c.bytesSent).padStart(4)}  ${String(c.bytesReceived).padStart(4)}  ${c.state}${c.reason && c.reason !== 'eof' ? ` (${c.reason})` : ''}`);
+        out(`  ${d.node.padEnd(4)} ${c.pod.padEnd(19)} ${c.direction.padEnd(9)} ${c.src.padEnd(19)} ${c.dst.padEnd(21)} ${c.via.padEnd(18)} ${String(c.bytesSent).padStart(4)}  ${String(c.bytesReceived).padStart(4)}  ${(c.state + (c.reason && c.reason !== 'eof' ? ` (${c.reason})` : '')).padEnd(7)} ${c.peerIdentity ?? '-'}`);
       }
     }
     out('  (no record for plain -> plain: it never touched an agent)');
+    out('  via hbone: HTTP/2 CONNECT over mutual TLS 1.3 to <dst pod>:15008; peer identity = the SPIFFE id the other side proved');
+    out();
+    out(B('Workload certificates (built-in CA, shared trust root; config_dump -> certificates)'));
+    for (const d of dumps) for (const c of d.certificates) out(`  ${d.node} ${c.id}  serial ${c.serial?.slice(0, 16)}…  valid until ${c.notAfter}  ${c.state}`);
 
     out();
     out(B('Redirect counters per enrolled pod (BPF map amb_pod_stats)'));

@@ -1,0 +1,240 @@
+/**
+ * What the agent does with a captured connection:
+ *
+ *   outbound (15001): the original destination is an enrolled workload →
+ *     HBONE: an HTTP/2 CONNECT stream over mTLS to <dst pod IP>:15008, dialled
+ *     from inside the source pod's netns, presenting the source workload's
+ *     certificate and requiring the destination's SPIFFE id;
+ *     anything else → plaintext passthrough from the source pod's netns.
+ *   inbound plaintext (15006): relayed to the app; no peer identity.
+ *   inbound HBONE (15008): mTLS + CONNECT handled by the HBONE server, then
+ *     relayed to the app inside the destination pod.
+ */
+import type net from 'node:net';
+import type { NativeAddon } from '../datapath/native-api.js';
+import { dialFromNetns } from '../datapath/sockets.js';
+import type { Sockaddr } from '../datapath/codec.js';
+import type { PodInfo } from '../discovery/workloads.js';
+import type { IdentityManager } from '../identity/manager.js';
+import { formatSpiffeId } from '../identity/spiffe.js';
+import { HbonePool, type HboneStream } from './hbone/client.js';
+import { HboneServer, type HboneServerEvent } from './hbone/server.js';
+import { HboneError } from './hbone/common.js';
+import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
+import type { ConnectionRecord, ConnectionTracker } from './connections.js';
+import { relay } from './relay.js';
+import type { Logger } from '../util/log.js';
+
+export interface MeshPod {
+  key: string;
+  info: PodInfo;
+  identity: string;
+}
+
+export interface MeshDeps {
+  native: NativeAddon;
+  mark: number;
+  ports: { outbound: number; inbound: number; hbone: number };
+  trustDomain: string;
+  log: Logger;
+  tracker: ConnectionTracker;
+  count(reason: string): void;
+  identities: IdentityManager;
+  /** original destination of a captured outbound connection, by its source */
+  originalDst(src: Sockaddr): Sockaddr | null;
+  /** any known workload by IP (any node), and whether it is in the mesh */
+  workloadByIp(ip: string): { pod: PodInfo; enrolled: boolean } | null;
+  /** an enrolled pod of this node by IP */
+  localPodByIp(ip: string): MeshPod | null;
+}
+
+function baggage(p: PodInfo): string {
+  const app = p.labels['app.kubernetes.io/name'] ?? p.labels.app ?? p.name;
+  const version = p.labels['app.kubernetes.io/version'] ?? p.labels.version ?? 'latest';
+  return `k8s.cluster.name=Kubernetes,k8s.namespace.name=${p.namespace},k8s.pod.name=${p.name},service.name=${app},service.version=${version}`;
+}
+
+export class MeshProxy {
+  readonly hbone: HboneServer;
+  private readonly pools = new Map<string, HbonePool>();
+
+  constructor(private readonly d: MeshDeps) {
+    this.hbone = new HboneServer({
+      trustDomain: d.trustDomain,
+      getServerCert: async (localAddress) => {
+        const pod = d.localPodByIp(localAddress);
+        if (!pod) throw new Error(`no enrolled pod has address ${localAddress}`);
+        const c = await d.identities.get(pod.identity);
+        return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
+      },
+      connectTarget: (target, ctx) => {
+        const pod = d.localPodByIp(ctx.local.ip);
+        if (!pod || !pod.info.netns) return Promise.reject(new Error(`no enrolled pod has address ${ctx.local.ip}`));
+        return dialFromNetns(d.native, pod.info.netns, target, d.mark);
+      },
+      onConnection: (ev) => this.onServerEvent(ev),
+    });
+  }
+
+  spiffeOf(p: PodInfo): string {
+    return formatSpiffeId({ trustDomain: this.d.trustDomain, namespace: p.namespace, serviceAccount: p.serviceAccount });
+  }
+
+  /** One pool per source pod: its sockets are made in that pod's netns. */
+  private poolFor(pod: MeshPod): HbonePool {
+    let pool = this.pools.get(pod.key);
+    if (!pool) {
+      const netns = pod.info.netns!;
+      pool = new HbonePool({
+        getClientCert: async (srcId) => {
+          const c = await this.d.identities.get(srcId);
+          return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem, notAfter: c.notAfter };
+        },
+        createSocket: (dst) => dialFromNetns(this.d.native, netns, dst, this.d.mark),
+      });
+      this.pools.set(pod.key, pool);
+    }
+    return pool;
+  }
+
+  /** Drops a pod's pool (unenroll); its tunnels finish on their own. */
+  releasePod(key: string): void {
+    const pool = this.pools.get(key);
+    if (!pool) return;
+    this.pools.delete(key);
+    void pool.close().catch(() => undefined);
+  }
+
+  onOutbound(pod: MeshPod, client: net.Socket): void {
+    const d = this.d;
+    client.on('error', () => { /* reported through the relay */ });
+    const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
+    let dst: Sockaddr | null = null;
+    try {
+      dst = d.originalDst(src);
+    } catch (e) {
+      d.log.error('original destination lookup failed', { error: e });
+    }
+    if (!dst) {
+      d.count('original_dst_unknown');
+      d.log.warn('outbound connection without an original destination: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      resetSocket(client);
+      return;
+    }
+    const target = d.workloadByIp(dst.ip);
+    client.pause();
+    if (target?.enrolled) this.outboundHbone(pod, client, src, dst, target.pod);
+    else this.outboundPassthrough(pod, client, src, dst);
+  }
+
+  private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr): void {
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough' });
+    dialFromNetns(this.d.native, pod.info.netns!, dst, this.d.mark).then((up) => {
+      if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      relay(client, up, rec, this.d.tracker);
+      client.resume();
+    }, (e: { code?: string; message: string }) => this.failOutbound(rec, client, e.code ?? 'connect failed', e.message));
+  }
+
+  private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, dstPod: PodInfo): void {
+    const dstId = this.spiffeOf(dstPod);
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'hbone', peerIdentity: dstId });
+    this.poolFor(pod).connect({
+      srcId: pod.identity,
+      dstId,
+      dstAddr: { ip: dst.ip, port: this.d.ports.hbone },
+      target: dst,
+      headers: { forwardedFor: src, baggage: baggage(pod.info) },
+    }).then((stream: HboneStream) => {
+      if (client.destroyed) { stream.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      spliceStreamSocket(stream, client, (r) => {
+        this.d.tracker.finish(rec, r.resetBy ? 'failed' : 'closed', r.resetBy ? `reset by ${r.resetBy === 'socket' ? 'client' : 'peer'}` : 'eof', { sent: r.bytesSocketToStream, received: r.bytesStreamToSocket });
+      });
+      client.resume();
+    }, (e: unknown) => {
+      const code = e instanceof HboneError ? `${e.code}${e.status ? ` ${e.status}` : ''}` : 'HBONE_ERROR';
+      this.d.count(e instanceof HboneError ? `hbone_client_${e.code.toLowerCase()}` : 'hbone_client_error');
+      this.failOutbound(rec, client, code, (e as Error).message);
+    });
+  }
+
+  private failOutbound(rec: ConnectionRecord, client: net.Socket, reason: string, message: string): void {
+    this.d.count('upstream_connect_failed');
+    this.d.log.debug('outbound connection failed', { conn: rec.id, dst: rec.dst, reason, error: message });
+    this.d.tracker.finish(rec, 'failed', reason);
+    resetSocket(client);
+  }
+
+  onInbound(pod: MeshPod, client: net.Socket): void {
+    const d = this.d;
+    client.on('error', () => { /* reported through the relay */ });
+    const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
+    const src = `${client.remoteAddress}:${client.remotePort}`;
+    const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
+    if (dst.ip !== pod.info.ip || own.has(dst.port)) {
+      d.count('inbound_bad_destination');
+      d.log.warn('inbound connection to an agent port or foreign address: reset', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}` });
+      resetSocket(client);
+      return;
+    }
+    const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
+    client.pause();
+    dialFromNetns(d.native, pod.info.netns!, dst, d.mark).then((up) => {
+      if (client.destroyed) { up.destroy(); d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      relay(client, up, rec, d.tracker);
+      client.resume();
+    }, (e: { code?: string }) => {
+      d.count('app_connect_failed');
+      d.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
+      resetSocket(client);
+    });
+  }
+
+  /** HBONE server tunnels become connection records; rejections are counted by reason. */
+  private readonly serverRecs = new Map<string, ConnectionRecord>();
+  private onServerEvent(ev: HboneServerEvent): void {
+    const d = this.d;
+    switch (ev.type) {
+      case 'tunnel_open': {
+        const pod = d.localPodByIp(ev.ctx.local.ip);
+        const rec = d.tracker.begin({
+          pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: ev.ctx.forwarded ? forwardedFor(ev.ctx.forwarded) ?? `${ev.ctx.remote.ip}:${ev.ctx.remote.port}` : `${ev.ctx.remote.ip}:${ev.ctx.remote.port}`,
+          dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id,
+        });
+        this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
+        return;
+      }
+      case 'tunnel_close': {
+        const k = `${ev.ctx.connectionId}/${ev.ctx.streamId}`;
+        const rec = this.serverRecs.get(k);
+        if (!rec) return;
+        this.serverRecs.delete(k);
+        d.tracker.finish(rec, ev.resetBy ? 'failed' : 'closed', ev.resetBy ? `reset by ${ev.resetBy}` : 'eof', { sent: ev.bytesFromClient, received: ev.bytesToClient });
+        return;
+      }
+      case 'reject':
+        d.count(`hbone_rejected_${ev.reason}`);
+        d.log.warn('HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
+        return;
+      default:
+        return;
+    }
+  }
+
+  stats(): { server: ReturnType<HboneServer['stats']>; pools: Record<string, ReturnType<HbonePool['stats']>> } {
+    return { server: this.hbone.stats(), pools: Object.fromEntries([...this.pools].map(([k, p]) => [k, p.stats()])) };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => undefined)));
+    this.pools.clear();
+    await this.hbone.close({ graceMs: 1000 }).catch(() => undefined);
+  }
+}
+
+/** `for="10.0.0.1:1234"` → 10.0.0.1:1234 */
+function forwardedFor(v: string): string | null {
+  const m = /for="?\[?([0-9a-fA-F.:]+?)\]?(?::(\d+))?"?(?:[;,]|$)/.exec(v);
+  if (!m) return null;
+  return m[2] ? `${m[1]}:${m[2]}` : m[1]!;
+}
