@@ -78,6 +78,8 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   agentReadyTimeoutMs?: number;
   /** agent logLevel written to agent.yaml; default info */
   logLevel?: string;
+  /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
+  lockTimeoutMs?: number;
 }
 
 export interface SandboxDownOptions extends SandboxPathOptions {
@@ -718,7 +720,9 @@ export async function sandboxUp(opts: SandboxUpOptions = {}): Promise<SandboxSta
   const state = planSandbox(opts); // validates nodes/pods first
   const paths = resolvePaths(opts);
   preflight(paths);
-  if (await sandboxExists(paths)) await sandboxDown(paths);
+  await waitForSandboxLock(opts.lockTimeoutMs ?? 15 * 60_000);
+  if (await sandboxExists(paths)) await sandboxDown(paths); // releases the lock: take it again
+  await waitForSandboxLock(0);
   try {
     await buildDirs(state, opts.logLevel ?? 'info');
     await buildNetwork(state);
@@ -732,6 +736,41 @@ export async function sandboxUp(opts: SandboxUpOptions = {}): Promise<SandboxSta
     await Promise.all(state.nodes.map((n) => waitAgentReady(n.name, opts.agentReadyTimeoutMs ?? 30_000, { stateDir: state.stateDir })));
   }
   return sandboxStatus(paths);
+}
+
+// ---------------------------------------------------------------------------
+// One sandbox at a time per machine: names (ambs-*) are fixed, so a test or
+// benchmark process that holds a sandbox owns SANDBOX_LOCK until its down();
+// another sandboxUp() waits for it instead of tearing its sandbox down. A
+// lock whose process is gone (a CLI `sandbox up` that exited, a crash) is free.
+// ---------------------------------------------------------------------------
+
+export const SANDBOX_LOCK = '/run/ambientd-sandbox.lock';
+
+function lockHolder(): number | null {
+  try {
+    const pid = Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+async function waitForSandboxLock(timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let told = false;
+  for (let holder = lockHolder(); holder !== null; holder = lockHolder()) {
+    if (Date.now() > end) throw new SandboxError(`another process (pid ${holder}) holds the sandbox`, `wait for it to finish or stop it; then retry (lock: ${SANDBOX_LOCK})`);
+    if (!told) { process.stderr.write(`ambientd sandbox: waiting for pid ${holder}, which holds the sandbox...\n`); told = true; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  fs.writeFileSync(SANDBOX_LOCK, `${process.pid}\n`);
+}
+
+function releaseSandboxLock(): void {
+  try {
+    if (Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim()) === process.pid) fs.rmSync(SANDBOX_LOCK, { force: true });
+  } catch { /* none */ }
 }
 
 // ---------------------------------------------------------------------------
@@ -1086,6 +1125,7 @@ async function removeMarkRules(): Promise<number> {
  */
 export async function sandboxDown(opts: SandboxDownOptions = {}): Promise<SandboxDownReport> {
   const paths = resolvePaths(opts);
+  releaseSandboxLock();
   let state: SandboxState | null = null;
   try {
     state = readStateFile(paths.stateDir);
