@@ -19,6 +19,8 @@ export interface ConnectionRecord {
   via: 'passthrough' | 'hbone' | 'inbound-plaintext' | 'inbound-hbone';
   /** peer identity when known (HBONE), else null */
   peerIdentity: string | null;
+  /** serial of the certificate the peer presented (inbound HBONE) */
+  peerCertSerial?: string;
   /** bytes from the client towards the destination */
   bytesSent: number;
   /** bytes from the destination back to the client */

@@ -61,6 +61,8 @@ export class MeshProxy {
   constructor(private readonly d: MeshDeps) {
     this.hbone = new HboneServer({
       trustDomain: d.trustDomain,
+      // a stalled or truncated handshake holds a socket at most this long
+      handshakeTimeoutMs: 5000,
       getServerCert: async (localAddress) => {
         const pod = d.localPodByIp(localAddress);
         if (!pod) throw new Error(`no enrolled pod has address ${localAddress}`);
@@ -199,7 +201,7 @@ export class MeshProxy {
         const pod = d.localPodByIp(ev.ctx.local.ip);
         const rec = d.tracker.begin({
           pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: ev.ctx.forwarded ? forwardedFor(ev.ctx.forwarded) ?? `${ev.ctx.remote.ip}:${ev.ctx.remote.port}` : `${ev.ctx.remote.ip}:${ev.ctx.remote.port}`,
-          dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id,
+          dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id, peerCertSerial: ev.ctx.peer.serial,
         });
         this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
         return;

@@ -5,6 +5,7 @@
  *   nettool sink PORT                 reads everything, answers "<bytes> <sha256>" on EOF
  *   nettool send HOST PORT TEXT       sends TEXT, half-closes, prints the reply
  *   nettool blob HOST PORT BYTES      sends BYTES pseudo-random bytes to a sink, prints "<bytes> <sha256>" sent and received
+ *   nettool echo HOST PORT BYTES      sends BYTES random bytes to `serve` (no --greet) while reading the echo; prints "ok <bytes> <sha256>" if identical
  *   nettool probe HOST PORT           exit 0 if a TCP connection is accepted, 1 if refused/failed
  *   nettool rr HOST PORT N SIZE       N request/response round trips of SIZE bytes against `serve`, prints latency JSON
  *
@@ -78,6 +79,29 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`sent ${sent} ${h.digest('hex')}\nreceived ${Buffer.concat(chunks).toString().trim()}\n`);
       return;
     }
+    case 'echo': {
+      const total = Number(a[2]);
+      const s = await connect(a[0]!, Number(a[1]));
+      const sent = crypto.createHash('sha256');
+      const got = crypto.createHash('sha256');
+      let received = 0;
+      s.on('data', (c: Buffer) => { received += c.length; got.update(c); });
+      const done = new Promise<void>((r, j) => { s.on('end', () => r()); s.on('error', j); });
+      const block = crypto.randomBytes(64 * 1024);
+      for (let n = 0; n < total;) {
+        const b = block.subarray(0, Math.min(block.length, total - n));
+        n += b.length;
+        sent.update(b);
+        if (!s.write(b)) await new Promise((r) => s.once('drain', r));
+      }
+      s.end();
+      await done;
+      const a1 = sent.digest('hex');
+      const a2 = got.digest('hex');
+      process.stdout.write(`${a1 === a2 && received === total ? 'ok' : 'MISMATCH'} ${received} ${a2}\n`);
+      process.exit(a1 === a2 && received === total ? 0 : 1);
+    }
+    // falls through (exit above)
     case 'probe': {
       try {
         const s = await connect(a[0]!, Number(a[1]));
