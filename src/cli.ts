@@ -41,9 +41,16 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --mark N             SO_MARK of the agent's own sockets [0x539]
   --acceleration M     none | sockmap: sk_msg fast path for in-pod app<->agent bytes [none]
                        (experimental: no backpressure, bulk senders can hit ENOMEM; see bench/RESULTS.md)
+  --trust-domain TD    SPIFFE trust domain: identities are spiffe://TD/ns/<ns>/sa/<sa> [cluster.local]
+  --ca-dir DIR         built-in CA directory; holds or receives ca-cert.pem, ca-key.pem (0600),
+                       root-cert.pem, cert-chain.pem (Istio plug-in layout) [/var/lib/ambientd/ca]
+  --cert-lifetime D    workload certificate lifetime, renewed at half-life (e.g. 24h, 90s) [24h]
   --ready-file FILE    written once the agent is ready, removed on stop
   --log-level L        debug | info | warn | error | off [info]
 
+Traffic: an enrolled pod's outbound TCP to another enrolled pod goes over HBONE (HTTP/2 CONNECT over
+mutual TLS 1.3 to <pod IP>:15008, SPIFFE identities from the built-in CA); to anything else it is
+passed through in plaintext from the pod's own address.
 Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit.
 On SIGTERM/SIGINT the agent stops serving; pinned redirection stays so enrolled pods fail closed
 until an agent returns. \`ambientd cleanup\` removes it.`;
@@ -83,6 +90,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     'bpf-object': { type: 'string' }, 'outbound-port': { type: 'string' }, 'inbound-port': { type: 'string' },
     'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' }, mark: { type: 'string' },
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' },
+    'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
   const { loadConfig } = await import('./config/config.js');
@@ -95,6 +103,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     agentCgroup: values['agent-cgroup'], bpffsDir: values.bpffs, bpfObject: values['bpf-object'],
     adminAddress: values['admin-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'],
+    trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });
   const { Logger } = await import('./util/log.js');
