@@ -14,6 +14,7 @@ import { listenInNetns, type PodListener } from './datapath/sockets.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type MeshPod } from './proxy/mesh.js';
+import { emptySnapshot } from './discovery/model.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
 import { createAdminServer } from './admin/server.js';
@@ -36,7 +37,7 @@ export class Agent {
   private source: WorkloadFileSource;
   private admin: http.Server | null = null;
   private readonly pods = new Map<string, LocalPod>();
-  private snapshot: WorkloadSnapshot = { namespaces: new Map(), pods: new Map(), errors: [] };
+  private snapshot: WorkloadSnapshot = emptySnapshot();
   private nextIndex = 1;
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;

@@ -129,3 +129,60 @@ test('config: defaults, overrides, and field-precise errors', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Kubernetes-shaped objects in a YAML stream and a directory of files: pods, services with endpoints from the selector, policies', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-wl-'));
+  try {
+    fs.writeFileSync(path.join(dir, '10-pods.yaml'), `---
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: shop
+  uid: 7d1c1e6e-0000-4000-8000-000000000001
+  labels: { app: web }
+  annotations: { ambientd.io/netns: /run/netns/web-1, ambientd.io/cgroup: pods/web-1 }
+spec: { serviceAccountName: web, nodeName: n1 }
+status: { podIP: 10.244.1.2, podIPs: [ { ip: 10.244.1.2 } ], conditions: [ { type: Ready, status: "True" } ] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-2, namespace: shop, labels: { app: web } }
+spec: { serviceAccountName: web, nodeName: n2 }
+status: { podIP: 10.244.2.2, conditions: [ { type: Ready, status: "False" } ] }
+`);
+    fs.writeFileSync(path.join(dir, '20-svc.json'), JSON.stringify({
+      kind: 'List',
+      items: [
+        { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
+        { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-web', namespace: 'shop' }, spec: { action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] } },
+        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', namespace: 'shop' } },
+        { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'shop' }, spec: { clusterIP: '10.96.0.300', ports: [{ port: 80 }] } },
+      ],
+    }));
+    const src = new WorkloadFileSource(dir, '/sys/fs/cgroup');
+    const s = src.reload();
+    assert.equal(src.lastError, null);
+    const p = s.pods.get('shop/web-1')!;
+    assert.equal(p.serviceAccount, 'web');
+    assert.equal(p.node, 'n1');
+    assert.equal(p.netns, '/run/netns/web-1');
+    assert.equal(p.cgroup, '/sys/fs/cgroup/pods/web-1');
+    assert.equal(p.uid, '7d1c1e6e-0000-4000-8000-000000000001');
+    assert.ok(isEnrolled(p, s.namespaces));
+    const svc = s.services.get('shop/web')!;
+    assert.deepEqual(svc.vips, ['10.96.0.10']);
+    assert.equal(svc.hostname, 'web.shop.svc.cluster.local');
+    assert.deepEqual(svc.endpoints.map((e) => [e.ip, e.ready]), [['10.244.1.2', true], ['10.244.2.2', false]]);
+    assert.equal(s.policies.get('shop/allow-web')!.spec.action, 'ALLOW');
+    assert.deepEqual(s.errors.map((e) => e.entry), ['ConfigMap shop/x', 'Service shop/broken']);
+    assert.match(s.errors[0]!.message, /kind "ConfigMap" is not supported/);
+    assert.match(s.errors[1]!.message, /"spec.clusterIP" must be an IPv4 or IPv6 address/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
