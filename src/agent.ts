@@ -14,7 +14,7 @@ import { listenInNetns, type PodListener } from './datapath/sockets.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type MeshPod } from './proxy/mesh.js';
-import { emptySnapshot } from './discovery/model.js';
+import { emptySnapshot, MeshIndex } from './discovery/model.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
 import { createAdminServer } from './admin/server.js';
@@ -38,6 +38,7 @@ export class Agent {
   private admin: http.Server | null = null;
   private readonly pods = new Map<string, LocalPod>();
   private snapshot: WorkloadSnapshot = emptySnapshot();
+  private index: MeshIndex = new MeshIndex(this.snapshot);
   private nextIndex = 1;
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;
@@ -75,10 +76,7 @@ export class Agent {
       native: this.native, mark: cfg.mark, ports: cfg.ports, trustDomain: cfg.trustDomain, log, tracker: this.tracker,
       count: (r) => this.count(r), identities: this.identities,
       originalDst: (src) => this.datapath?.originalDst(src) ?? null,
-      workloadByIp: (ip) => {
-        for (const p of this.snapshot.pods.values()) if (p.ip === ip) return { pod: p, enrolled: isEnrolled(p, this.snapshot.namespaces) };
-        return null;
-      },
+      index: () => this.index,
       localPodByIp: (ip) => {
         const lp = this.podsByIp.get(ip);
         return lp && lp.state === 'enrolled' ? lp : null;
@@ -137,6 +135,7 @@ export class Agent {
 
   private async reconcile(s: WorkloadSnapshot): Promise<void> {
     this.snapshot = s;
+    this.index = new MeshIndex(s, this.cfg.trustDomain);
     const dp = this.datapath!;
     const wanted = new Map<string, PodInfo>();
     for (const [k, p] of s.pods) if (this.isLocal(p) && isEnrolled(p, s.namespaces)) wanted.set(k, p);
@@ -254,6 +253,11 @@ export class Agent {
       node: this.cfg.node,
       pid: process.pid,
       workloads,
+      services: [...this.snapshot.services.values()].map((s) => ({
+        name: s.name, namespace: s.namespace, hostname: s.hostname, vips: s.vips, ports: s.ports,
+        endpoints: s.endpoints.map((e) => ({ ip: e.ip, ready: e.ready, ...(e.pod ? { pod: e.pod } : {}) })),
+      })),
+      policies: [...this.snapshot.policies.values()].map((p) => ({ name: p.name, namespace: p.namespace, action: p.spec.action ?? 'ALLOW', spec: p.spec })),
       connections: this.tracker.list(),
       certificates: (this.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
       hbone: this.mesh?.stats() ?? null,

@@ -14,6 +14,7 @@ Usage:
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
   ambientd sandbox enroll <pod> | unenroll <pod>
+  ambientd sandbox apply -f FILE   (Services, AuthorizationPolicies, ... as Kubernetes YAML)
   ambientd sandbox agent <node> start|stop|kill
   ambientd sandbox down
   ambientd demo
@@ -167,6 +168,15 @@ async function cmdSandbox(args: string[]): Promise<void> {
       process.stdout.write(`${pod}: ${sub === 'enroll' ? 'enrolled (istio.io/dataplane-mode=ambient)' : 'unenrolled (istio.io/dataplane-mode=none)'}\n`);
       return;
     }
+    case 'apply': {
+      const { values } = parse(rest, { filename: { type: 'string', short: 'f' } });
+      if (!values.filename) throw usage('usage: ambientd sandbox apply -f FILE (Service, AuthorizationPolicy, Namespace, Pod objects)');
+      const r = await sb.sandboxApply(values.filename);
+      process.stdout.write(`applied ${values.filename} -> ${r.path}\n`);
+      for (const e of r.errors) process.stderr.write(`  rejected ${e.entry}: ${e.message}\n`);
+      if (r.errors.length) process.exitCode = 1;
+      return;
+    }
     case 'agent': {
       const [node, action] = rest;
       if (!node || !['start', 'stop', 'kill'].includes(action ?? '')) throw usage('usage: ambientd sandbox agent <node> start|stop|kill');
@@ -180,7 +190,7 @@ async function cmdSandbox(args: string[]): Promise<void> {
       process.stdout.write('sandbox removed\n');
       return;
     default:
-      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, agent, down)`);
+      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, apply, agent, down)`);
   }
 }
 

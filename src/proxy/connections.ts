@@ -21,6 +21,10 @@ export interface ConnectionRecord {
   peerIdentity: string | null;
   /** serial of the certificate the peer presented (inbound HBONE) */
   peerCertSerial?: string;
+  /** the service (namespace/name) when the client dialled a service VIP */
+  service?: string;
+  /** the endpoint chosen for a service (ip:port) */
+  endpoint?: string;
   /** bytes from the client towards the destination */
   bytesSent: number;
   /** bytes from the destination back to the client */

@@ -14,7 +14,7 @@ import type net from 'node:net';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { dialFromNetns } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
-import type { PodInfo } from '../discovery/workloads.js';
+import type { MeshIndex, PodInfo, ServiceInfo, ServicePort } from '../discovery/model.js';
 import type { IdentityManager } from '../identity/manager.js';
 import { formatSpiffeId } from '../identity/spiffe.js';
 import { HbonePool, type HboneStream } from './hbone/client.js';
@@ -42,8 +42,8 @@ export interface MeshDeps {
   identities: IdentityManager;
   /** original destination of a captured outbound connection, by its source */
   originalDst(src: Sockaddr): Sockaddr | null;
-  /** any known workload by IP (any node), and whether it is in the mesh */
-  workloadByIp(ip: string): { pod: PodInfo; enrolled: boolean } | null;
+  /** the current mesh model with its indexes */
+  index(): MeshIndex;
   /** an enrolled pod of this node by IP */
   localPodByIp(ip: string): MeshPod | null;
 }
@@ -123,29 +123,62 @@ export class MeshProxy {
       resetSocket(client);
       return;
     }
-    const target = d.workloadByIp(dst.ip);
     client.pause();
-    if (target?.enrolled) this.outboundHbone(pod, client, src, dst, target.pod);
-    else this.outboundPassthrough(pod, client, src, dst);
+    const index = d.index();
+    // a service VIP: pick a ready endpoint (round robin), keep the service name
+    const svc = index.serviceByVip.get(`${dst.ip}:${dst.port}`);
+    let target: Sockaddr = dst;
+    let via: { service?: string; endpoint?: string } = {};
+    if (svc) {
+      const ep = this.pickEndpoint(svc.service, svc.port);
+      if (!ep) {
+        d.count('service_no_endpoint');
+        const rec = d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', service: `${svc.service.namespace}/${svc.service.name}` });
+        this.failOutbound(rec, client, 'no ready endpoint', `service ${svc.service.hostname}:${svc.port.port} has no ready endpoint`);
+        return;
+      }
+      target = ep;
+      via = { service: `${svc.service.namespace}/${svc.service.name}`, endpoint: `${ep.ip}:${ep.port}` };
+    }
+    const dstPod = index.podByIp.get(target.ip);
+    if (dstPod && index.enrolled(dstPod)) this.outboundHbone(pod, client, src, dst, target, dstPod, via);
+    else this.outboundPassthrough(pod, client, src, dst, target, via);
   }
 
-  private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr): void {
-    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough' });
-    dialFromNetns(this.d.native, pod.info.netns!, dst, this.d.mark).then((up) => {
+  private readonly rr = new Map<string, number>();
+  /** A ready endpoint of a service port, round robin; null when none is ready. */
+  pickEndpoint(s: ServiceInfo, port: ServicePort): Sockaddr | null {
+    const ready = s.endpoints.filter((e) => e.ready);
+    if (ready.length === 0) return null;
+    const key = `${s.namespace}/${s.name}:${port.port}`;
+    const n = this.rr.get(key) ?? 0;
+    this.rr.set(key, n + 1);
+    for (let i = 0; i < ready.length; i++) {
+      const ep = ready[(n + i) % ready.length]!;
+      if (typeof port.targetPort === 'number') return { ip: ep.ip, port: port.targetPort };
+      const named = ep.ports?.find((p) => p.name === port.targetPort);
+      if (named) return { ip: ep.ip, port: named.port };
+    }
+    return null;
+  }
+
+  private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: { service?: string; endpoint?: string }): void {
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', ...via });
+    dialFromNetns(this.d.native, pod.info.netns!, target, this.d.mark).then((up) => {
       if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
       relay(client, up, rec, this.d.tracker);
       client.resume();
     }, (e: { code?: string; message: string }) => this.failOutbound(rec, client, e.code ?? 'connect failed', e.message));
   }
 
-  private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, dstPod: PodInfo): void {
+  private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, dstPod: PodInfo, via: { service?: string; endpoint?: string }): void {
     const dstId = this.spiffeOf(dstPod);
-    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'hbone', peerIdentity: dstId });
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'hbone', peerIdentity: dstId, ...via });
     this.poolFor(pod).connect({
       srcId: pod.identity,
       dstId,
-      dstAddr: { ip: dst.ip, port: this.d.ports.hbone },
-      target: dst,
+      dstAddr: { ip: target.ip, port: this.d.ports.hbone },
+      target,
       headers: { forwardedFor: src, baggage: baggage(pod.info) },
     }).then((stream: HboneStream) => {
       if (client.destroyed) { stream.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }

@@ -134,8 +134,10 @@ export interface SandboxState {
   cgroupRoot: string;
   /** <bpffsRoot>/ambientd-sandbox */
   bpffsDir: string;
-  /** <stateDir>/workloads.json */
+  /** <stateDir>/mesh/00-workloads.json (the pods and namespaces the sandbox made) */
   workloads: string;
+  /** <stateDir>/mesh: every file in it is read by the agents (`sandbox apply -f` adds more) */
+  meshDir: string;
   repoRoot: string;
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
@@ -463,7 +465,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     for (let j = 1; j <= podCount; j++) {
       const pod = `${name}-p${j}`;
       const namespace = j % 2 === 1 ? AMBIENT_NAMESPACE : PLAIN_NAMESPACE;
-      const labels = { app: pod };
+      const labels = { app: pod, tier: 'echo' };
       pods.push({
         name: pod,
         node: name,
@@ -484,7 +486,8 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     stateDir,
     cgroupRoot,
     bpffsDir: bpfBase,
-    workloads: path.join(stateDir, 'workloads.json'),
+    workloads: path.join(stateDir, 'mesh', '00-workloads.json'),
+    meshDir: path.join(stateDir, 'mesh'),
     repoRoot: path.resolve(opts.repoRoot ?? defaultRepoRoot()),
     namespaces,
     nodes,
@@ -520,7 +523,7 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     nodeIP: node.ip,
     cgroupRoot: state.cgroupRoot,
     bpffsDir: node.bpffsDir,
-    workloads: state.workloads,
+    workloads: state.meshDir,
     agentCgroup: node.cgroup,
     acceleration: 'none',
     logLevel,
@@ -699,6 +702,7 @@ async function buildNetwork(state: SandboxState): Promise<void> {
 async function buildDirs(state: SandboxState, logLevel: string): Promise<void> {
   const limit = concurrency();
   await fsp.mkdir(state.stateDir, { recursive: true, mode: 0o755 });
+  await fsp.mkdir(state.meshDir, { recursive: true, mode: 0o755 });
   await pool(state.nodes, limit, async (n) => {
     await fsp.mkdir(n.cgroup, { recursive: true });
     await fsp.mkdir(n.bpffsDir, { recursive: true });
@@ -776,6 +780,36 @@ function releaseSandboxLock(): void {
 // ---------------------------------------------------------------------------
 // status / enrollment
 // ---------------------------------------------------------------------------
+
+/**
+ * `sandbox apply -f FILE`: adds Kubernetes-shaped objects (Service,
+ * AuthorizationPolicy, Namespace, Pod) to what every agent reads. The file is
+ * checked first; entry errors are returned (and the agents report them too).
+ * Applying a file with the same name again replaces it.
+ */
+export async function sandboxApply(file: string, opts: SandboxPathOptions = {}): Promise<{ path: string; errors: Array<{ entry: string; message: string }> }> {
+  const state = loadState(opts);
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new SandboxError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing YAML or JSON file', { code: 'USAGE' });
+  }
+  const { parseWorkloads } = await import('../discovery/workloads.js');
+  let errors: Array<{ entry: string; message: string }>;
+  try {
+    const docs = YAML.parseAllDocuments(text).map((d) => {
+      if (d.errors.length) throw new Error(`not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`);
+      return d.toJS();
+    });
+    errors = parseWorkloads(docs, { file }, undefined, true).errors;
+  } catch (e) {
+    throw new SandboxError(`${file}: ${(e as Error).message}`, 'fix the file; nothing was applied', { code: 'USAGE' });
+  }
+  const dest = path.join(state.meshDir, `50-applied-${path.basename(file).replace(/[^A-Za-z0-9_.-]/g, '_').replace(/\.(json|ya?ml)$/, '')}.yaml`);
+  await writeFileAtomic(dest, text);
+  return { path: dest, errors };
+}
 
 /** The current sandbox; throws SandboxNotFoundError (hint: run `ambientd sandbox up`) if there is none. */
 export function sandboxStatus(opts: SandboxPathOptions = {}): SandboxState {

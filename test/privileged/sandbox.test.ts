@@ -148,7 +148,7 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     ]);
     assert.deepEqual(doc.pods[0], {
       name: 'n1-p1', namespace: 'ambient-demo', serviceAccount: 'sa-n1-p1', node: 'n1', ip: '10.244.1.2',
-      netns: '/run/netns/ambs-n1-p1', cgroup: '/cg/ambientd-sandbox/n1/pods/n1-p1', labels: { app: 'n1-p1' },
+      netns: '/run/netns/ambs-n1-p1', cgroup: '/cg/ambientd-sandbox/n1/pods/n1-p1', labels: { app: 'n1-p1', tier: 'echo' },
     });
   });
 
@@ -178,7 +178,7 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
         nodeIP: `10.100.0.${n.slice(1)}`,
         cgroupRoot: CGROUP_ROOT,
         bpffsDir: path.join(BPF_BASE, n),
-        workloads: path.join(STATE_DIR, 'workloads.json'),
+        workloads: path.join(STATE_DIR, 'mesh'),
         agentCgroup: path.join(CG_BASE, n, 'agent'),
         acceleration: 'none',
         logLevel: 'info',
@@ -253,17 +253,17 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
   });
 
   await t.test('enroll / unenroll rewrite the workload file atomically', async () => {
-    const file = path.join(STATE_DIR, 'workloads.json');
+    const file = path.join(STATE_DIR, 'mesh', '00-workloads.json');
     const labelsOf = (name: string) => (YAML.parse(fs.readFileSync(file, 'utf8')).pods as Array<{ name: string; labels: Record<string, string> }>).find((p) => p.name === name)!.labels;
-    assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2' });
+    assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2', tier: 'echo' });
 
     const enrolled = await setEnrollment('n1-p2', true, OPTS);
     assert.equal(enrolled.ambient, true);
-    assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2', 'istio.io/dataplane-mode': 'ambient' });
+    assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2', tier: 'echo', 'istio.io/dataplane-mode': 'ambient' });
 
     const out = await setEnrollment('n1-p1', false, OPTS);
     assert.equal(out.ambient, false, 'label none opts out even in an ambient namespace');
-    assert.deepEqual(labelsOf('n1-p1'), { app: 'n1-p1', 'istio.io/dataplane-mode': 'none' });
+    assert.deepEqual(labelsOf('n1-p1'), { app: 'n1-p1', tier: 'echo', 'istio.io/dataplane-mode': 'none' });
 
     assert.deepEqual(sandboxStatus(OPTS).pods.map((p) => [p.name, p.ambient]), [['n1-p1', false], ['n1-p2', true], ['n2-p1', true], ['n2-p2', false]]);
     await setEnrollment('n1-p1', true, OPTS);
