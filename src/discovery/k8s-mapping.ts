@@ -1,0 +1,418 @@
+/**
+ * Kubernetes API objects (raw JSON, as served) -> the mesh model. Pure and
+ * strict about the fields the mesh uses; every other field is ignored. A
+ * problem throws a FieldError naming the field ("status.podIP: ..."), which
+ * the source turns into an EntryError "<Kind> <ns>/<name>: <field>: <problem>".
+ */
+import net from 'node:net';
+import type {
+  AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, PolicyOperation, PolicyRule, PolicySource, ServiceInfo, ServicePort,
+} from './model.js';
+
+export class FieldError extends Error {
+  constructor(readonly field: string, readonly problem: string) {
+    super(`${field}: ${problem}`);
+    this.name = 'FieldError';
+  }
+}
+
+type Obj = Record<string, unknown>;
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function show(v: unknown): string {
+  const s = v === undefined ? 'undefined' : JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+function isObj(v: unknown): v is Obj {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function obj(v: unknown, field: string, required: boolean): Obj | undefined {
+  if (v === undefined || v === null) {
+    if (required) throw new FieldError(field, 'missing');
+    return undefined;
+  }
+  if (!isObj(v)) throw new FieldError(field, `must be an object, got ${show(v)}`);
+  return v;
+}
+
+function arr(v: unknown, field: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new FieldError(field, `must be a list, got ${show(v)}`);
+  return v;
+}
+
+function optStr(v: unknown, field: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new FieldError(field, `must be a string, got ${show(v)}`);
+  return v;
+}
+
+function name(v: unknown, field: string, re: RegExp, max: number): string {
+  if (typeof v !== 'string' || v === '') throw new FieldError(field, `must be a non-empty string, got ${show(v)}`);
+  if (v.length > max || !re.test(v)) throw new FieldError(field, `${show(v)} is not a valid name`);
+  return v;
+}
+
+function ip(v: unknown, field: string): string {
+  if (typeof v !== 'string' || net.isIP(v) === 0) throw new FieldError(field, `${show(v)} is not an IP address`);
+  return v;
+}
+
+function strMap(v: unknown, field: string): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (!isObj(v)) throw new FieldError(field, `must be a map of strings, got ${show(v)}`);
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v)) {
+    if (typeof val !== 'string') throw new FieldError(`${field}.${k}`, `must be a string, got ${show(val)}`);
+    out[k] = val;
+  }
+  return out;
+}
+
+function strList(v: unknown, field: string): string[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw new FieldError(field, `must be a list of strings, got ${show(v)}`);
+  v.forEach((s, i) => { if (typeof s !== 'string') throw new FieldError(`${field}[${i}]`, `must be a string, got ${show(s)}`); });
+  return [...(v as string[])];
+}
+
+function portNumber(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new FieldError(field, `must be a port number 1-65535, got ${show(v)}`);
+  return v;
+}
+
+function protocol(v: unknown, field: string): 'TCP' | 'UDP' | 'SCTP' {
+  if (v === undefined || v === null) return 'TCP';
+  if (v === 'TCP' || v === 'UDP' || v === 'SCTP') return v;
+  throw new FieldError(field, `must be TCP, UDP or SCTP, got ${show(v)}`);
+}
+
+export interface Meta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  labels: Record<string, string>;
+}
+
+export function meta(o: unknown, namespaced: boolean): Meta {
+  if (!isObj(o)) throw new FieldError('(object)', `must be an object, got ${show(o)}`);
+  const md = obj(o.metadata, 'metadata', true)!;
+  const n = name(md.name, 'metadata.name', namespaced ? DNS_SUBDOMAIN : DNS_LABEL, namespaced ? 253 : 63);
+  const ns = namespaced ? name(md.namespace, 'metadata.namespace', DNS_LABEL, 63) : '';
+  const uid = optStr(md.uid, 'metadata.uid');
+  return { name: n, namespace: ns, ...(uid ? { uid } : {}), labels: strMap(md.labels, 'metadata.labels') };
+}
+
+/** "Pod ns/name", "Namespace name", or the best that can be said of a broken object. */
+export function describeObject(kind: string, o: unknown, fallback?: string): string {
+  const md = isObj(o) && isObj(o.metadata) ? o.metadata : undefined;
+  const n = md && typeof md.name === 'string' ? md.name : undefined;
+  const ns = md && typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : undefined;
+  if (n === undefined) return `${kind} ${fallback ?? '<unnamed>'}`;
+  return `${kind} ${ns ? `${ns}/` : ''}${n}`;
+}
+
+// ---------------------------------------------------------------- Namespace
+
+export function mapNamespace(o: unknown): NamespaceInfo {
+  const m = meta(o, false);
+  return { name: m.name, labels: m.labels };
+}
+
+// ---------------------------------------------------------------- Pod
+
+/** Why a pod is not a workload of the snapshot (not an error). */
+export type PodSkip =
+  /** spec.hostNetwork: shares the node's IP and network namespace; never captured, never an identity for an IP */
+  | 'hostNetwork'
+  /** status.phase Succeeded/Failed: the sandbox is gone and its IP may be reused */
+  | 'terminated'
+  /** no status.podIP yet (Pending, not scheduled, sandbox not created) */
+  | 'noIP';
+
+export type PodMapping = { pod: PodInfo } | { skip: PodSkip };
+
+/**
+ * Maps a v1 Pod. netns/cgroup are left null (filled by the source for local
+ * pods); node is spec.nodeName.
+ */
+export function mapPod(o: unknown): PodMapping {
+  const m = meta(o, true);
+  const p = o as Obj;
+  const spec = obj(p.spec, 'spec', true)!;
+  if (spec.hostNetwork !== undefined && spec.hostNetwork !== null && typeof spec.hostNetwork !== 'boolean') {
+    throw new FieldError('spec.hostNetwork', `must be a boolean, got ${show(spec.hostNetwork)}`);
+  }
+  if (spec.hostNetwork === true) return { skip: 'hostNetwork' };
+  const status = obj(p.status, 'status', false) ?? {};
+  const phase = optStr(status.phase, 'status.phase');
+  if (phase === 'Succeeded' || phase === 'Failed') return { skip: 'terminated' };
+
+  const ips: string[] = [];
+  const podIP = status.podIP === undefined || status.podIP === null || status.podIP === '' ? undefined : ip(status.podIP, 'status.podIP');
+  if (podIP) ips.push(podIP);
+  arr(status.podIPs, 'status.podIPs').forEach((e, i) => {
+    const eo = obj(e, `status.podIPs[${i}]`, true)!;
+    const a = ip(eo.ip, `status.podIPs[${i}].ip`);
+    if (!ips.includes(a)) ips.push(a);
+  });
+  if (ips.length === 0) return { skip: 'noIP' };
+
+  const sa = spec.serviceAccountName ?? spec.serviceAccount;
+  const serviceAccount = sa === undefined || sa === null || sa === ''
+    ? 'default'
+    : name(sa, spec.serviceAccountName !== undefined ? 'spec.serviceAccountName' : 'spec.serviceAccount', DNS_SUBDOMAIN, 253);
+  const node = name(spec.nodeName, 'spec.nodeName', DNS_SUBDOMAIN, 253);
+
+  let ready = false;
+  arr(status.conditions, 'status.conditions').forEach((c, i) => {
+    const co = obj(c, `status.conditions[${i}]`, true)!;
+    const type = optStr(co.type, `status.conditions[${i}].type`);
+    const st = optStr(co.status, `status.conditions[${i}].status`);
+    if (type === 'Ready') ready = st === 'True';
+  });
+
+  const pod: PodInfo = {
+    ...(m.uid ? { uid: m.uid } : {}),
+    name: m.name,
+    namespace: m.namespace,
+    serviceAccount,
+    node,
+    ip: ips[0]!,
+    ips,
+    netns: null,
+    cgroup: null,
+    labels: m.labels,
+    ready,
+  };
+  return { pod };
+}
+
+// ---------------------------------------------------------------- Service
+
+/** A Service without endpoints (they come from EndpointSlices). */
+export function mapService(o: unknown, clusterDomain = 'cluster.local'): ServiceInfo {
+  const m = meta(o, true);
+  const spec = obj((o as Obj).spec, 'spec', true)!;
+  const type = optStr(spec.type, 'spec.type') ?? 'ClusterIP';
+  let raw: unknown[];
+  let field: string;
+  if (spec.clusterIPs !== undefined && spec.clusterIPs !== null) {
+    raw = arr(spec.clusterIPs, 'spec.clusterIPs');
+    field = 'spec.clusterIPs';
+  } else {
+    raw = spec.clusterIP === undefined || spec.clusterIP === null ? [] : [spec.clusterIP];
+    field = 'spec.clusterIP';
+  }
+  const vips: string[] = [];
+  raw.forEach((v, i) => {
+    if (v === 'None' || v === '') return; // headless / not allocated
+    const a = ip(v, field === 'spec.clusterIPs' ? `${field}[${i}]` : field);
+    if (!vips.includes(a)) vips.push(a);
+  });
+  if (type === 'ExternalName') vips.length = 0;
+
+  const ports: ServicePort[] = arr(spec.ports, 'spec.ports').map((p, i) => {
+    const f = `spec.ports[${i}]`;
+    const po = obj(p, f, true)!;
+    const port = portNumber(po.port, `${f}.port`);
+    const n = optStr(po.name, `${f}.name`);
+    let targetPort: number | string = port;
+    const tp = po.targetPort;
+    if (typeof tp === 'number') targetPort = portNumber(tp, `${f}.targetPort`);
+    else if (typeof tp === 'string' && /^[0-9]+$/.test(tp)) targetPort = portNumber(Number(tp), `${f}.targetPort`);
+    else if (typeof tp === 'string' && tp !== '') targetPort = tp;
+    else if (tp !== undefined && tp !== null && tp !== '' && tp !== 0) throw new FieldError(`${f}.targetPort`, `must be a port number or a port name, got ${show(tp)}`);
+    return { ...(n ? { name: n } : {}), port, targetPort, protocol: protocol(po.protocol, `${f}.protocol`) };
+  });
+  const selector = spec.selector === undefined || spec.selector === null ? undefined : strMap(spec.selector, 'spec.selector');
+  return {
+    name: m.name,
+    namespace: m.namespace,
+    hostname: `${m.name}.${m.namespace}.svc.${clusterDomain}`,
+    vips,
+    ports,
+    ...(selector && Object.keys(selector).length > 0 ? { selector } : {}),
+    endpoints: [],
+  };
+}
+
+// ---------------------------------------------------------------- EndpointSlice
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface SliceInfo {
+  name: string;
+  namespace: string;
+  /** the owning Service (label kubernetes.io/service-name); null = not a Service's slice */
+  service: string | null;
+  endpoints: Endpoint[];
+}
+
+export function mapEndpointSlice(o: unknown): SliceInfo {
+  const m = meta(o, true);
+  const s = o as Obj;
+  const service = m.labels[SERVICE_NAME_LABEL] || null;
+  const addressType = optStr(s.addressType, 'addressType');
+  if (addressType === 'FQDN') return { name: m.name, namespace: m.namespace, service, endpoints: [] };
+  if (addressType !== 'IPv4' && addressType !== 'IPv6') throw new FieldError('addressType', `must be IPv4, IPv6 or FQDN, got ${show(addressType)}`);
+
+  const ports: Array<{ name?: string; port: number }> = [];
+  arr(s.ports, 'ports').forEach((p, i) => {
+    const po = obj(p, `ports[${i}]`, true)!;
+    const n = optStr(po.name, `ports[${i}].name`);
+    protocol(po.protocol, `ports[${i}].protocol`);
+    if (po.port === undefined || po.port === null) return; // "all ports" slice entries: nothing to resolve against
+    ports.push({ ...(n ? { name: n } : {}), port: portNumber(po.port, `ports[${i}].port`) });
+  });
+
+  const endpoints: Endpoint[] = [];
+  arr(s.endpoints, 'endpoints').forEach((e, i) => {
+    const f = `endpoints[${i}]`;
+    const eo = obj(e, f, true)!;
+    const addrs = arr(eo.addresses, `${f}.addresses`);
+    if (addrs.length === 0) throw new FieldError(`${f}.addresses`, 'must list at least one address');
+    const cond = obj(eo.conditions, `${f}.conditions`, false) ?? {};
+    const r = cond.ready;
+    if (r !== undefined && r !== null && typeof r !== 'boolean') throw new FieldError(`${f}.conditions.ready`, `must be a boolean, got ${show(r)}`);
+    const ready = r !== false; // nil means ready (discovery.k8s.io/v1 EndpointConditions)
+    const ref = obj(eo.targetRef, `${f}.targetRef`, false);
+    let pod: string | undefined;
+    if (ref && ref.kind === 'Pod') {
+      const rn = name(ref.name, `${f}.targetRef.name`, DNS_SUBDOMAIN, 253);
+      const rns = ref.namespace === undefined || ref.namespace === null || ref.namespace === '' ? m.namespace : name(ref.namespace, `${f}.targetRef.namespace`, DNS_LABEL, 63);
+      pod = `${rns}/${rn}`;
+    }
+    const nodeName = optStr(eo.nodeName, `${f}.nodeName`);
+    addrs.forEach((a, j) => {
+      const addr = ip(a, `${f}.addresses[${j}]`);
+      if ((net.isIPv4(addr) ? 'IPv4' : 'IPv6') !== addressType) throw new FieldError(`${f}.addresses[${j}]`, `${addr} is not an ${addressType} address`);
+      endpoints.push({
+        ip: addr,
+        ready,
+        ...(ports.length > 0 ? { ports: ports.map((p) => ({ ...p })) } : {}),
+        ...(pod ? { pod } : {}),
+        ...(nodeName ? { node: nodeName } : {}),
+      });
+    });
+  });
+  return { name: m.name, namespace: m.namespace, service, endpoints };
+}
+
+/**
+ * Endpoints of one Service from its slices (in slice-name order). An address
+ * in several slices (slices being rebalanced) appears once, ready if any copy
+ * is ready.
+ */
+export function mergeEndpoints(slices: SliceInfo[]): Endpoint[] {
+  const byIp = new Map<string, Endpoint>();
+  for (const s of [...slices].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    for (const e of s.endpoints) {
+      const prev = byIp.get(e.ip);
+      if (!prev) byIp.set(e.ip, { ...e });
+      else if (!prev.ready && e.ready) byIp.set(e.ip, { ...e });
+    }
+  }
+  return [...byIp.values()];
+}
+
+// ---------------------------------------------------------------- AuthorizationPolicy
+
+const ACTIONS = new Set(['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']);
+const SOURCE_FIELDS = [
+  'principals', 'notPrincipals', 'namespaces', 'notNamespaces', 'serviceAccounts', 'notServiceAccounts',
+  'ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks', 'requestPrincipals', 'notRequestPrincipals',
+] as const;
+const OPERATION_FIELDS = ['ports', 'notPorts', 'hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'] as const;
+
+function known(o: Obj, fields: readonly string[], field: string): void {
+  for (const k of Object.keys(o)) {
+    // an unknown matcher could narrow or widen a rule: refuse to guess
+    if (!fields.includes(k)) throw new FieldError(`${field}.${k}`, `unknown field (known: ${fields.join(', ')})`);
+  }
+}
+
+function mapSource(v: unknown, field: string): PolicySource {
+  const o = obj(v, field, true)!;
+  known(o, SOURCE_FIELDS, field);
+  const out: PolicySource = {};
+  for (const k of SOURCE_FIELDS) {
+    const l = strList(o[k], `${field}.${k}`);
+    if (l) out[k] = l;
+  }
+  return out;
+}
+
+function mapOperation(v: unknown, field: string): PolicyOperation {
+  const o = obj(v, field, true)!;
+  known(o, OPERATION_FIELDS, field);
+  const out: PolicyOperation = {};
+  for (const k of OPERATION_FIELDS) {
+    const l = strList(o[k], `${field}.${k}`);
+    if (l) out[k] = l;
+  }
+  return out;
+}
+
+function mapRule(v: unknown, field: string): PolicyRule {
+  const o = obj(v, field, true)!;
+  known(o, ['from', 'to', 'when'], field);
+  const rule: PolicyRule = {};
+  if (o.from !== undefined && o.from !== null) {
+    rule.from = arr(o.from, `${field}.from`).map((f, i) => {
+      const fo = obj(f, `${field}.from[${i}]`, true)!;
+      known(fo, ['source'], `${field}.from[${i}]`);
+      return fo.source === undefined || fo.source === null ? {} : { source: mapSource(fo.source, `${field}.from[${i}].source`) };
+    });
+  }
+  if (o.to !== undefined && o.to !== null) {
+    rule.to = arr(o.to, `${field}.to`).map((t, i) => {
+      const to = obj(t, `${field}.to[${i}]`, true)!;
+      known(to, ['operation'], `${field}.to[${i}]`);
+      return to.operation === undefined || to.operation === null ? {} : { operation: mapOperation(to.operation, `${field}.to[${i}].operation`) };
+    });
+  }
+  if (o.when !== undefined && o.when !== null) {
+    rule.when = arr(o.when, `${field}.when`).map((w, i) => {
+      const f = `${field}.when[${i}]`;
+      const wo = obj(w, f, true)!;
+      known(wo, ['key', 'values', 'notValues'], f);
+      if (typeof wo.key !== 'string' || wo.key === '') throw new FieldError(`${f}.key`, `must be a non-empty string, got ${show(wo.key)}`);
+      const values = strList(wo.values, `${f}.values`);
+      const notValues = strList(wo.notValues, `${f}.notValues`);
+      return { key: wo.key, ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) };
+    });
+  }
+  return rule;
+}
+
+/**
+ * Maps a security.istio.io/v1 AuthorizationPolicy. A missing spec is the
+ * empty spec (ALLOW with no rules: allows nothing). The deprecated singular
+ * spec.targetRef is folded into targetRefs.
+ */
+export function mapAuthorizationPolicy(o: unknown): AuthorizationPolicy {
+  const m = meta(o, true);
+  const s = obj((o as Obj).spec, 'spec', false) ?? {};
+  const spec: AuthorizationPolicySpec = {};
+  if (s.selector !== undefined && s.selector !== null) {
+    const sel = obj(s.selector, 'spec.selector', true)!;
+    known(sel, ['matchLabels'], 'spec.selector');
+    spec.selector = sel.matchLabels === undefined || sel.matchLabels === null ? {} : { matchLabels: strMap(sel.matchLabels, 'spec.selector.matchLabels') };
+  }
+  const refs: unknown[] = [];
+  if (s.targetRef !== undefined && s.targetRef !== null) refs.push(obj(s.targetRef, 'spec.targetRef', true));
+  arr(s.targetRefs, 'spec.targetRefs').forEach((r, i) => refs.push(obj(r, `spec.targetRefs[${i}]`, true)));
+  if (refs.length > 0 || s.targetRefs !== undefined) spec.targetRefs = refs;
+  if (s.action !== undefined && s.action !== null) {
+    if (typeof s.action !== 'string' || !ACTIONS.has(s.action)) throw new FieldError('spec.action', `must be one of ALLOW, DENY, AUDIT, CUSTOM, got ${show(s.action)}`);
+    spec.action = s.action as AuthorizationPolicySpec['action'];
+  }
+  if (s.provider !== undefined && s.provider !== null) spec.provider = obj(s.provider, 'spec.provider', true);
+  if (s.rules !== undefined && s.rules !== null) spec.rules = arr(s.rules, 'spec.rules').map((r, i) => mapRule(r, `spec.rules[${i}]`));
+  return { name: m.name, namespace: m.namespace, spec };
+}
