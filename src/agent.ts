@@ -162,6 +162,9 @@ export class Agent {
       if (cur && cur.state === 'enrolled') { cur.info = p; continue; }
       await this.enroll(p);
     }
+    // policies, labels or identities may have changed: live connections are checked again
+    const closed = this.mesh?.recheck() ?? 0;
+    if (closed) this.log.info('policy re-check closed connections', { closed });
   }
 
   private async enroll(p: PodInfo): Promise<void> {
