@@ -128,6 +128,9 @@ export class Reflector {
   private absent = false;
   private req: http.ClientRequest | null = null;
   private sleepTimer: NodeJS.Timeout | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  /** the watch in progress once its response arrived (for back-off resets) */
+  private lastWatch: { started: number; events: number } | null = null;
   private sleepWake: (() => void) | null = null;
   /** counters, for the admin page and tests */
   readonly stats = { lists: 0, watches: 0, events: 0, bookmarks: 0, relists: 0, errors: 0 };
@@ -139,16 +142,21 @@ export class Reflector {
   }
 
   start(): void {
-    if (this.running) return;
+    if (this.running || this.stopped) return;
     this.running = true;
-    this.stopped = false;
-    void this.loop().finally(() => { this.running = false; });
+    void this.loop()
+      .catch((e: unknown) => this.o.log.error('reflector loop failed; restarting', { resource: this.o.path, error: e }))
+      .finally(() => {
+        this.running = false;
+        if (!this.stopped) this.restartTimer = setTimeout(() => { this.restartTimer = null; this.start(); }, this.o.backoffMaxMs);
+      });
   }
 
   stop(): void {
     this.stopped = true;
     if (this.req) { this.req.destroy(); this.req = null; }
     if (this.sleepTimer) { clearTimeout(this.sleepTimer); this.sleepTimer = null; }
+    if (this.restartTimer) { clearTimeout(this.restartTimer); this.restartTimer = null; }
     const wake = this.sleepWake;
     this.sleepWake = null;
     wake?.();
@@ -182,6 +190,9 @@ export class Reflector {
           attempt = 0;
         }
         const out = await this.watch();
+        this.lastWatch = null;
+        const healthy = out.events > 0 || out.durationMs >= 1000;
+        if (healthy) gone = 0;
         if (out.kind === 'gone') {
           this.o.log.info('watch expired (410 Gone), relisting; the last state is served meanwhile', { resource: this.o.path });
           this.rv = null;
@@ -192,10 +203,14 @@ export class Reflector {
         gone = 0;
         // A healthy watch (events, or it lasted) re-watches at once; a stream
         // that ends immediately with nothing is treated like an error.
-        if (out.events > 0 || out.durationMs >= 1000) attempt = 0;
+        if (healthy) attempt = 0;
         else await this.sleep(this.backoff(attempt++));
       } catch (e) {
         if (this.stopped || e instanceof Stopped) return;
+        // a watch that had been working before it broke starts the back-off afresh
+        const w = this.lastWatch;
+        if (w && (w.events > 0 || Date.now() - w.started >= 1000)) { attempt = 0; gone = 0; }
+        this.lastWatch = null;
         const err = e instanceof KubernetesApiError ? e : new KubernetesApiError(`${this.o.kind}: ${(e as Error).message}`, this.o.path, undefined, undefined, { cause: e });
         if (err.statusCode === 404 && this.o.optional) {
           this.becomeAbsent();
@@ -346,6 +361,8 @@ export class Reflector {
       this.req = null;
       throw this.httpError(res, body, 'watch');
     }
+    const progress = { started, events: 0 };
+    this.lastWatch = progress;
     return await new Promise<WatchOutcome>((resolve, reject) => {
       let events = 0;
       let buf = '';
@@ -381,6 +398,7 @@ export class Reflector {
           case 'MODIFIED':
           case 'DELETED': {
             events++;
+            progress.events++;
             this.stats.events++;
             const k = objectKey(obj);
             const rv = rvOf(obj);
@@ -392,6 +410,7 @@ export class Reflector {
           }
           case 'BOOKMARK': {
             events++;
+            progress.events++;
             this.stats.bookmarks++;
             const rv = rvOf(obj);
             if (rv) this.rv = rv;

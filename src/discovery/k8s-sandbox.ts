@@ -9,6 +9,7 @@
  *   systemd driver:  .../kubepods-<qos>-pod<uid_with_underscores>.slice
  * (guaranteed pods have no <qos> level). The pod cgroup is the ancestor with
  * that name; containers (and the pause sandbox) are directories below it.
+ * Only the cgroup v2 line ("0::/path") of /proc/<pid>/cgroup is used.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,18 +26,55 @@ export interface FindPodSandboxOptions {
   cgroupRoot?: string;
 }
 
-const UID_RE = /^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$/;
+const UID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const SEGMENT_RE = /^(?:.*-)?pod([0-9a-f]{8}([-_])[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{12})(\.slice)?$/;
 
-/** Index of the pod cgroup segment in a cgroup path's segments, or -1. */
-export function podCgroupSegment(segments: string[], podUid: string): number {
-  const dashed = `pod${podUid}`;
-  const systemd = `pod${podUid.replace(/-/g, '_')}.slice`;
-  for (let i = 0; i < segments.length; i++) {
-    const s = segments[i]!;
-    if (s === dashed) return i;
-    if (s === systemd || s.endsWith(`-${systemd}`)) return i;
+/** The pod UID (with dashes) a cgroup path segment names, or null. */
+export function podUidFromCgroupSegment(segment: string): string | null {
+  const m = SEGMENT_RE.exec(segment);
+  if (!m) return null;
+  const [, uid, sep, slice] = m;
+  // systemd: "...pod<uid_with_underscores>.slice"; cgroupfs: exactly "pod<uid>"
+  if (sep === '_' ? slice === undefined : slice !== undefined || !segment.startsWith('pod')) return null;
+  return uid!.replace(/_/g, '-');
+}
+
+interface PodProcs {
+  /** pod cgroup path (from the cgroup v2 root) */
+  dir: string;
+  pids: string[];
+}
+
+/** One pass over procRoot: pod UID -> its cgroup path and processes (pids ascending). */
+export function scanPodProcesses(procRoot = '/proc'): Map<string, PodProcs> {
+  const out = new Map<string, PodProcs>();
+  let pids: string[];
+  try {
+    pids = fs.readdirSync(procRoot).filter((d) => /^[0-9]+$/.test(d));
+  } catch {
+    return out;
   }
-  return -1;
+  pids.sort((a, b) => Number(a) - Number(b));
+  for (const pid of pids) {
+    let text: string;
+    try {
+      text = fs.readFileSync(path.join(procRoot, pid, 'cgroup'), 'utf8');
+    } catch {
+      continue; // exited, or not readable
+    }
+    const line = text.split('\n').find((l) => l.startsWith('0::'));
+    if (!line) continue;
+    const segs = line.slice(3).trim().split('/').filter((s) => s !== '');
+    for (let i = 0; i < segs.length; i++) {
+      const uid = podUidFromCgroupSegment(segs[i]!);
+      if (uid === null) continue;
+      const e = out.get(uid);
+      if (e) e.pids.push(pid);
+      else out.set(uid, { dir: '/' + segs.slice(0, i + 1).join('/'), pids: [pid] });
+      break;
+    }
+  }
+  return out;
 }
 
 function readLink(p: string): string | null {
@@ -45,20 +83,6 @@ function readLink(p: string): string | null {
   } catch {
     return null;
   }
-}
-
-/** The cgroup v2 path of a process ("0::/path" line), or null. */
-function v2Path(procRoot: string, pid: string): string | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(path.join(procRoot, pid, 'cgroup'), 'utf8');
-  } catch {
-    return null; // gone, or not readable
-  }
-  for (const line of text.split('\n')) {
-    if (line.startsWith('0::')) return line.slice(3).trim();
-  }
-  return null;
 }
 
 function isPause(procRoot: string, pid: string): boolean {
@@ -70,40 +94,11 @@ function isPause(procRoot: string, pid: string): boolean {
   }
 }
 
-/**
- * Scans procRoot/<pid>/cgroup for processes of the pod. Returns null when no
- * process of the pod is found (not started yet, or already gone). netns is
- * null when every process of the pod shares the host's network namespace
- * (a hostNetwork pod); cgroup is null when the directory does not exist under
- * cgroupRoot (e.g. a cgroup namespace mismatch).
- */
-export function findPodSandbox(podUid: string, opts: FindPodSandboxOptions = {}): PodSandbox | null {
-  const procRoot = opts.procRoot ?? '/proc';
-  const cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
-  if (!UID_RE.test(podUid)) return null;
-  const uid = podUid.toLowerCase();
-  let pids: string[];
-  try {
-    pids = fs.readdirSync(procRoot).filter((d) => /^[0-9]+$/.test(d));
-  } catch {
-    return null;
-  }
-  pids.sort((a, b) => Number(a) - Number(b));
+function sandboxOf(e: PodProcs, procRoot: string, cgroupRoot: string): PodSandbox {
   const hostNet = readLink(path.join(procRoot, '1', 'ns', 'net')) ?? readLink(path.join(procRoot, 'self', 'ns', 'net'));
-  let podDir: string | null = null;
-  const members: string[] = [];
-  for (const pid of pids) {
-    const p = v2Path(procRoot, pid);
-    if (p === null) continue;
-    const segs = p.split('/').filter((s) => s !== '');
-    const i = podCgroupSegment(segs, uid);
-    if (i < 0) continue;
-    podDir ??= '/' + segs.slice(0, i + 1).join('/');
-    members.push(pid);
-  }
-  if (members.length === 0 || podDir === null) return null;
   // pause first (it lives as long as the sandbox), then lowest pid
-  const ordered = [...members.filter((pid) => isPause(procRoot, pid)), ...members.filter((pid) => !isPause(procRoot, pid))];
+  const pause = e.pids.filter((pid) => isPause(procRoot, pid));
+  const ordered = [...pause, ...e.pids.filter((pid) => !pause.includes(pid))];
   let netns: string | null = null;
   for (const pid of ordered) {
     const link = readLink(path.join(procRoot, pid, 'ns', 'net'));
@@ -111,10 +106,55 @@ export function findPodSandbox(podUid: string, opts: FindPodSandboxOptions = {})
     netns = path.join(procRoot, pid, 'ns', 'net');
     break;
   }
-  const dir = path.join(cgroupRoot, podDir);
+  const dir = path.join(cgroupRoot, e.dir);
   let cgroup: string | null = null;
   try {
     if (fs.statSync(dir).isDirectory()) cgroup = dir;
   } catch { /* not there */ }
   return { netns, cgroup };
+}
+
+/**
+ * The sandbox of one pod. Returns null when no process of the pod is found
+ * (not started yet, or gone). netns is null when every process of the pod is
+ * in the host's network namespace (hostNetwork); cgroup is null when the
+ * directory does not exist under cgroupRoot (e.g. a cgroup namespace mismatch).
+ */
+export function findPodSandbox(podUid: string, opts: FindPodSandboxOptions = {}): PodSandbox | null {
+  const uid = podUid.toLowerCase();
+  if (!UID_RE.test(uid)) return null;
+  const procRoot = opts.procRoot ?? '/proc';
+  const e = scanPodProcesses(procRoot).get(uid);
+  return e ? sandboxOf(e, procRoot, opts.cgroupRoot ?? '/sys/fs/cgroup') : null;
+}
+
+/**
+ * findPodSandbox for many pods: one /proc scan serves every lookup for
+ * maxAgeMs (default 1 s), so an initial list of N local pods costs one scan,
+ * not N. A miss is not cached beyond that window.
+ */
+export class PodSandboxFinder {
+  private scan: Map<string, PodProcs> | null = null;
+  private scannedAt = 0;
+  private readonly procRoot: string;
+  private readonly cgroupRoot: string;
+  private readonly maxAgeMs: number;
+
+  constructor(opts: FindPodSandboxOptions & { maxAgeMs?: number } = {}) {
+    this.procRoot = opts.procRoot ?? '/proc';
+    this.cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
+    this.maxAgeMs = opts.maxAgeMs ?? 1000;
+  }
+
+  find(podUid: string): PodSandbox | null {
+    const uid = podUid.toLowerCase();
+    if (!UID_RE.test(uid)) return null;
+    const now = Date.now();
+    if (!this.scan || now - this.scannedAt > this.maxAgeMs) {
+      this.scan = scanPodProcesses(this.procRoot);
+      this.scannedAt = now;
+    }
+    const e = this.scan.get(uid);
+    return e ? sandboxOf(e, this.procRoot, this.cgroupRoot) : null;
+  }
 }

@@ -33,9 +33,9 @@ import {
   describeObject, FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, type PodSkip, type SliceInfo,
 } from './k8s-mapping.js';
 import { KubernetesApiError, Reflector, type KObject } from './k8s-reflector.js';
-import { findPodSandbox, type PodSandbox } from './k8s-sandbox.js';
+import { PodSandboxFinder, type PodSandbox } from './k8s-sandbox.js';
 
-export { findPodSandbox, podCgroupSegment, type PodSandbox, type FindPodSandboxOptions } from './k8s-sandbox.js';
+export { findPodSandbox, PodSandboxFinder, podUidFromCgroupSegment, scanPodProcesses, type PodSandbox, type FindPodSandboxOptions } from './k8s-sandbox.js';
 export { KubernetesApiError } from './k8s-reflector.js';
 export {
   FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, SERVICE_NAME_LABEL, type PodMapping, type PodSkip, type SliceInfo,
@@ -74,7 +74,7 @@ export interface KubernetesSourceOptions {
   kubeConfig?: KubeConfig;
   /** this node's name (spec.nodeName of local pods) */
   nodeName: string;
-  /** netns/cgroup of a local pod; default findPodSandbox(pod.uid) */
+  /** netns/cgroup of a local pod; default: findPodSandbox(pod.uid) with /proc and /sys/fs/cgroup (one /proc scan per second at most) */
   resolveLocalPod?: LocalPodResolver;
   log?: Logger;
   /** default cluster.local */
@@ -97,8 +97,8 @@ export interface KubernetesSourceOptions {
 }
 
 interface Cached<T> {
+  /** resourceVersion of the mapped object (the raw object is not kept) */
   rv: string | undefined;
-  raw: KObject;
   value?: T;
   error?: EntryError;
 }
@@ -126,12 +126,12 @@ class Collection<T> {
   private build(raw: KObject): Cached<T> {
     const rv = rvOf(raw);
     try {
-      return { rv, raw, value: this.map(raw) };
+      return { rv, value: this.map(raw) };
     } catch (e) {
       const entry = describeObject(this.res.kind, raw);
       const error = { entry, message: e instanceof FieldError ? e.message : `mapping failed: ${(e as Error).message}` };
       this.onEntryError(error);
-      return { rv, raw, error };
+      return { rv, error };
     }
   }
 
@@ -216,7 +216,11 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       this.kc.loadFromDefault();
     }
     if (!this.kc.getCurrentCluster()) throw new TypeError('KubernetesSource: the kubeconfig has no current cluster');
-    this.resolveLocalPod = opts.resolveLocalPod ?? ((p) => (p.uid ? findPodSandbox(p.uid) : null));
+    if (opts.resolveLocalPod) this.resolveLocalPod = opts.resolveLocalPod;
+    else {
+      const finder = new PodSandboxFinder();
+      this.resolveLocalPod = (p) => (p.uid ? finder.find(p.uid) : null);
+    }
     this.clusterDomain = opts.clusterDomain ?? 'cluster.local';
     this.coalesceMs = opts.coalesceMs ?? 5;
     this.resolveRetryMs = opts.resolveRetryMs ?? 2000;
@@ -401,6 +405,10 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       ...this.namespaces.errors(), ...this.pods.errors(), ...this.services.errors(), ...this.slices.errors(), ...this.policies.errors(),
     ];
     this.snap = snap;
-    this.emit('update', snap);
+    try {
+      this.emit('update', snap);
+    } catch (e) {
+      this.log.error('update listener threw', { error: e });
+    }
   }
 }
