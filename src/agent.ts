@@ -15,6 +15,7 @@ import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnap
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex } from './discovery/model.js';
+import { compilePolicies, type PolicyIndex } from './policy/engine.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
 import { createAdminServer } from './admin/server.js';
@@ -39,6 +40,8 @@ export class Agent {
   private readonly pods = new Map<string, LocalPod>();
   private snapshot: WorkloadSnapshot = emptySnapshot();
   private index: MeshIndex = new MeshIndex(this.snapshot);
+  private policy: PolicyIndex = compilePolicies([]);
+  private policyKey = '[]';
   private nextIndex = 1;
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;
@@ -137,6 +140,7 @@ export class Agent {
   private async reconcile(s: WorkloadSnapshot): Promise<void> {
     this.snapshot = s;
     this.index = new MeshIndex(s, this.cfg.trustDomain);
+    this.updatePolicies(s);
     const dp = this.datapath!;
     const wanted = new Map<string, PodInfo>();
     for (const [k, p] of s.pods) if (this.isLocal(p) && isEnrolled(p, s.namespaces)) wanted.set(k, p);
@@ -224,10 +228,29 @@ export class Agent {
     this.log.info('pod unenrolled', { pod: key });
   }
 
-  /** L4 authorization at the destination (Istio AuthorizationPolicy semantics). */
+  /** L4 authorization at the destination (Istio AuthorizationPolicy semantics, src/policy). */
   private authorize(dst: { pod: PodInfo; ip: string; port: number }, src: { ip: string; id: string | null }): AuthzDecision {
-    void dst; void src;
-    return { allow: true, policy: null, reason: 'no-allow-policies' };
+    const d = this.policy.evaluate({
+      dst: { namespace: dst.pod.namespace, labels: dst.pod.labels, ip: dst.ip, port: dst.port },
+      src: { ip: src.ip, principal: src.id, namespace: null, serviceAccount: null },
+    });
+    return { allow: d.allow, policy: d.policy, reason: d.reason };
+  }
+
+  /** Recompiles the policy index when the policies changed; reports invalid ones. */
+  private updatePolicies(s: WorkloadSnapshot): void {
+    const list = [...s.policies.values()];
+    const key = JSON.stringify(list);
+    if (key === this.policyKey) return;
+    this.policyKey = key;
+    const t0 = process.hrtime.bigint();
+    this.policy = compilePolicies(list, { trustDomain: this.cfg.trustDomain, rootNamespace: this.cfg.rootNamespace });
+    for (const p of this.policy.describe()) {
+      if (p.errors.length === 0) continue;
+      this.count('policy_invalid');
+      this.log.warn('invalid AuthorizationPolicy (fail-safe applied)', { policy: p.policy, status: p.status, errors: p.errors });
+    }
+    this.log.info('policies compiled', { policies: list.length, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
   }
 
   readiness(): { ready: boolean; pending: string[] } {
@@ -267,7 +290,8 @@ export class Agent {
         name: s.name, namespace: s.namespace, hostname: s.hostname, vips: s.vips, ports: s.ports,
         endpoints: s.endpoints.map((e) => ({ ip: e.ip, ready: e.ready, ...(e.pod ? { pod: e.pod } : {}) })),
       })),
-      policies: [...this.snapshot.policies.values()].map((p) => ({ name: p.name, namespace: p.namespace, action: p.spec.action ?? 'ALLOW', spec: p.spec })),
+      policies: this.policy.describe().map((d) => ({ ...d, spec: this.snapshot.policies.get(d.policy)?.spec })),
+      policyStats: this.policy.stats(),
       connections: this.tracker.list(),
       certificates: (this.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
       hbone: this.mesh?.stats() ?? null,

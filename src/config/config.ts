@@ -39,6 +39,8 @@ export interface AgentConfig {
   caDir: string;
   /** Lifetime of workload certificates, ms (renewed at half-life). */
   certLifetimeMs: number;
+  /** Istio root namespace: its AuthorizationPolicies apply mesh-wide. */
+  rootNamespace: string;
 }
 
 export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000 };
@@ -51,7 +53,7 @@ export function defaultBpfObject(): string {
 
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'mark',
-  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime',
+  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace',
 ]);
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
@@ -126,9 +128,11 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (!path.isAbsolute(caDir)) throw bad(file, 'caDir', 'must be an absolute path');
   const certLifetimeMs = o.certLifetime === undefined ? 24 * 3_600_000 : parseDuration(o.certLifetime);
   if (certLifetimeMs === null || certLifetimeMs < 1000) throw bad(file, 'certLifetime', 'must be a duration of at least 1s like "24h", "90s" or a number of ms');
+  const rootNamespace = str(o, 'rootNamespace', file, 'istio-system');
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
-    acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs,
+    acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
   });
 }
 
