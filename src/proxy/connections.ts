@@ -62,7 +62,8 @@ export class ConnectionTracker extends EventEmitter {
       rec.bytesReceived = bytes.received;
     }
     rec.state = state;
-    rec.reason = reason;
+    // a reason set while it was open (e.g. "denied by policy change") explains the reset better
+    rec.reason = rec.reason ?? reason;
     rec.end = new Date().toISOString();
     this.closed.push(rec);
     if (this.closed.length > this.keepClosed) this.closed.splice(0, this.closed.length - this.keepClosed);
