@@ -397,22 +397,15 @@ function mapRule(v: unknown, field: string): PolicyRule {
  */
 export function mapAuthorizationPolicy(o: unknown): AuthorizationPolicy {
   const m = meta(o, true);
-  const s = obj((o as Obj).spec, 'spec', false) ?? {};
-  const spec: AuthorizationPolicySpec = {};
-  if (s.selector !== undefined && s.selector !== null) {
-    const sel = obj(s.selector, 'spec.selector', true)!;
-    known(sel, ['matchLabels'], 'spec.selector');
-    spec.selector = sel.matchLabels === undefined || sel.matchLabels === null ? {} : { matchLabels: strMap(sel.matchLabels, 'spec.selector.matchLabels') };
+  // The spec goes to the policy engine as written: it validates it with field
+  // paths and applies Istio's fail-safe to an invalid policy (an invalid DENY
+  // denies, an invalid ALLOW allows nothing). Dropping a malformed policy here
+  // would open access instead.
+  const raw = (o as Obj).spec;
+  const spec = (raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? { ...(raw as Obj) } : {}) as AuthorizationPolicySpec & { targetRef?: unknown };
+  if (spec.targetRef !== undefined && spec.targetRef !== null) {
+    spec.targetRefs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
+    delete spec.targetRef;
   }
-  const refs: unknown[] = [];
-  if (s.targetRef !== undefined && s.targetRef !== null) refs.push(obj(s.targetRef, 'spec.targetRef', true));
-  arr(s.targetRefs, 'spec.targetRefs').forEach((r, i) => refs.push(obj(r, `spec.targetRefs[${i}]`, true)));
-  if (refs.length > 0 || s.targetRefs !== undefined) spec.targetRefs = refs;
-  if (s.action !== undefined && s.action !== null) {
-    if (typeof s.action !== 'string' || !ACTIONS.has(s.action)) throw new FieldError('spec.action', `must be one of ALLOW, DENY, AUDIT, CUSTOM, got ${show(s.action)}`);
-    spec.action = s.action as AuthorizationPolicySpec['action'];
-  }
-  if (s.provider !== undefined && s.provider !== null) spec.provider = obj(s.provider, 'spec.provider', true);
-  if (s.rules !== undefined && s.rules !== null) spec.rules = arr(s.rules, 'spec.rules').map((r, i) => mapRule(r, `spec.rules[${i}]`));
   return { name: m.name, namespace: m.namespace, spec };
 }

@@ -4,6 +4,7 @@
  * watch (newline-delimited JSON events, bookmarks, 410 Gone, dropped
  * connections, a missing CRD).
  */
+import { compilePolicies } from '../../src/policy/engine.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -682,8 +683,6 @@ test('malformed objects -> EntryError naming kind, object and field; the rest is
   const s = h.src.current;
   const msgs = s.errors.map((e) => `${e.entry}: ${e.message}`).sort();
   assert.deepEqual(msgs, [
-    'AuthorizationPolicy ambient-demo/permit: spec.action: must be one of ALLOW, DENY, AUDIT, CUSTOM, got "PERMIT"',
-    'AuthorizationPolicy ambient-demo/typo: spec.rules[0].from[0].source.principal: unknown field (known: principals, notPrincipals, namespaces, notNamespaces, serviceAccounts, notServiceAccounts, ipBlocks, notIpBlocks, remoteIpBlocks, notRemoteIpBlocks, requestPrincipals, notRequestPrincipals)',
     'EndpointSlice ambient-demo/web-broken: endpoints[0].addresses[0]: fd00::1 is not an IPv4 address',
     'Namespace odd: metadata.labels.istio.io/dataplane-mode: must be a string, got true',
     'Pod ambient-demo/broken: status.podIP: "10.244.1.999" is not an IP address',
@@ -691,7 +690,13 @@ test('malformed objects -> EntryError naming kind, object and field; the rest is
   ]);
   assert.equal(s.pods.has('ambient-demo/broken'), false);
   assert.equal(s.services.has('ambient-demo/badport'), false);
-  assert.equal(s.policies.size, 2);
+  // malformed policies are served as written: the policy engine reports them and
+  // applies the fail-safe (dropping them here would open access)
+  assert.equal(s.policies.size, 4);
+  const described = compilePolicies([...s.policies.values()]).describe();
+  assert.equal(described.find((d) => d.policy === 'ambient-demo/permit')!.status, 'invalid-deny-all');
+  assert.equal(described.find((d) => d.policy === 'ambient-demo/typo')!.status, 'invalid-allow-nothing');
+  assert.match(described.find((d) => d.policy === 'ambient-demo/typo')!.errors.join('\n'), /source\.principal/);
   assert.equal(s.namespaces.size, 5);
   assert.equal(s.pods.size, 5, 'the good pods are served');
   assert.equal(s.services.get('ambient-demo/web')!.endpoints.length, 2, 'a broken slice does not hide the good one');
