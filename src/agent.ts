@@ -15,6 +15,7 @@ import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnap
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex } from './discovery/model.js';
+import { KubernetesSource, PodSandboxFinder } from './discovery/kubernetes.js';
 import { compilePolicies, type PolicyIndex } from './policy/engine.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
@@ -35,7 +36,7 @@ interface LocalPod extends MeshPod {
 export class Agent {
   readonly tracker = new ConnectionTracker();
   private datapath: Datapath | null = null;
-  private source: WorkloadFileSource;
+  private source: WorkloadFileSource | KubernetesSource;
   private admin: http.Server | null = null;
   private readonly pods = new Map<string, LocalPod>();
   private snapshot: WorkloadSnapshot = emptySnapshot();
@@ -53,9 +54,14 @@ export class Agent {
   private mesh: MeshProxy | null = null;
   private readonly podsByIp = new Map<string, LocalPod>();
 
+  private readonly sandboxFinder: PodSandboxFinder;
+
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
+    this.sandboxFinder = new PodSandboxFinder({ cgroupRoot: cfg.cgroupRoot });
     this.native = native ?? loadNative();
-    this.source = new WorkloadFileSource(cfg.workloads, cfg.cgroupRoot);
+    this.source = cfg.source === 'kubernetes'
+      ? new KubernetesSource({ nodeName: cfg.node, log: log.child('kubernetes'), resolveLocalPod: (pod) => (pod.uid ? this.sandboxFinder.find(pod.uid) : null) })
+      : new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot);
   }
 
   count(reason: string): void {
@@ -97,18 +103,27 @@ export class Agent {
       this.admin!.listen(cfg.ports.admin, cfg.adminAddress, () => resolve());
     });
 
+    const reported = new Set<string>();
     this.source.on('update', (s: WorkloadSnapshot) => {
       for (const e of s.errors) {
+        const k = `${e.entry}\0${e.message}`;
+        if (reported.has(k)) continue;
+        reported.add(k);
         this.count('workload_entry_invalid');
-        this.log.warn('workload entry rejected', { file: cfg.workloads, entry: e.entry, error: e.message });
+        this.log.warn('workload entry rejected', { source: cfg.source, entry: e.entry, error: e.message });
       }
       this.schedule(s);
     });
-    this.source.on('invalid', (e: AmbientError) => {
+    (this.source as WorkloadFileSource).on('invalid', (e: AmbientError) => {
       this.count('workload_file_invalid');
       this.log.error('workload file rejected; keeping the last good state', { error: e.toJSON() });
     });
-    this.source.start();
+    this.source.on('error', (e: Error) => {
+      this.count('discovery_error');
+      this.log.warn('discovery error (retrying; last good state kept)', { error: e.message });
+    });
+    await this.source.start();
+    if (this.source instanceof KubernetesSource) this.schedule(this.source.current);
     await this.reconciling;
     await this.settle();
     if (cfg.readyFile) fs.writeFileSync(cfg.readyFile, `${process.pid}\n`);
@@ -258,7 +273,7 @@ export class Agent {
     if (!this.datapath) pending.push('datapath');
     if (!this.admin?.listening) pending.push('admin');
     if (!this.identities) pending.push('ca');
-    if (this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
+    if (this.source instanceof WorkloadFileSource && this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
     return { ready: pending.length === 0, pending };
   }
 
@@ -296,9 +311,10 @@ export class Agent {
       certificates: (this.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
       hbone: this.mesh?.stats() ?? null,
       workloadSource: {
+        kind: this.cfg.source,
         file: this.cfg.workloads,
         entryErrors: this.snapshot.errors,
-        lastError: this.source.lastError?.toJSON() ?? null,
+        lastError: this.source instanceof WorkloadFileSource ? this.source.lastError?.toJSON() ?? null : null,
       },
       datapath: dp ? {
         pins: this.cfg.bpffsDir,

@@ -9,7 +9,7 @@ import { AmbientError, isAmbientError } from './util/errors.js';
 const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
 Usage:
-  ambientd agent [--config FILE] [--node NAME] [--workloads FILE] [flags]
+  ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
   ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
@@ -29,7 +29,10 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --config FILE        YAML or JSON settings file
   --node NAME          this node's name (required)
   --node-ip IP         the node's own address: its traffic to pods (kubelet probes) is not captured
-  --workloads FILE     workload file (namespaces and pods, YAML/JSON), re-read on change (required)
+  --source S           file | kubernetes: where the mesh model comes from [file]
+  --workloads PATH     file source: a file or directory of YAML/JSON (compact form or Kubernetes
+                       objects: Namespace, Pod, Service, AuthorizationPolicy), re-read on change
+  --root-namespace NS  Istio root namespace: its AuthorizationPolicies apply mesh-wide [istio-system]
   --cgroup-root DIR    cgroup v2 mount [/sys/fs/cgroup]
   --agent-cgroup DIR   the agent's own cgroup v2 dir [from /proc/self/cgroup]
   --bpffs DIR          where maps and links are pinned [/sys/fs/bpf/ambientd/<node>]
@@ -92,6 +95,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' }, mark: { type: 'string' },
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
+    source: { type: 'string' }, 'root-namespace': { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
   const { loadConfig } = await import('./config/config.js');
@@ -105,6 +109,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     adminAddress: values['admin-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
+    source: values.source, rootNamespace: values['root-namespace'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });
   const { Logger } = await import('./util/log.js');

@@ -22,7 +22,10 @@ export interface AgentConfig {
   nodeIP: string | null;
   cgroupRoot: string;
   bpffsDir: string;
-  workloads: string;
+  /** where the mesh model comes from */
+  source: 'file' | 'kubernetes';
+  /** file source: a file or directory (null with the kubernetes source) */
+  workloads: string | null;
   /** cgroup v2 directory of the agent itself (its sockets get the sockops hook). */
   agentCgroup: string | null;
   ports: Ports;
@@ -53,7 +56,7 @@ export function defaultBpfObject(): string {
 
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'mark',
-  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace',
+  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
 ]);
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
@@ -100,7 +103,9 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   const cgroupRoot = str(o, 'cgroupRoot', file, '/sys/fs/cgroup');
   const bpffsDir = str(o, 'bpffsDir', file, `/sys/fs/bpf/ambientd/${node}`);
   if (!path.isAbsolute(bpffsDir)) throw bad(file, 'bpffsDir', 'must be an absolute path on a bpffs');
-  const workloads = str(o, 'workloads', file);
+  const source = o.source ?? 'file';
+  if (source !== 'file' && source !== 'kubernetes') throw bad(file, 'source', 'must be "file" or "kubernetes"');
+  const workloads = source === 'file' ? str(o, 'workloads', file) : (o.workloads === undefined ? null : str(o, 'workloads', file));
   const agentCgroup = o.agentCgroup === undefined || o.agentCgroup === null ? null : str(o, 'agentCgroup', file);
   const p = (o.ports ?? {}) as Record<string, unknown>;
   if (typeof p !== 'object' || Array.isArray(p)) throw bad(file, 'ports', 'must be a mapping {outbound, inbound, hbone, admin}');
@@ -131,7 +136,7 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   const rootNamespace = str(o, 'rootNamespace', file, 'istio-system');
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
   return Object.freeze({
-    node, nodeIP, cgroupRoot, bpffsDir, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
+    node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
     acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
   });
 }

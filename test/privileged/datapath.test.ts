@@ -233,7 +233,7 @@ test('`ambientd --help` and `agent --help` describe the commands', () => {
   const h = execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
   for (const c of ['agent', 'sandbox up', 'sandbox exec', 'demo', 'inspect', 'cleanup']) assert.ok(h.includes(c), c);
   const a = execFileSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
-  assert.match(a, /--workloads FILE/);
+  assert.match(a, /--workloads PATH/);
   const bad = spawnSync(process.execPath, [CLI, 'agent', '--bogus'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /USAGE: .*--bogus/);
