@@ -189,19 +189,11 @@ export class MeshProxy {
 
   private readonly rr = new Map<string, number>();
   /** A ready endpoint of a service port, round robin; null when none is ready. */
-  pickEndpoint(s: ServiceInfo, port: ServicePort): Sockaddr | null {
-    const ready = s.endpoints.filter((e) => e.ready);
-    if (ready.length === 0) return null;
-    const key = `${s.namespace}/${s.name}:${port.port}`;
+  pickEndpoint(svc: ServiceInfo, port: ServicePort): Sockaddr | null {
+    const key = `${svc.namespace}/${svc.name}:${port.port}`;
     const n = this.rr.get(key) ?? 0;
     this.rr.set(key, n + 1);
-    for (let i = 0; i < ready.length; i++) {
-      const ep = ready[(n + i) % ready.length]!;
-      if (typeof port.targetPort === 'number') return { ip: ep.ip, port: port.targetPort };
-      const named = ep.ports?.find((p) => p.name === port.targetPort);
-      if (named) return { ip: ep.ip, port: named.port };
-    }
-    return null;
+    return chooseEndpoint(svc, port, n);
   }
 
   private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: { service?: string; endpoint?: string }): void {
@@ -341,6 +333,23 @@ export class MeshProxy {
     this.pools.clear();
     await this.hbone.close({ graceMs: 1000 }).catch(() => undefined);
   }
+}
+
+/**
+ * The n-th choice (round robin) among a service port's ready endpoints, with
+ * the target port resolved (a number, or a name looked up in the endpoint's
+ * ports); endpoints that cannot serve a named port are skipped. Null when no
+ * ready endpoint can serve it.
+ */
+export function chooseEndpoint(s: ServiceInfo, port: ServicePort, n: number): Sockaddr | null {
+  const ready = s.endpoints.filter((e) => e.ready);
+  for (let i = 0; i < ready.length; i++) {
+    const ep = ready[(n + i) % ready.length]!;
+    if (typeof port.targetPort === 'number') return { ip: ep.ip, port: port.targetPort };
+    const named = ep.ports?.find((p) => p.name === port.targetPort);
+    if (named) return { ip: ep.ip, port: named.port };
+  }
+  return null;
 }
 
 function srcIpOf(forwarded: string | undefined): string | null {
