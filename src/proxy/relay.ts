@@ -5,12 +5,7 @@
  */
 import type net from 'node:net';
 import type { ConnectionRecord, ConnectionTracker } from './connections.js';
-
-function reset(s: net.Socket): void {
-  if (s.destroyed) return;
-  if (typeof (s as net.Socket & { resetAndDestroy?: () => void }).resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
-  else s.destroy();
-}
+import { resetSocket as reset } from './hbone/tunnel.js';
 
 export function relay(client: net.Socket, upstream: net.Socket, rec: ConnectionRecord, tracker: ConnectionTracker): void {
   let failed: string | null = null;
@@ -31,5 +26,3 @@ export function relay(client: net.Socket, upstream: net.Socket, rec: ConnectionR
   client.pipe(upstream);
   upstream.pipe(client);
 }
-
-export { reset as resetSocket };

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { sandboxUp, sandboxDown, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
-import { getJsonInNetns } from '../../src/util/netns-http.js';
+import { sandboxView, until } from '../helpers/sandbox.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { CLI } from '../helpers/paths.js';
 
@@ -22,23 +22,8 @@ interface Dump {
   counters: Record<string, number>;
 }
 
-const pod = (n: string): SandboxState['pods'][number] => {
-  const p = st.pods.find((x) => x.name === n);
-  assert.ok(p, `pod ${n}`);
-  return p;
-};
-const node = (n: string): SandboxState['nodes'][number] => st.nodes.find((x) => x.name === n)!;
-const dump = (n: string): Promise<Dump> => getJsonInNetns<Dump>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
+const { pod, node, dump } = sandboxView<Dump>(() => st);
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 before(async () => {
   st = await sandboxUp({ nodes: 2, pods: 2, agents: true });

@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { sandboxUp, sandboxDown, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
-import { getJsonInNetns } from '../../src/util/netns-http.js';
+import { sandboxView, until } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { readTcpPackets, hasTls13ServerHello } from '../helpers/pcap.js';
@@ -26,21 +26,10 @@ interface Dump {
   certificates: Array<{ id: string; serial: string | null; notAfter: string | null; state: string }>;
   counters: Record<string, number>;
 }
-const pod = (n: string): SandboxState['pods'][number] => st.pods.find((x) => x.name === n)!;
-const node = (n: string): SandboxState['nodes'][number] => st.nodes.find((x) => x.name === n)!;
-const dump = (n: string): Promise<Dump> => getJsonInNetns<Dump>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
+const { pod, node, dump } = sandboxView<Dump>(() => st);
 const id = (p: string): string => `spiffe://cluster.local/ns/${pod(p).namespace}/sa/${pod(p).serviceAccount}`;
 const normSerial = (s: string | null | undefined): string => (s ?? '').replace(/:/g, '').replace(/^0+/, '').toLowerCase();
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 8000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 before(async () => {
   st = await sandboxUp({ nodes: 2, pods: 2, agents: true });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { sandboxUp, sandboxDown, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, startInPod } from '../../src/sandbox/podproc.js';
-import { getJsonInNetns } from '../../src/util/netns-http.js';
+import { sandboxView, until } from '../helpers/sandbox.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 
 let st: SandboxState;
@@ -23,19 +23,8 @@ interface Dump {
   workloads: Array<{ name: string; state: string }>;
   counters: Record<string, number>;
 }
-const pod = (n: string): SandboxState['pods'][number] => st.pods.find((x) => x.name === n)!;
-const node = (n: string): SandboxState['nodes'][number] => st.nodes.find((x) => x.name === n)!;
-const dump = (n: string): Promise<Dump> => getJsonInNetns<Dump>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
+const { pod, node, dump } = sandboxView<Dump>(() => st);
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 8000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function apply(name: string, yaml: string): Promise<void> {
   const f = path.join(tmp, `${name}.yaml`);

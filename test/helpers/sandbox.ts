@@ -1,0 +1,34 @@
+// Shared pieces of the privileged sandbox tests.
+import { getJsonInNetns } from '../../src/util/netns-http.js';
+import type { SandboxState } from '../../src/sandbox/topology.js';
+
+/** Polls fn until it returns something truthy (or throws after timeoutMs). */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Lookups into a sandbox state, and an agent's /config_dump. */
+export function sandboxView<D>(state: () => SandboxState): {
+  pod: (n: string) => SandboxState['pods'][number];
+  node: (n: string) => SandboxState['nodes'][number];
+  dump: (n: string) => Promise<D>;
+} {
+  const pod = (n: string): SandboxState['pods'][number] => {
+    const p = state().pods.find((x) => x.name === n);
+    if (!p) throw new Error(`no pod ${n} in the sandbox`);
+    return p;
+  };
+  const node = (n: string): SandboxState['nodes'][number] => {
+    const x = state().nodes.find((y) => y.name === n);
+    if (!x) throw new Error(`no node ${n} in the sandbox`);
+    return x;
+  };
+  const dump = (n: string): Promise<D> => getJsonInNetns<D>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
+  return { pod, node, dump };
+}
