@@ -1,8 +1,10 @@
 /**
- * ambientd benchmarks, all in one run (needs root, a built tree, iperf3 and
- * sockperf; `make bench` builds first):
+ * ambientd benchmarks, all in one run (needs root, a built tree, iperf3,
+ * sockperf and nghttpx; perf optional; `make bench` builds first):
  *
- *   node dist/bench/run.js [--quick] [--out FILE]
+ *   node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
+ *
+ *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -10,24 +12,27 @@
  *      with client, server and agent pinned to one CPU and unpinned
  *   3. enrollment latency: 1 node x 100 pods, each plain pod enrolled one by one
  *      while a prober in the pod waits for its first redirected connect
+ *   4-7. cross-node (2 nodes): throughput (iperf3, 1 and 4 streams) and 1 KB
+ *      latency over direct / HBONE through both agents / an nghttpx HTTP/2
+ *      CONNECT tunnel, HBONE connections per second, agent memory per idle
+ *      HBONE connection
  *
  * Figures go to stdout and to bench/RESULTS.md (--quick: ~1 s per measurement,
- * 10 pods, written to $TMPDIR/ambientd-bench-RESULTS.quick.md unless --out).
+ * 10 pods, written to $TMPDIR/ambientd-bench-RESULTS.quick.md unless --out;
+ * --only: to $TMPDIR/ambientd-bench-RESULTS.<sections>.md unless --out).
  * See bench/README.md for what each figure means.
  *
  * The run refuses to start while another sandbox (netns ambs-*) exists: it
  * waits for it to go away instead of tearing it down. It always removes its
  * own sandbox and kills every process it started, also on failure or Ctrl-C.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import {
-  NETNS_PREFIX,
   SANDBOX_DIR_NAME,
+  SANDBOX_LOCK,
   DEFAULT_CGROUP_ROOT,
   DEFAULT_BPFFS_ROOT,
   sandboxUp,
@@ -40,14 +45,14 @@ import {
   type SandboxPod,
   type SandboxNode,
 } from '../src/sandbox/topology.js';
-import { podArgv, runInPod, NETTOOL } from '../src/sandbox/podproc.js';
-import { getJsonInNetns } from '../src/util/netns-http.js';
 import { parseDocument } from '../src/config/config.js';
-
-const execFileP = promisify(execFile);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-/** Epoch ms with sub-ms resolution; the prober uses the same clock. */
-const now = (): number => performance.timeOrigin + performance.now();
+import {
+  execFileP, sleep, now, startProc, stopProc, killAll, backgroundLoad, startSampler, settleTcpMem, tcpMemLimits,
+  sandboxNetns, waitNoSandbox, parseJson, capturedOut, iperf, latency, getLatencyTool, setLatencyTool,
+  PIN_CPU, setAffinity, pct, mean, fmt, signed, table, textTable, cpuModel, toolVersion,
+} from './lib.js';
+export { parseSockperf } from './lib.js';
+import { hboneBenchmarks, hboneReport, type HboneOptions, type HboneResults } from './hbone.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROBER = path.join(ROOT, 'dist', 'bench', 'prober.js');
@@ -73,252 +78,63 @@ interface Options {
   blocks: Array<'sockmap' | 'none'>;
   /** plain pods enrolled in the enrollment benchmark */
   enrollPods: number;
+  /** which sections run (--only) */
+  sections: Set<Section>;
+  /** cross-node sections 4-7 (bench/hbone.ts) */
+  hbone: HboneOptions;
 }
+
+const SECTIONS = ['same-node', 'enroll', 'hbone'] as const;
+type Section = (typeof SECTIONS)[number];
+const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
+  sections: same-node (1-2: same-node throughput and latency), enroll (3: enrollment latency),
+            hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection)
+`;
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const outIdx = argv.indexOf('--out');
+  const onlyIdx = argv.indexOf('--only');
   for (const [i, a] of argv.entries()) {
-    if (a === '--quick' || a === '--out' || (outIdx >= 0 && i === outIdx + 1)) continue;
+    if (a === '--quick' || a === '--out' || a === '--only' || (outIdx >= 0 && i === outIdx + 1) || (onlyIdx >= 0 && i === onlyIdx + 1)) continue;
     if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node dist/bench/run.js [--quick] [--out FILE]\n');
+      process.stdout.write(USAGE);
       process.exit(0);
     }
-    process.stderr.write(`bench: unknown argument ${a}\nusage: node dist/bench/run.js [--quick] [--out FILE]\n`);
+    process.stderr.write(`bench: unknown argument ${a}\n${USAGE}`);
     process.exit(2);
   }
-  if (outIdx >= 0 && !argv[outIdx + 1]) {
-    process.stderr.write('bench: --out needs a file name\n');
-    process.exit(2);
+  for (const [idx, what] of [[outIdx, 'a file name'], [onlyIdx, 'a list of sections']] as const) {
+    if (idx >= 0 && (!argv[idx + 1] || argv[idx + 1]!.startsWith('--'))) {
+      process.stderr.write(`bench: ${argv[idx]} needs ${what}\n${USAGE}`);
+      process.exit(2);
+    }
   }
+  const sections = new Set<Section>();
+  for (const name of onlyIdx >= 0 ? argv[onlyIdx + 1]!.split(',') : SECTIONS) {
+    const sec = name === 'cross-node' ? 'hbone' : name;
+    if (!(SECTIONS as readonly string[]).includes(sec)) {
+      process.stderr.write(`bench: unknown section ${name}\n${USAGE}`);
+      process.exit(2);
+    }
+    sections.add(sec as Section);
+  }
+  const partial = sections.size < SECTIONS.length;
+  // Only a full run replaces bench/RESULTS.md unless --out says otherwise.
   const out = outIdx >= 0
     ? path.resolve(argv[outIdx + 1]!)
-    : quick ? path.join(os.tmpdir(), 'ambientd-bench-RESULTS.quick.md') : path.join(ROOT, 'bench', 'RESULTS.md');
+    : quick || partial
+      ? path.join(os.tmpdir(), `ambientd-bench-RESULTS${quick ? '.quick' : ''}${partial ? `.${[...sections].join('+')}` : ''}.md`)
+      : path.join(ROOT, 'bench', 'RESULTS.md');
   return quick
-    ? { quick, out, seconds: 1, blocks: ['sockmap', 'none'], enrollPods: 10 }
-    : { quick, out, seconds: 5, blocks: ['sockmap', 'none', 'none', 'sockmap'], enrollPods: 50 };
-}
-
-// ---------------------------------------------------------------------------
-// processes: everything started here is tracked and killed at the end
-// ---------------------------------------------------------------------------
-
-const children = new Set<ChildProcess>();
-
-interface Proc {
-  child: ChildProcess;
-  /** stdout + stderr so far */
-  output(): string;
-  /** stdout alone */
-  stdout(): string;
-  /** resolves with the output once re matches it; rejects on exit or timeout */
-  waitFor(re: RegExp, timeoutMs: number): Promise<string>;
-  exited: Promise<number>;
-}
-
-/** Starts argv inside a pod in the background (cgroup + netns, like podproc.startInPod). */
-function startProc(pod: SandboxPod, argv: string[]): Proc {
-  const [cmd, ...args] = podArgv(pod, argv);
-  const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let out = '';
-  let stdout = '';
-  const listeners = new Set<() => void>();
-  const onData = (c: Buffer): void => {
-    out += c.toString();
-    for (const l of [...listeners]) l();
-  };
-  child.stdout!.on('data', (c: Buffer) => {
-    stdout += c.toString();
-    onData(c);
-  });
-  child.stderr!.on('data', onData);
-  const exited = new Promise<number>((resolve) => {
-    child.once('error', () => resolve(127));
-    child.once('close', (code, sig) => {
-      children.delete(child);
-      resolve(code ?? (sig ? 128 : 1));
-      for (const l of [...listeners]) l();
-    });
-  });
-  const waitFor = (re: RegExp, timeoutMs: number): Promise<string> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (re.test(out)) {
-        finish();
-        resolve(out);
-      } else if (child.exitCode !== null || child.signalCode !== null) {
-        finish();
-        reject(new Error(`${argv.join(' ')} in ${pod.name} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${out.trim().slice(-500)}`));
+    ? {
+        quick, out, seconds: 1, blocks: ['sockmap', 'none'], enrollPods: 10, sections,
+        hbone: { quick, stateDir: STATE_DIR, seconds: 1, blocks: 1, cpsSeconds: 1, cpsConcurrency: 16, idleConns: 200 },
       }
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(new Error(`${argv.join(' ')} in ${pod.name}: no ${re} after ${timeoutMs} ms: ${out.trim().slice(-500)}`));
-    }, timeoutMs);
-    const finish = (): void => {
-      clearTimeout(timer);
-      listeners.delete(check);
-    };
-    listeners.add(check);
-    check();
-  });
-  return { child, output: () => out, stdout: () => stdout, waitFor, exited };
-}
-
-async function stopProc(p: Proc | null | undefined): Promise<void> {
-  if (!p) return;
-  const c = p.child;
-  if (c.exitCode === null && c.signalCode === null) {
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 1000);
-    await p.exited;
-    clearTimeout(t);
-  }
-}
-
-function killAll(): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-}
-
-/** Polls `ss` in the pod's netns until something listens on TCP port. */
-async function waitListening(pod: SandboxPod, port: number, proc: Proc, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { stdout } = await execFileP('nsenter', [`--net=${pod.netnsPath}`, '--', 'ss', '-Hltn', `sport = :${port}`]);
-    if (stdout.trim() !== '') return;
-    if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-      throw new Error(`server in ${pod.name} exited before listening on ${port}: ${proc.output().trim().slice(-500)}`);
-    }
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${pod.name}:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-500)}`);
-    await sleep(30);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// machine figures: CPU time, kernel TCP memory
-// ---------------------------------------------------------------------------
-
-const CLK_TCK = 100;
-const PAGE = 4096;
-
-/** [busy, total] jiffies of the whole machine. */
-function cpuTimes(): [number, number] {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (f[3] ?? 0) + (f[4] ?? 0);
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return [total - idle, total];
-}
-
-/** utime+stime of a process in jiffies (null if gone). */
-function procCpu(pid: number): number | null {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return null;
-  }
-}
-
-function procComm(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 60)
-      || fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '?';
-  }
-}
-
-function tcpMemLimits(): string {
-  try {
-    return fs.readFileSync('/proc/sys/net/ipv4/tcp_mem', 'utf8').trim().split(/\s+/).join(' / ');
-  } catch {
-    return '?';
-  }
-}
-
-/** Kernel memory held by TCP sockets (all namespaces), bytes. */
-function tcpMemBytes(): number {
-  const m = /^TCP:.*\bmem (\d+)/m.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'));
-  return m ? Number(m[1]) * PAGE : 0;
-}
-
-/** CPU use of the machine and of its busiest processes over `ms`: the noise we run under. */
-async function backgroundLoad(ms = 1000): Promise<{ busyPct: number; hogs: string[] }> {
-  const pids = () => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
-  const before = new Map(pids().map((p) => [p, procCpu(p)]));
-  const [b0, t0] = cpuTimes();
-  await sleep(ms);
-  const [b1, t1] = cpuTimes();
-  const hogs: string[] = [];
-  for (const [pid, c0] of before) {
-    const c1 = procCpu(pid);
-    if (c0 === null || c1 === null || pid === process.pid) continue;
-    const pct = ((c1 - c0) / CLK_TCK) / (ms / 1000) * 100;
-    if (pct >= 10) hogs.push(`pid ${pid} \`${procComm(pid)}\` ${pct.toFixed(0)}% of a core`);
-  }
-  return { busyPct: t1 > t0 ? (100 * (b1 - b0)) / (t1 - t0) : 0, hogs };
-}
-
-interface Sampler {
-  stop(): { machineBusyPct: number; agentCorePct: number | null; peakTcpMem: number };
-}
-
-/** Samples machine CPU, the agent's CPU and peak kernel TCP memory during a measurement. */
-function startSampler(agentPid: number | null): Sampler {
-  const [b0, t0] = cpuTimes();
-  const a0 = agentPid !== null ? procCpu(agentPid) : null;
-  const w0 = Date.now();
-  let peak = tcpMemBytes();
-  const timer = setInterval(() => (peak = Math.max(peak, tcpMemBytes())), 100);
-  return {
-    stop() {
-      clearInterval(timer);
-      peak = Math.max(peak, tcpMemBytes());
-      const [b1, t1] = cpuTimes();
-      const a1 = agentPid !== null ? procCpu(agentPid) : null;
-      const secs = (Date.now() - w0) / 1000;
-      return {
-        machineBusyPct: t1 > t0 ? (100 * (b1 - b0)) / (t1 - t0) : 0,
-        agentCorePct: a0 !== null && a1 !== null && secs > 0 ? ((a1 - a0) / CLK_TCK / secs) * 100 : null,
-        peakTcpMem: peak,
+    : {
+        quick, out, seconds: 5, blocks: ['sockmap', 'none', 'none', 'sockmap'], enrollPods: 50, sections,
+        hbone: { quick, stateDir: STATE_DIR, seconds: 5, blocks: 2, cpsSeconds: 5, cpsConcurrency: 16, idleConns: 1000 },
       };
-    },
-  };
-}
-
-/** Waits (up to timeoutMs) until kernel TCP memory is back near its idle level. */
-async function settleTcpMem(limitBytes = 32 << 20, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (tcpMemBytes() > limitBytes && Date.now() < deadline) await sleep(100);
-}
-
-// ---------------------------------------------------------------------------
-// sandbox guards and agent control
-// ---------------------------------------------------------------------------
-
-async function sandboxNetns(): Promise<string[]> {
-  const { stdout } = await execFileP('ip', ['netns', 'list']);
-  return stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n.startsWith(NETNS_PREFIX));
-}
-
-/** Waits until no sandbox (ours or anyone's) exists; never tears down someone else's. */
-async function waitNoSandbox(maxWaitMs = 10 * 60_000): Promise<void> {
-  const deadline = Date.now() + maxWaitMs;
-  let said = false;
-  for (;;) {
-    const ns = await sandboxNetns();
-    const busy = ns.length > 0 || fs.existsSync(path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME)) || fs.existsSync(path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME));
-    if (!busy) return;
-    if (Date.now() > deadline) {
-      throw new Error(`another sandbox is still in use after ${maxWaitMs / 1000} s (netns: ${ns.slice(0, 5).join(', ') || 'none'}; cgroup/bpffs dirs ${SANDBOX_DIR_NAME}); not touching it — if it is a leftover, run \`make sandbox-down\``);
-    }
-    if (!said) {
-      process.stdout.write(`another sandbox is in use (${ns.length} ambs-* netns); waiting for it to go away...\n`);
-      said = true;
-    }
-    await sleep(5000);
-  }
 }
 
 /** Sets `acceleration:` in the node's agent.yaml and restarts its agent. */
@@ -336,26 +152,6 @@ async function setAcceleration(node: SandboxNode, accel: 'sockmap' | 'none'): Pr
   const effective = line?.acceleration;
   if (effective !== accel) throw new Error(`asked the agent of ${node.name} for acceleration=${accel}, its datapath runs ${String(effective)}`);
   return pid;
-}
-
-function parseJson(l: string): Record<string, unknown> | null {
-  try {
-    return JSON.parse(l) as Record<string, unknown>;
-  } catch {
-    return null;
-  }
-}
-
-interface ConfigDump {
-  workloads: Array<{ name: string; state: string; redirect?: Record<string, string> }>;
-  datapath: { acceleration: string } | null;
-}
-
-/** Connections captured so far from a pod (amb_pod_stats capturedOut via /config_dump). */
-async function capturedOut(node: SandboxNode, pod: string): Promise<number> {
-  const dump = await getJsonInNetns<ConfigDump>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
-  const w = dump.workloads.find((x) => x.name === pod);
-  return Number(w?.redirect?.capturedOut ?? 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -397,140 +193,6 @@ interface Lat {
   agentCorePct: number | null;
 }
 
-let portSeq = 0;
-
-interface IperfJson {
-  error?: string;
-  intervals?: Array<{ sum: { start: number; end: number; bytes: number } }>;
-  end?: { sum_sent?: { bits_per_second: number }; sum_received?: { bits_per_second: number } };
-}
-
-interface IperfResult {
-  recvGbps: number;
-  sentGbps: number;
-  /** iperf3's error when the test broke off (then the rates are those of the whole seconds before) */
-  failed: string | null;
-  failedAfterS: number | null;
-}
-
-/** Rate over the whole-second intervals of an iperf3 JSON report (what is left when a test breaks off). */
-function intervalGbps(j: IperfJson | null): { gbps: number; seconds: number } {
-  const iv = (j?.intervals ?? []).map((x) => x.sum).filter((x) => x.end > x.start);
-  if (iv.length === 0) return { gbps: NaN, seconds: 0 };
-  // iperf3 repeats the last interval when it fails mid-test
-  const uniq = iv.filter((x, k) => k === 0 || x.start !== iv[k - 1]!.start);
-  const bytes = uniq.reduce((a, x) => a + x.bytes, 0);
-  const secs = uniq[uniq.length - 1]!.end - uniq[0]!.start;
-  return { gbps: (bytes * 8) / secs / 1e9, seconds: secs };
-}
-
-/**
- * One iperf3 test. Both ends report JSON; if the test breaks off (e.g. the
- * sender gets ENOMEM), the figures come from the whole seconds each side
- * reported before that and `failed` says why.
- */
-async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number): Promise<IperfResult> {
-  const port = 5201 + (portSeq++ % 500);
-  const server = startProc(dst, ['iperf3', '-s', '-1', '-J', '-p', String(port)]);
-  try {
-    await waitListening(dst, port, server);
-    const r = await runInPod(src, ['iperf3', '-c', dst.ip, '-p', String(port), '-t', String(seconds), '-J'], { timeoutMs: seconds * 1000 + 30_000 });
-    let j: IperfJson;
-    try {
-      j = JSON.parse(r.stdout) as IperfJson;
-    } catch {
-      throw new Error(`iperf3 ${src.name} -> ${dst.name}: exit ${r.code}, no JSON: ${(r.stdout + r.stderr).trim().slice(-500)}`);
-    }
-    if (!j.error && j.end?.sum_received && j.end.sum_sent) {
-      return { recvGbps: j.end.sum_received.bits_per_second / 1e9, sentGbps: j.end.sum_sent.bits_per_second / 1e9, failed: null, failedAfterS: null };
-    }
-    // Broken off: the server's own report has what arrived until then.
-    await Promise.race([server.exited, sleep(5000)]);
-    let sj: IperfJson | null = null;
-    try {
-      sj = JSON.parse(server.stdout()) as IperfJson;
-    } catch {
-      sj = null;
-    }
-    const sent = intervalGbps(j);
-    return { recvGbps: intervalGbps(sj).gbps, sentGbps: sent.gbps, failed: j.error ?? 'no end summary', failedAfterS: sent.seconds };
-  } finally {
-    await stopProc(server);
-  }
-}
-
-// eslint-disable-next-line no-control-regex
-const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;]*m/g, '');
-
-/** Parses sockperf ping-pong output (percentiles of the round-trip time with --full-rtt), µs. */
-export function parseSockperf(text: string): { p50: number; p99: number; avg: number | null; samples: number } | null {
-  const t = stripAnsi(text);
-  const pct = (p: string): number | null => {
-    const m = new RegExp(`percentile ${p.replace('.', '\\.')}\\s*=\\s*([0-9.]+)`).exec(t);
-    return m ? Number(m[1]) : null;
-  };
-  const p50 = pct('50.000');
-  const p99 = pct('99.000');
-  if (p50 === null || p99 === null) return null;
-  const avg = /avg-rtt=([0-9.]+)/.exec(t) ?? /avg-lat=([0-9.]+)/.exec(t);
-  const n = /Total (\d+) observations/.exec(t);
-  return { p50, p99, avg: avg ? Number(avg[1]) : null, samples: n ? Number(n[1]) : 0 };
-}
-
-let latencyTool: 'sockperf' | 'nettool' = process.env.AMBIENTD_BENCH_LATENCY_TOOL === 'nettool' ? 'nettool' : 'sockperf';
-
-/** argv run on one CPU (taskset) when cpu is not null. */
-const onCpu = (cpu: number | null, argv: string[]): string[] => (cpu === null ? argv : ['taskset', '-c', String(cpu), ...argv]);
-
-async function sockperf(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
-  const port = 11111 + (portSeq++ % 500);
-  const server = startProc(dst, onCpu(cpu, ['sockperf', 'server', '--tcp', '-i', '0.0.0.0', '-p', String(port)]));
-  try {
-    await waitListening(dst, port, server);
-    const r = await runInPod(src, onCpu(cpu, ['sockperf', 'ping-pong', '--tcp', '-i', dst.ip, '-p', String(port), '-m', '1024', '-t', String(seconds), '--full-rtt']), { timeoutMs: seconds * 1000 + 30_000 });
-    const parsed = parseSockperf(r.stdout + '\n' + r.stderr);
-    if (!parsed) throw new Error(`sockperf ${src.name} -> ${dst.name}: exit ${r.code}, no percentiles: ${stripAnsi(r.stdout + r.stderr).trim().slice(-500)}`);
-    return parsed;
-  } finally {
-    await stopProc(server);
-  }
-}
-
-/** Fallback: nettool rr (Node on both ends, so it measures Node as much as the path). */
-async function nettoolRr(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
-  const port = 12111 + (portSeq++ % 500);
-  const server = startProc(dst, onCpu(cpu, [process.execPath, NETTOOL, 'serve', String(port)]));
-  try {
-    await server.waitFor(/listening/, 10_000);
-    const n = Math.max(1000, seconds * 5000);
-    const r = await runInPod(src, onCpu(cpu, [process.execPath, NETTOOL, 'rr', dst.ip, String(port), String(n), '1024']), { timeoutMs: seconds * 1000 + 60_000 });
-    const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { n?: number; p50_us?: number; p99_us?: number };
-    if (typeof j.p50_us !== 'number' || typeof j.p99_us !== 'number') throw new Error(`nettool rr ${src.name} -> ${dst.name}: ${(r.stdout + r.stderr).trim().slice(-300)}`);
-    return { p50: j.p50_us, p99: j.p99_us, avg: null, samples: j.n ?? n };
-  } finally {
-    await stopProc(server);
-  }
-}
-
-/** One tool for every path of a run (mixing them would make the columns incomparable). */
-async function latency(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null): Promise<{ tool: 'sockperf' | 'nettool'; p50: number; p99: number; avg: number | null; samples: number }> {
-  if (latencyTool === 'nettool') return { tool: 'nettool', ...(await nettoolRr(src, dst, seconds, cpu)) };
-  try {
-    return { tool: 'sockperf', ...(await sockperf(src, dst, seconds, cpu)) };
-  } catch (e) {
-    process.stdout.write(`  sockperf failed (${(e as Error).message.split('\n')[0]}); retrying once\n`);
-    return { tool: 'sockperf', ...(await sockperf(src, dst, seconds, cpu)) };
-  }
-}
-
-/** The CPU the pinned latency runs use (client, server and agent all on it). */
-const PIN_CPU = 0;
-
-/** Sets the CPU affinity of every thread of pid (cpus: taskset -c list). */
-async function setAffinity(pid: number | null, cpus: string): Promise<void> {
-  if (pid === null) return;
-  await execFileP('taskset', ['-a', '-c', '-p', cpus, String(pid)]);
-}
 
 async function pathBenchmarks(o: Options, log: (s: string) => void): Promise<{ tput: Tput[]; lat: Lat[] }> {
   log(`\n[1+2] throughput and latency: sandbox 1 node x 4 pods, ${o.blocks.length} blocks (${o.blocks.join(', ')}), ${o.seconds} s per measurement`);
@@ -545,7 +207,11 @@ async function pathBenchmarks(o: Options, log: (s: string) => void): Promise<{ t
     'agent+sockmap': [p1, p2],
     'agent (no accel)': [p1, p2],
   };
-  let accel: 'sockmap' | 'none' = 'sockmap'; // the sandbox default
+  // What the sandbox wrote into agent.yaml (agentConfigFor: `none` today). Read
+  // it rather than assume it: a block only restarts the agent when the mode
+  // changes, so a wrong guess here would measure block 1 in the other mode.
+  const initial = /^acceleration: *(\S+)/m.exec(fs.readFileSync(node.config, 'utf8'))?.[1];
+  let accel: 'sockmap' | 'none' | undefined = initial === 'sockmap' || initial === 'none' ? initial : undefined;
   let agentPid = sandboxStatus(OPTS).nodes[0]!.agentPid;
   const tput: Tput[] = [];
   const lat: Lat[] = [];
@@ -703,29 +369,6 @@ async function enrollmentBenchmark(o: Options, log: (s: string) => void): Promis
   return { results, totalPods, upMs, initialEnrollMs, initialEnrolled, fileBytes: Buffer.byteLength(text), yamlParseMs: pct(parses, 50) };
 }
 
-// ---------------------------------------------------------------------------
-// statistics and report
-// ---------------------------------------------------------------------------
-
-/** Nearest-rank percentile (p=100: max); NaN for no data. */
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
-const fmt = (x: number | null | undefined, d = 1): string => (x === null || x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
-const signed = (x: number, d = 1): string => (Number.isNaN(x) ? '-' : `${x >= 0 ? '+' : ''}${x.toFixed(d)}`);
-
-function table(head: string[], rows: string[][]): string {
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
-
-function textTable(head: string[], rows: string[][]): string {
-  const all = [head, ...rows];
-  const w = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
-  return all.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(w[c]!) : cell.padStart(w[c]!))).join('  ')).join('\n');
-}
 
 interface Summary {
   tputRows: string[][];
@@ -802,19 +445,6 @@ function summarize(tput: Tput[], lat: Lat[], enroll: Enroll[]): Summary {
   };
 }
 
-function cpuModel(): string {
-  return os.cpus()[0]?.model?.trim() ?? 'unknown';
-}
-
-async function toolVersion(cmd: string, args: string[]): Promise<string> {
-  try {
-    const { stdout, stderr } = await execFileP(cmd, args);
-    return /\d+\.\d+[^\s)]*/.exec(stripAnsi(stdout + stderr))?.[0] ?? '?';
-  } catch {
-    return 'not found';
-  }
-}
-
 // ---------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------
@@ -827,6 +457,7 @@ async function main(): Promise<void> {
   }
   const command = ['node', 'dist/bench/run.js', ...process.argv.slice(2)].join(' ');
   const started = new Date();
+  const tree = await gitTree(); // what dist/ was presumably built from: taken now, the tree may move during the run
   const tStart = now();
   const log = (s: string): void => void process.stdout.write(s + '\n');
   log(`ambientd benchmarks (${o.quick ? 'quick smoke run' : 'full run'}): ${command}`);
@@ -835,23 +466,33 @@ async function main(): Promise<void> {
   const versions = {
     iperf3: await toolVersion('iperf3', ['--version']),
     sockperf: await toolVersion('sockperf', ['--version']),
+    perf: await toolVersion('perf', ['--version']),
   };
-  if (versions.sockperf === 'not found' && latencyTool === 'sockperf') {
+  if (versions.sockperf === 'not found' && getLatencyTool() === 'sockperf') {
     log('sockperf not found: latency figures come from `nettool rr` (Node.js on both ends) instead');
-    latencyTool = 'nettool';
+    setLatencyTool('nettool');
   }
 
   let tput: Tput[] = [];
   let lat: Lat[] = [];
   let enroll: Enroll[] = [];
   let enrollInfo: EnrollInfo = { results: [], totalPods: 0, upMs: NaN, initialEnrollMs: null, initialEnrolled: null, fileBytes: 0, yamlParseMs: NaN };
+  const run = (sec: Section): boolean => o.sections.has(sec);
+  let hb: HboneResults | null = null;
   try {
-    ({ tput, lat } = await pathBenchmarks(o, log));
-    killAll();
-    await sandboxDown(OPTS);
-    const e = await enrollmentBenchmark(o, log);
-    enroll = e.results;
-    enrollInfo = e;
+    if (run('same-node')) {
+      ({ tput, lat } = await pathBenchmarks(o, log));
+      killAll();
+      await sandboxDown(OPTS);
+    }
+    if (run('enroll')) {
+      const e = await enrollmentBenchmark(o, log);
+      enroll = e.results;
+      enrollInfo = e;
+      killAll();
+      await sandboxDown(OPTS);
+    }
+    if (run('hbone')) hb = await hboneBenchmarks(o.hbone, log);
   } finally {
     killAll();
     const report = await sandboxDown(OPTS).catch((e: Error) => ({ leftovers: [e.message] }));
@@ -860,7 +501,12 @@ async function main(): Promise<void> {
       ...(await sandboxNetns()).map((n) => `netns ${n}`),
       ...[path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME), path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME), STATE_DIR].filter((d) => fs.existsSync(d)),
     ];
-    log(left.length ? `WARNING: left behind: ${left.join(', ')}` : 'sandbox removed; machine clean (no ambs-* netns, no sandbox cgroup/bpffs/state dirs)');
+    // sandboxDown() released the machine-wide lock: a process that was waiting
+    // for it may already be building its own sandbox (same ambs-* names).
+    const other = sandboxLockHolder();
+    if (!left.length) log('sandbox removed; machine clean (no ambs-* netns, no sandbox cgroup/bpffs/state dirs)');
+    else if (other !== null && !fs.existsSync(STATE_DIR)) log(`sandbox removed; another process (pid ${other}) took the sandbox lock right after and now owns: ${left.join(', ')}`);
+    else log(`WARNING: left behind: ${left.join(', ')}`);
   }
   const elapsed = (now() - tStart) / 1000;
 
@@ -877,16 +523,22 @@ async function main(): Promise<void> {
   const buffered = mean(sm.map((t) => t.sentGbps - t.recvGbps));
 
   // stdout
-  log('\nThroughput (iperf3, 1 stream, same node; Gbit/s the receiver got)');
-  log(textTable(s.head.tput, s.tputRows));
-  log(`\n1 KB request/response round trip (${lat[0]?.tool ?? 'sockperf'}, TCP), client, server and agent pinned to CPU ${PIN_CPU}`);
-  log(textTable(s.head.lat, s.latPinnedRows));
-  log(`\n1 KB request/response round trip (${lat[0]?.tool ?? 'sockperf'}, TCP), not pinned`);
-  log(textTable(s.head.lat, s.latFreeRows));
-  log(`\nEnrollment (${enroll.length} pods, sandbox of ${enrollInfo.totalPods})`);
-  log(textTable(s.head.enroll, s.enrollRows));
-  log(`target p99 <= 100 ms: ${target ? 'met' : 'NOT met'}; without the first ${WARMUP_SKIP} (cold) enrollments: p99 ${fmt(pct(warm, 99))} ms`);
-  log(`slowest: ${slowest}`);
+  if (run('same-node')) {
+    log('\nThroughput (iperf3, 1 stream, same node; Gbit/s the receiver got)');
+    log(textTable(s.head.tput, s.tputRows));
+    log(`\n1 KB request/response round trip (${lat[0]?.tool ?? 'sockperf'}, TCP), client, server and agent pinned to CPU ${PIN_CPU}`);
+    log(textTable(s.head.lat, s.latPinnedRows));
+    log(`\n1 KB request/response round trip (${lat[0]?.tool ?? 'sockperf'}, TCP), not pinned`);
+    log(textTable(s.head.lat, s.latFreeRows));
+  }
+  if (run('enroll')) {
+    log(`\nEnrollment (${enroll.length} pods, sandbox of ${enrollInfo.totalPods})`);
+    log(textTable(s.head.enroll, s.enrollRows));
+    log(`target p99 <= 100 ms: ${target ? 'met' : 'NOT met'}; without the first ${WARMUP_SKIP} (cold) enrollments: p99 ${fmt(pct(warm, 99))} ms`);
+    log(`slowest: ${slowest}`);
+  }
+  const hbRep = hb ? hboneReport(hb, o.hbone) : null;
+  if (hbRep) for (const t of hbRep.text) log(t);
 
   // RESULTS.md
   const md: string[] = [];
@@ -895,16 +547,19 @@ async function main(): Promise<void> {
   md.push(
     `- date: ${started.toISOString()} (run took ${elapsed.toFixed(0)} s)`,
     `- kernel: \`${os.release()}\`; CPUs: ${os.availableParallelism()} × ${cpuModel()}; memory ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
-    `- node ${process.version}; iperf3 ${versions.iperf3}; sockperf ${versions.sockperf}`,
+    `- node ${process.version}; iperf3 ${versions.iperf3}; sockperf ${versions.sockperf}${hb ? `; nghttpx ${hb.info.nghttpx}; perf ${versions.perf}` : ''}`,
     `- command: \`${command}\` (as root, from the repository root; \`make bench\` builds first and runs the same)`,
     `- background load in the second before the run: ${bg.busyPct.toFixed(0)}% of the machine${bg.hogs.length ? ` — ${bg.hogs.join('; ')}` : ''}`,
-    `- ${o.seconds} s per measurement, in ${o.blocks.length} blocks with the agent's acceleration set to ${o.blocks.join(', ')}; each block measures the direct path and the agent path back to back (alternating which goes first), and "× direct" / "added" compare each agent figure with the direct figure of its own block, then average over blocks`,
+    `- tree at the start of the run: ${tree}`,
+    ...(run('same-node') ? [`- same-node (sections 1-2): ${o.seconds} s per measurement, in ${o.blocks.length} blocks with the agent's acceleration set to ${o.blocks.join(', ')}; each block measures the direct path and the agent path back to back (alternating which goes first), and "× direct" / "added" compare each agent figure with the direct figure of its own block, then average over blocks`] : []),
+    `- sections: ${[...o.sections].join(', ')}${o.sections.size < SECTIONS.length ? ' (a partial run: `--only`)' : ''}`,
+    ...(hb ? [`- cross-node (sections 4-7): ${o.hbone.seconds} s per throughput/latency measurement, ${o.hbone.blocks} block(s) of direct / HBONE / nghttpx tunnel; ${o.hbone.cpsSeconds} s of connections per second per path; ${o.hbone.idleConns} idle connections; nghttpx ${hb.info.nghttpx}; sandbox of 2 nodes × 2 pods up with both agents ready in ${fmt(hb.info.upMs, 0)} ms`] : []),
     '',
     '## How to read',
     '',
     'Everything runs on one small, shared, noisy machine: absolute numbers move by',
     'tens of percent from run to run, **the ratios to the direct path measured',
-    'seconds apart in the same block are the point**. Every path is same-node pod -> node -> pod over veth',
+    'seconds apart in the same block are the point**. In sections 1-2 every path is same-node pod -> node -> pod over veth',
     'pairs; "through the agent" adds, inside the source pod, the connect4',
     'redirect to the agent\'s listener (15001), the agent\'s relay (Node.js, one',
     'extra TCP connection from the pod to the destination) and, with',
@@ -920,89 +575,128 @@ async function main(): Promise<void> {
     'hop (app -> agent -> server and back) may pay it again. Section 2 therefore',
     'also pins client, server and agent to one CPU: that table is the stable one.',
     '',
-    `## 1. Same-node throughput (iperf3, 1 stream, ${o.seconds} s)`,
-    '',
-    'Gbit/s is what the receiving iperf3 got (`end.sum_received`); "sender',
-    'Gbit/s" is what the sending iperf3 could write — higher than received when',
-    'bytes pile up in between. "peak kernel TCP mem" is the highest TCP',
-    'memory of the whole machine (`/proc/net/sockstat`) during the run.',
-    '',
-    table(s.head.tput, s.tputRows),
+    'Sections 4-7 are cross-node (node n1 -> node n2 over the fabric bridge, two',
+    'agents) and compare HBONE with the kernel alone and with an nghttpx HTTP/2',
+    'CONNECT tunnel of the same shape, all measured back to back in the same',
+    'blocks; section 4 says what the tunnel is made of and section "What limits',
+    'the throughput" where the CPU goes.',
     '',
   );
-  const failedRuns = tput.filter((t) => t.failed);
-  if (failedRuns.length) {
+  if (run('same-node')) {
     md.push(
-      `\\* **${failedRuns.length} of ${tput.length} iperf3 runs broke off**: ${failedRuns.map((t) => `${t.path} block ${t.block}: \`${t.failed}\` after ${fmt(t.failedAfterS, 0)} s (peak kernel TCP memory ${(t.peakTcpMem / 2 ** 20).toFixed(0)} MiB)`).join('; ')}.`,
-      'For those, Gbit/s is what the receiver reported for the whole seconds before the error (its own JSON report), "sender" likewise.',
+      `## 1. Same-node throughput (iperf3, 1 stream, ${o.seconds} s)`,
+      '',
+      'Gbit/s is what the receiving iperf3 got (`end.sum_received`); "sender',
+      'Gbit/s" is what the sending iperf3 could write — higher than received when',
+      'bytes pile up in between. "peak kernel TCP mem" is the highest TCP',
+      'memory of the whole machine (`/proc/net/sockstat`) during the run.',
+      '',
+      table(s.head.tput, s.tputRows),
+      '',
+    );
+    const failedRuns = tput.filter((t) => t.failed);
+    if (failedRuns.length) {
+      md.push(
+        `\\* **${failedRuns.length} of ${tput.length} iperf3 runs broke off**: ${failedRuns.map((t) => `${t.path} block ${t.block}: \`${t.failed}\` after ${fmt(t.failedAfterS, 0)} s (peak kernel TCP memory ${(t.peakTcpMem / 2 ** 20).toFixed(0)} MiB)`).join('; ')}.`,
+        'For those, Gbit/s is what the receiver reported for the whole seconds before the error (its own JSON report), "sender" likewise.',
+        '',
+      );
+    }
+    if (sm.length && buffered > 0.3) {
+      md.push(
+        `With sockmap the sender writes ${buffered.toFixed(1)} Gbit/s more than arrives: sk_msg redirection`,
+        'into the agent\'s socket is not bounded by that socket\'s receive buffer (the',
+        'kernel only charges it against the machine-wide `tcp_mem`), so when the agent',
+        'reads slower than the app writes, the backlog grows in kernel memory',
+        '(see the peak TCP memory column) instead of pushing back on the sender —',
+        `until TCP memory runs out and the app's send() fails with ENOMEM (\`net.ipv4.tcp_mem\` here: ${tcpMemLimits()} pages).`,
+        '',
+      );
+    }
+    md.push(
+      `## 2. 1 KB request/response latency (${lat[0]?.tool === 'nettool' ? '`nettool rr`' : '`sockperf ping-pong --tcp -m 1024 --full-rtt`'}, ${o.seconds} s)`,
+      '',
+      'Round-trip time of one 1024-byte message and its echo on one connection,',
+      'percentiles over every round trip of the run (µs); "added" is the',
+      'difference to the direct path measured in the same block, averaged over blocks.',
+      '',
+      `### Client, server and agent pinned to CPU ${PIN_CPU} (\`taskset\`)`,
+      '',
+      'No cross-CPU wake-ups: the CPU work (system calls, TCP/veth processing,',
+      'context switches, the agent\'s relay) of one round trip on each path; the',
+      'stable figure on a VM.',
+      '',
+      table(s.head.lat, s.latPinnedRows),
+      '',
+      '### Not pinned (wherever the scheduler puts them)',
+      '',
+      'Includes waking idle vCPUs on the other CPU (tens of µs on this VM, and it',
+      'depends on where the scheduler places each process): noisy, but closer',
+      'to what an app sees here.',
+      '',
+      table(s.head.lat, s.latFreeRows),
       '',
     );
   }
-  if (sm.length && buffered > 0.3) {
+  if (run('enroll')) {
     md.push(
-      `With sockmap the sender writes ${buffered.toFixed(1)} Gbit/s more than arrives: sk_msg redirection`,
-      'into the agent\'s socket is not bounded by that socket\'s receive buffer (the',
-      'kernel only charges it against the machine-wide `tcp_mem`), so when the agent',
-      'reads slower than the app writes, the backlog grows in kernel memory',
-      '(see the peak TCP memory column) instead of pushing back on the sender —',
-      `until TCP memory runs out and the app's send() fails with ENOMEM (\`net.ipv4.tcp_mem\` here: ${tcpMemLimits()} pages).`,
+      `## 3. Enrollment latency (1 node × ${enrollInfo.totalPods} pods, ${enroll.length} pods enrolled one at a time)`,
+      '',
+      `The ${enrollInfo.initialEnrolled ?? 50} ambient pods are enrolled when the agent starts (agent log: ${fmt(enrollInfo.initialEnrollMs, 0)} ms from "datapath loaded" to "agent ready"; \`sandboxUp\` of the ${enrollInfo.totalPods} pods with the agent ready: ${fmt(enrollInfo.upMs, 0)} ms).`,
+      'Then, for each plain pod in turn: a prober (`bench/prober.ts`) starts in',
+      `the pod and connects to ${UNROUTABLE.ip}:${UNROUTABLE.port} (no route) every ~1 ms; t0 is taken`,
+      'right before `setEnrollment(pod, true)` rewrites the workload file; the',
+      'figure is the time of the first connect that succeeds, i.e. that the',
+      'pod\'s new connect4 hook sent to the agent\'s listener. Resolution ~1 ms',
+      '(the probe cadence). Percentiles are nearest-rank (with 50 pods, p99 is',
+      'the maximum).',
+      '',
+      table(s.head.enroll, s.enrollRows),
+      '',
+      'Each row has its own percentiles: the parts do not add up to the total.',
+      `Slowest: ${slowest}. Without the first ${WARMUP_SKIP} enrollments after the agent started (both processes still cold): p50 ${fmt(pct(warm, 50))}, p99 ${fmt(pct(warm, 99))} ms over ${warm.length} pods.`,
+      '',
+      `The agent's share (file replaced -> first redirected connect) is inotify, a 2 ms coalescing timer, re-reading and parsing the whole workload file, the reconcile, and enroll() itself (listeners in the pod netns, map entries, 3 BPF links). For scale: parsing this ${(enrollInfo.fileBytes / 1024).toFixed(0)} KiB workloads.json (${enrollInfo.totalPods} pods) the way the agent does (\`parseDocument\`, \`yaml\` package) takes ${fmt(enrollInfo.yamlParseMs)} ms (median of 15 warm runs in the benchmark process); the writer side (\`setEnrollment\`) renders the whole file as YAML too.`,
+      '',
+      `Target p99 <= 100 ms (first redirected connect): **${target ? 'met' : 'NOT met'}** (p99 ${fmt(p99)} ms${enrollOk.length < enroll.length ? `; ${enroll.length - enrollOk.length} pods never redirected within 5 s` : ''}).`,
+      '',
+      '<details><summary>per pod (ms)</summary>',
+      '',
+      table(['pod', 'first redirected connect - t0', 'workloads.json replaced - t0', '"pod enrolled" log time - t0 (1 ms res.)', 'agent enroll()', 'setEnrollment()', 'probe attempts'],
+        enroll.map((r) => [r.pod, fmt(r.latencyMs), fmt(r.renamedMs), fmt(r.agentDoneMs, 0), fmt(r.agentMs, 2), fmt(r.writeMs), String(r.attempts)])),
+      '',
+      '</details>',
       '',
     );
   }
-  md.push(
-    `## 2. 1 KB request/response latency (${lat[0]?.tool === 'nettool' ? '`nettool rr`' : '`sockperf ping-pong --tcp -m 1024 --full-rtt`'}, ${o.seconds} s)`,
-    '',
-    'Round-trip time of one 1024-byte message and its echo on one connection,',
-    'percentiles over every round trip of the run (µs); "added" is the',
-    'difference to the direct path measured in the same block, averaged over blocks.',
-    '',
-    `### Client, server and agent pinned to CPU ${PIN_CPU} (\`taskset\`)`,
-    '',
-    'No cross-CPU wake-ups: the CPU work (system calls, TCP/veth processing,',
-    'context switches, the agent\'s relay) of one round trip on each path; the',
-    'stable figure on a VM.',
-    '',
-    table(s.head.lat, s.latPinnedRows),
-    '',
-    '### Not pinned (wherever the scheduler puts them)',
-    '',
-    'Includes waking idle vCPUs on the other CPU (tens of µs on this VM, and it',
-    'depends on where the scheduler places each process): noisy, but closer',
-    'to what an app sees here.',
-    '',
-    table(s.head.lat, s.latFreeRows),
-    '',
-    `## 3. Enrollment latency (1 node × ${enrollInfo.totalPods} pods, ${enroll.length} pods enrolled one at a time)`,
-    '',
-    `The ${enrollInfo.initialEnrolled ?? 50} ambient pods are enrolled when the agent starts (agent log: ${fmt(enrollInfo.initialEnrollMs, 0)} ms from "datapath loaded" to "agent ready"; \`sandboxUp\` of the ${enrollInfo.totalPods} pods with the agent ready: ${fmt(enrollInfo.upMs, 0)} ms).`,
-    'Then, for each plain pod in turn: a prober (`bench/prober.ts`) starts in',
-    `the pod and connects to ${UNROUTABLE.ip}:${UNROUTABLE.port} (no route) every ~1 ms; t0 is taken`,
-    'right before `setEnrollment(pod, true)` rewrites the workload file; the',
-    'figure is the time of the first connect that succeeds, i.e. that the',
-    'pod\'s new connect4 hook sent to the agent\'s listener. Resolution ~1 ms',
-    '(the probe cadence). Percentiles are nearest-rank (with 50 pods, p99 is',
-    'the maximum).',
-    '',
-    table(s.head.enroll, s.enrollRows),
-    '',
-    'Each row has its own percentiles: the parts do not add up to the total.',
-    `Slowest: ${slowest}. Without the first ${WARMUP_SKIP} enrollments after the agent started (both processes still cold): p50 ${fmt(pct(warm, 50))}, p99 ${fmt(pct(warm, 99))} ms over ${warm.length} pods.`,
-    '',
-    `The agent's share (file replaced -> first redirected connect) is inotify, a 2 ms coalescing timer, re-reading and parsing the whole workload file, the reconcile, and enroll() itself (listeners in the pod netns, map entries, 3 BPF links). For scale: parsing this ${(enrollInfo.fileBytes / 1024).toFixed(0)} KiB workloads.json (${enrollInfo.totalPods} pods) the way the agent does (\`parseDocument\`, \`yaml\` package) takes ${fmt(enrollInfo.yamlParseMs)} ms (median of 15 warm runs in the benchmark process); the writer side (\`setEnrollment\`) renders the whole file as YAML too.`,
-    '',
-    `Target p99 <= 100 ms (first redirected connect): **${target ? 'met' : 'NOT met'}** (p99 ${fmt(p99)} ms${enrollOk.length < enroll.length ? `; ${enroll.length - enrollOk.length} pods never redirected within 5 s` : ''}).`,
-    '',
-    '<details><summary>per pod (ms)</summary>',
-    '',
-    table(['pod', 'first redirected connect - t0', 'workloads.json replaced - t0', '"pod enrolled" log time - t0 (1 ms res.)', 'agent enroll()', 'setEnrollment()', 'probe attempts'],
-      enroll.map((r) => [r.pod, fmt(r.latencyMs), fmt(r.renamedMs), fmt(r.agentDoneMs, 0), fmt(r.agentMs, 2), fmt(r.writeMs), String(r.attempts)])),
-    '',
-    '</details>',
-    '',
-  );
+  if (hbRep) md.push(...hbRep.md);
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, md.join('\n'));
   log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out} (${elapsed.toFixed(0)} s)`);
+}
+
+/** The commit measured, and whether the work tree differed from it. */
+async function gitTree(): Promise<string> {
+  try {
+    const { stdout: head } = await execFileP('git', ['-C', ROOT, 'log', '-1', '--format=%h %s']);
+    const { stdout: st } = await execFileP('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src', 'bpf', 'native']);
+    const dirty = st.split('\n').filter(Boolean).length;
+    return `\`${head.trim().slice(0, 100)}\`${dirty ? ` + uncommitted changes in ${dirty} file(s) under src/, bpf/, native/` : ''}`;
+  } catch {
+    return 'unknown (no git)';
+  }
+}
+
+/** pid of a live process other than us holding the sandbox lock, if any. */
+function sandboxLockHolder(): number | null {
+  try {
+    const pid = Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return null;
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return null;
+  }
 }
 
 let cleaning = false;
