@@ -4,7 +4,7 @@
  *
  *   node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
  *
- *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts)
+ *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -53,6 +53,7 @@ import {
 } from './lib.js';
 export { parseSockperf } from './lib.js';
 import { hboneBenchmarks, hboneReport, type HboneOptions, type HboneResults } from './hbone.js';
+import { policySetupBench } from './policy-setup.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROBER = path.join(ROOT, 'dist', 'bench', 'prober.js');
@@ -84,11 +85,12 @@ interface Options {
   hbone: HboneOptions;
 }
 
-const SECTIONS = ['same-node', 'enroll', 'hbone'] as const;
+const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy'] as const;
 type Section = (typeof SECTIONS)[number];
 const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
   sections: same-node (1-2: same-node throughput and latency), enroll (3: enrollment latency),
-            hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection)
+            hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection),
+            policy (8: connection set-up latency with 0, 100, 10 000 AuthorizationPolicies)
 `;
 
 function parseArgs(argv: string[]): Options {
@@ -479,6 +481,7 @@ async function main(): Promise<void> {
   let enrollInfo: EnrollInfo = { results: [], totalPods: 0, upMs: NaN, initialEnrollMs: null, initialEnrolled: null, fileBytes: 0, yamlParseMs: NaN };
   const run = (sec: Section): boolean => o.sections.has(sec);
   let hb: HboneResults | null = null;
+  let policyMd: string | null = null;
   try {
     if (run('same-node')) {
       ({ tput, lat } = await pathBenchmarks(o, log));
@@ -493,6 +496,10 @@ async function main(): Promise<void> {
       await sandboxDown(OPTS);
     }
     if (run('hbone')) hb = await hboneBenchmarks(o.hbone, log);
+    if (run('policy')) {
+      policyMd = await policySetupBench({ quick: o.quick });
+      log(policyMd);
+    }
   } finally {
     killAll();
     const report = await sandboxDown(OPTS).catch((e: Error) => ({ leftovers: [e.message] }));
@@ -670,6 +677,7 @@ async function main(): Promise<void> {
     );
   }
   if (hbRep) md.push(...hbRep.md);
+  if (policyMd) md.push('', policyMd.replace(/^## /, '## 8. '));
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, md.join('\n'));
   log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out} (${elapsed.toFixed(0)} s)`);

@@ -19,7 +19,14 @@ import { KubernetesSource, PodSandboxFinder } from './discovery/kubernetes.js';
 import { compilePolicies, type PolicyIndex } from './policy/engine.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
+import { promisify } from 'node:util';
+import { generateKeyPair } from 'node:crypto';
+
+const generateEcKey = (): Promise<{ publicKey: string }> =>
+  promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
 import { createAdminServer } from './admin/server.js';
+import { AgentMetrics } from './metrics/metrics.js';
+import { createMetricsServer, createReadinessServer, type Readiness } from './metrics/server.js';
 import { AmbientError, errorMessage } from './util/errors.js';
 import type { Logger } from './util/log.js';
 
@@ -38,6 +45,11 @@ export class Agent {
   private datapath: Datapath | null = null;
   private source: WorkloadFileSource | KubernetesSource;
   private admin: http.Server | null = null;
+  private metricsServer: http.Server | null = null;
+  private readyServer: http.Server | null = null;
+  /** the first workload snapshot was reconciled */
+  private discovered = false;
+  readonly metrics: AgentMetrics;
   private readonly pods = new Map<string, LocalPod>();
   private snapshot: WorkloadSnapshot = emptySnapshot();
   private index: MeshIndex = new MeshIndex(this.snapshot);
@@ -62,10 +74,49 @@ export class Agent {
     this.source = cfg.source === 'kubernetes'
       ? new KubernetesSource({ nodeName: cfg.node, log: log.child('kubernetes'), resolveLocalPod: (pod) => (pod.uid ? this.sandboxFinder.find(pod.uid) : null) })
       : new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot);
+    this.metrics = new AgentMetrics({
+      index: () => this.index,
+      spiffeOf: (p) => this.mesh?.spiffeOf(p) ?? `spiffe://${cfg.trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`,
+      pods: () => this.localPodStates(),
+      certificates: () => (this.identities?.list() ?? []).map((c) => ({ id: c.id, notAfter: c.notAfter })),
+      podStats: () => {
+        const dp = this.datapath;
+        if (!dp) return [];
+        const out: Array<{ namespace: string; name: string; stats: Record<string, bigint> }> = [];
+        for (const lp of this.pods.values()) {
+          if (lp.state !== 'enrolled') continue;
+          try {
+            const st = dp.podStats(lp.info.ip);
+            if (st) out.push({ namespace: lp.info.namespace, name: lp.info.name, stats: { ...st } });
+          } catch { /* a map read failing must not fail the scrape */ }
+        }
+        return out;
+      },
+    });
+    this.metrics.observe(this.tracker);
+  }
+
+  /** Local pods of this node (from the model) and their state. */
+  private localPodStates(): Array<{ namespace: string; name: string; state: PodState; error: LocalPod['error'] }> {
+    const out: Array<{ namespace: string; name: string; state: PodState; error: LocalPod['error'] }> = [];
+    for (const p of this.snapshot.pods.values()) {
+      if (!this.isLocal(p)) continue;
+      const lp = this.pods.get(podKey(p));
+      out.push({ namespace: p.namespace, name: p.name, state: lp ? lp.state : 'not-enrolled', error: lp?.error ?? null });
+    }
+    return out;
   }
 
   count(reason: string): void {
     this.counters.set(reason, (this.counters.get(reason) ?? 0) + 1);
+    this.metrics.countEvent(reason);
+  }
+
+  private async listen(server: http.Server, port: number, address: string, what: string, setting: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${address}:${port}: ${e.code}`, `another agent runs in this network namespace, or change ${setting}`, { cause: e })));
+      server.listen(port, address, () => resolve());
+    });
   }
 
   async start(): Promise<void> {
@@ -74,11 +125,21 @@ export class Agent {
       bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
       acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
     }, this.log.child('datapath'), this.native);
+    // right after the datapath (whose kernel-feature errors come first): readiness
+    // answers 500 with what is pending while the rest starts
+    this.readyServer = createReadinessServer(() => this.readiness(), this.log);
+    await this.listen(this.readyServer, cfg.ports.readiness, cfg.metricsAddress, 'readiness', 'ports.readiness');
+    this.metricsServer = createMetricsServer(this.metrics, this.log);
+    await this.listen(this.metricsServer, cfg.ports.metrics, cfg.metricsAddress, 'metrics', 'ports.metrics');
 
     const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {
       throw new AmbientError('CA_UNAVAILABLE', `built-in CA at ${cfg.caDir}: ${e.message}`, 'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)', { cause: e });
     });
     this.identities = new IdentityManager({ issuer: ca, lifetimeMs: cfg.certLifetimeMs });
+    // Warm the key generation and X.509 code once before serving: the first
+    // issuance compiles a lot of JavaScript, and would otherwise delay the first
+    // enrollment by a few hundred ms.
+    await ca.issue({ spiffeId: `spiffe://${cfg.trustDomain}/ns/ambientd-system/sa/ambientd-warmup`, publicKey: (await generateEcKey()).publicKey, lifetimeMs: 60_000 }).catch(() => undefined);
     this.identities.on('renewalFailed', (ev) => { this.count('certificate_renewal_failed'); this.log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error }); });
     const log = this.log.child('proxy');
     this.mesh = new MeshProxy({
@@ -98,10 +159,7 @@ export class Agent {
       ready: () => this.readiness(),
       quit: () => { void this.stop().then(() => process.exit(0)); },
     }, this.log);
-    await new Promise<void>((resolve, reject) => {
-      this.admin!.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `admin listener ${cfg.adminAddress}:${cfg.ports.admin}: ${e.code}`, 'another agent runs in this network namespace, or change ports.admin', { cause: e })));
-      this.admin!.listen(cfg.ports.admin, cfg.adminAddress, () => resolve());
-    });
+    await this.listen(this.admin, cfg.ports.admin, cfg.adminAddress, 'admin', 'ports.admin');
 
     const reported = new Set<string>();
     this.source.on('update', (s: WorkloadSnapshot) => {
@@ -126,6 +184,7 @@ export class Agent {
     if (this.source instanceof KubernetesSource) this.schedule(this.source.current);
     await this.reconciling;
     await this.settle();
+    this.discovered = true;
     if (cfg.readyFile) fs.writeFileSync(cfg.readyFile, `${process.pid}\n`);
     this.log.info('agent ready', { node: cfg.node, enrolled: [...this.pods.values()].filter((p) => p.state === 'enrolled').length });
   }
@@ -201,8 +260,6 @@ export class Agent {
       const dp = this.datapath!;
       const { outbound, inbound, hbone } = this.cfg.ports;
       const mesh = this.mesh!;
-      // the certificate is fetched now so the first connection does not wait for it
-      void this.identities!.get(identity).catch(() => undefined);
       const out = await listenInNetns(this.native, p.netns, { ip: p.ip, port: outbound }, this.cfg.mark, (s) => mesh.onOutbound(lp, s));
       lp.listeners.push(out);
       const inb = await listenInNetns(this.native, p.netns, { ip: '127.0.0.1', port: inbound }, this.cfg.mark, (s) => mesh.onInbound(lp, s));
@@ -216,6 +273,8 @@ export class Agent {
       dp.enroll({ key, ip: p.ip, netns: p.netns, cgroup: p.cgroup, index: lp.index, exemptSrc: this.cfg.nodeIP });
       lp.state = 'enrolled';
       lp.enrolledAt = new Date().toISOString();
+      // fetched now (after redirection is active) so the first connection does not wait for it
+      void this.identities!.get(identity).catch(() => undefined);
       this.log.info('pod enrolled', { pod: key, ip: p.ip, adopted, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
     } catch (e) {
       const err = e instanceof AmbientError ? e : new AmbientError('LISTENER_FAILED', errorMessage(e), 'see the agent log');
@@ -268,13 +327,23 @@ export class Agent {
     this.log.info('policies compiled', { policies: list.length, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
   }
 
-  readiness(): { ready: boolean; pending: string[] } {
+  /**
+   * Node readiness: datapath, CA, listeners and discovery. Pods are reported
+   * one by one and never make the node unready: one pod whose enrollment
+   * failed (e.g. its netns vanished) must not take the node's other pods out.
+   */
+  readiness(): Readiness {
     const pending: string[] = [];
     if (!this.datapath) pending.push('datapath');
-    if (!this.admin?.listening) pending.push('admin');
     if (!this.identities) pending.push('ca');
+    if (!this.admin?.listening) pending.push('admin listener');
+    if (!this.metricsServer?.listening) pending.push('metrics listener');
+    if (!this.mesh) pending.push('proxy');
+    if (!this.discovered) pending.push('discovery');
     if (this.source instanceof WorkloadFileSource && this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
-    return { ready: pending.length === 0, pending };
+    if (this.stopped) pending.push('stopping');
+    const pods = this.localPodStates().map((p) => ({ pod: `${p.namespace}/${p.name}`, state: p.state, ...(p.error ? { error: { code: p.error.code, message: p.error.message } } : {}) }));
+    return { ready: pending.length === 0, pending, pods };
   }
 
   configDump(): unknown {
@@ -322,6 +391,7 @@ export class Agent {
         features: dp.features,
       } : null,
       counters: Object.fromEntries(this.counters),
+      readiness: this.readiness(),
     };
   }
 
@@ -337,7 +407,11 @@ export class Agent {
     for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
     await this.mesh?.close();
     this.identities?.close();
-    await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
+    for (const srv of [this.admin, this.metricsServer, this.readyServer]) {
+      if (!srv) continue;
+      srv.closeAllConnections?.();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
     this.datapath?.close();
     if (this.cfg.readyFile) fs.rmSync(this.cfg.readyFile, { force: true });
   }

@@ -152,6 +152,7 @@ export class MeshProxy {
   onOutbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     client.on('error', () => { /* reported through the relay */ });
+    client.setNoDelay(true);
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     let dst: Sockaddr | null = null;
     try {
@@ -200,6 +201,7 @@ export class MeshProxy {
     const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', ...via });
     dialFromNetns(this.d.native, pod.info.netns!, target, this.d.mark).then((up) => {
       if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      up.setNoDelay(true);
       relay(client, up, rec, this.d.tracker);
       client.resume();
     }, (e: { code?: string; message: string }) => this.failOutbound(rec, client, e.code ?? 'connect failed', e.message));
@@ -237,6 +239,7 @@ export class MeshProxy {
   onInbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     client.on('error', () => { /* reported through the relay */ });
+    client.setNoDelay(true);
     const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
     const src = `${client.remoteAddress}:${client.remotePort}`;
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
@@ -260,6 +263,7 @@ export class MeshProxy {
     client.pause();
     dialFromNetns(d.native, pod.info.netns!, dst, d.mark).then((up) => {
       if (client.destroyed) { up.destroy(); d.tracker.finish(rec, 'failed', 'client gone'); return; }
+      up.setNoDelay(true);
       const entry: LiveInbound = { pod, dst, src: peer, rec, kill: () => { resetSocket(client); resetSocket(up); } };
       this.live.add(entry);
       client.once('close', () => this.live.delete(entry));
@@ -298,6 +302,15 @@ export class MeshProxy {
       }
       case 'reject':
         d.count(`hbone_rejected_${ev.reason}`);
+        if (ev.reason === 'denied' && ev.target && ev.local) {
+          // like a denied plaintext connection: a failed record (config_dump, metrics with response_flags DENY)
+          const pod = d.localPodByIp(ev.local.ip);
+          const rec = d.tracker.begin({
+            pod: pod?.key ?? ev.local.ip, direction: 'inbound', src: ev.remote ? `${ev.remote.ip}:${ev.remote.port}` : 'unknown:0',
+            dst: `${ev.target.ip}:${ev.target.port}`, via: 'inbound-hbone', peerIdentity: ev.peer?.id ?? null,
+          });
+          d.tracker.finish(rec, 'failed', 'denied by policy (HBONE 401)');
+        }
         d.log.warn('HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
         return;
       default:

@@ -83,6 +83,8 @@ export interface SandboxUpOptions extends SandboxPathOptions {
 }
 
 export interface SandboxDownOptions extends SandboxPathOptions {
+  /** how long to wait for another live process's sandbox; default 15 min */
+  lockTimeoutMs?: number;
   /** time agents get to exit after SIGTERM before SIGKILL; default 2000 */
   graceMs?: number;
 }
@@ -725,13 +727,13 @@ export async function sandboxUp(opts: SandboxUpOptions = {}): Promise<SandboxSta
   const paths = resolvePaths(opts);
   preflight(paths);
   await waitForSandboxLock(opts.lockTimeoutMs ?? 15 * 60_000);
-  if (await sandboxExists(paths)) await sandboxDown(paths); // releases the lock: take it again
-  await waitForSandboxLock(0);
+  if (await sandboxExists(paths)) await teardown(paths, {});
   try {
     await buildDirs(state, opts.logLevel ?? 'info');
     await buildNetwork(state);
   } catch (e) {
-    await sandboxDown(paths).catch(() => undefined);
+    await teardown(paths, {}).catch(() => undefined);
+    releaseSandboxLock();
     throw e;
   }
   if (opts.agents ?? true) {
@@ -760,15 +762,35 @@ function lockHolder(): number | null {
   }
 }
 
+/** Takes the lock atomically (O_EXCL); a lock of a dead process is taken over. */
+function tryTakeLock(): boolean {
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fd = fs.openSync(SANDBOX_LOCK, 'wx');
+      fs.writeSync(fd, `${process.pid}\n`);
+      fs.closeSync(fd);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let pid = NaN;
+      try { pid = Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim()); } catch { /* vanished: retry */ }
+      if (pid === process.pid) return true;
+      if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid)) return false;
+      fs.rmSync(SANDBOX_LOCK, { force: true }); // stale (or empty while being written: the retry decides)
+    }
+  }
+  return false;
+}
+
 async function waitForSandboxLock(timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   let told = false;
-  for (let holder = lockHolder(); holder !== null; holder = lockHolder()) {
-    if (Date.now() > end) throw new SandboxError(`another process (pid ${holder}) holds the sandbox`, `wait for it to finish or stop it; then retry (lock: ${SANDBOX_LOCK})`);
-    if (!told) { process.stderr.write(`ambientd sandbox: waiting for pid ${holder}, which holds the sandbox...\n`); told = true; }
-    await new Promise((r) => setTimeout(r, 500));
+  while (!tryTakeLock()) {
+    const holder = lockHolder();
+    if (Date.now() > end) throw new SandboxError(`another process (pid ${holder ?? '?'}) holds the sandbox`, `wait for it to finish or stop it; then retry (lock: ${SANDBOX_LOCK})`);
+    if (!told) { process.stderr.write(`ambientd sandbox: waiting for pid ${holder ?? '?'}, which holds the sandbox...\n`); told = true; }
+    await new Promise((r) => setTimeout(r, 250 + Math.random() * 250));
   }
-  fs.writeFileSync(SANDBOX_LOCK, `${process.pid}\n`);
 }
 
 function releaseSandboxLock(): void {
@@ -1159,7 +1181,16 @@ async function removeMarkRules(): Promise<number> {
  */
 export async function sandboxDown(opts: SandboxDownOptions = {}): Promise<SandboxDownReport> {
   const paths = resolvePaths(opts);
-  releaseSandboxLock();
+  // never tear down a sandbox another live process is using: wait for it
+  await waitForSandboxLock(opts.lockTimeoutMs ?? 15 * 60_000);
+  try {
+    return await teardown(paths, opts);
+  } finally {
+    releaseSandboxLock();
+  }
+}
+
+async function teardown(paths: ReturnType<typeof resolvePaths>, opts: SandboxDownOptions): Promise<SandboxDownReport> {
   let state: SandboxState | null = null;
   try {
     state = readStateFile(paths.stateDir);
