@@ -42,6 +42,10 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --hbone-port N       inbound HBONE port [15008]
   --admin-port N       admin endpoint port, on --admin-address [15000]
   --admin-address IP   [127.0.0.1]
+  --metrics-port N     Prometheus GET /metrics and /stats/prometheus, on --metrics-address [15020]
+  --readiness-port N   GET /healthz/ready (200 "ready" | 500 pending; ?verbose, ?format=json list
+                       each pod; a failed pod is reported per pod, never makes the node unready) [15021]
+  --metrics-address IP where the metrics and readiness ports listen [0.0.0.0]
   --mark N             SO_MARK of the agent's own sockets [0x539]
   --acceleration M     none | sockmap: sk_msg fast path for in-pod app<->agent bytes [none]
                        (experimental: no backpressure, bulk senders can hit ENOMEM; see bench/RESULTS.md)
@@ -55,6 +59,9 @@ Flags (each overrides the same setting of --config; defaults in brackets):
 Traffic: an enrolled pod's outbound TCP to another enrolled pod goes over HBONE (HTTP/2 CONNECT over
 mutual TLS 1.3 to <pod IP>:15008, SPIFFE identities from the built-in CA); to anything else it is
 passed through in plaintext from the pod's own address.
+Metrics: Istio-standard istio_tcp_connections_{opened,closed,failed}_total and
+istio_tcp_{sent,received}_bytes_total (reporter source|destination, workload/principal labels),
+plus ambientd_* agent health metrics and process metrics, on :15020/metrics.
 Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit.
 On SIGTERM/SIGINT the agent stops serving; pinned redirection stays so enrolled pods fail closed
 until an agent returns. \`ambientd cleanup\` removes it.`;
@@ -92,7 +99,8 @@ async function cmdAgent(args: string[]): Promise<void> {
     help: { type: 'boolean', short: 'h' }, config: { type: 'string' }, node: { type: 'string' }, 'node-ip': { type: 'string' },
     workloads: { type: 'string' }, 'cgroup-root': { type: 'string' }, 'agent-cgroup': { type: 'string' }, bpffs: { type: 'string' },
     'bpf-object': { type: 'string' }, 'outbound-port': { type: 'string' }, 'inbound-port': { type: 'string' },
-    'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' }, mark: { type: 'string' },
+    'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' },
+    'metrics-port': { type: 'string' }, 'readiness-port': { type: 'string' }, 'metrics-address': { type: 'string' }, mark: { type: 'string' },
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
     source: { type: 'string' }, 'root-namespace': { type: 'string' },
@@ -102,11 +110,12 @@ async function cmdAgent(args: string[]): Promise<void> {
   const ports: Record<string, number | undefined> = {
     outbound: intFlag(values['outbound-port'], 'outbound-port'), inbound: intFlag(values['inbound-port'], 'inbound-port'),
     hbone: intFlag(values['hbone-port'], 'hbone-port'), admin: intFlag(values['admin-port'], 'admin-port'),
+    metrics: intFlag(values['metrics-port'], 'metrics-port'), readiness: intFlag(values['readiness-port'], 'readiness-port'),
   };
   const cfg = loadConfig(values.config ?? null, {
     node: values.node, nodeIP: values['node-ip'], workloads: values.workloads, cgroupRoot: values['cgroup-root'],
     agentCgroup: values['agent-cgroup'], bpffsDir: values.bpffs, bpfObject: values['bpf-object'],
-    adminAddress: values['admin-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
+    adminAddress: values['admin-address'], metricsAddress: values['metrics-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
     source: values.source, rootNamespace: values['root-namespace'],

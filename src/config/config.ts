@@ -14,6 +14,10 @@ export interface Ports {
   inbound: number;
   hbone: number;
   admin: number;
+  /** Prometheus /metrics (Istio: 15020) */
+  metrics: number;
+  /** GET /healthz/ready (Istio: 15021) */
+  readiness: number;
 }
 
 export interface AgentConfig {
@@ -30,6 +34,8 @@ export interface AgentConfig {
   agentCgroup: string | null;
   ports: Ports;
   adminAddress: string;
+  /** where the metrics (15020) and readiness (15021) ports listen; 0.0.0.0 like ztunnel (Prometheus and kubelet reach them) */
+  metricsAddress: string;
   mark: number;
   acceleration: 'sockmap' | 'none';
   logLevel: Level;
@@ -46,7 +52,7 @@ export interface AgentConfig {
   rootNamespace: string;
 }
 
-export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000 };
+export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 };
 
 export function defaultBpfObject(): string {
   // dist/src/config/config.js -> repo root
@@ -55,7 +61,7 @@ export function defaultBpfObject(): string {
 }
 
 const KNOWN = new Set([
-  'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'mark',
+  'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'metricsAddress', 'mark',
   'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
 ]);
 
@@ -108,17 +114,22 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   const workloads = source === 'file' ? str(o, 'workloads', file) : (o.workloads === undefined ? null : str(o, 'workloads', file));
   const agentCgroup = o.agentCgroup === undefined || o.agentCgroup === null ? null : str(o, 'agentCgroup', file);
   const p = (o.ports ?? {}) as Record<string, unknown>;
-  if (typeof p !== 'object' || Array.isArray(p)) throw bad(file, 'ports', 'must be a mapping {outbound, inbound, hbone, admin}');
-  for (const k of Object.keys(p)) if (!(k in DEFAULT_PORTS)) throw bad(file, `ports.${k}`, 'is not a known port (outbound, inbound, hbone, admin)');
+  if (typeof p !== 'object' || Array.isArray(p)) throw bad(file, 'ports', 'must be a mapping {outbound, inbound, hbone, admin, metrics, readiness}');
+  for (const k of Object.keys(p)) if (!(k in DEFAULT_PORTS)) throw bad(file, `ports.${k}`, 'is not a known port (outbound, inbound, hbone, admin, metrics, readiness)');
   const ports: Ports = {
     outbound: port(p.outbound ?? DEFAULT_PORTS.outbound, file, 'ports.outbound'),
     inbound: port(p.inbound ?? DEFAULT_PORTS.inbound, file, 'ports.inbound'),
     hbone: port(p.hbone ?? DEFAULT_PORTS.hbone, file, 'ports.hbone'),
     admin: port(p.admin ?? DEFAULT_PORTS.admin, file, 'ports.admin'),
+    metrics: port(p.metrics ?? DEFAULT_PORTS.metrics, file, 'ports.metrics'),
+    readiness: port(p.readiness ?? DEFAULT_PORTS.readiness, file, 'ports.readiness'),
   };
   if (new Set([ports.outbound, ports.inbound, ports.hbone]).size !== 3) throw bad(file, 'ports', 'outbound, inbound and hbone must be distinct');
+  if (new Set([ports.admin, ports.metrics, ports.readiness]).size !== 3) throw bad(file, 'ports', 'admin, metrics and readiness must be distinct');
   const adminAddress = str(o, 'adminAddress', file, '127.0.0.1');
   if (!net.isIP(adminAddress)) throw bad(file, 'adminAddress', 'must be an IP address (keep it on loopback)');
+  const metricsAddress = str(o, 'metricsAddress', file, '0.0.0.0');
+  if (!net.isIP(metricsAddress)) throw bad(file, 'metricsAddress', 'must be an IP address (0.0.0.0 for every address)');
   const mark = o.mark === undefined ? 0x539 : o.mark;
   if (typeof mark !== 'number' || !Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff) throw bad(file, 'mark', 'must be a positive 32-bit integer');
   const acceleration = o.acceleration ?? 'none';
@@ -136,7 +147,7 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   const rootNamespace = str(o, 'rootNamespace', file, 'istio-system');
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
   return Object.freeze({
-    node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, mark,
+    node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, metricsAddress, mark,
     acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
   });
 }

@@ -1,0 +1,263 @@
+/**
+ * Prometheus metrics of the agent, on its own registry (never prom-client's
+ * global one): the Istio-standard TCP metrics, derived from connection
+ * records (ConnectionTracker 'open'/'close') and the mesh model, plus agent
+ * health metrics read at scrape time.
+ *
+ * Istio semantics (see docs: reference "Metrics"):
+ *  - reporter="source" for outbound records, "destination" for inbound: a
+ *    cross-node flow is counted once by each agent.
+ *  - opened_total counts on 'open' (response_flags "-": flags are only known
+ *    at the end); closed_total and the byte counters on 'close', with the
+ *    record's final response_flags. Bytes are application bytes: sent =
+ *    client -> destination, received = destination -> client.
+ *  - failed_total counts connections that could not be established: denied
+ *    (DENY), upstream connect failures (CONNECT) and HBONE TLS failures
+ *    (TLS_FAILURE). A reset of an established connection is a close with "-".
+ *  - *_workload is the pod's controller name when it can be told from the pod
+ *    (a ReplicaSet pod "web-7d4b9c8f6d-x2x9z" with label pod-template-hash
+ *    gives "web"), else the pod name.
+ *  - principals are SPIFFE ids only on mutual TLS (HBONE) connections.
+ * Cardinality is bounded: no label carries a port, address or connection id.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ConnectionRecord, ConnectionTracker } from '../proxy/connections.js';
+import type { MeshIndex, PodInfo } from '../discovery/model.js';
+
+export const UNKNOWN = 'unknown';
+export const CLUSTER = 'Kubernetes';
+
+export const ISTIO_LABELS = [
+  'reporter',
+  'source_workload', 'source_canonical_service', 'source_canonical_revision', 'source_workload_namespace', 'source_principal',
+  'source_app', 'source_version', 'source_cluster',
+  'destination_service', 'destination_service_namespace', 'destination_service_name',
+  'destination_workload', 'destination_canonical_service', 'destination_canonical_revision', 'destination_workload_namespace',
+  'destination_principal', 'destination_app', 'destination_version', 'destination_cluster',
+  'request_protocol', 'response_flags', 'connection_security_policy',
+] as const;
+export type IstioLabel = (typeof ISTIO_LABELS)[number];
+export type IstioLabels = Record<IstioLabel, string>;
+
+/** Deployment-style workload name: strips "-<pod-template-hash>-<5 chars>" when the pod says so. */
+export function workloadName(p: PodInfo): string {
+  const hash = p.labels['pod-template-hash'];
+  if (hash) {
+    const suffix = new RegExp(`-${hash.replace(/[^a-z0-9]/gi, '')}-[a-z0-9]{5}$`);
+    if (suffix.test(p.name)) return p.name.replace(suffix, '');
+  }
+  return p.name;
+}
+
+export function canonicalService(p: PodInfo): string {
+  return p.labels['service.istio.io/canonical-name'] || p.labels['app.kubernetes.io/name'] || p.labels.app || workloadName(p);
+}
+
+export function canonicalRevision(p: PodInfo): string {
+  return p.labels['service.istio.io/canonical-revision'] || p.labels['app.kubernetes.io/version'] || p.labels.version || 'latest';
+}
+
+interface Side { workload: string; canonical_service: string; canonical_revision: string; workload_namespace: string; principal: string; app: string; version: string; cluster: string }
+
+function side(p: PodInfo | null | undefined, principal: string | null): Side {
+  if (!p) {
+    return { workload: UNKNOWN, canonical_service: UNKNOWN, canonical_revision: UNKNOWN, workload_namespace: UNKNOWN, principal: principal ?? UNKNOWN, app: UNKNOWN, version: UNKNOWN, cluster: UNKNOWN };
+  }
+  return {
+    workload: workloadName(p), canonical_service: canonicalService(p), canonical_revision: canonicalRevision(p), workload_namespace: p.namespace,
+    principal: principal ?? UNKNOWN, app: p.labels['app.kubernetes.io/name'] || p.labels.app || UNKNOWN,
+    version: p.labels['app.kubernetes.io/version'] || p.labels.version || UNKNOWN, cluster: CLUSTER,
+  };
+}
+
+/** "10.0.0.1:80" / "[fd00::1]:80" / "fd00::1:80" -> the address part. */
+export function ipOf(hostPort: string): string {
+  const m = /^\[(.*)\]:\d+$/.exec(hostPort);
+  if (m) return m[1]!;
+  const i = hostPort.lastIndexOf(':');
+  return i > 0 ? hostPort.slice(0, i) : hostPort;
+}
+
+/** Istio response_flags for a record: "-", DENY, CONNECT or TLS_FAILURE. */
+export function responseFlags(rec: Pick<ConnectionRecord, 'state' | 'reason'>): string {
+  const r = rec.reason ?? '';
+  if (/^denied by policy/.test(r) || /^HBONE_DENIED\b/.test(r)) return 'DENY';
+  if (rec.state !== 'failed') return '-';
+  if (/^HBONE_TLS\b/.test(r)) return 'TLS_FAILURE';
+  if (/^HBONE_/.test(r)) return 'CONNECT';
+  if (r === 'no ready endpoint' || r === 'connect failed' || /^E[A-Z0-9]+$/.test(r)) return 'CONNECT';
+  // "reset by client/peer", "client gone", "eof": the connection itself was fine
+  return '-';
+}
+
+export function securityPolicy(rec: Pick<ConnectionRecord, 'via'>): string {
+  return rec.via === 'hbone' || rec.via === 'inbound-hbone' ? 'mutual_tls' : UNKNOWN;
+}
+
+/**
+ * The Istio label set of a record, from the record and the mesh model.
+ * `spiffeOf` gives a pod's SPIFFE id (the agent's own pods' identities).
+ */
+export function istioLabels(rec: ConnectionRecord, index: MeshIndex, spiffeOf: (p: PodInfo) => string): IstioLabels {
+  const mtls = securityPolicy(rec) === 'mutual_tls';
+  const outbound = rec.direction === 'outbound';
+  const podByKey = (k: string): PodInfo | undefined => index.snap.pods.get(k);
+  let src: PodInfo | undefined;
+  let dst: PodInfo | undefined;
+  let srcPrincipal: string | null = null;
+  let dstPrincipal: string | null = null;
+  if (outbound) {
+    src = podByKey(rec.pod) ?? index.podByIp.get(ipOf(rec.src));
+    dst = index.podByIp.get(ipOf(rec.endpoint ?? rec.dst));
+    if (mtls) {
+      srcPrincipal = src ? spiffeOf(src) : null;
+      dstPrincipal = rec.peerIdentity ?? (dst ? spiffeOf(dst) : null);
+    }
+  } else {
+    dst = podByKey(rec.pod) ?? index.podByIp.get(ipOf(rec.dst));
+    src = index.podByIp.get(ipOf(rec.src));
+    if (mtls) {
+      srcPrincipal = rec.peerIdentity;
+      dstPrincipal = dst ? spiffeOf(dst) : null;
+    }
+  }
+  const svc = rec.service ? index.snap.services.get(rec.service) : undefined;
+  const s = side(src, srcPrincipal);
+  const d = side(dst, dstPrincipal);
+  return {
+    reporter: outbound ? 'source' : 'destination',
+    source_workload: s.workload, source_canonical_service: s.canonical_service, source_canonical_revision: s.canonical_revision,
+    source_workload_namespace: s.workload_namespace, source_principal: s.principal, source_app: s.app, source_version: s.version, source_cluster: s.cluster,
+    destination_service: svc?.hostname ?? UNKNOWN,
+    destination_service_namespace: svc?.namespace ?? (rec.service ? rec.service.split('/')[0]! : UNKNOWN),
+    destination_service_name: svc?.name ?? (rec.service ? rec.service.split('/')[1] ?? UNKNOWN : UNKNOWN),
+    destination_workload: d.workload, destination_canonical_service: d.canonical_service, destination_canonical_revision: d.canonical_revision,
+    destination_workload_namespace: d.workload_namespace, destination_principal: d.principal, destination_app: d.app, destination_version: d.version,
+    destination_cluster: d.cluster,
+    request_protocol: 'tcp',
+    response_flags: responseFlags(rec),
+    connection_security_policy: securityPolicy(rec),
+  };
+}
+
+/** Bounded reason of a denial, for ambientd_denied_connections_total. */
+export function denialReason(rec: Pick<ConnectionRecord, 'reason' | 'via'>): string {
+  const r = rec.reason ?? '';
+  if (/^denied by policy change/.test(r)) return 'policy_revoked';
+  if (/^HBONE_DENIED\b/.test(r)) return 'denied_by_peer';
+  return rec.via === 'inbound-hbone' ? 'policy_hbone' : 'policy_plaintext';
+}
+
+export interface MetricsSource {
+  index(): MeshIndex;
+  spiffeOf(p: PodInfo): string;
+  /** local pods of this node and their state */
+  pods(): Array<{ namespace: string; name: string; state: string }>;
+  certificates(): Array<{ id: string; notAfter: string | null }>;
+  /** BPF per-pod redirect counters of enrolled pods */
+  podStats(): Array<{ namespace: string; name: string; stats: Record<string, bigint | number> }>;
+}
+
+const POD_STATES = ['enrolled', 'failed', 'not-enrolled'] as const;
+
+function snake(k: string): string {
+  return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly opened: Counter<IstioLabel>;
+  readonly closed: Counter<IstioLabel>;
+  readonly sent: Counter<IstioLabel>;
+  readonly received: Counter<IstioLabel>;
+  readonly failed: Counter<IstioLabel>;
+  readonly denied: Counter<'reason'>;
+  readonly events: Counter<'reason'>;
+
+  constructor(private readonly src: MetricsSource, opts: { defaultMetrics?: boolean } = {}) {
+    const r = this.registry;
+    const labelNames = [...ISTIO_LABELS];
+    const c = (name: string, help: string): Counter<IstioLabel> => new Counter({ name, help, labelNames, registers: [r] });
+    this.opened = c('istio_tcp_connections_opened_total', 'TCP connections opened (Istio standard metric)');
+    this.closed = c('istio_tcp_connections_closed_total', 'TCP connections closed (Istio standard metric)');
+    this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent by the client towards the destination on TCP connections (Istio standard metric)');
+    this.received = c('istio_tcp_received_bytes_total', 'Bytes sent by the destination back to the client on TCP connections (Istio standard metric)');
+    this.failed = c('istio_tcp_connections_failed_total', 'TCP connections that could not be established: denied, connect or TLS failure (response_flags)');
+    this.denied = new Counter({ name: 'ambientd_denied_connections_total', help: 'Connections denied by authorization policy, by reason', labelNames: ['reason'], registers: [r] });
+    this.events = new Counter({ name: 'ambientd_agent_events_total', help: 'Agent events and failures by reason (the counters of /config_dump)', labelNames: ['reason'], registers: [r] });
+    new Gauge({
+      name: 'ambientd_enrolled_pods', help: 'Local pods enrolled in the mesh (redirection and listeners in place)', registers: [r],
+      collect() { this.set(src.pods().filter((p) => p.state === 'enrolled').length); },
+    });
+    new Gauge({
+      name: 'ambientd_pod_state', help: 'State of each local pod (1 for its current state, 0 for the others)', labelNames: ['namespace', 'pod', 'state'], registers: [r],
+      collect() {
+        this.reset();
+        for (const p of src.pods()) for (const s of POD_STATES) this.set({ namespace: p.namespace, pod: p.name, state: s }, p.state === s ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_certificate_expiry_timestamp_seconds', help: 'notAfter of each workload certificate the agent holds, Unix seconds', labelNames: ['identity'], registers: [r],
+      collect() {
+        this.reset();
+        for (const cert of src.certificates()) {
+          const t = cert.notAfter ? Date.parse(cert.notAfter) : NaN;
+          if (Number.isFinite(t)) this.set({ identity: cert.id }, Math.floor(t / 1000));
+        }
+      },
+    });
+    new Counter({
+      name: 'ambientd_bpf_redirect_total', help: 'BPF datapath per-pod counters (captured/refused/bypassed connections), read from the pinned stats map', labelNames: ['namespace', 'pod', 'counter'], registers: [r],
+      collect() {
+        this.reset();
+        for (const p of src.podStats()) {
+          for (const [k, v] of Object.entries(p.stats)) {
+            const n = Number(v);
+            if (n > 0) this.inc({ namespace: p.namespace, pod: p.name, counter: snake(k) }, n);
+            else this.inc({ namespace: p.namespace, pod: p.name, counter: snake(k) }, 0);
+          }
+        }
+      },
+    });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: r });
+      // gauges named *_total fail `promtool check metrics`; the per-type gauges without the suffix stay
+      for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) r.removeSingleMetric(n);
+    }
+  }
+
+  /** Counts every record of the tracker from now on. */
+  observe(tracker: ConnectionTracker): void {
+    tracker.on('open', (rec: ConnectionRecord) => this.onOpen(rec));
+    tracker.on('close', (rec: ConnectionRecord) => this.onClose(rec));
+  }
+
+  private labels(rec: ConnectionRecord): IstioLabels {
+    return istioLabels(rec, this.src.index(), (p) => this.src.spiffeOf(p));
+  }
+
+  onOpen(rec: ConnectionRecord): void {
+    this.opened.inc({ ...this.labels(rec), response_flags: '-' });
+  }
+
+  onClose(rec: ConnectionRecord): void {
+    const l = this.labels(rec);
+    this.closed.inc(l);
+    if (rec.bytesSent > 0) this.sent.inc(l, rec.bytesSent); else this.sent.inc(l, 0);
+    if (rec.bytesReceived > 0) this.received.inc(l, rec.bytesReceived); else this.received.inc(l, 0);
+    if (l.response_flags !== '-') this.failed.inc(l);
+    if (l.response_flags === 'DENY') this.denied.inc({ reason: denialReason(rec) });
+  }
+
+  countEvent(reason: string): void {
+    this.events.inc({ reason });
+  }
+
+  contentType(): string {
+    return this.registry.contentType;
+  }
+
+  exposition(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

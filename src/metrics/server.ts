@@ -1,0 +1,74 @@
+/**
+ * The Istio-compatible agent ports (ztunnel layout):
+ *   15020  GET /metrics, GET /stats/prometheus  (Prometheus text exposition)
+ *   15021  GET /healthz/ready  -> 200 "ready" | 500 "not ready: <pending>"
+ *          ?verbose adds one line per local pod; ?format=json (or
+ *          Accept: application/json) answers the same as JSON.
+ * A pod that failed to enroll never makes the node unready: it is listed per
+ * pod (state "failed" with its error) while the node stays ready.
+ * Unknown paths get 404, other methods on known paths 405.
+ */
+import http from 'node:http';
+import type { Logger } from '../util/log.js';
+
+export interface PodReadiness {
+  pod: string;
+  state: string;
+  error?: { code: string; message: string } | null;
+}
+
+export interface Readiness {
+  ready: boolean;
+  pending: string[];
+  pods: PodReadiness[];
+}
+
+function reply(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+function guard(server: http.Server): http.Server {
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
+  return server;
+}
+
+export function createMetricsServer(m: { exposition(): Promise<string>; contentType(): string }, log: Logger): http.Server {
+  const paths = ['/metrics', '/stats/prometheus'];
+  return guard(http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://metrics');
+    if (!paths.includes(url.pathname)) return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: ${paths.join(', ')})\n`);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`, undefined, { allow: 'GET, HEAD' });
+    m.exposition().then((text) => reply(res, 200, text, m.contentType()), (e: Error) => {
+      log.error('metrics collection failed', { error: e.message });
+      reply(res, 500, `metrics collection failed: ${e.message}\n`);
+    });
+  }));
+}
+
+export function formatReadiness(r: Readiness, verbose: boolean): string {
+  const head = r.ready ? 'ready\n' : `not ready: ${r.pending.join(', ')}\n`;
+  if (!verbose) return head;
+  const lines = r.pods.map((p) => `pod ${p.pod}: ${p.state}${p.error ? ` (${p.error.code}: ${p.error.message})` : ''}`);
+  return head + lines.map((l) => l + '\n').join('');
+}
+
+export function createReadinessServer(ready: () => Readiness, log: Logger): http.Server {
+  return guard(http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://readiness');
+    if (url.pathname !== '/healthz/ready') return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: /healthz/ready)\n`);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, `method ${req.method} not allowed on /healthz/ready\n`, undefined, { allow: 'GET, HEAD' });
+    let r: Readiness;
+    try {
+      r = ready();
+    } catch (e) {
+      log.error('readiness check failed', { error: (e as Error).message });
+      return reply(res, 500, `not ready: readiness check failed: ${(e as Error).message}\n`);
+    }
+    const status = r.ready ? 200 : 500;
+    const json = url.searchParams.get('format') === 'json' || /application\/json/.test(req.headers.accept ?? '');
+    if (json) return reply(res, status, JSON.stringify(r, null, 2) + '\n', 'application/json');
+    return reply(res, status, formatReadiness(r, url.searchParams.has('verbose')));
+  }));
+}
