@@ -25,6 +25,7 @@ import { generateKeyPair } from 'node:crypto';
 const generateEcKey = (): Promise<{ publicKey: string }> =>
   promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
 import { createAdminServer } from './admin/server.js';
+import { attachAccessLog } from './admin/access-log.js';
 import { AgentMetrics } from './metrics/metrics.js';
 import { createMetricsServer, createReadinessServer, type Readiness } from './metrics/server.js';
 import { AmbientError, errorMessage } from './util/errors.js';
@@ -94,6 +95,11 @@ export class Agent {
       },
     });
     this.metrics.observe(this.tracker);
+    // access log: one JSON line per closed connection (this.tracker 'close')
+    attachAccessLog(this.tracker, log.child('access'), cfg.accessLog ?? 'info', {
+      podByIp: (ip) => this.index.podByIp.get(ip),
+      spiffeOf: (p) => this.mesh?.spiffeOf(p) ?? `spiffe://${cfg.trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`,
+    });
   }
 
   /** Local pods of this node (from the model) and their state. */
@@ -273,8 +279,8 @@ export class Agent {
       dp.enroll({ key, ip: p.ip, netns: p.netns, cgroup: p.cgroup, index: lp.index, exemptSrc: this.cfg.nodeIP });
       lp.state = 'enrolled';
       lp.enrolledAt = new Date().toISOString();
-      // fetched now (after redirection is active) so the first connection does not wait for it
-      void this.identities!.get(identity).catch(() => undefined);
+      // fetched ahead (after redirection is active) so the first connection does not wait for it
+      this.prefetchCertificate(identity);
       this.log.info('pod enrolled', { pod: key, ip: p.ip, adopted, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
     } catch (e) {
       const err = e instanceof AmbientError ? e : new AmbientError('LISTENER_FAILED', errorMessage(e), 'see the agent log');
@@ -300,6 +306,26 @@ export class Agent {
     }
     for (const l of lp.listeners) l.server.close();
     this.log.info('pod unenrolled', { pod: key });
+  }
+
+  private readonly prefetchQueue: string[] = [];
+  private prefetching = false;
+  /**
+   * Issues certificates ahead of need, one at a time with a macrotask between
+   * them, so a burst (an agent start with many pods) never delays enrollment
+   * or traffic; a connection that needs one first just gets it on demand.
+   */
+  private prefetchCertificate(id: string): void {
+    if (this.identities?.peek(id) || this.prefetchQueue.includes(id)) return;
+    this.prefetchQueue.push(id);
+    if (this.prefetching) return;
+    this.prefetching = true;
+    const next = (): void => {
+      const nextId = this.prefetchQueue.shift();
+      if (!nextId || this.stopped || !this.identities) { this.prefetching = false; return; }
+      void this.identities.get(nextId).catch(() => undefined).finally(() => setTimeout(next, 2));
+    };
+    setTimeout(next, 2);
   }
 
   /** L4 authorization at the destination (Istio AuthorizationPolicy semantics, src/policy). */
