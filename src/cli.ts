@@ -18,7 +18,7 @@ Usage:
   ambientd sandbox agent <node> start|stop|kill
   ambientd sandbox down
   ambientd demo
-  ambientd inspect config|maps [--node NAME] [-o json|table]
+  ambientd inspect workloads|services|policies|certs|connections|maps|config [--node NAME] [-o json|table]
   ambientd cleanup [--bpffs DIR]
 
 Run \`ambientd <command> --help\` for the flags of a command.`;
@@ -55,6 +55,8 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --cert-lifetime D    workload certificate lifetime, renewed at half-life (e.g. 24h, 90s) [24h]
   --ready-file FILE    written once the agent is ready, removed on stop
   --log-level L        debug | info | warn | error | off [info]
+  --access-log L       info | debug | off: one JSON line (scope "ambientd.access") per closed
+                       connection, logged at that level [info]
 
 Traffic: an enrolled pod's outbound TCP to another enrolled pod goes over HBONE (HTTP/2 CONNECT over
 mutual TLS 1.3 to <pod IP>:15008, SPIFFE identities from the built-in CA); to anything else it is
@@ -101,7 +103,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     'bpf-object': { type: 'string' }, 'outbound-port': { type: 'string' }, 'inbound-port': { type: 'string' },
     'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' },
     'metrics-port': { type: 'string' }, 'readiness-port': { type: 'string' }, 'metrics-address': { type: 'string' }, mark: { type: 'string' },
-    acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' },
+    acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' }, 'access-log': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
     source: { type: 'string' }, 'root-namespace': { type: 'string' },
   });
@@ -116,7 +118,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     node: values.node, nodeIP: values['node-ip'], workloads: values.workloads, cgroupRoot: values['cgroup-root'],
     agentCgroup: values['agent-cgroup'], bpffsDir: values.bpffs, bpfObject: values['bpf-object'],
     adminAddress: values['admin-address'], metricsAddress: values['metrics-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
-    acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'],
+    acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'], accessLog: values['access-log'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
     source: values.source, rootNamespace: values['root-namespace'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),

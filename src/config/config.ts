@@ -39,6 +39,8 @@ export interface AgentConfig {
   mark: number;
   acceleration: 'sockmap' | 'none';
   logLevel: Level;
+  /** access log: one JSON line per closed connection at this level (off: none) */
+  accessLog: 'info' | 'debug' | 'off';
   /** Where the agent writes an empty file once it is ready (sandbox contract). */
   readyFile: string | null;
   bpfObject: string;
@@ -62,7 +64,7 @@ export function defaultBpfObject(): string {
 
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'metricsAddress', 'mark',
-  'acceleration', 'logLevel', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
+  'acceleration', 'logLevel', 'accessLog', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
 ]);
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
@@ -136,6 +138,8 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (acceleration !== 'sockmap' && acceleration !== 'none') throw bad(file, 'acceleration', 'must be "sockmap" or "none"');
   const logLevel = o.logLevel ?? 'info';
   if (typeof logLevel !== 'string' || !isLevel(logLevel)) throw bad(file, 'logLevel', 'must be one of debug, info, warn, error, off');
+  const accessLog = o.accessLog ?? 'info';
+  if (accessLog !== 'info' && accessLog !== 'debug' && accessLog !== 'off') throw bad(file, 'accessLog', 'must be one of info, debug, off');
   const readyFile = o.readyFile === undefined || o.readyFile === null ? null : str(o, 'readyFile', file);
   const bpfObject = str(o, 'bpfObject', file, defaultBpfObject());
   const trustDomain = str(o, 'trustDomain', file, 'cluster.local');
@@ -148,7 +152,7 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, metricsAddress, mark,
-    acceleration, logLevel, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
+    acceleration, logLevel, accessLog, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
   });
 }
 
