@@ -4,7 +4,8 @@
  *
  *   node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
  *
- *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts)
+ *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
+ *             observability (9, bench/observability.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -54,6 +55,7 @@ import {
 export { parseSockperf } from './lib.js';
 import { hboneBenchmarks, hboneReport, type HboneOptions, type HboneResults } from './hbone.js';
 import { policySetupBench } from './policy-setup.js';
+import { observabilityBench } from './observability.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROBER = path.join(ROOT, 'dist', 'bench', 'prober.js');
@@ -85,12 +87,13 @@ interface Options {
   hbone: HboneOptions;
 }
 
-const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy'] as const;
+const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability'] as const;
 type Section = (typeof SECTIONS)[number];
 const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
   sections: same-node (1-2: same-node throughput and latency), enroll (3: enrollment latency),
             hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection),
-            policy (8: connection set-up latency with 0, 100, 10 000 AuthorizationPolicies)
+            policy (8: connection set-up latency with 0, 100, 10 000 AuthorizationPolicies),
+            observability (9: agent CPU per 1000 requests, /metrics scrape cost under 1000 connections)
 `;
 
 function parseArgs(argv: string[]): Options {
@@ -482,6 +485,7 @@ async function main(): Promise<void> {
   const run = (sec: Section): boolean => o.sections.has(sec);
   let hb: HboneResults | null = null;
   let policyMd: string | null = null;
+  let obsMd: string | null = null;
   try {
     if (run('same-node')) {
       ({ tput, lat } = await pathBenchmarks(o, log));
@@ -499,6 +503,10 @@ async function main(): Promise<void> {
     if (run('policy')) {
       policyMd = await policySetupBench({ quick: o.quick });
       log(policyMd);
+    }
+    if (run('observability')) {
+      obsMd = await observabilityBench({ quick: o.quick });
+      log(obsMd);
     }
   } finally {
     killAll();
@@ -678,6 +686,7 @@ async function main(): Promise<void> {
   }
   if (hbRep) md.push(...hbRep.md);
   if (policyMd) md.push('', policyMd.replace(/^## /, '## 8. '));
+  if (obsMd) md.push('', obsMd.replace(/^## /, '## 9. '));
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, md.join('\n'));
   log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out} (${elapsed.toFixed(0)} s)`);
