@@ -142,12 +142,6 @@ export function formatDump(target: Exclude<Target, 'maps'>, dump: Obj, output: O
 
 // ---- maps ------------------------------------------------------------------
 
-function sizeOf(t: string): number {
-  if (t === 'u32') return 4;
-  if (t === 'u64') return 8;
-  return STRUCTS[t as keyof typeof STRUCTS].size;
-}
-
 /**
  * Decodes a key/value like bpftool's BTF dumper ("formatted"): integers as
  * numbers, byte arrays as number arrays, nested structs as objects.
@@ -173,20 +167,7 @@ export function decodeBtfStyle(t: string, b: Buffer, off = 0): unknown {
 
 /** Every entry of a map, decoded like bpftool's "formatted" output. */
 export function dumpMapBtfStyle(native: NativeAddon, fd: number, name: MapName): Array<{ key: unknown; value: unknown }> {
-  const spec = MAPS[name];
-  const ks = sizeOf(spec.key);
-  const vs = sizeOf(spec.value);
-  const out: Array<{ key: unknown; value: unknown }> = [];
-  let key: Buffer | null = null;
-  for (let i = 0; i < 1_000_000; i++) {
-    const next: Buffer | number = native.mapNextKey(fd, key, ks);
-    if (typeof next === 'number') break;
-    key = next;
-    const v = native.mapLookup(fd, next, vs);
-    if (typeof v === 'number') continue; // raced with a delete, or a sockhash (no user-space lookup)
-    out.push({ key: decodeBtfStyle(spec.key, next), value: decodeBtfStyle(spec.value, v) });
-  }
-  return out;
+  return dumpMap(native, fd, name, (t, b) => decodeBtfStyle(t, b));
 }
 
 export interface MapDump { pin: string; bpftool: string; entries: Array<{ key: unknown; value: unknown }> }

@@ -335,8 +335,11 @@ function sizeOf(t: string): number {
   return STRUCTS[t as keyof typeof STRUCTS].size;
 }
 
-/** Iterates a map through its fd; used by the agent and by `inspect maps`. */
-export function dumpMap(native: NativeAddon, fd: number, name: MapName): Array<{ key: unknown; value: unknown }> {
+/**
+ * Iterates a map through its fd; used by the agent and by `inspect maps`.
+ * `decode` turns a key/value buffer of the given type into what is shown.
+ */
+export function dumpMap(native: NativeAddon, fd: number, name: MapName, decode: (type: string, b: Buffer) => unknown = decodeTyped): Array<{ key: unknown; value: unknown }> {
   const spec = MAPS[name];
   const ks = sizeOf(spec.key);
   const vs = sizeOf(spec.value);
@@ -347,8 +350,8 @@ export function dumpMap(native: NativeAddon, fd: number, name: MapName): Array<{
     if (typeof next === 'number') break;
     key = next;
     const v = native.mapLookup(fd, next, vs);
-    if (typeof v === 'number') continue; // raced with a delete
-    out.push({ key: decodeTyped(spec.key, next), value: decodeTyped(spec.value, v) });
+    if (typeof v === 'number') continue; // raced with a delete, or a sockhash (no user-space lookup)
+    out.push({ key: decode(spec.key, next), value: decode(spec.value, v) });
   }
   return out;
 }
