@@ -238,9 +238,8 @@ export class Agent {
         dp.unenroll(k, null);
       }
     }
-    for (const ip of dp.enrolledIps()) {
-      if (![...wanted.values()].some((p) => p.ip === ip)) dp.forgetIp(ip);
-    }
+    const wantedIps = new Set([...wanted.values()].map((p) => p.ip));
+    for (const ip of dp.enrolledIps()) if (!wantedIps.has(ip)) dp.forgetIp(ip);
     for (const [k, p] of wanted) {
       const cur = this.pods.get(k);
       if (cur && cur.state === 'enrolled') { cur.info = p; continue; }
