@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { sandboxDown, sandboxUp, stopAgent, type SandboxState } from './sandbox/topology.js';
 import { nettool, nettoolServer } from './sandbox/podproc.js';
-import { getJsonInNetns } from './util/netns-http.js';
+import { getJsonInNetns, httpInNetns } from './util/netns-http.js';
 import type { ConnectionRecord } from './proxy/connections.js';
 
 const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -69,6 +69,16 @@ export async function runDemo(): Promise<void> {
     out(B('Redirect counters per enrolled pod (BPF map amb_pod_stats)'));
     for (const d of dumps) for (const w of d.workloads) if (w.redirect) out(`  ${d.node} ${w.namespace}/${w.name}: ${Object.entries(w.redirect).map(([k, v]) => `${k}=${v}`).join(' ')}`);
 
+    out();
+    out(B('Istio metrics (GET :15020/metrics on each agent; istio_tcp_sent_bytes_total, abridged labels)'));
+    for (const n of st.nodes) {
+      const m = await httpInNetns(n.netnsPath, '127.0.0.1', 15020, '/metrics');
+      for (const line of m.body.split('\n').filter((l) => l.startsWith('istio_tcp_sent_bytes_total{'))) {
+        const lab = (k: string): string => new RegExp(`${k}="([^"]*)"`).exec(line)?.[1] ?? '?';
+        out(`  ${n.name} reporter=${lab('reporter').padEnd(11)} ${lab('source_workload')} -> ${lab('destination_workload')}  ${lab('connection_security_policy').padEnd(10)} bytes=${line.split(' ').pop()}`);
+      }
+    }
+
     const n1 = st.nodes[0]!;
     const pinDir = path.join('/sys/fs/bpf/ambientd-sandbox', n1.name, 'maps');
     out();
@@ -84,7 +94,8 @@ export async function runDemo(): Promise<void> {
       out(`  ${from} -> ${to}: ${what.padEnd(24)} ${r.code === 0 ? 'connected' : `refused (${r.stdout.trim()})`}`);
     }
     out();
-    out('Try it yourself: `ambientd sandbox up`, `ambientd sandbox exec n1-p1 -- curl ...`, `ambientd sandbox down`.');
+    out('Try it yourself: `node dist/src/cli.js sandbox up`, `... sandbox exec n1-p1 -- node dist/src/tools/nettool.js send 10.244.2.2 8080 hi`,');
+    out('`... inspect connections --node n1`, `... sandbox down` (README).');
   } finally {
     for (const c of children) c.kill('SIGKILL');
     await sandboxDown();
