@@ -22,14 +22,16 @@ import { IdentityManager } from './identity/manager.js';
 import { promisify } from 'node:util';
 import { generateKeyPair } from 'node:crypto';
 
-const generateEcKey = (): Promise<{ publicKey: string }> =>
-  promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
 import { createAdminServer } from './admin/server.js';
 import { attachAccessLog } from './admin/access-log.js';
 import { AgentMetrics } from './metrics/metrics.js';
 import { createMetricsServer, createReadinessServer, type Readiness } from './metrics/server.js';
 import { AmbientError, errorMessage } from './util/errors.js';
 import type { Logger } from './util/log.js';
+
+/** An ECDSA P-256 key pair in PEM (for the X.509 warm-up at start). */
+const generateEcKey = (): Promise<{ publicKey: string }> =>
+  promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
 
 export type PodState = 'enrolled' | 'failed' | 'not-enrolled' | 'remote';
 
@@ -60,7 +62,7 @@ export class Agent {
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;
   private stopped = false;
-  /** counters of bad input and failures, by reason (metrics come later) */
+  /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
   readonly counters = new Map<string, number>();
   private readonly native: NativeAddon;
   private identities: IdentityManager | null = null;
