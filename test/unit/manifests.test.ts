@@ -1,0 +1,180 @@
+/**
+ * deploy/*.yaml: every document is a Kubernetes object that validates against
+ * the Kubernetes OpenAPI schema (kubernetes-models), and the agent's DaemonSet
+ * keeps the settings the datapath depends on (host namespaces, bpffs and
+ * cgroup mounts, probes, scrape annotations, no privileged mode, the RBAC
+ * ServiceAccount). deploy/grafana/ (JSON) is covered by dashboard.test.ts.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { parseConfig } from '../../src/config/config.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const DEPLOY = path.join(ROOT, 'deploy');
+
+type Obj = Record<string, any>;
+interface Doc { file: string; obj: Obj }
+
+function loadAll(): Doc[] {
+  const out: Doc[] = [];
+  for (const name of fs.readdirSync(DEPLOY).sort()) {
+    if (!/\.ya?ml$/.test(name)) continue; // grafana/ is a directory of JSON
+    const file = path.join('deploy', name);
+    for (const d of parseAllDocuments(fs.readFileSync(path.join(DEPLOY, name), 'utf8'))) {
+      assert.equal(d.errors.length, 0, `${file}: ${d.errors.map((e) => e.message).join('; ')}`);
+      const obj = d.toJS() as Obj | null;
+      if (obj === null) continue; // empty document
+      out.push({ file, obj });
+    }
+  }
+  return out;
+}
+
+/** kubernetes-models module for apiVersion/kind, e.g. apps/v1 DaemonSet -> kubernetes-models/apps/v1/DaemonSet */
+async function validate(obj: Obj): Promise<void> {
+  const { apiVersion, kind } = obj;
+  assert.equal(typeof apiVersion, 'string', 'apiVersion');
+  assert.match(kind, /^[A-Z][A-Za-z0-9]*$/, 'kind');
+  const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, any>;
+  const Model = mod[kind];
+  assert.equal(typeof Model, 'function', `no model for ${apiVersion} ${kind}`);
+  new Model(obj).validate(); // throws on a schema violation
+}
+
+const docs = loadAll();
+const find = (kind: string, name?: string) => docs.filter((d) => d.obj.kind === kind && (name === undefined || d.obj.metadata?.name === name));
+const daemonSet = (): Obj => {
+  const ds = find('DaemonSet', 'ambientd');
+  assert.equal(ds.length, 1, 'one DaemonSet ambientd');
+  return ds[0]!.obj;
+};
+
+test('deploy/ holds the expected manifests', () => {
+  const files = new Set(docs.map((d) => d.file));
+  for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/example-namespace.yaml']) assert.ok(files.has(f), f);
+  assert.deepEqual(docs.map((d) => `${d.obj.kind}/${d.obj.metadata?.name}`).sort(), [
+    'ClusterRole/ambientd', 'ClusterRoleBinding/ambientd', 'ConfigMap/ambientd-config', 'DaemonSet/ambientd',
+    'Namespace/ambientd-system', 'Namespace/demo', 'ServiceAccount/ambientd',
+  ]);
+});
+
+test('every object validates against the Kubernetes schema', async () => {
+  for (const { file, obj } of docs) {
+    await assert.doesNotReject(validate(obj), `${file}: ${obj.kind} ${obj.metadata?.name}`);
+  }
+});
+
+test('schema validation rejects broken objects', async () => {
+  const ds = structuredClone(daemonSet());
+  ds.spec.template.spec.containers = 'x';
+  await assert.rejects(validate(ds));
+  const noSelector = structuredClone(daemonSet());
+  delete noSelector.spec.selector;
+  await assert.rejects(validate(noSelector));
+  const badPort = structuredClone(daemonSet());
+  badPort.spec.template.spec.containers[0].ports[0].containerPort = 'metrics';
+  await assert.rejects(validate(badPort));
+});
+
+test('namespaced objects live in ambientd-system, which is created', () => {
+  assert.equal(find('Namespace', 'ambientd-system').length, 1);
+  for (const { file, obj } of docs) {
+    if (['Namespace', 'ClusterRole', 'ClusterRoleBinding'].includes(obj.kind)) continue;
+    assert.equal(obj.metadata?.namespace, 'ambientd-system', `${file}: ${obj.kind} ${obj.metadata?.name}`);
+  }
+});
+
+test('example namespace is enrolled in ambient mode', () => {
+  const ns = docs.filter((d) => d.file === 'deploy/example-namespace.yaml');
+  assert.equal(ns.length, 1);
+  assert.equal(ns[0]!.obj.kind, 'Namespace');
+  assert.equal(ns[0]!.obj.metadata.labels['istio.io/dataplane-mode'], 'ambient');
+});
+
+test('DaemonSet: host namespaces, no privileged mode, capabilities', () => {
+  const ds = daemonSet();
+  const pod = ds.spec.template.spec;
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.hostPID, true);
+  assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  assert.equal(pod.priorityClassName, 'system-node-critical');
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  assert.equal(ds.spec.updateStrategy.type, 'RollingUpdate');
+  assert.equal(ds.spec.updateStrategy.rollingUpdate.maxUnavailable, 1);
+  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) assert.equal(ds.spec.template.metadata.labels[k], v, `selector ${k}`);
+  for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
+    const sc = c.securityContext ?? {};
+    assert.notEqual(sc.privileged, true, `${c.name} is privileged`);
+    assert.deepEqual(sc.capabilities.drop, ['ALL']);
+    assert.deepEqual([...sc.capabilities.add].sort(), ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'SYS_RESOURCE']);
+    assert.equal(sc.readOnlyRootFilesystem, true);
+    assert.equal(sc.runAsUser, 0);
+  }
+  // Bidirectional propagation is only allowed for privileged containers
+  for (const m of pod.containers.flatMap((c: Obj) => c.volumeMounts ?? [])) assert.notEqual(m.mountPropagation, 'Bidirectional', m.mountPath);
+});
+
+test('DaemonSet: bpffs and cgroup2 from the host, config and CA mounted', () => {
+  const pod = daemonSet().spec.template.spec;
+  const c = pod.containers[0];
+  const volumes = new Map<string, Obj>(pod.volumes.map((v: Obj) => [v.name, v]));
+  const hostPathAt = (mountPath: string): string | undefined => {
+    const m = c.volumeMounts.find((vm: Obj) => vm.mountPath === mountPath);
+    return m ? volumes.get(m.name)?.hostPath?.path : undefined;
+  };
+  assert.equal(hostPathAt('/sys/fs/bpf'), '/sys/fs/bpf');
+  assert.equal(hostPathAt('/sys/fs/cgroup'), '/sys/fs/cgroup');
+  assert.equal(hostPathAt('/run/netns'), '/run/netns');
+  assert.equal(hostPathAt('/var/lib/ambientd/ca'), '/var/lib/ambientd/ca');
+  const cacerts = [...volumes.values()].find((v) => v.secret?.secretName === 'cacerts');
+  assert.ok(cacerts, 'cacerts Secret volume');
+  assert.equal(cacerts.secret.optional, true);
+  const cfg = c.volumeMounts.find((vm: Obj) => vm.mountPath === '/etc/ambientd');
+  assert.equal(volumes.get(cfg.name)?.configMap?.name, find('ConfigMap')[0]!.obj.metadata.name);
+});
+
+test('DaemonSet: agent args, node from the downward API, config the agent accepts', () => {
+  const c = daemonSet().spec.template.spec.containers[0];
+  assert.equal(c.image, 'ambientd:0.1.0');
+  assert.deepEqual(c.args, ['agent', '--config', '/etc/ambientd/agent.yaml', '--node', '$(NODE_NAME)', '--node-ip', '$(NODE_IP)']);
+  const env = new Map<string, Obj>(c.env.map((e: Obj) => [e.name, e]));
+  assert.equal(env.get('NODE_NAME')?.valueFrom.fieldRef.fieldPath, 'spec.nodeName');
+  assert.equal(env.get('NODE_IP')?.valueFrom.fieldRef.fieldPath, 'status.hostIP');
+  const agentYaml = find('ConfigMap')[0]!.obj.data['agent.yaml'];
+  // what the agent does with the file plus the two flags
+  const cfg = parseConfig({ ...(parseAllDocuments(agentYaml)[0]!.toJS() as Obj), node: 'node-1', nodeIP: '10.0.0.1' }, 'agent.yaml');
+  assert.equal(cfg.source, 'kubernetes');
+  assert.equal(cfg.cgroupRoot, '/sys/fs/cgroup');
+  assert.equal(cfg.bpffsDir, '/sys/fs/bpf/ambientd');
+  assert.equal(cfg.caDir, '/var/lib/ambientd/ca');
+  assert.equal(cfg.adminAddress, '127.0.0.1');
+  assert.deepEqual({ ...cfg.ports }, { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 });
+});
+
+test('DaemonSet: probes on 15021, Prometheus scrape on 15020, grace period, resources', () => {
+  const tpl = daemonSet().spec.template;
+  const c = tpl.spec.containers[0];
+  assert.equal(c.readinessProbe.httpGet.port, 15021);
+  assert.equal(c.readinessProbe.httpGet.path, '/healthz/ready');
+  assert.equal(c.livenessProbe.tcpSocket.port, 15021);
+  assert.deepEqual(
+    { scrape: tpl.metadata.annotations['prometheus.io/scrape'], port: tpl.metadata.annotations['prometheus.io/port'], path: tpl.metadata.annotations['prometheus.io/path'] },
+    { scrape: 'true', port: '15020', path: '/metrics' },
+  );
+  assert.equal(tpl.spec.terminationGracePeriodSeconds, 30);
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory);
+  assert.ok(c.resources.limits.memory);
+});
+
+test('DaemonSet uses the ServiceAccount that deploy/rbac.yaml defines and binds', () => {
+  const ds = daemonSet();
+  const sa = ds.spec.template.spec.serviceAccountName;
+  const accounts = docs.filter((d) => d.file === 'deploy/rbac.yaml' && d.obj.kind === 'ServiceAccount');
+  assert.ok(accounts.some((d) => d.obj.metadata.name === sa && d.obj.metadata.namespace === ds.metadata.namespace), `ServiceAccount ${sa}`);
+  const binding = find('ClusterRoleBinding', 'ambientd')[0]!.obj;
+  assert.ok(binding.subjects.some((s: Obj) => s.kind === 'ServiceAccount' && s.name === sa && s.namespace === ds.metadata.namespace));
+});
