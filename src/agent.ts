@@ -14,7 +14,7 @@ import { listenInNetns, type PodListener } from './datapath/sockets.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
-import { emptySnapshot, MeshIndex } from './discovery/model.js';
+import { emptySnapshot, MeshIndex, podSpiffeId } from './discovery/model.js';
 import { KubernetesSource, PodSandboxFinder } from './discovery/kubernetes.js';
 import { compilePolicies, type PolicyIndex } from './policy/engine.js';
 import { CertificateAuthority } from './identity/ca.js';
@@ -79,7 +79,7 @@ export class Agent {
       : new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot);
     this.metrics = new AgentMetrics({
       index: () => this.index,
-      spiffeOf: (p) => this.mesh?.spiffeOf(p) ?? `spiffe://${cfg.trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`,
+      spiffeOf: (p) => podSpiffeId(p, cfg.trustDomain),
       pods: () => this.localPodStates(),
       certificates: () => (this.identities?.list() ?? []).map((c) => ({ id: c.id, notAfter: c.notAfter })),
       podStats: () => {
@@ -100,7 +100,7 @@ export class Agent {
     // access log: one JSON line per closed connection (this.tracker 'close')
     attachAccessLog(this.tracker, log.child('access'), cfg.accessLog ?? 'info', {
       podByIp: (ip) => this.index.podByIp.get(ip),
-      spiffeOf: (p) => this.mesh?.spiffeOf(p) ?? `spiffe://${cfg.trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`,
+      spiffeOf: (p) => podSpiffeId(p, cfg.trustDomain),
     });
   }
 
@@ -255,7 +255,7 @@ export class Agent {
   private async enroll(p: PodInfo): Promise<void> {
     const key = podKey(p);
     const prev = this.pods.get(key);
-    const identity = this.mesh!.spiffeOf(p);
+    const identity = podSpiffeId(p, this.cfg.trustDomain);
     const lp: LocalPod = { key, info: p, identity, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null };
     this.pods.set(key, lp);
     this.podsByIp.set(p.ip, lp);
@@ -387,7 +387,7 @@ export class Agent {
         redirect = st ? Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.toString()])) : {};
       }
       return {
-        name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, identity: this.mesh?.spiffeOf(p) ?? null, node: p.node, ip: p.ip,
+        name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, identity: podSpiffeId(p, this.cfg.trustDomain), node: p.node, ip: p.ip,
         netns: p.netns, cgroup: p.cgroup, labels: p.labels, ambient, state,
         ...(lp?.error ? { error: lp.error } : {}), ...(lp?.enrolledAt ? { enrolledAt: lp.enrolledAt } : {}),
         ...(redirect ? { redirect } : {}),

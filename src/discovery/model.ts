@@ -138,11 +138,20 @@ export function podKey(p: { namespace: string; name: string }): string {
 }
 
 /** ztunnel semantics: pod label ambient/none wins, else the namespace label. */
-export function isEnrolled(pod: PodInfo, namespaces: Map<string, NamespaceInfo>): boolean {
-  const own = pod.labels[DATAPLANE_MODE_LABEL];
+export function enrolledByLabels(podLabels: Record<string, string>, nsLabels: Record<string, string> | undefined): boolean {
+  const own = podLabels[DATAPLANE_MODE_LABEL];
   if (own === 'ambient') return true;
   if (own !== undefined && own !== '') return false; // "none" (or any other value) opts out
-  return namespaces.get(pod.namespace)?.labels[DATAPLANE_MODE_LABEL] === 'ambient';
+  return nsLabels?.[DATAPLANE_MODE_LABEL] === 'ambient';
+}
+
+export function isEnrolled(pod: PodInfo, namespaces: Map<string, NamespaceInfo>): boolean {
+  return enrolledByLabels(pod.labels, namespaces.get(pod.namespace)?.labels);
+}
+
+/** spiffe://<trust domain>/ns/<namespace>/sa/<service account> of a pod. */
+export function podSpiffeId(p: { namespace: string; serviceAccount: string }, trustDomain: string): string {
+  return `spiffe://${trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`;
 }
 
 /** Indexes over a snapshot, rebuilt when it changes. */
@@ -155,7 +164,7 @@ export class MeshIndex {
   constructor(readonly snap: MeshSnapshot, trustDomain = 'cluster.local') {
     for (const p of snap.pods.values()) {
       for (const ip of p.ips ?? [p.ip]) this.podByIp.set(ip, p);
-      const id = `spiffe://${trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`;
+      const id = podSpiffeId(p, trustDomain);
       const l = this.podsByIdentity.get(id);
       if (l) l.push(p); else this.podsByIdentity.set(id, [p]);
     }

@@ -14,9 +14,8 @@ import type net from 'node:net';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { dialFromNetns } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
-import type { MeshIndex, PodInfo, ServiceInfo, ServicePort } from '../discovery/model.js';
+import { podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
 import type { IdentityManager } from '../identity/manager.js';
-import { formatSpiffeId } from '../identity/spiffe.js';
 import { HbonePool, type HboneStream } from './hbone/client.js';
 import { HboneServer, type HboneServerEvent } from './hbone/server.js';
 import { HboneError } from './hbone/common.js';
@@ -121,7 +120,7 @@ export class MeshProxy {
   }
 
   spiffeOf(p: PodInfo): string {
-    return formatSpiffeId({ trustDomain: this.d.trustDomain, namespace: p.namespace, serviceAccount: p.serviceAccount });
+    return podSpiffeId(p, this.d.trustDomain);
   }
 
   /** One pool per source pod: its sockets are made in that pod's netns. */

@@ -22,6 +22,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DATAPLANE_MODE_LABEL, enrolledByLabels } from '../discovery/model.js';
 import YAML from 'yaml';
 import { AmbientError } from '../util/errors.js';
 
@@ -39,7 +40,7 @@ export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup/unified';
 export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf';
 export const AMBIENT_NAMESPACE = 'ambient-demo';
 export const PLAIN_NAMESPACE = 'plain';
-export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
+export { DATAPLANE_MODE_LABEL } from '../discovery/model.js';
 /** The agent's socket mark (ztunnel's 0x539); `down` removes host ip rules using it. */
 export const MESH_MARK = 0x539;
 export const POD_GATEWAY_IP = '169.254.1.1';
@@ -422,10 +423,7 @@ export function stateFilePath(stateDir: string = DEFAULT_STATE_DIR): string {
 
 /** Effective enrollment with ztunnel semantics: pod label ambient/none wins, else the namespace label. */
 export function effectiveAmbient(podLabels: Record<string, string>, nsLabels: Record<string, string>): boolean {
-  const own = podLabels[DATAPLANE_MODE_LABEL];
-  if (own === 'ambient') return true;
-  if (own !== undefined && own !== '') return false;
-  return nsLabels[DATAPLANE_MODE_LABEL] === 'ambient';
+  return enrolledByLabels(podLabels, nsLabels);
 }
 
 function checkCount(what: string, v: unknown, max: number): number {
