@@ -6,11 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import type http from 'node:http';
+import { EventEmitter } from 'node:events';
 import type { AgentConfig } from './config/config.js';
 import { Datapath } from './datapath/datapath.js';
 import { loadNative } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
-import { listenInNetns, type PodListener } from './datapath/sockets.js';
+import { listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
+import { HandoverServer, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
@@ -39,8 +41,19 @@ interface LocalPod extends MeshPod {
   index: number;
   state: PodState;
   error: { code: string; message: string; hint: string } | null;
-  listeners: PodListener[];
+  listeners: Array<PodListener & { role: PodRole }>;
   enrolledAt: string | null;
+  /** inode of the pod's netns when enrolled (checked at a hand-over) */
+  netnsInode: bigint | null;
+}
+
+type PodRole = 'outbound' | 'inbound' | 'hbone';
+type NodeRole = 'readiness' | 'metrics' | 'admin';
+
+/** Listening-socket fd of a Node server (Linux: the handle exposes it). */
+function serverFd(srv: net.Server | null): number | null {
+  const fd = (srv as unknown as { _handle?: { fd?: number } } | null)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
 export class Agent {
@@ -62,6 +75,7 @@ export class Agent {
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;
   private stopped = false;
+  private stopping = false;
   /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
   readonly counters = new Map<string, number>();
   private readonly native: NativeAddon;
@@ -70,6 +84,13 @@ export class Agent {
   private readonly podsByIp = new Map<string, LocalPod>();
 
   private readonly sandboxFinder: PodSandboxFinder;
+  /** 'drained' (the process may exit now) */
+  readonly lifecycle = new EventEmitter();
+  /** listening sockets taken from the previous agent (until ack) */
+  private inherited: Inherited | null = null;
+  private handover: HandoverServer | null = null;
+  private handoverInfo: { from: number | null; adopted: number; rejected: Array<{ listener: string; reason: string }>; unused: number; handedTo: number | null } = { from: null, adopted: 0, rejected: [], unused: 0, handedTo: null };
+  private draining: Promise<void> | null = null;
 
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
     this.sandboxFinder = new PodSandboxFinder({ cgroupRoot: cfg.cgroupRoot });
@@ -120,11 +141,89 @@ export class Agent {
     this.metrics.countEvent(reason);
   }
 
-  private async listen(server: http.Server, port: number, address: string, what: string, setting: string): Promise<void> {
+  private async listen(server: http.Server, port: number, address: string, what: NodeRole, setting: string): Promise<void> {
+    const fd = this.inherited?.take('node', what, { ip: address, port }) ?? null;
+    if (fd !== null) this.handoverInfo.adopted++;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${address}:${port}: ${e.code}`, `another agent runs in this network namespace, or change ${setting}`, { cause: e })));
-      server.listen(port, address, () => resolve());
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${address}:${port}: ${e.code}`, `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`, { cause: e })));
+      if (fd !== null) server.listen({ fd }, () => resolve());
+      else server.listen(port, address, () => resolve());
     });
+  }
+
+  /**
+   * Takes the listening sockets of the agent already running on this node
+   * (restart, rolling update); see src/lifecycle/handover.ts. A failure is
+   * logged and counted, and the agent starts as if it were the first.
+   */
+  private takeOver(): void {
+    const sock = this.cfg.handoverSocket;
+    if (!sock) return;
+    try {
+      this.inherited = requestHandover(this.native, sock);
+      if (this.inherited) {
+        this.handoverInfo.from = this.inherited.fromPid;
+        this.log.info('taking over from the running agent', { pid: this.inherited.fromPid, sockets: this.inherited.size });
+      }
+    } catch (e) {
+      this.count('handover_failed');
+      this.log.warn('hand-over from the running agent failed; starting on fresh sockets', { socket: sock, error: errorMessage(e) });
+    }
+  }
+
+  /** After the first reconcile: the old agent may stop accepting; then we serve the hand-over socket ourselves. */
+  private async finishTakeOver(): Promise<void> {
+    const inh = this.inherited;
+    if (inh) {
+      this.inherited = null;
+      const unused = inh.closeRest();
+      this.handoverInfo.unused = unused.length;
+      for (const r of inh.rejected) {
+        this.count('handover_socket_rejected');
+        this.handoverInfo.rejected.push({ listener: `${r.entry.kind}/${r.entry.key ?? ''}/${r.entry.role}`, reason: r.reason });
+        this.log.warn('inherited socket not usable; bound a new one', { listener: r.entry, reason: r.reason });
+      }
+      inh.ack();
+      this.count('handover_adopted');
+      this.log.info('took over the listening sockets', { from: inh.fromPid, adopted: this.handoverInfo.adopted, rejected: inh.rejected.length, unused: unused.length });
+    }
+    if (!this.cfg.handoverSocket) return;
+    const hs = new HandoverServer({
+      native: this.native, socketPath: this.cfg.handoverSocket, log: this.log.child('handover'),
+      listeners: () => this.handoverListeners(),
+      onAdopted: (pid) => {
+        this.handoverInfo.handedTo = pid;
+        this.log.info('the new agent serves on our sockets; draining', { pid });
+        void this.drain('handover');
+      },
+      onAborted: (pid, reason) => { this.count('handover_aborted'); this.log.warn('the new agent did not take over; serving on', { pid, reason }); },
+    });
+    try {
+      await hs.start();
+      this.handover = hs;
+    } catch (e) {
+      this.count('handover_failed');
+      this.log.warn('cannot serve the hand-over socket: the next restart will refuse connections while it starts', { socket: this.cfg.handoverSocket, error: errorMessage(e) });
+    }
+  }
+
+  /** Every listening socket, for a successor. */
+  private handoverListeners(): Array<{ entry: HandoverEntry; fd: number }> {
+    const out: Array<{ entry: HandoverEntry; fd: number }> = [];
+    for (const lp of this.pods.values()) {
+      if (lp.state !== 'enrolled') continue;
+      for (const l of lp.listeners) {
+        out.push({ entry: { kind: 'pod', role: l.role, key: lp.key, ip: l.ip, port: l.port, ...(lp.netnsInode !== null ? { netnsInode: String(lp.netnsInode) } : {}) }, fd: l.fd });
+      }
+    }
+    const node: Array<[NodeRole, http.Server | null]> = [['readiness', this.readyServer], ['metrics', this.metricsServer], ['admin', this.admin]];
+    for (const [role, srv] of node) {
+      const fd = serverFd(srv);
+      const a = srv?.address();
+      if (fd === null || !a || typeof a === 'string') continue;
+      out.push({ entry: { kind: 'node', role, ip: a.address, port: a.port }, fd });
+    }
+    return out;
   }
 
   async start(): Promise<void> {
@@ -133,6 +232,7 @@ export class Agent {
       bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
       acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
     }, this.log.child('datapath'), this.native);
+    this.takeOver();
     // right after the datapath (whose kernel-feature errors come first): readiness
     // answers 500 with what is pending while the rest starts
     this.readyServer = createReadinessServer(() => this.readiness(), this.log);
@@ -192,6 +292,7 @@ export class Agent {
     if (this.source instanceof KubernetesSource) this.schedule(this.source.current);
     await this.reconciling;
     await this.settle();
+    await this.finishTakeOver();
     this.discovered = true;
     if (cfg.readyFile) fs.writeFileSync(cfg.readyFile, `${process.pid}\n`);
     this.log.info('agent ready', { node: cfg.node, enrolled: [...this.pods.values()].filter((p) => p.state === 'enrolled').length });
@@ -256,7 +357,7 @@ export class Agent {
     const key = podKey(p);
     const prev = this.pods.get(key);
     const identity = podSpiffeId(p, this.cfg.trustDomain);
-    const lp: LocalPod = { key, info: p, identity, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null };
+    const lp: LocalPod = { key, info: p, identity, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null, netnsInode: null };
     this.pods.set(key, lp);
     this.podsByIp.set(p.ip, lp);
     const t0 = process.hrtime.bigint();
@@ -267,12 +368,23 @@ export class Agent {
       const dp = this.datapath!;
       const { outbound, inbound, hbone } = this.cfg.ports;
       const mesh = this.mesh!;
-      const out = await listenInNetns(this.native, p.netns, { ip: p.ip, port: outbound }, this.cfg.mark, (s) => mesh.onOutbound(lp, s));
-      lp.listeners.push(out);
-      const inb = await listenInNetns(this.native, p.netns, { ip: '127.0.0.1', port: inbound }, this.cfg.mark, (s) => mesh.onInbound(lp, s));
-      lp.listeners.push(inb);
-      const hb = await listenInNetns(this.native, p.netns, { ip: p.ip, port: hbone }, this.cfg.mark, (s) => mesh.hbone.handle(s));
-      lp.listeners.push(hb);
+      const ino = this.native.netnsInode(p.netns);
+      lp.netnsInode = typeof ino === 'bigint' ? ino : null;
+      const listen = async (role: PodRole, bind: { ip: string; port: number }, onConn: (s: net.Socket) => void): Promise<PodListener> => {
+        const fd = this.inherited?.take('pod', role, { ...bind, key, netnsInode: lp.netnsInode }) ?? null;
+        let l: PodListener;
+        if (fd !== null) {
+          l = await serveListeningFd(fd, bind, onConn).catch((e: unknown) => { this.native.closeFd(fd); throw e; });
+          this.handoverInfo.adopted++;
+        } else {
+          l = await listenInNetns(this.native, p.netns!, bind, this.cfg.mark, onConn);
+        }
+        lp.listeners.push({ ...l, role });
+        return l;
+      };
+      const out = await listen('outbound', { ip: p.ip, port: outbound }, (s) => mesh.onOutbound(lp, s));
+      const inb = await listen('inbound', { ip: '127.0.0.1', port: inbound }, (s) => mesh.onInbound(lp, s));
+      const hb = await listen('hbone', { ip: p.ip, port: hbone }, (s) => mesh.hbone.handle(s));
       dp.registerListener(p.ip, outbound, out.fd);
       dp.registerListener(p.ip, inbound, inb.fd);
       dp.registerListener(p.ip, hbone, hb.fd);
@@ -368,7 +480,8 @@ export class Agent {
     if (!this.mesh) pending.push('proxy');
     if (!this.discovered) pending.push('discovery');
     if (this.source instanceof WorkloadFileSource && this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
-    if (this.stopped) pending.push('stopping');
+    if (this.draining) pending.push('draining');
+    else if (this.stopped) pending.push('stopping');
     const pods = this.localPodStates().map((p) => ({ pod: `${p.namespace}/${p.name}`, state: p.state, ...(p.error ? { error: { code: p.error.code, message: p.error.message } } : {}) }));
     return { ready: pending.length === 0, pending, pods };
   }
@@ -418,8 +531,52 @@ export class Agent {
         features: dp.features,
       } : null,
       counters: Object.fromEntries(this.counters),
+      handover: { socket: this.cfg.handoverSocket, ...this.handoverInfo, draining: this.draining !== null },
       readiness: this.readiness(),
     };
+  }
+
+  /**
+   * Graceful end (SIGTERM, or a successor took our sockets): no new
+   * connections (they go to the successor, or are refused: fail closed),
+   * GOAWAY on HBONE sessions, established connections run on until they end
+   * or drainTimeout passes; then stop(). Emits 'drained' on this.lifecycle.
+   */
+  drain(reason: string): Promise<void> {
+    if (this.draining) return this.draining;
+    this.draining = (async () => {
+      const t0 = Date.now();
+      const handedOver = this.handoverInfo.handedTo !== null;
+      this.stopped = true;
+      this.source.stop();
+      await this.reconciling.catch(() => undefined);
+      this.handover?.close();
+      for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
+      if (handedOver) {
+        // the successor answers on these ports now
+        for (const srv of [this.admin, this.metricsServer, this.readyServer]) {
+          srv?.close();
+          srv?.closeIdleConnections?.();
+        }
+      }
+      const open = (): number => this.tracker.openCount() + (this.mesh?.hbone.stats().connections.open ?? 0);
+      const atStart = open();
+      this.log.info('draining', { reason, connections: this.tracker.openCount(), hboneSessions: this.mesh?.hbone.stats().connections.open ?? 0, deadlineMs: this.cfg.drainTimeoutMs });
+      const deadline = t0 + this.cfg.drainTimeoutMs;
+      // GOAWAY: peers open new tunnels to the successor; ours finish
+      const hboneDone = this.mesh?.hbone.close({ graceMs: this.cfg.drainTimeoutMs }).catch(() => undefined);
+      while (Date.now() < deadline && open() > 0) await new Promise((r) => setTimeout(r, 50));
+      const left = this.tracker.openCount();
+      if (left > 0) {
+        this.count('drain_deadline_closed');
+        await this.mesh?.close({ force: true });
+      }
+      await hboneDone;
+      this.log.info('drained', { reason, ms: Date.now() - t0, connectionsAtStart: atStart, closedAtDeadline: left });
+      await this.stop();
+      this.lifecycle.emit('drained');
+    })();
+    return this.draining;
   }
 
   /**
@@ -427,10 +584,13 @@ export class Agent {
    * closed until an agent comes back (or `ambientd cleanup` removes it).
    */
   async stop(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopping) return;
+    this.stopping = true;
     this.stopped = true;
     this.source.stop();
     await this.reconciling.catch(() => undefined);
+    this.inherited?.abort('the new agent stopped');
+    this.handover?.close();
     for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
     await this.mesh?.close();
     this.identities?.close();
@@ -440,7 +600,12 @@ export class Agent {
       await new Promise<void>((r) => srv.close(() => r()));
     }
     this.datapath?.close();
-    if (this.cfg.readyFile) fs.rmSync(this.cfg.readyFile, { force: true });
+    // only our own ready file: after a hand-over it is the successor's
+    if (this.cfg.readyFile) {
+      try {
+        if (fs.readFileSync(this.cfg.readyFile, 'utf8').trim() === String(process.pid)) fs.rmSync(this.cfg.readyFile, { force: true });
+      } catch { /* absent */ }
+    }
   }
 }
 

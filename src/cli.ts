@@ -15,7 +15,7 @@ Usage:
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
   ambientd sandbox enroll <pod> | unenroll <pod>
   ambientd sandbox apply -f FILE   (Services, AuthorizationPolicies, ... as Kubernetes YAML)
-  ambientd sandbox agent <node> start|stop|kill
+  ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]
   ambientd sandbox down
   ambientd demo
   ambientd inspect workloads|services|policies|certs|connections|maps|config [--node NAME] [-o json|table]
@@ -53,7 +53,12 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --ca-dir DIR         built-in CA directory; holds or receives ca-cert.pem, ca-key.pem (0600),
                        root-cert.pem, cert-chain.pem (Istio plug-in layout) [/var/lib/ambientd/ca]
   --cert-lifetime D    workload certificate lifetime, renewed at half-life (e.g. 24h, 90s) [24h]
-  --ready-file FILE    written once the agent is ready, removed on stop
+  --ready-file FILE    written (with the pid) once the agent is ready, removed on stop
+  --handover-socket P  unix socket of the restart hand-over: a starting agent takes the listening
+                       sockets of the one running and serves on them (no refused connections);
+                       "" turns it off [/run/ambientd/<node>/handover.sock]
+  --drain-timeout D    on SIGTERM, or once a new agent took over, established connections keep
+                       running until they end or this passes (e.g. 30s, 1h) [30s]
   --log-level L        debug | info | warn | error | off [info]
   --access-log L       info | debug | off: one JSON line (scope "ambientd.access") per closed
                        connection, logged at that level [info]
@@ -65,8 +70,11 @@ Metrics: Istio-standard istio_tcp_connections_{opened,closed,failed}_total and
 istio_tcp_{sent,received}_bytes_total (reporter source|destination, workload/principal labels),
 plus ambientd_* agent health metrics and process metrics, on :15020/metrics.
 Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit.
-On SIGTERM/SIGINT the agent stops serving; pinned redirection stays so enrolled pods fail closed
-until an agent returns. \`ambientd cleanup\` removes it.`;
+Restart: start the new agent while the old one runs (DaemonSet maxSurge); it takes every listening
+socket over --handover-socket, then the old one stops accepting and drains. On SIGTERM without a
+successor the agent stops accepting (new connections are refused: fail closed) and drains for at
+most --drain-timeout. Pinned redirection stays either way so enrolled pods fail closed until an
+agent returns. \`ambientd cleanup\` removes it.`;
 
 function fail(e: unknown): never {
   if (isAmbientError(e)) {
@@ -105,6 +113,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     'metrics-port': { type: 'string' }, 'readiness-port': { type: 'string' }, 'metrics-address': { type: 'string' }, mark: { type: 'string' },
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' }, 'access-log': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
+    'handover-socket': { type: 'string' }, 'drain-timeout': { type: 'string' },
     source: { type: 'string' }, 'root-namespace': { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
@@ -120,6 +129,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     adminAddress: values['admin-address'], metricsAddress: values['metrics-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'], accessLog: values['access-log'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
+    handoverSocket: values['handover-socket'], drainTimeout: values['drain-timeout'],
     source: values.source, rootNamespace: values['root-namespace'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });
@@ -128,13 +138,15 @@ async function cmdAgent(args: string[]): Promise<void> {
   const log = new Logger('ambientd', cfg.logLevel);
   const agent = new Agent(cfg, log);
   let stopping = false;
+  // a successor took our sockets and we drained: done
+  agent.lifecycle.once('drained', () => process.exit(0));
   const stop = (sig: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info('stopping', { signal: sig });
-    const t = setTimeout(() => process.exit(0), 5000);
+    log.info('stopping: draining established connections', { signal: sig, drainTimeoutMs: cfg.drainTimeoutMs });
+    const t = setTimeout(() => { log.warn('drain did not finish in time; exiting'); process.exit(0); }, cfg.drainTimeoutMs + 5000);
     t.unref();
-    void agent.stop().then(() => process.exit(0));
+    void agent.drain(sig).then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -195,7 +207,12 @@ async function cmdSandbox(args: string[]): Promise<void> {
     }
     case 'agent': {
       const [node, action] = rest;
-      if (!node || !['start', 'stop', 'kill'].includes(action ?? '')) throw usage('usage: ambientd sandbox agent <node> start|stop|kill');
+      if (!node || !['start', 'stop', 'kill', 'restart'].includes(action ?? '')) throw usage('usage: ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]');
+      if (action === 'restart') {
+        const r = await sb.restartAgent(node, { handover: !rest.includes('--no-handover') });
+        process.stdout.write(`${node}: agent restarted: pid ${r.newPid} ready after ${r.readyMs} ms${r.oldPid !== null ? `; pid ${r.oldPid} ${rest.includes('--no-handover') ? 'stopped first' : 'handed over and drains'}` : ''}\n`);
+        return;
+      }
       if (action === 'start') { await sb.startAgent(node); await sb.waitAgentReady(node, 20_000); }
       else await sb.stopAgent(node, action === 'kill' ? 'SIGKILL' : 'SIGTERM');
       process.stdout.write(`${node}: agent ${action === 'start' ? 'started' : action === 'kill' ? 'killed' : 'stopped'}\n`);

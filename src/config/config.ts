@@ -52,6 +52,13 @@ export interface AgentConfig {
   certLifetimeMs: number;
   /** Istio root namespace: its AuthorizationPolicies apply mesh-wide. */
   rootNamespace: string;
+  /**
+   * Unix socket over which a starting agent takes the listening sockets of the
+   * running one (SCM_RIGHTS) and the old one then serves on; null = off.
+   */
+  handoverSocket: string | null;
+  /** How long a stopping (SIGTERM) or replaced agent keeps serving its established connections, ms. */
+  drainTimeoutMs: number;
 }
 
 export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 };
@@ -65,6 +72,7 @@ export function defaultBpfObject(): string {
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'metricsAddress', 'mark',
   'acceleration', 'logLevel', 'accessLog', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
+  'handoverSocket', 'drainTimeout',
 ]);
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
@@ -150,9 +158,14 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (certLifetimeMs === null || certLifetimeMs < 1000) throw bad(file, 'certLifetime', 'must be a duration of at least 1s like "24h", "90s" or a number of ms');
   const rootNamespace = str(o, 'rootNamespace', file, 'istio-system');
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
+  const handoverSocket = o.handoverSocket === null || o.handoverSocket === '' ? null : str(o, 'handoverSocket', file, `/run/ambientd/${node}/handover.sock`);
+  if (handoverSocket !== null && (!path.isAbsolute(handoverSocket) || Buffer.byteLength(handoverSocket) > 107)) throw bad(file, 'handoverSocket', 'must be an absolute path of at most 107 bytes (a unix socket), or null to turn hand-over off');
+  const drainTimeoutMs = o.drainTimeout === undefined ? 30_000 : parseDuration(o.drainTimeout);
+  if (drainTimeoutMs === null) throw bad(file, 'drainTimeout', 'must be a duration like "30s", "1h" or a number of ms');
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, metricsAddress, mark,
     acceleration, logLevel, accessLog, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
+    handoverSocket, drainTimeoutMs,
   });
 }
 

@@ -113,4 +113,16 @@ export interface NativeAddon {
   cgroupId(path: string): bigint | Errno;
   /** Inode number of a netns file (identity of the namespace). */
   netnsInode(path: string): bigint | Errno;
+
+  // ---- socket hand-over between an old and a new agent (src/handover) ----
+  /** Connects a unix stream socket (non-blocking, CLOEXEC) to path, waiting up to timeoutMs. Returns the fd. */
+  unixConnect(path: string, timeoutMs: number): number | Errno;
+  /** A listening unix stream socket at path (0600; bound as path.new, then renamed over path). Serve it with net.Server.listen({fd}): libuv then never unlinks the path. */
+  unixListen(path: string, backlog: number): number | Errno;
+  /** Writes all of data to a stream socket; fds (<= 253) ride on the first sendmsg (SCM_RIGHTS). Bytes written or -errno (-ETIMEDOUT). */
+  sendFds(fd: number, data: Buffer, fds: number[], timeoutMs: number): number | Errno;
+  /** One recvmsg of at most maxBytes, waiting up to timeoutMs; data is empty at end of stream. -EMSGSIZE if fds were truncated. */
+  recvFds(fd: number, maxBytes: number, timeoutMs: number): { data: Buffer; fds: number[] } | Errno;
+  /** What a socket fd is: family 4/6 (0 other), SOCK_* type, listening, bound address, and its netns inode (SIOCGSKNS; 0n unknown). */
+  socketInfo(fd: number): { family: 0 | 4 | 6; type: number; listening: boolean; ip: string; port: number; netnsInode: bigint } | Errno;
 }

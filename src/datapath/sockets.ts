@@ -13,6 +13,9 @@ import type { Sockaddr } from './codec.js';
 export interface PodListener {
   server: net.Server;
   fd: number;
+  /** the address it is bound to */
+  ip: string;
+  port: number;
 }
 
 /** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
@@ -23,6 +26,14 @@ export async function listenInNetns(native: NativeAddon, netns: string, bind: So
       ? new AmbientError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}: EADDRINUSE`, 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config', { errno: -fd })
       : nativeError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}`, fd, 'check the pod netns still exists and the agent has CAP_NET_ADMIN');
   }
+  return serveListeningFd(fd, bind, onConnection);
+}
+
+/**
+ * Serves an already listening socket (made by listenInNetns, or inherited
+ * from the previous agent at a hand-over): its accept queue is kept as is.
+ */
+export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection: (s: net.Socket) => void): Promise<PodListener> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -31,7 +42,7 @@ export async function listenInNetns(native: NativeAddon, netns: string, bind: So
       resolve();
     });
   });
-  return { server, fd };
+  return { server, fd, ip: bind.ip, port: bind.port };
 }
 
 export class DialError extends Error {

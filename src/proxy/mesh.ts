@@ -78,6 +78,13 @@ export class MeshProxy {
 
   private readonly live = new Set<LiveInbound>();
   private readonly liveByTunnel = new Map<string, LiveInbound>();
+  /** captured app-side sockets (outbound and inbound plaintext), for a forced close */
+  private readonly clients = new Set<net.Socket>();
+
+  private own(client: net.Socket): void {
+    this.clients.add(client);
+    client.once('close', () => this.clients.delete(client));
+  }
 
   constructor(private readonly d: MeshDeps) {
     this.hbone = new HboneServer({
@@ -150,6 +157,7 @@ export class MeshProxy {
 
   onOutbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
+    this.own(client);
     client.on('error', () => { /* reported through the relay */ });
     client.setNoDelay(true);
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
@@ -237,6 +245,7 @@ export class MeshProxy {
 
   onInbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
+    this.own(client);
     client.on('error', () => { /* reported through the relay */ });
     client.setNoDelay(true);
     const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
@@ -340,10 +349,12 @@ export class MeshProxy {
     return { server: this.hbone.stats(), pools: Object.fromEntries([...this.pools].map(([k, p]) => [k, p.stats()])) };
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => undefined)));
+  /** Graceful by default (streams finish); `force` resets every connection now (end of a drain). */
+  async close(opts: { force?: boolean } = {}): Promise<void> {
+    if (opts.force) for (const c of this.clients) resetSocket(c);
+    await Promise.all([...this.pools.values()].map((p) => p.close(opts).catch(() => undefined)));
     this.pools.clear();
-    await this.hbone.close({ graceMs: 1000 }).catch(() => undefined);
+    await this.hbone.close({ graceMs: opts.force ? 0 : 1000 }).catch(() => undefined);
   }
 }
 

@@ -79,6 +79,8 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   agentReadyTimeoutMs?: number;
   /** agent logLevel written to agent.yaml; default info */
   logLevel?: string;
+  /** agent drainTimeout written to agent.yaml; default 5s */
+  drainTimeout?: string;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
   lockTimeoutMs?: number;
 }
@@ -142,6 +144,8 @@ export interface SandboxState {
   /** <stateDir>/mesh: every file in it is read by the agents (`sandbox apply -f` adds more) */
   meshDir: string;
   repoRoot: string;
+  /** agents' drainTimeout (agent.yaml) */
+  drainTimeout?: string;
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
   pods: SandboxPod[];
@@ -178,6 +182,9 @@ export interface SandboxAgentConfig {
   trustDomain: string;
   /** one CA directory for every node: all agents share one trust root */
   caDir: string;
+  /** <stateDir>/n<i>/handover.sock: a restarted agent takes the sockets of the running one */
+  handoverSocket: string;
+  drainTimeout: string;
 }
 
 export interface ExecResult {
@@ -223,6 +230,8 @@ export interface StartAgentOptions {
    * /sys/fs/bpf from the agent.
    */
   launcher?: 'nsenter' | 'ip-netns-exec';
+  /** start even though the node's agent runs (restartAgent: it hands over to the new one) */
+  alongside?: boolean;
 }
 
 export interface SandboxDownReport {
@@ -489,6 +498,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     workloads: path.join(stateDir, 'mesh', '00-workloads.json'),
     meshDir: path.join(stateDir, 'mesh'),
     repoRoot: path.resolve(opts.repoRoot ?? defaultRepoRoot()),
+    drainTimeout: opts.drainTimeout ?? '5s',
     namespaces,
     nodes,
     pods,
@@ -530,6 +540,8 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     readyFile: node.readyFile,
     trustDomain: 'cluster.local',
     caDir: path.join(state.stateDir, 'ca'),
+    handoverSocket: path.join(path.dirname(node.config), 'handover.sock'),
+    drainTimeout: state.drainTimeout ?? '5s',
   };
 }
 
@@ -987,7 +999,7 @@ function isSandboxProcess(pid: number, hint?: string): boolean {
 export async function startAgent(node: string, opts: StartAgentOptions = {}): Promise<number> {
   const state = loadState(opts);
   const n = findNode(state, node);
-  if (n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config)) {
+  if (!opts.alongside && n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config)) {
     throw usage(`sandbox: the agent of ${n.name} is already running (pid ${n.agentPid})`, `stop it first (stopAgent / kill ${n.agentPid})`);
   }
   const repoRoot = path.resolve(opts.repoRoot ?? state.repoRoot ?? defaultRepoRoot());
@@ -1042,6 +1054,36 @@ export async function stopAgent(node: string, signal: NodeJS.Signals = 'SIGTERM'
   return true;
 }
 
+export interface RestartAgentOptions extends StartAgentOptions {
+  /** true (default): the new agent starts while the old one runs and takes its sockets (DaemonSet maxSurge); false: SIGTERM, wait for the exit, then start (maxUnavailable) */
+  handover?: boolean;
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Restarts a node's agent the way a DaemonSet rolling update does. Resolves
+ * once the new agent is ready (and, with hand-over, the old one was sent
+ * SIGTERM: it drains its established connections and exits by itself).
+ */
+export async function restartAgent(node: string, opts: RestartAgentOptions = {}): Promise<{ oldPid: number | null; newPid: number; readyMs: number }> {
+  const n = findNode(loadState(opts), node);
+  const oldPid = n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config) ? n.agentPid : null;
+  const handover = opts.handover ?? true;
+  const t0 = Date.now();
+  if (oldPid !== null && !handover) {
+    if (!(await stopAgent(node, 'SIGTERM', { ...opts, timeoutMs: 60_000 }))) throw new SandboxError(`the agent of ${n.name} (pid ${oldPid}) did not exit`, 'kill it (`ambientd sandbox agent <node> kill`)');
+  }
+  const newPid = await startAgent(node, { ...opts, alongside: handover });
+  await waitAgentReady(node, opts.readyTimeoutMs ?? 30_000, opts);
+  const readyMs = Date.now() - t0;
+  if (oldPid !== null && handover) {
+    try {
+      process.kill(oldPid, 'SIGTERM');
+    } catch { /* already gone */ }
+  }
+  return { oldPid, newPid, readyMs };
+}
+
 /**
  * Waits until the agent writes <stateDir>/n<i>/agent.ready. Throws
  * SandboxAgentError (with the tail of agent.log) if the agent process dies
@@ -1051,11 +1093,20 @@ export async function waitAgentReady(node: string, timeoutMs = 30_000, opts: San
   const n = findNode(loadState(opts), node);
   if (n.agentPid === null) throw usage(`sandbox: the agent of ${n.name} was not started`, 'start it with startAgent / `ambientd sandbox up`');
   const deadline = Date.now() + timeoutMs;
+  // the file holds the ready agent's pid (after a restart the old one may still run)
+  const ready = (): boolean => {
+    try {
+      const t = fs.readFileSync(n.readyFile, 'utf8').trim();
+      return t === '' || t === String(n.agentPid);
+    } catch {
+      return false;
+    }
+  };
   for (;;) {
-    if (fs.existsSync(n.readyFile)) return;
+    if (ready()) return;
     if (!isProcessAlive(n.agentPid)) {
       // It may have written the file just before exiting.
-      if (fs.existsSync(n.readyFile)) return;
+      if (ready()) return;
       throw new SandboxAgentError(`the agent of ${n.name} (pid ${n.agentPid}) exited before becoming ready`, tailFile(n.log));
     }
     if (Date.now() >= deadline) {

@@ -8,6 +8,10 @@
  *   nettool echo HOST PORT BYTES      sends BYTES random bytes to `serve` (no --greet) while reading the echo; prints "ok <bytes> <sha256>" if identical
  *   nettool probe HOST PORT           exit 0 if a TCP connection is accepted, 1 if refused/failed
  *   nettool rr HOST PORT N SIZE       N request/response round trips of SIZE bytes against `serve`, prints latency JSON
+ *   nettool hold HOST PORT SECONDS    one connection to `serve`: a 64-byte round trip every 50 ms for SECONDS; prints JSON, exit 1 on any error
+ *   nettool rate HOST PORT RATE SECONDS
+ *                                     RATE new connections per second to `serve` for SECONDS, each one round trip;
+ *                                     prints JSON (ok, failed, errors by code, failure window), exit 1 if any failed
  *
  * Servers print "listening" on stdout once ready.
  */
@@ -113,6 +117,80 @@ async function main(argv: string[]): Promise<void> {
       }
       return;
     }
+    case 'hold': {
+      const secs = Number(a[2]);
+      const s = await connect(a[0]!, Number(a[1]));
+      s.setNoDelay(true);
+      let rounds = 0;
+      let error: string | null = null;
+      s.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; });
+      s.on('close', () => { error = error ?? 'closed by peer'; });
+      const end = Date.now() + secs * 1000;
+      let maxRttMs = 0;
+      while (Date.now() < end && !error) {
+        const msg = Buffer.from(`round ${rounds} `.padEnd(64, '.'));
+        const t0 = Date.now();
+        const ok = await new Promise<boolean>((resolve) => {
+          let got = Buffer.alloc(0);
+          const timer = setTimeout(() => { s.off('data', onData); resolve(false); }, 5000);
+          const onData = (c: Buffer): void => {
+            got = Buffer.concat([got, c]);
+            if (got.length >= msg.length) { clearTimeout(timer); s.off('data', onData); resolve(got.subarray(0, msg.length).equals(msg)); }
+          };
+          s.on('data', onData);
+          s.write(msg);
+        });
+        if (!ok) { error = error ?? 'echo mismatch or timeout'; break; }
+        maxRttMs = Math.max(maxRttMs, Date.now() - t0);
+        rounds++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      s.destroy();
+      process.stdout.write(JSON.stringify({ rounds, error, maxRttMs }) + '\n');
+      process.exit(error ? 1 : 0);
+    }
+    // falls through (exit above)
+    case 'rate': {
+      const [host, port, rate, secs] = [a[0]!, Number(a[1]), Number(a[2]), Number(a[3])];
+      const total = Math.round(rate * secs);
+      const t0 = Date.now();
+      const errors: Record<string, number> = {};
+      const failedAt: number[] = [];
+      let ok = 0;
+      let maxMs = 0;
+      const one = async (): Promise<void> => {
+        const start = Date.now();
+        try {
+          const s = await connect(host, port);
+          await new Promise<void>((resolve, reject) => {
+            s.once('data', () => { s.end(); resolve(); });
+            s.once('error', reject);
+            s.once('close', () => reject(Object.assign(new Error('closed'), { code: 'ECLOSED' })));
+            setTimeout(() => reject(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), 5000);
+            s.write('x');
+          });
+          ok++;
+          maxMs = Math.max(maxMs, Date.now() - start);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code ?? 'ERROR';
+          errors[code] = (errors[code] ?? 0) + 1;
+          failedAt.push(start - t0);
+        }
+      };
+      const pending: Promise<void>[] = [];
+      for (let i = 0; i < total; i++) {
+        const due = t0 + (i * 1000) / rate;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        pending.push(one());
+      }
+      await Promise.all(pending);
+      const failed = failedAt.length;
+      const windowMs = failed ? Math.max(...failedAt) - Math.min(...failedAt) + Math.round(1000 / rate) : 0;
+      process.stdout.write(JSON.stringify({ attempted: total, ok, failed, errors, firstFailureMs: failed ? Math.min(...failedAt) : null, windowMs, maxConnectMs: maxMs, seconds: (Date.now() - t0) / 1000 }) + '\n');
+      process.exit(failed ? 1 : 0);
+    }
+    // falls through (exit above)
     case 'rr': {
       const n = Number(a[2]);
       const size = Number(a[3] ?? 1024);

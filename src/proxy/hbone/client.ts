@@ -97,6 +97,8 @@ export interface HbonePoolStats {
   activeStreams: number;
   sessionsOpened: number;
   streamsOpened: number;
+  /** streams refused before the server answered (GOAWAY, REFUSED_STREAM) and tried again */
+  retries: number;
   failures: Record<string, number>;
 }
 
@@ -148,6 +150,7 @@ export class HbonePool {
   #activeStreams = 0;
   #sessionsOpened = 0;
   #streamsOpened = 0;
+  #retries = 0;
   #closed = false;
 
   constructor(opts: HbonePoolOptions) {
@@ -167,18 +170,28 @@ export class HbonePool {
       activeStreams: this.#activeStreams,
       sessionsOpened: this.#sessionsOpened,
       streamsOpened: this.#streamsOpened,
+      retries: this.#retries,
       failures: { ...this.#failures },
     };
   }
 
   /** Opens a tunnel; resolves after the server's 200. Rejects with HboneError. */
   async connect(req: HboneConnectRequest): Promise<HboneStream> {
-    try {
-      return await this.#connect(req);
-    } catch (err) {
-      const e = err instanceof HboneError ? err : new HboneError('HBONE_CLOSED', String((err as Error)?.message ?? err), { cause: err });
-      this.#failures[e.code] = (this.#failures[e.code] ?? 0) + 1;
-      throw e;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#connect(req);
+      } catch (err) {
+        const e = err instanceof HboneError ? err : new HboneError('HBONE_CLOSED', String((err as Error)?.message ?? err), { cause: err });
+        // refused before the server answered (GOAWAY of a draining or restarted
+        // peer agent, REFUSED_STREAM): nothing reached the destination yet, so
+        // it is safe to try again, on a new session
+        if (e.code === 'HBONE_REFUSED' && attempt < 2 && !this.#closed && !req.signal?.aborted) {
+          this.#retries++;
+          continue;
+        }
+        this.#failures[e.code] = (this.#failures[e.code] ?? 0) + 1;
+        throw e;
+      }
     }
   }
 

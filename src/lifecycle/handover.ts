@@ -1,0 +1,318 @@
+/**
+ * Socket hand-over between a running agent and its successor (a restart or a
+ * rolling update), so no connection is refused and none is dropped:
+ *
+ *   new agent                                   old agent (HandoverServer)
+ *   connect(handoverSocket)  ───────────────▶  accept
+ *   "HELLO 1 <pid>\n"        ───────────────▶  describes every listening socket
+ *                            ◀───────────────  frames: u32 length + JSON
+ *                                              {entries, last}, each with the
+ *                                              entries' fds (SCM_RIGHTS)
+ *   serves on the same sockets (their accept queues are shared, nothing is
+ *   closed or re-bound), enrolls pods, then
+ *   "ADOPTED\n"              ───────────────▶  closes its copies of the
+ *                                              listening fds, sends GOAWAY on
+ *                                              HBONE sessions and drains its
+ *                                              established connections
+ *   binds handoverSocket for its own successor.
+ *
+ * A new agent that dies before ADOPTED leaves the old one serving as before.
+ * Established connections (TLS + HTTP/2 state in the old process) are not
+ * moved: the old process keeps them until they end or drainTimeout passes.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { NativeAddon } from '../datapath/native-api.js';
+import { errnoName } from '../datapath/native.js';
+import type { Logger } from '../util/log.js';
+
+export const HANDOVER_VERSION = 1;
+/** entries (and fds) per frame: below SCM_MAX_FD (253) */
+const FDS_PER_FRAME = 200;
+const MAX_FRAME = 4 * 1024 * 1024;
+
+export interface HandoverEntry {
+  /** 'pod': a pod's listener (key = namespace/name); 'node': readiness, metrics, admin */
+  kind: 'pod' | 'node';
+  role: string;
+  key?: string;
+  ip: string;
+  port: number;
+  /** inode of the pod's netns (decimal), checked against the received socket */
+  netnsInode?: string;
+}
+
+interface Frame {
+  v: number;
+  pid: number;
+  last: boolean;
+  entries?: HandoverEntry[];
+  error?: string;
+}
+
+export class HandoverError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** What a new agent received: listening fds it may take, then ack() or abort(). */
+export class Inherited {
+  private readonly byKey = new Map<string, { entry: HandoverEntry; fd: number }>();
+  private done = false;
+  readonly rejected: Array<{ entry: HandoverEntry; reason: string }> = [];
+
+  constructor(private readonly native: NativeAddon, private readonly conn: number, readonly fromPid: number, list: Array<{ entry: HandoverEntry; fd: number }>) {
+    for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key), x);
+  }
+
+  private static id(kind: string, role: string, key?: string): string {
+    return `${kind}\0${role}\0${key ?? ''}`;
+  }
+
+  get size(): number { return this.byKey.size; }
+
+  /**
+   * The fd of a listener the old agent had, if it is what we would bind now
+   * (same address and port, and for pods the same netns); null otherwise (the
+   * caller binds a new socket). The fd then belongs to the caller.
+   */
+  take(kind: 'pod' | 'node', role: string, want: { ip: string; port: number; key?: string; netnsInode?: bigint | null }): number | null {
+    const id = Inherited.id(kind, role, want.key);
+    const x = this.byKey.get(id);
+    if (!x) return null;
+    this.byKey.delete(id);
+    const info = this.native.socketInfo(x.fd);
+    let why: string | null = null;
+    if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
+    else if (!info.listening) why = 'not a listening socket';
+    else if (info.port !== want.port || (info.ip !== want.ip && !(want.ip === '0.0.0.0' && info.ip === '0.0.0.0'))) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
+    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
+    if (why) {
+      this.rejected.push({ entry: x.entry, reason: why });
+      this.native.closeFd(x.fd);
+      return null;
+    }
+    return x.fd;
+  }
+
+  /** Entries nobody took (pods gone since): closed. */
+  closeRest(): HandoverEntry[] {
+    const rest = [...this.byKey.values()];
+    for (const x of rest) this.native.closeFd(x.fd);
+    this.byKey.clear();
+    return rest.map((x) => x.entry);
+  }
+
+  /** Tells the old agent we serve on its sockets: it stops accepting and drains. */
+  ack(): void {
+    this.finish('ADOPTED\n');
+  }
+
+  /** The old agent goes on serving as if nothing happened. */
+  abort(reason: string): void {
+    this.closeRest();
+    this.finish(`ABORT ${reason.replace(/\s+/g, ' ').slice(0, 200)}\n`);
+  }
+
+  private finish(line: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.native.sendFds(this.conn, Buffer.from(line), [], 2000);
+    this.native.closeFd(this.conn);
+  }
+}
+
+function check(r: number, what: string): number {
+  if (r < 0) throw new HandoverError(errnoName(r), `${what}: ${errnoName(r)}`);
+  return r;
+}
+
+/** Reads exactly n bytes from a blocking-with-timeout socket, collecting any fds. */
+function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], deadline: number): Buffer {
+  const parts: Buffer[] = [];
+  let got = 0;
+  while (got < n) {
+    const left = Math.max(1, deadline - Date.now());
+    const r = native.recvFds(fd, n - got, left);
+    if (typeof r === 'number') throw new HandoverError(errnoName(r), `hand-over read: ${errnoName(r)}`);
+    fds.push(...r.fds);
+    if (r.data.length === 0) throw new HandoverError('EOF', 'the old agent closed the hand-over connection');
+    parts.push(r.data);
+    got += r.data.length;
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * New agent: asks the agent serving on socketPath for its listening sockets.
+ * Null when no agent answers there (first start, or the old one crashed);
+ * throws HandoverError when one answers but the exchange fails (the caller
+ * then starts fresh: nothing was changed on either side).
+ */
+export function requestHandover(native: NativeAddon, socketPath: string, timeoutMs = 5000): Inherited | null {
+  if (!fs.existsSync(socketPath)) return null;
+  const conn = native.unixConnect(socketPath, timeoutMs);
+  if (conn < 0) {
+    const name = errnoName(conn);
+    if (name === 'ECONNREFUSED' || name === 'ENOENT') return null; // stale socket file: nobody serves there
+    throw new HandoverError(name, `connect ${socketPath}: ${name}`);
+  }
+  const received: Array<{ entry: HandoverEntry; fd: number }> = [];
+  const stray: number[] = [];
+  try {
+    check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid}\n`), [], timeoutMs), 'hand-over hello');
+    const deadline = Date.now() + timeoutMs;
+    let fromPid = 0;
+    for (;;) {
+      const fds: number[] = [];
+      const len = recvExact(native, conn, 4, fds, deadline).readUInt32BE(0);
+      if (len === 0 || len > MAX_FRAME) throw new HandoverError('EPROTO', `hand-over frame of ${len} bytes`);
+      const body = recvExact(native, conn, len, fds, deadline);
+      let frame: Frame;
+      try {
+        frame = JSON.parse(body.toString('utf8')) as Frame;
+      } catch {
+        stray.push(...fds);
+        throw new HandoverError('EPROTO', 'hand-over frame is not JSON');
+      }
+      if (frame.v !== HANDOVER_VERSION) { stray.push(...fds); throw new HandoverError('EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`); }
+      if (frame.error) { stray.push(...fds); throw new HandoverError('REFUSED', `the old agent refused: ${frame.error}`); }
+      const entries = frame.entries ?? [];
+      if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
+      entries.forEach((entry, i) => received.push({ entry, fd: fds[i]! }));
+      fromPid = frame.pid;
+      if (frame.last) break;
+    }
+    return new Inherited(native, conn, fromPid, received);
+  } catch (e) {
+    for (const x of received) native.closeFd(x.fd);
+    for (const f of stray) native.closeFd(f);
+    native.closeFd(conn);
+    throw e;
+  }
+}
+
+export interface HandoverServerOptions {
+  native: NativeAddon;
+  socketPath: string;
+  log: Logger;
+  /** the listening sockets to hand over, with their fds (still owned by the caller) */
+  listeners: () => Array<{ entry: HandoverEntry; fd: number }>;
+  /** the successor serves on them: stop accepting and drain */
+  onAdopted: (pid: number) => void;
+  /** a successor asked but did not adopt */
+  onAborted?: (pid: number, reason: string) => void;
+}
+
+/** Old agent: serves the hand-over socket; hands over once, then refuses. */
+export class HandoverServer {
+  private server: net.Server | null = null;
+  private handedTo: number | null = null;
+  private busy = false;
+
+  constructor(private readonly o: HandoverServerOptions) {}
+
+  /** Binds socketPath (replacing the predecessor's file atomically; mode 0600, parent 0700). */
+  async start(): Promise<void> {
+    const p = this.o.socketPath;
+    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+    const fd = this.o.native.unixListen(p, 16);
+    if (fd < 0) throw new HandoverError(errnoName(fd), `listen on ${p}: ${errnoName(fd)}`);
+    this.boundIno = fs.statSync(p).ino;
+    const srv = net.createServer((s) => this.onConnection(s));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ fd }, () => { srv.off('error', reject); resolve(); });
+    });
+    srv.on('error', (e) => this.o.log.warn('hand-over socket error', { error: e.message }));
+    this.server = srv;
+  }
+
+  /** Stops answering; removes the socket file only if it is still ours (not a successor's). */
+  close(): void {
+    const srv = this.server;
+    this.server = null;
+    if (!srv) return;
+    srv.close();
+    try {
+      if (fs.statSync(this.o.socketPath).ino === this.boundIno) fs.rmSync(this.o.socketPath, { force: true });
+    } catch { /* gone */ }
+  }
+
+  private boundIno: number | null = null;
+
+  private onConnection(s: net.Socket): void {
+    const log = this.o.log;
+    s.on('error', () => s.destroy());
+    let buf = '';
+    let peer = 0;
+    let sent = false;
+    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const send = (frame: Frame, fds: number[]): void => {
+      const body = Buffer.from(JSON.stringify(frame));
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(body.length, 0);
+      const r = this.o.native.sendFds(fd!, Buffer.concat([head, body]), fds, 5000);
+      if (r < 0) throw new HandoverError(errnoName(r), `hand-over send: ${errnoName(r)}`);
+    };
+    s.on('data', (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      if (buf.length > 4096) { s.destroy(); return; }
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const [word, ...rest] = line.split(' ');
+        if (word === 'HELLO' && !sent) {
+          sent = true;
+          peer = Number(rest[1]) || 0;
+          if (typeof fd !== 'number' || fd < 0) { s.destroy(); return; }
+          try {
+            if (rest[0] !== String(HANDOVER_VERSION)) {
+              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` }, []);
+              s.end();
+              return;
+            }
+            if (this.handedTo !== null || this.busy) {
+              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: this.handedTo !== null ? `already handed over to pid ${this.handedTo}` : 'a hand-over is in progress' }, []);
+              s.end();
+              return;
+            }
+            this.busy = true;
+            const list = this.o.listeners();
+            if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
+            for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
+              const part = list.slice(i, i + FDS_PER_FRAME);
+              send({ v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) }, part.map((x) => x.fd));
+            }
+            log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
+          } catch (e) {
+            this.busy = false;
+            log.warn('hand-over failed; serving on', { pid: peer, error: (e as Error).message });
+            s.destroy();
+          }
+        } else if (word === 'ADOPTED' && sent && this.busy) {
+          this.handedTo = peer;
+          this.busy = false;
+          s.end();
+          this.o.onAdopted(peer);
+        } else if (word === 'ABORT') {
+          this.busy = false;
+          this.o.onAborted?.(peer, rest.join(' '));
+          s.end();
+        } else {
+          s.destroy();
+        }
+      }
+    });
+    s.on('close', () => {
+      if (sent && this.busy) {
+        // the new agent went away without adopting: keep serving
+        this.busy = false;
+        this.o.onAborted?.(peer, 'connection closed before ADOPTED');
+      }
+    });
+  }
+}

@@ -1,0 +1,202 @@
+// Restarts that drop nothing: a new agent takes the listening sockets of the
+// running one over the hand-over socket (SCM_RIGHTS), the old one drains its
+// established connections; SIGTERM without a successor drains within the
+// deadline and refuses new connections (fail closed); a broken or foreign
+// hand-over peer never takes the running agent down.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { spawn, type ChildProcess } from 'node:child_process';
+import {
+  sandboxUp, sandboxDown, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, type SandboxState,
+} from '../../src/sandbox/topology.js';
+import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
+import { sandboxView, until } from '../helpers/sandbox.js';
+import { readTcpPackets } from '../helpers/pcap.js';
+import { loadNative } from '../../src/datapath/native.js';
+import { requestHandover } from '../../src/lifecycle/handover.js';
+import type { ConnectionRecord } from '../../src/proxy/connections.js';
+
+let st: SandboxState;
+const procs: ChildProcess[] = [];
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-restart-'));
+
+interface Dump {
+  pid: number;
+  connections: ConnectionRecord[];
+  counters: Record<string, number>;
+  handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean };
+}
+const { pod, node, dump } = sandboxView<Dump>(() => st);
+const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
+const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
+
+before(async () => {
+  st = await sandboxUp({ nodes: 2, pods: 2, agents: true, drainTimeout: '60s' });
+  procs.push(await startInPod(pod('n2-p1'), ['iperf3', '-s', '--forceflush', '-p', '5201']));
+  procs.push(await nettoolServer(pod('n2-p1'), 'serve', 7000));
+  procs.push(await nettoolServer(pod('n1-p1'), 'serve', 7000));
+});
+
+after(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  fs.rmSync(tmp, { recursive: true, force: true });
+  const r = await sandboxDown();
+  assert.deepEqual(r.leftovers, []);
+});
+
+test('rolling restart of both agents under load: the stream, the held connections and 200 new connections/s lose nothing, nothing in clear', async () => {
+  const a = pod('n1-p1');
+  const b = pod('n2-p1');
+  const plain = pod('n1-p2'); // not enrolled: its traffic reaches n2-p1 in plaintext, captured by n2's inbound listener
+  const oldPids = { n1: agentPid('n1'), n2: agentPid('n2') };
+
+  const pcap = path.join(tmp, 'link.pcap');
+  const td = spawn('ip', ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', 'n1', '-U', '-n', '-s', '200', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  procs.push(td);
+  let tdErr = '';
+  td.stderr!.on('data', (c: Buffer) => (tdErr += c.toString()));
+  await until('tcpdump listening', () => tdErr.includes('listening on'));
+
+  const iperf = runInPod(a, ['iperf3', '-c', b.ip, '-p', '5201', '-t', '14', '-J'], { timeoutMs: 60_000 });
+  const hold = nettool(a, 'hold', b.ip, 7000, 14);
+  const holdSameNode = nettool(pod('n1-p1'), 'hold', a.ip, 7000, 14); // own pod IP: inbound capture on n1
+  const holdPlain = nettool(plain, 'hold', b.ip, 7000, 14);
+  const rate = nettool(a, 'rate', b.ip, 7000, 200, 12);
+  await new Promise((r) => setTimeout(r, 2500));
+
+  const r1 = await restartAgent('n1');
+  const r2 = await restartAgent('n2');
+  assert.equal(r1.oldPid, oldPids.n1);
+  assert.equal(r2.oldPid, oldPids.n2);
+
+  const [ip, h, hs, hp, rt] = await Promise.all([iperf, hold, holdSameNode, holdPlain, rate]);
+  assert.equal(ip.code, 0, `iperf3: ${ip.stdout.slice(-500)} ${ip.stderr}`);
+  const j = JSON.parse(ip.stdout) as { error?: string; end: { sum_received: { bytes: number; seconds: number } } };
+  assert.equal(j.error, undefined);
+  assert.ok(j.end.sum_received.seconds >= 13, `the stream ran its 14 s (${j.end.sum_received.seconds} s)`);
+  assert.ok(j.end.sum_received.bytes > 100 * 1024 * 1024, `bytes arrived (${j.end.sum_received.bytes})`);
+  for (const [name, r] of [['HBONE hold', h], ['inbound plaintext hold', hp], ['own-pod hold', hs]] as const) {
+    assert.equal(r.code, 0, `${name}: ${r.stdout} ${r.stderr}`);
+    const x = JSON.parse(r.stdout) as { rounds: number; error: string | null };
+    assert.equal(x.error, null, name);
+    assert.ok(x.rounds > 100, `${name}: ${x.rounds} round trips over 14 s`);
+  }
+  const rr = JSON.parse(rt.stdout) as { attempted: number; ok: number; failed: number; errors: Record<string, number>; windowMs: number };
+  assert.equal(rr.failed, 0, `no new connection failed during the restarts: ${rt.stdout}`);
+  assert.equal(rr.ok, 2400);
+
+  // the old agents drained and exited by themselves once their connections ended
+  await until('old agents exited', () => !isProcessAlive(oldPids.n1) && !isProcessAlive(oldPids.n2), 20_000);
+
+  // the new agents took every listening socket over (1 enrolled pod x 3 + readiness, metrics, admin)
+  for (const [n, old] of [['n1', oldPids.n1], ['n2', oldPids.n2]] as const) {
+    const d = await dump(n);
+    assert.equal(d.pid, agentPid(n));
+    assert.equal(d.handover.from, old);
+    assert.equal(d.handover.adopted, 6);
+    assert.deepEqual(d.handover.rejected, []);
+    assert.equal(d.counters.handover_adopted, 1);
+  }
+  // new connections after the restart went through the new n1 agent
+  const after = (await dump('n1')).connections.filter((c) => c.dst === `${b.ip}:7000` && c.via === 'hbone');
+  assert.ok(after.length > 100, `the new agent carried the later connections (${after.length})`);
+
+  await new Promise((r) => setTimeout(r, 300));
+  td.kill('SIGINT');
+  await new Promise((r) => td.on('exit', r));
+  const pkts = readTcpPackets(pcap).filter((p) => (p.src === a.ip && p.dst === b.ip) || (p.src === b.ip && p.dst === a.ip));
+  assert.ok(pkts.length > 1000, `captured the pods' traffic (${pkts.length} packets)`);
+  assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'between the enrolled pods, every packet is on 15008');
+  assert.equal(Buffer.concat(pkts.map((p) => p.payload)).indexOf('round '), -1, 'no application bytes in clear');
+});
+
+test('SIGTERM without a successor: new connections are refused at once, the established one finishes, then the agent exits', async () => {
+  const a = pod('n1-p1');
+  const b = pod('n2-p1');
+  const pid = agentPid('n1');
+  const hold = nettool(a, 'hold', b.ip, 7000, 3);
+  await new Promise((r) => setTimeout(r, 800));
+  process.kill(pid, 'SIGTERM');
+  await until('draining', async () => (await nettool(a, 'probe', b.ip, 7000)).code === 1, 5000);
+  const probe = await nettool(a, 'probe', b.ip, 7000);
+  assert.equal(probe.stdout.trim(), 'ECONNREFUSED', 'fail closed: refused, not sent around the mesh');
+  assert.ok(isProcessAlive(pid), 'still serving its established connection');
+  const h = await hold;
+  assert.equal(h.code, 0, h.stdout);
+  await until('agent exited after its last connection', () => !isProcessAlive(pid), 10_000);
+  await startAgent('n1');
+  await waitAgentReady('n1');
+  assert.equal((await nettool(a, 'probe', b.ip, 7000)).code, 0);
+});
+
+test('SIGTERM: a connection still open at drainTimeout is reset and the agent exits', async () => {
+  const cfgFile = node('n1').config;
+  const orig = fs.readFileSync(cfgFile, 'utf8');
+  try {
+    fs.writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(orig), drainTimeout: '1500ms' }));
+    await restartAgent('n1');
+    const pid = agentPid('n1');
+    const hold = nettool(pod('n1-p1'), 'hold', pod('n2-p1').ip, 7000, 30);
+    await new Promise((r) => setTimeout(r, 800));
+    const t0 = Date.now();
+    process.kill(pid, 'SIGTERM');
+    const h = await hold;
+    await until('agent exited', () => !isProcessAlive(pid), 10_000);
+    const ms = Date.now() - t0;
+    assert.equal(h.code, 1, 'the held connection was cut');
+    assert.ok(ms >= 1400 && ms < 8000, `exited after the 1.5 s deadline (${ms} ms)`);
+  } finally {
+    fs.writeFileSync(cfgFile, orig);
+    if (!isProcessAlive(agentPid('n1'))) await startAgent('n1');
+    await waitAgentReady('n1');
+  }
+});
+
+test('a broken or foreign hand-over peer never takes the running agent down', async () => {
+  const native = loadNative();
+  const sock = handoverSocket('n1');
+  const pid = agentPid('n1');
+  const a = pod('n1-p1');
+  const b = pod('n2-p1');
+
+  // garbage on the socket
+  const g = native.unixConnect(sock, 2000);
+  assert.ok(g >= 0);
+  native.sendFds(g, Buffer.from('GET / HTTP/1.1\r\n\r\n'), [], 1000);
+  native.closeFd(g);
+  // an unknown protocol version is refused with a reason
+  const v = native.unixConnect(sock, 2000);
+  native.sendFds(v, Buffer.from('HELLO 99 1\n'), [], 1000);
+  const head = native.recvFds(v, 4, 2000);
+  assert.ok(typeof head !== 'number' && head.data.length === 4);
+  const body = native.recvFds(v, (head as { data: Buffer }).data.readUInt32BE(0), 2000);
+  assert.match((body as { data: Buffer }).data.toString(), /version 99 not supported/);
+  native.closeFd(v);
+
+  // a successor that takes the sockets but never adopts them (crashes): the old one serves on
+  const inh = requestHandover(native, sock);
+  assert.ok(inh);
+  assert.equal(inh.size, 6);
+  assert.equal(inh.fromPid, pid);
+  inh.abort('test: pretend to crash');
+  await until('old agent noticed', async () => ((await dump('n1')).counters.handover_aborted ?? 0) >= 1);
+  const ok = await nettool(a, 'send', b.ip, 7000, 'still here');
+  assert.equal(ok.stdout, 'still here');
+  assert.equal(agentPid('n1'), pid);
+  assert.ok(isProcessAlive(pid));
+
+  // no agent on a stale socket file: a fresh start, no error
+  const stale = path.join(tmp, 'stale.sock');
+  fs.writeFileSync(stale, '');
+  assert.equal(requestHandover(native, stale), null);
+  assert.equal(requestHandover(native, path.join(tmp, 'absent.sock')), null);
+
+  // and a real restart still works afterwards
+  await restartAgent('n1');
+  await until('old exited', () => !isProcessAlive(pid), 10_000);
+  assert.equal((await nettool(a, 'send', b.ip, 7000, 'again')).stdout, 'again');
+});
