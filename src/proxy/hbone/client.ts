@@ -183,9 +183,10 @@ export class HbonePool {
       } catch (err) {
         const e = err instanceof HboneError ? err : new HboneError('HBONE_CLOSED', String((err as Error)?.message ?? err), { cause: err });
         // refused before the server answered (GOAWAY of a draining or restarted
-        // peer agent, REFUSED_STREAM): nothing reached the destination yet, so
-        // it is safe to try again, on a new session
-        if (e.code === 'HBONE_REFUSED' && attempt < 2 && !this.#closed && !req.signal?.aborted) {
+        // peer agent, REFUSED_STREAM, a reset during the TLS handshake): nothing
+        // reached the destination yet, so it is safe to try again, on a new session
+        const retryable = e.code === 'HBONE_REFUSED' || (e.code === 'HBONE_CONNECT' && (e.reason === 'ECONNRESET' || e.reason === 'EPIPE'));
+        if (retryable && attempt < 2 && !this.#closed && !req.signal?.aborted) {
           this.#retries++;
           continue;
         }

@@ -392,10 +392,9 @@ export class HboneServer {
       socket.destroy();
       return;
     }
-    if (this.#closing) {
-      socket.destroy();
-      return;
-    }
+    // while closing, a connection accepted just before the listener closed is
+    // still served up to the HTTP/2 session, which then gets GOAWAY: the client
+    // retries on a new connection (the successor's) instead of seeing a reset
     let srv: http2.Http2SecureServer;
     try {
       srv = this.#serverFor(sc);
