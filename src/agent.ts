@@ -160,7 +160,7 @@ export class Agent {
     const sock = this.cfg.handoverSocket;
     if (!sock) return;
     try {
-      this.inherited = requestHandover(this.native, sock);
+      this.inherited = requestHandover(this.native, sock, this.cfg.node);
       if (this.inherited) {
         this.handoverInfo.from = this.inherited.fromPid;
         this.log.info('taking over from the running agent', { pid: this.inherited.fromPid, sockets: this.inherited.size });
@@ -189,7 +189,7 @@ export class Agent {
     }
     if (!this.cfg.handoverSocket) return;
     const hs = new HandoverServer({
-      native: this.native, socketPath: this.cfg.handoverSocket, log: this.log.child('handover'),
+      native: this.native, socketPath: this.cfg.handoverSocket, node: this.cfg.node, log: this.log.child('handover'),
       listeners: () => this.handoverListeners(),
       onAdopted: (pid) => {
         this.handoverInfo.handedTo = pid;

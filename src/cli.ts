@@ -19,7 +19,7 @@ Usage:
   ambientd sandbox down
   ambientd demo
   ambientd inspect workloads|services|policies|certs|connections|maps|config [--node NAME] [-o json|table]
-  ambientd cleanup [--bpffs DIR]
+  ambientd cleanup [--bpffs DIR] [--handover-socket PATH]
 
 Run \`ambientd <command> --help\` for the flags of a command.`;
 
@@ -56,7 +56,7 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --ready-file FILE    written (with the pid) once the agent is ready, removed on stop
   --handover-socket P  unix socket of the restart hand-over: a starting agent takes the listening
                        sockets of the one running and serves on them (no refused connections);
-                       "" turns it off [/run/ambientd/<node>/handover.sock]
+                       "" turns it off; only an agent of the same --node takes over [/run/ambientd/handover.sock]
   --drain-timeout D    on SIGTERM, or once a new agent took over, established connections keep
                        running until they end or this passes (e.g. 30s, 1h) [30s]
   --log-level L        debug | info | warn | error | off [info]
@@ -258,11 +258,20 @@ async function main(argv: string[]): Promise<void> {
       return runInspect(rest);
     }
     case 'cleanup': {
-      const { values } = parse(rest, { bpffs: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
-      if (values.help) { process.stdout.write('ambientd cleanup [--bpffs DIR]: detach and remove every pinned link and map under DIR [/sys/fs/bpf/ambientd]; safe to run twice\n'); return; }
-      const { cleanupPins } = await import('./datapath/cleanup.js');
+      const { values } = parse(rest, { bpffs: { type: 'string' }, 'handover-socket': { type: 'string' }, help: { type: 'boolean', short: 'h' } });
+      if (values.help) {
+        process.stdout.write('ambientd cleanup [--bpffs DIR] [--handover-socket PATH]: detach and remove every pinned link and map under DIR [/sys/fs/bpf/ambientd],\n'
+          + 'and the hand-over socket file when no agent answers on it; safe to run twice. Run it after the agent is gone.\n');
+        return;
+      }
+      const { cleanupPins, removeStaleSocket } = await import('./datapath/cleanup.js');
       const r = cleanupPins(values.bpffs ?? '/sys/fs/bpf/ambientd');
       process.stdout.write(`removed ${r.links} links and ${r.pins} pins under ${r.dir}\n`);
+      if (values['handover-socket']) {
+        const h = removeStaleSocket(values['handover-socket']);
+        process.stdout.write(`hand-over socket ${values['handover-socket']}: ${h}\n`);
+        if (h === 'in use') process.exitCode = 1;
+      }
       return;
     }
     default:

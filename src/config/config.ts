@@ -158,7 +158,7 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (certLifetimeMs === null || certLifetimeMs < 1000) throw bad(file, 'certLifetime', 'must be a duration of at least 1s like "24h", "90s" or a number of ms');
   const rootNamespace = str(o, 'rootNamespace', file, 'istio-system');
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace)) throw bad(file, 'rootNamespace', 'must be a namespace name');
-  const handoverSocket = o.handoverSocket === null || o.handoverSocket === '' ? null : str(o, 'handoverSocket', file, `/run/ambientd/${node}/handover.sock`);
+  const handoverSocket = o.handoverSocket === null || o.handoverSocket === '' ? null : str(o, 'handoverSocket', file, '/run/ambientd/handover.sock');
   if (handoverSocket !== null && (!path.isAbsolute(handoverSocket) || Buffer.byteLength(handoverSocket) > 107)) throw bad(file, 'handoverSocket', 'must be an absolute path of at most 107 bytes (a unix socket), or null to turn hand-over off');
   const drainTimeoutMs = o.drainTimeout === undefined ? 30_000 : parseDuration(o.drainTimeout);
   if (drainTimeoutMs === null) throw bad(file, 'drainTimeout', 'must be a duration like "30s", "1h" or a number of ms');

@@ -36,3 +36,19 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   fs.rmSync(dir, { recursive: true, force: true });
   return { dir, links, pins };
 }
+
+/**
+ * Removes a hand-over socket file nobody serves any more. An agent that still
+ * answers on it keeps it ('in use': stop the agent first).
+ */
+export function removeStaleSocket(file: string): 'removed' | 'absent' | 'in use' {
+  if (!fs.existsSync(file)) return 'absent';
+  const native = loadNative();
+  const fd = native.unixConnect(file, 1000);
+  if (fd >= 0) {
+    native.closeFd(fd);
+    return 'in use';
+  }
+  fs.rmSync(file, { force: true });
+  return 'removed';
+}

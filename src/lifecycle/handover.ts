@@ -4,7 +4,7 @@
  *
  *   new agent                                   old agent (HandoverServer)
  *   connect(handoverSocket)  ───────────────▶  accept
- *   "HELLO 1 <pid>\n"        ───────────────▶  describes every listening socket
+ *   "HELLO 1 <pid> <node>\n" ───────────────▶  same node? describes every listening socket
  *                            ◀───────────────  frames: u32 length + JSON
  *                                              {entries, last}, each with the
  *                                              entries' fds (SCM_RIGHTS)
@@ -151,7 +151,7 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
  * throws HandoverError when one answers but the exchange fails (the caller
  * then starts fresh: nothing was changed on either side).
  */
-export function requestHandover(native: NativeAddon, socketPath: string, timeoutMs = 5000): Inherited | null {
+export function requestHandover(native: NativeAddon, socketPath: string, node: string, timeoutMs = 5000): Inherited | null {
   if (!fs.existsSync(socketPath)) return null;
   const conn = native.unixConnect(socketPath, timeoutMs);
   if (conn < 0) {
@@ -162,7 +162,7 @@ export function requestHandover(native: NativeAddon, socketPath: string, timeout
   const received: Array<{ entry: HandoverEntry; fd: number }> = [];
   const stray: number[] = [];
   try {
-    check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid}\n`), [], timeoutMs), 'hand-over hello');
+    check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid} ${node}\n`), [], timeoutMs), 'hand-over hello');
     const deadline = Date.now() + timeoutMs;
     let fromPid = 0;
     for (;;) {
@@ -197,6 +197,8 @@ export function requestHandover(native: NativeAddon, socketPath: string, timeout
 export interface HandoverServerOptions {
   native: NativeAddon;
   socketPath: string;
+  /** this agent's node: a successor for another node is refused */
+  node: string;
   log: Logger;
   /** the listening sockets to hand over, with their fds (still owned by the caller) */
   listeners: () => Array<{ entry: HandoverEntry; fd: number }>;
@@ -272,6 +274,11 @@ export class HandoverServer {
           try {
             if (rest[0] !== String(HANDOVER_VERSION)) {
               send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` }, []);
+              s.end();
+              return;
+            }
+            if (rest[2] !== this.o.node) {
+              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `this agent serves node ${this.o.node}, not ${rest[2] ?? '(none)'}` }, []);
               s.end();
               return;
             }

@@ -170,7 +170,7 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   native.closeFd(g);
   // an unknown protocol version is refused with a reason
   const v = native.unixConnect(sock, 2000);
-  native.sendFds(v, Buffer.from('HELLO 99 1\n'), [], 1000);
+  native.sendFds(v, Buffer.from('HELLO 99 1 n1\n'), [], 1000);
   const head = native.recvFds(v, 4, 2000);
   assert.ok(typeof head !== 'number' && head.data.length === 4);
   const body = native.recvFds(v, (head as { data: Buffer }).data.readUInt32BE(0), 2000);
@@ -178,7 +178,9 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   native.closeFd(v);
 
   // a successor that takes the sockets but never adopts them (crashes): the old one serves on
-  const inh = requestHandover(native, sock);
+  // a successor for another node is refused
+  assert.throws(() => requestHandover(native, sock, 'n2'), /serves node n1, not n2/);
+  const inh = requestHandover(native, sock, 'n1');
   assert.ok(inh);
   assert.equal(inh.size, 6);
   assert.equal(inh.fromPid, pid);
@@ -192,8 +194,8 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   // no agent on a stale socket file: a fresh start, no error
   const stale = path.join(tmp, 'stale.sock');
   fs.writeFileSync(stale, '');
-  assert.equal(requestHandover(native, stale), null);
-  assert.equal(requestHandover(native, path.join(tmp, 'absent.sock')), null);
+  assert.equal(requestHandover(native, stale, 'n1'), null);
+  assert.equal(requestHandover(native, path.join(tmp, 'absent.sock'), 'n1'), null);
 
   // and a real restart still works afterwards
   await restartAgent('n1');

@@ -55,9 +55,9 @@ const daemonSet = (): Obj => {
 
 test('deploy/ holds the expected manifests', () => {
   const files = new Set(docs.map((d) => d.file));
-  for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/example-namespace.yaml']) assert.ok(files.has(f), f);
+  for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/example-namespace.yaml', 'deploy/uninstall.yaml']) assert.ok(files.has(f), f);
   assert.deepEqual(docs.map((d) => `${d.obj.kind}/${d.obj.metadata?.name}`).sort(), [
-    'ClusterRole/ambientd', 'ClusterRoleBinding/ambientd', 'ConfigMap/ambientd-config', 'DaemonSet/ambientd',
+    'ClusterRole/ambientd', 'ClusterRoleBinding/ambientd', 'ConfigMap/ambientd-config', 'DaemonSet/ambientd', 'DaemonSet/ambientd-cleanup',
     'Namespace/ambientd-system', 'Namespace/demo', 'ServiceAccount/ambientd',
   ]);
 });
@@ -76,7 +76,7 @@ test('schema validation rejects broken objects', async () => {
   delete noSelector.spec.selector;
   await assert.rejects(validate(noSelector));
   const badPort = structuredClone(daemonSet());
-  badPort.spec.template.spec.containers[0].ports[0].containerPort = 'metrics';
+  badPort.spec.template.spec.containers[0].ports = [{ containerPort: 'metrics' }];
   await assert.rejects(validate(badPort));
 });
 
@@ -104,7 +104,11 @@ test('DaemonSet: host namespaces, no privileged mode, capabilities', () => {
   assert.equal(pod.priorityClassName, 'system-node-critical');
   assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
   assert.equal(ds.spec.updateStrategy.type, 'RollingUpdate');
-  assert.equal(ds.spec.updateStrategy.rollingUpdate.maxUnavailable, 1);
+  // restarts that drop nothing: the new pod runs next to the old one and takes its sockets
+  assert.equal(ds.spec.updateStrategy.rollingUpdate.maxSurge, 1);
+  assert.equal(ds.spec.updateStrategy.rollingUpdate.maxUnavailable, 0);
+  // hostNetwork ports would be hostPorts, which block the surge pod on the same node
+  for (const c of pod.containers) assert.equal(c.ports, undefined, `${c.name} declares ports`);
   for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) assert.equal(ds.spec.template.metadata.labels[k], v, `selector ${k}`);
   for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
     const sc = c.securityContext ?? {};
@@ -153,6 +157,14 @@ test('DaemonSet: agent args, node from the downward API, config the agent accept
   assert.equal(cfg.caDir, '/var/lib/ambientd/ca');
   assert.equal(cfg.adminAddress, '127.0.0.1');
   assert.deepEqual({ ...cfg.ports }, { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 });
+  // the hand-over socket is on a hostPath both the old and the new pod mount
+  assert.equal(cfg.handoverSocket, '/run/ambientd/handover.sock');
+  const mount = c.volumeMounts.find((m: Obj) => m.mountPath === path.dirname(cfg.handoverSocket!));
+  assert.ok(mount, 'the hand-over directory is mounted');
+  const vol = daemonSet().spec.template.spec.volumes.find((v: Obj) => v.name === mount.name);
+  assert.equal(vol.hostPath.path, '/run/ambientd');
+  // the grace period covers the drain
+  assert.ok(daemonSet().spec.template.spec.terminationGracePeriodSeconds * 1000 > cfg.drainTimeoutMs);
 });
 
 test('DaemonSet: probes on 15021, Prometheus scrape on 15020, grace period, resources', () => {
@@ -165,9 +177,27 @@ test('DaemonSet: probes on 15021, Prometheus scrape on 15020, grace period, reso
     { scrape: tpl.metadata.annotations['prometheus.io/scrape'], port: tpl.metadata.annotations['prometheus.io/port'], path: tpl.metadata.annotations['prometheus.io/path'] },
     { scrape: 'true', port: '15020', path: '/metrics' },
   );
-  assert.equal(tpl.spec.terminationGracePeriodSeconds, 30);
+  assert.equal(tpl.spec.terminationGracePeriodSeconds, 3630);
   assert.ok(c.resources.requests.cpu && c.resources.requests.memory);
   assert.ok(c.resources.limits.memory);
+});
+
+test('uninstall: the cleanup DaemonSet runs `ambientd cleanup` on the paths the agent uses, with no API access', () => {
+  const ds = find('DaemonSet', 'ambientd-cleanup')[0]!.obj;
+  const pod = ds.spec.template.spec;
+  const c = pod.containers[0];
+  const cmd = c.args.join(' ');
+  const agentYaml = find('ConfigMap')[0]!.obj.data['agent.yaml'];
+  const cfg = parseConfig({ ...(parseAllDocuments(agentYaml)[0]!.toJS() as Obj), node: 'node-1' }, 'agent.yaml');
+  assert.match(cmd, new RegExp(`cleanup --bpffs ${cfg.bpffsDir} --handover-socket ${cfg.handoverSocket}`));
+  assert.equal(c.image, daemonSet().spec.template.spec.containers[0].image, 'same image as the agent');
+  assert.equal(pod.serviceAccountName, undefined);
+  assert.equal(c.securityContext.privileged, false);
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  const mounts = new Map<string, string>(c.volumeMounts.map((m: Obj) => [m.mountPath, m.name]));
+  const vols = new Map<string, Obj>(pod.volumes.map((v: Obj) => [v.name, v]));
+  assert.equal(vols.get(mounts.get('/sys/fs/bpf')!)?.hostPath.path, '/sys/fs/bpf');
+  assert.equal(vols.get(mounts.get('/run/ambientd')!)?.hostPath.path, '/run/ambientd');
 });
 
 test('DaemonSet uses the ServiceAccount that deploy/rbac.yaml defines and binds', () => {
