@@ -5,7 +5,7 @@
  *   node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
  *
  *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
- *             observability (9, bench/observability.ts)
+ *             observability (9, bench/observability.ts), restart (10, bench/restart.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -17,6 +17,10 @@
  *      latency over direct / HBONE through both agents / an nghttpx HTTP/2
  *      CONNECT tunnel, HBONE connections per second, agent memory per idle
  *      HBONE connection
+ *   10. agent restarts: refused connections at 200 new connections/s during a
+ *      rolling restart with hand-over vs stop-then-start, and the agent's
+ *      start-up time to ready with 100 enrolled pods (hand-over, no hand-over,
+ *      warm and cold start)
  *
  * Figures go to stdout and to bench/RESULTS.md (--quick: ~1 s per measurement,
  * 10 pods, written to $TMPDIR/ambientd-bench-RESULTS.quick.md unless --out;
@@ -56,6 +60,7 @@ export { parseSockperf } from './lib.js';
 import { hboneBenchmarks, hboneReport, type HboneOptions, type HboneResults } from './hbone.js';
 import { policySetupBench } from './policy-setup.js';
 import { observabilityBench } from './observability.js';
+import { restartBench } from './restart.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROBER = path.join(ROOT, 'dist', 'bench', 'prober.js');
@@ -87,13 +92,15 @@ interface Options {
   hbone: HboneOptions;
 }
 
-const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability'] as const;
+const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart'] as const;
 type Section = (typeof SECTIONS)[number];
 const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
   sections: same-node (1-2: same-node throughput and latency), enroll (3: enrollment latency),
             hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection),
             policy (8: connection set-up latency with 0, 100, 10 000 AuthorizationPolicies),
-            observability (9: agent CPU per 1000 requests, /metrics scrape cost under 1000 connections)
+            observability (9: agent CPU per 1000 requests, /metrics scrape cost under 1000 connections),
+            restart (10: refused connections at 200/s during agent restarts with/without hand-over,
+                     start-up time to ready with 100 enrolled pods)
 `;
 
 function parseArgs(argv: string[]): Options {
@@ -486,6 +493,7 @@ async function main(): Promise<void> {
   let hb: HboneResults | null = null;
   let policyMd: string | null = null;
   let obsMd: string | null = null;
+  let restartMd: string | null = null;
   try {
     if (run('same-node')) {
       ({ tput, lat } = await pathBenchmarks(o, log));
@@ -507,6 +515,10 @@ async function main(): Promise<void> {
     if (run('observability')) {
       obsMd = await observabilityBench({ quick: o.quick });
       log(obsMd);
+    }
+    if (run('restart')) {
+      restartMd = await restartBench({ quick: o.quick, stateDir: STATE_DIR, log });
+      log(restartMd);
     }
   } finally {
     killAll();
@@ -687,6 +699,7 @@ async function main(): Promise<void> {
   if (hbRep) md.push(...hbRep.md);
   if (policyMd) md.push('', policyMd.replace(/^## /, '## 8. '));
   if (obsMd) md.push('', obsMd.replace(/^## /, '## 9. '));
+  if (restartMd) md.push('', restartMd.replace(/^## /, '## 10. '));
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, md.join('\n'));
   log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out} (${elapsed.toFixed(0)} s)`);

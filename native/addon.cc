@@ -195,7 +195,10 @@ int CheckBpfFd(int fd, const char* kind) {
   if (n < 0) return 0;  // no /proc: let the kernel decide
   target[n] = '\0';
   std::string want = std::string("anon_inode:") + kind;
-  return want == target ? 0 : -EINVAL;
+  // links are "bpf_link" from bpf_link_create but "bpf-link" from bpf_obj_get
+  std::string alt = want;
+  for (char& ch : alt) if (ch == '-') ch = '_';
+  return want == target || alt == target ? 0 : -EINVAL;
 }
 
 int GetMapInfo(int fd, struct bpf_map_info* mi) {
@@ -527,6 +530,56 @@ NAN_METHOD(LinkDetach) {
   if (!ToFd(d, &fd)) return Ret(info, -EBADF);
   int r = bpf_link_detach(fd);
   Ret(info, r < 0 ? r : 0);
+}
+
+// linkUpdate(linkFd, progFd): bpf_link_update, atomically replaces the program
+// of a link (an agent upgrade swaps in its own build without a gap).
+NAN_METHOD(LinkUpdate) {
+  double l, p;
+  int lfd, pfd;
+  if (!GetNumber(info, 0, "linkUpdate", "linkFd", &l)) return;
+  if (!GetNumber(info, 1, "linkUpdate", "progFd", &p)) return;
+  if (!ToFd(l, &lfd) || !ToFd(p, &pfd)) return Ret(info, -EBADF);
+  int r = CheckBpfFd(lfd, "bpf-link");
+  if (r < 0) return Ret(info, r);
+  r = CheckBpfFd(pfd, "bpf-prog");
+  if (r < 0) return Ret(info, r);
+  r = bpf_link_update(lfd, pfd, nullptr);
+  Ret(info, r < 0 ? r : 0);
+}
+
+// linkInfo(linkFd): { id, type, progId, progTag } ("" when the program is not readable).
+NAN_METHOD(LinkInfo) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "linkInfo", "linkFd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  int r = CheckBpfFd(fd, "bpf-link");
+  if (r < 0) return Ret(info, r);
+  struct bpf_link_info li;
+  memset(&li, 0, sizeof li);
+  __u32 len = sizeof li;
+  r = bpf_obj_get_info_by_fd(fd, &li, &len);
+  if (r < 0) return Ret(info, r);
+  std::string tag;
+  int pfd = bpf_prog_get_fd_by_id(li.prog_id);
+  if (pfd >= 0) {
+    struct bpf_prog_info pi;
+    memset(&pi, 0, sizeof pi);
+    __u32 plen = sizeof pi;
+    if (bpf_obj_get_info_by_fd(pfd, &pi, &plen) == 0) {
+      char t[2 * BPF_TAG_SIZE + 1];
+      for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(t + 2 * i, 3, "%02x", pi.tag[i]);
+      tag = t;
+    }
+    close(pfd);
+  }
+  v8::Local<v8::Object> o = Nan::New<v8::Object>();
+  SetProp(o, "id", Nan::New<v8::Uint32>(li.id));
+  SetProp(o, "type", Nan::New<v8::Uint32>(li.type));
+  SetProp(o, "progId", Nan::New<v8::Uint32>(li.prog_id));
+  SetProp(o, "progTag", Nan::New(tag).ToLocalChecked());
+  info.GetReturnValue().Set(o);
 }
 
 void SkMsg(const Info& info, const char* fn, bool attach) {
@@ -1159,6 +1212,8 @@ NAN_MODULE_INIT(Init) {
   Nan::SetMethod(target, "linkCgroup", LinkCgroup);
   Nan::SetMethod(target, "linkNetns", LinkNetns);
   Nan::SetMethod(target, "linkDetach", LinkDetach);
+  Nan::SetMethod(target, "linkUpdate", LinkUpdate);
+  Nan::SetMethod(target, "linkInfo", LinkInfo);
   Nan::SetMethod(target, "attachSkMsg", AttachSkMsg);
   Nan::SetMethod(target, "detachSkMsg", DetachSkMsg);
   Nan::SetMethod(target, "probeProgType", ProbeProgType);

@@ -529,6 +529,8 @@ export class Agent {
         pins: this.cfg.bpffsDir,
         acceleration: this.cfg.acceleration,
         features: dp.features,
+        programs: dp.programs(),
+        adoptedLinks: dp.adoptedLinks,
       } : null,
       counters: Object.fromEntries(this.counters),
       handover: { socket: this.cfg.handoverSocket, ...this.handoverInfo, draining: this.draining !== null },

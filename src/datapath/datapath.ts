@@ -80,6 +80,8 @@ export class Datapath {
   private readonly progFds = new Map<ProgName, number>();
   private readonly mapFds = new Map<MapName, number>();
   private agentSockopsLink = -1;
+  private linkUpdates = 0;
+  private linkUpgrades = 0;
   /** cgroup/getpeername4 available (Linux 5.8): apps see their original destination as peer. */
   private getpeername = false;
   private closed = false;
@@ -137,7 +139,7 @@ export class Datapath {
     const agentSockops = path.join(this.opts.bpffsDir, 'agent_sockops');
     if (accel) {
       check(this.native.attachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs')), 'BPF_ATTACH', 'attach sk_msg to amb_sock_pairs');
-      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(agentSockops, () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
+      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(agentSockops, 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
     } else {
       // an earlier agent may have run with acceleration: take it down
       this.native.detachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs'));
@@ -148,10 +150,29 @@ export class Datapath {
   }
 
   /** Adopts a pinned link if there is one, else creates and pins it. Returns its fd. */
-  private pinnedLink(pin: string, create: () => number, what: string): number {
+  /**
+   * The pinned link at `pin` (adopted from an earlier agent) or a new one.
+   * An adopted link that runs another program than ours (an agent upgrade, or
+   * just an earlier load) gets ours with bpf_link_update: atomic, no moment
+   * without redirection.
+   */
+  private pinnedLink(pin: string, prog: ProgName, create: () => number, what: string): number {
     if (fs.existsSync(pin)) {
       const fd = this.native.objGet(pin);
-      if (fd >= 0) return fd;
+      if (fd >= 0) {
+        const li = this.native.linkInfo(fd);
+        const mine = this.native.progInfo(this.prog(prog));
+        if (typeof li !== 'number' && typeof mine !== 'number' && li.progId !== mine.id) {
+          const rc = this.native.linkUpdate(fd, this.prog(prog));
+          if (rc < 0) {
+            this.native.closeFd(fd);
+            throw nativeError('BPF_ATTACH', `update ${what} to this agent's ${prog}`, rc);
+          }
+          this.linkUpdates++;
+          if (li.progTag !== mine.tag) this.linkUpgrades++;
+        }
+        return fd;
+      }
       fs.rmSync(pin, { force: true });
     }
     const fd = create();
@@ -163,6 +184,21 @@ export class Datapath {
       throw nativeError('BPF_PIN', `pin ${pin}`, rc);
     }
     return fd;
+  }
+
+  /** Adopted links moved to this agent's programs (upgrades: with another program tag, i.e. other code). */
+  get adoptedLinks(): { updated: number; upgraded: number } {
+    return { updated: this.linkUpdates, upgraded: this.linkUpgrades };
+  }
+
+  /** This agent's loaded programs (id, tag), by name. */
+  programs(): Record<string, { id: number; tag: string }> {
+    const out: Record<string, { id: number; tag: string }> = {};
+    for (const [name, fd] of this.progFds) {
+      const pi = this.native.progInfo(fd);
+      if (typeof pi !== 'number') out[name] = { id: pi.id, tag: pi.tag };
+    }
+    return out;
   }
 
   private removePinnedLink(pin: string): void {
@@ -232,11 +268,11 @@ export class Datapath {
     fs.mkdirSync(dir, { recursive: true });
     const fds: number[] = [];
     try {
-      fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns), `sk_lookup on ${pod.netns}`));
-      fds.push(this.pinnedLink(path.join(dir, 'sockops'), () => this.native.linkCgroup(this.prog('amb_sockops'), pod.cgroup, 'sockops'), `sockops on ${pod.cgroup}`));
-      if (this.getpeername) fds.push(this.pinnedLink(path.join(dir, 'getpeername4'), () => this.native.linkCgroup(this.prog('amb_getpeername4'), pod.cgroup, 'getpeername4'), `getpeername4 on ${pod.cgroup}`));
+      fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns), `sk_lookup on ${pod.netns}`));
+      fds.push(this.pinnedLink(path.join(dir, 'sockops'), 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), pod.cgroup, 'sockops'), `sockops on ${pod.cgroup}`));
+      if (this.getpeername) fds.push(this.pinnedLink(path.join(dir, 'getpeername4'), 'amb_getpeername4', () => this.native.linkCgroup(this.prog('amb_getpeername4'), pod.cgroup, 'getpeername4'), `getpeername4 on ${pod.cgroup}`));
       // connect4 last: from here on the pod's connections are captured
-      fds.push(this.pinnedLink(path.join(dir, 'connect4'), () => this.native.linkCgroup(this.prog('amb_connect4'), pod.cgroup, 'connect4'), `connect4 on ${pod.cgroup}`));
+      fds.push(this.pinnedLink(path.join(dir, 'connect4'), 'amb_connect4', () => this.native.linkCgroup(this.prog('amb_connect4'), pod.cgroup, 'connect4'), `connect4 on ${pod.cgroup}`));
     } catch (e) {
       this.unenroll(pod.key, pod.ip);
       throw e;

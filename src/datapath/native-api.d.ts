@@ -88,6 +88,10 @@ export interface NativeAddon {
   linkNetns(progFd: number, netnsPath: string): number | Errno;
   /** bpf_link_detach: detaches even while the link is pinned elsewhere. */
   linkDetach(linkFd: number): 0 | Errno;
+  /** bpf_link_update: atomically replaces the link's program (cgroup links 5.7, netns links 5.8). */
+  linkUpdate(linkFd: number, progFd: number): 0 | Errno;
+  /** The link's id, type, and its program's id and tag ("" if unreadable). */
+  linkInfo(linkFd: number): { id: number; type: number; progId: number; progTag: string } | Errno;
   /** bpf_prog_attach(prog, map, BPF_SK_MSG_VERDICT). */
   attachSkMsg(progFd: number, mapFd: number): 0 | Errno;
   detachSkMsg(progFd: number, mapFd: number): 0 | Errno;

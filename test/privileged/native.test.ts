@@ -483,6 +483,71 @@ char LICENSE[] SEC("license") = "GPL";
     assert.deepEqual(attached(), []);
   });
 
+  it('linkUpdate swaps the program of a live link; linkInfo reports it', () => {
+    const p1 = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
+    const p2 = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const link = own(a.linkCgroup(p1, cgDir, 'connect4'), 'linkCgroup');
+    const i1 = a.progInfo(p1);
+    const li = a.linkInfo(link);
+    assert.ok(typeof li === 'object' && typeof i1 === 'object', `linkInfo ${String(li)} progInfo ${String(i1)}`);
+    assert.equal(li.progId, i1.id);
+    assert.equal(li.progTag, i1.tag);
+    // the same program again (a restart of the same build): accepted
+    assert.equal(a.linkUpdate(link, p1), 0);
+    // a program of another type is refused by the kernel, the link keeps its program
+    assert.ok(a.linkUpdate(link, p2) < 0);
+    assert.equal((a.linkInfo(link) as { progId: number }).progId, i1.id);
+    // not a link / not a program
+    assert.equal(a.linkInfo(p1), -E.EINVAL);
+    assert.equal(a.linkUpdate(p1, p1), -E.EINVAL);
+    assert.equal(a.linkUpdate(link, link), -E.EINVAL);
+    assert.equal(a.linkDetach(link), 0);
+    release(link);
+    release(p2);
+    release(p1);
+  });
+
+  it('hand-over primitives: unixListen / unixConnect / sendFds / recvFds / socketInfo', async () => {
+    const sock = path.join(tmpDir, 'h.sock');
+    const lfd = a.unixListen(sock, 4);
+    assert.ok(lfd >= 0, errnoName(lfd));
+    assert.equal((fs.statSync(sock).mode & 0o777), 0o600);
+    assert.ok(!fs.existsSync(`${sock}.new`), 'bound under a temporary name, then renamed');
+    // the Node server accepts; the native client sends; a plain read gets the bytes
+    const got = new Promise<string>((resolve) => {
+      const srv = net.createServer((c) => c.once('data', (d) => { resolve(d.toString()); c.destroy(); srv.close(); }));
+      srv.listen({ fd: lfd });
+    });
+    const cfd = a.unixConnect(sock, 1000);
+    assert.ok(cfd >= 0, errnoName(cfd));
+    const tcp = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => tcp.once('listening', r));
+    const tfd = (tcp as unknown as { _handle: { fd: number } })._handle.fd;
+    assert.equal(a.sendFds(cfd, Buffer.from('HELLO'), [tfd], 1000), 5);
+    assert.equal(await got, 'HELLO');
+    // fd and argument checks
+    assert.equal(a.sendFds(cfd, Buffer.from('x'), Array(254).fill(tfd), 1000), -E.E2BIG);
+    assert.equal(a.sendFds(cfd, Buffer.from('x'), [987654], 1000), -E.EBADF);
+    assert.equal(a.sendFds(cfd, Buffer.alloc(0), [], 1000), -E.EINVAL);
+    assert.equal(a.recvFds(cfd, 0, 1000), -E.EINVAL);
+    a.closeFd(cfd);
+    assert.equal(a.unixConnect(path.join(tmpDir, 'absent.sock'), 1000), -E.ENOENT);
+    assert.equal(a.unixConnect('relative.sock'.padEnd(200, 'x'), 1000), -E.EINVAL);
+    // socketInfo: a TCP listener, a non-socket
+    const info = a.socketInfo(tfd);
+    assert.ok(typeof info === 'object');
+    assert.deepEqual({ family: info.family, listening: info.listening, ip: info.ip, port: info.port }, { family: 4, listening: true, ip: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port });
+    assert.equal(info.netnsInode, BigInt(fs.statSync('/proc/self/ns/net').ino));
+    const file = fs.openSync(sock.replace('h.sock', 'plain'), 'w');
+    assert.equal(a.socketInfo(file), -E.ENOTSOCK);
+    fs.closeSync(file);
+    tcp.close();
+    const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
+    for (const call of [() => x.unixListen(1, 1), () => x.unixConnect(sock, '1'), () => x.sendFds(1, 'x', [], 1), () => x.sendFds(1, Buffer.from('x'), 1, 1), () => x.recvFds('1', 1, 1), () => x.socketInfo('1'), () => x.linkUpdate(1), () => x.linkInfo(null)]) {
+      assert.throws(call, TypeError, call.toString());
+    }
+  });
+
   it('linkNetns attaches amb_sk_lookup to the netns', () => {
     type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
     const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];

@@ -15,6 +15,7 @@ import {
 } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until } from '../helpers/sandbox.js';
+import { ROOT } from '../helpers/paths.js';
 import { readTcpPackets } from '../helpers/pcap.js';
 import { loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
@@ -26,6 +27,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-restart-'));
 
 interface Dump {
   pid: number;
+  datapath: { programs: Record<string, { id: number; tag: string }>; adoptedLinks: { updated: number; upgraded: number } };
   connections: ConnectionRecord[];
   counters: Record<string, number>;
   handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean };
@@ -33,6 +35,24 @@ interface Dump {
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
+const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', connect4: 'amb_connect4' };
+
+/** Every pinned link of a pod runs the given agent's program (by id). */
+function assertLinksRun(podName: string, programs: Dump['datapath']['programs']): void {
+  const native = loadNative();
+  const p = pod(podName);
+  const dir = path.join(node(p.node).bpffsDir, 'pods', `${p.namespace}_${p.name}`);
+  const links = fs.readdirSync(dir);
+  assert.ok(links.includes('connect4') && links.includes('sk_lookup'), `links of ${podName}: ${links.join(', ')}`);
+  for (const l of links) {
+    const fd = native.objGet(path.join(dir, l));
+    assert.ok(fd >= 0, l);
+    const li = native.linkInfo(fd);
+    native.closeFd(fd);
+    assert.ok(typeof li !== 'number', l);
+    assert.equal(li.progId, programs[LINK_PROG[l]!]!.id, `${podName} ${l} runs the new agent's ${LINK_PROG[l]}`);
+  }
+}
 
 before(async () => {
   st = await sandboxUp({ nodes: 2, pods: 2, agents: true, drainTimeout: '60s' });
@@ -100,6 +120,9 @@ test('rolling restart of both agents under load: the stream, the held connection
     assert.equal(d.handover.adopted, 6);
     assert.deepEqual(d.handover.rejected, []);
     assert.equal(d.counters.handover_adopted, 1);
+    // the adopted pinned links now run this agent's programs (bpf_link_update), same code
+    assertLinksRun(`${n}-p1`, d.datapath.programs);
+    assert.equal(d.datapath.adoptedLinks.upgraded, 0);
   }
   // new connections after the restart went through the new n1 agent
   const after = (await dump('n1')).connections.filter((c) => c.dst === `${b.ip}:7000` && c.via === 'hbone');
@@ -201,4 +224,36 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   await restartAgent('n1');
   await until('old exited', () => !isProcessAlive(pid), 10_000);
   assert.equal((await nettool(a, 'send', b.ip, 7000, 'again')).stdout, 'again');
+});
+
+test('upgrade: a new agent with other BPF code swaps it into the pinned links while 200 connections/s flow', async () => {
+  // the "new version": the same source built at -O1 (other instructions, so other program tags)
+  const variant = path.join(tmp, 'ambient-O1.bpf.o');
+  const arch = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
+  const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], { stdio: 'inherit' });
+  assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'clang -O1');
+  const cfgFile = node('n1').config;
+  const orig = fs.readFileSync(cfgFile, 'utf8');
+  const before = await dump('n1');
+  try {
+    fs.writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(orig), bpfObject: variant }));
+    const a = pod('n1-p1');
+    const b = pod('n2-p1');
+    const rate = nettool(a, 'rate', b.ip, 7000, 200, 6);
+    await new Promise((r) => setTimeout(r, 1500));
+    const r = await restartAgent('n1');
+    const rr = await rate;
+    assert.equal(rr.code, 0, `no connection failed during the upgrade: ${rr.stdout}`);
+    const d = await dump('n1');
+    assert.equal(d.pid, r.newPid);
+    const changed = Object.keys(d.datapath.programs).filter((k) => d.datapath.programs[k]!.tag !== before.datapath.programs[k]?.tag);
+    assert.ok(changed.length > 0, 'the -O1 build has other program tags');
+    assert.ok(d.datapath.adoptedLinks.upgraded > 0, `links moved to the new code: ${JSON.stringify(d.datapath.adoptedLinks)}`);
+    assertLinksRun('n1-p1', d.datapath.programs);
+    assert.equal((await nettool(a, 'send', b.ip, 7000, 'after upgrade')).stdout, 'after upgrade');
+  } finally {
+    // back to the tree's build (and its programs in the links)
+    fs.writeFileSync(cfgFile, orig);
+    await restartAgent('n1');
+  }
 });
