@@ -2,12 +2,13 @@
  * `ambientd demo` (make demo): a sandbox cluster of 2 nodes x 2 pods with an
  * agent on each node, real traffic between ambient and non-ambient pods, and
  * a short report: what was captured, original destinations, bytes, redirect
- * counters, the bpftool dump of the pod map, and fail-closed with the agent
+ * counters, the bpftool dump of the pod map, a restart of both agents under
+ * load that drops nothing (socket hand-over), and fail-closed with the agent
  * gone. The sandbox is removed at the end, also on failure.
  */
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { sandboxDown, sandboxUp, stopAgent, type SandboxState } from './sandbox/topology.js';
+import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from './sandbox/topology.js';
 import { nettool, nettoolServer } from './sandbox/podproc.js';
 import { getJsonInNetns, httpInNetns } from './util/netns-http.js';
 import type { ConnectionRecord } from './proxy/connections.js';
@@ -34,6 +35,7 @@ export async function runDemo(): Promise<void> {
     for (const p of st.pods) out(`  ${p.name.padEnd(6)} node ${p.node}  ${p.namespace.padEnd(12)} sa ${p.serviceAccount.padEnd(9)} ${p.ip.padEnd(11)} ${p.ambient ? 'AMBIENT (captured)' : 'not in the mesh'}`);
 
     for (const p of st.pods) children.push(await nettoolServer(p, 'serve', 8080, '--greet'));
+    children.push(await nettoolServer(pod('n2-p1'), 'serve', 8081));
 
     const flows: Array<[string, string, string]> = [
       ['n1-p1', 'n2-p1', 'ambient -> ambient, across nodes'],
@@ -87,6 +89,20 @@ export async function runDemo(): Promise<void> {
     out(B(`bpftool map dump pinned ${pinDir}/amb_pods`));
     out(indent(execFileSync('bpftool', ['map', 'dump', 'pinned', `${pinDir}/amb_pods`], { encoding: 'utf8' })));
 
+    out(B('Restart both agents under load (hand-over of the listening sockets; the old agents drain)'));
+    const held = nettool(pod('n1-p1'), 'hold', pod('n2-p1').ip, 8081, 8);
+    const rate = nettool(pod('n1-p1'), 'rate', pod('n2-p1').ip, 8081, 200, 7);
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const n of st.nodes) {
+      const r = await restartAgent(n.name);
+      out(`  ${n.name}: new agent pid ${r.newPid} ready in ${r.readyMs} ms; old agent pid ${r.oldPid} handed its sockets over and drains`);
+    }
+    const [h, rt] = await Promise.all([held, rate]);
+    const hj = JSON.parse(h.stdout || '{}') as { rounds?: number; error?: string | null };
+    const rj = JSON.parse(rt.stdout || '{}') as { attempted?: number; failed?: number };
+    out(`  held connection n1-p1 -> n2-p1 across both restarts: ${hj.error === null ? `kept (${hj.rounds} round trips)` : `LOST (${hj.error})`}`);
+    out(`  new connections at 200/s during the restarts: ${rj.attempted} opened, ${rj.failed} refused or failed`);
+    out();
     out(B(`Fail closed: SIGKILL the agent on ${n1.name}`));
     await stopAgent(n1.name, 'SIGKILL');
     for (const [from, to, what] of [['n1-p1', 'n2-p1', 'ambient pod, agent gone'], ['n1-p2', 'n2-p2', 'plain pod, unaffected']] as const) {
