@@ -17,7 +17,9 @@ import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnap
 import { ConnectionTracker } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex, podSpiffeId } from './discovery/model.js';
-import { KubernetesSource, PodSandboxFinder } from './discovery/kubernetes.js';
+// the Kubernetes client takes ~0.7 s to load: only imported with source: kubernetes (start())
+import type { KubernetesSource } from './discovery/kubernetes.js';
+import { PodSandboxFinder } from './discovery/k8s-sandbox.js';
 import { compilePolicies, type PolicyIndex } from './policy/engine.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { IdentityManager } from './identity/manager.js';
@@ -59,7 +61,7 @@ function serverFd(srv: net.Server | null): number | null {
 export class Agent {
   readonly tracker = new ConnectionTracker();
   private datapath: Datapath | null = null;
-  private source: WorkloadFileSource | KubernetesSource;
+  private source: WorkloadFileSource | KubernetesSource | null = null;
   private admin: http.Server | null = null;
   private metricsServer: http.Server | null = null;
   private readyServer: http.Server | null = null;
@@ -95,9 +97,7 @@ export class Agent {
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
     this.sandboxFinder = new PodSandboxFinder({ cgroupRoot: cfg.cgroupRoot });
     this.native = native ?? loadNative();
-    this.source = cfg.source === 'kubernetes'
-      ? new KubernetesSource({ nodeName: cfg.node, log: log.child('kubernetes'), resolveLocalPod: (pod) => (pod.uid ? this.sandboxFinder.find(pod.uid) : null) })
-      : new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot);
+    if (cfg.source === 'file') this.source = new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot);
     this.metrics = new AgentMetrics({
       index: () => this.index,
       spiffeOf: (p) => podSpiffeId(p, cfg.trustDomain),
@@ -270,7 +270,12 @@ export class Agent {
     await this.listen(this.admin, cfg.ports.admin, cfg.adminAddress, 'admin', 'ports.admin');
 
     const reported = new Set<string>();
-    this.source.on('update', (s: WorkloadSnapshot) => {
+    if (!this.source) {
+      const { KubernetesSource } = await import('./discovery/kubernetes.js');
+      this.source = new KubernetesSource({ nodeName: cfg.node, log: this.log.child('kubernetes'), resolveLocalPod: (pod) => (pod.uid ? this.sandboxFinder.find(pod.uid) : null) });
+    }
+    const source = this.source;
+    source.on('update', (s: WorkloadSnapshot) => {
       for (const e of s.errors) {
         const k = `${e.entry}\0${e.message}`;
         if (reported.has(k)) continue;
@@ -280,16 +285,16 @@ export class Agent {
       }
       this.schedule(s);
     });
-    (this.source as WorkloadFileSource).on('invalid', (e: AmbientError) => {
+    (source as WorkloadFileSource).on('invalid', (e: AmbientError) => {
       this.count('workload_file_invalid');
       this.log.error('workload file rejected; keeping the last good state', { error: e.toJSON() });
     });
-    this.source.on('error', (e: Error) => {
+    source.on('error', (e: Error) => {
       this.count('discovery_error');
       this.log.warn('discovery error (retrying; last good state kept)', { error: e.message });
     });
-    await this.source.start();
-    if (this.source instanceof KubernetesSource) this.schedule(this.source.current);
+    await source.start();
+    if (!(source instanceof WorkloadFileSource)) this.schedule(source.current);
     await this.reconciling;
     await this.settle();
     await this.finishTakeOver();
@@ -550,7 +555,7 @@ export class Agent {
       const t0 = Date.now();
       const handedOver = this.handoverInfo.handedTo !== null;
       this.stopped = true;
-      this.source.stop();
+      this.source?.stop();
       await this.reconciling.catch(() => undefined);
       this.handover?.close();
       for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
@@ -589,7 +594,7 @@ export class Agent {
     if (this.stopping) return;
     this.stopping = true;
     this.stopped = true;
-    this.source.stop();
+    this.source?.stop();
     await this.reconciling.catch(() => undefined);
     this.inherited?.abort('the new agent stopped');
     this.handover?.close();
