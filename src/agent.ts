@@ -78,6 +78,8 @@ export class Agent {
   private pendingSnapshot: WorkloadSnapshot | null = null;
   private stopped = false;
   private stopping = false;
+  /** a successor is taking our sockets: listeners must not change */
+  private paused = false;
   /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
   readonly counters = new Map<string, number>();
   private readonly native: NativeAddon;
@@ -190,13 +192,24 @@ export class Agent {
     if (!this.cfg.handoverSocket) return;
     const hs = new HandoverServer({
       native: this.native, socketPath: this.cfg.handoverSocket, node: this.cfg.node, log: this.log.child('handover'),
-      listeners: () => this.handoverListeners(),
+      listeners: async () => {
+        // no enrollment while a successor takes the sockets: it would bind
+        // a pod's ports the successor binds too
+        this.paused = true;
+        await this.settle();
+        return this.handoverListeners();
+      },
       onAdopted: (pid) => {
         this.handoverInfo.handedTo = pid;
         this.log.info('the new agent serves on our sockets; draining', { pid });
         void this.drain('handover');
       },
-      onAborted: (pid, reason) => { this.count('handover_aborted'); this.log.warn('the new agent did not take over; serving on', { pid, reason }); },
+      onAborted: (pid, reason) => {
+        this.count('handover_aborted');
+        this.log.warn('the new agent did not take over; serving on', { pid, reason });
+        this.paused = false;
+        if (this.pendingSnapshot) this.schedule(this.pendingSnapshot);
+      },
     });
     try {
       await hs.start();
@@ -308,14 +321,16 @@ export class Agent {
     for (;;) {
       const p = this.reconciling;
       await p;
-      if (p === this.reconciling && !this.pendingSnapshot) return;
+      if (p === this.reconciling && (!this.pendingSnapshot || this.paused)) return;
     }
   }
 
   private schedule(s: WorkloadSnapshot): void {
     this.pendingSnapshot = s;
+    if (this.paused) return; // applied when the hand-over is aborted (or never: we drain)
     this.reconciling = this.reconciling.then(() => {
       const next = this.pendingSnapshot;
+      if (this.paused) return;
       this.pendingSnapshot = null;
       if (next && !this.stopped) return this.reconcile(next);
     });

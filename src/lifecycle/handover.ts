@@ -200,8 +200,12 @@ export interface HandoverServerOptions {
   /** this agent's node: a successor for another node is refused */
   node: string;
   log: Logger;
-  /** the listening sockets to hand over, with their fds (still owned by the caller) */
-  listeners: () => Array<{ entry: HandoverEntry; fd: number }>;
+  /**
+   * the listening sockets to hand over, with their fds (still owned by the
+   * caller); called once a hand-over starts: the caller stops changing its
+   * listeners (no enrollment) until onAdopted or onAborted
+   */
+  listeners: () => Promise<Array<{ entry: HandoverEntry; fd: number }>>;
   /** the successor serves on them: stop accepting and drain */
   onAdopted: (pid: number) => void;
   /** a successor asked but did not adopt */
@@ -259,6 +263,24 @@ export class HandoverServer {
       const r = this.o.native.sendFds(fd!, Buffer.concat([head, body]), fds, 5000);
       if (r < 0) throw new HandoverError(errnoName(r), `hand-over send: ${errnoName(r)}`);
     };
+    const handout = async (): Promise<void> => {
+      this.busy = true;
+      try {
+        const list = await this.o.listeners();
+        if (s.destroyed) throw new HandoverError('EOF', 'the new agent went away');
+        if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
+        for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
+          const part = list.slice(i, i + FDS_PER_FRAME);
+          send({ v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) }, part.map((x) => x.fd));
+        }
+        log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
+      } catch (e) {
+        this.busy = false;
+        log.warn('hand-over failed; serving on', { pid: peer, error: (e as Error).message });
+        this.o.onAborted?.(peer, (e as Error).message);
+        s.destroy();
+      }
+    };
     s.on('data', (chunk: Buffer) => {
       buf += chunk.toString('utf8');
       if (buf.length > 4096) { s.destroy(); return; }
@@ -287,14 +309,7 @@ export class HandoverServer {
               s.end();
               return;
             }
-            this.busy = true;
-            const list = this.o.listeners();
-            if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
-            for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
-              const part = list.slice(i, i + FDS_PER_FRAME);
-              send({ v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) }, part.map((x) => x.fd));
-            }
-            log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
+            void handout();
           } catch (e) {
             this.busy = false;
             log.warn('hand-over failed; serving on', { pid: peer, error: (e as Error).message });

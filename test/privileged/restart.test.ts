@@ -11,7 +11,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, sandboxDown, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, type SandboxState,
+  sandboxUp, sandboxDown, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
 } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until } from '../helpers/sandbox.js';
@@ -27,6 +27,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-restart-'));
 
 interface Dump {
   pid: number;
+  workloads: Array<{ name: string; state: string }>;
   datapath: { programs: Record<string, { id: number; tag: string }>; adoptedLinks: { updated: number; upgraded: number } };
   connections: ConnectionRecord[];
   counters: Record<string, number>;
@@ -207,8 +208,17 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   assert.ok(inh);
   assert.equal(inh.size, 6);
   assert.equal(inh.fromPid, pid);
+  // while a successor holds the sockets the old agent enrolls nothing (both would bind the new pod's ports)...
+  const state = async (): Promise<string | undefined> => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2')?.state;
+  await setEnrollment('n1-p2', true);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(await state(), 'not-enrolled', 'no enrollment during a hand-over');
   inh.abort('test: pretend to crash');
   await until('old agent noticed', async () => ((await dump('n1')).counters.handover_aborted ?? 0) >= 1);
+  // ...and catches up once it is aborted
+  await until('n1-p2 enrolled after the abort', async () => (await state()) === 'enrolled');
+  await setEnrollment('n1-p2', false);
+  await until('n1-p2 unenrolled', async () => (await state()) === 'not-enrolled');
   const ok = await nettool(a, 'send', b.ip, 7000, 'still here');
   assert.equal(ok.stdout, 'still here');
   assert.equal(agentPid('n1'), pid);
