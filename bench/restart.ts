@@ -73,6 +73,8 @@ interface StartLog {
   drained: { ms: number; connectionsAtStart: number; closedAtDeadline: number } | null;
   /** warn/error lines */
   problems: string[];
+  /** access-log records of failed connections ("connection" lines with state failed), compacted */
+  failedConns: string[];
 }
 
 const lastJson = <T>(r: RunResult): T | null => {
@@ -100,7 +102,7 @@ function readStartLog(file: string, from: number): StartLog {
   } catch { /* none */ }
   const out: StartLog = {
     spawnToLoadedMs: null, loadedToReadyMs: null, spawnToReadyMs: null, enrolled: null,
-    podsAdopted: 0, podsAttached: 0, socketsTaken: null, socketsRejected: null, drained: null, problems: [],
+    podsAdopted: 0, podsAttached: 0, socketsTaken: null, socketsRejected: null, drained: null, problems: [], failedConns: [],
   };
   let spawnAt: number | null = null;
   let loadedAt: number | null = null;
@@ -132,7 +134,11 @@ function readStartLog(file: string, from: number): StartLog {
         break;
       default: break;
     }
+    if (j.msg === 'connection' && j.state === 'failed') {
+      out.failedConns.push(JSON.stringify({ time: j.time, direction: j.direction, via: j.via, src: j.src, dst: j.dst, reason: j.reason, durationMs: j.durationMs, start: j.start }));
+    }
     if (j.level === 'warn' || j.level === 'error') out.problems.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
+    else if (!line.startsWith('{') && /error|EADDRINUSE|LISTENER_FAILED/i.test(line)) out.problems.push(line.slice(0, 400));
   }
   if (spawnAt !== null && loadedAt !== null) out.spawnToLoadedMs = loadedAt - spawnAt;
   if (loadedAt !== null && readyAt !== null) out.loadedToReadyMs = readyAt - loadedAt;
@@ -179,6 +185,40 @@ async function timedSandboxUp(opts: SandboxUpOptions, log: (s: string) => void):
   }
 }
 
+/** The lines of the agent log since `from` that are not access-log records (the last `n`). */
+function logTail(file: string, from: number, n = 12): string[] {
+  try {
+    return fs.readFileSync(file).subarray(from).toString('utf8').split('\n')
+      .filter((l) => l.trim() && !l.includes('"scope":"ambientd.access"')).slice(-n).map((l) => (l.length > 300 ? l.slice(0, 300) + '…' : l));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * After a failed restart: the previous agent (alivePid) may still serve.
+ * SIGTERM it (it is ours), wait for it (it drains), then start a fresh agent.
+ */
+async function recoverAgent(node: string, alivePid: number | null, stateDir: string, waitMs: number): Promise<void> {
+  if (alivePid !== null && isProcessAlive(alivePid)) {
+    try { process.kill(alivePid, 'SIGTERM'); } catch { /* gone */ }
+    if ((await watchExit(alivePid, waitMs)) === null) {
+      try { process.kill(alivePid, 'SIGKILL'); } catch { /* gone */ }
+      await watchExit(alivePid, 5000);
+    }
+  }
+  const cur = sandboxStatus({ stateDir }).nodes.find((n) => n.name === node)!;
+  if (cur.agentPid !== null && isProcessAlive(cur.agentPid)) {
+    await waitAgentReady(node, 60_000, { stateDir });
+    return;
+  }
+  await startAgent(node, { stateDir });
+  await waitAgentReady(node, 60_000, { stateDir });
+}
+
+/** <stateDir>/n<i>/handover.sock (agent.yaml's handoverSocket, as the sandbox writes it) */
+const handoverSocketOf = (nodeConfig: string): string => path.join(path.dirname(nodeConfig), 'handover.sock');
+
 // ---------------------------------------------------------------------------
 // (a) hand-over window at 200 new connections/s
 // ---------------------------------------------------------------------------
@@ -195,6 +235,8 @@ interface NodeRestart {
   /** the old agent was gone this many ms after restartAgent returned (hand-over: it drains after the return); null: still there at the timeout */
   oldGoneAfterMs: number | null;
   log: StartLog;
+  /** restartAgent threw (the agent was then restarted from scratch, see recoverAgent) */
+  error: string | null;
 }
 
 interface ModeRun {
@@ -216,6 +258,9 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
   log(`\n[10a] restart: hand-over window at ${RATE} new connections/s; sandbox 2 nodes x 2 pods (drainTimeout ${DRAIN_TIMEOUT_S}s), ${rounds} round(s) x ${MODES.join(' / ')}, ${T} s each`);
   const anomalies: string[] = [];
   const runs: ModeRun[] = [];
+  /** stop-then-start: warn lines and failed connections the agents logged (expected there), summarised */
+  const stopThenStartWarnings: string[] = [];
+  const stopThenStartFailed: string[] = [];
   let control: RateJson | null = null;
   let upMs = NaN;
   let st: SandboxState | null = null;
@@ -250,10 +295,22 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
         const exits: Array<Promise<number | null>> = [];
         for (const n of ['n1', 'n2']) {
           const at = now();
-          const r = await restartAgent(n, { handover, stateDir, readyTimeoutMs: 60_000 });
-          const done = now();
-          exits.push(watchExit(r.oldPid, (DRAIN_TIMEOUT_S + 15) * 1000).then((gone) => (gone === null ? null : Math.max(0, gone - done))));
-          restarts.push({ node: n, oldPid: r.oldPid, newPid: r.newPid, readyMs: r.readyMs, atMs: at - t0, doneMs: done - t0, oldGoneAfterMs: null, log: null as unknown as StartLog });
+          const before = sandboxStatus({ stateDir }).nodes.find((x) => x.name === n)!.agentPid;
+          const sockBefore = fs.existsSync(handoverSocketOf(nodeOf(n).config));
+          try {
+            const r = await restartAgent(n, { handover, stateDir, readyTimeoutMs: 60_000 });
+            const done = now();
+            exits.push(watchExit(r.oldPid, (DRAIN_TIMEOUT_S + 15) * 1000).then((gone) => (gone === null ? null : Math.max(0, gone - done))));
+            restarts.push({ node: n, oldPid: r.oldPid, newPid: r.newPid, readyMs: r.readyMs, atMs: at - t0, doneMs: done - t0, oldGoneAfterMs: null, log: null as unknown as StartLog, error: null });
+          } catch (e) {
+            const msg = (e as Error).message.split('\n')[0]!;
+            const done = now();
+            log(`  round ${round} ${mode}: restart of ${n} FAILED after ${((done - at) / 1000).toFixed(1)} s: ${msg}`);
+            anomalies.push(`round ${round} ${mode}: \`restartAgent('${n}', {handover: ${handover}})\` failed: ${msg}${handover && !sockBefore ? ` — the hand-over socket ${handoverSocketOf(nodeOf(n).config)} did not exist before this restart although agent pid ${before} was running` : ''}. Its log since the restart (without access-log lines):\n\n  \`\`\`\n${logTail(nodeOf(n).log, offsets[n]!).map((l) => `  ${l}`).join('\n')}\n  \`\`\`\n\n  The bench then stopped pid ${before} and started a fresh agent.`);
+            await recoverAgent(n, before, stateDir, (DRAIN_TIMEOUT_S + 15) * 1000);
+            exits.push(Promise.resolve(0));
+            restarts.push({ node: n, oldPid: before, newPid: NaN, readyMs: NaN, atMs: at - t0, doneMs: now() - t0, oldGoneAfterMs: null, log: null as unknown as StartLog, error: msg });
+          }
         }
         const [rateR, holdR] = await Promise.all([rateP, holdP]);
         // the old agents drain and exit by themselves (hand-over) before the next run starts
@@ -262,8 +319,21 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
           r.oldGoneAfterMs = gone[i]!;
           r.log = readStartLog(nodeOf(r.node).log, offsets[r.node]!);
           if (gone[i] === null) anomalies.push(`round ${round} ${mode}: the old agent of ${r.node} (pid ${r.oldPid}) was still running ${DRAIN_TIMEOUT_S + 15} s after the restart (drainTimeout ${DRAIN_TIMEOUT_S}s); see ${nodeOf(r.node).log}`);
-          for (const p of r.log.problems) anomalies.push(`round ${round} ${mode}, ${r.node} agent.log: \`${p}\``);
-          if (handover && (r.log.socketsTaken === null || (r.log.socketsRejected ?? 0) > 0)) anomalies.push(`round ${round} hand-over: the new agent of ${r.node} logged ${r.log.socketsTaken === null ? 'no "took over the listening sockets" line' : `${r.log.socketsRejected} rejected sockets`}`);
+          if (handover) {
+            for (const p of r.log.problems.slice(0, 8)) anomalies.push(`round ${round} ${mode}, ${r.node} agent.log: \`${p}\``);
+            for (const f of r.log.failedConns.slice(0, 8)) anomalies.push(`round ${round} ${mode}, ${r.node} access log, failed connection: \`${f}\``);
+            if (r.error === null && (r.log.socketsTaken === null || (r.log.socketsRejected ?? 0) > 0)) anomalies.push(`round ${round} hand-over: the new agent of ${r.node} logged ${r.log.socketsTaken === null ? 'no "took over the listening sockets" line' : `${r.log.socketsRejected} rejected sockets`}`);
+            const sock = handoverSocketOf(nodeOf(r.node).config);
+            if (r.error === null && !fs.existsSync(sock)) anomalies.push(`round ${round} hand-over: after the restart of ${r.node} (old pid ${r.oldPid} gone, new pid ${r.newPid} running) the hand-over socket ${sock} is missing: the next hand-over restart of ${r.node} cannot take the sockets over (it fails with EADDRINUSE). Hand-over lines of its log: \n\n  \`\`\`\n${logTail(nodeOf(r.node).log, offsets[r.node]!, 14).map((l) => `  ${l}`).join('\n')}\n  \`\`\``);
+          } else {
+            // expected in the baseline: summarise
+            const byMsg = new Map<string, number>();
+            for (const p of r.log.problems) { const m = (parseJson(p)?.msg as string | undefined) ?? p.slice(0, 80); byMsg.set(m, (byMsg.get(m) ?? 0) + 1); }
+            if (byMsg.size) stopThenStartWarnings.push(`round ${round}, ${r.node}: ${[...byMsg].map(([m, c]) => `${c}× "${m}"`).join(', ')}`);
+            const byReason = new Map<string, number>();
+            for (const f of r.log.failedConns) { const x = parseJson(f); const k = `${String(x?.direction)} ${String(x?.reason)}`; byReason.set(k, (byReason.get(k) ?? 0) + 1); }
+            if (byReason.size) stopThenStartFailed.push(`round ${round}, ${r.node}: ${[...byReason].map(([k, c]) => `${c}× ${k}`).join(', ')}`);
+          }
         });
         const run: ModeRun = {
           round, mode, order: (k + 1) as 1 | 2,
@@ -277,7 +347,7 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
         const lastDone = Math.max(...restarts.map((r) => r.doneMs));
         if (run.rate && lastDone > run.rate.seconds * 1000) anomalies.push(`round ${round} ${mode}: the restarts ended ${(lastDone / 1000).toFixed(1)} s after the load started, after the ${T} s load (the window may be cut short)`);
         const rt = run.rate;
-        log(`  round ${round} ${mode.padEnd(15)} ${rt ? `${rt.failed}/${rt.attempted} failed${rt.failed ? ` ${JSON.stringify(rt.errors)}, window ${rt.windowMs} ms from ${rt.firstFailureMs} ms` : ''}, slowest ${rt.maxConnectMs} ms` : 'no result'}; ready ${restarts.map((r) => `${r.node} ${r.readyMs} ms`).join(', ')}${run.hold ? `; held connection ${run.hold.error === null ? `survived (${run.hold.rounds} round trips, max ${run.hold.maxRttMs} ms)` : `BROKE: ${run.hold.error} after ${run.hold.rounds} round trips`}` : ''}; old agents gone ${restarts.map((r) => `${r.node} +${r.oldGoneAfterMs === null ? '?' : (r.oldGoneAfterMs / 1000).toFixed(1)} s`).join(', ')}`);
+        log(`  round ${round} ${mode.padEnd(15)} ${rt ? `${rt.failed}/${rt.attempted} failed${rt.failed ? ` ${JSON.stringify(rt.errors)}, window ${rt.windowMs} ms from ${rt.firstFailureMs} ms` : ''}, slowest ${rt.maxConnectMs} ms` : 'no result'}; ready ${restarts.map((r) => `${r.node} ${r.error ? 'FAILED' : `${r.readyMs} ms`}`).join(', ')}${run.hold ? `; held connection ${run.hold.error === null ? `survived (${run.hold.rounds} round trips, max ${run.hold.maxRttMs} ms)` : `BROKE: ${run.hold.error} after ${run.hold.rounds} round trips`}` : ''}; old agents gone ${restarts.map((r) => `${r.node} +${r.oldGoneAfterMs === null ? '?' : (r.oldGoneAfterMs / 1000).toFixed(1)} s`).join(', ')}`);
       }
     }
   } finally {
@@ -297,7 +367,7 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
   const summaryRows = MODES.map((m) => {
     const rs = byMode(m);
     const rates = rs.map((r) => r.rate).filter((x): x is RateJson => x !== null);
-    const ready = (n: string) => rs.map((r) => r.restarts.find((x) => x.node === n)!.readyMs);
+    const ready = (n: string) => rs.map((r) => r.restarts.find((x) => x.node === n)!.readyMs).filter((x) => !Number.isNaN(x));
     const holds = rs.map((r) => r.hold).filter((x): x is HoldJson => x !== null);
     return [
       m,
@@ -318,7 +388,7 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     r.rate?.firstFailureMs === null || r.rate === null ? '-' : String(r.rate.firstFailureMs),
     r.rate ? String(r.rate.maxConnectMs) : '-',
     r.restarts.map((x) => `${x.node} ${(x.atMs / 1000).toFixed(1)}–${(x.doneMs / 1000).toFixed(1)} s`).join(', '),
-    r.restarts.map((x) => String(x.readyMs)).join(' / '),
+    r.restarts.map((x) => (x.error ? '**failed**' : String(x.readyMs))).join(' / '),
     r.restarts.map((x) => x.log.drained ? `${(x.log.drained.ms / 1000).toFixed(1)} s (${x.log.drained.connectionsAtStart} open${x.log.drained.closedAtDeadline ? `, ${x.log.drained.closedAtDeadline} cut` : ''})` : '-').join(' / '),
     r.mode === 'hand-over' ? r.restarts.map((x) => x.log.socketsTaken === null ? '-' : `${x.log.socketsTaken}${x.log.socketsRejected ? ` (${x.log.socketsRejected} rejected)` : ''}`).join(' / ') : '-',
     r.hold ? (r.hold.error === null ? `yes, ${r.hold.rounds} RTs, max ${r.hold.maxRttMs} ms` : `**no**: ${r.hold.error} after ${r.hold.rounds} RTs`) : '-',
@@ -349,6 +419,14 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     '',
     '</details>',
     '',
+    ...(stopThenStartWarnings.length || stopThenStartFailed.length
+      ? [
+          'In stop-then-start the agents log what the baseline is expected to produce (not counted as anomalies):',
+          ...(stopThenStartWarnings.length ? [`warnings — ${stopThenStartWarnings.join('; ')};`] : []),
+          ...(stopThenStartFailed.length ? [`failed connections in the access log (the ones the agent saw; refused connects never reach it) — ${stopThenStartFailed.join('; ')}.`] : []),
+          '',
+        ]
+      : []),
   );
   return { md, anomalies };
 }
@@ -408,11 +486,23 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
     const handoverStart = async (round: number): Promise<void> => {
       // (1) restart with hand-over
       const off = logSize(node.log);
-      const h = await restartAgent(node.name, { handover: true, stateDir, readyTimeoutMs: READY_TIMEOUT });
+      const before = agentPid();
+      const sockBefore = fs.existsSync(handoverSocketOf(node.config));
+      let h: Awaited<ReturnType<typeof restartAgent>>;
+      try {
+        h = await restartAgent(node.name, { handover: true, stateDir, readyTimeoutMs: READY_TIMEOUT });
+      } catch (e) {
+        const msg = (e as Error).message.split('\n')[0]!;
+        log(`  round ${round} hand-over: restart FAILED: ${msg}`);
+        anomalies.push(`round ${round} hand-over: \`restartAgent\` failed: ${msg}${!sockBefore ? ` — the hand-over socket ${handoverSocketOf(node.config)} did not exist before this restart although agent pid ${before} was running` : ''}. Its log since the restart:\n\n  \`\`\`\n${logTail(node.log, off).map((l) => `  ${l}`).join('\n')}\n  \`\`\`\n\n  The bench then stopped pid ${before} and started a fresh agent; this round has no hand-over figure.`);
+        await recoverAgent(node.name, before, stateDir, 30_000);
+        return;
+      }
       const hDone = now();
       const gone = await watchExit(h.oldPid, 30_000);
       if (gone === null) anomalies.push(`round ${round} hand-over: the old agent (pid ${h.oldPid}) was still running 30 s after the restart (no connections to drain)`);
       record({ round, kind: 'hand-over', readyMs: h.readyMs, stopMs: null, log: readStartLog(node.log, off), oldGoneAfterMs: gone === null ? null : gone - hDone });
+      if (!fs.existsSync(handoverSocketOf(node.config))) anomalies.push(`round ${round} hand-over: after the restart (old pid ${h.oldPid} gone, new pid ${h.newPid} running) the hand-over socket ${handoverSocketOf(node.config)} is missing: the next hand-over restart cannot take the sockets over (it fails with EADDRINUSE). Its log since the restart:\n\n  \`\`\`\n${logTail(node.log, off, 14).map((l) => `  ${l}`).join('\n')}\n  \`\`\``);
     };
     const noHandoverRestart = async (round: number): Promise<void> => {
       // (2) restart without hand-over (SIGTERM, exit, start)

@@ -377,6 +377,13 @@ NAN_METHOD(MapInfo) {
   info.GetReturnValue().Set(o);
 }
 
+// A program tag as bpftool prints it (16 hex digits).
+std::string TagHex(const unsigned char* t) {
+  char out[2 * BPF_TAG_SIZE + 1];
+  for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(out + 2 * i, 3, "%02x", t[i]);
+  return out;
+}
+
 NAN_METHOD(ProgInfo) {
   double d;
   int fd;
@@ -389,8 +396,7 @@ NAN_METHOD(ProgInfo) {
   __u32 len = sizeof pi;
   r = bpf_obj_get_info_by_fd(fd, &pi, &len);
   if (r < 0) return Ret(info, r);
-  char tag[2 * BPF_TAG_SIZE + 1];
-  for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
+  std::string tag = TagHex(pi.tag);
   v8::Local<v8::Object> o = Nan::New<v8::Object>();
   SetProp(o, "id", Nan::New<v8::Uint32>(pi.id));
   SetProp(o, "name", Nan::New(std::string(pi.name, strnlen(pi.name, sizeof pi.name))).ToLocalChecked());
@@ -567,11 +573,7 @@ NAN_METHOD(LinkInfo) {
     struct bpf_prog_info pi;
     memset(&pi, 0, sizeof pi);
     __u32 plen = sizeof pi;
-    if (bpf_obj_get_info_by_fd(pfd, &pi, &plen) == 0) {
-      char t[2 * BPF_TAG_SIZE + 1];
-      for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(t + 2 * i, 3, "%02x", pi.tag[i]);
-      tag = t;
-    }
+    if (bpf_obj_get_info_by_fd(pfd, &pi, &plen) == 0) tag = TagHex(pi.tag);
     close(pfd);
   }
   v8::Local<v8::Object> o = Nan::New<v8::Object>();

@@ -29,6 +29,7 @@ TIMEOUT=${AMBIENTD_VM_TIMEOUT:-600}
 MEM=${AMBIENTD_VM_MEM:-2048}
 CPUS=${AMBIENTD_VM_CPUS:-2}
 QUIET=0
+EXTRA_ENV=()
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
     --mem) MEM=$2; shift 2 ;;
     --cpus) CPUS=$2; shift 2 ;;
     --quiet) QUIET=1; shift ;;
+    --env) [[ "$2" == [A-Za-z_]*=* ]] || { echo "vm/run: --env takes NAME=VALUE" >&2; exit 2; }; EXTRA_ENV+=("$2"); shift 2 ;;
     --) shift; break ;;
     -h|--help) usage ;;
     *) break ;;
@@ -71,6 +73,7 @@ chmod 755 "$OUT"
   echo '# written by scripts/vm/run.sh; run by /bin/bash inside the VM'
   printf 'export PATH=%q HOME=/root LANG=C.UTF-8 TERM=dumb AMBIENTD_VM=1\n' "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   [ -n "${CI:-}" ] && printf 'export CI=%q\n' "$CI"
+  for kv in "${EXTRA_ENV[@]}"; do printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"; done
   printf 'cd %q || exit 126\n' "$REPO"
   printf 'exec'
   printf ' %q' "$@"
@@ -91,7 +94,7 @@ qemu=(qemu-system-x86_64 "${accel[@]}"
   -nodefaults -no-user-config -nographic -no-reboot
   -serial stdio -monitor none
   -kernel "$KERNEL" -initrd "$INITRD"
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"
+  -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init ${AMBIENTD_VM_APPEND:-}"
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
   -virtfs "local,path=$OUT,mount_tag=vmout,security_model=none"
   -device virtio-rng-pci)

@@ -1,5 +1,7 @@
 // Minimal pcap (libpcap format, Ethernet, IPv4, TCP) reader for wire checks.
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { until } from './sandbox.js';
 
 export interface TcpPacket { src: string; dst: string; sport: number; dport: number; payload: Buffer }
 
@@ -50,4 +52,26 @@ export function hasTls13ServerHello(stream: Buffer): boolean {
     }
   }
   return false;
+}
+
+/**
+ * tcpdump on the sandbox link between node n<i> and the fabric bridge (every
+ * byte between that node and the others crosses it), written to file.
+ * Resolves once tcpdump listens; stop() ends it and waits for the file.
+ */
+export async function captureNodeLink(file: string, nodeLink: string, snaplen = 0): Promise<{ stop: () => Promise<void>; stderr: () => string; kill: () => void }> {
+  const td = spawn('ip', ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', nodeLink, '-U', '-n', '-s', String(snaplen), '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  td.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  await until('tcpdump listening', () => err.includes('listening on'));
+  return {
+    stop: async () => {
+      if (td.exitCode !== null) return;
+      const exited = new Promise((r) => td.once('exit', r));
+      td.kill('SIGINT');
+      await exited;
+    },
+    stderr: () => err,
+    kill: () => { td.kill('SIGKILL'); },
+  };
 }

@@ -14,7 +14,7 @@ import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/
 import { sandboxView, until } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
-import { readTcpPackets, hasTls13ServerHello } from '../helpers/pcap.js';
+import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../helpers/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 
 let st: SandboxState;
@@ -50,23 +50,19 @@ after(async () => {
 test('on the wire between the nodes: only TLS 1.3 on port 15008, none of the payload in clear', async () => {
   const pcap = path.join(tmp, 'link.pcap');
   // the link node n1 <-> the fabric bridge: every byte between the two nodes crosses it
-  const dump1 = spawn('ip', ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', 'n1', '-U', '-n', '-s', '0', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  procs.push(dump1);
-  let tdErr = '';
-  dump1.stderr!.on('data', (c: Buffer) => (tdErr += c.toString()));
-  await until('tcpdump listening', async () => tdErr.includes('listening on'));
+  const dump1 = await captureNodeLink(pcap, 'n1');
+  procs.push({ kill: dump1.kill } as unknown as ChildProcess);
   const marker = `AMBIENTD-SECRET-${crypto.randomBytes(6).toString('hex')}`;
   const r = await nettool(pod('n1-p1'), 'send', pod('n2-p1').ip, 8080, marker.repeat(50));
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.includes(marker), 'the echo came back through the tunnel');
   await new Promise((res) => setTimeout(res, 300));
-  dump1.kill('SIGINT');
-  await new Promise((res) => dump1.on('exit', res));
+  await dump1.stop();
 
   const a = pod('n1-p1').ip;
   const b = pod('n2-p1').ip;
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a && p.dst === b) || (p.src === b && p.dst === a));
-  assert.ok(pkts.length > 5, `captured the pods' traffic (${pkts.length} packets; tcpdump: ${tdErr})`);
+  assert.ok(pkts.length > 5, `captured the pods' traffic (${pkts.length} packets; tcpdump: ${dump1.stderr()})`);
   assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'every packet between the pods is on port 15008');
   assert.ok(!pkts.some((p) => p.dport === 8080 || p.sport === 8080), 'nothing reached port 8080 in the clear');
   const toServer = Buffer.concat(pkts.filter((p) => p.dst === b).map((p) => p.payload));

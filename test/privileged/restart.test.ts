@@ -16,7 +16,7 @@ import {
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
-import { readTcpPackets } from '../helpers/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
 import { loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
@@ -76,11 +76,8 @@ test('rolling restart of both agents under load: the stream, the held connection
   const oldPids = { n1: agentPid('n1'), n2: agentPid('n2') };
 
   const pcap = path.join(tmp, 'link.pcap');
-  const td = spawn('ip', ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', 'n1', '-U', '-n', '-s', '200', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  procs.push(td);
-  let tdErr = '';
-  td.stderr!.on('data', (c: Buffer) => (tdErr += c.toString()));
-  await until('tcpdump listening', () => tdErr.includes('listening on'));
+  const td = await captureNodeLink(pcap, 'n1', 200);
+  procs.push({ kill: td.kill } as unknown as ChildProcess);
 
   const iperf = runInPod(a, ['iperf3', '-c', b.ip, '-p', '5201', '-t', '14', '-J'], { timeoutMs: 60_000 });
   const hold = nettool(a, 'hold', b.ip, 7000, 14);
@@ -130,8 +127,7 @@ test('rolling restart of both agents under load: the stream, the held connection
   assert.ok(after.length > 100, `the new agent carried the later connections (${after.length})`);
 
   await new Promise((r) => setTimeout(r, 300));
-  td.kill('SIGINT');
-  await new Promise((r) => td.on('exit', r));
+  await td.stop();
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a.ip && p.dst === b.ip) || (p.src === b.ip && p.dst === a.ip));
   assert.ok(pkts.length > 1000, `captured the pods' traffic (${pkts.length} packets)`);
   assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'between the enrolled pods, every packet is on 15008');
