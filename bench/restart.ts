@@ -411,7 +411,7 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     '',
     'Error codes: `ECONNREFUSED` is the app\'s connect refused — the pod\'s connect4 hook still sends it to the agent\'s listener, which is closed while no agent runs (fail closed, no bypass); `ECONNRESET` is a connection the n1 agent accepted but could not open the HBONE tunnel for (n2\'s agent down), so it reset it; `ECLOSED`/`ETIMEDOUT` (nettool) a connection closed before or not answered within 5 s of its echo.',
     '',
-    `"failure window" is nettool's: from the first to the last failed connection, plus one interval (5 ms); it spans both restarts when both produced failures (and the gap between them), so for a continuous outage estimate use failed × ${1000 / RATE} ms. Ready time is \`restartAgent\`'s \`readyMs\`, from the call to the new agent's ready file (polled every 100 ms); for stop-then-start it includes the old agent's drain and exit. "slowest" is the longest successful connect + round trip.`,
+    `"failure window" is nettool's: from the first to the last failed connection, plus one interval (5 ms); it spans both restarts when both produced failures (and the gap between them), so for a continuous outage estimate use failed × ${1000 / RATE} ms. Ready time is \`restartAgent\`'s \`readyMs\`, from the call to the new agent's ready file (polled every 100 ms); for stop-then-start it includes the old agent's drain and exit. "slowest" is the longest successful connect + round trip. With hand-over the old agents drain until their last connection ends (the held one lasts the whole run, hence "drained in" ≈ the rest of the run); the next run starts only once they have exited. After every hand-over restart the bench also checks that the node's hand-over socket file still exists (the next hand-over needs it), and a restart that fails is reported and followed by a fresh start of that node's agent.`,
     '',
     '<details><summary>per run</summary>',
     '',
@@ -611,7 +611,14 @@ export async function restartBench(opts: RestartBenchOptions): Promise<string> {
     '',
     ...a.md,
     ...b.md,
-    ...(anomalies.length ? ['**Anomalies seen during the run:**', '', ...anomalies.map((x) => `- ${x}`), ''] : ['No anomalies: no warning or error in the agent logs, every old agent exited by itself.', '']),
+    ...(anomalies.length
+      ? [
+          '**Anomalies and warnings seen during the run** (hand-over runs and start-up measurements; a `HBONE request rejected` / `server_closing` warning in a hand-over run is the draining n2 agent refusing a new stream, which the n1 agent then retries on a new session — the app only sees it if it appears among the failed connections):',
+          '',
+          ...anomalies.map((x) => `- ${x}`),
+          '',
+        ]
+      : ['No anomalies: no warning or error in the agent logs of the hand-over runs and start-up measurements, no failed connection in their access logs, every old agent exited by itself, every hand-over socket was in place.', '']),
   ];
   return md.join('\n');
 }

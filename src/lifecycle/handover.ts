@@ -236,12 +236,17 @@ export class HandoverServer {
     this.server = srv;
   }
 
-  /** Stops answering; removes the socket file only if it is still ours (not a successor's). */
+  /**
+   * Stops answering; removes the socket file only if no successor took over
+   * (after a hand-over the path is the successor's, or about to be: checking
+   * the inode first would race with its rename) and it is still ours.
+   */
   close(): void {
     const srv = this.server;
     this.server = null;
     if (!srv) return;
     srv.close();
+    if (this.handedTo !== null || this.busy) return;
     try {
       if (fs.statSync(this.o.socketPath).ino === this.boundIno) fs.rmSync(this.o.socketPath, { force: true });
     } catch { /* gone */ }

@@ -109,6 +109,8 @@ test('rolling restart of both agents under load: the stream, the held connection
 
   // the old agents drained and exited by themselves once their connections ended
   await until('old agents exited', () => !isProcessAlive(oldPids.n1) && !isProcessAlive(oldPids.n2), 20_000);
+  // and left the hand-over socket to the new agents (the next restart needs it)
+  for (const n of ['n1', 'n2']) assert.ok(fs.statSync(handoverSocket(n)).isSocket(), `${n}: hand-over socket in place`);
 
   // the new agents took every listening socket over (1 enrolled pod x 3 + readiness, metrics, admin)
   for (const [n, old] of [['n1', oldPids.n1], ['n2', oldPids.n2]] as const) {
@@ -226,9 +228,12 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   assert.equal(requestHandover(native, stale, 'n1'), null);
   assert.equal(requestHandover(native, path.join(tmp, 'absent.sock'), 'n1'), null);
 
-  // and a real restart still works afterwards
-  await restartAgent('n1');
-  await until('old exited', () => !isProcessAlive(pid), 10_000);
+  // and real restarts still work afterwards, each leaving the socket to its successor
+  for (let i = 0; i < 5; i++) {
+    const r = await restartAgent('n1');
+    await until('old exited', () => !isProcessAlive(r.oldPid!), 10_000);
+    assert.ok(fs.statSync(sock).isSocket(), `restart ${i + 1}: hand-over socket in place`);
+  }
   assert.equal((await nettool(a, 'send', b.ip, 7000, 'again')).stdout, 'again');
 });
 
