@@ -4,9 +4,12 @@
 #  1 (in the initramfs): load the modules, mount the host's / over 9p
 #    read-only as the lower layer of an overlayfs whose upper layer is tmpfs,
 #    mount the run's writable 9p share (tag vmout), switch_root into it.
-#  2 (PID 1 on the overlay root): mount proc/sys/dev/run/tmp, bpffs and
-#    cgroup2, bring lo up, run the command that run.sh wrote to the share,
-#    write its exit code to the share and the console, power off.
+#  2 (PID 1 on the overlay root): mount proc, sys, devpts, a fresh /run,
+#    bpffs at /sys/fs/bpf and cgroup2 at /sys/fs/cgroup/unified, bind the
+#    kernel's cached module tree to /lib/modules/$KVER, bring lo up, run the
+#    command run.sh wrote to the share (/mnt/ambientd-vm/cmd.sh) with its
+#    output to the console and out.log, write its exit code to the share
+#    (rc) and the console (AMBIENTD-VM-EXIT=N), power off.
 # Nothing on the host is written except the vmout share's directory.
 B=/.ambientd-vm/busybox
 SHARE=/mnt/ambientd-vm
@@ -25,6 +28,7 @@ die() {
 if [ "$1" != stage2 ]; then
   export PATH=/bin
   /bin/busybox --install -s /bin 2>/dev/null
+  echo "AMBIENTD-VM-INIT" > /dev/console
   mount -t proc proc /proc
   mount -t sysfs sysfs /sys
   mount -t devtmpfs devtmpfs /dev
@@ -46,7 +50,8 @@ if [ "$1" != stage2 ]; then
 fi
 
 # ---- stage 2: PID 1 on the overlay root -------------------------------------
-for a in mount mkdir poweroff reboot sync cat hostname ip timeout tee sleep; do
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+for a in mount mkdir poweroff reboot sync cat hostname ip tee sleep; do
   eval "$a() { $B $a \"\$@\"; }"
 done
 mount -t proc proc /proc || die "mount proc failed"
@@ -54,9 +59,9 @@ mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+# A fresh /run (the host's holds its own netns files and sandbox state). /tmp
+# stays the host's, under the overlay: the repository may be cloned there.
 mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mount -t bpf -o mode=700 bpf /sys/fs/bpf || die "mount bpffs failed"
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -76,11 +81,11 @@ if [ -n "$MODDIR" ] && [ -d "$MODDIR" ]; then
 fi
 hostname ambientd-vm
 ip link set lo up
-echo "AMBIENTD-VM-UNAME=$($B uname -r)" > /dev/console
-echo "AMBIENTD-VM-READY uptime=$(cat /proc/uptime)" > /dev/console
+echo "AMBIENTD-VM-READY kernel=$($B uname -r) uptime=$(cat /proc/uptime)" > /dev/console
 
 set -o pipefail
-timeout "${TIMEOUT:-600}" /bin/bash "$SHARE/cmd.sh" < /dev/null 2>&1 | tee "$SHARE/out.log" > /dev/console
+# coreutils' timeout (the host's): exit 124 when the command ran out of time
+timeout -k 10 "${TIMEOUT:-600}" /bin/bash "$SHARE/cmd.sh" < /dev/null 2>&1 | tee "$SHARE/out.log" > /dev/console
 rc=$?
 echo "$rc" > "$SHARE/rc"
 sync

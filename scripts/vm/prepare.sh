@@ -76,8 +76,15 @@ if [ ! -f "$KDIR/.unpacked" ]; then
   chmod 755 "$KDIR/deb"
   log "apt-get download $KPKG"
   # apt's sandbox user cannot write root-owned dirs: it warns and downloads as root.
-  (cd "$KDIR/deb" && apt-get download -q "$KPKG" 2>&1 | grep -v 'unsandboxed as root' >&2) || true
+  download() { (cd "$KDIR/deb" && apt-get download -q "$KPKG" 2>&1 | grep -v 'unsandboxed as root' >&2) || true; }
+  download
   deb=$(ls "$KDIR"/deb/"$KPKG"_*.deb 2>/dev/null | head -n1)
+  if [ -z "$deb" ]; then
+    log "apt-get update (stale package lists?) and one more try"
+    apt-get update -qq >/dev/null 2>&1 || true
+    download
+    deb=$(ls "$KDIR"/deb/"$KPKG"_*.deb 2>/dev/null | head -n1)
+  fi
   [ -n "$deb" ] || die "apt-get download $KPKG failed"
   log "dpkg-deb -x $(basename "$deb")"
   dpkg-deb -x "$deb" "$ROOT"
