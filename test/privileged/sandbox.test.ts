@@ -185,6 +185,8 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
         readyFile: path.join(STATE_DIR, n, 'agent.ready'),
         trustDomain: 'cluster.local',
         caDir: path.join(STATE_DIR, 'ca'),
+        handoverSocket: path.join(STATE_DIR, n, 'handover.sock'),
+        drainTimeout: '5s',
       });
     }
     // node and pod plumbing
