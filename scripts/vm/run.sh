@@ -83,6 +83,8 @@ chmod 755 "$OUT"
   echo '# written by scripts/vm/run.sh; run by /bin/bash inside the VM'
   printf 'export PATH=%q HOME=/root LANG=C.UTF-8 TERM=dumb AMBIENTD_VM=1 AMBIENTD_VM_SHARE=/mnt/ambientd-vm\n' "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   [ -n "${CI:-}" ] && printf 'export CI=%q\n' "$CI"
+  # the sandbox's and the tests' waits (agent ready, until()) scale with it: emulation is 10-30x slower
+  printf 'export AMBIENTD_TIME_SCALE=%q\n' "${AMBIENTD_TIME_SCALE:-4}"
   for kv in "${EXTRA_ENV[@]}"; do printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"; done
   printf 'cd %q || exit 126\n' "$REPO"
   printf 'exec'

@@ -49,6 +49,11 @@ export const MAX_PODS = 200;
 export const NETNS_RUN_DIR = '/run/netns';
 /** Name of the file the agent writes (in its config's directory) once it is ready. */
 export const AGENT_READY_FILE = 'agent.ready';
+/**
+ * Multiplies the sandbox's default waits (agent readiness): AMBIENTD_TIME_SCALE,
+ * e.g. 4 under emulation (scripts/vm/run.sh sets it in the qemu VM). Default 1.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.AMBIENTD_TIME_SCALE) || 1);
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -749,7 +754,7 @@ export async function sandboxUp(opts: SandboxUpOptions = {}): Promise<SandboxSta
   if (opts.agents ?? true) {
     // A failing agent leaves the sandbox up so its log can be read.
     await Promise.all(state.nodes.map((n) => startAgent(n.name, { stateDir: state.stateDir, repoRoot: state.repoRoot })));
-    await Promise.all(state.nodes.map((n) => waitAgentReady(n.name, opts.agentReadyTimeoutMs ?? 30_000, { stateDir: state.stateDir })));
+    await Promise.all(state.nodes.map((n) => waitAgentReady(n.name, opts.agentReadyTimeoutMs ?? 30_000 * TIME_SCALE, { stateDir: state.stateDir })));
   }
   return sandboxStatus(paths);
 }
@@ -1074,7 +1079,7 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
     if (!(await stopAgent(node, 'SIGTERM', { ...opts, timeoutMs: 60_000 }))) throw new SandboxError(`the agent of ${n.name} (pid ${oldPid}) did not exit`, 'kill it (`ambientd sandbox agent <node> kill`)');
   }
   const newPid = await startAgent(node, { ...opts, alongside: handover });
-  await waitAgentReady(node, opts.readyTimeoutMs ?? 30_000, opts);
+  await waitAgentReady(node, opts.readyTimeoutMs ?? 30_000 * TIME_SCALE, opts);
   const readyMs = Date.now() - t0;
   if (oldPid !== null && handover) {
     try {
@@ -1089,7 +1094,7 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
  * SandboxAgentError (with the tail of agent.log) if the agent process dies
  * first or timeoutMs passes.
  */
-export async function waitAgentReady(node: string, timeoutMs = 30_000, opts: SandboxPathOptions = {}): Promise<void> {
+export async function waitAgentReady(node: string, timeoutMs = 30_000 * TIME_SCALE, opts: SandboxPathOptions = {}): Promise<void> {
   const n = findNode(loadState(opts), node);
   if (n.agentPid === null) throw usage(`sandbox: the agent of ${n.name} was not started`, 'start it with startAgent / `ambientd sandbox up`');
   const deadline = Date.now() + timeoutMs;

@@ -1,10 +1,11 @@
 // Shared pieces of the privileged sandbox tests.
 import { getJsonInNetns } from '../../src/util/netns-http.js';
-import type { SandboxState } from '../../src/sandbox/topology.js';
+import { TIME_SCALE, type SandboxState } from '../../src/sandbox/topology.js';
 
 /** Polls fn until it returns something truthy (or throws after timeoutMs). */
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8000): Promise<T> {
-  const end = Date.now() + timeoutMs;
+  // AMBIENTD_TIME_SCALE: slower machines (the qemu VM under emulation) wait longer
+  const end = Date.now() + timeoutMs * TIME_SCALE;
   for (;;) {
     const v = await fn();
     if (v) return v;

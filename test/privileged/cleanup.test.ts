@@ -41,7 +41,7 @@ after(async () => {
 test('cleanup after the agent ran leaves the node exactly as before; twice is safe', async () => {
   const baseline = nodeState();
   await startAgent('n1');
-  await waitAgentReady('n1', 20_000);
+  await waitAgentReady('n1');
   const during = nodeState();
   assert.ok((during.links as string[]).length >= 3, `the agent attached links: ${JSON.stringify(during.links)}`);
   assert.ok((during.pins as string[]).length > 0);

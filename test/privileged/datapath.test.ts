@@ -197,7 +197,7 @@ test('agent killed (SIGKILL): ambient pods fail closed, others unaffected; a new
   assert.ok(stats.some((s) => s.formatted.value.refused_out! >= 1 && s.formatted.value.refused_in! >= 1), 'refusals counted in BPF');
 
   await startAgent('n1');
-  await waitAgentReady('n1', 20_000);
+  await waitAgentReady('n1');
   const again = await nettool(pod('n1-p1'), 'send', pod('n2-p2').ip, 8080, 'back');
   assert.equal(again.code, 0, again.stderr);
   assert.ok((await dump('n1')).connections.some((c) => c.dst === `${pod('n2-p2').ip}:8080`));

@@ -154,7 +154,7 @@ test('certificate rotation under a live connection: new connections get the new 
     fs.writeFileSync(cfg, fs.readFileSync(cfg, 'utf8').replace(/^certLifetime:.*\n/m, '') + 'certLifetime: 4s\n');
     await stopAgent(n, 'SIGTERM');
     await startAgent(n);
-    await waitAgentReady(n, 20_000);
+    await waitAgentReady(n);
   }
   const src = pod('n1-p1');
   const dst = pod('n2-p1');
