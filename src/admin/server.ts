@@ -27,9 +27,13 @@ export function createAdminServer(h: AdminHandlers, log: Logger): http.Server {
       size += c.length;
       if (size > MAX_BODY && !tooBig) {
         tooBig = true;
+        // answer, and let Node read and drop the rest of the body (up to
+        // 16 MiB, then the socket is destroyed). Destroying at once would RST
+        // a socket with unread bytes, which can discard the 413 before the
+        // client reads it.
         send(res, 413, { error: `body larger than ${MAX_BODY} bytes` });
-        req.destroy();
       }
+      if (tooBig && size > 16 * 1024 * 1024) req.socket.destroy();
     });
     req.on('end', () => {
       if (tooBig) return;

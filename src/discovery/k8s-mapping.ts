@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import type {
-  AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, PolicyOperation, PolicyRule, PolicySource, ServiceInfo, ServicePort,
+  AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort,
 } from './model.js';
 
 export class FieldError extends Error {
@@ -71,13 +71,6 @@ function strMap(v: unknown, field: string): Record<string, string> {
     out[k] = val;
   }
   return out;
-}
-
-function strList(v: unknown, field: string): string[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v)) throw new FieldError(field, `must be a list of strings, got ${show(v)}`);
-  v.forEach((s, i) => { if (typeof s !== 'string') throw new FieldError(`${field}[${i}]`, `must be a string, got ${show(s)}`); });
-  return [...(v as string[])];
 }
 
 function portNumber(v: unknown, field: string): number {
@@ -321,74 +314,6 @@ export function mergeEndpoints(slices: SliceInfo[]): Endpoint[] {
 }
 
 // ---------------------------------------------------------------- AuthorizationPolicy
-
-const ACTIONS = new Set(['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']);
-const SOURCE_FIELDS = [
-  'principals', 'notPrincipals', 'namespaces', 'notNamespaces', 'serviceAccounts', 'notServiceAccounts',
-  'ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks', 'requestPrincipals', 'notRequestPrincipals',
-] as const;
-const OPERATION_FIELDS = ['ports', 'notPorts', 'hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'] as const;
-
-function known(o: Obj, fields: readonly string[], field: string): void {
-  for (const k of Object.keys(o)) {
-    // an unknown matcher could narrow or widen a rule: refuse to guess
-    if (!fields.includes(k)) throw new FieldError(`${field}.${k}`, `unknown field (known: ${fields.join(', ')})`);
-  }
-}
-
-function mapSource(v: unknown, field: string): PolicySource {
-  const o = obj(v, field, true)!;
-  known(o, SOURCE_FIELDS, field);
-  const out: PolicySource = {};
-  for (const k of SOURCE_FIELDS) {
-    const l = strList(o[k], `${field}.${k}`);
-    if (l) out[k] = l;
-  }
-  return out;
-}
-
-function mapOperation(v: unknown, field: string): PolicyOperation {
-  const o = obj(v, field, true)!;
-  known(o, OPERATION_FIELDS, field);
-  const out: PolicyOperation = {};
-  for (const k of OPERATION_FIELDS) {
-    const l = strList(o[k], `${field}.${k}`);
-    if (l) out[k] = l;
-  }
-  return out;
-}
-
-function mapRule(v: unknown, field: string): PolicyRule {
-  const o = obj(v, field, true)!;
-  known(o, ['from', 'to', 'when'], field);
-  const rule: PolicyRule = {};
-  if (o.from !== undefined && o.from !== null) {
-    rule.from = arr(o.from, `${field}.from`).map((f, i) => {
-      const fo = obj(f, `${field}.from[${i}]`, true)!;
-      known(fo, ['source'], `${field}.from[${i}]`);
-      return fo.source === undefined || fo.source === null ? {} : { source: mapSource(fo.source, `${field}.from[${i}].source`) };
-    });
-  }
-  if (o.to !== undefined && o.to !== null) {
-    rule.to = arr(o.to, `${field}.to`).map((t, i) => {
-      const to = obj(t, `${field}.to[${i}]`, true)!;
-      known(to, ['operation'], `${field}.to[${i}]`);
-      return to.operation === undefined || to.operation === null ? {} : { operation: mapOperation(to.operation, `${field}.to[${i}].operation`) };
-    });
-  }
-  if (o.when !== undefined && o.when !== null) {
-    rule.when = arr(o.when, `${field}.when`).map((w, i) => {
-      const f = `${field}.when[${i}]`;
-      const wo = obj(w, f, true)!;
-      known(wo, ['key', 'values', 'notValues'], f);
-      if (typeof wo.key !== 'string' || wo.key === '') throw new FieldError(`${f}.key`, `must be a non-empty string, got ${show(wo.key)}`);
-      const values = strList(wo.values, `${f}.values`);
-      const notValues = strList(wo.notValues, `${f}.notValues`);
-      return { key: wo.key, ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) };
-    });
-  }
-  return rule;
-}
 
 /**
  * Maps a security.istio.io/v1 AuthorizationPolicy. A missing spec is the

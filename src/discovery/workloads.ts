@@ -21,7 +21,7 @@ import YAML from 'yaml';
 import { parseDocument } from '../config/config.js';
 import { AmbientError } from '../util/errors.js';
 import {
-  emptySnapshot, podKey, type AuthorizationPolicy, type EntryError, type MeshSnapshot, type NamespaceInfo, type PodInfo,
+  emptySnapshot, podKey, type AuthorizationPolicy, type MeshSnapshot, type NamespaceInfo, type PodInfo,
   type ServiceInfo, type ServicePort,
 } from './model.js';
 

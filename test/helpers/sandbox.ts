@@ -1,6 +1,8 @@
 // Shared pieces of the privileged sandbox tests.
 import { getJsonInNetns } from '../../src/util/netns-http.js';
-import { TIME_SCALE, type SandboxState } from '../../src/sandbox/topology.js';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { sandboxDown, TIME_SCALE, type SandboxState } from '../../src/sandbox/topology.js';
 
 /** Polls fn until it returns something truthy (or throws after timeoutMs). */
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8000): Promise<T> {
@@ -32,4 +34,12 @@ export function sandboxView<D>(state: () => SandboxState): {
   };
   const dump = (n: string): Promise<D> => getJsonInNetns<D>(node(n).netnsPath, '127.0.0.1', 15000, '/config_dump');
   return { pod, node, dump };
+}
+
+/** after(): kills what a test file started, removes its temp dir, tears the sandbox down and checks nothing was left. */
+export async function tearDown(procs: Array<{ kill: (sig?: NodeJS.Signals) => unknown }>, tmp?: string): Promise<void> {
+  for (const p of procs) p.kill('SIGKILL');
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  const r = await sandboxDown();
+  assert.deepEqual(r.leftovers, [], 'sandbox down left nothing behind');
 }

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxDown, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import { loadNative } from '../../src/datapath/native.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
@@ -25,11 +25,7 @@ before(async () => {
   for (const p of st.pods) procs.push(await nettoolServer(p, 'serve', 8081));
 });
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs));
 
 const admin = (p: string, method = 'GET') => httpInNetns(node('n1').netnsPath, '127.0.0.1', 15000, p, method);
 const canon = (xs: unknown[]): string[] => xs.map((x) => JSON.stringify(x)).sort();

@@ -5,7 +5,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { sandboxUp, sandboxDown, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { tearDown } from '../helpers/sandbox.js';
 import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
 import { CLI } from '../helpers/paths.js';
 import type { ChildProcess } from 'node:child_process';
@@ -32,11 +33,7 @@ before(async () => {
   for (const p of st.pods) procs.push(await nettoolServer(p, 'serve', 8080, '--greet'));
 });
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs));
 
 test('cleanup after the agent ran leaves the node exactly as before; twice is safe', async () => {
   const baseline = nodeState();

@@ -6,9 +6,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxDown, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { CLI } from '../helpers/paths.js';
 
@@ -33,11 +33,7 @@ before(async () => {
   }
 });
 
-after(async () => {
-  for (const s of servers) s.kill('SIGKILL');
-  const report = await sandboxDown();
-  assert.deepEqual(report.leftovers, [], 'sandbox down left nothing behind');
-});
+after(() => tearDown(servers));
 
 test('ambient pod -> pod on another node: bytes arrive and the agent records the original destination', async () => {
   const r = await nettool(pod('n1-p1'), 'send', pod('n2-p1').ip, 8080, 'ping-across');

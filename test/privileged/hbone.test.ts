@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxDown, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import type { ChildProcess } from 'node:child_process';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../helpers/pcap.js';
@@ -40,12 +40,7 @@ before(async () => {
   }
 });
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs, tmp));
 
 test('on the wire between the nodes: only TLS 1.3 on port 15008, none of the payload in clear', async () => {
   const pcap = path.join(tmp, 'link.pcap');

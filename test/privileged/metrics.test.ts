@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxDown, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 
 let st: SandboxState;
@@ -58,12 +58,7 @@ before(async () => {
   }
 });
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs, tmp));
 
 const side = (p: string): Record<string, string> => ({
   workload: p, canonical_service: p, canonical_revision: 'latest', workload_namespace: pod(p).namespace, principal: id(p), app: p, version: 'unknown', cluster: 'Kubernetes',

@@ -11,10 +11,10 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, sandboxDown, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
+  sandboxUp, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
 } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
 import { loadNative } from '../../src/datapath/native.js';
@@ -62,12 +62,7 @@ before(async () => {
   procs.push(await nettoolServer(pod('n1-p1'), 'serve', 7000));
 });
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs, tmp));
 
 test('rolling restart of both agents under load: the stream, the held connections and 200 new connections/s lose nothing, nothing in clear', async () => {
   const a = pod('n1-p1');

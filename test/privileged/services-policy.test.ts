@@ -7,9 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxDown, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, startInPod } from '../../src/sandbox/podproc.js';
-import { sandboxView, until } from '../helpers/sandbox.js';
+import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 
 let st: SandboxState;
@@ -23,7 +23,7 @@ interface Dump {
   workloads: Array<{ name: string; state: string }>;
   counters: Record<string, number>;
 }
-const { pod, node, dump } = sandboxView<Dump>(() => st);
+const { pod, dump } = sandboxView<Dump>(() => st);
 
 
 async function apply(name: string, yaml: string): Promise<void> {
@@ -47,12 +47,7 @@ async function reaches(from: string, to: string): Promise<boolean> {
   return r.code === 0 && r.stdout.startsWith(`hello from ${pod(to).ip}:8080`);
 }
 
-after(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const r = await sandboxDown();
-  assert.deepEqual(r.leftovers, []);
-});
+after(() => tearDown(procs, tmp));
 
 test('a Service VIP spreads connections over ready endpoints on both nodes, keeping the service name', async () => {
   await apply('svc', `

@@ -4,7 +4,6 @@ import { mkdtemp, rm, readFile, stat, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { inspect } from 'node:util';
 
