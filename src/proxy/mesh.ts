@@ -81,9 +81,12 @@ export class MeshProxy {
   /** captured app-side sockets (outbound and inbound plaintext), for a forced close */
   private readonly clients = new Set<net.Socket>();
 
+  /** A captured app-side socket: tracked (for a forced close), errors reported through the relay, no Nagle. */
   private own(client: net.Socket): void {
     this.clients.add(client);
     client.once('close', () => this.clients.delete(client));
+    client.on('error', () => { /* reported through the relay */ });
+    client.setNoDelay(true);
   }
 
   constructor(private readonly d: MeshDeps) {
@@ -158,8 +161,6 @@ export class MeshProxy {
   onOutbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     this.own(client);
-    client.on('error', () => { /* reported through the relay */ });
-    client.setNoDelay(true);
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     let dst: Sockaddr | null = null;
     try {
@@ -246,8 +247,6 @@ export class MeshProxy {
   onInbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     this.own(client);
-    client.on('error', () => { /* reported through the relay */ });
-    client.setNoDelay(true);
     const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
     const src = `${client.remoteAddress}:${client.remotePort}`;
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
