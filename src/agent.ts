@@ -12,9 +12,9 @@ import { Datapath } from './datapath/datapath.js';
 import { loadNative } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
 import { listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
-import { HandoverServer, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
+import { HandoverServer, RecordForwarder, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
-import { ConnectionTracker } from './proxy/connections.js';
+import { ConnectionTracker, parseClosedRecord, type ConnectionRecord } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex, podSpiffeId } from './discovery/model.js';
 // the Kubernetes client takes ~0.7 s to load: only imported with source: kubernetes (start())
@@ -93,7 +93,7 @@ export class Agent {
   /** listening sockets taken from the previous agent (until ack) */
   private inherited: Inherited | null = null;
   private handover: HandoverServer | null = null;
-  private handoverInfo: { from: number | null; adopted: number; rejected: Array<{ listener: string; reason: string }>; unused: number; handedTo: number | null } = { from: null, adopted: 0, rejected: [], unused: 0, handedTo: null };
+  private handoverInfo: { from: number | null; adopted: number; rejected: Array<{ listener: string; reason: string }>; unused: number; handedTo: number | null; recordsImported: number } = { from: null, adopted: 0, rejected: [], unused: 0, handedTo: null, recordsImported: 0 };
   private draining: Promise<void> | null = null;
 
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
@@ -204,6 +204,14 @@ export class Agent {
         this.log.info('the new agent serves on our sockets; draining', { pid });
         void this.drain('handover');
       },
+      // connections our predecessor drained: counted here, where Prometheus scrapes now
+      onRecord: (raw) => {
+        const rec = parseClosedRecord(raw);
+        if (!rec) { this.count('handover_record_invalid'); return; }
+        this.handoverInfo.recordsImported++;
+        this.metrics.onClose(rec);
+      },
+      onBadRecord: (pid, why) => { this.count('handover_record_invalid'); this.log.warn('bad connection record on the hand-over socket', { pid, why }); },
       onAborted: (pid, reason) => {
         this.count('handover_aborted');
         this.log.warn('the new agent did not take over; serving on', { pid, reason });
@@ -581,6 +589,10 @@ export class Agent {
           srv?.closeIdleConnections?.();
         }
       }
+      // connections that close from now on are reported to the successor, which answers the metrics port
+      const fwd = handedOver && this.cfg.handoverSocket ? new RecordForwarder(this.cfg.handoverSocket, this.cfg.node) : null;
+      const forward = (rec: ConnectionRecord): void => fwd?.send(rec);
+      this.tracker.on('close', forward);
       const open = (): number => this.tracker.openCount() + (this.mesh?.hbone.stats().connections.open ?? 0);
       const atStart = open();
       this.log.info('draining', { reason, connections: this.tracker.openCount(), hboneSessions: this.mesh?.hbone.stats().connections.open ?? 0, deadlineMs: this.cfg.drainTimeoutMs });
@@ -594,7 +606,9 @@ export class Agent {
         await this.mesh?.close({ force: true });
       }
       await hboneDone;
-      this.log.info('drained', { reason, ms: Date.now() - t0, connectionsAtStart: atStart, closedAtDeadline: left });
+      this.tracker.off('close', forward);
+      const records = fwd ? await fwd.end() : null;
+      this.log.info('drained', { reason, ms: Date.now() - t0, connectionsAtStart: atStart, closedAtDeadline: left, ...(records ? { recordsToSuccessor: records } : {}) });
       await this.stop();
       this.lifecycle.emit('drained');
     })();

@@ -18,7 +18,11 @@
  *
  * A new agent that dies before ADOPTED leaves the old one serving as before.
  * Established connections (TLS + HTTP/2 state in the old process) are not
- * moved: the old process keeps them until they end or drainTimeout passes.
+ * moved: the old process keeps them until they end or drainTimeout passes,
+ * and sends the record of each one that closes to the successor
+ * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, see
+ * RecordForwarder), whose metrics count it: the successor answers the
+ * metrics port now, so nothing the drained connections carried is lost.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -31,6 +35,8 @@ export const HANDOVER_VERSION = 1;
 /** entries (and fds) per frame: below SCM_MAX_FD (253) */
 const FDS_PER_FRAME = 200;
 const MAX_FRAME = 4 * 1024 * 1024;
+/** longest line on the hand-over socket (a connection record is well under 4 KiB) */
+const MAX_LINE = 64 * 1024;
 
 export interface HandoverEntry {
   /** 'pod': a pod's listener (key = namespace/name); 'node': readiness, metrics, admin */
@@ -210,6 +216,10 @@ export interface HandoverServerOptions {
   onAdopted: (pid: number) => void;
   /** a successor asked but did not adopt */
   onAborted?: (pid: number, reason: string) => void;
+  /** a connection record from the agent we replaced (it closed while that agent drained) */
+  onRecord?: (rec: unknown, pid: number) => void;
+  /** a line that is not a usable record */
+  onBadRecord?: (pid: number, why: string) => void;
 }
 
 /** Old agent: serves the hand-over socket; hands over once, then refuses. */
@@ -286,15 +296,31 @@ export class HandoverServer {
         s.destroy();
       }
     };
+    let records = false;
     s.on('data', (chunk: Buffer) => {
       buf += chunk.toString('utf8');
-      if (buf.length > 4096) { s.destroy(); return; }
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
+        if (records) {
+          let rec: unknown;
+          try {
+            rec = JSON.parse(line);
+          } catch {
+            this.o.onBadRecord?.(peer, 'not JSON');
+            continue;
+          }
+          this.o.onRecord?.(rec, peer);
+          continue;
+        }
         const [word, ...rest] = line.split(' ');
-        if (word === 'HELLO' && !sent) {
+        if (word === 'RECORDS' && !sent) {
+          // the agent we replaced, reporting connections that closed while it drained
+          peer = Number(rest[1]) || 0;
+          if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) { this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`); s.destroy(); return; }
+          records = true;
+        } else if (word === 'HELLO' && !sent) {
           sent = true;
           peer = Number(rest[1]) || 0;
           if (typeof fd !== 'number' || fd < 0) { s.destroy(); return; }
@@ -333,6 +359,7 @@ export class HandoverServer {
           s.destroy();
         }
       }
+      if (buf.length > MAX_LINE) { this.o.onBadRecord?.(peer, 'line too long'); s.destroy(); }
     });
     s.on('close', () => {
       if (sent && this.busy) {
@@ -340,6 +367,44 @@ export class HandoverServer {
         this.busy = false;
         this.o.onAborted?.(peer, 'connection closed before ADOPTED');
       }
+    });
+  }
+}
+
+/**
+ * Old agent, draining: sends each connection record that closes to the
+ * successor's hand-over socket (best effort: what cannot be sent is counted
+ * by the caller via the returned stats). end() flushes and closes.
+ */
+export class RecordForwarder {
+  private sock: net.Socket | null = null;
+  private sent = 0;
+  private lost = 0;
+  private failed = false;
+
+  constructor(private readonly socketPath: string, private readonly node: string) {}
+
+  send(rec: unknown): void {
+    if (this.failed) { this.lost++; return; }
+    if (!this.sock) {
+      const s = net.connect(this.socketPath);
+      s.on('error', () => { this.failed = true; });
+      s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
+      this.sock = s;
+    }
+    this.sock.write(JSON.stringify(rec) + '\n');
+    this.sent++;
+  }
+
+  /** Flushes what was written and closes; resolves within timeoutMs in any case. */
+  end(timeoutMs = 2000): Promise<{ sent: number; lost: number }> {
+    const s = this.sock;
+    const result = (): { sent: number; lost: number } => ({ sent: this.failed ? 0 : this.sent, lost: this.lost + (this.failed ? this.sent : 0) });
+    if (!s) return Promise.resolve(result());
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { s.destroy(); resolve(result()); }, timeoutMs);
+      s.once('close', () => { clearTimeout(t); resolve(result()); });
+      s.end();
     });
   }
 }

@@ -36,6 +36,35 @@ export interface ConnectionRecord {
   reason: string | null;
 }
 
+const VIAS = new Set(['passthrough', 'hbone', 'inbound-plaintext', 'inbound-hbone']);
+const str = (v: unknown): v is string => typeof v === 'string' && v.length <= 1024;
+const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * A closed connection record received from elsewhere (the agent this one
+ * replaced), checked field by field; null when it is not one.
+ */
+export function parseClosedRecord(x: unknown): ConnectionRecord | null {
+  if (x === null || typeof x !== 'object' || Array.isArray(x)) return null;
+  const r = x as Record<string, unknown>;
+  if (!count(r.id) || !str(r.pod) || !str(r.src) || !str(r.dst) || !str(r.start)) return null;
+  if (r.direction !== 'outbound' && r.direction !== 'inbound') return null;
+  if (!VIAS.has(r.via as string)) return null;
+  if (r.state !== 'closed' && r.state !== 'failed') return null;
+  if (!count(r.bytesSent) || !count(r.bytesReceived)) return null;
+  for (const k of ['peerIdentity', 'reason', 'end']) if (r[k] !== null && r[k] !== undefined && !str(r[k])) return null;
+  for (const k of ['service', 'endpoint', 'peerCertSerial']) if (r[k] !== undefined && !str(r[k])) return null;
+  return {
+    id: r.id, pod: r.pod, direction: r.direction, src: r.src, dst: r.dst, via: r.via as ConnectionRecord['via'],
+    peerIdentity: (r.peerIdentity as string | null | undefined) ?? null,
+    ...(r.peerCertSerial !== undefined ? { peerCertSerial: r.peerCertSerial as string } : {}),
+    ...(r.service !== undefined ? { service: r.service as string } : {}),
+    ...(r.endpoint !== undefined ? { endpoint: r.endpoint as string } : {}),
+    bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, start: r.start,
+    end: (r.end as string | null | undefined) ?? null, state: r.state, reason: (r.reason as string | null | undefined) ?? null,
+  };
+}
+
 export class ConnectionTracker extends EventEmitter {
   private nextId = 1;
   private readonly open = new Map<number, ConnectionRecord>();

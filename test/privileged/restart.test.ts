@@ -16,6 +16,7 @@ import {
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
+import { httpInNetns } from '../../src/util/netns-http.js';
 import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
 import { loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
@@ -31,7 +32,7 @@ interface Dump {
   datapath: { programs: Record<string, { id: number; tag: string }>; adoptedLinks: { updated: number; upgraded: number } };
   connections: ConnectionRecord[];
   counters: Record<string, number>;
-  handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean };
+  handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean; recordsImported: number };
 }
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
@@ -119,6 +120,14 @@ test('rolling restart of both agents under load: the stream, the held connection
     assertLinksRun(`${n}-p1`, d.datapath.programs);
     assert.equal(d.datapath.adoptedLinks.upgraded, 0);
   }
+  // the stream was carried to its end by the old agents, which reported it to their successors:
+  // the new n1 agent's Istio metrics hold its bytes (Prometheus scrapes the new agent now)
+  const metrics = (await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15020, '/metrics')).body;
+  const sentToB = metrics.split('\n')
+    .filter((l) => l.startsWith('istio_tcp_sent_bytes_total{') && l.includes('reporter="source"') && l.includes('source_workload="n1-p1"') && l.includes('destination_workload="n2-p1"'))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+  assert.ok(sentToB >= j.end.sum_received.bytes, `n1's new agent counts the drained stream: ${sentToB} >= ${j.end.sum_received.bytes} bytes`);
+  assert.ok((await dump('n1')).handover.recordsImported >= 3, 'records of the drained connections reached the new agent');
   // new connections after the restart went through the new n1 agent
   const after = (await dump('n1')).connections.filter((c) => c.dst === `${b.ip}:7000` && c.via === 'hbone');
   assert.ok(after.length > 100, `the new agent carried the later connections (${after.length})`);
@@ -195,6 +204,15 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   native.closeFd(v);
 
   // a successor that takes the sockets but never adopts them (crashes): the old one serves on
+  // connection records that are not JSON or not records are counted and dropped
+  const importedBefore = (await dump('n1')).handover.recordsImported;
+  const invalidBefore = (await dump('n1')).counters.handover_record_invalid ?? 0;
+  const rc = native.unixConnect(sock, 2000);
+  native.sendFds(rc, Buffer.from(`RECORDS 1 ${process.pid} n1\n{not json\n{"id":1,"state":"open"}\n`), [], 1000);
+  native.closeFd(rc);
+  await until('bad records counted', async () => ((await dump('n1')).counters.handover_record_invalid ?? 0) >= invalidBefore + 2);
+  assert.equal((await dump('n1')).handover.recordsImported, importedBefore);
+
   // a successor for another node is refused
   assert.throws(() => requestHandover(native, sock, 'n2'), /serves node n1, not n2/);
   const inh = requestHandover(native, sock, 'n1');
