@@ -330,6 +330,10 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     const stray = spawnInPod('n1-p7', ['sleep', '1000'], { ...OPTS, stdio: 'ignore' });
     children.push(stray);
     await new Promise((res) => stray.once('spawn', res));
+    // 'spawn' fires before the wrapper moved itself into the pod cgroup: wait for that
+    const inPodCgroup = (): boolean => { try { return fs.readFileSync(`/proc/${stray.pid}/cgroup`, 'utf8').includes('/n1-p7'); } catch { return false; } };
+    for (const end = Date.now() + 5000; !inPodCgroup() && Date.now() < end;) await new Promise((res) => setTimeout(res, 10));
+    assert.ok(inPodCgroup(), 'the stray process is in the pod cgroup');
     await execa('ip', ['rule', 'add', 'priority', '32001', 'fwmark', '0x539', 'lookup', '539']);
     fs.rmSync(path.join(STATE_DIR, 'state.json'));
     assert.throws(() => sandboxStatus(OPTS), SandboxNotFoundError);
