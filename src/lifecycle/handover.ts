@@ -227,6 +227,8 @@ export class HandoverServer {
   private server: net.Server | null = null;
   private handedTo: number | null = null;
   private busy = false;
+  /** inode of the socket file we bound (close() removes only that one) */
+  private boundIno: number | null = null;
 
   constructor(private readonly o: HandoverServerOptions) {}
 
@@ -261,8 +263,6 @@ export class HandoverServer {
       if (fs.statSync(this.o.socketPath).ino === this.boundIno) fs.rmSync(this.o.socketPath, { force: true });
     } catch { /* gone */ }
   }
-
-  private boundIno: number | null = null;
 
   private onConnection(s: net.Socket): void {
     const log = this.o.log;
