@@ -11,7 +11,7 @@ import type { AgentConfig } from './config/config.js';
 import { Datapath } from './datapath/datapath.js';
 import { loadNative } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
-import { listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
+import { handleFd, listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
 import { HandoverServer, RecordForwarder, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { ConnectionTracker, parseClosedRecord, type ConnectionRecord } from './proxy/connections.js';
@@ -52,11 +52,6 @@ interface LocalPod extends MeshPod {
 type PodRole = 'outbound' | 'inbound' | 'hbone';
 type NodeRole = 'readiness' | 'metrics' | 'admin';
 
-/** Listening-socket fd of a Node server (Linux: the handle exposes it). */
-function serverFd(srv: net.Server | null): number | null {
-  const fd = (srv as unknown as { _handle?: { fd?: number } } | null)?._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : null;
-}
 
 export class Agent {
   readonly tracker = new ConnectionTracker();
@@ -239,7 +234,7 @@ export class Agent {
     }
     const node: Array<[NodeRole, http.Server | null]> = [['readiness', this.readyServer], ['metrics', this.metricsServer], ['admin', this.admin]];
     for (const [role, srv] of node) {
-      const fd = serverFd(srv);
+      const fd = handleFd(srv);
       const a = srv?.address();
       if (fd === null || !a || typeof a === 'string') continue;
       out.push({ entry: { kind: 'node', role, ip: a.address, port: a.port }, fd });

@@ -45,6 +45,12 @@ export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection:
   return { server, fd, ip: bind.ip, port: bind.port };
 }
 
+/** The fd under a Node server or socket (Linux: the libuv handle exposes it); null when closed. */
+export function handleFd(x: net.Server | net.Socket | null | undefined): number | null {
+  const fd = (x as unknown as { _handle?: { fd?: number } } | null | undefined)?._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
 export class DialError extends Error {
   constructor(readonly code: string, message: string) {
     super(message);

@@ -29,6 +29,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { errnoName } from '../datapath/native.js';
+import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
 
 export const HANDOVER_VERSION = 1;
@@ -93,7 +94,7 @@ export class Inherited {
     let why: string | null = null;
     if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
     else if (!info.listening) why = 'not a listening socket';
-    else if (info.port !== want.port || (info.ip !== want.ip && !(want.ip === '0.0.0.0' && info.ip === '0.0.0.0'))) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
+    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
     else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
     if (why) {
       this.rejected.push({ entry: x.entry, reason: why });
@@ -270,12 +271,12 @@ export class HandoverServer {
     let buf = '';
     let peer = 0;
     let sent = false;
-    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const fd = handleFd(s);
     const send = (frame: Frame, fds: number[]): void => {
       const body = Buffer.from(JSON.stringify(frame));
       const head = Buffer.alloc(4);
       head.writeUInt32BE(body.length, 0);
-      const r = this.o.native.sendFds(fd!, Buffer.concat([head, body]), fds, 5000);
+      const r = this.o.native.sendFds(fd as number, Buffer.concat([head, body]), fds, 5000);
       if (r < 0) throw new HandoverError(errnoName(r), `hand-over send: ${errnoName(r)}`);
     };
     const handout = async (): Promise<void> => {
@@ -323,7 +324,7 @@ export class HandoverServer {
         } else if (word === 'HELLO' && !sent) {
           sent = true;
           peer = Number(rest[1]) || 0;
-          if (typeof fd !== 'number' || fd < 0) { s.destroy(); return; }
+          if (fd === null) { s.destroy(); return; }
           try {
             if (rest[0] !== String(HANDOVER_VERSION)) {
               send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` }, []);

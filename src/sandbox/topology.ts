@@ -985,6 +985,11 @@ export function agentCommand(node: SandboxNode, repoRoot: string, launcher: 'nse
   return ['sh', '-c', script];
 }
 
+/** The node's agent pid if that agent is running (and really ours: not a reused pid), else null. */
+function liveAgentPid(n: SandboxNode): number | null {
+  return n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config) ? n.agentPid : null;
+}
+
 /** True if pid looks like one of our processes (guards against pid reuse after a crash). */
 function isSandboxProcess(pid: number, hint?: string): boolean {
   try {
@@ -1004,7 +1009,7 @@ function isSandboxProcess(pid: number, hint?: string): boolean {
 export async function startAgent(node: string, opts: StartAgentOptions = {}): Promise<number> {
   const state = loadState(opts);
   const n = findNode(state, node);
-  if (!opts.alongside && n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config)) {
+  if (!opts.alongside && liveAgentPid(n) !== null) {
     throw usage(`sandbox: the agent of ${n.name} is already running (pid ${n.agentPid})`, `stop it first (stopAgent / kill ${n.agentPid})`);
   }
   const repoRoot = path.resolve(opts.repoRoot ?? state.repoRoot ?? defaultRepoRoot());
@@ -1042,8 +1047,8 @@ export async function startAgent(node: string, opts: StartAgentOptions = {}): Pr
  */
 export async function stopAgent(node: string, signal: NodeJS.Signals = 'SIGTERM', opts: SandboxPathOptions & { timeoutMs?: number } = {}): Promise<boolean> {
   const n = findNode(loadState(opts), node);
-  const pid = n.agentPid;
-  if (pid === null || !isProcessAlive(pid) || !isSandboxProcess(pid, n.config)) {
+  const pid = liveAgentPid(n);
+  if (pid === null) {
     await updateState(opts, (s) => void (findNode(s, n.name).agentPid = null));
     return true;
   }
@@ -1072,7 +1077,7 @@ export interface RestartAgentOptions extends StartAgentOptions {
  */
 export async function restartAgent(node: string, opts: RestartAgentOptions = {}): Promise<{ oldPid: number | null; newPid: number; readyMs: number }> {
   const n = findNode(loadState(opts), node);
-  const oldPid = n.agentPid !== null && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config) ? n.agentPid : null;
+  const oldPid = liveAgentPid(n);
   const handover = opts.handover ?? true;
   const t0 = Date.now();
   if (oldPid !== null && !handover) {
@@ -1257,8 +1262,8 @@ async function teardown(paths: ReturnType<typeof resolvePaths>, opts: SandboxDow
 
   // 1. agents from the state file: SIGTERM, grace period, then SIGKILL.
   const agents = (state?.nodes ?? [])
-    .filter((n) => typeof n.agentPid === 'number' && isProcessAlive(n.agentPid) && isSandboxProcess(n.agentPid, n.config))
-    .map((n) => n.agentPid!);
+    .map(liveAgentPid)
+    .filter((pid): pid is number => pid !== null);
   for (const pid of agents) {
     try {
       process.kill(pid, 'SIGTERM');

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
+import { handleFd } from '../../src/datapath/sockets.js';
 import type { NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);
@@ -522,7 +523,7 @@ char LICENSE[] SEC("license") = "GPL";
     assert.ok(cfd >= 0, errnoName(cfd));
     const tcp = net.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => tcp.once('listening', r));
-    const tfd = (tcp as unknown as { _handle: { fd: number } })._handle.fd;
+    const tfd = handleFd(tcp)!;
     assert.equal(a.sendFds(cfd, Buffer.from('HELLO'), [tfd], 1000), 5);
     assert.equal(await got, 'HELLO');
     // fd and argument checks
