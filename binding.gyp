@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "ambient_native",
-      "sources": ["native/addon.cc"],
+      "sources": ["native/addon.cc", "native/netns_thread.cc", "native/sockdiag.cc"],
       "include_dirs": [
         "<!(node -e \"require('nan')\")",
         "<!@(pkg-config --cflags-only-I libbpf | sed -e 's/-I//g')"

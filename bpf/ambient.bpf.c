@@ -1,26 +1,38 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * ambientd datapath. All redirection happens inside the enrolled pod's own
- * network namespace / cgroup, never in the node's (see docs/ARCHITECTURE.md):
+ * network namespace / cgroup, never in the node's (see docs/ARCHITECTURE.md
+ * and docs/SECURITY.md):
  *
  *   amb_connect4   cgroup/connect4 on the pod cgroup: a TCP connect() to a
  *                  non-local destination is rewritten to <pod IP>:15001, the
  *                  agent's outbound listener in the pod; the original
- *                  destination is kept by socket cookie.
- *   amb_getpeername4  cgroup/getpeername4 on the pod cgroup: getpeername()
- *                  of a captured socket returns the original destination.
- *   amb_sockops    sockops on the pod cgroup and the agent's cgroup: when the
- *                  app side is established, re-keys the original destination
- *                  by the app socket's address (what the agent sees as peer),
- *                  and puts both ends of in-pod connections in a sockhash.
+ *                  destination is kept by socket cookie. connect() of an
+ *                  isolated pod, or of another stream protocol, is refused.
+ *   amb_connect6   cgroup/connect6: the same for AF_INET6 sockets. A
+ *                  v4-mapped destination (::ffff:a.b.c.d) is IPv4 on the
+ *                  wire and is captured exactly like connect4; a native IPv6
+ *                  destination is refused (EPERM) until dual-stack capture.
+ *   amb_getpeername4/6  getpeername() of a captured socket returns the
+ *                  original destination.
+ *   amb_sockops    sockops on the pod cgroup (and the agent's, for sk_msg):
+ *                  when the app side is established, re-keys the original
+ *                  destination by the app socket's address (what the agent
+ *                  sees as peer) and deletes it again when that socket
+ *                  closes; puts both ends of in-pod connections in a sockhash.
  *   amb_sk_msg     sk_msg on that sockhash: app<->agent bytes skip the TCP
  *                  stack (optional, AMB_CFG_SOCKMAP_ACCEL).
  *   amb_sk_lookup  sk_lookup on the pod netns: TCP to the pod IP goes to the
  *                  agent's HBONE (15008) or plaintext (15006) listener; with no
- *                  listener the lookup fails and the kernel answers RST.
+ *                  listener, to an isolated pod, to an address no pod owns or
+ *                  over IPv6 the lookup fails and the kernel answers RST.
+ *
+ * Every path that cannot capture refuses: the program only runs for enrolled
+ * pods (it is attached to their cgroups and netns), so "nothing matched"
+ * means "refuse", never "pass".
  *
  * Only helpers and program types of Linux <= 5.10 are on these paths
- * (scripts/kernel-audit.sh checks).
+ * (src/datapath/kernel-audit.ts checks the object).
  */
 #include "ambient.h"
 #include <bpf/bpf_endian.h>
@@ -31,6 +43,15 @@
 #ifndef IPPROTO_TCP
 #define IPPROTO_TCP 6
 #endif
+
+/* Keeps a value in a register where it was computed: stops clang from sinking
+ * ctx loads into branches and merging them into one load from a computed ctx
+ * pointer, which the verifier refuses ("dereference of modified ctx ptr"). */
+#define AMB_KEEP(var) asm volatile("" : "+r"(var))
+
+/* sock_addr verdicts */
+#define ALLOW 1
+#define REFUSE 0 /* connect() fails with EPERM */
 
 static __always_inline void ip4_set(struct amb_ip *ip, __u32 addr_be)
 {
@@ -46,71 +67,98 @@ static __always_inline __u32 ip4_get(const struct amb_ip *ip)
 	return a;
 }
 
+static __always_inline int is_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
+{
+	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0x0000ffff);
+}
+
 static __always_inline struct amb_config *config(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&amb_config, &zero);
 }
 
-static __always_inline struct amb_pod_stats *stats(const struct amb_ip *pod)
+static __always_inline void counter(__u32 reason)
 {
-	struct amb_pod_stats *s = bpf_map_lookup_elem(&amb_pod_stats, pod);
+	__u64 *c = bpf_map_lookup_elem(&amb_counters, &reason);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline struct amb_pod_stats *stats(__u64 cgroup_id)
+{
+	struct amb_pod_stats *s = bpf_map_lookup_elem(&amb_pod_stats, &cgroup_id);
 	if (s)
 		return s;
 	struct amb_pod_stats zero = {};
-	bpf_map_update_elem(&amb_pod_stats, pod, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&amb_pod_stats, pod);
+	bpf_map_update_elem(&amb_pod_stats, &cgroup_id, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&amb_pod_stats, &cgroup_id);
 }
 
-#define COUNT(pod, field)                                   \
+#define COUNT(cgid, field)                                  \
 	do {                                                \
-		struct amb_pod_stats *__s = stats(pod);     \
+		struct amb_pod_stats *__s = stats(cgid);    \
 		if (__s)                                    \
 			__sync_fetch_and_add(&__s->field, 1); \
 	} while (0)
 
 /* The pod a connecting task belongs to: its cgroup or the nearest ancestor
  * registered in amb_pod_by_cgroup (k8s puts containers under the pod cgroup). */
-static __always_inline struct amb_pod_addrs *current_pod(void)
+static __always_inline struct amb_cgroup_pod *current_pod(__u64 *cgid)
 {
-	struct amb_pod_addrs *p = bpf_map_lookup_elem(&amb_pod_by_cgroup, &(__u64){ bpf_get_current_cgroup_id() });
-	if (p)
+	__u64 id = bpf_get_current_cgroup_id();
+	struct amb_cgroup_pod *p = bpf_map_lookup_elem(&amb_pod_by_cgroup, &id);
+	if (p) {
+		*cgid = id;
 		return p;
+	}
 #pragma unroll
 	for (int level = AMB_MAX_CGROUP_LEVEL; level >= 1; level--) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		id = bpf_get_current_ancestor_cgroup_id(level);
 		if (!id)
 			continue;
 		p = bpf_map_lookup_elem(&amb_pod_by_cgroup, &id);
-		if (p)
+		if (p) {
+			*cgid = id;
 			return p;
+		}
 	}
 	return 0;
 }
 
-SEC("cgroup/connect4")
-int amb_connect4(struct bpf_sock_addr *ctx)
+/* Destinations that stay inside the pod: loopback, unspecified, the pod itself. */
+static __always_inline int local4(__u32 dst, const struct amb_cgroup_pod *pod)
 {
-	if (ctx->type != SOCK_STREAM)
-		return 1;
-	struct amb_config *cfg = config();
-	if (!cfg || !cfg->outbound_port)
-		return 1;
-	struct amb_pod_addrs *pod = current_pod();
-	if (!pod || pod->v4.family != AMB_AF_INET)
-		return 1;
+	return (bpf_ntohl(dst) >> 24) == 127 || dst == 0 ||
+	       (pod->v4.family == AMB_AF_INET && dst == ip4_get(&pod->v4));
+}
 
-	__u32 dst = ctx->user_ip4;
+/*
+ * Common part of connect4 and v4-mapped connect6 for a non-local IPv4
+ * destination: decides, records the original destination, counts. Returns
+ * the pod IP to rewrite the destination to (port: cfg->outbound_port), or 0
+ * to refuse the connect().
+ */
+static __always_inline __u32 capture4(struct bpf_sock_addr *ctx, struct amb_config *cfg, __u64 cgid,
+				      struct amb_cgroup_pod *pod, __u32 dst, __u16 dport_be)
+{
+	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || pod->v4.family != AMB_AF_INET) {
+		counter(AMB_CTR_OUT_ISOLATED);
+		COUNT(cgid, denied_out);
+		return 0;
+	}
+	/* SOCK_STREAM of another protocol (SCTP): the agent only speaks TCP. */
+	if (ctx->protocol != IPPROTO_TCP) {
+		counter(AMB_CTR_OUT_PROTOCOL);
+		COUNT(cgid, denied_out);
+		return 0;
+	}
 	__u32 pod_ip = ip4_get(&pod->v4);
-	__u32 dst_h = bpf_ntohl(dst);
-	/* Local destinations stay local: loopback, the pod itself, unspecified. */
-	if ((dst_h >> 24) == 127 || dst == pod_ip || dst == 0)
-		return 1;
 
 	struct amb_orig orig = {};
 	ip4_set(&orig.dst.ip, dst);
-	orig.dst.port = bpf_ntohs((__u16)ctx->user_port);
-	orig.pod = pod->v4;
+	orig.dst.port = bpf_ntohs(dport_be);
+	orig.cgroup_id = cgid;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	bpf_map_update_elem(&amb_orig_by_cookie, &cookie, &orig, BPF_ANY);
 
@@ -123,21 +171,101 @@ int amb_connect4(struct bpf_sock_addr *ctx)
 	struct bpf_sock *l = bpf_sk_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (l) {
 		bpf_sk_release(l);
-		COUNT(&pod->v4, captured_out);
+		COUNT(cgid, captured_out);
 	} else {
-		COUNT(&pod->v4, refused_out);
+		COUNT(cgid, refused_out);
 	}
+	return pod_ip;
+}
 
-	ctx->user_ip4 = pod_ip;
+SEC("cgroup/connect4")
+int amb_connect4(struct bpf_sock_addr *ctx)
+{
+	/* UDP and other datagram sockets are not captured (docs/SECURITY.md). */
+	if (ctx->type != SOCK_STREAM)
+		return ALLOW;
+	struct amb_config *cfg = config();
+	if (!cfg || !cfg->outbound_port)
+		return REFUSE;
+	__u64 cgid = 0;
+	struct amb_cgroup_pod *pod = current_pod(&cgid);
+	if (!pod) {
+		/* only enrolled cgroups run this program: a task of no known pod
+		 * (e.g. an fd passed out of the pod) is refused, never passed */
+		counter(AMB_CTR_OUT_NO_POD);
+		return REFUSE;
+	}
+	__u32 dst = ctx->user_ip4;
+	if (local4(dst, pod))
+		return ALLOW;
+	__u32 to = capture4(ctx, cfg, cgid, pod, dst, (__u16)ctx->user_port);
+	if (!to)
+		return REFUSE;
+	ctx->user_ip4 = to;
 	ctx->user_port = bpf_htons(cfg->outbound_port);
-	return 1;
+	return ALLOW;
 }
 
 SEC("cgroup/connect6")
 int amb_connect6(struct bpf_sock_addr *ctx)
 {
-	/* IPv6 capture comes later on the same maps; v6 connects are not touched yet. */
-	return 1;
+	if (ctx->type != SOCK_STREAM)
+		return ALLOW;
+	struct amb_config *cfg = config();
+	if (!cfg || !cfg->outbound_port)
+		return REFUSE;
+	__u64 cgid = 0;
+	struct amb_cgroup_pod *pod = current_pod(&cgid);
+	if (!pod) {
+		counter(AMB_CTR_OUT_NO_POD);
+		return REFUSE;
+	}
+	__u32 a0 = ctx->user_ip6[0];
+	__u32 a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2];
+	__u32 a3 = ctx->user_ip6[3];
+
+	/* A v4-mapped destination on a dual-stack socket is IPv4 on the wire
+	 * (tcp_v6_connect hands it to tcp_v4_connect without running connect4):
+	 * captured exactly like connect4, to ::ffff:<pod IP>:15001. */
+	if (is_v4_mapped(a0, a1, a2)) {
+		if (local4(a3, pod))
+			return ALLOW;
+		__u32 to = capture4(ctx, cfg, cgid, pod, a3, (__u16)ctx->user_port);
+		if (!to)
+			return REFUSE;
+		ctx->user_ip6[3] = to;
+		ctx->user_port = bpf_htons(cfg->outbound_port);
+		return ALLOW;
+	}
+
+	/* Native IPv6: loopback and unspecified stay in the pod... */
+	if (a0 == 0 && a1 == 0 && a2 == 0 && (a3 == 0 || a3 == bpf_htonl(1)))
+		return ALLOW;
+	/* ... and so does the pod's own IPv6 address, if it has one. */
+	if (pod->v6.family == AMB_AF_INET6) {
+		__u32 p[4];
+		__builtin_memcpy(p, pod->v6.addr, 16);
+		if (a0 == p[0] && a1 == p[1] && a2 == p[2] && a3 == p[3])
+			return ALLOW;
+	}
+	/* Anything else would leave the pod outside the mesh: refused until
+	 * IPv6 capture exists (fail closed, never passed through). */
+	counter(AMB_CTR_OUT_IPV6);
+	COUNT(cgid, denied_out);
+	return REFUSE;
+}
+
+/* Original destination of a captured socket by its local address. */
+static __always_inline struct amb_orig_dst *orig_of(__u32 src_ip, __u32 src_port)
+{
+	struct amb_sockaddr key = {};
+	ip4_set(&key.ip, src_ip);
+	key.port = (__u16)src_port;
+	struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
+	if (!o || o->dst.ip.family != AMB_AF_INET)
+		return 0;
+	return o;
 }
 
 /* The app asks who its peer is: answer with the original destination, not
@@ -151,15 +279,63 @@ int amb_getpeername4(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk || sk->src_ip4 != ctx->user_ip4)
 		return 1;
-	struct amb_sockaddr key = {};
-	ip4_set(&key.ip, sk->src_ip4);
-	key.port = (__u16)sk->src_port;
-	struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
-	if (!o || o->dst.ip.family != AMB_AF_INET)
+	struct amb_orig_dst *o = orig_of(sk->src_ip4, sk->src_port);
+	if (!o)
 		return 1;
 	ctx->user_ip4 = ip4_get(&o->dst.ip);
 	ctx->user_port = bpf_htons(o->dst.port);
 	return 1;
+}
+
+/* The same for a dual-stack socket captured through a v4-mapped connect. */
+SEC("cgroup/getpeername6")
+int amb_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct amb_config *cfg = config();
+	if (!cfg || ctx->user_port != bpf_htons(cfg->outbound_port))
+		return 1;
+	if (!is_v4_mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	__u32 src = sk->src_ip4;
+	if (src != ctx->user_ip6[3])
+		return 1;
+	struct amb_orig_dst *o = orig_of(src, sk->src_port);
+	if (!o)
+		return 1;
+	ctx->user_ip6[3] = ip4_get(&o->dst.ip);
+	ctx->user_port = bpf_htons(o->dst.port);
+	return 1;
+}
+
+/* The IPv4 local address of a sock_ops socket: AF_INET, or AF_INET6 v4-mapped.
+ * Every field is read unconditionally: clang would otherwise merge the loads
+ * of the two branches into one load from a computed ctx pointer, which the
+ * verifier refuses. */
+static __always_inline int sockops_local4(struct bpf_sock_ops *skops, __u32 *ip)
+{
+	__u32 family = skops->family;
+	__u32 l4 = skops->local_ip4;
+	__u32 a0 = skops->local_ip6[0];
+	__u32 a1 = skops->local_ip6[1];
+	__u32 a2 = skops->local_ip6[2];
+	__u32 a3 = skops->local_ip6[3];
+	AMB_KEEP(l4);
+	AMB_KEEP(a0);
+	AMB_KEEP(a1);
+	AMB_KEEP(a2);
+	AMB_KEEP(a3);
+	if (family == AMB_AF_INET) {
+		*ip = l4;
+		return 1;
+	}
+	if (family == AMB_AF_INET6 && is_v4_mapped(a0, a1, a2)) {
+		*ip = a3;
+		return 1;
+	}
+	return 0;
 }
 
 static __always_inline void sockops_tuple(struct bpf_sock_ops *skops, struct amb_tuple *t)
@@ -174,37 +350,65 @@ static __always_inline void sockops_tuple(struct bpf_sock_ops *skops, struct amb
 SEC("sockops")
 int amb_sockops(struct bpf_sock_ops *skops)
 {
-	if (skops->family != AMB_AF_INET)
-		return 1;
 	__u32 op = skops->op;
+
+	/* A captured socket sends its SYN: follow its state from now on, so its
+	 * entries are deleted when it closes (also when it never connects). */
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		__u64 cookie = bpf_get_socket_cookie(skops);
+		if (bpf_map_lookup_elem(&amb_orig_by_cookie, &cookie))
+			bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			return 1;
+		__u64 cookie = bpf_get_socket_cookie(skops);
+		bpf_map_delete_elem(&amb_orig_by_cookie, &cookie);
+		__u32 local = 0;
+		if (!sockops_local4(skops, &local))
+			return 1;
+		struct amb_sockaddr key = {};
+		ip4_set(&key.ip, local);
+		key.port = (__u16)skops->local_port;
+		struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
+		if (o && o->cookie == cookie)
+			bpf_map_delete_elem(&amb_orig_dst, &key);
+		return 1;
+	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
-
-	struct amb_tuple t;
-	sockops_tuple(skops, &t);
 
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		__u64 cookie = bpf_get_socket_cookie(skops);
 		struct amb_orig *o = bpf_map_lookup_elem(&amb_orig_by_cookie, &cookie);
-		if (o) {
+		__u32 local = 0;
+		if (o && sockops_local4(skops, &local)) {
 			struct amb_sockaddr key = {};
-			key.ip = t.local;
-			key.port = t.local_port;
+			ip4_set(&key.ip, local);
+			key.port = (__u16)skops->local_port;
 			struct amb_orig_dst v = {};
 			v.dst = o->dst;
 			v.cookie = cookie;
+			v.cgroup_id = o->cgroup_id;
 			v.created_ns = bpf_ktime_get_ns();
-			bpf_map_update_elem(&amb_orig_dst, &key, &v, BPF_ANY);
+			if (bpf_map_update_elem(&amb_orig_dst, &key, &v, BPF_ANY))
+				counter(AMB_CTR_ORIG_DST_FULL);
 			bpf_map_delete_elem(&amb_orig_by_cookie, &cookie);
+			bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		}
 	}
 
 	/* Same-pod pairs (app<->agent inside an enrolled pod) go into the sockhash. */
+	if (skops->family != AMB_AF_INET)
+		return 1;
 	struct amb_config *cfg = config();
 	if (!cfg || !(cfg->flags & AMB_CFG_SOCKMAP_ACCEL))
 		return 1;
 	if (skops->local_ip4 != skops->remote_ip4)
 		return 1;
+	struct amb_tuple t;
+	sockops_tuple(skops, &t);
 	if (!bpf_map_lookup_elem(&amb_pods, &t.local))
 		return 1;
 	bpf_sock_hash_update(skops, &amb_sock_pairs, &t, BPF_NOEXIST);
@@ -227,51 +431,84 @@ int amb_sk_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
+static __always_inline int sk_lookup6(struct bpf_sk_lookup *ctx)
+{
+	__u32 l0 = ctx->local_ip6[0], l1 = ctx->local_ip6[1], l2 = ctx->local_ip6[2], l3 = ctx->local_ip6[3];
+	/* loopback stays in the pod */
+	if (l0 == 0 && l1 == 0 && l2 == 0 && l3 == bpf_htonl(1))
+		return SK_PASS;
+	/* the pod talking to itself */
+	if (l0 == ctx->remote_ip6[0] && l1 == ctx->remote_ip6[1] && l2 == ctx->remote_ip6[2] && l3 == ctx->remote_ip6[3])
+		return SK_PASS;
+	/* IPv6 into an enrolled pod (its link-local address, an address the
+	 * mesh does not know): refused until dual-stack capture exists */
+	counter(AMB_CTR_IN_IPV6);
+	return SK_DROP;
+}
+
 SEC("sk_lookup")
 int amb_sk_lookup(struct bpf_sk_lookup *ctx)
 {
-	if (ctx->protocol != IPPROTO_TCP || ctx->family != AMB_AF_INET)
+	if (ctx->protocol != IPPROTO_TCP)
 		return SK_PASS;
-	struct amb_ip local;
-	ip4_set(&local, ctx->local_ip4);
-	struct amb_pod *pod = bpf_map_lookup_elem(&amb_pods, &local);
-	if (!pod || !(pod->flags & AMB_POD_ENROLLED))
+	if (ctx->family == AMB_AF_INET6)
+		return sk_lookup6(ctx);
+	if (ctx->family != AMB_AF_INET)
 		return SK_PASS;
-	struct amb_config *cfg = config();
-	if (!cfg)
+	__u32 local_ip = ctx->local_ip4;
+	if ((bpf_ntohl(local_ip) >> 24) == 127)
 		return SK_PASS;
-
 	/* The pod talking to itself, and the agent reaching the app from inside
 	 * the pod, are not captured again. */
-	if (ctx->remote_ip4 == ctx->local_ip4)
+	if (ctx->remote_ip4 == local_ip)
 		return SK_PASS;
+
+	/* This program runs only in enrolled pods' netns: an address no pod
+	 * owns here is refused, never passed to the app. */
+	struct amb_ip local;
+	ip4_set(&local, local_ip);
+	struct amb_pod *pod = bpf_map_lookup_elem(&amb_pods, &local);
+	if (!pod) {
+		counter(AMB_CTR_IN_UNKNOWN_ADDR);
+		return SK_DROP;
+	}
+	__u64 cgid = pod->cgroup_id;
+	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || !cgid) {
+		counter(AMB_CTR_IN_ISOLATED);
+		if (cgid)
+			COUNT(cgid, denied_in);
+		return SK_DROP;
+	}
 	/* Traffic from this node (kubelet probes) is not captured. */
 	if ((pod->exempt_src.family == AMB_AF_INET && ctx->remote_ip4 == ip4_get(&pod->exempt_src)) ||
 	    ctx->remote_ip4 == bpf_htonl(AMB_PROBE_SNAT_IP4)) {
-		COUNT(&local, bypass_in);
+		COUNT(cgid, bypass_in);
 		return SK_PASS;
 	}
+	struct amb_config *cfg = config();
+	if (!cfg)
+		return SK_DROP;
 
 	struct amb_listener_key key = {};
-	key.pod = local;
+	key.cgroup_id = cgid;
 	int hbone = ctx->local_port == cfg->hbone_port;
 	key.port = hbone ? cfg->hbone_port : cfg->inbound_port;
 	struct bpf_sock *sk = bpf_map_lookup_elem(&amb_listeners, &key);
 	if (!sk) {
 		/* Fail closed: no agent listener, the lookup fails, the kernel sends RST. */
-		COUNT(&local, refused_in);
+		COUNT(cgid, refused_in);
 		return SK_DROP;
 	}
 	long err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
-		COUNT(&local, refused_in);
+		COUNT(cgid, refused_in);
 		return SK_DROP;
 	}
 	if (hbone)
-		COUNT(&local, hbone_in);
+		COUNT(cgid, hbone_in);
 	else
-		COUNT(&local, captured_in);
+		COUNT(cgid, captured_in);
 	return SK_PASS;
 }
 

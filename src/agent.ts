@@ -8,12 +8,14 @@ import type net from 'node:net';
 import type http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { AgentConfig } from './config/config.js';
-import { Datapath } from './datapath/datapath.js';
-import { loadNative } from './datapath/native.js';
+import { Datapath, type Isolation } from './datapath/datapath.js';
+import { loadNative, errnoName } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
 import { handleFd, listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
 import { HandoverServer, RecordForwarder, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
+import { conflictingIps, retryDelayMs, socketsToReset, LIVE_STATES } from './capture/plan.js';
+import { verifyAgentPeer } from './lifecycle/peer.js';
 import { ConnectionTracker, parseClosedRecord, type ConnectionRecord } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
 import { emptySnapshot, MeshIndex, podSpiffeId } from './discovery/model.js';
@@ -37,17 +39,41 @@ import type { Logger } from './util/log.js';
 const generateEcKey = (): Promise<{ publicKey: string }> =>
   promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
 
-export type PodState = 'enrolled' | 'failed' | 'not-enrolled' | 'remote';
+/**
+ * enrolled: captured. isolated: enrollment failed and the pod fails closed
+ * (the datapath refuses its TCP; retried with back-off). failed: not even
+ * isolation could be put in place (its netns/cgroup are missing: the pod
+ * sandbox is gone or its paths are wrong).
+ */
+export type PodState = 'enrolled' | 'isolated' | 'failed' | 'not-enrolled' | 'remote';
 
 interface LocalPod extends MeshPod {
-  index: number;
-  state: PodState;
+  state: 'enrolled' | 'isolated' | 'failed';
   error: { code: string; message: string; hint: string } | null;
   listeners: Array<PodListener & { role: PodRole }>;
   enrolledAt: string | null;
   /** inode of the pod's netns when enrolled (checked at a hand-over) */
   netnsInode: bigint | null;
+  /** the addresses the datapath holds for it */
+  ips: string[];
+  /** consecutive failed enrollments, and when the next attempt is due (ms epoch) */
+  failures: number;
+  retryAt: number;
+  /** what isolate() put in place after a failure */
+  isolation: Isolation | null;
+  /** connections opened before the pod was captured, reset at its first capture */
+  preexistingReset: number | null;
 }
+
+/**
+ * One lifecycle state instead of flags:
+ *   starting -> running -> (handing-over -> running | draining) -> stopping -> stopped
+ * handing-over: a successor is taking our sockets; enrollment waits (it would
+ * bind ports the successor binds too), policy and the model are applied.
+ * draining: the successor serves, or SIGTERM; established connections run on
+ * and are still re-checked against policy.
+ */
+export type AgentPhase = 'starting' | 'running' | 'handing-over' | 'draining' | 'stopping' | 'stopped';
 
 type PodRole = 'outbound' | 'inbound' | 'hbone';
 type NodeRole = 'readiness' | 'metrics' | 'admin';
@@ -68,18 +94,20 @@ export class Agent {
   private index: MeshIndex = new MeshIndex(this.snapshot);
   private policy: PolicyIndex = compilePolicies([]);
   private policyKey = '[]';
-  private nextIndex = 1;
   private reconciling: Promise<void> = Promise.resolve();
   private pendingSnapshot: WorkloadSnapshot | null = null;
-  private stopped = false;
-  private stopping = false;
-  /** a successor is taking our sockets: listeners must not change */
-  private paused = false;
+  /** a snapshot whose enrollment changes wait for the end of a hand-over */
+  private deferred: WorkloadSnapshot | null = null;
+  private phaseValue: AgentPhase = 'starting';
+  private retryTimer: NodeJS.Timeout | null = null;
+  /** pod+error code pairs already logged at error level (a retry that fails alike logs at debug) */
+  private readonly reportedFailures = new Set<string>();
   /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
   readonly counters = new Map<string, number>();
   private readonly native: NativeAddon;
   private identities: IdentityManager | null = null;
   private mesh: MeshProxy | null = null;
+  /** enrolled local pods by each of their addresses */
   private readonly podsByIp = new Map<string, LocalPod>();
 
   private readonly sandboxFinder: PodSandboxFinder;
@@ -90,6 +118,14 @@ export class Agent {
   private handover: HandoverServer | null = null;
   private handoverInfo: { from: number | null; adopted: number; rejected: Array<{ listener: string; reason: string }>; unused: number; handedTo: number | null; recordsImported: number } = { from: null, adopted: 0, rejected: [], unused: 0, handedTo: null, recordsImported: 0 };
   private draining: Promise<void> | null = null;
+
+  get phase(): AgentPhase { return this.phaseValue; }
+  private setPhase(p: AgentPhase): void {
+    if (this.phaseValue === p) return;
+    this.log.debug('agent phase', { from: this.phaseValue, to: p });
+    this.phaseValue = p;
+  }
+  private get stopped(): boolean { return this.phaseValue === 'stopping' || this.phaseValue === 'stopped'; }
 
   constructor(readonly cfg: AgentConfig, private readonly log: Logger, native?: NativeAddon) {
     this.sandboxFinder = new PodSandboxFinder({ cgroupRoot: cfg.cgroupRoot });
@@ -105,13 +141,18 @@ export class Agent {
         if (!dp) return [];
         const out: Array<{ namespace: string; name: string; stats: Record<string, bigint> }> = [];
         for (const lp of this.pods.values()) {
-          if (lp.state !== 'enrolled') continue;
+          if (lp.cgroupId === null) continue;
           try {
-            const st = dp.podStats(lp.info.ip);
+            const st = dp.podStats(lp.cgroupId);
             if (st) out.push({ namespace: lp.info.namespace, name: lp.info.name, stats: { ...st } });
           } catch { /* a map read failing must not fail the scrape */ }
         }
         return out;
+      },
+      datapathCounters: () => {
+        try {
+          return this.datapath?.counters() ?? null;
+        } catch { return null; }
       },
     });
     this.metrics.observe(this.tracker);
@@ -133,9 +174,9 @@ export class Agent {
     return out;
   }
 
-  count(reason: string): void {
-    this.counters.set(reason, (this.counters.get(reason) ?? 0) + 1);
-    this.metrics.countEvent(reason);
+  count(reason: string, n = 1): void {
+    this.counters.set(reason, (this.counters.get(reason) ?? 0) + n);
+    this.metrics.countEvent(reason, n);
   }
 
   private async listen(server: http.Server, port: number, address: string, what: NodeRole, setting: string): Promise<void> {
@@ -157,7 +198,7 @@ export class Agent {
     const sock = this.cfg.handoverSocket;
     if (!sock) return;
     try {
-      this.inherited = requestHandover(this.native, sock, this.cfg.node);
+      this.inherited = requestHandover(this.native, sock, this.cfg.node, { verifyPeer: verifyAgentPeer });
       if (this.inherited) {
         this.handoverInfo.from = this.inherited.fromPid;
         this.log.info('taking over from the running agent', { pid: this.inherited.fromPid, sockets: this.inherited.size });
@@ -168,7 +209,12 @@ export class Agent {
     }
   }
 
-  /** After the first reconcile: the old agent may stop accepting; then we serve the hand-over socket ourselves. */
+  /**
+   * After the first reconcile: tells the old agent we serve on its sockets
+   * and waits for its confirmation (it may have given up on us: past its
+   * handoverTimeout it carries on, and then this agent must not serve too);
+   * then we serve the hand-over socket ourselves.
+   */
   private async finishTakeOver(): Promise<void> {
     const inh = this.inherited;
     if (inh) {
@@ -180,17 +226,25 @@ export class Agent {
         this.handoverInfo.rejected.push({ listener: `${r.entry.kind}/${r.entry.key ?? ''}/${r.entry.role}`, reason: r.reason });
         this.log.warn('inherited socket not usable; bound a new one', { listener: r.entry, reason: r.reason });
       }
-      inh.ack();
+      const confirmed = inh.ack();
+      if (!confirmed.ok) {
+        this.count('handover_failed');
+        throw new AmbientError('HANDOVER_ABORTED', `the running agent (pid ${inh.fromPid}) did not confirm the hand-over: ${confirmed.reason}`,
+          'it gave up waiting (handoverTimeout) and serves on; this agent exits so the two never serve together. Its supervisor restarts it and the next hand-over starts afresh');
+      }
       this.count('handover_adopted');
       this.log.info('took over the listening sockets', { from: inh.fromPid, adopted: this.handoverInfo.adopted, rejected: inh.rejected.length, unused: unused.length });
     }
     if (!this.cfg.handoverSocket) return;
     const hs = new HandoverServer({
       native: this.native, socketPath: this.cfg.handoverSocket, node: this.cfg.node, log: this.log.child('handover'),
+      adoptTimeoutMs: this.cfg.handoverTimeoutMs,
+      verifyPeer: verifyAgentPeer,
+      onPeerRejected: (why) => { this.count('handover_peer_rejected'); this.log.warn('hand-over socket: peer refused', { reason: why }); },
       listeners: async () => {
         // no enrollment while a successor takes the sockets: it would bind
-        // a pod's ports the successor binds too
-        this.paused = true;
+        // a pod's ports the successor binds too (policy still applies)
+        this.setPhase('handing-over');
         await this.settle();
         return this.handoverListeners();
       },
@@ -210,8 +264,11 @@ export class Agent {
       onAborted: (pid, reason) => {
         this.count('handover_aborted');
         this.log.warn('the new agent did not take over; serving on', { pid, reason });
-        this.paused = false;
-        if (this.pendingSnapshot) this.schedule(this.pendingSnapshot);
+        if (this.phaseValue !== 'handing-over') return;
+        this.setPhase('running');
+        const next = this.deferred ?? this.snapshot;
+        this.deferred = null;
+        this.schedule(next);
       },
     });
     try {
@@ -268,6 +325,7 @@ export class Agent {
     const log = this.log.child('proxy');
     this.mesh = new MeshProxy({
       native: this.native, mark: cfg.mark, ports: cfg.ports, trustDomain: cfg.trustDomain, log, tracker: this.tracker,
+      nodePorts: [cfg.ports.admin, cfg.ports.metrics, cfg.ports.readiness],
       count: (r) => this.count(r), identities: this.identities,
       originalDst: (src) => this.datapath?.originalDst(src) ?? null,
       index: () => this.index,
@@ -309,9 +367,9 @@ export class Agent {
       this.count('discovery_error');
       this.log.warn('discovery error (retrying; last good state kept)', { error: e.message });
     });
+    this.setPhase('running');
     await source.start();
     if (!(source instanceof WorkloadFileSource)) this.schedule(source.current);
-    await this.reconciling;
     await this.settle();
     await this.finishTakeOver();
     this.discovered = true;
@@ -323,19 +381,31 @@ export class Agent {
   async settle(): Promise<void> {
     for (;;) {
       const p = this.reconciling;
-      await p;
-      if (p === this.reconciling && (!this.pendingSnapshot || this.paused)) return;
+      await p.catch(() => undefined);
+      if (p === this.reconciling) return;
     }
   }
 
+  /**
+   * Applies a snapshot: the model and policy always (live connections are
+   * re-checked, also while a successor takes over and while draining), the
+   * enrollment changes only while running (else they wait: `deferred`).
+   */
   private schedule(s: WorkloadSnapshot): void {
     this.pendingSnapshot = s;
-    if (this.paused) return; // applied when the hand-over is aborted (or never: we drain)
-    this.reconciling = this.reconciling.then(() => {
+    this.reconciling = this.reconciling.then(async () => {
       const next = this.pendingSnapshot;
-      if (this.paused) return;
+      if (!next || this.stopped) return;
       this.pendingSnapshot = null;
-      if (next && !this.stopped) return this.reconcile(next);
+      this.applyModel(next);
+      if (this.phaseValue !== 'running') {
+        if (this.phaseValue === 'handing-over') this.deferred = next;
+        return;
+      }
+      await this.reconcile(next);
+    }).catch((e: unknown) => {
+      this.count('reconcile_failed');
+      this.log.error('reconcile failed (retrying on the next change)', { error: errorMessage(e) });
     });
   }
 
@@ -343,52 +413,104 @@ export class Agent {
     return p.node === null || p.node === this.cfg.node;
   }
 
-  private async reconcile(s: WorkloadSnapshot): Promise<void> {
+  /** The model and the policies of a snapshot; live connections checked again. */
+  private applyModel(s: WorkloadSnapshot): void {
     this.snapshot = s;
     this.index = new MeshIndex(s, this.cfg.trustDomain);
     this.updatePolicies(s);
+    // policies, labels or identities may have changed: live connections are checked again
+    const closed = this.mesh?.recheck() ?? 0;
+    if (closed) this.log.info('policy re-check closed connections', { closed, phase: this.phaseValue });
+  }
+
+  /** Enrollment: every local ambient pod captured (or isolated), nothing else. */
+  private async reconcile(s: WorkloadSnapshot): Promise<void> {
     const dp = this.datapath!;
     const wanted = new Map<string, PodInfo>();
     for (const [k, p] of s.pods) if (this.isLocal(p) && isEnrolled(p, s.namespaces)) wanted.set(k, p);
+    const ipsOf = (p: PodInfo): string[] => [...new Set([p.ip, ...(p.ips ?? [])])];
+    // two live pods with one address: both fail closed, none is silently open
+    const shared = conflictingIps([...wanted.values()].map((p) => ({ ips: ipsOf(p) })));
+    const claimedBy = new Map<string, string[]>();
+    for (const [k, p] of wanted) for (const ip of ipsOf(p)) claimedBy.set(ip, [...(claimedBy.get(ip) ?? []), k]);
+    // addresses a wanted pod other than `key` claims: never released by key's unenroll
+    const keepFor = (key: string): Set<string> => new Set([...claimedBy].filter(([, ks]) => ks.some((k) => k !== key)).map(([ip]) => ip));
 
     // unenroll what is no longer wanted (or changed address/netns/cgroup)
     for (const [k, lp] of this.pods) {
       const w = wanted.get(k);
-      const changed = w && (w.ip !== lp.info.ip || w.netns !== lp.info.netns || w.cgroup !== lp.info.cgroup);
-      if (!w || changed) await this.unenroll(k);
+      const changed = w && (ipsOf(w).join() !== ipsOf(lp.info).join() || w.netns !== lp.info.netns || w.cgroup !== lp.info.cgroup || (w.uid ?? '') !== (lp.info.uid ?? ''));
+      if (!w || changed) await this.unenroll(k, keepFor(k));
     }
-    // pinned state of pods this agent does not know (stale, from an earlier run)
+    // pinned links of pods this agent does not know (stale, from an earlier run)
     for (const k of dp.pinnedPods()) {
       if (!wanted.has(k) && !this.pods.has(k)) {
         this.log.info('removing stale redirection', { pod: k });
-        dp.unenroll(k, null);
+        dp.removeLinks(k);
       }
     }
-    const wantedIps = new Set([...wanted.values()].map((p) => p.ip));
-    for (const ip of dp.enrolledIps()) if (!wantedIps.has(ip)) dp.forgetIp(ip);
+    const now = Date.now();
     for (const [k, p] of wanted) {
       const cur = this.pods.get(k);
+      const conflict = ipsOf(p).filter((ip) => shared.has(ip));
+      if (conflict.length > 0) {
+        if (cur?.error?.code === 'POD_IP_CONFLICT') { cur.info = p; continue; }
+        const others = conflict.flatMap((ip) => claimedBy.get(ip) ?? []).filter((o) => o !== k);
+        await this.failPod(cur ?? this.newLocalPod(p), new AmbientError('POD_IP_CONFLICT',
+          `pod ${k} and ${[...new Set(others)].join(', ')} both claim ${conflict.join(', ')}`,
+          'two live pods cannot share an address: both are isolated until one of them is gone (check the CNI, or the workload file)'), shared);
+        continue;
+      }
       if (cur && cur.state === 'enrolled') { cur.info = p; continue; }
-      await this.enroll(p);
+      if (cur && cur.retryAt > now && cur.error?.code !== 'POD_IP_CONFLICT') { cur.info = p; continue; }
+      await this.enroll(p, cur);
     }
-    // policies, labels or identities may have changed: live connections are checked again
-    const closed = this.mesh?.recheck() ?? 0;
-    if (closed) this.log.info('policy re-check closed connections', { closed });
+    // map entries of pods nobody wants (an earlier agent's, a pod gone while none ran)
+    const cgroups = new Set<bigint>();
+    const ips = new Set<string>();
+    for (const lp of this.pods.values()) {
+      if (lp.cgroupId !== null) cgroups.add(lp.cgroupId);
+      for (const ip of lp.ips) ips.add(ip);
+    }
+    const swept = dp.sweep(cgroups, ips);
+    if (swept) this.log.info('removed stale datapath entries', { entries: swept });
+    this.armRetry();
   }
 
-  private async enroll(p: PodInfo): Promise<void> {
+  private newLocalPod(p: PodInfo, prev?: LocalPod): LocalPod {
+    return {
+      key: podKey(p), info: p, identity: podSpiffeId(p, this.cfg.trustDomain), cgroupId: null, state: 'failed', error: null, listeners: [],
+      enrolledAt: null, netnsInode: null, ips: [], failures: prev?.failures ?? 0, retryAt: 0, isolation: null, preexistingReset: prev?.preexistingReset ?? null,
+    };
+  }
+
+  /** A timer for the earliest retry of an isolated pod. */
+  private armRetry(): void {
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    let at = Infinity;
+    for (const lp of this.pods.values()) if (lp.state !== 'enrolled' && lp.error?.code !== 'POD_IP_CONFLICT') at = Math.min(at, lp.retryAt);
+    if (at === Infinity || this.stopped) return;
+    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.schedule(this.snapshot); }, Math.max(10, at - Date.now()));
+    this.retryTimer.unref();
+  }
+
+  private async enroll(p: PodInfo, prev?: LocalPod): Promise<void> {
     const key = podKey(p);
-    const prev = this.pods.get(key);
-    const identity = podSpiffeId(p, this.cfg.trustDomain);
-    const lp: LocalPod = { key, info: p, identity, index: prev?.index ?? this.nextIndex++, state: 'failed', error: null, listeners: [], enrolledAt: null, netnsInode: null };
+    const lp = this.newLocalPod(p, prev);
+    if (prev) this.releaseListeners(prev);
     this.pods.set(key, lp);
-    this.podsByIp.set(p.ip, lp);
     const t0 = process.hrtime.bigint();
+    const dp = this.datapath!;
+    // a pod captured (or isolated) for the first time: what it opened before is reset after
+    const firstCapture = !dp.isPinned(key);
     try {
       if (!p.netns) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
       if (!p.cgroup) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${key} has no cgroup path`, 'set "cgroup" for local pods in the workload file');
-      if (p.ip.includes(':')) throw new AmbientError('KERNEL_FEATURE_MISSING', `pod ${key}: IPv6-only pods are not captured yet`, 'give the pod an IPv4 address; IPv6 capture is planned on the same maps');
-      const dp = this.datapath!;
+      if (!fs.existsSync(p.netns)) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${key}: netns ${p.netns} does not exist`, 'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists');
+      lp.ips = [...new Set([p.ip, ...(p.ips ?? [])])];
+      lp.cgroupId = dp.cgroupIdOf({ key, cgroup: p.cgroup });
+      const v4 = lp.ips.find((ip) => !ip.includes(':'));
+      if (!v4) throw new AmbientError('POD_UNSUPPORTED', `pod ${key} has only IPv6 addresses (${lp.ips.join(', ')}); IPv6 capture is not built yet`, 'the pod is isolated (its TCP is refused) until IPv6 capture lands; give it an IPv4 address to enroll it');
       const { outbound, inbound, hbone } = this.cfg.ports;
       const mesh = this.mesh!;
       const ino = this.native.netnsInode(p.netns);
@@ -405,42 +527,103 @@ export class Agent {
         lp.listeners.push({ ...l, role });
         return l;
       };
-      const out = await listen('outbound', { ip: p.ip, port: outbound }, (s) => mesh.onOutbound(lp, s));
+      const out = await listen('outbound', { ip: v4, port: outbound }, (s) => mesh.onOutbound(lp, s));
       const inb = await listen('inbound', { ip: '127.0.0.1', port: inbound }, (s) => mesh.onInbound(lp, s));
-      const hb = await listen('hbone', { ip: p.ip, port: hbone }, (s) => mesh.hbone.handle(s));
-      dp.registerListener(p.ip, outbound, out.fd);
-      dp.registerListener(p.ip, inbound, inb.fd);
-      dp.registerListener(p.ip, hbone, hb.fd);
-      const adopted = dp.isPinned(key);
-      dp.enroll({ key, ip: p.ip, netns: p.netns, cgroup: p.cgroup, index: lp.index, exemptSrc: this.cfg.nodeIP });
+      const hb = await listen('hbone', { ip: v4, port: hbone }, (s) => mesh.hbone.handle(s));
+      dp.registerListener(lp.cgroupId, outbound, out.fd);
+      dp.registerListener(lp.cgroupId, inbound, inb.fd);
+      dp.registerListener(lp.cgroupId, hbone, hb.fd);
+      dp.enroll({ key, cgroupId: lp.cgroupId, ips: lp.ips, netns: p.netns, cgroup: p.cgroup, exemptSrc: this.cfg.nodeIP });
       lp.state = 'enrolled';
+      lp.failures = 0;
       lp.enrolledAt = new Date().toISOString();
+      for (const ip of lp.ips) this.podsByIp.set(ip, lp);
+      if (firstCapture) this.resetPreexisting(lp);
       // fetched ahead (after redirection is active) so the first connection does not wait for it
-      this.prefetchCertificate(identity);
-      this.log.info('pod enrolled', { pod: key, ip: p.ip, adopted, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+      this.prefetchCertificate(lp.identity);
+      this.log.info('pod enrolled', { pod: key, ip: v4, adopted: !firstCapture, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
     } catch (e) {
       const err = e instanceof AmbientError ? e : new AmbientError('LISTENER_FAILED', errorMessage(e), 'see the agent log');
-      lp.state = 'failed';
-      lp.error = { code: err.code, message: err.message, hint: err.hint };
-      this.count('pod_enroll_failed');
-      this.log.error('pod enrollment failed', { pod: key, error: err.toJSON() });
-      for (const l of lp.listeners) l.server.close();
-      lp.listeners = [];
+      await this.failPod(lp, err, new Set(), firstCapture);
     }
   }
 
-  private async unenroll(key: string): Promise<void> {
+  /**
+   * A pod that cannot be captured fails closed: its listeners go, the
+   * datapath isolates it (its TCP is refused both ways, no listener needed),
+   * and it is reported (metric, readiness detail, config_dump, log) and
+   * retried with back-off (an IP conflict: when it is resolved).
+   */
+  private async failPod(lp: LocalPod, err: AmbientError, shared: ReadonlySet<string>, firstCapture = !this.datapath!.isPinned(lp.key)): Promise<void> {
+    const p = lp.info;
+    this.pods.set(lp.key, lp);
+    this.releaseListeners(lp);
+    for (const ip of lp.ips) if (this.podsByIp.get(ip) === lp) this.podsByIp.delete(ip);
+    this.mesh?.releasePod(lp.key);
+    if (lp.ips.length === 0) lp.ips = [...new Set([p.ip, ...(p.ips ?? [])])];
+    if (lp.cgroupId === null && p.cgroup) {
+      try { lp.cgroupId = this.datapath!.cgroupIdOf({ key: lp.key, cgroup: p.cgroup }); } catch { /* missing: inbound-only isolation */ }
+    }
+    lp.isolation = this.datapath!.isolate({ key: lp.key, cgroupId: lp.cgroupId, ips: lp.ips, netns: p.netns, cgroup: p.cgroup, exemptSrc: this.cfg.nodeIP }, shared);
+    lp.state = lp.isolation.outbound || lp.isolation.inbound ? 'isolated' : 'failed';
+    lp.error = { code: err.code, message: err.message, hint: err.hint };
+    lp.enrolledAt = null;
+    lp.failures++;
+    lp.retryAt = Date.now() + retryDelayMs(lp.failures);
+    if (firstCapture && lp.isolation.outbound) this.resetPreexisting(lp);
+    this.count('pod_enroll_failed');
+    this.metrics.countEnrollFailure(err.code);
+    const seen = `${lp.key}\0${err.code}`;
+    const fields = { pod: lp.key, state: lp.state, isolation: lp.isolation, error: err.toJSON(), retryInMs: err.code === 'POD_IP_CONFLICT' ? null : lp.retryAt - Date.now(), attempt: lp.failures };
+    if (this.reportedFailures.has(seen)) this.log.debug('pod enrollment failed again', fields);
+    else {
+      this.reportedFailures.add(seen);
+      this.log.error(lp.state === 'isolated' ? 'pod enrollment failed: the pod is isolated (its TCP is refused) until it can be enrolled' : 'pod enrollment failed and the pod could not be isolated (its netns/cgroup are missing)', fields);
+    }
+  }
+
+  /** Resets the TCP connections a pod opened before it was captured (sock_diag SOCK_DESTROY). */
+  private resetPreexisting(lp: LocalPod): void {
+    const netns = lp.info.netns;
+    if (!netns) return;
+    const socks = this.native.tcpSockets(netns, LIVE_STATES);
+    const fail = (rc: number): void => {
+      this.count('preexisting_reset_failed');
+      const name = errnoName(rc);
+      this.log.warn('could not reset the connections a pod opened before it was captured', {
+        pod: lp.key, error: name, hint: name === 'EOPNOTSUPP' ? 'the kernel lacks CONFIG_INET_DIAG_DESTROY: restart the pod to close them' : 'restart the pod to close them',
+      });
+    };
+    if (typeof socks === 'number') { fail(socks); return; }
+    const stale = socketsToReset(socks, { ips: lp.ips, mark: this.cfg.mark, exempt: [this.cfg.nodeIP, PROBE_SNAT_IP].filter((x): x is string => !!x) });
+    if (stale.length === 0) { lp.preexistingReset = 0; return; }
+    const n = this.native.destroyTcpSockets(netns, stale);
+    if (n < 0) { fail(n); return; }
+    lp.preexistingReset = n;
+    this.count('preexisting_connection_reset', n);
+    this.log.info('connections opened before the pod was captured were reset', { pod: lp.key, count: n, peers: stale.slice(0, 10).map((s) => `${s.dst}:${s.dport}`) });
+  }
+
+  private releaseListeners(lp: LocalPod): void {
+    for (const l of lp.listeners) l.server.close();
+    lp.listeners = [];
+  }
+
+  private async unenroll(key: string, keepIps: ReadonlySet<string> = new Set()): Promise<void> {
     const lp = this.pods.get(key);
     if (!lp) return;
     this.pods.delete(key);
-    if (this.podsByIp.get(lp.info.ip) === lp) this.podsByIp.delete(lp.info.ip);
+    for (const ip of lp.ips) if (this.podsByIp.get(ip) === lp) this.podsByIp.delete(ip);
     this.mesh?.releasePod(key);
     try {
-      this.datapath!.unenroll(key, lp.info.ip);
+      this.datapath!.unenroll({ key, cgroupId: lp.cgroupId, ips: lp.ips }, keepIps);
     } catch (e) {
       this.log.error('pod unenroll failed', { pod: key, error: errorMessage(e) });
     }
-    for (const l of lp.listeners) l.server.close();
+    this.releaseListeners(lp);
+    // its certificate is not renewed any more once no local pod has that identity
+    if (![...this.pods.values()].some((o) => o.identity === lp.identity)) this.identities?.forget(lp.identity);
+    for (const k of [...this.reportedFailures]) if (k.startsWith(`${key}\0`)) this.reportedFailures.delete(k);
     this.log.info('pod unenrolled', { pod: key });
   }
 
@@ -491,8 +674,9 @@ export class Agent {
 
   /**
    * Node readiness: datapath, CA, listeners and discovery. Pods are reported
-   * one by one and never make the node unready: one pod whose enrollment
-   * failed (e.g. its netns vanished) must not take the node's other pods out.
+   * one by one and never make the node unready: a pod that cannot be
+   * enrolled is isolated (fails closed) and listed with its error, and must
+   * not take the node's other pods out (nor stall a rolling update).
    */
   readiness(): Readiness {
     const pending: string[] = [];
@@ -505,11 +689,11 @@ export class Agent {
     if (this.source instanceof WorkloadFileSource && this.source.lastError && this.snapshot.pods.size === 0) pending.push('workloads');
     if (this.draining) pending.push('draining');
     else if (this.stopped) pending.push('stopping');
-    const pods = this.localPodStates().map((p) => ({ pod: `${p.namespace}/${p.name}`, state: p.state, ...(p.error ? { error: { code: p.error.code, message: p.error.message } } : {}) }));
+    const pods = this.localPodStates().map((p) => ({ pod: `${p.namespace}/${p.name}`, state: p.state, ...(p.error ? { error: { code: p.error.code, message: p.error.message, hint: p.error.hint } } : {}) }));
     return { ready: pending.length === 0, pending, pods };
   }
 
-  configDump(): unknown {
+  configDump() {
     const dp = this.datapath;
     const workloads = [...this.snapshot.pods.values()].map((p) => {
       const key = podKey(p);
@@ -518,20 +702,32 @@ export class Agent {
       const ambient = isEnrolled(p, this.snapshot.namespaces);
       const state: PodState = !local ? 'remote' : lp ? lp.state : 'not-enrolled';
       let redirect: Record<string, string> | null = null;
-      if (lp?.state === 'enrolled' && dp) {
-        const st = dp.podStats(p.ip);
+      if (lp && lp.cgroupId !== null && dp) {
+        const st = dp.podStats(lp.cgroupId);
         redirect = st ? Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.toString()])) : {};
       }
       return {
         name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, identity: podSpiffeId(p, this.cfg.trustDomain), node: p.node, ip: p.ip,
         netns: p.netns, cgroup: p.cgroup, labels: p.labels, ambient, state,
+        ...(lp?.cgroupId != null ? { cgroupId: lp.cgroupId.toString() } : {}),
         ...(lp?.error ? { error: lp.error } : {}), ...(lp?.enrolledAt ? { enrolledAt: lp.enrolledAt } : {}),
+        ...(lp?.isolation && lp.state !== 'enrolled' ? { isolation: lp.isolation, attempts: lp.failures, nextAttempt: lp.error?.code === 'POD_IP_CONFLICT' ? null : new Date(lp.retryAt).toISOString() } : {}),
+        ...(lp?.preexistingReset != null ? { preexistingReset: lp.preexistingReset } : {}),
         ...(redirect ? { redirect } : {}),
       };
     });
+    let datapathCounters: Record<string, string> | null = null;
+    let originalDstEntries: number | null = null;
+    try {
+      if (dp) {
+        datapathCounters = Object.fromEntries(Object.entries(dp.counters()).map(([k, v]) => [k, v.toString()]));
+        originalDstEntries = dp.originalDstCount();
+      }
+    } catch { /* a map read failing must not fail the dump */ }
     return {
       node: this.cfg.node,
       pid: process.pid,
+      phase: this.phaseValue,
       workloads,
       services: [...this.snapshot.services.values()].map((s) => ({
         name: s.name, namespace: s.namespace, hostname: s.hostname, vips: s.vips, ports: s.ports,
@@ -554,6 +750,8 @@ export class Agent {
         features: dp.features,
         programs: dp.programs(),
         adoptedLinks: dp.adoptedLinks,
+        refused: datapathCounters,
+        originalDstEntries,
       } : null,
       counters: Object.fromEntries(this.counters),
       handover: { socket: this.cfg.handoverSocket, ...this.handoverInfo, draining: this.draining !== null },
@@ -565,16 +763,17 @@ export class Agent {
    * Graceful end (SIGTERM, or a successor took our sockets): no new
    * connections (they go to the successor, or are refused: fail closed),
    * GOAWAY on HBONE sessions, established connections run on until they end
-   * or drainTimeout passes; then stop(). Emits 'drained' on this.lifecycle.
+   * or drainTimeout passes, and are still re-checked against policy changes
+   * meanwhile (the source keeps running); then stop(). Emits 'drained'.
    */
   drain(reason: string): Promise<void> {
     if (this.draining) return this.draining;
     this.draining = (async () => {
       const t0 = Date.now();
       const handedOver = this.handoverInfo.handedTo !== null;
-      this.stopped = true;
-      this.source?.stop();
-      await this.reconciling.catch(() => undefined);
+      this.setPhase('draining');
+      if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+      await this.settle();
       this.handover?.close();
       for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
       if (handedOver) {
@@ -615,11 +814,11 @@ export class Agent {
    * closed until an agent comes back (or `ambientd cleanup` removes it).
    */
   async stop(): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
-    this.stopped = true;
+    if (this.stopped) return;
+    this.setPhase('stopping');
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
     this.source?.stop();
-    await this.reconciling.catch(() => undefined);
+    await this.settle();
     this.inherited?.abort('the new agent stopped');
     this.handover?.close();
     for (const lp of this.pods.values()) for (const l of lp.listeners) l.server.close();
@@ -637,8 +836,15 @@ export class Agent {
         if (fs.readFileSync(this.cfg.readyFile, 'utf8').trim() === String(process.pid)) fs.rmSync(this.cfg.readyFile, { force: true });
       } catch { /* absent */ }
     }
+    this.setPhase('stopped');
   }
 }
+
+/** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
+const PROBE_SNAT_IP = '169.254.7.127';
+
+/** What GET /config_dump answers (tests, bench, demo and `inspect` read it). */
+export type ConfigDump = ReturnType<Agent['configDump']>;
 
 /** The agent's own cgroup v2 directory (from /proc/self/cgroup). */
 export function ownCgroup(cgroupRoot: string): string | null {

@@ -59,6 +59,9 @@ Flags (each overrides the same setting of --config; defaults in brackets):
                        "" turns it off; only an agent of the same --node takes over [/run/ambientd/handover.sock]
   --drain-timeout D    on SIGTERM, or once a new agent took over, established connections keep
                        running until they end or this passes (e.g. 30s, 1h) [30s]
+  --handover-timeout D how long a running agent waits for a successor that asked for its sockets
+                       to adopt them; past it the hand-over is aborted and the running agent
+                       carries on (policy is applied throughout) [10s]
   --log-level L        debug | info | warn | error | off [info]
   --access-log L       info | debug | off: one JSON line (scope "ambientd.access") per closed
                        connection, logged at that level [info]
@@ -113,7 +116,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     'metrics-port': { type: 'string' }, 'readiness-port': { type: 'string' }, 'metrics-address': { type: 'string' }, mark: { type: 'string' },
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' }, 'access-log': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
-    'handover-socket': { type: 'string' }, 'drain-timeout': { type: 'string' },
+    'handover-socket': { type: 'string' }, 'drain-timeout': { type: 'string' }, 'handover-timeout': { type: 'string' },
     source: { type: 'string' }, 'root-namespace': { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
@@ -129,7 +132,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     adminAddress: values['admin-address'], metricsAddress: values['metrics-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'], accessLog: values['access-log'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
-    handoverSocket: values['handover-socket'], drainTimeout: values['drain-timeout'],
+    handoverSocket: values['handover-socket'], drainTimeout: values['drain-timeout'], handoverTimeout: values['handover-timeout'],
     source: values.source, rootNamespace: values['root-namespace'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });

@@ -28,6 +28,8 @@ export interface AccessLogEntry {
   srcPrincipal: string | null;
   dstPrincipal: string | null;
   src: string;
+  /** inbound HBONE: the client the peer claimed (Forwarded), informational */
+  claimedSrc: string | null;
   /** what the client dialled */
   dst: string;
   /** where it was sent (service endpoint), else the original destination */
@@ -53,7 +55,9 @@ const keyOf = (p: PodInfo): string => `${p.namespace}/${p.name}`;
 
 export function accessLogEntry(rec: ConnectionRecord, ctx: AccessLogContext): AccessLogEntry {
   const endpoint = rec.endpoint ?? rec.dst;
-  const srcPod = ctx.podByIp(hostOf(rec.src));
+  let srcPod = ctx.podByIp(hostOf(rec.src));
+  // inbound mTLS: the address names a workload only if it has the identity the certificate proved
+  if (rec.direction === 'inbound' && rec.via === 'inbound-hbone' && srcPod && ctx.spiffeOf(srcPod) !== rec.peerIdentity) srcPod = undefined;
   const dstPod = ctx.podByIp(hostOf(endpoint));
   const hbone = rec.via === 'hbone' || rec.via === 'inbound-hbone';
   let srcPrincipal: string | null;
@@ -78,6 +82,7 @@ export function accessLogEntry(rec: ConnectionRecord, ctx: AccessLogContext): Ac
     srcPrincipal,
     dstPrincipal,
     src: rec.src,
+    claimedSrc: rec.claimedSrc ?? null,
     dst: rec.dst,
     endpoint,
     service: rec.service ?? null,

@@ -59,6 +59,12 @@ export interface AgentConfig {
   handoverSocket: string | null;
   /** How long a stopping (SIGTERM) or replaced agent keeps serving its established connections, ms. */
   drainTimeoutMs: number;
+  /**
+   * How long a running agent waits for a successor that asked for its
+   * sockets to adopt them, ms; past it the hand-over is aborted and the
+   * running agent carries on (enrollment resumes).
+   */
+  handoverTimeoutMs: number;
 }
 
 export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 };
@@ -72,7 +78,7 @@ export function defaultBpfObject(): string {
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'metricsAddress', 'mark',
   'acceleration', 'logLevel', 'accessLog', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
-  'handoverSocket', 'drainTimeout',
+  'handoverSocket', 'drainTimeout', 'handoverTimeout',
 ]);
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
@@ -162,10 +168,12 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (handoverSocket !== null && (!path.isAbsolute(handoverSocket) || Buffer.byteLength(handoverSocket) > 107)) throw bad(file, 'handoverSocket', 'must be an absolute path of at most 107 bytes (a unix socket), or null to turn hand-over off');
   const drainTimeoutMs = o.drainTimeout === undefined ? 30_000 : parseDuration(o.drainTimeout);
   if (drainTimeoutMs === null) throw bad(file, 'drainTimeout', 'must be a duration like "30s", "1h" or a number of ms');
+  const handoverTimeoutMs = o.handoverTimeout === undefined ? 10_000 : parseDuration(o.handoverTimeout);
+  if (handoverTimeoutMs === null || handoverTimeoutMs < 100 || handoverTimeoutMs > 600_000) throw bad(file, 'handoverTimeout', 'must be a duration between 100ms and 10m like "10s"');
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, metricsAddress, mark,
     acceleration, logLevel, accessLog, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
-    handoverSocket, drainTimeoutMs,
+    handoverSocket, drainTimeoutMs, handoverTimeoutMs,
   });
 }
 

@@ -54,46 +54,53 @@ export const STRUCTS = {
     ],
   },
   amb_pod: {
-    name: 'amb_pod', size: 28, fields: [
-      { name: 'pod_index', offset: 0, kind: 'u32', size: 4 },
-      { name: 'flags', offset: 4, kind: 'u32', size: 4 },
-      { name: 'exempt_src', offset: 8, kind: 'ip', size: 20 },
+    name: 'amb_pod', size: 40, fields: [
+      { name: 'cgroup_id', offset: 0, kind: 'u64', size: 8 },
+      { name: 'flags', offset: 8, kind: 'u32', size: 4 },
+      { name: 'pad', offset: 12, kind: 'u32', size: 4 },
+      { name: 'exempt_src', offset: 16, kind: 'ip', size: 20 },
     ],
   },
-  amb_pod_addrs: {
-    name: 'amb_pod_addrs', size: 40, fields: [
+  amb_cgroup_pod: {
+    name: 'amb_cgroup_pod', size: 48, fields: [
       { name: 'v4', offset: 0, kind: 'ip', size: 20 },
       { name: 'v6', offset: 20, kind: 'ip', size: 20 },
+      { name: 'flags', offset: 40, kind: 'u32', size: 4 },
+      { name: 'pad', offset: 44, kind: 'u32', size: 4 },
     ],
   },
   amb_pod_stats: {
-    name: 'amb_pod_stats', size: 48, fields: [
+    name: 'amb_pod_stats', size: 64, fields: [
       { name: 'captured_out', offset: 0, kind: 'u64', size: 8 },
       { name: 'refused_out', offset: 8, kind: 'u64', size: 8 },
-      { name: 'captured_in', offset: 16, kind: 'u64', size: 8 },
-      { name: 'hbone_in', offset: 24, kind: 'u64', size: 8 },
-      { name: 'refused_in', offset: 32, kind: 'u64', size: 8 },
-      { name: 'bypass_in', offset: 40, kind: 'u64', size: 8 },
+      { name: 'denied_out', offset: 16, kind: 'u64', size: 8 },
+      { name: 'captured_in', offset: 24, kind: 'u64', size: 8 },
+      { name: 'hbone_in', offset: 32, kind: 'u64', size: 8 },
+      { name: 'refused_in', offset: 40, kind: 'u64', size: 8 },
+      { name: 'denied_in', offset: 48, kind: 'u64', size: 8 },
+      { name: 'bypass_in', offset: 56, kind: 'u64', size: 8 },
     ],
   },
   amb_orig: {
-    name: 'amb_orig', size: 44, fields: [
+    name: 'amb_orig', size: 32, fields: [
       { name: 'dst', offset: 0, kind: 'sockaddr', size: 24 },
-      { name: 'pod', offset: 24, kind: 'ip', size: 20 },
+      { name: 'cgroup_id', offset: 24, kind: 'u64', size: 8 },
     ],
   },
   amb_orig_dst: {
-    name: 'amb_orig_dst', size: 40, fields: [
+    name: 'amb_orig_dst', size: 48, fields: [
       { name: 'dst', offset: 0, kind: 'sockaddr', size: 24 },
       { name: 'cookie', offset: 24, kind: 'u64', size: 8 },
-      { name: 'created_ns', offset: 32, kind: 'u64', size: 8 },
+      { name: 'cgroup_id', offset: 32, kind: 'u64', size: 8 },
+      { name: 'created_ns', offset: 40, kind: 'u64', size: 8 },
     ],
   },
   amb_listener_key: {
-    name: 'amb_listener_key', size: 24, fields: [
-      { name: 'pod', offset: 0, kind: 'ip', size: 20 },
-      { name: 'port', offset: 20, kind: 'u16', size: 2 },
-      { name: 'pad', offset: 22, kind: 'u16', size: 2 },
+    name: 'amb_listener_key', size: 16, fields: [
+      { name: 'cgroup_id', offset: 0, kind: 'u64', size: 8 },
+      { name: 'port', offset: 8, kind: 'u16', size: 2 },
+      { name: 'pad', offset: 10, kind: 'u16', size: 2 },
+      { name: 'pad2', offset: 12, kind: 'u32', size: 4 },
     ],
   },
   amb_tuple: {
@@ -110,8 +117,9 @@ export const STRUCTS = {
 export const MAPS = {
   amb_config: { key: 'u32', value: 'amb_config' },
   amb_pods: { key: 'amb_ip', value: 'amb_pod' },
-  amb_pod_by_cgroup: { key: 'u64', value: 'amb_pod_addrs' },
-  amb_pod_stats: { key: 'amb_ip', value: 'amb_pod_stats' },
+  amb_pod_by_cgroup: { key: 'u64', value: 'amb_cgroup_pod' },
+  amb_pod_stats: { key: 'u64', value: 'amb_pod_stats' },
+  amb_counters: { key: 'u32', value: 'u64' },
   amb_orig_by_cookie: { key: 'u64', value: 'amb_orig' },
   amb_orig_dst: { key: 'amb_sockaddr', value: 'amb_orig_dst' },
   amb_listeners: { key: 'amb_listener_key', value: 'u64' },
@@ -206,7 +214,9 @@ export function decodeSockaddr(b: Buffer, off = 0): Sockaddr | null {
 
 export interface AmbConfig { outboundPort: number; inboundPort: number; hbonePort: number; mark: number; flags: number }
 export const CFG_SOCKMAP_ACCEL = 1;
+/** amb_pods / amb_cgroup_pod flags (AMB_POD_* in ambient.h) */
 export const POD_ENROLLED = 1;
+export const POD_ISOLATED = 2;
 
 export function encodeConfig(c: AmbConfig): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_config.size);
@@ -221,50 +231,59 @@ export function decodeConfig(b: Buffer): AmbConfig {
   return { outboundPort: b.readUInt16LE(0), inboundPort: b.readUInt16LE(2), hbonePort: b.readUInt16LE(4), mark: b.readUInt32LE(8), flags: b.readUInt32LE(12) };
 }
 
-export interface AmbPod { podIndex: number; flags: number; exemptSrc: string | null }
+/** amb_pods value: the pod that owns an IP. */
+export interface AmbPod { cgroupId: bigint; flags: number; exemptSrc: string | null }
 export function encodePod(p: AmbPod): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_pod.size);
-  b.writeUInt32LE(p.podIndex >>> 0, 0);
-  b.writeUInt32LE(p.flags >>> 0, 4);
-  if (p.exemptSrc) writeIp(b, 8, p.exemptSrc);
+  b.writeBigUInt64LE(p.cgroupId, 0);
+  b.writeUInt32LE(p.flags >>> 0, 8);
+  if (p.exemptSrc) writeIp(b, 16, p.exemptSrc);
   return b;
 }
 export function decodePod(b: Buffer): AmbPod {
-  return { podIndex: b.readUInt32LE(0), flags: b.readUInt32LE(4), exemptSrc: readIp(b, 8) };
+  return { cgroupId: b.readBigUInt64LE(0), flags: b.readUInt32LE(8), exemptSrc: readIp(b, 16) };
 }
 
-export interface AmbPodAddrs { v4: string | null; v6: string | null }
-export function encodePodAddrs(a: AmbPodAddrs): Buffer {
-  const b = Buffer.alloc(STRUCTS.amb_pod_addrs.size);
+/** amb_pod_by_cgroup value: a pod's addresses and state. */
+export interface AmbCgroupPod { v4: string | null; v6: string | null; flags: number }
+export function encodeCgroupPod(a: AmbCgroupPod): Buffer {
+  const b = Buffer.alloc(STRUCTS.amb_cgroup_pod.size);
   if (a.v4) writeIp(b, 0, a.v4);
   if (a.v6) writeIp(b, 20, a.v6);
+  b.writeUInt32LE(a.flags >>> 0, 40);
   return b;
 }
-export function decodePodAddrs(b: Buffer): AmbPodAddrs {
-  return { v4: readIp(b, 0), v6: readIp(b, 20) };
+export function decodeCgroupPod(b: Buffer): AmbCgroupPod {
+  return { v4: readIp(b, 0), v6: readIp(b, 20), flags: b.readUInt32LE(40) };
 }
 
 export interface AmbPodStats {
-  capturedOut: bigint; refusedOut: bigint; capturedIn: bigint; hboneIn: bigint; refusedIn: bigint; bypassIn: bigint;
+  capturedOut: bigint; refusedOut: bigint; deniedOut: bigint; capturedIn: bigint; hboneIn: bigint; refusedIn: bigint; deniedIn: bigint; bypassIn: bigint;
 }
 export function decodePodStats(b: Buffer): AmbPodStats {
   return {
-    capturedOut: b.readBigUInt64LE(0), refusedOut: b.readBigUInt64LE(8), capturedIn: b.readBigUInt64LE(16),
-    hboneIn: b.readBigUInt64LE(24), refusedIn: b.readBigUInt64LE(32), bypassIn: b.readBigUInt64LE(40),
+    capturedOut: b.readBigUInt64LE(0), refusedOut: b.readBigUInt64LE(8), deniedOut: b.readBigUInt64LE(16), capturedIn: b.readBigUInt64LE(24),
+    hboneIn: b.readBigUInt64LE(32), refusedIn: b.readBigUInt64LE(40), deniedIn: b.readBigUInt64LE(48), bypassIn: b.readBigUInt64LE(56),
   };
 }
 
-export interface AmbOrigDst { dst: Sockaddr; cookie: bigint; createdNs: bigint }
+/** amb_counters indexes (AMB_CTR_* in ambient.h): datapath refusals by reason. */
+export const DATAPATH_COUNTERS = [
+  'out_no_pod', 'out_ipv6', 'out_protocol', 'out_isolated', 'in_ipv6', 'in_unknown_addr', 'in_isolated', 'orig_dst_full',
+] as const;
+export type DatapathCounter = (typeof DATAPATH_COUNTERS)[number];
+
+export interface AmbOrigDst { dst: Sockaddr; cookie: bigint; cgroupId: bigint; createdNs: bigint }
 export function decodeOrigDst(b: Buffer): AmbOrigDst | null {
   const dst = decodeSockaddr(b, 0);
   if (!dst) return null;
-  return { dst, cookie: b.readBigUInt64LE(24), createdNs: b.readBigUInt64LE(32) };
+  return { dst, cookie: b.readBigUInt64LE(24), cgroupId: b.readBigUInt64LE(32), createdNs: b.readBigUInt64LE(40) };
 }
 
-export function encodeListenerKey(podIp: string, port: number): Buffer {
+export function encodeListenerKey(cgroupId: bigint, port: number): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_listener_key.size);
-  writeIp(b, 0, podIp);
-  b.writeUInt16LE(port, 20);
+  b.writeBigUInt64LE(cgroupId, 0);
+  b.writeUInt16LE(port, 8);
   return b;
 }
 

@@ -1,12 +1,20 @@
 /**
  * The datapath: loads bpf/ambient.bpf.o through the native addon, keeps its
- * maps pinned under <bpffsDir>/maps, and enrolls/unenrolls pods:
+ * maps pinned under <bpffsDir>/maps, and enrolls, isolates and unenrolls
+ * pods. Everything of a pod is keyed by its cgroup v2 id (its datapath
+ * identity); an IP only names the pod that owns it (amb_pods):
  *
  *   enroll:   listeners registered in amb_listeners (by the agent), then
- *             amb_pods + amb_pod_by_cgroup entries, then the links
- *             (connect4 + sockops on the pod cgroup, sk_lookup on the pod
- *             netns), each pinned under <bpffsDir>/pods/<ns>_<name>/.
- *   unenroll: links first, then map entries, so a pod is never half captured.
+ *             amb_pod_by_cgroup + amb_pods entries, then the links
+ *             (sk_lookup on the pod netns; sockops, getpeername4/6,
+ *             connect6 and connect4 on the pod cgroup), each pinned under
+ *             <bpffsDir>/pods/<ns>_<name>/.
+ *   isolate:  the same entries with AMB_POD_ISOLATED and the same links, no
+ *             listener needed: every TCP connection of the pod is refused
+ *             (a pod that cannot be enrolled fails closed).
+ *   unenroll: links first, then this pod's map entries (an IP's entry only
+ *             while this pod still owns it), so a pod is never half captured
+ *             and never takes another pod's state with it.
  *
  * Pins outlive the agent: while no agent runs, enrolled pods keep being
  * redirected to listeners that no longer exist, i.e. they fail closed.
@@ -16,15 +24,15 @@ import path from 'node:path';
 import type { NativeAddon, MapInfo } from './native-api.js';
 import { loadNative, errnoName } from './native.js';
 import {
-  MAPS, STRUCTS, type MapName, CFG_SOCKMAP_ACCEL, POD_ENROLLED, encodeConfig, encodeIp, encodeListenerKey,
-  encodePod, encodePodAddrs, encodeSockaddr, encodeU32, encodeU64, readIp, decodeOrigDst, decodePodStats, decodeStruct,
-  type AmbPodStats, type Sockaddr,
+  MAPS, STRUCTS, type MapName, CFG_SOCKMAP_ACCEL, POD_ENROLLED, POD_ISOLATED, DATAPATH_COUNTERS, encodeConfig, encodeIp,
+  encodeListenerKey, encodePod, encodeCgroupPod, encodeSockaddr, encodeU32, encodeU64, readIp, decodeOrigDst, decodePod,
+  decodePodStats, decodeStruct, type AmbPodStats, type AmbOrigDst, type DatapathCounter, type Sockaddr,
 } from './codec.js';
 import { probeFeatures, requireFeatures, type FeatureCheck } from './features.js';
 import { AmbientError, type ErrorCode } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
-const PROGS = ['amb_connect4', 'amb_getpeername4', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
+const PROGS = ['amb_connect4', 'amb_connect6', 'amb_getpeername4', 'amb_getpeername6', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
 type ProgName = (typeof PROGS)[number];
 
 export interface DatapathOptions {
@@ -38,15 +46,27 @@ export interface DatapathOptions {
 }
 
 export interface PodSpec {
-  /** namespace/name */
+  /** namespace/name (names the pin directory) */
   key: string;
-  ip: string;
+  /** the pod's cgroup v2 id (Datapath.cgroupIdOf): the key of its datapath state */
+  cgroupId: bigint;
+  /** its addresses (IPv4 first) */
+  ips: string[];
   netns: string;
   cgroup: string;
-  index: number;
   /** the node's address: not captured (kubelet probes) */
   exemptSrc: string | null;
 }
+
+/** What isolate() could put in place for a pod it could not enroll. */
+export interface Isolation {
+  /** connect() refused (cgroup hooks attached) */
+  outbound: boolean;
+  /** inbound SYNs refused (sk_lookup attached, amb_pods entries isolated) */
+  inbound: boolean;
+}
+
+export type OriginalDst = Pick<AmbOrigDst, 'dst' | 'cookie' | 'cgroupId' | 'createdNs'>;
 
 const HINTS: Partial<Record<string, string>> = {
   EPERM: 'needs CAP_BPF/CAP_SYS_ADMIN and CAP_NET_ADMIN (run as root or grant the capabilities)',
@@ -82,7 +102,7 @@ export class Datapath {
   private agentSockopsLink = -1;
   private linkUpdates = 0;
   private linkUpgrades = 0;
-  /** cgroup/getpeername4 available (Linux 5.8): apps see their original destination as peer. */
+  /** cgroup/getpeername4/6 available (Linux 5.8): apps see their original destination as peer. */
   private getpeername = false;
   private closed = false;
 
@@ -240,11 +260,11 @@ export class Datapath {
   }
 
   /** Registers an agent listener (fd) for a pod and role port in amb_listeners. */
-  registerListener(podIp: string, port: number, fd: number): void {
-    this.update('amb_listeners', encodeListenerKey(podIp, port), encodeU64(fd));
+  registerListener(cgroupId: bigint, port: number, fd: number): void {
+    this.update('amb_listeners', encodeListenerKey(cgroupId, port), encodeU64(fd));
   }
-  unregisterListener(podIp: string, port: number): void {
-    this.delete('amb_listeners', encodeListenerKey(podIp, port));
+  unregisterListener(cgroupId: bigint, port: number): void {
+    this.delete('amb_listeners', encodeListenerKey(cgroupId, port));
   }
 
   linkDir(key: string): string { return path.join(this.podDir, safeDirName(key)); }
@@ -254,50 +274,160 @@ export class Datapath {
     return fs.existsSync(path.join(this.linkDir(key), 'sk_lookup'));
   }
 
-  enroll(pod: PodSpec): void {
+  /** The cgroup v2 id of a pod's cgroup directory (the key of its datapath state). */
+  cgroupIdOf(pod: { key: string; cgroup: string }): bigint {
     const cgid = this.native.cgroupId(pod.cgroup);
     if (typeof cgid === 'number') {
       throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${pod.key}: cgroup ${pod.cgroup}: ${errnoName(cgid)}`, 'the pod cgroup v2 directory must exist (check cgroupRoot and the pod cgroup path)', { errno: -cgid });
     }
+    return cgid;
+  }
+
+  enroll(pod: PodSpec): void {
     if (!fs.existsSync(pod.netns)) {
       throw new AmbientError('NETNS_UNAVAILABLE', `pod ${pod.key}: netns ${pod.netns} does not exist`, 'the pod sandbox is gone or the netns path is wrong');
     }
-    this.update('amb_pods', encodeIp(pod.ip), encodePod({ podIndex: pod.index, flags: POD_ENROLLED, exemptSrc: pod.exemptSrc }));
-    this.update('amb_pod_by_cgroup', encodeU64(cgid), encodePodAddrs({ v4: pod.ip.includes(':') ? null : pod.ip, v6: pod.ip.includes(':') ? pod.ip : null }));
+    this.writeEntries(pod.cgroupId, pod.ips, POD_ENROLLED, pod.exemptSrc);
+    try {
+      this.attach(pod.key, pod.netns, pod.cgroup);
+    } catch (e) {
+      this.unenroll(pod);
+      throw e;
+    }
+  }
+
+  /**
+   * Fails a pod closed that could not be enrolled: its entries say
+   * ISOLATED (connect() gets EPERM, inbound SYNs an RST) and its hooks are
+   * attached, as far as its netns and cgroup exist. Never throws: what could
+   * not be put in place is returned (and the caller reports it).
+   */
+  isolate(pod: { key: string; cgroupId: bigint | null; ips: string[]; netns: string | null; cgroup: string | null; exemptSrc: string | null }, sharedIps: ReadonlySet<string> = new Set()): Isolation {
+    const res: Isolation = { outbound: false, inbound: false };
+    try {
+      if (pod.cgroupId !== null) {
+        this.update('amb_pod_by_cgroup', encodeU64(pod.cgroupId), encodeCgroupPod({ v4: null, v6: null, flags: POD_ISOLATED }));
+        this.unregisterListeners(pod.cgroupId);
+      }
+      for (const ip of pod.ips) {
+        // an address two live pods claim has no single owner: both are isolated
+        const owner = sharedIps.has(ip) ? 0n : pod.cgroupId ?? 0n;
+        this.update('amb_pods', encodeIp(ip), encodePod({ cgroupId: owner, flags: POD_ISOLATED, exemptSrc: pod.exemptSrc }));
+      }
+    } catch (e) {
+      this.log.error('isolating a pod: map update failed', { pod: pod.key, error: (e as Error).message });
+      return res;
+    }
     const dir = this.linkDir(pod.key);
+    fs.mkdirSync(dir, { recursive: true });
+    if (pod.netns && fs.existsSync(pod.netns)) {
+      try {
+        this.closeFd(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns!), `sk_lookup on ${pod.netns}`));
+        res.inbound = pod.ips.length > 0;
+      } catch (e) {
+        this.log.error('isolating a pod: sk_lookup not attached', { pod: pod.key, error: (e as Error).message });
+      }
+    }
+    if (pod.cgroup && pod.cgroupId !== null) {
+      try {
+        for (const [name, prog, type] of CONNECT_HOOKS) this.closeFd(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), pod.cgroup!, type), `${type} on ${pod.cgroup}`));
+        res.outbound = true;
+      } catch (e) {
+        this.log.error('isolating a pod: connect hooks not attached', { pod: pod.key, error: (e as Error).message });
+      }
+    }
+    return res;
+  }
+
+  /** amb_pod_by_cgroup + amb_pods entries of a pod. */
+  private writeEntries(cgroupId: bigint, ips: string[], flags: number, exemptSrc: string | null): void {
+    const v4 = ips.find((ip) => !ip.includes(':')) ?? null;
+    const v6 = ips.find((ip) => ip.includes(':')) ?? null;
+    this.update('amb_pod_by_cgroup', encodeU64(cgroupId), encodeCgroupPod({ v4, v6, flags }));
+    for (const ip of ips) this.update('amb_pods', encodeIp(ip), encodePod({ cgroupId, flags, exemptSrc }));
+  }
+
+  /** The links of a pod, connect4 last: from then on its connections are captured. */
+  private attach(key: string, netns: string, cgroup: string): void {
+    const dir = this.linkDir(key);
     fs.mkdirSync(dir, { recursive: true });
     const fds: number[] = [];
     try {
-      fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns), `sk_lookup on ${pod.netns}`));
-      fds.push(this.pinnedLink(path.join(dir, 'sockops'), 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), pod.cgroup, 'sockops'), `sockops on ${pod.cgroup}`));
-      if (this.getpeername) fds.push(this.pinnedLink(path.join(dir, 'getpeername4'), 'amb_getpeername4', () => this.native.linkCgroup(this.prog('amb_getpeername4'), pod.cgroup, 'getpeername4'), `getpeername4 on ${pod.cgroup}`));
-      // connect4 last: from here on the pod's connections are captured
-      fds.push(this.pinnedLink(path.join(dir, 'connect4'), 'amb_connect4', () => this.native.linkCgroup(this.prog('amb_connect4'), pod.cgroup, 'connect4'), `connect4 on ${pod.cgroup}`));
-    } catch (e) {
-      this.unenroll(pod.key, pod.ip);
-      throw e;
+      fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns), `sk_lookup on ${netns}`));
+      fds.push(this.pinnedLink(path.join(dir, 'sockops'), 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), cgroup, 'sockops'), `sockops on ${cgroup}`));
+      if (this.getpeername) {
+        for (const [name, prog] of [['getpeername4', 'amb_getpeername4'], ['getpeername6', 'amb_getpeername6']] as const) {
+          fds.push(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
+        }
+      }
+      for (const [name, prog, type] of CONNECT_HOOKS) fds.push(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
     } finally {
-      for (const fd of fds) this.native.closeFd(fd);
+      for (const fd of fds) this.closeFd(fd);
     }
   }
 
-  /** Removes a pod's links (detached even if someone else holds them) and map entries. */
-  unenroll(key: string, ip: string | null): void {
+  private closeFd(fd: number): void { this.native.closeFd(fd); }
+
+  private unregisterListeners(cgroupId: bigint): void {
+    for (const port of [this.opts.ports.outbound, this.opts.ports.inbound, this.opts.ports.hbone]) this.unregisterListener(cgroupId, port);
+  }
+
+  /**
+   * Removes a pod's links (detached even if someone else holds them) and its
+   * map entries: those keyed by its cgroup id, and an IP's entry only while
+   * this pod still owns it (or nobody does) and `keepIps` does not name it
+   * (another live pod claims it: its own enrollment writes it).
+   */
+  unenroll(pod: { key: string; cgroupId: bigint | null; ips: string[] }, keepIps: ReadonlySet<string> = new Set()): void {
+    this.removeLinks(pod.key);
+    for (const ip of pod.ips) {
+      if (keepIps.has(ip)) continue;
+      const cur = this.lookup('amb_pods', encodeIp(ip), STRUCTS.amb_pod.size);
+      const owner = cur ? decodePod(cur).cgroupId : null;
+      if (owner !== null && (owner === pod.cgroupId || owner === 0n)) this.delete('amb_pods', encodeIp(ip));
+    }
+    if (pod.cgroupId !== null) this.forgetCgroup(pod.cgroupId);
+  }
+
+  /** Links of a pod (by its key), connect hooks first. */
+  removeLinks(key: string): void {
     const dir = this.linkDir(key);
-    // connect4 first: from here on the pod's new connections are not captured
-    for (const l of ['connect4', 'getpeername4', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
+    // connect4/6 first: from here on the pod's new connections are not captured
+    for (const l of ['connect4', 'connect6', 'getpeername4', 'getpeername6', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
     fs.rmSync(dir, { recursive: true, force: true });
-    if (ip) this.forgetIp(ip);
   }
 
-  /** Deletes every map entry of a pod address (amb_pods, stats, its cgroup entries). */
-  forgetIp(ip: string): void {
-    this.delete('amb_pods', encodeIp(ip));
-    this.delete('amb_pod_stats', encodeIp(ip));
-    for (const e of this.dump('amb_pod_by_cgroup')) {
-      const v = e.value as { v4: string | null; v6: string | null };
-      if (v.v4 === ip || v.v6 === ip) this.delete('amb_pod_by_cgroup', encodeU64(e.key as bigint));
+  /** Every map entry keyed by a pod's cgroup id (and its in-flight original destinations). */
+  private forgetCgroup(cgroupId: bigint): void {
+    this.delete('amb_pod_by_cgroup', encodeU64(cgroupId));
+    this.delete('amb_pod_stats', encodeU64(cgroupId));
+    this.unregisterListeners(cgroupId);
+    for (const e of this.rawEntries('amb_orig_dst')) {
+      const v = decodeOrigDst(e.value);
+      if (v && v.cgroupId === cgroupId) this.delete('amb_orig_dst', e.key);
     }
+  }
+
+  /**
+   * Removes entries of pods that are not wanted any more (left by an earlier
+   * agent, or by a pod that went away while no agent ran): cgroup-keyed
+   * entries whose cgroup is not wanted, and IP entries of IPs no wanted pod
+   * has. Returns how many pod entries went.
+   */
+  sweep(wantedCgroups: ReadonlySet<bigint>, wantedIps: ReadonlySet<string>): number {
+    let n = 0;
+    for (const e of this.rawEntries('amb_pod_by_cgroup')) {
+      const cg = e.key.readBigUInt64LE(0);
+      if (!wantedCgroups.has(cg)) { this.forgetCgroup(cg); n++; }
+    }
+    for (const e of this.rawEntries('amb_pod_stats')) {
+      if (!wantedCgroups.has(e.key.readBigUInt64LE(0))) this.delete('amb_pod_stats', e.key);
+    }
+    for (const e of this.rawEntries('amb_pods')) {
+      const ip = readIp(e.key, 0);
+      if (ip === null || !wantedIps.has(ip)) { this.delete('amb_pods', e.key); n++; }
+    }
+    return n;
   }
 
   /** Pod keys (namespace/name) with pinned links (from this or an earlier agent). */
@@ -309,24 +439,53 @@ export class Datapath {
     }
   }
 
-  /** Pod IPs with an amb_pods entry. */
-  enrolledIps(): string[] {
-    return this.dump('amb_pods').map((e) => ipOfKey(e.key)).filter((x): x is string => x !== null);
-  }
-
   /**
-   * The original destination of a captured outbound connection, by its source
-   * (pod IP:port). The entry stays (getpeername4 answers from it); it is
-   * overwritten by the next capture from the same port and aged out by LRU.
+   * The original destination of a captured outbound connection, by its
+   * source (pod IP:port), with the app socket's cookie and the pod (cgroup
+   * id) it belongs to. The entry lives exactly as long as the app socket
+   * (deleted by sockops when it closes); getpeername4/6 answer from it.
    */
-  originalDst(src: Sockaddr): Sockaddr | null {
+  originalDst(src: Sockaddr): OriginalDst | null {
     const v = this.lookup('amb_orig_dst', encodeSockaddr(src), STRUCTS.amb_orig_dst.size);
-    return v ? decodeOrigDst(v)?.dst ?? null : null;
+    return v ? decodeOrigDst(v) : null;
   }
 
-  podStats(ip: string): AmbPodStats | null {
-    const v = this.lookup('amb_pod_stats', encodeIp(ip), STRUCTS.amb_pod_stats.size);
+  podStats(cgroupId: bigint): AmbPodStats | null {
+    const v = this.lookup('amb_pod_stats', encodeU64(cgroupId), STRUCTS.amb_pod_stats.size);
     return v ? decodePodStats(v) : null;
+  }
+
+  /** Datapath refusals by reason (amb_counters). */
+  counters(): Record<DatapathCounter, bigint> {
+    const out = {} as Record<DatapathCounter, bigint>;
+    DATAPATH_COUNTERS.forEach((name, i) => {
+      const v = this.lookup('amb_counters', encodeU32(i), 8);
+      out[name] = v ? v.readBigUInt64LE(0) : 0n;
+    });
+    return out;
+  }
+
+  /** Number of live original-destination entries (one per captured outbound socket). */
+  originalDstCount(): number {
+    return this.rawEntries('amb_orig_dst').length;
+  }
+
+  /** Every raw key/value of a map. */
+  private rawEntries(name: MapName): Array<{ key: Buffer; value: Buffer }> {
+    const spec = MAPS[name];
+    const ks = spec.key === 'u32' ? 4 : spec.key === 'u64' ? 8 : STRUCTS[spec.key as keyof typeof STRUCTS].size;
+    const vs = spec.value === 'u64' ? 8 : STRUCTS[spec.value as keyof typeof STRUCTS].size;
+    const out: Array<{ key: Buffer; value: Buffer }> = [];
+    const fd = this.map(name);
+    let key: Buffer | null = null;
+    for (let i = 0; i < 1_000_000; i++) {
+      const next: Buffer | number = this.native.mapNextKey(fd, key, ks);
+      if (typeof next === 'number') break;
+      key = next;
+      const v = this.native.mapLookup(fd, next, vs);
+      if (typeof v !== 'number') out.push({ key: next, value: v });
+    }
+    return out;
   }
 
   mapInfo(name: MapName): MapInfo {
@@ -351,13 +510,8 @@ export class Datapath {
   }
 }
 
-function ipOfKey(k: unknown): string | null {
-  const o = k as { family: number; addr: number[] };
-  const b = Buffer.alloc(20);
-  b[0] = o.family;
-  Buffer.from(o.addr).copy(b, 4);
-  return readIp(b, 0);
-}
+/** The connect hooks of a pod cgroup: [pin name, program, attach type]; connect4 last. */
+const CONNECT_HOOKS = [['connect6', 'amb_connect6', 'connect6'], ['connect4', 'amb_connect4', 'connect4']] as const;
 
 function decodeTyped(t: string, b: Buffer): unknown {
   if (t === 'u32') return b.readUInt32LE(0);

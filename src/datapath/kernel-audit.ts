@@ -55,13 +55,18 @@ export const PROGRAMS: Record<string, ProgSpec> = {
   },
   'cgroup/connect6': {
     progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET6_CONNECT', since: '4.17',
-    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"', required: false, attach: LINK_CGROUP,
-    note: 'loaded but attached nowhere yet (IPv4 only)',
+    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"', required: true, attach: LINK_CGROUP,
+    note: 'dual-stack sockets: v4-mapped captured, native IPv6 refused',
   },
   'cgroup/getpeername4': {
     progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET4_GETPEERNAME', since: '5.8',
     ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"', required: false, attach: LINK_CGROUP,
     note: 'optional: original destination via getpeername()',
+  },
+  'cgroup/getpeername6': {
+    progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET6_GETPEERNAME', since: '5.8',
+    ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"', required: false, attach: LINK_CGROUP,
+    note: 'optional: original destination via getpeername() on dual-stack sockets',
   },
   sockops: {
     progType: 'sock_ops', attachType: 'BPF_CGROUP_SOCK_OPS', since: '4.13',
@@ -105,6 +110,10 @@ export const HELPERS: Record<number, HelperSpec> = {
       cgroup_sock_addr: { since: '4.19', ref: 'd692f1138a4b "bpf: Support bpf_get_socket_cookie in more prog types"' },
       sock_ops: { since: '4.19', ref: 'd692f1138a4b "bpf: Support bpf_get_socket_cookie in more prog types"' },
     },
+  },
+  59: {
+    name: 'sock_ops_cb_flags_set', since: '4.16',
+    progTypes: { sock_ops: { since: '4.16', ref: 'b13d88072172 "bpf: Adds field bpf_sock_ops_cb_flags to tcp_sock" (BPF_SOCK_OPS_STATE_CB: d44874910a26, 4.16)' } },
   },
   70: { name: 'sock_hash_update', since: '4.18', progTypes: { sock_ops: { since: '4.18', ref: '81110384441a "bpf: sockmap, add hash map support"' } } },
   71: { name: 'msg_redirect_hash', since: '4.18', progTypes: { sk_msg: { since: '4.18', ref: '81110384441a "bpf: sockmap, add hash map support"' } } },

@@ -129,4 +129,35 @@ export interface NativeAddon {
   recvFds(fd: number, maxBytes: number, timeoutMs: number): { data: Buffer; fds: number[] } | Errno;
   /** What a socket fd is: family 4/6 (0 other), SOCK_* type, listening, bound address, and its netns inode (SIOCGSKNS; 0n unknown). */
   socketInfo(fd: number): { family: 0 | 4 | 6; type: number; listening: boolean; ip: string; port: number; netnsInode: bigint } | Errno;
+  /** SO_PEERCRED of a connected unix socket: who is on the other end. */
+  peerCred(fd: number): { pid: number; uid: number; gid: number } | Errno;
+
+  // ---- TCP sockets of a netns (NETLINK_SOCK_DIAG), on a thread inside it ----
+  /**
+   * Every TCP socket of the netns at netnsPath (both families) whose state
+   * bit (1 << TCP_ESTABLISHED, ...) is in `states`. `mark` is the socket's
+   * SO_MARK (reported to CAP_NET_ADMIN only).
+   */
+  tcpSockets(netnsPath: string, states: number): TcpSocketInfo[] | Errno;
+  /**
+   * SOCK_DESTROY of each socket (exact family, tuple and cookie): the peer
+   * gets an RST, the owner ECONNABORTED. Returns how many were destroyed
+   * (those already gone do not count); -EOPNOTSUPP when the kernel lacks
+   * CONFIG_INET_DIAG_DESTROY.
+   */
+  destroyTcpSockets(netnsPath: string, socks: Array<Pick<TcpSocketInfo, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'>>): number | Errno;
+}
+
+export interface TcpSocketInfo {
+  family: 4 | 6;
+  /** TCP_ESTABLISHED = 1, ... TCP_LISTEN = 10 (include/net/tcp_states.h) */
+  state: number;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  mark: number;
+  cookie: bigint;
+  uid: number;
+  inode: bigint;
 }

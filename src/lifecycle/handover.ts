@@ -10,13 +10,19 @@
  *                                              entries' fds (SCM_RIGHTS)
  *   serves on the same sockets (their accept queues are shared, nothing is
  *   closed or re-bound), enrolls pods, then
- *   "ADOPTED\n"              ───────────────▶  closes its copies of the
- *                                              listening fds, sends GOAWAY on
- *                                              HBONE sessions and drains its
+ *   "ADOPTED\n"              ───────────────▶  within handoverTimeout: closes
+ *                            ◀───────────────  its copies of the listening
+ *                                "OK\n"        fds, sends GOAWAY on HBONE
+ *                                              sessions and drains its
  *                                              established connections
  *   binds handoverSocket for its own successor.
  *
- * A new agent that dies before ADOPTED leaves the old one serving as before.
+ * Both ends check who the other is from the kernel (SO_PEERCRED: uid 0 and an
+ * ambientd agent process, src/lifecycle/peer.ts), not from what it writes.
+ * A new agent that dies before ADOPTED, or does not send it within
+ * handoverTimeout (e.g. it hangs), leaves the old one serving as before: the
+ * old agent aborts the hand-over and resumes enrollment (it applies policy
+ * throughout). A new agent that gets no OK exits: the two never both serve.
  * Established connections (TLS + HTTP/2 state in the old process) are not
  * moved: the old process keeps them until they end or drainTimeout passes,
  * and sends the record of each one that closes to the successor
@@ -31,6 +37,10 @@ import type { NativeAddon } from '../datapath/native-api.js';
 import { errnoName } from '../datapath/native.js';
 import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
+import type { PeerCred } from './peer.js';
+
+/** null when the peer may take part in a hand-over, else why not. */
+export type PeerVerifier = (cred: PeerCred, claimedPid?: number) => string | null;
 
 export const HANDOVER_VERSION = 1;
 /** entries (and fds) per frame: below SCM_MAX_FD (253) */
@@ -112,9 +122,31 @@ export class Inherited {
     return rest.map((x) => x.entry);
   }
 
-  /** Tells the old agent we serve on its sockets: it stops accepting and drains. */
-  ack(): void {
-    this.finish('ADOPTED\n');
+  /**
+   * Tells the old agent we serve on its sockets and waits for its OK: it
+   * stops accepting and drains. Not ok when it gave up on us before
+   * (handoverTimeout): it serves on, and we must not.
+   */
+  ack(timeoutMs = 3000): { ok: true } | { ok: false; reason: string } {
+    if (this.done) return { ok: false, reason: 'hand-over already finished' };
+    this.done = true;
+    try {
+      const w = this.native.sendFds(this.conn, Buffer.from('ADOPTED\n'), [], 2000);
+      if (w < 0) return { ok: false, reason: `sending ADOPTED: ${errnoName(w)}` };
+      let got = '';
+      const deadline = Date.now() + timeoutMs;
+      while (!got.includes('\n')) {
+        const r = this.native.recvFds(this.conn, 64, Math.max(1, deadline - Date.now()));
+        if (typeof r === 'number') return { ok: false, reason: `waiting for OK: ${errnoName(r)}` };
+        for (const f of r.fds) this.native.closeFd(f);
+        if (r.data.length === 0) return { ok: false, reason: 'the running agent closed the hand-over connection (it gave up waiting)' };
+        got += r.data.toString('utf8');
+        if (got.length > 256) break;
+      }
+      return got.startsWith('OK\n') ? { ok: true } : { ok: false, reason: `unexpected answer ${JSON.stringify(got.slice(0, 40))}` };
+    } finally {
+      this.native.closeFd(this.conn);
+    }
   }
 
   /** The old agent goes on serving as if nothing happened. */
@@ -158,7 +190,8 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
  * throws HandoverError when one answers but the exchange fails (the caller
  * then starts fresh: nothing was changed on either side).
  */
-export function requestHandover(native: NativeAddon, socketPath: string, node: string, timeoutMs = 5000): Inherited | null {
+export function requestHandover(native: NativeAddon, socketPath: string, node: string, opts: { timeoutMs?: number; verifyPeer?: PeerVerifier } = {}): Inherited | null {
+  const timeoutMs = opts.timeoutMs ?? 5000;
   if (!fs.existsSync(socketPath)) return null;
   const conn = native.unixConnect(socketPath, timeoutMs);
   if (conn < 0) {
@@ -169,6 +202,11 @@ export function requestHandover(native: NativeAddon, socketPath: string, node: s
   const received: Array<{ entry: HandoverEntry; fd: number }> = [];
   const stray: number[] = [];
   try {
+    // who serves there, from the kernel: sockets are only taken from an agent
+    const cred = native.peerCred(conn);
+    if (typeof cred === 'number') throw new HandoverError(errnoName(cred), `SO_PEERCRED: ${errnoName(cred)}`);
+    const why = opts.verifyPeer?.(cred) ?? null;
+    if (why) throw new HandoverError('EPERM', `the process serving ${socketPath} is refused: ${why}`);
     check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid} ${node}\n`), [], timeoutMs), 'hand-over hello');
     const deadline = Date.now() + timeoutMs;
     let fromPid = 0;
@@ -189,6 +227,7 @@ export function requestHandover(native: NativeAddon, socketPath: string, node: s
       const entries = frame.entries ?? [];
       if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
       entries.forEach((entry, i) => received.push({ entry, fd: fds[i]! }));
+      if (frame.pid !== cred.pid) throw new HandoverError('EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
       fromPid = frame.pid;
       if (frame.last) break;
     }
@@ -221,6 +260,12 @@ export interface HandoverServerOptions {
   onRecord?: (rec: unknown, pid: number) => void;
   /** a line that is not a usable record */
   onBadRecord?: (pid: number, why: string) => void;
+  /** how long a successor may take from HELLO to ADOPTED before we give up on it and carry on */
+  adoptTimeoutMs?: number;
+  /** checks the peer's SO_PEERCRED (and the pid it claims); default: anyone */
+  verifyPeer?: PeerVerifier;
+  /** a peer refused by verifyPeer */
+  onPeerRejected?: (why: string) => void;
 }
 
 /** Old agent: serves the hand-over socket; hands over once, then refuses. */
@@ -271,7 +316,17 @@ export class HandoverServer {
     let buf = '';
     let peer = 0;
     let sent = false;
+    let adoptTimer: NodeJS.Timeout | null = null;
     const fd = handleFd(s);
+    // the kernel's word on who connected (not what it will write)
+    const cred = fd === null ? -9 : this.o.native.peerCred(fd);
+    const refuse = (why: string): void => {
+      this.o.onPeerRejected?.(why);
+      s.destroy();
+    };
+    if (typeof cred === 'number') { refuse(`SO_PEERCRED: ${errnoName(cred)}`); return; }
+    const early = this.o.verifyPeer?.(cred) ?? null;
+    if (early) { refuse(early); return; }
     const send = (frame: Frame, fds: number[]): void => {
       const body = Buffer.from(JSON.stringify(frame));
       const head = Buffer.alloc(4);
@@ -291,6 +346,7 @@ export class HandoverServer {
         }
         log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
       } catch (e) {
+        if (adoptTimer) clearTimeout(adoptTimer);
         this.busy = false;
         log.warn('hand-over failed; serving on', { pid: peer, error: (e as Error).message });
         this.o.onAborted?.(peer, (e as Error).message);
@@ -319,11 +375,15 @@ export class HandoverServer {
         if (word === 'RECORDS' && !sent) {
           // the agent we replaced, reporting connections that closed while it drained
           peer = Number(rest[1]) || 0;
+          const why = this.o.verifyPeer?.(cred, peer) ?? null;
+          if (why) { refuse(why); return; }
           if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) { this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`); s.destroy(); return; }
           records = true;
         } else if (word === 'HELLO' && !sent) {
           sent = true;
           peer = Number(rest[1]) || 0;
+          const why = this.o.verifyPeer?.(cred, peer) ?? null;
+          if (why) { refuse(why); return; }
           if (fd === null) { s.destroy(); return; }
           try {
             if (rest[0] !== String(HANDOVER_VERSION)) {
@@ -341,6 +401,16 @@ export class HandoverServer {
               s.end();
               return;
             }
+            // a successor that does not adopt in time (hung, stopped) is given up on
+            const limit = this.o.adoptTimeoutMs ?? 10_000;
+            adoptTimer = setTimeout(() => {
+              adoptTimer = null;
+              if (!this.busy) return;
+              this.busy = false;
+              log.warn('the new agent did not adopt the sockets in time; aborting the hand-over', { pid: peer, timeoutMs: limit });
+              this.o.onAborted?.(peer, `no ADOPTED within ${limit} ms`);
+              s.destroy();
+            }, limit);
             void handout();
           } catch (e) {
             this.busy = false;
@@ -348,11 +418,14 @@ export class HandoverServer {
             s.destroy();
           }
         } else if (word === 'ADOPTED' && sent && this.busy) {
+          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
           this.handedTo = peer;
           this.busy = false;
-          s.end();
+          s.end('OK\n');
           this.o.onAdopted(peer);
         } else if (word === 'ABORT') {
+          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
+          if (!this.busy) { s.end(); return; }
           this.busy = false;
           this.o.onAborted?.(peer, rest.join(' '));
           s.end();
@@ -363,6 +436,7 @@ export class HandoverServer {
       if (buf.length > MAX_LINE) { this.o.onBadRecord?.(peer, 'line too long'); s.destroy(); }
     });
     s.on('close', () => {
+      if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
       if (sent && this.busy) {
         // the new agent went away without adopting: keep serving
         this.busy = false;

@@ -18,6 +18,10 @@
  *    (a ReplicaSet pod "web-7d4b9c8f6d-x2x9z" with label pod-template-hash
  *    gives "web"), else the pod name.
  *  - principals are SPIFFE ids only on mutual TLS (HBONE) connections.
+ *  - trusted inputs only (docs/SECURITY.md): the source address is the TCP
+ *    peer the kernel reports, never a header; on inbound mTLS the source
+ *    workload is the pod at that address only if it has the identity the
+ *    peer's certificate proved (else "unknown", with the proven principal).
  * Cardinality is bounded: no label carries a port, address or connection id.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
@@ -119,6 +123,8 @@ export function istioLabels(rec: ConnectionRecord, index: MeshIndex, spiffeOf: (
     if (mtls) {
       srcPrincipal = rec.peerIdentity;
       dstPrincipal = dst ? spiffeOf(dst) : null;
+      // an address names a workload only if that workload is who the certificate proved
+      if (src && (!rec.peerIdentity || spiffeOf(src) !== rec.peerIdentity)) src = undefined;
     }
   }
   const svc = rec.service ? index.snap.services.get(rec.service) : undefined;
@@ -156,9 +162,11 @@ export interface MetricsSource {
   certificates(): Array<{ id: string; notAfter: string | null }>;
   /** BPF per-pod redirect counters of enrolled pods */
   podStats(): Array<{ namespace: string; name: string; stats: Record<string, bigint | number> }>;
+  /** BPF refusals by reason (amb_counters); null when unreadable */
+  datapathCounters?(): Record<string, bigint> | null;
 }
 
-const POD_STATES = ['enrolled', 'failed', 'not-enrolled'] as const;
+const POD_STATES = ['enrolled', 'isolated', 'failed', 'not-enrolled'] as const;
 
 function snake(k: string): string {
   return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -173,6 +181,7 @@ export class AgentMetrics {
   readonly failed: Counter<IstioLabel>;
   readonly denied: Counter<'reason'>;
   readonly events: Counter<'reason'>;
+  readonly enrollFailures: Counter<'reason'>;
 
   constructor(private readonly src: MetricsSource, opts: { defaultMetrics?: boolean } = {}) {
     const r = this.registry;
@@ -185,6 +194,15 @@ export class AgentMetrics {
     this.failed = c('istio_tcp_connections_failed_total', 'TCP connections that could not be established: denied, connect or TLS failure (response_flags)');
     this.denied = new Counter({ name: 'ambientd_denied_connections_total', help: 'Connections denied by authorization policy, by reason', labelNames: ['reason'], registers: [r] });
     this.events = new Counter({ name: 'ambientd_agent_events_total', help: 'Agent events and failures by reason (the counters of /config_dump)', labelNames: ['reason'], registers: [r] });
+    this.enrollFailures = new Counter({ name: 'ambientd_pod_enroll_failures_total', help: 'Failed pod enrollments by error code; the pod is isolated (fails closed) until it is enrolled', labelNames: ['reason'], registers: [r] });
+    new Counter({
+      name: 'ambientd_datapath_refused_total', help: 'Connections the BPF datapath refused, by reason (amb_counters: native IPv6, isolated pods, addresses no pod owns, ...)', labelNames: ['reason'], registers: [r],
+      collect() {
+        this.reset();
+        const c = src.datapathCounters?.() ?? null;
+        if (c) for (const [k, v] of Object.entries(c)) this.inc({ reason: k }, Number(v));
+      },
+    });
     new Gauge({
       name: 'ambientd_enrolled_pods', help: 'Local pods enrolled in the mesh (redirection and listeners in place)', registers: [r],
       collect() { this.set(src.pods().filter((p) => p.state === 'enrolled').length); },
@@ -249,8 +267,12 @@ export class AgentMetrics {
     if (l.response_flags === 'DENY') this.denied.inc({ reason: denialReason(rec) });
   }
 
-  countEvent(reason: string): void {
-    this.events.inc({ reason });
+  countEvent(reason: string, n = 1): void {
+    this.events.inc({ reason }, n);
+  }
+
+  countEnrollFailure(code: string): void {
+    this.enrollFailures.inc({ reason: code });
   }
 
   contentType(): string {

@@ -4,8 +4,10 @@
  *   15021  GET /healthz/ready  -> 200 "ready" | 500 "not ready: <pending>"
  *          ?verbose adds one line per local pod; ?format=json (or
  *          Accept: application/json) answers the same as JSON.
- * A pod that failed to enroll never makes the node unready: it is listed per
- * pod (state "failed" with its error) while the node stays ready.
+ * A pod that failed to enroll never makes the node unready: it is isolated
+ * (its TCP refused: it fails closed) and listed per pod (state "isolated",
+ * or "failed" when not even that was possible, with its error and what to
+ * do) while the node stays ready.
  * Unknown paths get 404, other methods on known paths 405.
  */
 import http from 'node:http';
@@ -14,7 +16,7 @@ import type { Logger } from '../util/log.js';
 export interface PodReadiness {
   pod: string;
   state: string;
-  error?: { code: string; message: string } | null;
+  error?: { code: string; message: string; hint?: string } | null;
 }
 
 export interface Readiness {
@@ -50,7 +52,7 @@ export function createMetricsServer(m: { exposition(): Promise<string>; contentT
 export function formatReadiness(r: Readiness, verbose: boolean): string {
   const head = r.ready ? 'ready\n' : `not ready: ${r.pending.join(', ')}\n`;
   if (!verbose) return head;
-  const lines = r.pods.map((p) => `pod ${p.pod}: ${p.state}${p.error ? ` (${p.error.code}: ${p.error.message})` : ''}`);
+  const lines = r.pods.map((p) => `pod ${p.pod}: ${p.state}${p.error ? ` (${p.error.code}: ${p.error.message}${p.error.hint ? `; hint: ${p.error.hint}` : ''})` : ''}`);
   return head + lines.map((l) => l + '\n').join('');
 }
 

@@ -12,10 +12,13 @@ export interface ConnectionRecord {
   /** the enrolled pod (namespace/name) whose traffic this is */
   pod: string;
   direction: Direction;
+  /** source address as the kernel saw it (the TCP peer; on inbound HBONE: where the tunnel came from) */
   src: string; // ip:port
+  /** inbound HBONE: the client address the peer claimed (Forwarded header); informational, never used to decide */
+  claimedSrc?: string;
   /** original destination (what the client dialled) */
   dst: string; // ip:port
-  /** how the agent carried it: plaintext relay for now, hbone later */
+  /** how the agent carried it */
   via: 'passthrough' | 'hbone' | 'inbound-plaintext' | 'inbound-hbone';
   /** peer identity when known (HBONE), else null */
   peerIdentity: string | null;
@@ -53,11 +56,12 @@ export function parseClosedRecord(x: unknown): ConnectionRecord | null {
   if (r.state !== 'closed' && r.state !== 'failed') return null;
   if (!count(r.bytesSent) || !count(r.bytesReceived)) return null;
   for (const k of ['peerIdentity', 'reason', 'end']) if (r[k] !== null && r[k] !== undefined && !str(r[k])) return null;
-  for (const k of ['service', 'endpoint', 'peerCertSerial']) if (r[k] !== undefined && !str(r[k])) return null;
+  for (const k of ['service', 'endpoint', 'peerCertSerial', 'claimedSrc']) if (r[k] !== undefined && !str(r[k])) return null;
   return {
     id: r.id, pod: r.pod, direction: r.direction, src: r.src, dst: r.dst, via: r.via as ConnectionRecord['via'],
     peerIdentity: (r.peerIdentity as string | null | undefined) ?? null,
     ...(r.peerCertSerial !== undefined ? { peerCertSerial: r.peerCertSerial as string } : {}),
+    ...(r.claimedSrc !== undefined ? { claimedSrc: r.claimedSrc as string } : {}),
     ...(r.service !== undefined ? { service: r.service as string } : {}),
     ...(r.endpoint !== undefined ? { endpoint: r.endpoint as string } : {}),
     bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, start: r.start,

@@ -9,11 +9,19 @@
  *   inbound plaintext (15006): relayed to the app; no peer identity.
  *   inbound HBONE (15008): mTLS + CONNECT handled by the HBONE server, then
  *     relayed to the app inside the destination pod.
+ *
+ * What is trusted (docs/SECURITY.md): the peer's identity comes only from its
+ * verified certificate; the source address used for policy, records and
+ * metrics only from the kernel (the TCP peer of the connection: on HBONE the
+ * address the tunnel came from, as ztunnel does). The `Forwarded` header is
+ * what the peer *claims*; it is kept as `claimedSrc` and never decides
+ * anything. A tunnel never targets a port the agent owns.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { dialFromNetns } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
+import type { OriginalDst } from '../datapath/datapath.js';
 import { podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
 import type { IdentityManager } from '../identity/manager.js';
 import { HbonePool, type HboneStream } from './hbone/client.js';
@@ -28,19 +36,23 @@ export interface MeshPod {
   key: string;
   info: PodInfo;
   identity: string;
+  /** the pod's cgroup id: original-destination entries must belong to it */
+  cgroupId: bigint | null;
 }
 
 export interface MeshDeps {
   native: NativeAddon;
   mark: number;
   ports: { outbound: number; inbound: number; hbone: number };
+  /** the agent's node ports (admin, metrics, readiness): never a tunnel target either */
+  nodePorts?: number[];
   trustDomain: string;
   log: Logger;
   tracker: ConnectionTracker;
   count(reason: string): void;
   identities: IdentityManager;
-  /** original destination of a captured outbound connection, by its source */
-  originalDst(src: Sockaddr): Sockaddr | null;
+  /** original destination of a captured outbound connection, by its source (with the socket's pod) */
+  originalDst(src: Sockaddr): OriginalDst | null;
   /** the current mesh model with its indexes */
   index(): MeshIndex;
   /** an enrolled pod of this node by IP */
@@ -90,6 +102,7 @@ export class MeshProxy {
   }
 
   constructor(private readonly d: MeshDeps) {
+    const agentPorts = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone, ...(d.nodePorts ?? [])]);
     this.hbone = new HboneServer({
       trustDomain: d.trustDomain,
       // a stalled or truncated handshake holds a socket at most this long
@@ -100,10 +113,14 @@ export class MeshProxy {
         const c = await d.identities.get(pod.identity);
         return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
       },
+      // a tunnel into the agent itself (its own listeners, or node ports in the
+      // pod): 400 before policy and before any dial
+      refuseTarget: (target) => (agentPorts.has(target.port) ? 'agent_port' : null),
       authorize: (peer, target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
         if (!pod) return 'deny';
-        const src = { ip: srcIpOf(ctx.forwarded) ?? ctx.remote.ip, id: peer.id };
+        // the kernel's word (the TCP peer), never the Forwarded header the peer writes
+        const src = { ip: ctx.remote.ip, id: peer.id };
         const r = d.authorize({ pod: pod.info, ip: target.ip, port: target.port }, src);
         if (!r.allow) {
           d.count('policy_denied');
@@ -117,7 +134,7 @@ export class MeshProxy {
         const sock = await dialFromNetns(d.native, pod.info.netns, target, d.mark);
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {
-          pod, dst: target, src: { ip: srcIpOf(ctx.forwarded) ?? ctx.remote.ip, id: ctx.peer.id }, rec: null,
+          pod, dst: target, src: { ip: ctx.remote.ip, id: ctx.peer.id }, rec: null,
           kill: () => resetSocket(sock), // the splice turns it into RST_STREAM towards the client
         };
         this.live.add(entry);
@@ -162,18 +179,27 @@ export class MeshProxy {
     const d = this.d;
     this.own(client);
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
-    let dst: Sockaddr | null = null;
+    let orig: OriginalDst | null = null;
     try {
-      dst = d.originalDst(src);
+      orig = d.originalDst(src);
     } catch (e) {
       d.log.error('original destination lookup failed', { error: e });
     }
-    if (!dst) {
+    if (!orig) {
       d.count('original_dst_unknown');
       d.log.warn('outbound connection without an original destination: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
       resetSocket(client);
       return;
     }
+    // the entry lives only as long as the app socket that made it, and must be
+    // this pod's: a connection of any other origin is never forwarded as the pod
+    if (pod.cgroupId === null || orig.cgroupId !== pod.cgroupId) {
+      d.count('original_dst_foreign');
+      d.log.warn('outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      resetSocket(client);
+      return;
+    }
+    const dst = orig.dst;
     client.pause();
     const index = d.index();
     // a service VIP: pick a ready endpoint (round robin), keep the service name
@@ -290,8 +316,10 @@ export class MeshProxy {
     switch (ev.type) {
       case 'tunnel_open': {
         const pod = d.localPodByIp(ev.ctx.local.ip);
+        const claimed = ev.ctx.forwarded ? forwardedFor(ev.ctx.forwarded) : null;
         const rec = d.tracker.begin({
-          pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: ev.ctx.forwarded ? forwardedFor(ev.ctx.forwarded) ?? `${ev.ctx.remote.ip}:${ev.ctx.remote.port}` : `${ev.ctx.remote.ip}:${ev.ctx.remote.port}`,
+          pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: `${ev.ctx.remote.ip}:${ev.ctx.remote.port}`,
+          ...(claimed ? { claimedSrc: claimed } : {}),
           dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id, peerCertSerial: ev.ctx.peer.serial,
         });
         this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
@@ -374,16 +402,15 @@ export function chooseEndpoint(s: ServiceInfo, port: ServicePort, n: number): So
   return null;
 }
 
-function srcIpOf(forwarded: string | undefined): string | null {
-  const f = forwarded ? forwardedFor(forwarded) : null;
-  if (!f) return null;
-  const i = f.lastIndexOf(':');
-  return f.includes('.') && i > 0 ? f.slice(0, i) : f;
-}
-
-/** `for="10.0.0.1:1234"` → 10.0.0.1:1234 */
-function forwardedFor(v: string): string | null {
-  const m = /for="?\[?([0-9a-fA-F.:]+?)\]?(?::(\d+))?"?(?:[;,]|$)/.exec(v);
-  if (!m) return null;
-  return m[2] ? `${m[1]}:${m[2]}` : m[1]!;
+/**
+ * `for="10.0.0.1:1234"` → 10.0.0.1:1234: what an HBONE peer *claims* its
+ * client was (kept as a record's claimedSrc, never used to decide). Bounded
+ * and checked: anything that is not an address (and port) is dropped.
+ */
+export function forwardedFor(v: string): string | null {
+  if (v.length > 256) return null;
+  const m = /for="?\[?([0-9a-fA-F.:]{2,45}?)\]?(?::(\d{1,5}))?"?(?:[;,]|$)/.exec(v);
+  if (!m || net.isIP(m[1]!) === 0) return null;
+  if (m[2] && Number(m[2]) > 65535) return null;
+  return m[2] ? (net.isIPv6(m[1]!) ? `[${m[1]}]:${m[2]}` : `${m[1]}:${m[2]}`) : m[1]!;
 }

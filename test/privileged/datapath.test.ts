@@ -110,46 +110,74 @@ test('traffic from the node itself (kubelet probes) is not captured', async () =
 test('bpftool shows the pinned maps with field names', () => {
   const dir = `${node('n1').bpffsDir}/maps`;
   // bpftool -j prints raw bytes plus, thanks to BTF, a "formatted" view with field names
-  const stats = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${dir}/amb_pod_stats`], { encoding: 'utf8' })) as Array<{ formatted: { key: { family: number; addr: number[] }; value: Record<string, number> } }>).map((x) => x.formatted);
-  const e = stats.find((x) => x.key.addr.slice(0, 4).join('.') === pod('n1-p1').ip);
+  // per-pod state is keyed by the pod's cgroup id (its datapath identity), the IP only names its owner
+  const cg = fs.statSync(pod('n1-p1').cgroup, { bigint: true }).ino;
+  const stats = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${dir}/amb_pod_stats`], { encoding: 'utf8' })) as Array<{ formatted: { key: number; value: Record<string, number> } }>).map((x) => x.formatted);
+  const e = stats.find((x) => BigInt(x.key) === cg);
   assert.ok(e, 'n1-p1 has counters');
-  assert.equal(e.key.family, 2);
-  for (const f of ['captured_out', 'refused_out', 'captured_in', 'hbone_in', 'refused_in', 'bypass_in']) assert.equal(typeof e.value[f], 'number', f);
+  for (const f of ['captured_out', 'refused_out', 'denied_out', 'captured_in', 'hbone_in', 'refused_in', 'denied_in', 'bypass_in']) assert.equal(typeof e.value[f], 'number', f);
+  const pods = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${dir}/amb_pods`], { encoding: 'utf8' })) as Array<{ formatted: { key: { addr: number[] }; value: { cgroup_id: number; flags: number } } }>).map((x) => x.formatted);
+  const owner = pods.find((x) => x.key.addr.slice(0, 4).join('.') === pod('n1-p1').ip);
+  assert.ok(owner, 'n1-p1 owns its IP');
+  assert.equal(BigInt(owner.value.cgroup_id), cg, 'amb_pods names the owning pod by cgroup id');
   const text = execFileSync('bpftool', ['map', 'dump', 'pinned', `${dir}/amb_pods`], { encoding: 'utf8' });
-  assert.match(text, /"pod_index": \d+/);
+  assert.match(text, /"cgroup_id": \d+/);
   assert.match(text, /"exempt_src": \{/);
+  const counters = execFileSync('bpftool', ['map', 'dump', 'pinned', `${dir}/amb_counters`], { encoding: 'utf8' });
+  assert.match(counters, /"key": 7/, 'the refusal counters by reason are readable too');
 });
 
-test('enroll and unenroll while traffic runs: a live connection survives, new ones follow the label', async () => {
+/** A process in the pod holding one connection open (writes a tick every 20 ms); resolves once connected. */
+async function holdFrom(p: ReturnType<typeof pod>, ip: string, port: number): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; out: string }> }> {
+  const proc = await startInPod(p, [process.execPath, '-e', `
+    const s = require('net').connect(${port}, '${ip}', () => { process.stdout.write('listening\\n'); });
+    let n = 0; s.on('data', (d) => { n += d.length; });
+    s.on('error', (e) => { console.log('error', e.code); process.exit(3); });
+    const t = setInterval(() => s.write('tick\\n'), 20);
+    process.on('SIGTERM', () => { clearInterval(t); s.end(); s.on('close', () => { console.log('got', n); process.exit(0); }); });
+  `]);
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  const exit = new Promise<{ code: number | null; out: string }>((r) => proc.on('exit', (code) => r({ code, out })));
+  return { proc, exit };
+}
+
+test('enroll and unenroll while traffic runs: a connection opened before enrollment is reset, one opened while enrolled survives unenroll, new ones follow the label', async () => {
   const p2 = pod('n1-p2');
   const target = pod('n2-p2');
-  // a long-lived connection from the plain pod, opened before enrollment
-  const long = await startInPod(p2, [process.execPath, '-e', `
-    const s = require('net').connect(8080, '${target.ip}', () => { process.stdout.write('listening\\n'); });
-    let n = 0; s.on('data', (d) => { n += d.length; });
-    const t = setInterval(() => s.write('tick\\n'), 20);
-    process.stdin.on('data', () => {}); process.on('SIGTERM', () => { clearInterval(t); s.end(); s.on('close', () => { console.log('got', n); process.exit(0); }); });
-  `]);
+  // a long-lived connection from the plain pod, opened outside the mesh, before enrollment
+  const before = await holdFrom(p2, target.ip, 8080);
+  let during: Awaited<ReturnType<typeof holdFrom>> | null = null;
   try {
     const t0 = Date.now();
     await setEnrollment('n1-p2', true);
     await until('n1-p2 enrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2' && w.state === 'enrolled'));
+    // nothing that predates enrollment stays outside the mesh
+    const reset = await Promise.race([before.exit, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+    assert.ok(reset, 'the pre-enrollment connection was reset at enrollment');
+    assert.equal(reset.code, 3, reset.out);
+    assert.match(reset.out, /error (ECONNABORTED|ECONNRESET)/);
+    const w = (await dump('n1')).workloads.find((x) => x.name === 'n1-p2') as { preexistingReset?: number };
+    assert.equal(w.preexistingReset, 1, 'config_dump counts it');
     const r = await nettool(p2, 'send', target.ip, 8080, 'after-enroll');
     assert.equal(r.code, 0, r.stderr);
     assert.ok((await dump('n1')).connections.some((c) => c.pod === 'plain/n1-p2' && c.dst === `${target.ip}:8080`), `captured after enroll (${Date.now() - t0} ms)`);
+    // a captured connection held through the unenroll
+    during = await holdFrom(p2, target.ip, 8080);
 
     await setEnrollment('n1-p2', false);
     await until('n1-p2 unenrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2' && w.state === 'not-enrolled'));
-    const before = (await dump('n1')).connections.length;
+    const n = (await dump('n1')).connections.length;
     const r2 = await nettool(p2, 'send', target.ip, 8080, 'after-unenroll');
     assert.equal(r2.code, 0, r2.stderr);
-    assert.equal((await dump('n1')).connections.length, before, 'not captured after unenroll');
+    assert.equal((await dump('n1')).connections.length, n, 'not captured after unenroll');
     assert.equal(fs.existsSync(`${node('n1').bpffsDir}/pods/plain_n1-p2`), false, 'its links are gone');
   } finally {
-    long.kill('SIGTERM');
+    before.proc.kill('SIGKILL');
+    during?.proc.kill('SIGTERM');
   }
-  const code = await new Promise<number | null>((r) => long.on('exit', (c) => r(c)));
-  assert.equal(code, 0, 'the connection opened before enrollment stayed up through enroll and unenroll');
+  const end = await during!.exit;
+  assert.equal(end.code, 0, `the connection opened while enrolled stayed up through the unenroll: ${end.out}`);
 });
 
 test('a malformed workload entry is named, the others are still served, the last good state is kept', async () => {

@@ -158,7 +158,7 @@ test('promtool check metrics passes on both agents; unknown paths 404, bad metho
   assert.equal((await httpInNetns(node('n2').netnsPath, node('n1').ip, 15021, '/healthz/ready')).status, 200);
 });
 
-test('readiness: 200 with all pods fine; a pod whose netns vanished is failed, the node stays ready', async () => {
+test('readiness: 200 with all pods fine; a pod whose netns vanished is isolated (fails closed) and reported, the node stays ready', async () => {
   const ready = (q = ''): ReturnType<typeof httpInNetns> => httpInNetns(node('n1').netnsPath, '127.0.0.1', 15021, `/healthz/ready${q}`);
   const ok = await ready();
   assert.equal(ok.status, 200);
@@ -171,24 +171,25 @@ test('readiness: 200 with all pods fine; a pod whose netns vanished is failed, t
   await setEnrollment('n1-p3', false);
   await until('n1-p3 unenrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p3')?.state === 'not-enrolled');
   await setEnrollment('n1-p3', true);
-  await until('n1-p3 failed', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p3')?.state === 'failed');
+  await until('n1-p3 isolated', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p3')?.state === 'isolated');
 
   const r = await ready();
   assert.equal(r.status, 200, `node stays ready: ${r.body}`);
   assert.equal(r.body, 'ready\n');
   const v = await ready('?verbose');
-  assert.match(v.body, /pod ambient-demo\/n1-p3: failed \(/);
+  assert.match(v.body, /pod ambient-demo\/n1-p3: isolated \(NETNS_UNAVAILABLE/);
   assert.match(v.body, /pod ambient-demo\/n1-p1: enrolled/);
   const j = JSON.parse((await ready('?format=json')).body) as { ready: boolean; pods: Array<{ pod: string; state: string; error?: { code: string } }> };
   assert.equal(j.ready, true);
   const p3 = j.pods.find((p) => p.pod === 'ambient-demo/n1-p3');
-  assert.equal(p3?.state, 'failed');
-  assert.ok(p3?.error?.code, 'the error is reported');
+  assert.equal(p3?.state, 'isolated');
+  assert.equal(p3?.error?.code, 'NETNS_UNAVAILABLE', 'the error is reported');
   const d = await dump('n1');
   assert.equal(d.readiness.ready, true);
-  assert.equal(d.readiness.pods.find((p) => p.pod === 'ambient-demo/n1-p3')?.state, 'failed');
+  assert.equal(d.readiness.pods.find((p) => p.pod === 'ambient-demo/n1-p3')?.state, 'isolated');
   const s = (await scrape('n1')).samples;
-  assert.equal(series(s, 'ambientd_pod_state', { pod: 'n1-p3', state: 'failed' })[0]?.value, 1);
+  assert.equal(series(s, 'ambientd_pod_state', { pod: 'n1-p3', state: 'isolated' })[0]?.value, 1);
+  assert.ok((series(s, 'ambientd_pod_enroll_failures_total', { reason: 'NETNS_UNAVAILABLE' })[0]?.value ?? 0) >= 1, 'counted by error code');
   assert.equal(series(s, 'ambientd_pod_state', { pod: 'n1-p1', state: 'enrolled' })[0]?.value, 1);
   // the other pods of the node still work
   const e = await nettool(pod('n1-p1'), 'send', pod('n2-p1').ip, 8081, 'still-here');

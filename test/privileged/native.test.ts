@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -65,12 +65,13 @@ function ip4(addr: string): Buffer {
   return b;
 }
 
-/** struct amb_pod { u32 pod_index; u32 flags; struct amb_ip exempt_src; } */
-function pod(index: number, flags: number, exempt: string): Buffer {
-  const b = Buffer.alloc(28);
-  b.writeUInt32LE(index, 0);
-  b.writeUInt32LE(flags, 4);
-  ip4(exempt).copy(b, 8);
+/** struct amb_pod { u64 cgroup_id; u32 flags; u32 pad; struct amb_ip exempt_src; } */
+const POD_SIZE = 40;
+function pod(cgroupId: number, flags: number, exempt: string): Buffer {
+  const b = Buffer.alloc(POD_SIZE);
+  b.writeBigUInt64LE(BigInt(cgroupId), 0);
+  b.writeUInt32LE(flags, 8);
+  ip4(exempt).copy(b, 16);
   return b;
 }
 
@@ -195,7 +196,7 @@ describe('native addon (privileged)', () => {
     const listeners = own(a.objectMapFd(handle, 'amb_listeners'), 'amb_listeners');
     const li = a.mapInfo(listeners);
     assert.ok(typeof li === 'object');
-    assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 24, 8]);
+    assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 16, 8]);
     release(listeners);
 
     assert.equal(a.objectProgramFd(handle, 'no_such_prog'), -E.ENOENT);
@@ -209,20 +210,20 @@ describe('native addon (privileged)', () => {
     try {
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
-      assert.deepEqual([info.type, info.keySize, info.valueSize, info.maxEntries], [MAP_TYPE_HASH, 20, 28, 4096]);
+      assert.deepEqual([info.type, info.keySize, info.valueSize, info.maxEntries], [MAP_TYPE_HASH, 20, POD_SIZE, 4096]);
 
       const key = ip4('10.244.1.7');
       const val = pod(7, 1, '172.18.0.2');
-      assert.equal(a.mapLookup(fd, key, 28), -E.ENOENT);
+      assert.equal(a.mapLookup(fd, key, POD_SIZE), -E.ENOENT);
       assert.equal(a.mapNextKey(fd, null, 20), -E.ENOENT, 'empty map has no first key');
       assert.equal(a.mapUpdate(fd, key, val, 2 /* BPF_EXIST */), -E.ENOENT);
       assert.equal(a.mapUpdate(fd, key, val, 1 /* BPF_NOEXIST */), 0);
       assert.equal(a.mapUpdate(fd, key, val, 1), -E.EEXIST);
-      assert.deepEqual(a.mapLookup(fd, key, 28), val);
+      assert.deepEqual(a.mapLookup(fd, key, POD_SIZE), val);
 
       const val2 = pod(8, 0, '172.18.0.3');
       assert.equal(a.mapUpdate(fd, key, val2, 0 /* BPF_ANY */), 0);
-      assert.deepEqual(a.mapLookup(fd, key, 28), val2);
+      assert.deepEqual(a.mapLookup(fd, key, POD_SIZE), val2);
 
       const first = a.mapNextKey(fd, null, 20);
       assert.ok(Buffer.isBuffer(first));
@@ -230,15 +231,15 @@ describe('native addon (privileged)', () => {
       assert.equal(a.mapNextKey(fd, key, 20), -E.ENOENT, 'single key: no next');
 
       // Sizes must match the map exactly (the kernel copies that many bytes).
-      assert.equal(a.mapLookup(fd, key.subarray(0, 19), 28), -E.EINVAL);
-      assert.equal(a.mapLookup(fd, key, 27), -E.EINVAL);
-      assert.equal(a.mapUpdate(fd, key, Buffer.alloc(29), 0), -E.EINVAL);
-      assert.equal(a.mapLookup(fd, Buffer.alloc(0), 28), -E.EINVAL);
+      assert.equal(a.mapLookup(fd, key.subarray(0, 19), POD_SIZE), -E.EINVAL);
+      assert.equal(a.mapLookup(fd, key, POD_SIZE - 1), -E.EINVAL);
+      assert.equal(a.mapUpdate(fd, key, Buffer.alloc(POD_SIZE + 1), 0), -E.EINVAL);
+      assert.equal(a.mapLookup(fd, Buffer.alloc(0), POD_SIZE), -E.EINVAL);
       assert.equal(a.mapNextKey(fd, null, 8), -E.EINVAL);
 
       assert.equal(a.mapDelete(fd, key), 0);
       assert.equal(a.mapDelete(fd, key), -E.ENOENT);
-      assert.equal(a.mapLookup(fd, key, 28), -E.ENOENT);
+      assert.equal(a.mapLookup(fd, key, POD_SIZE), -E.ENOENT);
     } finally {
       a.mapDelete(fd, ip4('10.244.1.7'));
       release(fd);
@@ -263,7 +264,7 @@ describe('native addon (privileged)', () => {
       const val = pod(99, 1, '0.0.0.0');
       try {
         assert.equal(a.mapUpdate(fd1, key, val, 0), 0);
-        assert.deepEqual(a.mapLookup(fd2, key, 28), val);
+        assert.deepEqual(a.mapLookup(fd2, key, POD_SIZE), val);
       } finally {
         a.mapDelete(fd1, key);
       }
@@ -285,7 +286,7 @@ describe('native addon (privileged)', () => {
     assert.equal(ip.name, 'amb_pods');
     assert.equal(ip.id, io.id);
     assert.equal(ip.keySize, 20);
-    assert.equal(ip.valueSize, 28);
+    assert.equal(ip.valueSize, POD_SIZE);
     release(fromObj);
 
     const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
@@ -541,10 +542,22 @@ char LICENSE[] SEC("license") = "GPL";
     assert.equal(info.netnsInode, BigInt(fs.statSync('/proc/self/ns/net').ino));
     const file = fs.openSync(sock.replace('h.sock', 'plain'), 'w');
     assert.equal(a.socketInfo(file), -E.ENOTSOCK);
+    // peerCred: who is on the other end of a unix socket, from the kernel
+    const lfd2 = a.unixListen(sock, 4);
+    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd2 }); });
+    const cfd2 = a.unixConnect(sock, 1000);
+    const server = await accepted;
+    const cred = a.peerCred(handleFd(server)!);
+    assert.deepEqual(cred, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    assert.deepEqual(a.peerCred(cfd2), { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    server.destroy();
+    a.closeFd(cfd2);
+    assert.equal(a.peerCred(file), -E.ENOTSOCK);
+    assert.equal(a.peerCred(987654), -E.EBADF);
     fs.closeSync(file);
     tcp.close();
     const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const call of [() => x.unixListen(1, 1), () => x.unixConnect(sock, '1'), () => x.sendFds(1, 'x', [], 1), () => x.sendFds(1, Buffer.from('x'), 1, 1), () => x.recvFds('1', 1, 1), () => x.socketInfo('1'), () => x.linkUpdate(1), () => x.linkInfo(null)]) {
+    for (const call of [() => x.unixListen(1, 1), () => x.unixConnect(sock, '1'), () => x.sendFds(1, 'x', [], 1), () => x.sendFds(1, Buffer.from('x'), 1, 1), () => x.recvFds('1', 1, 1), () => x.socketInfo('1'), () => x.linkUpdate(1), () => x.linkInfo(null), () => x.peerCred('1')]) {
       assert.throws(call, TypeError, call.toString());
     }
   });
@@ -589,6 +602,58 @@ char LICENSE[] SEC("license") = "GPL";
     release(notSkMsg);
     release(map);
     release(prog);
+  });
+
+  it('tcpSockets / destroyTcpSockets: list a netns\'s TCP sockets (both families, mark, cookie) and reset one', async () => {
+    // inside the test netns: a listener and two connections to it, one of them from a marked AF_INET6 socket (v4-mapped)
+    const py = `
+import socket, sys, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 9999)); l.listen()
+c = socket.socket(); c.connect(('127.0.0.1', 9999)); a1, _ = l.accept()
+m = socket.socket(socket.AF_INET6); m.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x539); m.connect(('::ffff:127.0.0.1', 9999)); a2, _ = l.accept()
+print(c.getsockname()[1], m.getsockname()[1], flush=True)
+sys.stdin.readline()
+try:
+    c.send(b'x'); c.recv(1); print('alive', flush=True)
+except OSError as e:
+    print('errno', e.errno, flush=True)
+`;
+    const child = spawn('ip', ['netns', 'exec', nsName, 'python3', '-c', py], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const ports = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      const [plainPort, markedPort] = ports.trim().split(' ').map(Number);
+      const all = a.tcpSockets(nsPath, 0xfff);
+      assert.ok(Array.isArray(all), errnoName(all as number));
+      const listen = all.find((x) => x.state === 10 && x.sport === 9999);
+      assert.ok(listen, 'the listener');
+      const plain = all.find((x) => x.state === 1 && x.sport === plainPort);
+      const marked = all.find((x) => x.state === 1 && x.sport === markedPort);
+      assert.ok(plain && marked, JSON.stringify(all, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      assert.deepEqual([plain.family, plain.src, plain.dst, plain.dport, plain.mark], [4, '127.0.0.1', '127.0.0.1', 9999, 0]);
+      assert.deepEqual([marked.family, marked.src, marked.dport, marked.mark], [6, '::ffff:127.0.0.1', 9999, 0x539]);
+      assert.equal(typeof plain.cookie, 'bigint');
+      const listening = a.tcpSockets(nsPath, 1 << 10);
+      assert.ok(Array.isArray(listening) && listening.every((x) => x.state === 10), 'the state filter applies');
+      // the wrong cookie destroys nothing; the right one resets exactly that socket
+      assert.equal(a.destroyTcpSockets(nsPath, [{ ...plain, cookie: plain.cookie + 1000n }]), 0);
+      assert.equal(a.destroyTcpSockets(nsPath, [plain]), 1);
+      assert.equal(a.destroyTcpSockets(nsPath, [plain]), 0, 'already gone');
+      child.stdin!.write('\n');
+      const res = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      assert.match(res, /errno (103|104)/, 'the owner sees ECONNABORTED (or the RST)');
+      assert.equal(a.tcpSockets('/nonexistent/netns', 1), -E.ENOENT);
+      assert.equal(a.tcpSockets(nsPath, 0), -E.EINVAL);
+      assert.equal(a.destroyTcpSockets(nsPath, [{ ...plain, src: 'not-an-ip' }]), -E.EINVAL);
+      const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
+      for (const call of [() => x.tcpSockets(1, 1), () => x.tcpSockets(nsPath, '1'), () => x.destroyTcpSockets(nsPath, 'x'), () => x.destroyTcpSockets(nsPath, [{ ...plain, cookie: 1 }])]) {
+        assert.throws(call, TypeError, call.toString());
+      }
+      // the threads that entered the netns are gone: no thread of this process is in it
+      const nsIno = a.netnsInode(nsPath) as bigint;
+      assert.ok(!threadNetnsInodes().has(nsIno));
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('cgroupId and netnsInode', () => {

@@ -18,7 +18,7 @@ import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
-import { loadNative } from '../../src/datapath/native.js';
+import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 
@@ -37,7 +37,22 @@ interface Dump {
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
-const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', connect4: 'amb_connect4' };
+const FAKE_AGENT = path.join(ROOT, 'dist', 'test', 'helpers', 'fake-agent', 'cli.js');
+
+/** Runs the fake agent (test/helpers/fake-agent) to completion. */
+function fakeAgent(args: string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [FAKE_AGENT, 'agent', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('exit', (code) => resolve({ code, stdout, stderr }));
+    c.stdin.end(input);
+  });
+}
+
+const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', getpeername6: 'amb_getpeername6', connect4: 'amb_connect4', connect6: 'amb_connect6' };
 
 /** Every pinned link of a pod runs the given agent's program (by id). */
 function assertLinksRun(podName: string, programs: Dump['datapath']['programs']): void {
@@ -45,7 +60,7 @@ function assertLinksRun(podName: string, programs: Dump['datapath']['programs'])
   const p = pod(podName);
   const dir = path.join(node(p.node).bpffsDir, 'pods', `${p.namespace}_${p.name}`);
   const links = fs.readdirSync(dir);
-  assert.ok(links.includes('connect4') && links.includes('sk_lookup'), `links of ${podName}: ${links.join(', ')}`);
+  assert.ok(links.includes('connect4') && links.includes('connect6') && links.includes('sk_lookup'), `links of ${podName}: ${links.join(', ')}`);
   for (const l of links) {
     const fd = native.objGet(path.join(dir, l));
     assert.ok(fd >= 0, l);
@@ -189,42 +204,45 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   const a = pod('n1-p1');
   const b = pod('n2-p1');
 
-  // garbage on the socket
+  // a process that is not an agent (this test runner) is refused before it says anything
+  const rejectedBefore = (await dump('n1')).counters.handover_peer_rejected ?? 0;
   const g = native.unixConnect(sock, 2000);
   assert.ok(g >= 0);
   native.sendFds(g, Buffer.from('GET / HTTP/1.1\r\n\r\n'), [], 1000);
+  const eof = native.recvFds(g, 64, 2000);
+  assert.ok(typeof eof === 'number' ? errnoName(eof) === 'ECONNRESET' : eof.data.length === 0, `closed without an answer (${typeof eof === 'number' ? errnoName(eof) : eof.data.toString()})`);
   native.closeFd(g);
+  await until('refusal counted', async () => ((await dump('n1')).counters.handover_peer_rejected ?? 0) > rejectedBefore);
+  // garbage from an agent process: closed
+  assert.deepEqual(JSON.parse((await fakeAgent(['raw', sock, 'n1', 'GET / HTTP/1.1'])).stdout), { closed: true });
   // an unknown protocol version is refused with a reason
-  const v = native.unixConnect(sock, 2000);
-  native.sendFds(v, Buffer.from('HELLO 99 1 n1\n'), [], 1000);
-  const head = native.recvFds(v, 4, 2000);
-  assert.ok(typeof head !== 'number' && head.data.length === 4);
-  const body = native.recvFds(v, (head as { data: Buffer }).data.readUInt32BE(0), 2000);
-  assert.match((body as { data: Buffer }).data.toString(), /version 99 not supported/);
-  native.closeFd(v);
+  const v = JSON.parse((await fakeAgent(['raw', sock, 'n1', 'HELLO 99 $PID n1'])).stdout) as { frame: { error: string } };
+  assert.match(v.frame.error, /version 99 not supported/);
 
-  // a successor that takes the sockets but never adopts them (crashes): the old one serves on
   // connection records that are not JSON or not records are counted and dropped
   const importedBefore = (await dump('n1')).handover.recordsImported;
   const invalidBefore = (await dump('n1')).counters.handover_record_invalid ?? 0;
-  const rc = native.unixConnect(sock, 2000);
-  native.sendFds(rc, Buffer.from(`RECORDS 1 ${process.pid} n1\n{not json\n{"id":1,"state":"open"}\n`), [], 1000);
-  native.closeFd(rc);
+  const rec = await fakeAgent(['records', sock, 'n1', '{not json', '{"id":1,"state":"open"}']);
+  assert.equal(rec.code, 0, rec.stderr);
   await until('bad records counted', async () => ((await dump('n1')).counters.handover_record_invalid ?? 0) >= invalidBefore + 2);
   assert.equal((await dump('n1')).handover.recordsImported, importedBefore);
 
   // a successor for another node is refused
-  assert.throws(() => requestHandover(native, sock, 'n2'), /serves node n1, not n2/);
-  const inh = requestHandover(native, sock, 'n1');
-  assert.ok(inh);
-  assert.equal(inh.size, 6);
-  assert.equal(inh.fromPid, pid);
+  const other = await fakeAgent(['take', sock, 'n2'], 'abort\n');
+  assert.match(other.stdout, /serves node n1, not n2/);
+  // a successor that takes the sockets but never adopts them (crashes): the old one serves on
+  const succ = spawn(process.execPath, [FAKE_AGENT, 'agent', 'take', sock, 'n1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  procs.push(succ);
+  const line = await new Promise<string>((r) => succ.stdout!.once('data', (c: Buffer) => r(c.toString())));
+  const got = JSON.parse(line) as { size: number; fromPid: number };
+  assert.equal(got.size, 6);
+  assert.equal(got.fromPid, pid);
   // while a successor holds the sockets the old agent enrolls nothing (both would bind the new pod's ports)...
   const state = async (): Promise<string | undefined> => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2')?.state;
   await setEnrollment('n1-p2', true);
   await new Promise((r) => setTimeout(r, 700));
   assert.equal(await state(), 'not-enrolled', 'no enrollment during a hand-over');
-  inh.abort('test: pretend to crash');
+  succ.stdin!.write('abort\n');
   await until('old agent noticed', async () => ((await dump('n1')).counters.handover_aborted ?? 0) >= 1);
   // ...and catches up once it is aborted
   await until('n1-p2 enrolled after the abort', async () => (await state()) === 'enrolled');

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { BPF_OBJECT } from '../helpers/paths.js';
 import {
   STRUCTS, MAPS, encodeIp, readIp, encodeSockaddr, decodeSockaddr, encodeConfig, decodeConfig, encodePod, decodePod,
-  encodePodAddrs, decodePodAddrs, encodeListenerKey, decodeStruct,
+  encodeCgroupPod, decodeCgroupPod, encodeListenerKey, decodeStruct,
 } from '../../src/datapath/codec.js';
 
 interface BtfType { id: number; kind: string; name: string; size?: number; type_id?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; nr_elems?: number }
@@ -77,9 +77,9 @@ test('structs encode ports in host order and decode back', () => {
   assert.deepEqual(decodeSockaddr(sa), { ip: '10.0.0.1', port: 15001 });
   const cfg = { outboundPort: 15001, inboundPort: 15006, hbonePort: 15008, mark: 0x539, flags: 1 };
   assert.deepEqual(decodeConfig(encodeConfig(cfg)), cfg);
-  const pod = { podIndex: 7, flags: 1, exemptSrc: '10.100.0.1' };
+  const pod = { cgroupId: 123456789012n, flags: 1, exemptSrc: '10.100.0.1' };
   assert.deepEqual(decodePod(encodePod(pod)), pod);
-  assert.deepEqual(decodePodAddrs(encodePodAddrs({ v4: '10.244.1.2', v6: null })), { v4: '10.244.1.2', v6: null });
-  const lk = encodeListenerKey('10.244.1.2', 15006);
-  assert.deepEqual(decodeStruct('amb_listener_key', lk), { pod: '10.244.1.2', port: 15006, pad: 0 });
+  assert.deepEqual(decodeCgroupPod(encodeCgroupPod({ v4: '10.244.1.2', v6: null, flags: 2 })), { v4: '10.244.1.2', v6: null, flags: 2 });
+  const lk = encodeListenerKey(99n, 15006);
+  assert.deepEqual(decodeStruct('amb_listener_key', lk), { cgroup_id: 99n, port: 15006, pad: 0, pad2: 0 });
 });

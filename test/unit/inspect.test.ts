@@ -118,8 +118,8 @@ test('maps are decoded like bpftool "formatted": numbers, byte arrays, nested st
   assert.deepEqual(sa, { ip: { family: 2, pad: [0, 0, 0], addr: [10, 0, 0, 1, ...Array(12).fill(0)] }, port: 8080, pad: 0 });
   const stats = Buffer.alloc(STRUCTS.amb_pod_stats.size);
   stats.writeBigUInt64LE(7n, 0);
-  stats.writeBigUInt64LE(123456789n, 40);
-  assert.deepEqual(decodeBtfStyle('amb_pod_stats', stats), { captured_out: 7, refused_out: 0, captured_in: 0, hbone_in: 0, refused_in: 0, bypass_in: 123456789 });
+  stats.writeBigUInt64LE(123456789n, 56);
+  assert.deepEqual(decodeBtfStyle('amb_pod_stats', stats), { captured_out: 7, refused_out: 0, denied_out: 0, captured_in: 0, hbone_in: 0, refused_in: 0, denied_in: 0, bypass_in: 123456789 });
   const out = formatMaps({ amb_config: { pin: '/p/maps/amb_config', bpftool: 'bpftool map dump pinned /p/maps/amb_config', entries: [{ key: 0, value: { mark: 1337 } }] } }, 'table');
   assert.match(out, /^amb_config \(1 entries\)\s+pin \/p\/maps\/amb_config$/m);
   assert.match(out, /^\s+\$ bpftool map dump pinned \/p\/maps\/amb_config$/m);
@@ -138,7 +138,7 @@ test('access log entry: workloads, principals, addresses, bytes, duration', () =
   const rec: ConnectionRecord = { id: 9, pod: 'ns1/a', direction: 'outbound', src: '10.0.0.1:5555', dst: '10.96.0.1:80', endpoint: '10.0.0.2:8080', service: 'ns2/svc', via: 'hbone', peerIdentity: 'spiffe://td/ns/ns2/sa/sa-b', bytesSent: 10, bytesReceived: 20, start: '2024-01-01T00:00:00.000Z', end: '2024-01-01T00:00:01.500Z', state: 'closed', reason: 'eof' };
   assert.deepEqual(accessLogEntry(rec, ctx), {
     connectionId: 9, direction: 'outbound', via: 'hbone', srcWorkload: 'ns1/a', dstWorkload: 'ns2/b', srcPrincipal: 'spiffe://td/ns/ns1/sa/sa-a', dstPrincipal: 'spiffe://td/ns/ns2/sa/sa-b',
-    src: '10.0.0.1:5555', dst: '10.96.0.1:80', endpoint: '10.0.0.2:8080', service: 'ns2/svc', bytesSent: 10, bytesReceived: 20, durationMs: 1500, state: 'closed', reason: 'eof',
+    src: '10.0.0.1:5555', claimedSrc: null, dst: '10.96.0.1:80', endpoint: '10.0.0.2:8080', service: 'ns2/svc', bytesSent: 10, bytesReceived: 20, durationMs: 1500, state: 'closed', reason: 'eof',
     start: rec.start, end: rec.end,
   });
   const inb = accessLogEntry({ ...rec, direction: 'inbound', pod: 'ns2/b', via: 'inbound-plaintext', src: '192.168.0.9:1', dst: '10.0.0.2:8080', endpoint: undefined, service: undefined, peerIdentity: null }, ctx);
@@ -147,6 +147,17 @@ test('access log entry: workloads, principals, addresses, bytes, duration', () =
   assert.equal(inb.dstWorkload, 'ns2/b');
   assert.equal(inb.dstPrincipal, 'spiffe://td/ns/ns2/sa/sa-b');
   assert.equal(hostOf('[fd00::1]:80'), 'fd00::1');
+});
+
+test('access log, inbound HBONE: the source workload only when its identity is the one the certificate proved; Forwarded is only "claimed"', () => {
+  const base: ConnectionRecord = { id: 1, pod: 'ns2/b', direction: 'inbound', via: 'inbound-hbone', src: '10.0.0.1:40000', claimedSrc: '10.99.1.1:5', dst: '10.0.0.2:8080', peerIdentity: 'spiffe://td/ns/ns1/sa/sa-a', bytesSent: 0, bytesReceived: 0, start: '2024-01-01T00:00:00.000Z', end: null, state: 'open', reason: null };
+  const ok = accessLogEntry(base, ctx);
+  assert.equal(ok.srcWorkload, 'ns1/a', 'the pod at the TCP peer address has the proven identity');
+  assert.equal(ok.src, '10.0.0.1:40000');
+  assert.equal(ok.claimedSrc, '10.99.1.1:5', 'what the peer claimed is kept apart');
+  const other = accessLogEntry({ ...base, peerIdentity: 'spiffe://td/ns/evil/sa/mallory' }, ctx);
+  assert.equal(other.srcWorkload, null, 'an address does not lend its workload to another identity');
+  assert.equal(other.srcPrincipal, 'spiffe://td/ns/evil/sa/mallory');
 });
 
 test('access log: one line per closed connection at the configured level; off logs nothing', () => {

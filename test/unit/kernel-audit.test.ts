@@ -17,7 +17,10 @@ test('every program, helper and map type in the object is known to the audit', (
   const r = auditObject(BPF_OBJECT);
   assert.deepEqual(r.unknown, []);
   const progs = r.items.filter((i) => i.kind === 'program').map((i) => i.context).sort();
-  assert.deepEqual(progs, ['cgroup/connect4', 'cgroup/connect6', 'cgroup/getpeername4', 'sk_lookup', 'sk_msg', 'sockops']);
+  assert.deepEqual(progs, ['cgroup/connect4', 'cgroup/connect6', 'cgroup/getpeername4', 'cgroup/getpeername6', 'sk_lookup', 'sk_msg', 'sockops']);
+  // dual-stack sockets are on the required path: their v4-mapped connects must be captured
+  assert.equal(r.items.find((i) => i.kind === 'program' && i.context === 'cgroup/connect6')!.required, true);
+  assert.ok(r.items.some((i) => i.kind === 'helper' && i.name.startsWith('bpf_sock_ops_cb_flags_set') && i.context === 'sockops' && i.since === '4.16'));
   assert.ok(r.items.some((i) => i.kind === 'helper' && i.name.startsWith('bpf_sk_assign') && i.context === 'sk_lookup' && i.since === '5.9'));
   assert.ok(r.items.some((i) => i.kind === 'map' && i.name.startsWith('sockhash')));
   assert.ok(r.items.filter((i) => i.kind === 'helper').length > 0);
@@ -43,7 +46,7 @@ test('--max 5.4 fails and names the offending items', () => {
   assert.match(res.stderr, /bpf_sk_assign \(124\) in sk_lookup \(5\.9\)/);
   assert.match(res.stderr, /bpf_get_current_ancestor_cgroup_id \(123\) in cgroup\/connect4 \(5\.7\)/);
   assert.match(res.stderr, /bpf_link \(BPF_LINK_CREATE on a cgroup fd\) in sockops \(5\.7\)/);
-  assert.doesNotMatch(res.stderr, /getpeername4|sk_msg/); // optional items never fail the check
+  assert.doesNotMatch(res.stderr, /getpeername[46]|sk_msg/); // optional items never fail the check
   const json = JSON.parse(runCli('--json', '--max', '5.4').stdout) as { violations: unknown[] };
   assert.ok(json.violations.length > 0);
 });

@@ -82,6 +82,11 @@ test('unknown peers and plaintext: every unknown value is "unknown", no principa
   assert.equal(hb.source_principal, 'spiffe://cluster.local/ns/shop/sa/sa-web');
   assert.equal(hb.destination_principal, 'spiffe://cluster.local/ns/db/sa/sa-db-0');
   assert.equal(hb.connection_security_policy, 'mutual_tls');
+  // the address (the TCP peer) names a workload only if it is who the certificate proved
+  assert.equal(hb.source_workload, 'unknown', 'the pod at 10.0.0.1 has another identity than the peer proved');
+  const proven = istioLabels(rec({ pod: 'db/db-0', direction: 'inbound', src: '10.0.0.1:5555', dst: '10.0.0.2:5432', via: 'inbound-hbone', peerIdentity: 'spiffe://cluster.local/ns/shop/sa/sa-web-7d4b9c8f6d-x2x9z' }), model(), spiffe);
+  assert.equal(proven.source_workload, 'web');
+  assert.equal(proven.source_workload_namespace, 'shop');
 });
 
 test('response_flags from the record state and reason', () => {

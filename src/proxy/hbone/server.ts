@@ -89,6 +89,7 @@ export const HBONE_REJECT_REASONS = [
   'not_connect',
   'bad_authority',
   'authority_mismatch',
+  'agent_port',
   'denied',
   'upstream_unreachable',
   'internal_error',
@@ -132,6 +133,11 @@ export interface HboneServerOptions {
   /** Certificate to present on a connection that arrived on `localAddress`. */
   getServerCert(localAddress: string, localPort: number): ServerCert | Promise<ServerCert>;
   trustDomain: string;
+  /**
+   * Targets refused outright (400, before policy and before any dial), e.g.
+   * the ports of the agent itself: returns the reject reason, or null.
+   */
+  refuseTarget?(target: HostPort): 'agent_port' | null;
   /** Policy hook; default allows. A thrown error answers 503 (internal_error). */
   authorize?(peer: PeerInfo, target: HostPort, ctx: HboneStreamContext): AuthorizeDecision | Promise<AuthorizeDecision>;
   /**
@@ -640,6 +646,11 @@ export class HboneServer {
         `:authority ip ${target.ip} differs from the connection's local address ${conn.local.ip}`,
         target,
       );
+      return;
+    }
+    const refused = this.#opts.refuseTarget?.(target) ?? null;
+    if (refused) {
+      this.#rejectStream(stream, conn, 400, refused, `${target.ip}:${target.port} is a port of the agent itself, never a tunnel target`, target);
       return;
     }
     const abort = new AbortController();
