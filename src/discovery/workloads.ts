@@ -177,21 +177,19 @@ export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {
   const list = multi ? (docs as unknown[]) : [docs];
   const s = into;
   const prev = opts.previous;
-  const byIp = new Map<string, string>();
-  for (const p of s.pods.values()) byIp.set(p.ip, podKey(p));
   const err = (entry: string, e: unknown): void => { s.errors.push({ entry: opts.file && multi ? `${path.basename(file)}: ${entry}` : entry, message: (e as Error).message }); };
 
+  // Two pods with one IP are both kept, as the Kubernetes API can show them
+  // (an IP reused while the old pod object lingers): the agent isolates local
+  // ambient pods that share an address (POD_IP_CONFLICT), never leaving one open.
   const addPod = (pod: PodInfo): void => {
     const key = podKey(pod);
     if (s.pods.has(key)) throw new Error(`duplicate pod "${key}"`);
-    const other = byIp.get(pod.ip);
-    if (other) throw new Error(`ip ${pod.ip} is already used by pod "${other}"`);
     s.pods.set(key, pod);
-    byIp.set(pod.ip, key);
   };
   const keepPrevPod = (key: string | null): void => {
     const p = key ? prev?.pods.get(key) : undefined;
-    if (p && !s.pods.has(key!) && !byIp.has(p.ip)) { s.pods.set(key!, p); byIp.set(p.ip, key!); }
+    if (p && !s.pods.has(key!)) s.pods.set(key!, p);
   };
 
   for (const doc of list) {

@@ -340,8 +340,10 @@ export class MeshProxy {
         if (ev.reason === 'denied' && ev.target && ev.local) {
           // like a denied plaintext connection: a failed record (config_dump, metrics with response_flags DENY)
           const pod = d.localPodByIp(ev.local.ip);
+          const claimed = ev.forwarded ? forwardedFor(ev.forwarded) : null;
           const rec = d.tracker.begin({
             pod: pod?.key ?? ev.local.ip, direction: 'inbound', src: ev.remote ? `${ev.remote.ip}:${ev.remote.port}` : 'unknown:0',
+            ...(claimed ? { claimedSrc: claimed } : {}),
             dst: `${ev.target.ip}:${ev.target.port}`, via: 'inbound-hbone', peerIdentity: ev.peer?.id ?? null,
           });
           d.tracker.finish(rec, 'failed', 'denied by policy (HBONE 401)');

@@ -86,6 +86,8 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   logLevel?: string;
   /** agent drainTimeout written to agent.yaml; default 5s */
   drainTimeout?: string;
+  /** agent handoverTimeout written to agent.yaml; default: the agent's (10s) */
+  handoverTimeout?: string;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
   lockTimeoutMs?: number;
 }
@@ -151,6 +153,8 @@ export interface SandboxState {
   repoRoot: string;
   /** agents' drainTimeout (agent.yaml) */
   drainTimeout?: string;
+  /** agents' handoverTimeout (agent.yaml), when set */
+  handoverTimeout?: string;
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
   pods: SandboxPod[];
@@ -190,6 +194,7 @@ export interface SandboxAgentConfig {
   /** <stateDir>/n<i>/handover.sock: a restarted agent takes the sockets of the running one */
   handoverSocket: string;
   drainTimeout: string;
+  handoverTimeout?: string;
 }
 
 export interface ExecResult {
@@ -504,6 +509,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     meshDir: path.join(stateDir, 'mesh'),
     repoRoot: path.resolve(opts.repoRoot ?? defaultRepoRoot()),
     drainTimeout: opts.drainTimeout ?? '5s',
+    ...(opts.handoverTimeout ? { handoverTimeout: opts.handoverTimeout } : {}),
     namespaces,
     nodes,
     pods,
@@ -547,6 +553,7 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     caDir: path.join(state.stateDir, 'ca'),
     handoverSocket: path.join(path.dirname(node.config), 'handover.sock'),
     drainTimeout: state.drainTimeout ?? '5s',
+    ...(state.handoverTimeout ? { handoverTimeout: state.handoverTimeout } : {}),
   };
 }
 

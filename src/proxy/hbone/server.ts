@@ -127,6 +127,8 @@ export type HboneServerEvent =
       remote?: HostPort;
       peer?: PeerInfo;
       target?: HostPort;
+      /** the request's Forwarded header (what the peer claims), for the record */
+      forwarded?: string;
     };
 
 export interface HboneServerOptions {
@@ -589,6 +591,7 @@ export class HboneServer {
     reason: HboneRejectReason,
     message: string,
     target?: HostPort,
+    forwarded?: string,
   ): void {
     this.#reject({
       scope: 'stream',
@@ -597,6 +600,7 @@ export class HboneServer {
       status,
       ...(conn ? { local: conn.local, remote: conn.remote, peer: conn.peer } : {}),
       ...(target ? { target } : {}),
+      ...(forwarded !== undefined ? { forwarded } : {}),
     });
     if (!stream.destroyed && !stream.closed && !stream.headersSent) {
       try {
@@ -690,7 +694,7 @@ export class HboneServer {
         return;
       }
       if (decision !== 'allow') {
-        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${ctx.target.ip}:${ctx.target.port}`, ctx.target);
+        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${ctx.target.ip}:${ctx.target.port}`, ctx.target, ctx.forwarded);
         return;
       }
     }
