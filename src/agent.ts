@@ -9,6 +9,7 @@ import type http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { AgentConfig } from './config/config.js';
 import { Datapath, type Isolation } from './datapath/datapath.js';
+import { DATAPATH_COUNTER_CAUSES, type DatapathCounter } from './datapath/codec.js';
 import { loadNative, errnoName } from './datapath/native.js';
 import type { NativeAddon } from './datapath/native-api.js';
 import { handleFd, listenInNetns, serveListeningFd, type PodListener } from './datapath/sockets.js';
@@ -100,6 +101,8 @@ export class Agent {
   private deferred: WorkloadSnapshot | null = null;
   private phaseValue: AgentPhase = 'starting';
   private retryTimer: NodeJS.Timeout | null = null;
+  /** reads the datapath's refusal counters, to log each reason once with its cause */
+  private refusalWatch: NodeJS.Timeout | null = null;
   /** pod+error code pairs already logged at error level (a retry that fails alike logs at debug) */
   private readonly reportedFailures = new Set<string>();
   /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
@@ -240,7 +243,7 @@ export class Agent {
       native: this.native, socketPath: this.cfg.handoverSocket, node: this.cfg.node, log: this.log.child('handover'),
       adoptTimeoutMs: this.cfg.handoverTimeoutMs,
       verifyPeer: verifyAgentPeer,
-      onPeerRejected: (why) => { this.count('handover_peer_rejected'); this.log.warn('hand-over socket: peer refused', { reason: why }); },
+      onPeerRejected: (why) => { this.count('handover_peer_rejected'); this.log.once(`handover_peer_rejected:${why.replace(/\d+/g, 'N')}`, 'warn', 'hand-over socket: peer refused (only an ambientd agent of this node, uid 0, may take part)', { reason: why }); },
       listeners: async () => {
         // no enrollment while a successor takes the sockets: it would bind
         // a pod's ports the successor binds too (policy still applies)
@@ -367,6 +370,7 @@ export class Agent {
       this.count('discovery_error');
       this.log.warn('discovery error (retrying; last good state kept)', { error: e.message });
     });
+    this.watchRefusals();
     this.setPhase('running');
     await source.start();
     if (!(source instanceof WorkloadFileSource)) this.schedule(source.current);
@@ -375,6 +379,26 @@ export class Agent {
     this.discovered = true;
     if (cfg.readyFile) fs.writeFileSync(cfg.readyFile, `${process.pid}\n`);
     this.log.info('agent ready', { node: cfg.node, enrolled: [...this.pods.values()].filter((p) => p.state === 'enrolled').length });
+  }
+
+  /** Every 5 s: a datapath refusal reason seen for the first time is logged once, with its cause. */
+  private watchRefusals(): void {
+    const last = new Map<string, bigint>();
+    const tick = (): void => {
+      let c: Record<string, bigint>;
+      try {
+        c = this.datapath?.counters() ?? {};
+      } catch { return; }
+      for (const [reason, v] of Object.entries(c)) {
+        const before = last.get(reason);
+        last.set(reason, v);
+        if (before === undefined || v <= before) continue;
+        this.log.once(`datapath_refused_${reason}`, 'warn', 'the datapath refused connections', { reason, count: v.toString(), cause: DATAPATH_COUNTER_CAUSES[reason as DatapathCounter] });
+      }
+    };
+    tick();
+    this.refusalWatch = setInterval(tick, 5000);
+    this.refusalWatch.unref();
   }
 
   /** Waits until every queued reconcile ran. */
@@ -817,6 +841,7 @@ export class Agent {
     if (this.stopped) return;
     this.setPhase('stopping');
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    if (this.refusalWatch) { clearInterval(this.refusalWatch); this.refusalWatch = null; }
     this.source?.stop();
     await this.settle();
     this.inherited?.abort('the new agent stopped');

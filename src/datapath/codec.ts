@@ -273,6 +273,18 @@ export const DATAPATH_COUNTERS = [
 ] as const;
 export type DatapathCounter = (typeof DATAPATH_COUNTERS)[number];
 
+/** What each refusal means and what to do: logged once per reason by the agent (docs/SECURITY.md). */
+export const DATAPATH_COUNTER_CAUSES: Record<DatapathCounter, string> = {
+  out_no_pod: 'connect() on a socket of an enrolled pod by a task outside any pod cgroup (a socket handed out of the pod): refused (EPERM)',
+  out_ipv6: 'an enrolled pod connected to a native IPv6 destination: refused (EPERM) until IPv6 capture exists; dual-stack sockets to IPv4 (v4-mapped) are captured',
+  out_protocol: 'an enrolled pod opened a stream socket of another protocol than TCP (e.g. SCTP): refused (EPERM)',
+  out_isolated: 'an isolated pod (its enrollment failed; see its error in /config_dump or /healthz/ready?verbose) tried to connect: refused (EPERM)',
+  in_ipv6: 'an IPv6 connection to an enrolled pod: refused (RST) until IPv6 capture exists',
+  in_unknown_addr: 'a connection to an address of an enrolled pod netns that no pod owns: refused (RST)',
+  in_isolated: 'a connection to an isolated pod (its enrollment failed) or to an address two pods claim: refused (RST)',
+  orig_dst_full: 'amb_orig_dst is full (more live captured connections than it holds): new ones are reset; raise its max_entries',
+};
+
 export interface AmbOrigDst { dst: Sockaddr; cookie: bigint; cgroupId: bigint; createdNs: bigint }
 export function decodeOrigDst(b: Buffer): AmbOrigDst | null {
   const dst = decodeSockaddr(b, 0);

@@ -187,7 +187,7 @@ export class MeshProxy {
     }
     if (!orig) {
       d.count('original_dst_unknown');
-      d.log.warn('outbound connection without an original destination: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      d.log.once('original_dst_unknown', 'warn', 'outbound connection without an original destination (not made by a captured connect of this pod): reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
       resetSocket(client);
       return;
     }
@@ -195,7 +195,7 @@ export class MeshProxy {
     // this pod's: a connection of any other origin is never forwarded as the pod
     if (pod.cgroupId === null || orig.cgroupId !== pod.cgroupId) {
       d.count('original_dst_foreign');
-      d.log.warn('outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
       resetSocket(client);
       return;
     }
@@ -278,7 +278,7 @@ export class MeshProxy {
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
     if (dst.ip !== pod.info.ip || own.has(dst.port)) {
       d.count('inbound_bad_destination');
-      d.log.warn('inbound connection to an agent port or foreign address: reset', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}` });
+      d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}` });
       resetSocket(client);
       return;
     }
@@ -348,7 +348,7 @@ export class MeshProxy {
           });
           d.tracker.finish(rec, 'failed', 'denied by policy (HBONE 401)');
         }
-        d.log.warn('HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
+        d.log.once(`hbone_rejected_${ev.reason}`, 'warn', 'HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
         return;
       default:
         return;

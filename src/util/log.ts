@@ -7,8 +7,12 @@ export function isLevel(s: string): s is Level {
   return Object.prototype.hasOwnProperty.call(ORDER, s);
 }
 
+/** Keys a root logger remembers for once(); past this many, new keys log at debug only. */
+const ONCE_KEYS = 4096;
+
 export class Logger {
   private level: Level;
+  private readonly seen = new Set<string>();
   constructor(
     readonly scope: string,
     level: Level = 'info',
@@ -33,6 +37,19 @@ export class Logger {
   log(l: Exclude<Level, 'off'>, msg: string, fields: Record<string, unknown> = {}): void {
     if (!this.enabled(l)) return;
     this.sink(JSON.stringify({ time: new Date().toISOString(), level: l, scope: this.scope, msg, ...fields }, replacer));
+  }
+  /**
+   * Logs the first occurrence of `key` at `level` and every later one at
+   * debug: bad input an attacker can repeat at will (a refused CONNECT, a
+   * foreign peer) is reported once with its cause, never floods the log. The
+   * metrics count every occurrence.
+   */
+  once(key: string, l: Exclude<Level, 'off'>, msg: string, fields: Record<string, unknown> = {}): void {
+    const seen = (this.root ?? this).seen;
+    const k = `${this.scope}\0${key}`;
+    if (seen.has(k) || seen.size >= ONCE_KEYS) { this.log('debug', msg, fields); return; }
+    seen.add(k);
+    this.log(l, msg, { ...fields, note: 'logged once; later occurrences at debug, counted in the metrics' });
   }
   debug(msg: string, f?: Record<string, unknown>): void { this.log('debug', msg, f); }
   info(msg: string, f?: Record<string, unknown>): void { this.log('info', msg, f); }

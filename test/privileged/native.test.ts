@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { handleFd } from '../../src/datapath/sockets.js';
+import { TIME_SCALE } from '../../src/sandbox/topology.js';
 import type { NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);
@@ -649,8 +650,12 @@ except OSError as e:
         assert.throws(call, TypeError, call.toString());
       }
       // the threads that entered the netns are gone: no thread of this process is in it
+      // (an exiting thread can linger in /proc for a moment on a slow, emulated machine)
       const nsIno = a.netnsInode(nsPath) as bigint;
-      assert.ok(!threadNetnsInodes().has(nsIno));
+      const end = Date.now() + 5000 * TIME_SCALE;
+      while (threadNetnsInodes().has(nsIno) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      const inNs = fs.readdirSync('/proc/self/task').filter((t) => { try { return fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true }).ino === nsIno; } catch { return false; } });
+      assert.deepEqual(inNs.map((t) => `${t}:${fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim()}`), [], 'no thread of this process is left in the netns');
     } finally {
       child.kill('SIGKILL');
     }
