@@ -84,6 +84,9 @@ function baggage(p: PodInfo): string {
   return `k8s.cluster.name=Kubernetes,k8s.namespace.name=${p.namespace},k8s.pod.name=${p.name},service.name=${app},service.version=${version}`;
 }
 
+/** An accepted connection older than this (since its app side was established) has no business with its entry. */
+const ORIGINAL_DST_MAX_AGE_NS = 60_000_000_000n;
+
 export class MeshProxy {
   readonly hbone: HboneServer;
   private readonly pools = new Map<string, HbonePool>();
@@ -196,6 +199,16 @@ export class MeshProxy {
     if (pod.cgroupId === null || orig.cgroupId !== pod.cgroupId) {
       d.count('original_dst_foreign');
       d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      resetSocket(client);
+      return;
+    }
+    // ...and is made when the app's connection is established, just before we
+    // accept it: one older than a connection can wait in the accept queue is
+    // not this connection's (both clocks are CLOCK_MONOTONIC)
+    const ageNs = process.hrtime.bigint() - orig.createdNs;
+    if (ageNs > ORIGINAL_DST_MAX_AGE_NS || ageNs < -1_000_000_000n) {
+      d.count('original_dst_stale');
+      d.log.once('original_dst_stale', 'warn', 'outbound connection whose original-destination entry is too old to be its own: reset', { pod: pod.key, src: `${src.ip}:${src.port}`, ageMs: Number(ageNs / 1_000_000n) });
       resetSocket(client);
       return;
     }
