@@ -30,7 +30,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <poll.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -42,6 +44,7 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -744,6 +747,8 @@ struct SockReq {
   } addr;
   bool do_listen = false;
   int backlog = 0;
+  int snd_buf = 0;  // SO_SNDBUF / SO_RCVBUF when > 0 (a listener's are inherited by accepted sockets)
+  int rcv_buf = 0;
   int result = -EINVAL;
 };
 
@@ -767,6 +772,8 @@ int SockInNetns(const SockReq& r) {
   if (!err && r.reuse_addr) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEADDR, 1);
   if (!err && r.reuse_port) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && r.family == AF_INET6) err = SetIntOpt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+  if (!err && r.snd_buf > 0) err = SetIntOpt(s, SOL_SOCKET, SO_SNDBUF, r.snd_buf);
+  if (!err && r.rcv_buf > 0) err = SetIntOpt(s, SOL_SOCKET, SO_RCVBUF, r.rcv_buf);
   if (!err && r.do_bind) {
     socklen_t len = r.family == AF_INET6 ? sizeof r.addr.v6 : sizeof r.addr.v4;
     if (bind(s, reinterpret_cast<const struct sockaddr*>(&r.addr), len) < 0) err = -errno;
@@ -803,13 +810,13 @@ bool OptBool(const Info& info, v8::Local<v8::Object> o, const char* k, bool* out
 
 // Optional number: *present tells whether it was given.
 bool OptNumber(const Info& info, v8::Local<v8::Object> o, const char* k, const char* argname, double* out,
-               bool* present) {
+               bool* present, const char* fn = "socketInNetns") {
   v8::Local<v8::Value> v;
   *present = false;
   if (!GetProp(o, k, &v)) return false;
   if (Absent(v)) return true;
   if (!v->IsNumber()) {
-    TypeError(info, "socketInNetns", argname, "a number");
+    TypeError(info, fn, argname, "a number");
     return false;
   }
   *out = Nan::To<double>(v).FromJust();
@@ -829,9 +836,11 @@ NAN_METHOD(SocketInNetns) {
   if (!GetProp(o, "family", &fam)) return;
   if (!fam->IsNumber()) return TypeError(info, "socketInNetns", "opts.family", "4 or 6");
   double family = Nan::To<double>(fam).FromJust();
-  double mark = 0, backlog = 0, port = 0;
-  bool has_mark, has_listen;
+  double mark = 0, backlog = 0, port = 0, sndbuf = 0, rcvbuf = 0;
+  bool has_mark, has_listen, has_sndbuf, has_rcvbuf;
   if (!OptNumber(info, o, "mark", "opts.mark", &mark, &has_mark)) return;
+  if (!OptNumber(info, o, "sndBuf", "opts.sndBuf", &sndbuf, &has_sndbuf)) return;
+  if (!OptNumber(info, o, "rcvBuf", "opts.rcvBuf", &rcvbuf, &has_rcvbuf)) return;
   if (!OptBool(info, o, "transparent", &req.transparent)) return;
   if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return;
   if (!OptBool(info, o, "reusePort", &req.reuse_port)) return;
@@ -860,6 +869,14 @@ NAN_METHOD(SocketInNetns) {
   if (has_mark) {
     if (!IsInt(mark, 0, UINT32_MAX)) return Ret(info, -EINVAL);
     req.mark = static_cast<uint32_t>(mark);
+  }
+  if (has_sndbuf) {
+    if (!IsInt(sndbuf, 1, 1 << 30)) return Ret(info, -EINVAL);
+    req.snd_buf = static_cast<int>(sndbuf);
+  }
+  if (has_rcvbuf) {
+    if (!IsInt(rcvbuf, 1, 1 << 30)) return Ret(info, -EINVAL);
+    req.rcv_buf = static_cast<int>(rcvbuf);
   }
   if (has_listen) {
     if (!IsInt(backlog, 0, INT_MAX)) return Ret(info, -EINVAL);
@@ -1279,6 +1296,80 @@ NAN_METHOD(PeerCred) {
 }
 
 // ---------------------------------------------------------------------------
+// Liveness and limits of the agent's own sockets and process.
+
+// setTcpLiveness(fd, {keepIdleMs, keepIntervalMs, keepCount, userTimeoutMs}):
+// SO_KEEPALIVE with TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT (seconds, at least
+// 1), and TCP_USER_TIMEOUT (ms; 0 = the kernel default). 0 or -errno.
+NAN_METHOD(SetTcpLiveness) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "setTcpLiveness", "fd", &d)) return;
+  if (!info[1]->IsObject()) return TypeError(info, "setTcpLiveness", "opts", "an object");
+  v8::Local<v8::Object> o = info[1].As<v8::Object>();
+  double idle = 0, intvl = 0, cnt = 0, user = 0;
+  bool h1, h2, h3, h4;
+  if (!OptNumber(info, o, "keepIdleMs", "opts.keepIdleMs", &idle, &h1, "setTcpLiveness")) return;
+  if (!OptNumber(info, o, "keepIntervalMs", "opts.keepIntervalMs", &intvl, &h2, "setTcpLiveness")) return;
+  if (!OptNumber(info, o, "keepCount", "opts.keepCount", &cnt, &h3, "setTcpLiveness")) return;
+  if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &user, &h4, "setTcpLiveness")) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  if (!h1 || !h2 || !h3 || !IsInt(idle, 1, 86400000) || !IsInt(intvl, 1, 86400000) || !IsInt(cnt, 1, 127) ||
+      (h4 && !IsInt(user, 0, INT_MAX)))
+    return Ret(info, -EINVAL);
+  auto secs = [](double ms) { return static_cast<int>(std::max(1.0, std::ceil(ms / 1000.0))); };
+  int r = SetIntOpt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPIDLE, secs(idle));
+  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPINTVL, secs(intvl));
+  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(cnt));
+  if (!r && h4) r = SetIntOpt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(user));
+  Ret(info, r);
+}
+
+// tcpLiveness(fd): what setTcpLiveness set, read back: {keepalive, keepIdleMs,
+// keepIntervalMs, keepCount, userTimeoutMs} or -errno.
+NAN_METHOD(TcpLiveness) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "tcpLiveness", "fd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  int ka = 0, idle = 0, intvl = 0, cnt = 0, user = 0;
+  socklen_t l = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &ka, &l) < 0) return Ret(info, NegErrno());
+  l = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l) < 0) return Ret(info, NegErrno());
+  l = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &l) < 0) return Ret(info, NegErrno());
+  l = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l) < 0) return Ret(info, NegErrno());
+  l = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, &l) < 0) return Ret(info, NegErrno());
+  v8::Local<v8::Object> out = Nan::New<v8::Object>();
+  SetProp(out, "keepalive", Nan::New<v8::Boolean>(ka != 0));
+  SetProp(out, "keepIdleMs", Nan::New<v8::Number>(idle * 1000.0));
+  SetProp(out, "keepIntervalMs", Nan::New<v8::Number>(intvl * 1000.0));
+  SetProp(out, "keepCount", Nan::New<v8::Int32>(cnt));
+  SetProp(out, "userTimeoutMs", Nan::New<v8::Int32>(user));
+  info.GetReturnValue().Set(out);
+}
+
+// raiseFdLimit(): RLIMIT_NOFILE soft limit raised to the hard limit (raising
+// the hard one needs CAP_SYS_RESOURCE; not attempted). {soft, hard} after, or -errno.
+NAN_METHOD(RaiseFdLimit) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return Ret(info, NegErrno());
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  v8::Local<v8::Object> out = Nan::New<v8::Object>();
+  SetProp(out, "soft", Nan::New<v8::Number>(rl.rlim_cur == RLIM_INFINITY ? -1.0 : static_cast<double>(rl.rlim_cur)));
+  SetProp(out, "hard", Nan::New<v8::Number>(rl.rlim_max == RLIM_INFINITY ? -1.0 : static_cast<double>(rl.rlim_max)));
+  info.GetReturnValue().Set(out);
+}
+
+// ---------------------------------------------------------------------------
 
 std::once_flag g_init_once;
 
@@ -1325,6 +1416,9 @@ NAN_MODULE_INIT(Init) {
   Nan::SetMethod(target, "tcpSockets", TcpSockets);
   Nan::SetMethod(target, "destroyTcpSockets", DestroyTcpSockets);
   Nan::SetMethod(target, "peerCred", PeerCred);
+  Nan::SetMethod(target, "setTcpLiveness", SetTcpLiveness);
+  Nan::SetMethod(target, "tcpLiveness", TcpLiveness);
+  Nan::SetMethod(target, "raiseFdLimit", RaiseFdLimit);
 }
 
 }  // namespace

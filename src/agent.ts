@@ -16,6 +16,7 @@ import { handleFd, listenInNetns, serveListeningFd, type PodListener } from './d
 import { HandoverServer, RecordForwarder, requestHandover, type HandoverEntry, type Inherited } from './lifecycle/handover.js';
 import { isEnrolled, podKey, WorkloadFileSource, type PodInfo, type WorkloadSnapshot } from './discovery/workloads.js';
 import { conflictingIps, retryDelayMs, socketsToReset, LIVE_STATES } from './capture/plan.js';
+import { livenessParams } from './proxy/liveness.js';
 import { verifyAgentPeer } from './lifecycle/peer.js';
 import { ConnectionTracker, parseClosedRecord, type ConnectionRecord } from './proxy/connections.js';
 import { MeshProxy, type AuthzDecision, type MeshPod } from './proxy/mesh.js';
@@ -103,6 +104,8 @@ export class Agent {
   private retryTimer: NodeJS.Timeout | null = null;
   /** reads the datapath's refusal counters, to log each reason once with its cause */
   private refusalWatch: NodeJS.Timeout | null = null;
+  /** RLIMIT_NOFILE soft limit after raising it (-1: unlimited) */
+  private fdLimit: number | null = null;
   /** pod+error code pairs already logged at error level (a retry that fails alike logs at debug) */
   private readonly reportedFailures = new Set<string>();
   /** counters of bad input and failures, by reason (config_dump; ambientd_agent_events_total) */
@@ -157,6 +160,7 @@ export class Agent {
           return this.datapath?.counters() ?? null;
         } catch { return null; }
       },
+      resources: () => this.resources(),
     });
     this.metrics.observe(this.tracker);
     // access log: one JSON line per closed connection (this.tracker 'close')
@@ -182,6 +186,20 @@ export class Agent {
     this.metrics.countEvent(reason, n);
   }
 
+  /**
+   * accept() failed on a listener (EMFILE/ENFILE: out of fds): libuv drops the
+   * pending connections (they see a reset: closed, never open) and accepts
+   * again as soon as fds are free; we count it and log it once, never exit.
+   */
+  private acceptError(e: NodeJS.ErrnoException, where: string): void {
+    const code = e.code ?? 'ERROR';
+    this.count(code === 'EMFILE' || code === 'ENFILE' ? 'accept_out_of_fds' : 'accept_failed');
+    this.log.once(`accept:${code}`, 'error', 'accept() failed: pending connections were refused; accepting resumes by itself', {
+      listener: where, error: code, fds: this.resources().fds, fdLimit: this.fdLimit,
+      hint: code === 'EMFILE' || code === 'ENFILE' ? 'the agent ran out of file descriptors: raise its nofile limit (the agent raises the soft limit to the hard one at start), or lower limits.*' : 'see the error',
+    });
+  }
+
   private async listen(server: http.Server, port: number, address: string, what: NodeRole, setting: string): Promise<void> {
     const fd = this.inherited?.take('node', what, { ip: address, port }) ?? null;
     if (fd !== null) this.handoverInfo.adopted++;
@@ -190,6 +208,7 @@ export class Agent {
       if (fd !== null) server.listen({ fd }, () => resolve());
       else server.listen(port, address, () => resolve());
     });
+    server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, what));
   }
 
   /**
@@ -304,6 +323,9 @@ export class Agent {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
+    // as ztunnel: as many fds as the hard limit allows (raising it needs CAP_SYS_RESOURCE)
+    const nofile = this.native.raiseFdLimit();
+    if (typeof nofile !== 'number') this.fdLimit = nofile.soft;
     this.datapath = Datapath.open({
       bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
       acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
@@ -337,6 +359,9 @@ export class Agent {
         const lp = this.podsByIp.get(ip);
         return lp && lp.state === 'enrolled' ? lp : null;
       },
+      limits: cfg.limits,
+      liveness: livenessParams(cfg.peerTimeoutMs),
+      onLimit: (reason, message) => this.log.once(reason, 'warn', 'a limit was hit: the connection was refused', { reason, message, hint: LIMIT_HINTS[reason] ?? 'raise the limit in "limits:" if this is legitimate load' }),
     });
 
     this.admin = createAdminServer({
@@ -546,8 +571,9 @@ export class Agent {
           l = await serveListeningFd(fd, bind, onConn).catch((e: unknown) => { this.native.closeFd(fd); throw e; });
           this.handoverInfo.adopted++;
         } else {
-          l = await listenInNetns(this.native, p.netns!, bind, this.cfg.mark, onConn);
+          l = await listenInNetns(this.native, p.netns!, bind, this.cfg.mark, onConn, role === 'outbound' ? this.cfg.limits.socketBuffer : undefined);
         }
+        l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${key} ${role}`));
         lp.listeners.push({ ...l, role });
         return l;
       };
@@ -778,8 +804,43 @@ export class Agent {
         originalDstEntries,
       } : null,
       counters: Object.fromEntries(this.counters),
+      resources: this.resources(),
       handover: { socket: this.cfg.handoverSocket, ...this.handoverInfo, draining: this.draining !== null },
       readiness: this.readiness(),
+    };
+  }
+
+  /** What the agent holds now and what bounds it (config_dump "resources", and the metrics). */
+  resources() {
+    const mesh = this.mesh;
+    const server = mesh?.hbone.stats();
+    const pools = mesh ? Object.values(mesh.stats().pools) : [];
+    let fds: number | null = null;
+    try { fds = fs.readdirSync('/proc/self/fd').length; } catch { /* no /proc */ }
+    return {
+      memory: process.memoryUsage(),
+      fds, fdLimit: this.fdLimit,
+      sockets: mesh?.openSockets() ?? { source: 0, destination: 0 },
+      hbone: {
+        serverSessions: server?.connections.established ?? 0,
+        serverHandshaking: server?.connections.handshaking ?? 0,
+        serverStreams: server?.streams.active ?? 0,
+        clientSessions: pools.reduce((n, p) => n + p.sessions, 0),
+        clientStreams: pools.reduce((n, p) => n + p.activeStreams, 0),
+        streamWindow: mesh?.windows.window ?? null,
+        openStreams: mesh?.windows.openStreams ?? 0,
+        windowChanges: mesh?.windows.changes ?? 0,
+        settingsTimeouts: mesh?.windows.settingsTimeouts ?? 0,
+      },
+      pendingDials: mesh?.dials.inUse ?? 0,
+      limits: this.cfg.limits,
+      limitsHit: {
+        handshakes: server?.rejections.limit_handshakes ?? 0,
+        peerSessions: server?.rejections.limit_peer_sessions ?? 0,
+        dials: mesh?.dials.hits ?? 0,
+        settingsTimeouts: mesh?.windows.settingsTimeouts ?? 0,
+      },
+      peerTimeoutMs: this.cfg.peerTimeoutMs,
     };
   }
 
@@ -864,6 +925,11 @@ export class Agent {
     this.setPhase('stopped');
   }
 }
+
+/** What to change when a limit is hit (logged once with it). */
+const LIMIT_HINTS: Record<string, string> = {
+  limit_dials: 'too many connections being opened at once: raise limits.maxPendingDials, or look for a destination that stopped answering SYNs',
+};
 
 /** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
 const PROBE_SNAT_IP = '169.254.7.127';

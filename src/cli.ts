@@ -62,6 +62,22 @@ Flags (each overrides the same setting of --config; defaults in brackets):
   --handover-timeout D how long a running agent waits for a successor that asked for its sockets
                        to adopt them; past it the hand-over is aborted and the running agent
                        carries on (policy is applied throughout) [10s]
+  --peer-timeout D     how long a silent peer (dead node, partition: no FIN ever comes) keeps
+                       connections open: HTTP/2 PING every D/4 (unanswered for D/2 ends the
+                       session), TCP keepalive (idle D/2, 3 probes D/6 apart) on every socket,
+                       TCP_USER_TIMEOUT D on HBONE connections [30s]
+  --limit K=V          one of the limits below (repeatable), also "limits:" in the config file:
+                       receiveBuffer=32MiB   bytes HBONE peers may send ahead of the apps, node-wide,
+                                             split over open streams as their window
+                       streamWindow=1MiB     largest per-stream window (one bulk stream's throughput)
+                       minStreamWindow=64KiB smallest per-stream window
+                       maxStreamsPerSession=100  streams per HBONE connection (both sides)
+                       maxSessionsPerPeer=16     HBONE connections open at once from one address
+                       maxHandshakes=128         TLS handshakes in progress at once
+                       maxPendingDials=512       connections being opened at once
+                       socketBuffer=256KiB       SO_SNDBUF/SO_RCVBUF of the agent's sockets in pods
+                       Each hit is counted (ambientd_limit_hits_total{limit}) and logged once.
+                       Memory formula: docs/ARCHITECTURE.md#limits
   --log-level L        debug | info | warn | error | off [info]
   --access-log L       info | debug | off: one JSON line (scope "ambientd.access") per closed
                        connection, logged at that level [info]
@@ -107,6 +123,19 @@ function intFlag(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
+/** --limit K=V (repeatable) -> { K: V } (numbers stay numbers); undefined when none. */
+function limitFlags(list: string[] | undefined): Record<string, string | number> | undefined {
+  if (!list || list.length === 0) return undefined;
+  const out: Record<string, string | number> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw usage(`--limit must be KEY=VALUE, got ${JSON.stringify(kv)}`);
+    const v = kv.slice(i + 1);
+    out[kv.slice(0, i)] = /^\d+$/.test(v) ? Number(v) : v;
+  }
+  return out;
+}
+
 async function cmdAgent(args: string[]): Promise<void> {
   const { values } = parse(args, {
     help: { type: 'boolean', short: 'h' }, config: { type: 'string' }, node: { type: 'string' }, 'node-ip': { type: 'string' },
@@ -117,6 +146,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' }, 'access-log': { type: 'string' },
     'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
     'handover-socket': { type: 'string' }, 'drain-timeout': { type: 'string' }, 'handover-timeout': { type: 'string' },
+    'peer-timeout': { type: 'string' }, limit: { type: 'string', multiple: true },
     source: { type: 'string' }, 'root-namespace': { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
@@ -133,6 +163,7 @@ async function cmdAgent(args: string[]): Promise<void> {
     acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'], accessLog: values['access-log'],
     trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
     handoverSocket: values['handover-socket'], drainTimeout: values['drain-timeout'], handoverTimeout: values['handover-timeout'],
+    peerTimeout: values['peer-timeout'], limits: limitFlags(values.limit),
     source: values.source, rootNamespace: values['root-namespace'],
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });

@@ -8,6 +8,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { AmbientError } from '../util/errors.js';
 import { isLevel, type Level } from '../util/log.js';
+import { DEFAULT_LIMITS, type Limits } from '../proxy/limits.js';
+import { DEFAULT_PEER_TIMEOUT_MS } from '../proxy/liveness.js';
 
 export interface Ports {
   outbound: number;
@@ -65,6 +67,14 @@ export interface AgentConfig {
    * running agent carries on (enrollment resumes).
    */
   handoverTimeoutMs: number;
+  /**
+   * How long a silent peer (a dead node, a partition: no FIN ever comes) keeps
+   * connections open, ms: HTTP/2 PING, TCP keepalive and TCP_USER_TIMEOUT are
+   * derived from it (src/proxy/liveness.ts).
+   */
+  peerTimeoutMs: number;
+  /** What bounds work and memory whatever apps and peers do (src/proxy/limits.ts). */
+  limits: Limits;
 }
 
 export const DEFAULT_PORTS: Ports = { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 };
@@ -78,8 +88,47 @@ export function defaultBpfObject(): string {
 const KNOWN = new Set([
   'node', 'nodeIP', 'cgroupRoot', 'bpffsDir', 'workloads', 'agentCgroup', 'ports', 'adminAddress', 'metricsAddress', 'mark',
   'acceleration', 'logLevel', 'accessLog', 'readyFile', 'bpfObject', 'trustDomain', 'caDir', 'certLifetime', 'rootNamespace', 'source',
-  'handoverSocket', 'drainTimeout', 'handoverTimeout',
+  'handoverSocket', 'drainTimeout', 'handoverTimeout', 'peerTimeout', 'limits',
 ]);
+
+/** limits.<key>: [kind, min, max] */
+const LIMIT_KEYS: Record<keyof Limits, ['size' | 'count', number, number]> = {
+  receiveBuffer: ['size', 1 << 20, 64 * 1024 * 1024 * 1024],
+  streamWindow: ['size', 65_535, 2 ** 31 - 1],
+  minStreamWindow: ['size', 16 * 1024, 2 ** 31 - 1],
+  maxStreamsPerSession: ['count', 1, 10_000],
+  maxSessionsPerPeer: ['count', 1, 100_000],
+  maxHandshakes: ['count', 1, 100_000],
+  maxPendingDials: ['count', 1, 1_000_000],
+  socketBuffer: ['size', 4096, 64 * 1024 * 1024],
+};
+
+/** "256KiB", "32MiB", "1GiB", "4096" or a number of bytes. */
+export function parseSize(v: unknown): number | null {
+  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  if (typeof v !== 'string') return null;
+  const m = /^(\d+)(B|KiB|MiB|GiB)?$/.exec(v.trim());
+  if (!m) return null;
+  const n = Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+function parseLimits(v: unknown, file: string): Limits {
+  if (v === undefined || v === null) return { ...DEFAULT_LIMITS };
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad(file, 'limits', `must be a mapping of ${Object.keys(LIMIT_KEYS).join(', ')}`);
+  const o = v as Record<string, unknown>;
+  const out: Limits = { ...DEFAULT_LIMITS };
+  for (const [k, raw] of Object.entries(o)) {
+    const spec = LIMIT_KEYS[k as keyof Limits];
+    if (!spec) throw bad(file, `limits.${k}`, `is not a known limit (known: ${Object.keys(LIMIT_KEYS).join(', ')})`);
+    const [kind, min, max] = spec;
+    const n = kind === 'size' ? parseSize(raw) : (typeof raw === 'number' && Number.isInteger(raw) ? raw : null);
+    if (n === null || n < min || n > max) throw bad(file, `limits.${k}`, `must be ${kind === 'size' ? 'a size like "256KiB", "32MiB"' : 'an integer'} between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+    out[k as keyof Limits] = n;
+  }
+  if (out.minStreamWindow > out.streamWindow) throw bad(file, 'limits.minStreamWindow', `must not exceed limits.streamWindow (${out.streamWindow})`);
+  return out;
+}
 
 /** "24h", "90s", "500ms", "15m" or a number of milliseconds. */
 export function parseDuration(v: unknown): number | null {
@@ -170,10 +219,13 @@ export function parseConfig(raw: unknown, file = '<config>'): AgentConfig {
   if (drainTimeoutMs === null) throw bad(file, 'drainTimeout', 'must be a duration like "30s", "1h" or a number of ms');
   const handoverTimeoutMs = o.handoverTimeout === undefined ? 10_000 : parseDuration(o.handoverTimeout);
   if (handoverTimeoutMs === null || handoverTimeoutMs < 100 || handoverTimeoutMs > 600_000) throw bad(file, 'handoverTimeout', 'must be a duration between 100ms and 10m like "10s"');
+  const peerTimeoutMs = o.peerTimeout === undefined ? DEFAULT_PEER_TIMEOUT_MS : parseDuration(o.peerTimeout);
+  if (peerTimeoutMs === null || peerTimeoutMs < 2000 || peerTimeoutMs > 3_600_000) throw bad(file, 'peerTimeout', 'must be a duration between 2s and 1h like "30s"');
+  const limits = parseLimits(o.limits, file);
   return Object.freeze({
     node, nodeIP, cgroupRoot, bpffsDir, source, workloads, agentCgroup, ports: Object.freeze(ports), adminAddress, metricsAddress, mark,
     acceleration, logLevel, accessLog, readyFile, bpfObject, trustDomain, caDir, certLifetimeMs, rootNamespace,
-    handoverSocket, drainTimeoutMs, handoverTimeoutMs,
+    handoverSocket, drainTimeoutMs, handoverTimeoutMs, peerTimeoutMs, limits: Object.freeze(limits),
   });
 }
 
@@ -206,7 +258,7 @@ export function loadConfig(file: string | null, overrides: Record<string, unknow
   const merged: Record<string, unknown> = { ...raw };
   for (const [k, v] of Object.entries(overrides)) {
     if (v === undefined) continue;
-    if (k === 'ports' && typeof v === 'object') merged.ports = { ...((raw.ports as object) ?? {}), ...(v as object) };
+    if ((k === 'ports' || k === 'limits') && typeof v === 'object') merged[k] = { ...((raw[k] as object) ?? {}), ...(v as object) };
     else merged[k] = v;
   }
   return parseConfig(merged, file ?? '<flags>');

@@ -43,6 +43,19 @@ export interface SocketOptions {
   bind?: { ip: string; port: number };
   /** listen(backlog) after bind. Omit for a socket that will connect(). */
   listen?: number;
+  /** SO_SNDBUF / SO_RCVBUF in bytes (the kernel doubles them; autotuning is off for that direction). A listener's are inherited by the sockets it accepts. */
+  sndBuf?: number;
+  rcvBuf?: number;
+}
+
+export interface TcpLiveness {
+  /** TCP_KEEPIDLE / TCP_KEEPINTVL (whole seconds, at least 1) */
+  keepIdleMs: number;
+  keepIntervalMs: number;
+  /** TCP_KEEPCNT */
+  keepCount: number;
+  /** TCP_USER_TIMEOUT: unacknowledged data for this long aborts the connection (0: kernel default) */
+  userTimeoutMs?: number;
 }
 
 export interface NativeAddon {
@@ -129,6 +142,12 @@ export interface NativeAddon {
   recvFds(fd: number, maxBytes: number, timeoutMs: number): { data: Buffer; fds: number[] } | Errno;
   /** What a socket fd is: family 4/6 (0 other), SOCK_* type, listening, bound address, and its netns inode (SIOCGSKNS; 0n unknown). */
   socketInfo(fd: number): { family: 0 | 4 | 6; type: number; listening: boolean; ip: string; port: number; netnsInode: bigint } | Errno;
+  /** SO_KEEPALIVE with the given probe timing, and TCP_USER_TIMEOUT, on a TCP socket. */
+  setTcpLiveness(fd: number, opts: TcpLiveness): 0 | Errno;
+  /** The liveness options of a TCP socket, read back. */
+  tcpLiveness(fd: number): (Required<TcpLiveness> & { keepalive: boolean }) | Errno;
+  /** RLIMIT_NOFILE: soft raised to hard (-1 = unlimited); raising hard needs CAP_SYS_RESOURCE and is not attempted. */
+  raiseFdLimit(): { soft: number; hard: number } | Errno;
   /** SO_PEERCRED of a connected unix socket: who is on the other end. */
   peerCred(fd: number): { pid: number; uid: number; gid: number } | Errno;
 

@@ -18,9 +18,13 @@ export interface PodListener {
   port: number;
 }
 
-/** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
-export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void): Promise<PodListener> {
-  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096 });
+/**
+ * A listening socket bound to ip:port inside the netns, served by
+ * `onConnection`. `socketBuffer` (bytes) caps SO_SNDBUF/SO_RCVBUF of the
+ * sockets it accepts (in-pod connections: bounded kernel memory per socket).
+ */
+export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void, socketBuffer?: number): Promise<PodListener> {
+  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...(socketBuffer ? { sndBuf: socketBuffer, rcvBuf: socketBuffer } : {}) });
   if (fd < 0) {
     throw errnoName(fd) === 'EADDRINUSE'
       ? new AmbientError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}: EADDRINUSE`, 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config', { errno: -fd })
@@ -60,9 +64,10 @@ export class DialError extends Error {
 /**
  * Connects to `dst` from inside the netns (so the source address is the
  * pod's), with the agent's mark on the socket. Resolves once connected.
+ * `socketBuffer` caps its SO_SNDBUF/SO_RCVBUF (for in-pod peers, the app).
  */
-export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000): Promise<net.Socket> {
-  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark });
+export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, socketBuffer?: number): Promise<net.Socket> {
+  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...(socketBuffer ? { sndBuf: socketBuffer, rcvBuf: socketBuffer } : {}) });
   if (fd < 0) return Promise.reject(new DialError(errnoName(fd), `socket in ${netns}: ${errnoName(fd)}`));
   const sock = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
   return new Promise((resolve, reject) => {

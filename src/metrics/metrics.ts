@@ -86,6 +86,8 @@ export function ipOf(hostPort: string): string {
 export function responseFlags(rec: Pick<ConnectionRecord, 'state' | 'reason'>): string {
   const r = rec.reason ?? '';
   if (/^denied by policy/.test(r) || /^HBONE_DENIED\b/.test(r)) return 'DENY';
+  // a cap of the agent was hit (limits.*): Envoy's "upstream overflow"
+  if (/^LIMIT_/.test(r)) return 'UO';
   if (rec.state !== 'failed') return '-';
   if (/^HBONE_TLS\b/.test(r)) return 'TLS_FAILURE';
   if (/^HBONE_/.test(r)) return 'CONNECT';
@@ -164,6 +166,14 @@ export interface MetricsSource {
   podStats(): Array<{ namespace: string; name: string; stats: Record<string, bigint | number> }>;
   /** BPF refusals by reason (amb_counters); null when unreadable */
   datapathCounters?(): Record<string, bigint> | null;
+  /** what the agent holds now (sockets, sessions, streams) and the limits hit */
+  resources?(): ResourceSample;
+}
+
+export interface ResourceSample {
+  sockets: { source: number; destination: number };
+  hbone: { serverSessions: number; clientSessions: number; serverStreams: number; clientStreams: number; streamWindow: number | null };
+  limitsHit: Record<string, number>;
 }
 
 const POD_STATES = ['enrolled', 'isolated', 'failed', 'not-enrolled'] as const;
@@ -235,6 +245,48 @@ export class AgentMetrics {
             else this.inc({ namespace: p.namespace, pod: p.name, counter: snake(k) }, 0);
           }
         }
+      },
+    });
+    new Gauge({
+      name: 'istio_tcp_sockets_open', help: 'TCP sockets of the data path open now (ztunnel): source = outbound side, destination = inbound side', labelNames: ['reporter'], registers: [r],
+      collect() {
+        const x = src.resources?.();
+        if (!x) return;
+        this.set({ reporter: 'source' }, x.sockets.source);
+        this.set({ reporter: 'destination' }, x.sockets.destination);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_hbone_sessions', help: 'HBONE sessions (HTTP/2 over mutual TLS) open now, by side', labelNames: ['side'], registers: [r],
+      collect() {
+        const x = src.resources?.();
+        if (!x) return;
+        this.set({ side: 'server' }, x.hbone.serverSessions);
+        this.set({ side: 'client' }, x.hbone.clientSessions);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_hbone_streams', help: 'HBONE streams (tunnelled connections) open now, by side', labelNames: ['side'], registers: [r],
+      collect() {
+        const x = src.resources?.();
+        if (!x) return;
+        this.set({ side: 'server' }, x.hbone.serverStreams);
+        this.set({ side: 'client' }, x.hbone.clientStreams);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_hbone_stream_window_bytes', help: 'Per-stream HTTP/2 window every HBONE session advertises now (limits.receiveBuffer split over open streams)', registers: [r],
+      collect() {
+        const w = src.resources?.().hbone.streamWindow;
+        if (typeof w === 'number') this.set(w);
+      },
+    });
+    new Counter({
+      name: 'ambientd_limit_hits_total', help: 'Connections, sessions or handshakes refused because a limit (limits.*) was hit', labelNames: ['limit'], registers: [r],
+      collect() {
+        this.reset();
+        const x = src.resources?.();
+        if (x) for (const [k, v] of Object.entries(x.limitsHit)) this.inc({ limit: k }, v);
       },
     });
     if (opts.defaultMetrics !== false) {

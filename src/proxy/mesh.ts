@@ -30,6 +30,8 @@ import { HboneError } from './hbone/common.js';
 import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
 import type { ConnectionRecord, ConnectionTracker } from './connections.js';
 import { relay } from './relay.js';
+import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
+import { livenessParams, tuneSocket, type LivenessParams } from './liveness.js';
 import type { Logger } from '../util/log.js';
 
 export interface MeshPod {
@@ -59,7 +61,16 @@ export interface MeshDeps {
   localPodByIp(ip: string): MeshPod | null;
   /** L4 authorization at the destination; src.id is the peer's SPIFFE id, null on plaintext */
   authorize(dst: { pod: PodInfo; ip: string; port: number }, src: { ip: string; id: string | null }): AuthzDecision;
+  /** caps and flow-control budget (src/proxy/limits.ts); default DEFAULT_LIMITS */
+  limits?: Limits;
+  /** liveness of every socket and session (src/proxy/liveness.ts); default from 30 s */
+  liveness?: LivenessParams;
+  /** a limit was hit (reason "limit_*"): logged once by the caller with what to change */
+  onLimit?(reason: string, message: string): void;
 }
+
+/** Sockets of the data path by reporter (istio_tcp_sockets_open): source = outbound side, destination = inbound side. */
+export type SocketReporter = 'source' | 'destination';
 
 export interface AuthzDecision {
   allow: boolean;
@@ -90,12 +101,52 @@ const ORIGINAL_DST_MAX_AGE_NS = 60_000_000_000n;
 export class MeshProxy {
   readonly hbone: HboneServer;
   private readonly pools = new Map<string, HbonePool>();
+  readonly limits: Limits;
+  readonly liveness: LivenessParams;
+  /** the node-wide per-stream window of every HBONE session */
+  readonly windows: WindowBudget;
+  /** connections being opened at once (to apps, destinations, HBONE peers) */
+  readonly dials: Limiter;
+  private readonly socketsOpen: Record<SocketReporter, number> = { source: 0, destination: 0 };
+
+  /** Counts a data-path socket until it closes. */
+  private trackSocket(sock: net.Socket, reporter: SocketReporter): void {
+    this.socketsOpen[reporter]++;
+    sock.once('close', () => { this.socketsOpen[reporter]--; });
+  }
+
+  /** Sockets of the data path open now, by reporter. */
+  openSockets(): Record<SocketReporter, number> {
+    return { ...this.socketsOpen };
+  }
+
+  /**
+   * Opens a connection from a pod's netns under the dial cap (refused with
+   * code LIMIT_DIALS when full), with liveness options and, for the app
+   * inside the pod, bounded socket buffers.
+   */
+  private async dial(netns: string, dst: Sockaddr, kind: 'app' | 'remote' | 'hbone', reporter: SocketReporter): Promise<net.Socket> {
+    // a burst waits for a slot (bounded queue, 5 s); past that it is refused
+    if (!(await this.dials.acquire(5000))) {
+      this.d.count('limit_dials');
+      this.d.onLimit?.('limit_dials', `${this.dials.max} connections are already being opened and ${this.dials.maxQueue} wait (limits.maxPendingDials)`);
+      throw Object.assign(new Error(`${this.dials.max} connections are being opened already (maxPendingDials)`), { code: 'LIMIT_DIALS' });
+    }
+    let s: net.Socket;
+    try {
+      s = await dialFromNetns(this.d.native, netns, dst, this.d.mark, 10_000, kind === 'app' ? this.limits.socketBuffer : undefined);
+    } finally {
+      this.dials.release();
+    }
+    tuneSocket(this.d.native, s, this.liveness, { userTimeout: kind === 'hbone' });
+    this.trackSocket(s, reporter);
+    return s;
+  }
 
   private readonly live = new Set<LiveInbound>();
   private readonly liveByTunnel = new Map<string, LiveInbound>();
   /** captured app-side sockets (outbound and inbound plaintext), for a forced close */
   private readonly clients = new Set<net.Socket>();
-
   /** A captured app-side socket: tracked (for a forced close), errors reported through the relay, no Nagle. */
   private own(client: net.Socket): void {
     this.clients.add(client);
@@ -106,7 +157,17 @@ export class MeshProxy {
 
   constructor(private readonly d: MeshDeps) {
     const agentPorts = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone, ...(d.nodePorts ?? [])]);
+    this.limits = d.limits ?? DEFAULT_LIMITS;
+    this.liveness = d.liveness ?? livenessParams();
+    this.windows = new WindowBudget(this.limits);
+    this.dials = new Limiter('pending dials', this.limits.maxPendingDials, this.limits.maxPendingDials * 4);
     this.hbone = new HboneServer({
+      maxConcurrentStreams: this.limits.maxStreamsPerSession,
+      maxHandshakes: this.limits.maxHandshakes,
+      maxSessionsPerPeer: this.limits.maxSessionsPerPeer,
+      windows: this.windows,
+      liveness: this.liveness,
+      tuneSocket: (s) => { tuneSocket(d.native, s, this.liveness, { userTimeout: true }); this.trackSocket(s, 'destination'); },
       trustDomain: d.trustDomain,
       // a stalled or truncated handshake holds a socket at most this long
       handshakeTimeoutMs: 5000,
@@ -134,7 +195,7 @@ export class MeshProxy {
       connectTarget: async (target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
         if (!pod || !pod.info.netns) throw new Error(`no enrolled pod has address ${ctx.local.ip}`);
-        const sock = await dialFromNetns(d.native, pod.info.netns, target, d.mark);
+        const sock = await this.dial(pod.info.netns, target, 'app', 'destination');
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {
           pod, dst: target, src: { ip: ctx.remote.ip, id: ctx.peer.id }, rec: null,
@@ -163,7 +224,11 @@ export class MeshProxy {
           const c = await this.d.identities.get(srcId);
           return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem, notAfter: c.notAfter };
         },
-        createSocket: (dst) => dialFromNetns(this.d.native, netns, dst, this.d.mark),
+        createSocket: (dst) => this.dial(netns, dst, 'hbone', 'source'),
+        windows: this.windows,
+        maxStreamsPerSession: this.limits.maxStreamsPerSession,
+        pingIntervalMs: this.liveness.pingIntervalMs,
+        pingTimeoutMs: this.liveness.pingTimeoutMs,
       });
       this.pools.set(pod.key, pool);
     }
@@ -181,6 +246,8 @@ export class MeshProxy {
   onOutbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     this.own(client);
+    this.trackSocket(client, 'source');
+    tuneSocket(d.native, client, this.liveness, { userTimeout: false });
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     let orig: OriginalDst | null = null;
     try {
@@ -246,7 +313,7 @@ export class MeshProxy {
 
   private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: { service?: string; endpoint?: string }): void {
     const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', ...via });
-    dialFromNetns(this.d.native, pod.info.netns!, target, this.d.mark).then((up) => {
+    this.dial(pod.info.netns!, target, 'remote', 'source').then((up) => {
       if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
       up.setNoDelay(true);
       relay(client, up, rec, this.d.tracker);
@@ -286,6 +353,8 @@ export class MeshProxy {
   onInbound(pod: MeshPod, client: net.Socket): void {
     const d = this.d;
     this.own(client);
+    this.trackSocket(client, 'destination');
+    tuneSocket(d.native, client, this.liveness, { userTimeout: false });
     const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
     const src = `${client.remoteAddress}:${client.remotePort}`;
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
@@ -307,7 +376,7 @@ export class MeshProxy {
     }
     const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
     client.pause();
-    dialFromNetns(d.native, pod.info.netns!, dst, d.mark).then((up) => {
+    this.dial(pod.info.netns!, dst, 'app', 'destination').then((up) => {
       if (client.destroyed) { up.destroy(); d.tracker.finish(rec, 'failed', 'client gone'); return; }
       up.setNoDelay(true);
       const entry: LiveInbound = { pod, dst, src: peer, rec, kill: () => { resetSocket(client); resetSocket(up); } };

@@ -88,6 +88,8 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   drainTimeout?: string;
   /** agent handoverTimeout written to agent.yaml; default: the agent's (10s) */
   handoverTimeout?: string;
+  /** more agent settings written to every agent.yaml (e.g. { peerTimeout: '4s', limits: {...} }) */
+  agentSettings?: Record<string, unknown>;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
   lockTimeoutMs?: number;
 }
@@ -155,6 +157,8 @@ export interface SandboxState {
   drainTimeout?: string;
   /** agents' handoverTimeout (agent.yaml), when set */
   handoverTimeout?: string;
+  /** more settings of every agent.yaml */
+  agentSettings?: Record<string, unknown>;
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
   pods: SandboxPod[];
@@ -195,6 +199,7 @@ export interface SandboxAgentConfig {
   handoverSocket: string;
   drainTimeout: string;
   handoverTimeout?: string;
+  [setting: string]: unknown;
 }
 
 export interface ExecResult {
@@ -510,6 +515,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     repoRoot: path.resolve(opts.repoRoot ?? defaultRepoRoot()),
     drainTimeout: opts.drainTimeout ?? '5s',
     ...(opts.handoverTimeout ? { handoverTimeout: opts.handoverTimeout } : {}),
+    ...(opts.agentSettings ? { agentSettings: opts.agentSettings } : {}),
     namespaces,
     nodes,
     pods,
@@ -554,6 +560,7 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     handoverSocket: path.join(path.dirname(node.config), 'handover.sock'),
     drainTimeout: state.drainTimeout ?? '5s',
     ...(state.handoverTimeout ? { handoverTimeout: state.handoverTimeout } : {}),
+    ...(state.agentSettings ?? {}),
   };
 }
 

@@ -30,6 +30,8 @@ import {
   type PemInput,
 } from './common.js';
 import { resetStream } from './tunnel.js';
+import type { WindowBudget } from '../limits.js';
+import { keepPinging } from '../liveness.js';
 
 export interface ClientCert {
   key: PemInput;
@@ -60,6 +62,8 @@ export interface HbonePoolOptions {
   pingTimeoutMs?: number;
   /** TCP connect + TLS handshake + 200 response. Default 10 s. */
   connectTimeoutMs?: number;
+  /** The node-wide per-stream window (flow control bounded by a receive budget). Default: fixed windows. */
+  windows?: WindowBudget;
 }
 
 export interface HboneConnectRequest {
@@ -99,6 +103,8 @@ export interface HbonePoolStats {
   streamsOpened: number;
   /** streams refused before the server answered (GOAWAY, REFUSED_STREAM) and tried again */
   retries: number;
+  /** sessions retired because their streams were reset so often the server would end them */
+  resetDrains: number;
   failures: Record<string, number>;
 }
 
@@ -112,9 +118,25 @@ interface PooledSession {
   closed: boolean;
   goaway: { code: number; reason: string | undefined } | undefined;
   idleTimer: NodeJS.Timeout | undefined;
-  pingTimer: NodeJS.Timeout | undefined;
+  stopPing: (() => void) | undefined;
   expiryTimer: NodeJS.Timeout | undefined;
+  /** what is left of the server's stream-reset allowance (see RESET_BURST) and when it was last refilled */
+  resetTokens: number;
+  resetRefilledAt: number;
 }
+
+/**
+ * nghttp2 >= 1.57 (in Node's and most HTTP/2 servers) ends a server session
+ * that receives RST_STREAM faster than a token bucket allows (its Rapid Reset
+ * mitigation: a burst of 1000, refilled at 33 per second), with every stream
+ * on it. An app that resets its connections often would so cut its
+ * neighbours' tunnels: a session that used most of its allowance takes no new
+ * streams (the pool opens another), and its remaining streams, at most
+ * maxStreamsPerSession, fit in what is left.
+ */
+const RESET_BURST = 1000;
+const RESET_RATE_PER_S = 33;
+const RESET_RESERVE = 250;
 
 function traceparent(): string {
   const b = randomBytes(24);
@@ -151,6 +173,7 @@ export class HbonePool {
   #sessionsOpened = 0;
   #streamsOpened = 0;
   #retries = 0;
+  #resetDrains = 0;
   #closed = false;
 
   constructor(opts: HbonePoolOptions) {
@@ -171,6 +194,7 @@ export class HbonePool {
       sessionsOpened: this.#sessionsOpened,
       streamsOpened: this.#streamsOpened,
       retries: this.#retries,
+      resetDrains: this.#resetDrains,
       failures: { ...this.#failures },
     };
   }
@@ -244,8 +268,12 @@ export class HbonePool {
     }
     this.#activeStreams++;
     this.#streamsOpened++;
+    const windows = this.#opts.windows;
+    windows?.streamOpened();
     stream.once('close', () => {
       this.#activeStreams--;
+      windows?.streamClosed();
+      if (stream.rstCode !== H2.NGHTTP2_NO_ERROR) this.#spendReset(ps);
       this.#release(ps);
     });
     stream.on('error', noop); // callers attach their own; avoid crashes before they do
@@ -353,6 +381,19 @@ export class HbonePool {
     return Math.min(this.#maxStreams, typeof remote === 'number' && remote > 0 ? remote : this.#maxStreams);
   }
 
+  /** One RST_STREAM against the server's allowance; near its end the session takes no new streams. */
+  #spendReset(ps: PooledSession): void {
+    const now = Date.now();
+    ps.resetTokens = Math.min(RESET_BURST, ps.resetTokens + ((now - ps.resetRefilledAt) / 1000) * RESET_RATE_PER_S) - 1;
+    ps.resetRefilledAt = now;
+    if (ps.resetTokens < RESET_RESERVE && !ps.draining) {
+      ps.draining = true;
+      this.#remove(ps);
+      this.#resetDrains++;
+      if (ps.active === 0) ps.session?.close();
+    }
+  }
+
   #acquire(req: HboneConnectRequest): PooledSession {
     const key = this.#key(req);
     let list = this.#sessions.get(key);
@@ -398,8 +439,9 @@ export class HbonePool {
   }
 
   #clearTimers(ps: PooledSession): void {
-    for (const t of [ps.idleTimer, ps.pingTimer, ps.expiryTimer]) if (t) clearTimeout(t);
-    ps.idleTimer = ps.pingTimer = ps.expiryTimer = undefined;
+    for (const t of [ps.idleTimer, ps.expiryTimer]) if (t) clearTimeout(t);
+    ps.stopPing?.();
+    ps.idleTimer = ps.expiryTimer = ps.stopPing = undefined;
   }
 
   #open(key: string, req: HboneConnectRequest): PooledSession {
@@ -414,8 +456,10 @@ export class HbonePool {
       closed: false,
       goaway: undefined,
       idleTimer: undefined,
-      pingTimer: undefined,
+      stopPing: undefined,
       expiryTimer: undefined,
+      resetTokens: RESET_BURST,
+      resetRefilledAt: Date.now(),
     };
     this.#all.add(ps);
     // The whole setup (cert lookup, socket creation, TLS, h2) is bounded; a
@@ -463,6 +507,9 @@ export class HbonePool {
       throw new HboneError('HBONE_TIMEOUT', 'session setup abandoned');
     }
     raw.setNoDelay?.(true);
+    // no TCP half-close under HBONE: the server's FIN means it is gone, and
+    // the session (every stream, every socket joined to them) ends with it
+    raw.allowHalfOpen = false;
 
     const expected = req.dstId;
     const tlsSock = tls.connect({
@@ -518,14 +565,18 @@ export class HbonePool {
       throw new HboneError('HBONE_TLS', `server did not negotiate h2 (ALPN ${String(tlsSock.alpnProtocol)})`, { reason: 'bad_alpn' });
     }
 
+    const windows = this.#opts.windows;
     const session = http2.connect(`https://${formatHostPort(req.dstAddr)}`, {
       createConnection: () => tlsSock,
-      settings: hboneSettings(this.#maxStreams),
+      // with a window budget: start at the floor, raised once connected (raising takes effect at once)
+      settings: windows ? { ...hboneSettings(this.#maxStreams), initialWindowSize: 65_535 } : hboneSettings(this.#maxStreams),
       maxSessionMemory: HBONE_MAX_SESSION_MEMORY_MB,
       peerMaxConcurrentStreams: this.#maxStreams,
     });
     ps.session = session;
     session.on('error', noop);
+    tlsSock.once('end', () => { if (!session.destroyed) session.destroy(); });
+    tlsSock.once('close', () => { if (!session.destroyed) session.destroy(); });
     session.on('frameError', noop);
     session.on('goaway', (code: number, _last: number, data?: Buffer) => {
       const txt = data && data.length > 0 ? data.toString('utf8', 0, Math.min(data.length, 256)) : undefined;
@@ -564,23 +615,18 @@ export class HbonePool {
       /* closed meanwhile */
     }
 
-    // Keep-alive pings.
-    let outstandingSince = 0;
-    ps.pingTimer = setInterval(() => {
-      if (session.destroyed) return;
-      if (outstandingSince > 0) {
-        if (Date.now() - outstandingSince > this.#pingTimeoutMs) {
-          session.destroy(new Error('HBONE ping timeout'));
-        }
-        return;
-      }
-      outstandingSince = Date.now();
-      const ok = session.ping((err) => {
-        if (!err) outstandingSince = 0;
-      });
-      if (!ok) outstandingSince = 0;
-    }, this.#pingIntervalMs);
-    ps.pingTimer.unref();
+    if (windows) {
+      windows.add(session);
+      try {
+        session.settings({ initialWindowSize: windows.window });
+      } catch { /* closed meanwhile */ }
+    }
+
+    // Keep-alive pings: an unanswered one ends the session and its streams.
+    const stopPing = keepPinging(session, { pingIntervalMs: this.#pingIntervalMs, pingTimeoutMs: this.#pingTimeoutMs }, () => {
+      this.#failures.ping_timeout = (this.#failures.ping_timeout ?? 0) + 1;
+    });
+    ps.stopPing = stopPing;
 
     // Stop using the session once either certificate expires.
     const peerCert = tlsSock.getPeerCertificate();

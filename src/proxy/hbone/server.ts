@@ -33,6 +33,8 @@ import {
   type PemInput,
 } from './common.js';
 import { spliceStreamSocket } from './tunnel.js';
+import { KeyedLimiter, Limiter, type WindowBudget } from '../limits.js';
+import { keepPinging, type LivenessParams } from '../liveness.js';
 
 export interface ServerCert {
   key: PemInput;
@@ -85,13 +87,18 @@ export const HBONE_REJECT_REASONS = [
   'bad_preface',
   'h2_error',
   'server_closing',
+  'limit_handshakes',
+  'limit_peer_sessions',
+  'ping_timeout',
   // stream level
   'not_connect',
   'bad_authority',
   'authority_mismatch',
   'agent_port',
+  'limit_streams',
   'denied',
   'upstream_unreachable',
+  'limit_dials',
   'internal_error',
 ] as const;
 export type HboneRejectReason = (typeof HBONE_REJECT_REASONS)[number];
@@ -157,8 +164,18 @@ export interface HboneServerOptions {
   connectTimeoutMs?: number;
   /** Streams per connection. Default 100. */
   maxConcurrentStreams?: number;
-  /** TCP keep-alive on accepted sockets (0 disables). Default 30 s. */
+  /** TCP keep-alive on accepted sockets when no `tuneSocket` is given (0 disables). Default 30 s. */
   keepAliveMs?: number;
+  /** Sets liveness options (keepalive, TCP_USER_TIMEOUT) on each accepted socket. */
+  tuneSocket?(socket: net.Socket): void;
+  /** HTTP/2 PING both ways: an unanswered PING ends the session. Default: none from this side. */
+  liveness?: LivenessParams;
+  /** TLS handshakes in progress at once; more are closed at once (limit_handshakes). Default 128. */
+  maxHandshakes?: number;
+  /** Connections open at once from one peer address; more are closed (limit_peer_sessions). Default 16. */
+  maxSessionsPerPeer?: number;
+  /** The node-wide per-stream window (flow control bounded by a receive budget). Default: fixed windows. */
+  windows?: WindowBudget;
 }
 
 export interface HboneServerStats {
@@ -169,6 +186,8 @@ export interface HboneServerStats {
     open: number;
     /** Authenticated HTTP/2 sessions currently open. */
     established: number;
+    /** TLS handshakes in progress. */
+    handshaking: number;
   };
   streams: {
     total: number;
@@ -192,6 +211,8 @@ interface Conn {
 }
 
 const TLS13_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384';
+/** on an accepted socket: frees its TLS-handshake slot (called once the session starts, or at close) */
+const HANDSHAKE_DONE = Symbol('hbone.handshakeDone');
 const MAX_CACHED_CONTEXTS = 64;
 
 function pemKey(p: PemInput | PemInput[]): string {
@@ -247,11 +268,15 @@ export class HboneServer {
   #upstreamsOpen = 0;
   #connSeq = 0;
   #closing = false;
+  readonly #handshakes: Limiter;
+  readonly #perPeer: KeyedLimiter;
 
   constructor(opts: HboneServerOptions) {
     validateTrustDomain(opts.trustDomain);
     this.#opts = opts;
     this.#connectTarget = opts.connectTarget ?? defaultConnectTarget(opts.connectTimeoutMs ?? 10_000);
+    this.#handshakes = new Limiter('handshakes', opts.maxHandshakes ?? 128);
+    this.#perPeer = new KeyedLimiter('peer sessions', opts.maxSessionsPerPeer ?? 16);
   }
 
   // ---------------------------------------------------------------- intake
@@ -264,14 +289,35 @@ export class HboneServer {
       return;
     }
     this.#accepted++;
-    this.#sockets.add(socket);
+    // HBONE has no TCP half-close: a FIN from the peer means it is gone, and
+    // the session (all its streams, their sockets) must end with it
+    socket.allowHalfOpen = false;
     socket.on('error', noop); // reported through tlsClientError / session errors
-    socket.once('close', () => this.#sockets.delete(socket));
-    socket.setNoDelay(true);
-    const ka = this.#opts.keepAliveMs ?? 30_000;
-    if (ka > 0) socket.setKeepAlive(true, ka);
     const local: HostPort = { ip: normalizeIp(socket.localAddress), port: socket.localPort ?? 0 };
     const remote: HostPort = { ip: normalizeIp(socket.remoteAddress), port: socket.remotePort ?? 0 };
+    // caps: connections per peer address, TLS handshakes in progress
+    if (!this.#perPeer.tryAcquire(remote.ip)) {
+      this.#reject({ scope: 'connection', reason: 'limit_peer_sessions', message: `${remote.ip} already has ${this.#perPeer.max} connections open (maxSessionsPerPeer)`, local, remote });
+      socket.destroy();
+      return;
+    }
+    if (!this.#handshakes.tryAcquire()) {
+      this.#perPeer.release(remote.ip);
+      this.#reject({ scope: 'connection', reason: 'limit_handshakes', message: `${this.#handshakes.max} TLS handshakes already in progress (maxHandshakes)`, local, remote });
+      socket.destroy();
+      return;
+    }
+    let handshaking = true;
+    const handshakeDone = (): void => { if (handshaking) { handshaking = false; this.#handshakes.release(); } };
+    (socket as net.Socket & { [HANDSHAKE_DONE]?: () => void })[HANDSHAKE_DONE] = handshakeDone;
+    this.#sockets.add(socket);
+    socket.once('close', () => { this.#sockets.delete(socket); handshakeDone(); this.#perPeer.release(remote.ip); });
+    socket.setNoDelay(true);
+    if (this.#opts.tuneSocket) this.#opts.tuneSocket(socket);
+    else {
+      const ka = this.#opts.keepAliveMs ?? 30_000;
+      if (ka > 0) socket.setKeepAlive(true, ka);
+    }
     let sc: ServerCert | Promise<ServerCert>;
     try {
       sc = this.#opts.getServerCert(local.ip, local.port);
@@ -319,7 +365,7 @@ export class HboneServer {
 
   stats(): HboneServerStats {
     return {
-      connections: { accepted: this.#accepted, open: this.#sockets.size, established: this.#conns.size },
+      connections: { accepted: this.#accepted, open: this.#sockets.size, established: this.#conns.size, handshaking: this.#handshakes.inUse },
       streams: {
         total: this.#streamsTotal,
         active: this.#streamsActive,
@@ -436,7 +482,11 @@ export class HboneServer {
       handshakeTimeout: this.#opts.handshakeTimeoutMs ?? 10_000,
       allowHTTP1: false,
       unknownProtocolTimeout: 1000,
-      settings: hboneSettings(this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS),
+      // with a window budget sessions start at its floor and are raised in
+      // #onSession (raising takes effect at once; lowering needs the peer's ACK)
+      settings: this.#opts.windows
+        ? { ...hboneSettings(this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS), initialWindowSize: 65_535 }
+        : hboneSettings(this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS),
       maxSessionMemory: HBONE_MAX_SESSION_MEMORY_MB,
       peerMaxConcurrentStreams: this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS,
     });
@@ -511,6 +561,12 @@ export class HboneServer {
     const sock = session.socket as tls.TLSSocket;
     const local: HostPort = { ip: normalizeIp(sock.localAddress), port: sock.localPort ?? 0 };
     const remote: HostPort = { ip: normalizeIp(sock.remoteAddress), port: sock.remotePort ?? 0 };
+    // the TLS handshake is over: its slot is free
+    const raw = (sock as unknown as { _parent?: net.Socket & { [HANDSHAKE_DONE]?: () => void } })._parent;
+    raw?.[HANDSHAKE_DONE]?.();
+    // the peer's end (FIN, RST, TLS error) ends every stream of the session
+    sock.once('end', () => { if (!session.destroyed) session.destroy(); });
+    sock.once('close', () => { if (!session.destroyed) session.destroy(); });
     let counted = false;
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (counted) return;
@@ -541,6 +597,16 @@ export class HboneServer {
     }
     const conn: Conn = { id: ++this.#connSeq, peer: res.peer, local, remote, session, streams: 0, started: Date.now() };
     this.#conns.set(session, conn);
+    const windows = this.#opts.windows;
+    if (windows) {
+      windows.add(session);
+      try {
+        session.settings({ initialWindowSize: windows.window });
+      } catch { /* closing */ }
+    }
+    if (this.#opts.liveness) {
+      keepPinging(session, this.#opts.liveness, () => this.#reject({ scope: 'connection', reason: 'ping_timeout', message: `no PING answer within ${this.#opts.liveness!.pingTimeoutMs} ms`, local, remote, peer: res.peer }));
+    }
     let total = 0;
     session.on('stream', () => total++);
     session.once('close', () => {
@@ -621,10 +687,20 @@ export class HboneServer {
   #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     this.#streamsTotal++;
     this.#streamsActive++;
-    stream.once('close', () => this.#streamsActive--);
+    const windows = this.#opts.windows;
+    windows?.streamOpened();
+    stream.once('close', () => { this.#streamsActive--; windows?.streamClosed(); });
     stream.on('error', noop); // outcome handled via 'close'
     const conn = this.#conns.get(stream.session as http2.ServerHttp2Session);
     if (!conn) {
+      stream.close(H2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    // a peer may open streams before it has our SETTINGS (MAX_CONCURRENT_STREAMS):
+    // the cap is enforced here too, for every stream
+    const maxStreams = this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS;
+    if (conn.streams >= maxStreams) {
+      this.#reject({ scope: 'stream', reason: 'limit_streams', message: `session already has ${maxStreams} streams (maxStreamsPerSession)`, local: conn.local, remote: conn.remote, peer: conn.peer });
       stream.close(H2.NGHTTP2_REFUSED_STREAM);
       return;
     }
@@ -704,11 +780,12 @@ export class HboneServer {
       upstream = await this.#connectTarget(ctx.target, ctx);
     } catch (err) {
       if (gone()) return;
+      const limited = (err as { code?: string })?.code === 'LIMIT_DIALS';
       this.#rejectStream(
         stream,
         conn,
         503,
-        'upstream_unreachable',
+        limited ? 'limit_dials' : 'upstream_unreachable',
         `cannot reach ${ctx.target.ip}:${ctx.target.port}: ${(err as Error)?.message ?? err}`,
         ctx.target,
       );
