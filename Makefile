@@ -5,7 +5,7 @@ CLANG ?= clang
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INC)
 NODE := node
 
-.PHONY: all deps build bpf native ts demo test test-unit test-privileged test-vm bench audit clean sandbox-down
+.PHONY: all deps build bpf native ts demo test test-unit test-privileged test-vm test-demo bench audit clean sandbox-down
 
 all: build
 
@@ -30,13 +30,17 @@ build: bpf native ts
 demo: build
 	$(NODE) dist/src/cli.js demo
 
-test: build test-unit test-privileged test-vm
+test: build test-unit test-privileged test-demo test-vm
 
 test-unit:
 	$(NODE) --test --test-reporter=spec dist/test/unit/
 
 test-privileged:
 	$(NODE) --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec dist/test/privileged/
+
+# the demo checks every claim it prints and exits non-zero when one is false
+test-demo:
+	$(NODE) dist/src/cli.js demo
 
 test-vm:
 	$(NODE) --test --test-timeout=900000 --test-reporter=spec dist/test/vm/

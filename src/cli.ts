@@ -284,8 +284,13 @@ async function main(argv: string[]): Promise<void> {
       if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) { process.stdout.write(USAGE + '\n'); return; }
       return cmdSandbox(rest);
     case 'demo': {
-      const { runDemo } = await import('./demo.js');
-      return runDemo();
+      const { runDemo, DemoClaimError } = await import('./demo.js');
+      try {
+        return await runDemo();
+      } catch (e) {
+        if (e instanceof DemoClaimError) { process.stderr.write(`ambientd demo: ${e.message}\n`); process.exit(1); }
+        throw e;
+      }
     }
     case 'inspect': {
       const { runInspect } = await import('./admin/inspect.js');

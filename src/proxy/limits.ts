@@ -46,6 +46,28 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   socketBuffer: 256 * 1024,
 });
 
+/** Per-stream buffers besides its window: Node's stream high-water marks, a TLS record, the app socket's queue. */
+export const STREAM_OVERHEAD_BYTES = 64 * 1024;
+/** JS state of one proxied connection (records, sockets, closures; bench: ~12 KiB per idle connection). */
+export const CONNECTION_STATE_BYTES = 16 * 1024;
+
+/**
+ * The agent's memory beyond its idle size (docs/ARCHITECTURE.md#limits),
+ * whatever apps and peers do, for `streams` open HBONE streams and
+ * `connections` proxied connections:
+ *
+ *   max(receiveBuffer, streams × minStreamWindow)   data peers may send ahead of the apps
+ *   + streams × STREAM_OVERHEAD_BYTES                 per-stream buffers
+ *   + connections × CONNECTION_STATE_BYTES            per-connection state
+ *
+ * Kernel memory charged to the agent is bounded apart: 4 × socketBuffer per
+ * in-pod socket (the kernel doubles SO_SNDBUF/SO_RCVBUF), and HBONE
+ * connections hold at most what flow control lets into flight.
+ */
+export function memoryBound(limits: Pick<Limits, 'receiveBuffer' | 'minStreamWindow'>, load: { streams: number; connections: number }): number {
+  return Math.max(limits.receiveBuffer, load.streams * limits.minStreamWindow) + load.streams * STREAM_OVERHEAD_BYTES + load.connections * CONNECTION_STATE_BYTES;
+}
+
 /**
  * A counting cap with a bounded wait: acquire() takes a slot, or waits for
  * one (at most `maxQueue` waiters, each at most `timeoutMs`), or refuses.
@@ -78,7 +100,6 @@ export class Limiter {
           resolve(false);
         }, timeoutMs),
       };
-      entry.timer.unref();
       this.queue.push(entry);
     });
   }
@@ -186,10 +207,12 @@ export class WindowBudget {
       return; // too many unacknowledged SETTINGS, or closing: the session goes anyway
     }
     timer = setTimeout(() => {
+      if (s.destroyed) return;
       // a peer that keeps the larger window by not acknowledging loses its session
       this.settingsTimeouts++;
       s.destroy(new Error('SETTINGS not acknowledged in time'), 4 /* SETTINGS_TIMEOUT */);
     }, this.ackTimeoutMs);
     timer.unref();
+    s.once('close', () => { if (timer) clearTimeout(timer); });
   }
 }

@@ -18,7 +18,7 @@ import {
 } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';

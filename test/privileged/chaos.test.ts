@@ -15,6 +15,7 @@ import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import { DEFAULT_LIMITS, memoryBound } from '../../src/proxy/limits.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
@@ -245,6 +246,9 @@ test('a non-reading app gets 300 connections × 8 MiB from another node: the des
   const rrUnder = JSON.parse(rr.stdout) as { p99_us: number };
   const d = await dump('n2');
   t.diagnostic(`n2 agent RSS ${rss0.toFixed(1)} -> ${peak.toFixed(1)} MiB (+${(peak - rss0).toFixed(1)}); rr p99 ${rrBase.p99_us.toFixed(0)} µs alone, ${rrUnder.p99_us.toFixed(0)} µs under the attack; ${JSON.stringify(d.resources.hbone)}`);
+  // the documented formula (docs/ARCHITECTURE.md#limits) holds, and so does the issue's 64 MiB
+  const bound = memoryBound(DEFAULT_LIMITS, { streams: 300, connections: 300 }) / 2 ** 20;
+  assert.ok(peak - rss0 <= bound, `RSS grew ${(peak - rss0).toFixed(1)} MiB, more than the formula's ${bound.toFixed(1)} MiB`);
   assert.ok(peak - rss0 <= 64, `the destination agent's RSS grew ${(peak - rss0).toFixed(1)} MiB (<= 64): ${rss0.toFixed(1)} -> ${peak.toFixed(1)} MiB; rr p99 ${rrBase.p99_us.toFixed(0)} -> ${rrUnder.p99_us.toFixed(0)} µs; stream window ${JSON.stringify(d.resources.hbone)}`);
   writer.kill('SIGKILL');
   noread.kill('SIGKILL');
@@ -286,6 +290,12 @@ test('a handshake flood and a 5000-stream flood: the limits hold, legitimate tra
   const answered = Object.values(out.statuses).reduce((x, y) => x + y, 0);
   assert.ok(out.sessionClosed ? answered < 5000 : answered + Object.values(out.errors).reduce((x, y) => x + y, 0) >= 5000, `every stream was answered or refused, or the session ended: ${JSON.stringify(out)}`);
   assert.ok(maxStreams > 0, 'the flood reached the server');
+  await works('n1-p1', 'n2-p1');
+  // 3. a peer that ignores MAX_CONCURRENT_STREAMS (1000 streams at once, held): refused beyond 100
+  const abusive = JSON.parse((await runInPod(attacker, [process.execPath, FLOOD, 'streams', cert, b.ip, `${b.ip}:8080`, '1000', '500'], { timeoutMs: 120_000 })).stdout) as { statuses: Record<string, number>; errors: Record<string, number> };
+  t.diagnostic(`abusive flood: ${JSON.stringify(abusive)}`);
+  assert.ok((abusive.statuses['200'] ?? 0) <= 100, `no more than 100 streams were served at once: ${JSON.stringify(abusive)}`);
+  assert.ok(Object.values(abusive.errors).reduce((x, y) => x + y, 0) >= 900, 'the rest was refused');
   await works('n1-p1', 'n2-p1');
   await until('the attacker\'s sessions are gone', () => flowSockets(b.netns, [15008]).filter((l) => l.includes(`${attacker.ip}:`)).length === 0, 10_000);
   await assertClean('floods', base, [b.netns, attacker.netns], [8080], 10_000);

@@ -14,7 +14,7 @@ import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
-import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../helpers/pcap.js';
+import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../src/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 
 let st: SandboxState;

@@ -17,7 +17,7 @@ import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
-import { captureNodeLink, readTcpPackets } from '../helpers/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';

@@ -1,7 +1,19 @@
-// Minimal pcap (libpcap format, Ethernet, IPv4, TCP) reader for wire checks.
+/**
+ * Wire checks of the sandbox (tests, demo): tcpdump on the link between a
+ * node and the fabric bridge, and a minimal pcap (libpcap format, Ethernet,
+ * IPv4, TCP) reader.
+ */
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
-import { until } from './sandbox.js';
+import { TIME_SCALE } from './topology.js';
+
+async function until(what: string, fn: () => boolean, timeoutMs = 8000): Promise<void> {
+  const end = Date.now() + timeoutMs * TIME_SCALE;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
 
 export interface TcpPacket { src: string; dst: string; sport: number; dport: number; payload: Buffer }
 
