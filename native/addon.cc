@@ -749,6 +749,10 @@ struct SockReq {
   int backlog = 0;
   int snd_buf = 0;  // SO_SNDBUF / SO_RCVBUF when > 0 (a listener's are inherited by accepted sockets)
   int rcv_buf = 0;
+  int keep_idle = 0;     // SO_KEEPALIVE + TCP_KEEPIDLE/INTVL (s) / CNT when keep_idle > 0 (inherited too)
+  int keep_intvl = 0;
+  int keep_cnt = 0;
+  int user_timeout = 0;  // TCP_USER_TIMEOUT (ms) when > 0 (inherited too)
   int result = -EINVAL;
 };
 
@@ -774,6 +778,13 @@ int SockInNetns(const SockReq& r) {
   if (!err && r.family == AF_INET6) err = SetIntOpt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
   if (!err && r.snd_buf > 0) err = SetIntOpt(s, SOL_SOCKET, SO_SNDBUF, r.snd_buf);
   if (!err && r.rcv_buf > 0) err = SetIntOpt(s, SOL_SOCKET, SO_RCVBUF, r.rcv_buf);
+  if (!err && r.keep_idle > 0) {
+    err = SetIntOpt(s, SOL_SOCKET, SO_KEEPALIVE, 1);
+    if (!err) err = SetIntOpt(s, IPPROTO_TCP, TCP_KEEPIDLE, r.keep_idle);
+    if (!err) err = SetIntOpt(s, IPPROTO_TCP, TCP_KEEPINTVL, r.keep_intvl);
+    if (!err) err = SetIntOpt(s, IPPROTO_TCP, TCP_KEEPCNT, r.keep_cnt);
+  }
+  if (!err && r.user_timeout > 0) err = SetIntOpt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, r.user_timeout);
   if (!err && r.do_bind) {
     socklen_t len = r.family == AF_INET6 ? sizeof r.addr.v6 : sizeof r.addr.v4;
     if (bind(s, reinterpret_cast<const struct sockaddr*>(&r.addr), len) < 0) err = -errno;
@@ -836,11 +847,15 @@ NAN_METHOD(SocketInNetns) {
   if (!GetProp(o, "family", &fam)) return;
   if (!fam->IsNumber()) return TypeError(info, "socketInNetns", "opts.family", "4 or 6");
   double family = Nan::To<double>(fam).FromJust();
-  double mark = 0, backlog = 0, port = 0, sndbuf = 0, rcvbuf = 0;
-  bool has_mark, has_listen, has_sndbuf, has_rcvbuf;
+  double mark = 0, backlog = 0, port = 0, sndbuf = 0, rcvbuf = 0, kidle = 0, kintvl = 0, kcnt = 0, utmo = 0;
+  bool has_mark, has_listen, has_sndbuf, has_rcvbuf, has_kidle, has_kintvl, has_kcnt, has_utmo;
   if (!OptNumber(info, o, "mark", "opts.mark", &mark, &has_mark)) return;
   if (!OptNumber(info, o, "sndBuf", "opts.sndBuf", &sndbuf, &has_sndbuf)) return;
   if (!OptNumber(info, o, "rcvBuf", "opts.rcvBuf", &rcvbuf, &has_rcvbuf)) return;
+  if (!OptNumber(info, o, "keepIdleMs", "opts.keepIdleMs", &kidle, &has_kidle)) return;
+  if (!OptNumber(info, o, "keepIntervalMs", "opts.keepIntervalMs", &kintvl, &has_kintvl)) return;
+  if (!OptNumber(info, o, "keepCount", "opts.keepCount", &kcnt, &has_kcnt)) return;
+  if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &utmo, &has_utmo)) return;
   if (!OptBool(info, o, "transparent", &req.transparent)) return;
   if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return;
   if (!OptBool(info, o, "reusePort", &req.reuse_port)) return;
@@ -877,6 +892,17 @@ NAN_METHOD(SocketInNetns) {
   if (has_rcvbuf) {
     if (!IsInt(rcvbuf, 1, 1 << 30)) return Ret(info, -EINVAL);
     req.rcv_buf = static_cast<int>(rcvbuf);
+  }
+  if (has_kidle || has_kintvl || has_kcnt) {
+    if (!has_kidle || !has_kintvl || !has_kcnt || !IsInt(kidle, 1, 86400000) || !IsInt(kintvl, 1, 86400000) || !IsInt(kcnt, 1, 127))
+      return Ret(info, -EINVAL);
+    req.keep_idle = static_cast<int>(std::max(1.0, std::ceil(kidle / 1000.0)));
+    req.keep_intvl = static_cast<int>(std::max(1.0, std::ceil(kintvl / 1000.0)));
+    req.keep_cnt = static_cast<int>(kcnt);
+  }
+  if (has_utmo) {
+    if (!IsInt(utmo, 0, INT_MAX)) return Ret(info, -EINVAL);
+    req.user_timeout = static_cast<int>(utmo);
   }
   if (has_listen) {
     if (!IsInt(backlog, 0, INT_MAX)) return Ret(info, -EINVAL);
@@ -1298,35 +1324,7 @@ NAN_METHOD(PeerCred) {
 // ---------------------------------------------------------------------------
 // Liveness and limits of the agent's own sockets and process.
 
-// setTcpLiveness(fd, {keepIdleMs, keepIntervalMs, keepCount, userTimeoutMs}):
-// SO_KEEPALIVE with TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT (seconds, at least
-// 1), and TCP_USER_TIMEOUT (ms; 0 = the kernel default). 0 or -errno.
-NAN_METHOD(SetTcpLiveness) {
-  double d;
-  int fd;
-  if (!GetNumber(info, 0, "setTcpLiveness", "fd", &d)) return;
-  if (!info[1]->IsObject()) return TypeError(info, "setTcpLiveness", "opts", "an object");
-  v8::Local<v8::Object> o = info[1].As<v8::Object>();
-  double idle = 0, intvl = 0, cnt = 0, user = 0;
-  bool h1, h2, h3, h4;
-  if (!OptNumber(info, o, "keepIdleMs", "opts.keepIdleMs", &idle, &h1, "setTcpLiveness")) return;
-  if (!OptNumber(info, o, "keepIntervalMs", "opts.keepIntervalMs", &intvl, &h2, "setTcpLiveness")) return;
-  if (!OptNumber(info, o, "keepCount", "opts.keepCount", &cnt, &h3, "setTcpLiveness")) return;
-  if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &user, &h4, "setTcpLiveness")) return;
-  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
-  if (!h1 || !h2 || !h3 || !IsInt(idle, 1, 86400000) || !IsInt(intvl, 1, 86400000) || !IsInt(cnt, 1, 127) ||
-      (h4 && !IsInt(user, 0, INT_MAX)))
-    return Ret(info, -EINVAL);
-  auto secs = [](double ms) { return static_cast<int>(std::max(1.0, std::ceil(ms / 1000.0))); };
-  int r = SetIntOpt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
-  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPIDLE, secs(idle));
-  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPINTVL, secs(intvl));
-  if (!r) r = SetIntOpt(fd, IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(cnt));
-  if (!r && h4) r = SetIntOpt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(user));
-  Ret(info, r);
-}
-
-// tcpLiveness(fd): what setTcpLiveness set, read back: {keepalive, keepIdleMs,
+// tcpLiveness(fd): the keepalive and user-timeout options of a TCP socket: {keepalive, keepIdleMs,
 // keepIntervalMs, keepCount, userTimeoutMs} or -errno.
 NAN_METHOD(TcpLiveness) {
   double d;
@@ -1416,7 +1414,6 @@ NAN_MODULE_INIT(Init) {
   Nan::SetMethod(target, "tcpSockets", TcpSockets);
   Nan::SetMethod(target, "destroyTcpSockets", DestroyTcpSockets);
   Nan::SetMethod(target, "peerCred", PeerCred);
-  Nan::SetMethod(target, "setTcpLiveness", SetTcpLiveness);
   Nan::SetMethod(target, "tcpLiveness", TcpLiveness);
   Nan::SetMethod(target, "raiseFdLimit", RaiseFdLimit);
 }

@@ -571,7 +571,8 @@ export class Agent {
           l = await serveListeningFd(fd, bind, onConn).catch((e: unknown) => { this.native.closeFd(fd); throw e; });
           this.handoverInfo.adopted++;
         } else {
-          l = await listenInNetns(this.native, p.netns!, bind, this.cfg.mark, onConn, role === 'outbound' ? this.cfg.limits.socketBuffer : undefined);
+          // outbound: the app in this pod (bounded buffers); inbound: plaintext clients; hbone: peers (TCP_USER_TIMEOUT)
+          l = await listenInNetns(this.native, p.netns!, bind, this.cfg.mark, onConn, mesh.socketOptions(role === 'outbound' ? 'app' : role === 'hbone' ? 'hbone' : 'remote'));
         }
         l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${key} ${role}`));
         lp.listeners.push({ ...l, role });

@@ -88,7 +88,8 @@ passed through in plaintext from the pod's own address.
 Metrics: Istio-standard istio_tcp_connections_{opened,closed,failed}_total and
 istio_tcp_{sent,received}_bytes_total (reporter source|destination, workload/principal labels),
 plus ambientd_* agent health metrics and process metrics, on :15020/metrics.
-Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit.
+Admin endpoint: GET /config_dump, GET /healthz/ready, GET|POST /logging?level=, POST /quitquitquit,
+POST /debug/heap (a full GC, then the live heap).
 Restart: start the new agent while the old one runs (DaemonSet maxSurge); it takes every listening
 socket over --handover-socket, then the old one stops accepting and drains. On SIGTERM without a
 successor the agent stops accepting (new connections are refused: fail closed) and drains for at

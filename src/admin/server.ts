@@ -1,8 +1,12 @@
 /**
  * Admin endpoint (loopback only): /config_dump, /logging, /healthz/ready,
- * /quitquitquit. Bad requests get a 4xx and change nothing.
+ * /quitquitquit, and POST /debug/heap (a full GC, then the live heap: what
+ * leak hunts and the soak benchmark read). Bad requests get a 4xx and change
+ * nothing.
  */
 import http from 'node:http';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { isLevel, LEVELS, type Logger } from '../util/log.js';
 
 export interface AdminHandlers {
@@ -12,6 +16,20 @@ export interface AdminHandlers {
 }
 
 const MAX_BODY = 64 * 1024;
+
+let gcFn: (() => void) | null = null;
+/** A full garbage collection (exposes V8's gc() once, on first use), then the heap figures. */
+export function liveHeap(): { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; rss: number; gcMs: number } {
+  if (!gcFn) {
+    v8.setFlagsFromString('--expose-gc');
+    gcFn = vm.runInNewContext('gc') as () => void;
+  }
+  const t0 = process.hrtime.bigint();
+  gcFn();
+  const gcMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const m = process.memoryUsage();
+  return { heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss, gcMs };
+}
 
 function send(res: http.ServerResponse, status: number, body: unknown, type = 'application/json'): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2);
@@ -56,13 +74,15 @@ export function createAdminServer(h: AdminHandlers, log: Logger): http.Server {
             log.info('log level changed', { level });
             return send(res, 200, { level });
           }
+          case 'POST /debug/heap':
+            return send(res, 200, liveHeap());
           case 'POST /quitquitquit':
             send(res, 200, 'OK\n', 'text/plain');
             setImmediate(() => h.quit());
             return;
           default:
-            if (['/config_dump', '/healthz/ready', '/logging', '/quitquitquit'].includes(url.pathname)) return send(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}` });
-            return send(res, 404, { error: `no such endpoint: ${url.pathname}`, endpoints: ['/config_dump', '/healthz/ready', '/logging', '/quitquitquit'] });
+            if (['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'].includes(url.pathname)) return send(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}` });
+            return send(res, 404, { error: `no such endpoint: ${url.pathname}`, endpoints: ['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'] });
         }
       } catch (e) {
         log.error('admin request failed', { route, error: e });

@@ -46,6 +46,12 @@ export interface SocketOptions {
   /** SO_SNDBUF / SO_RCVBUF in bytes (the kernel doubles them; autotuning is off for that direction). A listener's are inherited by the sockets it accepts. */
   sndBuf?: number;
   rcvBuf?: number;
+  /** SO_KEEPALIVE with TCP_KEEPIDLE/TCP_KEEPINTVL (whole seconds, at least 1) and TCP_KEEPCNT: all three or none. Inherited by accepted sockets. */
+  keepIdleMs?: number;
+  keepIntervalMs?: number;
+  keepCount?: number;
+  /** TCP_USER_TIMEOUT in ms. Inherited by accepted sockets. */
+  userTimeoutMs?: number;
 }
 
 export interface TcpLiveness {
@@ -142,9 +148,7 @@ export interface NativeAddon {
   recvFds(fd: number, maxBytes: number, timeoutMs: number): { data: Buffer; fds: number[] } | Errno;
   /** What a socket fd is: family 4/6 (0 other), SOCK_* type, listening, bound address, and its netns inode (SIOCGSKNS; 0n unknown). */
   socketInfo(fd: number): { family: 0 | 4 | 6; type: number; listening: boolean; ip: string; port: number; netnsInode: bigint } | Errno;
-  /** SO_KEEPALIVE with the given probe timing, and TCP_USER_TIMEOUT, on a TCP socket. */
-  setTcpLiveness(fd: number, opts: TcpLiveness): 0 | Errno;
-  /** The liveness options of a TCP socket, read back. */
+  /** The liveness options of a TCP socket, read back (what socketInNetns set, or a listener passed on). */
   tcpLiveness(fd: number): (Required<TcpLiveness> & { keepalive: boolean }) | Errno;
   /** RLIMIT_NOFILE: soft raised to hard (-1 = unlimited); raising hard needs CAP_SYS_RESOURCE and is not attempted. */
   raiseFdLimit(): { soft: number; hard: number } | Errno;

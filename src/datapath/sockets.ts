@@ -4,7 +4,7 @@
  * fd; from then on they are ordinary net.Server / net.Socket objects.
  */
 import net from 'node:net';
-import type { NativeAddon } from './native-api.js';
+import type { NativeAddon, SocketOptions } from './native-api.js';
 import { nativeError } from './datapath.js';
 import { errnoName } from './native.js';
 import { AmbientError } from '../util/errors.js';
@@ -19,12 +19,27 @@ export interface PodListener {
 }
 
 /**
- * A listening socket bound to ip:port inside the netns, served by
- * `onConnection`. `socketBuffer` (bytes) caps SO_SNDBUF/SO_RCVBUF of the
- * sockets it accepts (in-pod connections: bounded kernel memory per socket).
+ * Options of the agent's own TCP sockets, set when they are made (a
+ * listener's are inherited by every socket it accepts: no call per
+ * connection): `socketBuffer` caps SO_SNDBUF/SO_RCVBUF (in-pod peers: bounded
+ * kernel memory per socket), `liveness` turns on keepalive (and, with
+ * userTimeoutMs, TCP_USER_TIMEOUT).
  */
-export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void, socketBuffer?: number): Promise<PodListener> {
-  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...(socketBuffer ? { sndBuf: socketBuffer, rcvBuf: socketBuffer } : {}) });
+export interface AgentSocketOptions {
+  socketBuffer?: number;
+  liveness?: { keepIdleMs: number; keepIntervalMs: number; keepCount: number; userTimeoutMs?: number };
+}
+
+function socketOpts(o: AgentSocketOptions | undefined): Partial<SocketOptions> {
+  return {
+    ...(o?.socketBuffer ? { sndBuf: o.socketBuffer, rcvBuf: o.socketBuffer } : {}),
+    ...(o?.liveness ?? {}),
+  };
+}
+
+/** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
+export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void, opts?: AgentSocketOptions): Promise<PodListener> {
+  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...socketOpts(opts) });
   if (fd < 0) {
     throw errnoName(fd) === 'EADDRINUSE'
       ? new AmbientError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}: EADDRINUSE`, 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config', { errno: -fd })
@@ -64,10 +79,10 @@ export class DialError extends Error {
 /**
  * Connects to `dst` from inside the netns (so the source address is the
  * pod's), with the agent's mark on the socket. Resolves once connected.
- * `socketBuffer` caps its SO_SNDBUF/SO_RCVBUF (for in-pod peers, the app).
+ * `opts`: buffers and liveness set on the socket as it is made.
  */
-export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, socketBuffer?: number): Promise<net.Socket> {
-  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...(socketBuffer ? { sndBuf: socketBuffer, rcvBuf: socketBuffer } : {}) });
+export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: AgentSocketOptions): Promise<net.Socket> {
+  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
   if (fd < 0) return Promise.reject(new DialError(errnoName(fd), `socket in ${netns}: ${errnoName(fd)}`));
   const sock = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
   return new Promise((resolve, reject) => {

@@ -7,7 +7,8 @@
  *   HTTP/2 PING on every HBONE session, both sides: every T/4, and a PING
  *   unanswered for T/2 ends the session (and so its streams and their sockets).
  *   TCP keepalive on every socket the agent owns: idle T/2, then 3 probes T/6
- *   apart (whole seconds, at least 1).
+ *   apart (whole seconds, at least 1), set when the socket is made (a
+ *   listener's options are inherited by every socket it accepts).
  *   TCP_USER_TIMEOUT = T on HBONE connections: data unacknowledged for T ends
  *   the connection even while it is busy (retransmissions alone would take
  *   ~15 min). Not on sockets to apps or plaintext destinations, where a
@@ -20,9 +21,7 @@
  * 180 s interval, 9 probes) leaves plain connections to a dead peer open for
  * half an hour.
  */
-import type net from 'node:net';
-import type { NativeAddon, TcpLiveness } from '../datapath/native-api.js';
-import { handleFd } from '../datapath/sockets.js';
+import type { TcpLiveness } from '../datapath/native-api.js';
 
 export interface LivenessParams {
   pingIntervalMs: number;
@@ -39,17 +38,6 @@ export function livenessParams(peerTimeoutMs: number = DEFAULT_PEER_TIMEOUT_MS):
     pingTimeoutMs: Math.max(500, Math.floor(t / 2)),
     tcp: { keepIdleMs: Math.max(1000, Math.floor(t / 2)), keepIntervalMs: Math.max(1000, Math.floor(t / 6)), keepCount: 3, userTimeoutMs: t },
   };
-}
-
-/**
- * Turns on keepalive (and, with `userTimeout`, TCP_USER_TIMEOUT) on a
- * connected socket the agent owns. False when the socket has no fd (closed).
- */
-export function tuneSocket(native: NativeAddon, sock: net.Socket, p: LivenessParams, opts: { userTimeout: boolean }): boolean {
-  const fd = handleFd(sock);
-  if (fd === null) return false;
-  const { userTimeoutMs, ...keep } = p.tcp;
-  return native.setTcpLiveness(fd, opts.userTimeout ? { ...keep, userTimeoutMs: userTimeoutMs ?? 0 } : keep) === 0;
 }
 
 /**

@@ -19,7 +19,7 @@
  */
 import net from 'node:net';
 import type { NativeAddon } from '../datapath/native-api.js';
-import { dialFromNetns } from '../datapath/sockets.js';
+import { dialFromNetns, type AgentSocketOptions } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
 import type { OriginalDst } from '../datapath/datapath.js';
 import { podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
@@ -31,7 +31,7 @@ import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
 import type { ConnectionRecord, ConnectionTracker } from './connections.js';
 import { relay } from './relay.js';
 import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
-import { livenessParams, tuneSocket, type LivenessParams } from './liveness.js';
+import { livenessParams, type LivenessParams } from './liveness.js';
 import type { Logger } from '../util/log.js';
 
 export interface MeshPod {
@@ -134,13 +134,25 @@ export class MeshProxy {
     }
     let s: net.Socket;
     try {
-      s = await dialFromNetns(this.d.native, netns, dst, this.d.mark, 10_000, kind === 'app' ? this.limits.socketBuffer : undefined);
+      s = await dialFromNetns(this.d.native, netns, dst, this.d.mark, 10_000, this.socketOptions(kind));
     } finally {
       this.dials.release();
     }
-    tuneSocket(this.d.native, s, this.liveness, { userTimeout: kind === 'hbone' });
     this.trackSocket(s, reporter);
     return s;
+  }
+
+  /**
+   * Options of the agent's sockets, set as they are made (listeners pass them
+   * on to what they accept): keepalive on every one, TCP_USER_TIMEOUT on HBONE
+   * connections, bounded buffers towards apps in pods.
+   */
+  socketOptions(kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions {
+    const { userTimeoutMs, ...keep } = this.liveness.tcp;
+    return {
+      liveness: kind === 'hbone' ? { ...keep, userTimeoutMs: userTimeoutMs ?? 0 } : keep,
+      ...(kind === 'app' ? { socketBuffer: this.limits.socketBuffer } : {}),
+    };
   }
 
   private readonly live = new Set<LiveInbound>();
@@ -167,7 +179,8 @@ export class MeshProxy {
       maxSessionsPerPeer: this.limits.maxSessionsPerPeer,
       windows: this.windows,
       liveness: this.liveness,
-      tuneSocket: (s) => { tuneSocket(d.native, s, this.liveness, { userTimeout: true }); this.trackSocket(s, 'destination'); },
+      // liveness options come from the HBONE listener (socketOptions('hbone')), inherited by what it accepts
+      tuneSocket: (s) => { this.trackSocket(s, 'destination'); },
       trustDomain: d.trustDomain,
       // a stalled or truncated handshake holds a socket at most this long
       handshakeTimeoutMs: 5000,
@@ -247,7 +260,6 @@ export class MeshProxy {
     const d = this.d;
     this.own(client);
     this.trackSocket(client, 'source');
-    tuneSocket(d.native, client, this.liveness, { userTimeout: false });
     const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     let orig: OriginalDst | null = null;
     try {
@@ -354,7 +366,6 @@ export class MeshProxy {
     const d = this.d;
     this.own(client);
     this.trackSocket(client, 'destination');
-    tuneSocket(d.native, client, this.liveness, { userTimeout: false });
     const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
     const src = `${client.remoteAddress}:${client.remotePort}`;
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);

@@ -134,8 +134,8 @@ for (const [victim, survivor] of [['n1', 'n2'], ['n2', 'n1']] as const) {
     assert.ok(e, 'the app saw its connection end');
     await restart(victim);
     await works('n1-p1', 'n2-p1');
+    // the survivor's fds back to its baseline (the restarted victim starts a new count)
     await assertClean(`${victim} killed`, { ...base, [victim]: Infinity } as Baseline, [a.netns, b.netns], [8080], 5000);
-    assert.ok((await fdsWithoutSessions(survivor)) <= base[survivor], `the survivor's fds are back (${ms} ms to clean up)`);
   });
 }
 

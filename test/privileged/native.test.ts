@@ -605,6 +605,25 @@ char LICENSE[] SEC("license") = "GPL";
     release(prog);
   });
 
+  it('socketInNetns sets keepalive, TCP_USER_TIMEOUT and buffers, and a listener passes them on to what it accepts', async () => {
+    const lfd = own(a.socketInNetns(nsPath, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15099 }, listen: 16, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000, sndBuf: 65536, rcvBuf: 65536 }), 'listener');
+    assert.deepEqual(a.tcpLiveness(lfd), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 });
+    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd }); });
+    fds.delete(lfd);
+    const cfd = own(a.socketInNetns(nsPath, { family: 4, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3 }), 'client');
+    const c = new net.Socket({ fd: cfd });
+    fds.delete(cfd);
+    c.connect(15099, '127.0.0.1');
+    c.on('error', () => undefined);
+    const srvSide = await accepted;
+    assert.deepEqual(a.tcpLiveness(handleFd(srvSide)!), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 }, 'inherited: no call per connection');
+    assert.deepEqual(a.tcpLiveness(cfd), { keepalive: true, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3, userTimeoutMs: 0 });
+    srvSide.destroy();
+    c.destroy();
+    assert.equal(a.socketInNetns(nsPath, { family: 4, keepIdleMs: 1000 }), -E.EINVAL, 'keepalive needs all three values');
+    assert.equal(a.tcpLiveness(987654), -E.EBADF);
+  });
+
   it('tcpSockets / destroyTcpSockets: list a netns\'s TCP sockets (both families, mark, cookie) and reset one', async () => {
     // inside the test netns: a listener and two connections to it, one of them from a marked AF_INET6 socket (v4-mapped)
     const py = `

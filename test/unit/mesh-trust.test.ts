@@ -19,7 +19,7 @@ function proxy(orig: OriginalDst | null): { mesh: MeshProxy; counts: string[]; t
   const counts: string[] = [];
   const tracker = new ConnectionTracker();
   const deps = {
-    native: { setTcpLiveness: () => 0 } as unknown as MeshDeps['native'], mark: 0x539, ports: { outbound: 15001, inbound: 15006, hbone: 15008 }, trustDomain: 'cluster.local',
+    native: {} as MeshDeps['native'], mark: 0x539, ports: { outbound: 15001, inbound: 15006, hbone: 15008 }, trustDomain: 'cluster.local',
     log: new Logger('test', 'off'), tracker, count: (r: string) => counts.push(r), identities: {} as MeshDeps['identities'],
     originalDst: () => orig, index: () => new MeshIndex(emptySnapshot()), localPodByIp: () => null,
     authorize: () => ({ allow: true, policy: null, reason: '' }),
