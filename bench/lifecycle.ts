@@ -138,25 +138,29 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
 
     // (c) non-reading app
     const n2 = st.nodes[1]!;
-    const noread = await startInPod(b, withFds([process.execPath, '-e', `
-      const socks = []; require('net').createServer((s) => { s.pause(); socks.push(s); }).listen(9300, '0.0.0.0', () => console.log('listening'));
-    `]));
-    procs.push(noread);
     await runInPod(a, [process.execPath, NETTOOL, 'echo', b.ip, '8080', String(32 * 1024 * 1024)], { timeoutMs: 60_000 }); // warm-up
     const rows: string[] = [];
-    for (const n of quick ? [10, 100] : [10, 100, 300]) {
+    for (const [round, n] of (quick ? [10, 100] : [10, 100, 300]).entries()) {
+      // a fresh non-reading app per round: killing the last one resets its
+      // connections (unread data), so the previous round's streams are gone
+      const port = 9300 + round;
+      const noread = await startInPod(b, withFds([process.execPath, '-e', `
+        const socks = []; require('net').createServer((s) => { s.pause(); socks.push(s); }).listen(${port}, '0.0.0.0', () => console.log('listening'));
+      `]));
+      procs.push(noread);
       await sleep(2000);
       const rss0 = rssMiB(agentPid('n2'));
       const tcp0 = tcpMemMiB();
       const writer = await startInPod(a, withFds([process.execPath, '-e', `
         const net = require('net'); const buf = Buffer.alloc(1 << 20, 97); let opened = 0;
-        for (let i = 0; i < ${n}; i++) { const s = net.connect(9300, '${b.ip}', () => { if (++opened === ${n}) console.log('listening'); let left = 8; const w = () => { while (left > 0) { left--; if (!s.write(buf)) { s.once('drain', w); return; } } }; w(); }); s.on('error', () => {}); }
+        for (let i = 0; i < ${n}; i++) { const s = net.connect(${port}, '${b.ip}', () => { if (++opened === ${n}) console.log('listening'); let left = 8; const w = () => { while (left > 0) { left--; if (!s.write(buf)) { s.once('drain', w); return; } } }; w(); }); s.on('error', () => {}); }
       `]), 30_000);
       await sleep(5000);
       const rss = rssMiB(agentPid('n2'));
       const tcp = tcpMemMiB();
       const d = JSON.parse((await httpInNetns(n2.netnsPath, '127.0.0.1', 15000, '/config_dump')).body) as { resources: { hbone: { streamWindow: number; serverStreams: number } } };
       writer.kill('SIGKILL');
+      noread.kill('SIGKILL');
       const bound = memoryBound(DEFAULT_LIMITS, { streams: n, connections: n }) / 2 ** 20;
       rows.push(`| ${n} | ${d.resources.hbone.serverStreams} | ${(d.resources.hbone.streamWindow / 1024).toFixed(0)} | ${rss0.toFixed(1)} -> ${rss.toFixed(1)} | **+${(rss - rss0).toFixed(1)}** | ${bound.toFixed(1)} | ${tcp0.toFixed(0)} -> ${tcp.toFixed(0)} |`);
       await sleep(3000);

@@ -5,7 +5,8 @@
  *   node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
  *
  *   sections: same-node (1-2), enroll (3), hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
- *             observability (9, bench/observability.ts), restart (10, bench/restart.ts)
+ *             observability (9, bench/observability.ts), restart (10, bench/restart.ts),
+ *             lifecycle (11, bench/lifecycle.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -21,6 +22,11 @@
  *      rolling restart with hand-over vs stop-then-start, and the agent's
  *      start-up time to ready with 100 enrolled pods (hand-over, no hand-over,
  *      warm and cold start)
+ *   11. nothing leaks, nothing balloons: detection time after a peer agent's
+ *      death and after a partition, a non-reading app (10/100/300 connections x
+ *      8 MiB), the CPU cost of keepalive and PING with 10 000 idle connections,
+ *      and a soak (200 new connections/s, 100 held, an agent restart every
+ *      minute) with the slopes of fds, RSS and live heap
  *
  * Figures go to stdout and to bench/RESULTS.md (--quick: ~1 s per measurement,
  * 10 pods, written to $TMPDIR/ambientd-bench-RESULTS.quick.md unless --out;
@@ -61,6 +67,7 @@ import { hboneBenchmarks, hboneReport, type HboneOptions, type HboneResults } fr
 import { policySetupBench } from './policy-setup.js';
 import { observabilityBench } from './observability.js';
 import { restartBench } from './restart.js';
+import { lifecycleBench } from './lifecycle.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROBER = path.join(ROOT, 'dist', 'bench', 'prober.js');
@@ -86,29 +93,34 @@ interface Options {
   blocks: Array<'sockmap' | 'none'>;
   /** plain pods enrolled in the enrollment benchmark */
   enrollPods: number;
+  /** length of the soak (section 11), when not the default */
+  soakSeconds?: number | undefined;
   /** which sections run (--only) */
   sections: Set<Section>;
   /** cross-node sections 4-7 (bench/hbone.ts) */
   hbone: HboneOptions;
 }
 
-const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart'] as const;
+const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle'] as const;
 type Section = (typeof SECTIONS)[number];
-const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE]
+const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,SECTION...]] [--out FILE] [--soak-seconds N]
   sections: same-node (1-2: same-node throughput and latency), enroll (3: enrollment latency),
             hbone (4-7: cross-node throughput, latency, connections/s, memory per idle connection),
             policy (8: connection set-up latency with 0, 100, 10 000 AuthorizationPolicies),
             observability (9: agent CPU per 1000 requests, /metrics scrape cost under 1000 connections),
             restart (10: refused connections at 200/s during agent restarts with/without hand-over,
-                     start-up time to ready with 100 enrolled pods)
+                     start-up time to ready with 100 enrolled pods),
+            lifecycle (11: detection after peer death and partition, a non-reading app, keepalive/PING
+                       CPU with 10 000 idle connections, 10-minute soak; --soak-seconds N to change it)
 `;
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const outIdx = argv.indexOf('--out');
   const onlyIdx = argv.indexOf('--only');
+  const soakIdx = argv.indexOf('--soak-seconds');
   for (const [i, a] of argv.entries()) {
-    if (a === '--quick' || a === '--out' || a === '--only' || (outIdx >= 0 && i === outIdx + 1) || (onlyIdx >= 0 && i === onlyIdx + 1)) continue;
+    if (a === '--quick' || a === '--out' || a === '--only' || a === '--soak-seconds' || [outIdx, onlyIdx, soakIdx].some((x) => x >= 0 && i === x + 1)) continue;
     if (a === '--help' || a === '-h') {
       process.stdout.write(USAGE);
       process.exit(0);
@@ -116,11 +128,16 @@ function parseArgs(argv: string[]): Options {
     process.stderr.write(`bench: unknown argument ${a}\n${USAGE}`);
     process.exit(2);
   }
-  for (const [idx, what] of [[outIdx, 'a file name'], [onlyIdx, 'a list of sections']] as const) {
+  for (const [idx, what] of [[outIdx, 'a file name'], [onlyIdx, 'a list of sections'], [soakIdx, 'a number of seconds']] as const) {
     if (idx >= 0 && (!argv[idx + 1] || argv[idx + 1]!.startsWith('--'))) {
       process.stderr.write(`bench: ${argv[idx]} needs ${what}\n${USAGE}`);
       process.exit(2);
     }
+  }
+  const soakSeconds = soakIdx >= 0 ? Number(argv[soakIdx + 1]) : undefined;
+  if (soakSeconds !== undefined && !(Number.isInteger(soakSeconds) && soakSeconds >= 30)) {
+    process.stderr.write(`bench: --soak-seconds needs a whole number of seconds >= 30, got ${argv[soakIdx + 1]}\n${USAGE}`);
+    process.exit(2);
   }
   const sections = new Set<Section>();
   for (const name of onlyIdx >= 0 ? argv[onlyIdx + 1]!.split(',') : SECTIONS) {
@@ -140,11 +157,11 @@ function parseArgs(argv: string[]): Options {
       : path.join(ROOT, 'bench', 'RESULTS.md');
   return quick
     ? {
-        quick, out, seconds: 1, blocks: ['sockmap', 'none'], enrollPods: 10, sections,
+        soakSeconds, quick, out, seconds: 1, blocks: ['sockmap', 'none'], enrollPods: 10, sections,
         hbone: { quick, stateDir: STATE_DIR, seconds: 1, blocks: 1, cpsSeconds: 1, cpsConcurrency: 16, idleConns: 200 },
       }
     : {
-        quick, out, seconds: 5, blocks: ['sockmap', 'none', 'none', 'sockmap'], enrollPods: 50, sections,
+        soakSeconds, quick, out, seconds: 5, blocks: ['sockmap', 'none', 'none', 'sockmap'], enrollPods: 50, sections,
         hbone: { quick, stateDir: STATE_DIR, seconds: 5, blocks: 2, cpsSeconds: 5, cpsConcurrency: 16, idleConns: 1000 },
       };
 }
@@ -494,6 +511,7 @@ async function main(): Promise<void> {
   let policyMd: string | null = null;
   let obsMd: string | null = null;
   let restartMd: string | null = null;
+  let lifecycleMd: string | null = null;
   try {
     if (run('same-node')) {
       ({ tput, lat } = await pathBenchmarks(o, log));
@@ -519,6 +537,10 @@ async function main(): Promise<void> {
     if (run('restart')) {
       restartMd = await restartBench({ quick: o.quick, stateDir: STATE_DIR, log });
       log(restartMd);
+    }
+    if (run('lifecycle')) {
+      lifecycleMd = await lifecycleBench({ quick: o.quick, ...(o.soakSeconds ? { soakSeconds: o.soakSeconds } : {}) });
+      log(lifecycleMd);
     }
   } finally {
     killAll();
@@ -700,6 +722,7 @@ async function main(): Promise<void> {
   if (policyMd) md.push('', policyMd.replace(/^## /, '## 8. '));
   if (obsMd) md.push('', obsMd.replace(/^## /, '## 9. '));
   if (restartMd) md.push('', restartMd.replace(/^## /, '## 10. '));
+  if (lifecycleMd) md.push('', lifecycleMd.replace(/^## /, '## 11. '));
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, md.join('\n'));
   log(`\nwrote ${path.relative(process.cwd(), o.out) || o.out} (${elapsed.toFixed(0)} s)`);
