@@ -185,9 +185,19 @@ async function cmdAgent(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // Bad input must never take the agent down: log what escaped and keep serving.
-  process.on('uncaughtException', (e) => log.error('uncaught exception (kept running)', { error: e, stack: e.stack }));
-  process.on('unhandledRejection', (e) => log.error('unhandled rejection (kept running)', { error: e }));
+  // Bad input is handled where it arrives (a typed error, a metric, the
+  // connection refused). Anything that escapes is a bug that left the agent in
+  // an unknown state: exit at once. The pinned datapath refuses the pods'
+  // connections meanwhile (fail closed) and the supervisor starts a new agent.
+  const fatal = (what: string) => (e: unknown): void => {
+    log.error(`${what}: exiting (the datapath fails closed until the agent is restarted)`, {
+      code: 'AGENT_INTERNAL', error: e, stack: (e as Error)?.stack,
+      hint: 'a bug in ambientd: report this log line; the supervisor (kubelet, systemd) restarts the agent',
+    });
+    process.exit(70);
+  };
+  process.on('uncaughtException', fatal('uncaught exception'));
+  process.on('unhandledRejection', fatal('unhandled rejection'));
   try {
     await agent.start();
   } catch (e) {
