@@ -23,64 +23,18 @@ Usage:
 
 Run \`ambientd <command> --help\` for the flags of a command.`;
 
-const AGENT_HELP = `ambientd agent — run the node agent
+/** `ambientd agent --help`: the settings come from the table (src/config/settings.ts). */
+function agentHelp(settings: string): string {
+  return `ambientd agent — run the node agent
 
-Flags (each overrides the same setting of --config; defaults in brackets):
-  --config FILE        YAML or JSON settings file
-  --node NAME          this node's name (required)
-  --node-ip IP         the node's own address: its traffic to pods (kubelet probes) is not captured
-  --source S           file | kubernetes: where the mesh model comes from [file]
-  --workloads PATH     file source: a file or directory of YAML/JSON (compact form or Kubernetes
-                       objects: Namespace, Pod, Service, AuthorizationPolicy), re-read on change
-  --root-namespace NS  Istio root namespace: its AuthorizationPolicies apply mesh-wide [istio-system]
-  --cgroup-root DIR    cgroup v2 mount [/sys/fs/cgroup]
-  --agent-cgroup DIR   the agent's own cgroup v2 dir [from /proc/self/cgroup]
-  --bpffs DIR          where maps and links are pinned [/sys/fs/bpf/ambientd/<node>]
-  --bpf-object FILE    compiled datapath [bpf/ambient.bpf.o]
-  --outbound-port N    outbound capture port in each pod [15001]
-  --inbound-port N     inbound plaintext capture port [15006]
-  --hbone-port N       inbound HBONE port [15008]
-  --admin-port N       admin endpoint port, on --admin-address [15000]
-  --admin-address IP   [127.0.0.1]
-  --metrics-port N     Prometheus GET /metrics and /stats/prometheus, on --metrics-address [15020]
-  --readiness-port N   GET /healthz/ready (200 "ready" | 500 pending; ?verbose, ?format=json list
-                       each pod; a failed pod is reported per pod, never makes the node unready) [15021]
-  --metrics-address IP where the metrics and readiness ports listen [0.0.0.0]
-  --mark N             SO_MARK of the agent's own sockets [0x539]
-  --acceleration M     none | sockmap: sk_msg fast path for in-pod app<->agent bytes [none]
-                       (experimental: no backpressure, bulk senders can hit ENOMEM; see bench/RESULTS.md)
-  --trust-domain TD    SPIFFE trust domain: identities are spiffe://TD/ns/<ns>/sa/<sa> [cluster.local]
-  --ca-dir DIR         built-in CA directory; holds or receives ca-cert.pem, ca-key.pem (0600),
-                       root-cert.pem, cert-chain.pem (Istio plug-in layout) [/var/lib/ambientd/ca]
-  --cert-lifetime D    workload certificate lifetime, renewed at half-life (e.g. 24h, 90s) [24h]
-  --ready-file FILE    written (with the pid) once the agent is ready, removed on stop
-  --handover-socket P  unix socket of the restart hand-over: a starting agent takes the listening
-                       sockets of the one running and serves on them (no refused connections);
-                       "" turns it off; only an agent of the same --node takes over [/run/ambientd/handover.sock]
-  --drain-timeout D    on SIGTERM, or once a new agent took over, established connections keep
-                       running until they end or this passes (e.g. 30s, 1h) [30s]
-  --handover-timeout D how long a running agent waits for a successor that asked for its sockets
-                       to adopt them; past it the hand-over is aborted and the running agent
-                       carries on (policy is applied throughout) [10s]
-  --peer-timeout D     how long a silent peer (dead node, partition: no FIN ever comes) keeps
-                       connections open: HTTP/2 PING every D/4 (unanswered for D/2 ends the
-                       session), TCP keepalive (idle D/2, 3 probes D/6 apart) on every socket,
-                       TCP_USER_TIMEOUT D on HBONE connections [30s]
-  --limit K=V          one of the limits below (repeatable), also "limits:" in the config file:
-                       receiveBuffer=32MiB   bytes HBONE peers may send ahead of the apps, node-wide,
-                                             split over open streams as their window
-                       streamWindow=1MiB     largest per-stream window (one bulk stream's throughput)
-                       minStreamWindow=64KiB smallest per-stream window
-                       maxStreamsPerSession=100  streams per HBONE connection (both sides)
-                       maxSessionsPerPeer=16     HBONE connections open at once from one address
-                       maxHandshakes=128         TLS handshakes in progress at once
-                       maxPendingDials=512       connections being opened at once
-                       socketBuffer=256KiB       SO_SNDBUF/SO_RCVBUF of the agent's sockets in pods
-                       Each hit is counted (ambientd_limit_hits_total{limit}) and logged once.
-                       Memory formula: docs/ARCHITECTURE.md#limits
-  --log-level L        debug | info | warn | error | off [info]
-  --access-log L       info | debug | off: one JSON line (scope "ambientd.access") per closed
-                       connection, logged at that level [info]
+Usage: ambientd agent [--config FILE] [flags]
+
+  --config FILE        YAML or JSON settings file; a flag overrides the setting named after it
+  -h, --help           this help
+
+Settings: --flag ARG  key in the settings file (allowed values): what it sets (range) [default]
+D is a duration (500ms, 30s, 15m, 24h, 1d, or a number of milliseconds); sizes are bytes, 256KiB, 32MiB, 1GiB.
+${settings}
 
 Traffic: an enrolled pod's outbound TCP to another enrolled pod goes over HBONE (HTTP/2 CONNECT over
 mutual TLS 1.3 to <pod IP>:15008, SPIFFE identities from the built-in CA); to anything else it is
@@ -95,6 +49,7 @@ socket over --handover-socket, then the old one stops accepting and drains. On S
 successor the agent stops accepting (new connections are refused: fail closed) and drains for at
 most --drain-timeout. Pinned redirection stays either way so enrolled pods fail closed until an
 agent returns. \`ambientd cleanup\` removes it.`;
+}
 
 function fail(e: unknown): never {
   if (isAmbientError(e)) {
@@ -124,50 +79,12 @@ function intFlag(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
-/** --limit K=V (repeatable) -> { K: V } (numbers stay numbers); undefined when none. */
-function limitFlags(list: string[] | undefined): Record<string, string | number> | undefined {
-  if (!list || list.length === 0) return undefined;
-  const out: Record<string, string | number> = {};
-  for (const kv of list) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw usage(`--limit must be KEY=VALUE, got ${JSON.stringify(kv)}`);
-    const v = kv.slice(i + 1);
-    out[kv.slice(0, i)] = /^\d+$/.test(v) ? Number(v) : v;
-  }
-  return out;
-}
-
 async function cmdAgent(args: string[]): Promise<void> {
-  const { values } = parse(args, {
-    help: { type: 'boolean', short: 'h' }, config: { type: 'string' }, node: { type: 'string' }, 'node-ip': { type: 'string' },
-    workloads: { type: 'string' }, 'cgroup-root': { type: 'string' }, 'agent-cgroup': { type: 'string' }, bpffs: { type: 'string' },
-    'bpf-object': { type: 'string' }, 'outbound-port': { type: 'string' }, 'inbound-port': { type: 'string' },
-    'hbone-port': { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-address': { type: 'string' },
-    'metrics-port': { type: 'string' }, 'readiness-port': { type: 'string' }, 'metrics-address': { type: 'string' }, mark: { type: 'string' },
-    acceleration: { type: 'string' }, 'ready-file': { type: 'string' }, 'log-level': { type: 'string' }, 'access-log': { type: 'string' },
-    'trust-domain': { type: 'string' }, 'ca-dir': { type: 'string' }, 'cert-lifetime': { type: 'string' },
-    'handover-socket': { type: 'string' }, 'drain-timeout': { type: 'string' }, 'handover-timeout': { type: 'string' },
-    'peer-timeout': { type: 'string' }, limit: { type: 'string', multiple: true },
-    source: { type: 'string' }, 'root-namespace': { type: 'string' },
-  });
-  if (values.help) { process.stdout.write(AGENT_HELP + '\n'); return; }
+  const { parseAgentArgs, settingsHelp } = await import('./config/flags.js');
+  const { help, config, overrides } = parseAgentArgs(args);
+  if (help) { process.stdout.write(agentHelp(settingsHelp()) + '\n'); return; }
   const { loadConfig } = await import('./config/config.js');
-  const ports: Record<string, number | undefined> = {
-    outbound: intFlag(values['outbound-port'], 'outbound-port'), inbound: intFlag(values['inbound-port'], 'inbound-port'),
-    hbone: intFlag(values['hbone-port'], 'hbone-port'), admin: intFlag(values['admin-port'], 'admin-port'),
-    metrics: intFlag(values['metrics-port'], 'metrics-port'), readiness: intFlag(values['readiness-port'], 'readiness-port'),
-  };
-  const cfg = loadConfig(values.config ?? null, {
-    node: values.node, nodeIP: values['node-ip'], workloads: values.workloads, cgroupRoot: values['cgroup-root'],
-    agentCgroup: values['agent-cgroup'], bpffsDir: values.bpffs, bpfObject: values['bpf-object'],
-    adminAddress: values['admin-address'], metricsAddress: values['metrics-address'], mark: values.mark === undefined ? undefined : Number(values.mark),
-    acceleration: values.acceleration, readyFile: values['ready-file'], logLevel: values['log-level'], accessLog: values['access-log'],
-    trustDomain: values['trust-domain'], caDir: values['ca-dir'], certLifetime: values['cert-lifetime'],
-    handoverSocket: values['handover-socket'], drainTimeout: values['drain-timeout'], handoverTimeout: values['handover-timeout'],
-    peerTimeout: values['peer-timeout'], limits: limitFlags(values.limit),
-    source: values.source, rootNamespace: values['root-namespace'],
-    ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
-  });
+  const cfg = loadConfig(config, overrides);
   const { Logger } = await import('./util/log.js');
   const { Agent } = await import('./agent.js');
   const log = new Logger('ambientd', cfg.logLevel);
