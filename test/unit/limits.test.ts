@@ -1,12 +1,11 @@
 // Caps and bounded flow control (src/proxy/limits.ts), liveness timing
-// (src/proxy/liveness.ts) and their settings.
+// (src/proxy/liveness.ts); their settings: test/unit/config/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type * as http2 from 'node:http2';
 import { DEFAULT_LIMITS, KeyedLimiter, Limiter, WindowBudget, memoryBound } from '../../src/proxy/limits.js';
 import { keepPinging, livenessParams } from '../../src/proxy/liveness.js';
-import { parseConfig, parseSize } from '../../src/config/config.js';
 
 class FakeSession extends EventEmitter {
   destroyed = false;
@@ -115,16 +114,3 @@ test('keepPinging: an unanswered PING destroys the session; an answered one does
   alive.emit('close');
 });
 
-test('settings: peerTimeout and limits parse, bad values are named', () => {
-  const c = parseConfig({ node: 'n1', workloads: '/x', peerTimeout: '10s', limits: { receiveBuffer: '8MiB', maxPendingDials: 10 } });
-  assert.equal(c.peerTimeoutMs, 10_000);
-  assert.equal(c.limits.receiveBuffer, 8 << 20);
-  assert.equal(c.limits.maxPendingDials, 10);
-  assert.equal(c.limits.streamWindow, DEFAULT_LIMITS.streamWindow, 'the others keep their defaults');
-  assert.equal(parseConfig({ node: 'n1', workloads: '/x' }).peerTimeoutMs, 30_000);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/x', peerTimeout: '1s' }), /peerTimeout.*between 2s and 1h/);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/x', limits: { nope: 1 } }), /limits\.nope.*not a known limit/);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/x', limits: { receiveBuffer: '1KiB' } }), /limits\.receiveBuffer/);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/x', limits: { minStreamWindow: '2MiB' } }), /must not exceed limits\.streamWindow/);
-  assert.deepEqual(['256KiB', '32MiB', '1GiB', '4096', 512, 'x', '1.5MiB', -1].map(parseSize), [262144, 33554432, 1073741824, 4096, 512, null, null, null]);
-});

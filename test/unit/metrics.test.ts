@@ -4,7 +4,6 @@ import { AgentMetrics, istioLabels, responseFlags, workloadName, canonicalServic
 import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../src/metrics/server.js';
 import { ConnectionTracker, type ConnectionRecord } from '../../src/proxy/connections.js';
 import { MeshIndex, emptySnapshot, type PodInfo } from '../../src/discovery/model.js';
-import { parseConfig } from '../../src/config/config.js';
 import { Logger } from '../../src/util/log.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -225,15 +224,3 @@ test('metrics and readiness servers: paths, methods, per-pod reporting', async (
   assert.equal(formatReadiness(state, true), 'not ready: datapath, discovery\n');
 });
 
-test('config: metrics/readiness ports and address, defaults and validation', () => {
-  const c = parseConfig({ node: 'n1', workloads: '/w' });
-  assert.equal(c.ports.metrics, 15020);
-  assert.equal(c.ports.readiness, 15021);
-  assert.equal(c.metricsAddress, '0.0.0.0');
-  const d = parseConfig({ node: 'n1', workloads: '/w', ports: { metrics: 9090, readiness: 9091 }, metricsAddress: '127.0.0.1' });
-  assert.equal(d.ports.metrics, 9090);
-  assert.equal(d.metricsAddress, '127.0.0.1');
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/w', ports: { metrics: 0 } }), /ports\.metrics/);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/w', ports: { readiness: 15000 } }), /must be distinct/);
-  assert.throws(() => parseConfig({ node: 'n1', workloads: '/w', metricsAddress: 'everywhere' }), /metricsAddress/);
-});

@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../src/discovery/workloads.js';
-import { loadConfig, parseConfig } from '../../src/config/config.js';
 import { AmbientError } from '../../src/util/errors.js';
 
 const NS = [
@@ -89,42 +88,6 @@ test('a whole-file error keeps the last good state; a fixed file applies again',
     fs.writeFileSync(file, YAML.stringify({ namespaces: NS, pods: [pod('a', 'ambient-demo', '10.0.0.1'), pod('b', 'plain', '10.0.0.2')] }));
     assert.equal(src.reload().pods.size, 2);
     assert.equal(src.lastError, null);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('config: defaults, overrides, and field-precise errors', () => {
-  const c = parseConfig({ node: 'n1', workloads: '/tmp/w.yaml' });
-  assert.equal(c.ports.outbound, 15001);
-  assert.equal(c.ports.inbound, 15006);
-  assert.equal(c.ports.hbone, 15008);
-  assert.equal(c.ports.admin, 15000);
-  assert.equal(c.mark, 0x539);
-  assert.equal(c.bpffsDir, '/sys/fs/bpf/ambientd/n1');
-  assert.equal(c.adminAddress, '127.0.0.1');
-  const bad = (raw: unknown, re: RegExp): void => {
-    assert.throws(() => parseConfig(raw, 'x.yaml'), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && e.hint.length > 0);
-  };
-  bad({ workloads: '/w' }, /field "node" is required/);
-  bad({ node: 'N_1', workloads: '/w' }, /field "node" must be a DNS-1123 name/);
-  bad({ node: 'n1', workloads: '/w', ports: { outbound: 70000 } }, /ports\.outbound" must be a port number/);
-  bad({ node: 'n1', workloads: '/w', ports: { outbound: 15006 } }, /must be distinct/);
-  bad({ node: 'n1', workloads: '/w', acceleration: 'turbo' }, /"acceleration" must be "sockmap" or "none"/);
-  bad({ node: 'n1', workloads: '/w', nodeIp: '1.2.3.4' }, /"nodeIp" is not a known setting/);
-  bad({ node: 'n1', workloads: '/w', bpffsDir: 'relative' }, /bpffsDir" must be an absolute path/);
-  bad(['x'], /must be a mapping/);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-cfg-'));
-  try {
-    const f = path.join(dir, 'agent.yaml');
-    fs.writeFileSync(f, 'node: n1\nworkloads: /w.yaml\nports: {admin: 16000}\n');
-    const l = loadConfig(f, { node: 'n2', ports: { outbound: 16001 } });
-    assert.equal(l.node, 'n2');
-    assert.equal(l.ports.admin, 16000);
-    assert.equal(l.ports.outbound, 16001);
-    assert.throws(() => loadConfig(path.join(dir, 'missing.yaml')), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_UNREADABLE');
-    fs.writeFileSync(f, 'node: [');
-    assert.throws(() => loadConfig(f), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /not valid YAML/.test(e.message));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
