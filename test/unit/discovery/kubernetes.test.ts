@@ -4,7 +4,7 @@
  * watch (newline-delimited JSON events, bookmarks, 410 Gone, dropped
  * connections, a missing CRD).
  */
-import { compilePolicies } from '../../src/policy/engine.js';
+import { compilePolicies } from '../../../src/policy/engine.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,10 +16,10 @@ import YAML from 'yaml';
 import { KubeConfig } from '@kubernetes/client-node';
 import {
   KubernetesSource, WATCHED_RESOURCES, findPodSandbox, PodSandboxFinder, podUidFromCgroupSegment, mapPod, mapService, mapEndpointSlice, mapAuthorizationPolicy, type KubernetesSourceOptions, type KubernetesApiError,
-} from '../../src/discovery/kubernetes.js';
-import { isEnrolled, type MeshSnapshot, type PodInfo } from '../../src/discovery/model.js';
-import { Logger } from '../../src/util/log.js';
-import { ROOT } from '../helpers/paths.js';
+} from '../../../src/discovery/kubernetes.js';
+import { isEnrolled, type MeshSnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { Logger } from '../../../src/util/log.js';
+import { ROOT } from '../../helpers/paths.js';
 
 type Obj = Record<string, any>;
 

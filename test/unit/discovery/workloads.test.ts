@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../src/discovery/workloads.js';
-import { loadConfig, parseConfig } from '../../src/config/config.js';
-import { AmbientError } from '../../src/util/errors.js';
+import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../../src/discovery/workloads.js';
+import { loadConfig, parseConfig } from '../../../src/config/config.js';
+import { AmbientError } from '../../../src/util/errors.js';
 
 const NS = [
   { name: 'ambient-demo', labels: { 'istio.io/dataplane-mode': 'ambient' } },
