@@ -26,6 +26,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { AmbientError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
 export type KObject = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -64,8 +65,15 @@ export interface ReflectorOptions {
   handlers: ReflectorHandlers;
 }
 
-/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. */
-export class KubernetesApiError extends Error {
+function apiHint(statusCode: number | undefined): string {
+  if (statusCode === 401) return 'the API server refused the credentials: check the ServiceAccount token (or the kubeconfig user); the watch retries meanwhile';
+  if (statusCode === 403) return 'RBAC forbids it: apply deploy/rbac.yaml (list and watch on the watched resources); the watch retries meanwhile';
+  if (statusCode === 404) return 'the resource is not served (a CRD not installed?); the watch retries meanwhile';
+  return 'the watch retries with back-off and the last state is served; check that the API server is reachable from the node';
+}
+
+/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. Code K8S_API. */
+export class KubernetesApiError extends AmbientError {
   constructor(
     message: string,
     readonly path: string,
@@ -73,12 +81,17 @@ export class KubernetesApiError extends Error {
     readonly reason?: string,
     opts?: { cause?: unknown },
   ) {
-    super(message, opts);
+    super('K8S_API', message, apiHint(statusCode), opts);
     this.name = 'KubernetesApiError';
   }
 }
 
-class Stopped extends Error {}
+/** The reflector was stopped: ends the loop quietly (never leaves this module). */
+class Stopped extends AmbientError {
+  constructor() {
+    super('K8S_API', 'stopped', 'none: the source was stopped');
+  }
+}
 
 interface WatchOutcome {
   kind: 'closed' | 'gone';
@@ -265,7 +278,7 @@ export class Reflector {
       const req = mod.request(url, { method: 'GET', headers, agent: opts.agent, ...(opts.auth ? { auth: opts.auth } : {}) });
       this.req = req;
       // lists: the whole exchange; watches: until the response headers
-      const timer = setTimeout(() => req.destroy(new Error(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => req.destroy(new KubernetesApiError(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`, this.o.path)), timeoutMs);
       req.once('close', () => clearTimeout(timer));
       if (untilResponse) req.once('response', () => clearTimeout(timer));
       req.on('socket', (s) => s.setKeepAlive(true, 30_000));
@@ -281,7 +294,7 @@ export class Reflector {
       res.on('data', (c: Buffer) => chunks.push(c));
       res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', (e) => reject(e));
-      res.once('close', () => { if (!res.complete) reject(this.stopped ? new Stopped() : new Error('connection closed before the response was complete')); });
+      res.once('close', () => { if (!res.complete) reject(this.stopped ? new Stopped() : new KubernetesApiError('connection closed before the response was complete', this.o.path)); });
     });
   }
 
@@ -370,7 +383,7 @@ export class Reflector {
       let gone = false;
       // the server ends the stream after timeoutSeconds; if it does not, the
       // connection is dead (half-open) and is torn down
-      const guard = setTimeout(() => req.destroy(new Error(`watch did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`)), (timeoutSeconds + 30) * 1000);
+      const guard = setTimeout(() => req.destroy(new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`, this.o.path)), (timeoutSeconds + 30) * 1000);
       const finish = (err: Error | null): void => {
         if (done) return;
         done = true;
@@ -448,7 +461,7 @@ export class Reflector {
         finish(null);
       });
       res.on('error', (e) => finish(e));
-      res.once('close', () => finish(res.complete ? null : new Error('connection closed')));
+      res.once('close', () => finish(res.complete ? null : new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: connection closed`, this.o.path)));
     });
   }
 }

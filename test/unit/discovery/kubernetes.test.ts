@@ -748,12 +748,15 @@ test('mapping details: dual-stack pods, serviceAccount default, named targetPort
   assert.throws(() => mapPod(nonode), /^FieldError: spec\.nodeName: must be a non-empty string, got undefined$/);
 
   const svc = clone(fixture('services')[1]!);
-  svc.spec.ports.push({ port: 81 }, { port: 82, targetPort: '8082' });
+  svc.spec.ports.push({ port: 81 }, { port: 82, targetPort: 8082 });
   svc.spec.type = 'ExternalName';
-  const ms = mapService(svc, 'example.org');
+  const ms = mapService(svc, { clusterDomain: 'example.org' });
   assert.equal(ms.hostname, 'web.ambient-demo.svc.example.org');
   assert.deepEqual(ms.vips, [], 'ExternalName has no VIP');
   assert.deepEqual(ms.ports.slice(1), [{ port: 81, targetPort: 81, protocol: 'TCP' }, { port: 82, targetPort: 8082, protocol: 'TCP' }]);
+  // targetPort "8082" (a string of digits) is neither a number nor a port name: the API server rejects it (was read as 8082)
+  svc.spec.ports[2].targetPort = '8082';
+  assert.throws(() => mapService(svc), /^FieldError: spec\.ports\[2\]\.targetPort: "8082" is a string of digits/);
 
   const sl = clone(fixture('endpointslices')[0]!);
   delete sl.endpoints[0].conditions.ready;
