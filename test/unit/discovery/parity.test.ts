@@ -3,55 +3,18 @@
  * objects give the same model whether they come from a workload file or from
  * the API server. One test per case where the sources used to disagree, each
  * run against BOTH: the file source on a temp file, the Kubernetes source on
- * a small API server that lists the same objects.
+ * the fake API server (fake-k8s-api.ts) listing the same objects.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { KubernetesSource, WATCHED_RESOURCES } from '../../../src/discovery/kubernetes.js';
 import { WorkloadFileSource } from '../../../src/discovery/workloads.js';
 import type { MeshSnapshot } from '../../../src/discovery/model.js';
 import { Logger } from '../../../src/util/log.js';
-
-type Obj = Record<string, any>;
-
-/** Serves lists of the given objects (by kind) and watches that stay open with nothing on them. */
-async function apiServing(objects: Obj[], opts: { bare?: boolean } = {}): Promise<{ port: number; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url!, 'http://x');
-    const r = WATCHED_RESOURCES.find((w) => w.path === url.pathname);
-    if (!r) {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404 }));
-      return;
-    }
-    if (url.searchParams.get('watch') === 'true') {
-      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
-      res.flushHeaders();
-      return; // open, quiet
-    }
-    const items = objects.filter((o) => o.kind === r.kind).map((o, i) => {
-      const item: Obj = { ...o, metadata: { ...o.metadata, resourceVersion: String(100 + i) } };
-      if (opts.bare) { delete item.apiVersion; delete item.kind; } // as the API server lists built-in kinds
-      return item;
-    });
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ apiVersion: r.group ? `${r.group}/${r.version}` : r.version, kind: `${r.kind}List`, metadata: { resourceVersion: '1000' }, items }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
+import { FakeApi, kubeConfigFor, type Obj } from './fake-k8s-api.js';
 
 /** What the file source makes of the objects (a JSON array in a temp file). */
 function fromFile(objects: Obj[]): MeshSnapshot {
@@ -68,17 +31,15 @@ function fromFile(objects: Obj[]): MeshSnapshot {
   }
 }
 
-/** What the Kubernetes source makes of the same objects, listed by an API server. */
+/** What the Kubernetes source makes of the same objects, listed by an API server (bare: without apiVersion/kind, as it lists built-in kinds). */
 async function fromApi(objects: Obj[], opts: { bare?: boolean } = {}): Promise<MeshSnapshot> {
-  const api = await apiServing(objects, opts);
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }],
-    users: [{ name: 'agent', token: 't' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'agent' }],
-    currentContext: 'fake',
-  });
-  const src = new KubernetesSource({ kubeConfig: kc, nodeName: 'node-a', resolveLocalPod: () => null, log: new Logger('test', 'error', () => {}) });
+  const api = new FakeApi();
+  for (const o of objects) {
+    const { apiVersion: _a, kind: _k, ...bare } = o;
+    api.seed(WATCHED_RESOURCES.find((r) => r.kind === o.kind)!.name, [opts.bare ? bare : o]);
+  }
+  await api.listen();
+  const src = new KubernetesSource({ kubeConfig: kubeConfigFor(api), nodeName: 'node-a', resolveLocalPod: () => null, log: new Logger('test', 'error', () => {}) });
   try {
     await src.start();
     return src.current;
