@@ -27,6 +27,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { AmbientError } from '../util/errors.js';
+import { isAbsent, isObj } from '../util/fields.js';
 import type { Logger } from '../util/log.js';
 
 export type KObject = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -101,20 +102,20 @@ interface WatchOutcome {
 
 /** Key of an object: "namespace/name", or "name" for cluster-scoped objects; null when unkeyable. */
 export function objectKey(obj: unknown): string | null {
-  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return null;
-  const md = (obj as KObject).metadata;
-  if (!md || typeof md !== 'object' || Array.isArray(md)) return null;
+  if (!isObj(obj)) return null;
+  const md = obj.metadata;
+  if (!isObj(md)) return null;
   const name = md.name;
   const ns = md.namespace;
   if (typeof name !== 'string' || name === '') return null;
-  if (ns === undefined || ns === null || ns === '') return name;
+  if (isAbsent(ns) || ns === '') return name;
   if (typeof ns !== 'string') return null;
   return `${ns}/${name}`;
 }
 
 function rvOf(obj: unknown): string | undefined {
   const md = (obj as KObject | null)?.metadata;
-  const rv = md && typeof md === 'object' ? (md as Record<string, unknown>).resourceVersion : undefined;
+  const rv = isObj(md) ? md.resourceVersion : undefined;
   return typeof rv === 'string' && rv !== '' ? rv : undefined;
 }
 
@@ -334,7 +335,7 @@ export class Reflector {
       } catch (e) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response is not JSON: ${(e as Error).message}`, this.o.path, 200);
       }
-      if (!doc || typeof doc !== 'object' || !Array.isArray(doc.items)) {
+      if (!isObj(doc) || !Array.isArray(doc.items)) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response has no "items" list`, this.o.path, 200);
       }
       const md = (doc.metadata ?? {}) as Record<string, unknown>;

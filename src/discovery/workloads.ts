@@ -26,7 +26,7 @@ import { EventEmitter } from 'node:events';
 import YAML from 'yaml';
 import { parseDocument } from '../config/config.js';
 import { AmbientError } from '../util/errors.js';
-import { FieldError, filePath, isObj, type Obj } from '../util/fields.js';
+import { FieldError, filePath, isAbsent, isObj, type Obj } from '../util/fields.js';
 import { emptySnapshot, podKey, type MeshSnapshot, type PodInfo } from './model.js';
 import { CGROUP_ANNOTATION, compactError, compactNamespace, compactPod, NETNS_ANNOTATION } from './compact.js';
 import { isMeshKind, mapAuthorizationPolicy, mapNamespace, mapPod, mapService, type MapOptions } from './k8s-mapping.js';
@@ -80,7 +80,7 @@ function objectsOf(doc: unknown): unknown[] | null {
 function defaultNamespace(o: Obj): Obj {
   if (o.kind === 'Namespace' || !isObj(o.metadata)) return o;
   const ns = o.metadata.namespace;
-  return ns === undefined || ns === null || ns === '' ? { ...o, metadata: { ...o.metadata, namespace: 'default' } } : o;
+  return isAbsent(ns) || ns === '' ? { ...o, metadata: { ...o.metadata, namespace: 'default' } } : o;
 }
 
 function invalid(message: string): AmbientError {
@@ -186,7 +186,7 @@ export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {
     }
     const items = (k: 'namespaces' | 'pods'): unknown[] => {
       const v = doc[k];
-      if (v === undefined || v === null) return [];
+      if (isAbsent(v)) return [];
       if (!Array.isArray(v)) throw new AmbientError('WORKLOADS_INVALID', `${file}: "${k}" must be a list`, 'see docs/workloads.md for the format');
       return v;
     };
