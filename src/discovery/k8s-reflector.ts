@@ -26,6 +26,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { AmbientError } from '../util/errors.js';
+import { isAbsent, isObj } from '../util/fields.js';
 import type { Logger } from '../util/log.js';
 
 export type KObject = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -64,8 +66,15 @@ export interface ReflectorOptions {
   handlers: ReflectorHandlers;
 }
 
-/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. */
-export class KubernetesApiError extends Error {
+function apiHint(statusCode: number | undefined): string {
+  if (statusCode === 401) return 'the API server refused the credentials: check the ServiceAccount token (or the kubeconfig user); the watch retries meanwhile';
+  if (statusCode === 403) return 'RBAC forbids it: apply deploy/rbac.yaml (list and watch on the watched resources); the watch retries meanwhile';
+  if (statusCode === 404) return 'the resource is not served (a CRD not installed?); the watch retries meanwhile';
+  return 'the watch retries with back-off and the last state is served; check that the API server is reachable from the node';
+}
+
+/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. Code K8S_API. */
+export class KubernetesApiError extends AmbientError {
   constructor(
     message: string,
     readonly path: string,
@@ -73,12 +82,17 @@ export class KubernetesApiError extends Error {
     readonly reason?: string,
     opts?: { cause?: unknown },
   ) {
-    super(message, opts);
+    super('K8S_API', message, apiHint(statusCode), opts);
     this.name = 'KubernetesApiError';
   }
 }
 
-class Stopped extends Error {}
+/** The reflector was stopped: ends the loop quietly (never leaves this module). */
+class Stopped extends AmbientError {
+  constructor() {
+    super('K8S_API', 'stopped', 'none: the source was stopped');
+  }
+}
 
 interface WatchOutcome {
   kind: 'closed' | 'gone';
@@ -88,20 +102,20 @@ interface WatchOutcome {
 
 /** Key of an object: "namespace/name", or "name" for cluster-scoped objects; null when unkeyable. */
 export function objectKey(obj: unknown): string | null {
-  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return null;
-  const md = (obj as KObject).metadata;
-  if (!md || typeof md !== 'object' || Array.isArray(md)) return null;
+  if (!isObj(obj)) return null;
+  const md = obj.metadata;
+  if (!isObj(md)) return null;
   const name = md.name;
   const ns = md.namespace;
   if (typeof name !== 'string' || name === '') return null;
-  if (ns === undefined || ns === null || ns === '') return name;
+  if (isAbsent(ns) || ns === '') return name;
   if (typeof ns !== 'string') return null;
   return `${ns}/${name}`;
 }
 
 function rvOf(obj: unknown): string | undefined {
   const md = (obj as KObject | null)?.metadata;
-  const rv = md && typeof md === 'object' ? (md as Record<string, unknown>).resourceVersion : undefined;
+  const rv = isObj(md) ? md.resourceVersion : undefined;
   return typeof rv === 'string' && rv !== '' ? rv : undefined;
 }
 
@@ -265,7 +279,7 @@ export class Reflector {
       const req = mod.request(url, { method: 'GET', headers, agent: opts.agent, ...(opts.auth ? { auth: opts.auth } : {}) });
       this.req = req;
       // lists: the whole exchange; watches: until the response headers
-      const timer = setTimeout(() => req.destroy(new Error(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => req.destroy(new KubernetesApiError(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`, this.o.path)), timeoutMs);
       req.once('close', () => clearTimeout(timer));
       if (untilResponse) req.once('response', () => clearTimeout(timer));
       req.on('socket', (s) => s.setKeepAlive(true, 30_000));
@@ -281,7 +295,7 @@ export class Reflector {
       res.on('data', (c: Buffer) => chunks.push(c));
       res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', (e) => reject(e));
-      res.once('close', () => { if (!res.complete) reject(this.stopped ? new Stopped() : new Error('connection closed before the response was complete')); });
+      res.once('close', () => { if (!res.complete) reject(this.stopped ? new Stopped() : new KubernetesApiError('connection closed before the response was complete', this.o.path)); });
     });
   }
 
@@ -321,7 +335,7 @@ export class Reflector {
       } catch (e) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response is not JSON: ${(e as Error).message}`, this.o.path, 200);
       }
-      if (!doc || typeof doc !== 'object' || !Array.isArray(doc.items)) {
+      if (!isObj(doc) || !Array.isArray(doc.items)) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response has no "items" list`, this.o.path, 200);
       }
       const md = (doc.metadata ?? {}) as Record<string, unknown>;
@@ -370,7 +384,7 @@ export class Reflector {
       let gone = false;
       // the server ends the stream after timeoutSeconds; if it does not, the
       // connection is dead (half-open) and is torn down
-      const guard = setTimeout(() => req.destroy(new Error(`watch did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`)), (timeoutSeconds + 30) * 1000);
+      const guard = setTimeout(() => req.destroy(new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`, this.o.path)), (timeoutSeconds + 30) * 1000);
       const finish = (err: Error | null): void => {
         if (done) return;
         done = true;
@@ -448,7 +462,7 @@ export class Reflector {
         finish(null);
       });
       res.on('error', (e) => finish(e));
-      res.once('close', () => finish(res.complete ? null : new Error('connection closed')));
+      res.once('close', () => finish(res.complete ? null : new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: connection closed`, this.o.path)));
     });
   }
 }

@@ -13,6 +13,9 @@
  *   retry with back-off on their own and the last state keeps being served.
  *   Errors are only emitted when someone listens (an unhandled 'error' event
  *   would throw); they are always logged.
+ * - Objects are mapped by the one mapper both sources use (k8s-mapping.ts);
+ *   list items without apiVersion/kind (the API server leaves them out for
+ *   built-in kinds) get those of the collection that was listed.
  * - A malformed object becomes an EntryError in snapshot.errors
  *   ("<Kind> <ns>/<name>: <field>: <problem>") and is left out; everything
  *   else is served.
@@ -27,25 +30,28 @@
  */
 import { EventEmitter } from 'node:events';
 import { KubeConfig } from '@kubernetes/client-node';
+import { AmbientError } from '../util/errors.js';
+import { FieldError } from '../util/fields.js';
 import { Logger } from '../util/log.js';
 import { emptySnapshot, type AuthorizationPolicy, type EntryError, type MeshSnapshot, type NamespaceInfo, type PodInfo, type ServiceInfo } from './model.js';
 import {
-  describeObject, FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, type PodSkip, type SliceInfo,
+  describeObject, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, withTypeMeta, type MeshKind, type PodSkip, type SliceInfo,
 } from './k8s-mapping.js';
 import { KubernetesApiError, Reflector, type KObject } from './k8s-reflector.js';
 import { PodSandboxFinder, type PodSandbox } from './k8s-sandbox.js';
+import type { WorkloadSource, WorkloadSourceEvents } from './source.js';
 
 export { findPodSandbox, PodSandboxFinder, podUidFromCgroupSegment, scanPodProcesses, type PodSandbox, type FindPodSandboxOptions } from './k8s-sandbox.js';
 export { KubernetesApiError } from './k8s-reflector.js';
 export {
-  FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, SERVICE_NAME_LABEL, type PodMapping, type PodSkip, type SliceInfo,
+  API_VERSIONS, FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, SERVICE_NAME_LABEL, type MapOptions, type PodMapping, type PodSkip, type SliceInfo,
 } from './k8s-mapping.js';
 
 export type ResourceName = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'authorizationpolicies';
 
 export interface WatchedResource {
   name: ResourceName;
-  kind: string;
+  kind: MeshKind;
   /** API group ('' = core) */
   group: string;
   version: string;
@@ -126,7 +132,9 @@ class Collection<T> {
   private build(raw: KObject): Cached<T> {
     const rv = rvOf(raw);
     try {
-      return { rv, value: this.map(raw) };
+      // list items of built-in kinds come without apiVersion/kind: they are what was listed
+      const apiVersion = this.res.group === '' ? this.res.version : `${this.res.group}/${this.res.version}`;
+      return { rv, value: this.map(withTypeMeta(raw, this.res.kind, apiVersion) as KObject) };
     } catch (e) {
       const entry = describeObject(this.res.kind, raw);
       const error = { entry, message: e instanceof FieldError ? e.message : `mapping failed: ${(e as Error).message}` };
@@ -173,12 +181,15 @@ class Collection<T> {
   }
 }
 
-export interface KubernetesSourceEvents {
-  update: [MeshSnapshot];
+export interface KubernetesSourceEvents extends WorkloadSourceEvents {
+  /** a list/watch failure (the watch retries with back-off; the last state is served) */
   error: [KubernetesApiError];
 }
 
-export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
+export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> implements WorkloadSource {
+  readonly kind = 'kubernetes' as const;
+  /** the whole input is never rejected (malformed objects are entry errors): always null */
+  readonly lastError: AmbientError | null = null;
   private readonly kc: KubeConfig;
   private readonly log: Logger;
   private readonly nodeName: string;
@@ -207,7 +218,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
 
   constructor(opts: KubernetesSourceOptions) {
     super();
-    if (typeof opts.nodeName !== 'string' || opts.nodeName === '') throw new TypeError('KubernetesSource: nodeName is required');
+    if (typeof opts.nodeName !== 'string' || opts.nodeName === '') throw new AmbientError('K8S_CONFIG', 'KubernetesSource: nodeName is required', 'set "node" in the agent config (the name of this node, spec.nodeName of its pods)');
     this.nodeName = opts.nodeName;
     this.log = opts.log ?? new Logger('discovery.kubernetes');
     if (opts.kubeConfig) this.kc = opts.kubeConfig;
@@ -215,7 +226,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       this.kc = new KubeConfig();
       this.kc.loadFromDefault();
     }
-    if (!this.kc.getCurrentCluster()) throw new TypeError('KubernetesSource: the kubeconfig has no current cluster');
+    if (!this.kc.getCurrentCluster()) throw new AmbientError('K8S_CONFIG', 'KubernetesSource: the kubeconfig has no current cluster', 'run in a pod with a ServiceAccount token, or set $KUBECONFIG to a kubeconfig with a current context');
     if (opts.resolveLocalPod) this.resolveLocalPod = opts.resolveLocalPod;
     else {
       const finder = new PodSandboxFinder();
@@ -235,7 +246,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     const res = (n: ResourceName): WatchedResource => WATCHED_RESOURCES.find((r) => r.name === n)!;
     this.namespaces = new Collection(res('namespaces'), mapNamespace, entryError);
     this.pods = new Collection(res('pods'), (raw) => this.mapPodValue(raw), entryError);
-    this.services = new Collection(res('services'), (raw) => mapService(raw, this.clusterDomain), entryError);
+    this.services = new Collection(res('services'), (raw) => mapService(raw, { clusterDomain: this.clusterDomain }), entryError);
     this.slices = new Collection(res('endpointslices'), mapEndpointSlice, entryError);
     this.policies = new Collection(res('authorizationpolicies'), mapAuthorizationPolicy, entryError);
     const collections: Record<ResourceName, Collection<unknown>> = {
@@ -280,10 +291,22 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     return out;
   }
 
+  /** What config_dump shows of the Kubernetes source: the reflectors' counters and resourceVersions. */
+  status(): Record<string, unknown> {
+    return {
+      kind: this.kind,
+      node: this.nodeName,
+      synced: this.synced.size === this.reflectors.size,
+      resources: this.stats(),
+      entryErrors: this.snap.errors,
+      lastError: null,
+    };
+  }
+
   /** Starts every watch; resolves after the initial list of each resource. */
   start(): Promise<void> {
     if (this.startPromise) return this.startPromise;
-    if (this.stopped) return Promise.reject(new Error('KubernetesSource: stopped'));
+    if (this.stopped) return Promise.reject(new AmbientError('K8S_API', 'KubernetesSource: stopped', 'a stopped source does not start again; make a new one'));
     this.startPromise = new Promise<void>((resolve, reject) => {
       this.startResolve = resolve;
       this.startReject = reject;
@@ -301,7 +324,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     if (this.resolveTimer) { clearTimeout(this.resolveTimer); this.resolveTimer = null; }
     const reject = this.startReject;
     this.startResolve = this.startReject = null;
-    reject?.(new Error('KubernetesSource stopped before the initial list completed'));
+    reject?.(new AmbientError('K8S_API', 'KubernetesSource stopped before the initial list completed', 'the source was stopped (agent shutting down) before its first list; nothing to do'));
   }
 
   private onError(e: KubernetesApiError): void {
@@ -334,6 +357,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
   private mapPodValue(raw: KObject): PodValue {
     const m = mapPod(raw);
     if ('skip' in m) return { skip: m.skip };
+    // where a local pod lives comes from /proc (resolveLocalPod), never from its annotations
     const pod = m.pod;
     if (pod.node !== this.nodeName) return { pod };
     const found = this.resolve(pod);

@@ -6,7 +6,11 @@
  *  - DNS-1123 subdomain: labels joined by dots, at most 253 characters (most
  *    object names: pods, ServiceAccounts, AuthorizationPolicies);
  *  - IANA service name (a port's name): at most 15 characters of [a-z0-9-],
- *    at least one letter, no leading/trailing or double hyphen.
+ *    at least one letter, no leading/trailing or double hyphen;
+ *  - label keys ("prefix/name", IsQualifiedName) and label values.
+ * Note: Kubernetes' own IsDNS1123Subdomain checks the pattern and the 253
+ * total only; isDns1123Subdomain also holds each label to 63 characters (as
+ * DNS does). Label-key prefixes use Kubernetes' exact rule.
  */
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -23,6 +27,24 @@ export function isDns1123Subdomain(v: unknown): v is string {
 
 export function isIanaSvcName(v: unknown): v is string {
   return typeof v === 'string' && v.length >= 1 && v.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) && /[a-z]/.test(v) && !v.includes('--');
+}
+
+const SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/** The prefix of a label key ("example.com" in "example.com/app"): Kubernetes' IsDNS1123Subdomain (pattern, at most 253 characters). */
+export function isLabelKeyPrefix(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= DNS1123_SUBDOMAIN_MAX && SUBDOMAIN.test(v);
+}
+
+/** The name part of a label key: at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric. */
+export function isLabelKeyName(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= 63 && QUALIFIED_NAME.test(v);
+}
+
+/** A label value: empty, or a label key's name part. */
+export function isLabelValue(v: unknown): v is string {
+  return v === '' || isLabelKeyName(v);
 }
 
 /** What a rule wants, for error messages. */

@@ -7,6 +7,7 @@
  * skipped, a file rejected, a policy marked invalid) with `collect`.
  */
 import net from 'node:net';
+import path from 'node:path';
 import { AmbientError, type ErrorCode } from './errors.js';
 import { DNS1123_LABEL_RULE, DNS1123_SUBDOMAIN_RULE, IANA_SVC_NAME_RULE, isDns1123Label, isDns1123Subdomain, isIanaSvcName } from './dns1123.js';
 
@@ -29,7 +30,11 @@ export function isObj(v: unknown): v is Obj {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-const absent = (v: unknown): v is null | undefined => v === undefined || v === null;
+/** null and undefined both mean "not set" (Kubernetes prunes nulls). */
+export function isAbsent(v: unknown): v is null | undefined {
+  return v === undefined || v === null;
+}
+const absent = isAbsent;
 
 /** An object; absent is an error when required, else undefined. */
 export function obj(v: unknown, field: string, required: true): Obj;
@@ -52,6 +57,12 @@ export function list(v: unknown, field: string): unknown[] {
 
 export function str(v: unknown, field: string): string {
   if (typeof v !== 'string' || v === '') throw new FieldError(field, absent(v) ? 'missing' : `must be a non-empty string, got ${show(v)}`);
+  return v;
+}
+
+/** A non-empty string; anything else (absent too) is "must be a non-empty string, got X". */
+export function nonEmptyStr(v: unknown, field: string): string {
+  if (typeof v !== 'string' || v === '') throw new FieldError(field, `must be a non-empty string, got ${show(v)}`);
   return v;
 }
 
@@ -100,10 +111,29 @@ export function subdomain(v: unknown, field: string): string {
   return v;
 }
 
+/**
+ * An object name that must be given: a non-empty string ("must be a
+ * non-empty string, got X"), then the DNS-1123 rule ("label": namespace and
+ * Service names; "subdomain": pods, nodes, ServiceAccounts, policies).
+ */
+export function dnsName(v: unknown, field: string, rule: 'label' | 'subdomain'): string {
+  const s = nonEmptyStr(v, field);
+  return rule === 'label' ? label(s, field) : subdomain(s, field);
+}
+
 /** A port name (IANA service name). */
 export function portName(v: unknown, field: string): string {
   if (!isIanaSvcName(v)) throw new FieldError(field, `${show(v)} is not ${IANA_SVC_NAME_RULE}`);
   return v;
+}
+
+/** A file path: absolute, or relative to `base` (null: relative is an error); absent reads as null. */
+export function filePath(v: unknown, field: string, base: string | null): string | null {
+  if (absent(v)) return null;
+  if (typeof v !== 'string' || v === '') throw new FieldError(field, `must be a path, got ${show(v)}`);
+  if (path.isAbsolute(v)) return v;
+  if (base === null) throw new FieldError(field, `must be an absolute path, got ${show(v)}`);
+  return path.join(base, v);
 }
 
 /** A map of strings (labels, annotations); absent reads as {}. */

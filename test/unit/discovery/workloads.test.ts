@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../src/discovery/workloads.js';
-import { AmbientError } from '../../src/util/errors.js';
+import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../../src/discovery/workloads.js';
+import { AmbientError } from '../../../src/util/errors.js';
 
 const NS = [
   { name: 'ambient-demo', labels: { 'istio.io/dataplane-mode': 'ambient' } },
@@ -38,10 +38,10 @@ test('a malformed entry is named, the others are served, and its last good versi
   }, { previous: good });
   assert.equal(next.errors.length, 3);
   assert.match(next.errors[0]!.entry, /^pods\[0\] \(ambient-demo\/a\)$/);
-  assert.match(next.errors[0]!.message, /"ip" must be an IPv4 or IPv6 address, got "10\.0\.0\.999"/);
+  assert.match(next.errors[0]!.message, /^ip: "10\.0\.0\.999" is not an IP address$/);
   assert.equal(next.errors[1]!.entry, 'pods[2]');
-  assert.match(next.errors[1]!.message, /"name" must be a DNS-1123 name/);
-  assert.match(next.errors[2]!.message, /unknown field "colour"/);
+  assert.match(next.errors[1]!.message, /^name: must be a non-empty string, got undefined$/);
+  assert.match(next.errors[2]!.message, /^colour: unknown field/);
   // a keeps its previous good version; b is updated; e (never good) is absent
   assert.equal(next.pods.get('ambient-demo/a')?.ip, '10.0.0.1');
   assert.deepEqual(next.pods.get('plain/b')?.labels, { x: 'y' });
@@ -144,7 +144,7 @@ status: { podIP: 10.244.2.2, conditions: [ { type: Ready, status: "False" } ] }
     assert.equal(s.policies.get('shop/allow-web')!.spec.action, 'ALLOW');
     assert.deepEqual(s.errors.map((e) => e.entry), ['ConfigMap shop/x', 'Service shop/broken']);
     assert.match(s.errors[0]!.message, /kind "ConfigMap" is not supported/);
-    assert.match(s.errors[1]!.message, /"spec.clusterIP" must be an IPv4 or IPv6 address/);
+    assert.match(s.errors[1]!.message, /^spec\.clusterIP: "10\.96\.0\.300" is not an IP address$/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
