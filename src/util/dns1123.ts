@@ -8,9 +8,8 @@
  *  - IANA service name (a port's name): at most 15 characters of [a-z0-9-],
  *    at least one letter, no leading/trailing or double hyphen;
  *  - label keys ("prefix/name", IsQualifiedName) and label values.
- * Note: Kubernetes' own IsDNS1123Subdomain checks the pattern and the 253
- * total only; isDns1123Subdomain also holds each label to 63 characters (as
- * DNS does). Label-key prefixes use Kubernetes' exact rule.
+ * As in Kubernetes, a subdomain's labels are not held to 63 characters each:
+ * only the pattern and the 253 total are checked.
  */
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -22,19 +21,19 @@ export function isDns1123Label(v: unknown): v is string {
 }
 
 export function isDns1123Subdomain(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && v.length <= DNS1123_SUBDOMAIN_MAX && v.split('.').every((l) => l.length <= DNS1123_LABEL_MAX && LABEL.test(l));
+  // Kubernetes checks the pattern and the total length, not each label's length
+  return typeof v === 'string' && v.length > 0 && v.length <= DNS1123_SUBDOMAIN_MAX && v.split('.').every((l) => LABEL.test(l));
 }
 
 export function isIanaSvcName(v: unknown): v is string {
   return typeof v === 'string' && v.length >= 1 && v.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) && /[a-z]/.test(v) && !v.includes('--');
 }
 
-const SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
 /** The prefix of a label key ("example.com" in "example.com/app"): Kubernetes' IsDNS1123Subdomain (pattern, at most 253 characters). */
 export function isLabelKeyPrefix(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && v.length <= DNS1123_SUBDOMAIN_MAX && SUBDOMAIN.test(v);
+  return isDns1123Subdomain(v);
 }
 
 /** The name part of a label key: at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric. */
