@@ -27,8 +27,9 @@ import { sandboxUp, sandboxStatus, type SandboxPod } from '../src/sandbox/topolo
 import { runInPod, NETTOOL } from '../src/sandbox/podproc.js';
 import {
   execFileP, sleep, startProc, stopProc, settleTcpMem, waitNoSandbox, iperf, latency,
-  PIN_CPU, ALL_CPUS, setAffinity, startProcSampler, perfProfile, toolFailed, HINT_OUTPUT, type Via,
+  PIN_CPU, ALL_CPUS, setAffinity, startProcSampler, toolFailed, HINT_OUTPUT, type Via,
 } from './lib.js';
+import { perfProfile } from './perf.js';
 import { checkTunnel, nextPort, startTunnel, IPERF_PORTS, SOCKPERF_PORTS } from './hbone-tunnel.js';
 import { hboneCounters, verifyHbone } from './hbone-agents.js';
 import { idleRss } from './hbone-idle.js';

@@ -8,9 +8,15 @@
  *
  * Every section carries what its text needs (the machine's CPU count, the
  * pinned CPU, ...), so a section renders on its own. Derived figures (means,
- * ratios, percentiles, targets met) are the renderer's: they are not stored.
+ * ratios, percentiles, targets met) are the renderer's: they are not stored,
+ * except where the samples are many (section 9's thousands of scrape
+ * durations are stored as their percentiles).
  * A figure that could not be taken is null; an incidental NaN survives the
  * JSON round trip through toJson / fromJson.
+ *
+ * One file on purpose, although it is over 500 lines: it is the schema of
+ * RESULTS.json, types and their field comments and nothing else (plus the
+ * JSON round trip); split by section it would be read in eight places.
  */
 
 import { AmbientError } from '../src/util/errors.js';
