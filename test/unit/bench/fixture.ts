@@ -207,3 +207,42 @@ export function lifecycle(): NonNullable<BenchResults['lifecycle']> {
     },
   };
 }
+
+/**
+ * Section 11 of the full run of 2026-12-02 (main at 58c4c19, the
+ * pre-renderer code), golden/section-11.md. The soak's samples are made up:
+ * its two table rows (ranges, slopes) are not compared.
+ */
+export function committedLifecycle(): NonNullable<BenchResults['lifecycle']> {
+  const twenty = (median: number, max: number): number[] => [...Array.from({ length: 9 }, (_, i) => 20 + i), median, ...Array.from({ length: 9 }, (_, i) => median + 1 + i), max];
+  return {
+    quick: false,
+    detection: {
+      deathTrials: 20, deathMs: { n1: twenty(36, 71), n2: twenty(36, 91) },
+      partitionTrials: 5, peerTimeoutMs: 6000, partitionMs: { client: [5400, 5450, 5474, 5500, 5567], server: [5450, 5480, 5502, 5550, 5612] },
+    },
+    nonReading: {
+      writeMiB: 8, warmupMiB: 32, targetMiB: 64,
+      rows: [
+        { connections: 10, serverStreams: 10, streamWindowBytes: 1 << 20, rssBeforeMiB: 78.5, rssAfterMiB: 80.0, boundMiB: 32.8, tcpBeforeMiB: 0, tcpAfterMiB: 47 },
+        { connections: 100, serverStreams: 100, streamWindowBytes: 256 << 10, rssBeforeMiB: 80.26, rssAfterMiB: 115.14, boundMiB: 39.8, tcpBeforeMiB: 0, tcpAfterMiB: 512 },
+        { connections: 300, serverStreams: 300, streamWindowBytes: 64 << 10, rssBeforeMiB: 115.5, rssAfterMiB: 133.5, boundMiB: 55.4, tcpBeforeMiB: 1, tcpAfterMiB: 1426 },
+      ],
+    },
+    liveness: {
+      idleConnections: 10000, seconds: 30,
+      rows: [
+        { peerTimeout: '1h', isDefault: false, n1CpuPct: 0.53, n2CpuPct: 1.53 },
+        { peerTimeout: '30s', isDefault: true, n1CpuPct: 0.53, n2CpuPct: 1.23 },
+        { peerTimeout: '4s', isDefault: false, n1CpuPct: 1.0, n2CpuPct: 0.97 },
+      ],
+    },
+    soak: {
+      seconds: 600, rate: { attempted: 120000, failed: 2, errors: { ECONNRESET: 2 } },
+      restarts: ([[65, 'n2', 3122], [128, 'n1', 2227], [190, 'n2', 1344], [243, 'n2', 1660], [305, 'n1', 1325], [366, 'n1', 819], [428, 'n1', 921], [489, 'n2', 913], [551, 'n1', 827]] as const)
+        .map(([atS, node, readyMs]) => ({ atS, node, readyMs })),
+      drainTimeoutS: 120, warmupS: 120, nodes: ['n1', 'n2'],
+      samples: [120, 130, 140].flatMap((t) => [{ t, node: 'n1', fds: 150, rssMiB: 110, heapMiB: 13, agents: 1 }, { t, node: 'n2', fds: 150, rssMiB: 110, heapMiB: 13, agents: 1 }]),
+    },
+  };
+}
