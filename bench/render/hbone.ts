@@ -55,7 +55,8 @@ function perfTop(pf: PerfProfile | null | undefined): string[] {
   return Object.entries(pf.top).map(([proc, xs]) => `- ${proc}: ${xs.slice(0, 6).map((x) => `\`${x.sym.length > 60 ? x.sym.slice(0, 57) + '...' : x.sym}\` ${fmt(x.pct, 1)}`).join(', ')}`);
 }
 
-export interface HboneTargets { throughput: boolean | null; latency: boolean | null; rss: boolean | null }
+/** Targets of sections 4-7: met, not met, or null when not measured. */
+interface HboneTargets { throughput: boolean | null; latency: boolean | null; rss: boolean | null }
 
 /** Every table of sections 4-7 and the targets, computed once for markdown and stdout. */
 function summarize(r: HboneResults) {
@@ -129,11 +130,6 @@ function summarize(r: HboneResults) {
     rss: rss ? perConn(rss.client) <= 4 && perConn(rss.server) <= 4 : null,
   };
   return { tputHead, tputRows, latHead, latRows, added50, cpsHead, cpsRows, rssHead, rssRows, tunnelRatio, targets };
-}
-
-/** Targets of sections 4-7: met, not met, or null when not measured. */
-export function hboneTargets(r: HboneResults): HboneTargets {
-  return summarize(r).targets;
 }
 
 /** The line of the run header that says how sections 4-7 were measured. */
