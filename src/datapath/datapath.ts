@@ -136,9 +136,9 @@ export class Datapath {
   private load(): void {
     const n = this.native;
     const h = n.objectOpen(this.opts.bpfObject);
-    if (h < 0) throw nativeError('BPF_OBJECT', `cannot open ${this.opts.bpfObject}`, h, 'rebuild the BPF object (`make build`)');
+    if (typeof h === 'number') throw nativeError('BPF_OBJECT', `cannot open ${this.opts.bpfObject}`, h, 'rebuild the BPF object (`make build`)');
     try {
-      const rc = n.objectLoad(h, this.mapDir);
+      const rc = h.load(this.mapDir);
       if (rc < 0) {
         const log = n.lastLog().split('\n').slice(-25).join('\n');
         const err = nativeError('BPF_LOAD', `loading ${path.basename(this.opts.bpfObject)} failed`, rc,
@@ -146,10 +146,10 @@ export class Datapath {
         if (!err.hint.includes('libbpf said')) (err as { hint: string }).hint += `\nlibbpf said:\n${log}`;
         throw err;
       }
-      for (const p of PROGS) this.progFds.set(p, check(n.objectProgramFd(h, p), 'BPF_LOAD', `program ${p}`));
-      for (const m of Object.keys(MAPS) as MapName[]) this.mapFds.set(m, check(n.objectMapFd(h, m), 'BPF_MAP', `map ${m}`));
+      for (const p of PROGS) this.progFds.set(p, check(h.programFd(p), 'BPF_LOAD', `program ${p}`));
+      for (const m of Object.keys(MAPS) as MapName[]) this.mapFds.set(m, check(h.mapFd(m), 'BPF_MAP', `map ${m}`));
     } finally {
-      n.objectClose(h);
+      h.close();
     }
     const accel = this.opts.acceleration === 'sockmap' && this.features.find((f) => f.name.startsWith('program type sk_msg'))?.ok;
     this.update('amb_config', encodeU32(0), encodeConfig({

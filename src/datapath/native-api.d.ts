@@ -64,23 +64,32 @@ export interface TcpLiveness {
   userTimeoutMs?: number;
 }
 
-export interface NativeAddon {
-  /** libbpf_get_error-free open of a BPF ELF object; returns a handle > 0. */
-  objectOpen(path: string): number | Errno;
+/** A loaded-or-not BPF ELF object, owned by whoever called objectOpen. */
+export interface BpfObject {
   /**
    * Load all programs and create maps. Every map is pinned at
    * `${mapPinDir}/${mapName}`; an existing compatible pin there is reused
    * (libbpf's bpf_map__set_pin_path semantics), so a restarted agent adopts
    * its maps. mapPinDir must exist on a bpffs.
    */
-  objectLoad(handle: number, mapPinDir: string): 0 | Errno;
+  load(mapPinDir: string): 0 | Errno;
   /** fd of a loaded program by its function name (dup'ed: caller closes). */
-  objectProgramFd(handle: number, progName: string): number | Errno;
+  programFd(progName: string): number | Errno;
   /** fd of a map by name (dup'ed: caller closes). */
-  objectMapFd(handle: number, mapName: string): number | Errno;
-  /** Frees the bpf_object. Pins and dup'ed fds stay valid. */
-  objectClose(handle: number): void;
-  /** The last libbpf/verifier log lines of objectOpen/objectLoad (for errors). */
+  mapFd(mapName: string): number | Errno;
+  /** Frees the bpf_object (idempotent). Pins and dup'ed fds stay valid. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  /**
+   * Opens a BPF ELF object (bpf_object__open_file). The result owns the
+   * libbpf object: close() it (a garbage-collected BpfObject is freed too,
+   * but only as a safety net). No global table of ids: a closed object's
+   * methods return -EBADF.
+   */
+  objectOpen(path: string): BpfObject | Errno;
+  /** The last libbpf/verifier log lines of objectOpen / BpfObject.load (for errors). */
   lastLog(): string;
 
   /** bpf_obj_pin / bpf_obj_get. */

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { AmbientError } from '../util/errors.js';
 import type { NativeAddon } from './native-api.js';
 
-export type { Errno, MapInfo, NativeAddon, ProgInfo, SocketOptions } from './native-api.js';
+export type { BpfObject, Errno, MapInfo, NativeAddon, ProgInfo, SocketOptions } from './native-api.js';
 
 /**
  * The repository root. This file is compiled to dist/src/datapath/native.js,

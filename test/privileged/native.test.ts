@@ -20,7 +20,7 @@ import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { handleFd } from '../../src/datapath/sockets.js';
 import { TIME_SCALE } from '../../src/sandbox/topology.js';
-import type { NativeAddon } from '../../src/datapath/native.js';
+import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);
 
@@ -97,8 +97,8 @@ describe('native addon (privileged)', () => {
   let tmpDir = '';
   let objPath = '';
   let a: NativeAddon;
-  let handle = 0;
-  const handles = new Set<number>();
+  let handle: BpfObject;
+  const handles = new Set<BpfObject>();
   const fds = new Set<number>();
   const skMsgAttached: Array<[number, number]> = [];
   let nsCreated = false;
@@ -114,15 +114,15 @@ describe('native addon (privileged)', () => {
     fds.delete(fd);
     assert.equal(a.closeFd(fd), 0);
   }
-  function open(file: string): number {
+  function open(file: string): BpfObject {
     const h = a.objectOpen(file);
-    assert.ok(h > 0, `objectOpen(${file}): ${errnoName(h)}\n${a.lastLog()}`);
+    assert.ok(typeof h === 'object', `objectOpen(${file}): ${errnoName(h as number)}\n${a.lastLog()}`);
     handles.add(h);
     return h;
   }
-  function close(h: number): void {
+  function close(h: BpfObject): void {
     handles.delete(h);
-    a.objectClose(h);
+    h.close();
   }
   function inNs(cmd: string, args: string[]): string {
     return sh('ip', ['netns', 'exec', nsName, cmd, ...args]);
@@ -145,7 +145,7 @@ describe('native addon (privileged)', () => {
     tryAll([
       ...skMsgAttached.map(([p, m]) => () => void a.detachSkMsg(p, m)),
       ...[...fds].map((fd) => () => void a.closeFd(fd)),
-      ...[...handles].map((h) => () => a.objectClose(h)),
+      ...[...handles].map((h) => () => h.close()),
       () => fs.rmSync(pinDir, { recursive: true, force: true }),
       () => nsCreated && sh('ip', ['netns', 'delete', nsName]),
       () => fs.existsSync(cgDir) && fs.rmdirSync(cgDir),
@@ -158,8 +158,8 @@ describe('native addon (privileged)', () => {
 
   it('loads the object and pins every map under the pin dir', () => {
     handle = open(objPath);
-    const r = a.objectLoad(handle, pinDir);
-    assert.equal(r, 0, `objectLoad: ${errnoName(r)}\n${a.lastLog()}`);
+    const r = handle.load(pinDir);
+    assert.equal(r, 0, `load: ${errnoName(r)}\n${a.lastLog()}`);
 
     const expectType: Record<(typeof PROGS)[number], number> = {
       amb_connect4: PROG_TYPE.cgroup_sock_addr,
@@ -168,7 +168,7 @@ describe('native addon (privileged)', () => {
       amb_sk_lookup: PROG_TYPE.sk_lookup,
     };
     for (const name of PROGS) {
-      const fd = own(a.objectProgramFd(handle, name), name);
+      const fd = own(handle.programFd(name), name);
       const info = a.progInfo(fd);
       assert.ok(typeof info === 'object', `progInfo(${name}) = ${String(info)}`);
       assert.equal(info.name, name);
@@ -179,7 +179,7 @@ describe('native addon (privileged)', () => {
       release(fd);
     }
     for (const name of MAPS) {
-      const fd = own(a.objectMapFd(handle, name), name);
+      const fd = own(handle.mapFd(name), name);
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
       assert.equal(info.name, name);
@@ -189,25 +189,32 @@ describe('native addon (privileged)', () => {
       assert.equal(a.progInfo(fd), -E.EINVAL, 'progInfo of a map fd');
       release(fd);
     }
-    const config = own(a.objectMapFd(handle, 'amb_config'), 'amb_config');
+    const config = own(handle.mapFd('amb_config'), 'amb_config');
     const ci = a.mapInfo(config);
     assert.ok(typeof ci === 'object');
     assert.deepEqual([ci.type, ci.keySize, ci.valueSize, ci.maxEntries], [MAP_TYPE_ARRAY, 4, 16, 1]);
     release(config);
-    const listeners = own(a.objectMapFd(handle, 'amb_listeners'), 'amb_listeners');
+    const listeners = own(handle.mapFd('amb_listeners'), 'amb_listeners');
     const li = a.mapInfo(listeners);
     assert.ok(typeof li === 'object');
     assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 16, 8]);
     release(listeners);
 
-    assert.equal(a.objectProgramFd(handle, 'no_such_prog'), -E.ENOENT);
-    assert.equal(a.objectMapFd(handle, 'no_such_map'), -E.ENOENT);
-    assert.equal(a.objectProgramFd(987654, 'amb_connect4'), -E.EBADF);
-    assert.equal(a.objectLoad(987654, pinDir), -E.EBADF);
+    assert.equal(handle.programFd('no_such_prog'), -E.ENOENT);
+    assert.equal(handle.mapFd('no_such_map'), -E.ENOENT);
+    // a closed object: every method says EBADF, close() again is a no-op
+    const closed = open(objPath);
+    close(closed);
+    close(closed);
+    assert.equal(closed.programFd('amb_connect4'), -E.EBADF);
+    assert.equal(closed.mapFd('amb_pods'), -E.EBADF);
+    assert.equal(closed.load(pinDir), -E.EBADF);
+    // the object is the handle: a method called on anything else throws
+    assert.throws(() => handle.programFd.call({}, 'amb_connect4'), TypeError);
   });
 
   it('amb_pods: update / lookup / nextKey / delete round trip', () => {
-    const fd = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd = own(handle.mapFd('amb_pods'), 'amb_pods');
     try {
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
@@ -248,12 +255,12 @@ describe('native addon (privileged)', () => {
   });
 
   it('a second load with the same pin dir reuses the pinned maps', () => {
-    const fd1 = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd1 = own(handle.mapFd('amb_pods'), 'amb_pods');
     const h2 = open(objPath);
     try {
-      const r = a.objectLoad(h2, pinDir);
-      assert.equal(r, 0, `objectLoad (reuse): ${errnoName(r)}\n${a.lastLog()}`);
-      const fd2 = own(a.objectMapFd(h2, 'amb_pods'), 'amb_pods (2)');
+      const r = h2.load(pinDir);
+      assert.equal(r, 0, `load (reuse): ${errnoName(r)}\n${a.lastLog()}`);
+      const fd2 = own(h2.mapFd('amb_pods'), 'amb_pods (2)');
       const i1 = a.mapInfo(fd1);
       const i2 = a.mapInfo(fd2);
       assert.ok(typeof i1 === 'object' && typeof i2 === 'object');
@@ -274,13 +281,13 @@ describe('native addon (privileged)', () => {
       close(h2);
       release(fd1);
     }
-    // objectClose leaves the pins (and the first object's maps) alone.
+    // close() leaves the pins (and the first object's maps) alone.
     assert.ok(fs.existsSync(`${pinDir}/amb_pods`));
   });
 
   it('objGet / objPin / closeFd', () => {
     const pinned = own(a.objGet(`${pinDir}/amb_pods`), 'objGet amb_pods');
-    const fromObj = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fromObj = own(handle.mapFd('amb_pods'), 'amb_pods');
     const ip = a.mapInfo(pinned);
     const io = a.mapInfo(fromObj);
     assert.ok(typeof ip === 'object' && typeof io === 'object');
@@ -290,7 +297,7 @@ describe('native addon (privileged)', () => {
     assert.equal(ip.valueSize, POD_SIZE);
     release(fromObj);
 
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const progPin = `${pinDir}/test_prog_pin`;
     assert.equal(a.objPin(prog, progPin), 0);
     assert.equal(a.objPin(prog, progPin), -E.EEXIST);
@@ -310,11 +317,11 @@ describe('native addon (privileged)', () => {
     assert.equal(a.mapInfo(pinned), -E.EBADF);
   });
 
-  it('objectLoad failures return an errno and leave a libbpf log', () => {
+  it('BpfObject.load failures return an errno and leave a libbpf log', () => {
     // Pin dir that does not exist: the maps cannot be pinned.
     const h = open(objPath);
     try {
-      const r = a.objectLoad(h, `${pinDir}/missing/dir`);
+      const r = h.load(`${pinDir}/missing/dir`);
       assert.ok(r < 0, `expected an errno, got ${r}`);
       assert.match(a.lastLog(), /amb_/);
     } finally {
@@ -340,7 +347,7 @@ char LICENSE[] SEC("license") = "GPL";
     fs.mkdirSync(badDir);
     const hb = open(obj);
     try {
-      const r = a.objectLoad(hb, badDir);
+      const r = hb.load(badDir);
       assert.ok(r < 0, `verifier should reject bad_prog, got ${r}`);
       const log = a.lastLog();
       assert.match(log, /bad_prog/);
@@ -463,7 +470,7 @@ char LICENSE[] SEC("license") = "GPL";
       ['amb_connect4', 'connect4', 'cgroup_inet4_connect'],
       ['amb_sockops', 'sockops', 'cgroup_sock_ops'],
     ] as const) {
-      const prog = own(a.objectProgramFd(handle, progName), progName);
+      const prog = own(handle.programFd(progName), progName);
       const pi = a.progInfo(prog);
       assert.ok(typeof pi === 'object');
       const link = own(a.linkCgroup(prog, cgDir, type), `linkCgroup ${type}`);
@@ -478,7 +485,7 @@ char LICENSE[] SEC("license") = "GPL";
       release(prog);
     }
 
-    const prog = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
+    const prog = own(handle.programFd('amb_connect4'), 'amb_connect4');
     assert.equal(a.linkCgroup(prog, cgDir, 'bogus'), -E.EINVAL);
     assert.equal(a.linkCgroup(prog, `${cgDir}/missing`, 'connect4'), -E.ENOENT);
     assert.equal(a.linkCgroup(prog, '/proc/self/status', 'connect4'), -E.ENOTDIR);
@@ -487,8 +494,8 @@ char LICENSE[] SEC("license") = "GPL";
   });
 
   it('linkUpdate swaps the program of a live link; linkInfo reports it', () => {
-    const p1 = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
-    const p2 = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const p1 = own(handle.programFd('amb_connect4'), 'amb_connect4');
+    const p2 = own(handle.programFd('amb_sockops'), 'amb_sockops');
     const link = own(a.linkCgroup(p1, cgDir, 'connect4'), 'linkCgroup');
     const i1 = a.progInfo(p1);
     const li = a.linkInfo(link);
@@ -566,7 +573,7 @@ char LICENSE[] SEC("license") = "GPL";
   it('linkNetns attaches amb_sk_lookup to the netns', () => {
     type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
     const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const pi = a.progInfo(prog);
     assert.ok(typeof pi === 'object');
     const ino = a.netnsInode(nsPath);
@@ -584,21 +591,21 @@ char LICENSE[] SEC("license") = "GPL";
     release(link);
     release(prog);
 
-    const sockops = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const sockops = own(handle.programFd('amb_sockops'), 'amb_sockops');
     assert.ok(a.linkNetns(sockops, nsPath) < 0, 'a sockops program cannot be an sk_lookup link');
     release(sockops);
     assert.equal(a.linkNetns(1, '/run/netns/ambientd-no-such-netns'), -E.ENOENT);
   });
 
   it('attachSkMsg / detachSkMsg on the sockhash', () => {
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_msg'), 'amb_sk_msg');
-    const map = own(a.objectMapFd(handle, 'amb_sock_pairs'), 'amb_sock_pairs');
+    const prog = own(handle.programFd('amb_sk_msg'), 'amb_sk_msg');
+    const map = own(handle.mapFd('amb_sock_pairs'), 'amb_sock_pairs');
     assert.equal(a.attachSkMsg(prog, map), 0);
     skMsgAttached.push([prog, map]);
     assert.equal(a.detachSkMsg(prog, map), 0);
     skMsgAttached.pop();
     assert.equal(a.detachSkMsg(prog, map), -E.ENOENT, 'nothing left to detach');
-    const notSkMsg = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const notSkMsg = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     assert.equal(a.attachSkMsg(notSkMsg, map), -E.EINVAL, 'only sk_msg programs');
     release(notSkMsg);
     release(map);
@@ -718,11 +725,12 @@ except OSError as e:
     const calls: Array<() => unknown> = [
       () => x.objectOpen(42),
       () => x.objectOpen(),
-      () => x.objectLoad('1', pinDir),
-      () => x.objectLoad(handle, 1),
-      () => x.objectProgramFd(handle, null),
-      () => x.objectMapFd('h', 'amb_pods'),
-      () => x.objectClose('h'),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).load(1),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).programFd(null),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).mapFd(),
       () => x.objPin(1, 2),
       () => x.objGet(undefined),
       () => x.closeFd('3'),
