@@ -1,12 +1,20 @@
 /**
- * The exact surface of the native addon (native/addon.cc, built by node-gyp
- * into build/Release/ambient_native.node). It is deliberately thin: it checks
- * its arguments (throwing TypeError on wrong types), calls libbpf or the
- * kernel, and returns a negative errno on failure instead of throwing.
- * src/datapath/native.ts turns those numbers into typed AmbientErrors.
+ * The exact surface of the native addon (native/*.cc, one file per concern
+ * with native/addon.cc registering them; built by node-gyp into
+ * build/Release/ambient_native.node). It is deliberately thin, and keeps
+ * this contract in every function:
+ *   - it checks its arguments: a wrong JS type throws a TypeError;
+ *   - every other failure (a bad value, the kernel, libbpf) is returned as a
+ *     negative errno, never thrown; ./errno.ts names it and turns it into a
+ *     typed AmbientError (nativeError);
+ *   - setns() happens only on threads the addon creates for one call
+ *     (native/netns_thread.cc), never on Node's main thread or libuv's pool.
  *
  * Every fd returned belongs to the caller, who must close it (closeFd) or hand
- * it to Node (net.Server.listen({fd}), new net.Socket({fd})).
+ * it to Node (net.Server.listen({fd}), new net.Socket({fd})); in the datapath
+ * an OwnedFd (./handles.ts) holds it until then. A netns path argument may be
+ * any path naming a network namespace: /proc/<pid>/ns/net, /run/netns/<name>,
+ * or /proc/self/fd/<fd> of an open namespace fd (NetnsHandle.path, ./netns.ts).
  */
 
 /** Result of a call that returns a value or a negative errno. */
@@ -135,7 +143,7 @@ export interface NativeAddon {
 
   /**
    * Creates a TCP socket inside the network namespace at netnsPath (a
-   * /proc/<pid>/ns/net or /run/netns/<name> path). The setns() happens on a
+   * /proc/<pid>/ns/net, /run/netns/<name> or /proc/self/fd/<fd> path). The setns() happens on a
    * thread the addon creates for this call, never on Node's main thread or
    * libuv's pool; the socket is created non-blocking and CLOEXEC, options are
    * applied, then optional bind/listen. Returns the fd.
@@ -146,7 +154,7 @@ export interface NativeAddon {
   /** Inode number of a netns file (identity of the namespace). */
   netnsInode(path: string): bigint | Errno;
 
-  // ---- socket hand-over between an old and a new agent (src/handover) ----
+  // ---- socket hand-over between an old and a new agent (src/lifecycle/handover.ts) ----
   /** Connects a unix stream socket (non-blocking, CLOEXEC) to path, waiting up to timeoutMs. Returns the fd. */
   unixConnect(path: string, timeoutMs: number): number | Errno;
   /** A listening unix stream socket at path (0600; bound as path.new, then renamed over path). Serve it with net.Server.listen({fd}): libuv then never unlinks the path. */
