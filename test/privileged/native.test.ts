@@ -18,7 +18,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
-import { handleFd } from '../../src/datapath/sockets.js';
+import { DialError, dialFromNetns, handleFd } from '../../src/datapath/sockets.js';
+import { NetnsHandle } from '../../src/datapath/netns.js';
+import { AmbientError } from '../../src/util/errors.js';
 import { TIME_SCALE } from '../../src/sandbox/topology.js';
 import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
@@ -595,6 +597,54 @@ char LICENSE[] SEC("license") = "GPL";
     assert.ok(a.linkNetns(sockops, nsPath) < 0, 'a sockops program cannot be an sk_lookup link');
     release(sockops);
     assert.equal(a.linkNetns(1, '/run/netns/ambientd-no-such-netns'), -E.ENOENT);
+  });
+
+  it('a /proc/self/fd/N netns path (NetnsHandle.path) works for socketInNetns, tcpSockets, dialFromNetns and linkNetns', async () => {
+    type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
+    const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
+    const ns = NetnsHandle.open(nsPath, 'native.test');
+    try {
+      assert.match(ns.path, /^\/proc\/self\/fd\/\d+$/);
+      assert.equal(a.netnsInode(ns.path), a.netnsInode(nsPath), 'the fd path names the same namespace');
+
+      // socketInNetns: the socket is made in the namespace the fd names
+      const fd = own(a.socketInNetns(ns.path, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15077 }, listen: 8 }), 'socketInNetns via the fd path');
+      const si = a.socketInfo(fd);
+      assert.ok(typeof si === 'object', errnoName(si as number));
+      assert.deepEqual([si.listening, si.ip, si.port, si.netnsInode], [true, '127.0.0.1', 15077, ns.inode]);
+      assert.match(inNs('ss', ['-Hltn', 'sport = :15077']), /15077/, 'listening inside the netns');
+
+      // tcpSockets: the addon's thread enters the same namespace
+      const socks = a.tcpSockets(ns.path, 1 << 10);
+      assert.ok(Array.isArray(socks), errnoName(socks as number));
+      assert.ok(socks.some((x) => x.sport === 15077), JSON.stringify(socks, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      release(fd);
+
+      // dialFromNetns: connects from inside it; a refusal is a DialError
+      // (an AmbientError, UPSTREAM_FAILED) that keeps the errno name callers report
+      await assert.rejects(dialFromNetns(a, ns.path, { ip: '127.0.0.1', port: 15078 }, 0, 5000 * TIME_SCALE), (e: unknown) => {
+        assert.ok(e instanceof DialError && e instanceof AmbientError, String(e));
+        assert.equal(e.code, 'UPSTREAM_FAILED');
+        assert.equal(e.errnoName, 'ECONNREFUSED');
+        assert.equal(e.errno, E.ECONNREFUSED);
+        return true;
+      });
+
+      // linkNetns: the sk_lookup link goes on that namespace
+      const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
+      const pi = a.progInfo(prog);
+      assert.ok(typeof pi === 'object');
+      const link = own(a.linkNetns(prog, ns.path), 'linkNetns via the fd path');
+      const mine = links().filter((l) => l.prog_id === pi.id && l.netns_ino);
+      assert.equal(mine.length, 1, JSON.stringify(mine));
+      assert.equal(BigInt(mine[0]!.netns_ino ?? -1), ns.inode);
+      assert.equal(a.linkDetach(link), 0);
+      release(link);
+      release(prog);
+    } finally {
+      ns.close();
+    }
+    assert.equal(a.socketInNetns('/proc/self/fd/987654', { family: 4 }), -E.ENOENT, 'a closed fd path names nothing');
   });
 
   it('attachSkMsg / detachSkMsg on the sockhash', () => {
