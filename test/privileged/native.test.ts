@@ -78,6 +78,31 @@ function pod(cgroupId: number, flags: number, exempt: string): Buffer {
   return b;
 }
 
+/**
+ * Whole lines of a child's stdout, one per call. A 'data' chunk is not a line:
+ * with PYTHONUNBUFFERED=1 Python writes each piece of a print() on its own.
+ */
+function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
+  let buf = '';
+  const waiting: Array<(line: string) => void> = [];
+  const lines: string[] = [];
+  stream.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i + 1);
+      buf = buf.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  return () => new Promise<string>((resolve) => {
+    const line = lines.shift();
+    if (line !== undefined) resolve(line);
+    else waiting.push(resolve);
+  });
+}
+
 /** Netns inode of every thread of this process. */
 function threadNetnsInodes(): Set<bigint> {
   const out = new Set<bigint>();
@@ -697,7 +722,8 @@ except OSError as e:
 `;
     const child = spawn('ip', ['netns', 'exec', nsName, 'python3', '-c', py], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
-      const ports = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      const lines = lineReader(child.stdout!);
+      const ports = await lines();
       const [plainPort, markedPort] = ports.trim().split(' ').map(Number);
       const all = a.tcpSockets(nsPath, 0xfff);
       assert.ok(Array.isArray(all), errnoName(all as number));
@@ -716,7 +742,7 @@ except OSError as e:
       assert.equal(a.destroyTcpSockets(nsPath, [plain]), 1);
       assert.equal(a.destroyTcpSockets(nsPath, [plain]), 0, 'already gone');
       child.stdin!.write('\n');
-      const res = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      const res = await lines();
       assert.match(res, /errno (103|104)/, 'the owner sees ECONNABORTED (or the RST)');
       assert.equal(a.tcpSockets('/nonexistent/netns', 1), -E.ENOENT);
       assert.equal(a.tcpSockets(nsPath, 0), -E.EINVAL);
