@@ -330,7 +330,7 @@ export class MeshProxy {
       up.setNoDelay(true);
       relay(client, up, rec, this.d.tracker);
       client.resume();
-    }, (e: { code?: string; message: string }) => this.failOutbound(rec, client, e.code ?? 'connect failed', e.message));
+    }, (e: { errnoName?: string; code?: string; message: string }) => this.failOutbound(rec, client, e.errnoName ?? e.code ?? 'connect failed', e.message));
   }
 
   private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, dstPod: PodInfo, via: { service?: string; endpoint?: string }): void {
@@ -395,9 +395,9 @@ export class MeshProxy {
       client.once('close', () => this.live.delete(entry));
       relay(client, up, rec, d.tracker);
       client.resume();
-    }, (e: { code?: string }) => {
+    }, (e: { errnoName?: string; code?: string }) => {
       d.count('app_connect_failed');
-      d.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
+      d.tracker.finish(rec, 'failed', e.errnoName ?? e.code ?? 'connect failed');
       resetSocket(client);
     });
   }
