@@ -169,9 +169,9 @@ async function cmdAgent(args: string[]): Promise<void> {
     ports: Object.fromEntries(Object.entries(ports).filter(([, v]) => v !== undefined)),
   });
   const { Logger } = await import('./util/log.js');
-  const { Agent } = await import('./agent.js');
+  const { Agent } = await import('./agent/index.js');
   const log = new Logger('ambientd', cfg.logLevel);
-  const agent = new Agent(cfg, log);
+  const agent = new Agent({ config: cfg, log });
   let stopping = false;
   // a successor took our sockets and we drained: done
   agent.lifecycle.once('drained', () => process.exit(0));
