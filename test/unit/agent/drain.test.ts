@@ -9,6 +9,7 @@ import { AgentLifecycle } from '../../../src/agent/phase.js';
 import { CertificatePrefetch } from '../../../src/agent/prefetch.js';
 import { emptySnapshot, type MeshSnapshot } from '../../../src/discovery/model.js';
 import type { ConnectionRecord } from '../../../src/proxy/connections.js';
+import { AmbientError } from '../../../src/util/errors.js';
 import { Logger } from '../../../src/util/log.js';
 
 class Tracker extends EventEmitter {
@@ -87,7 +88,7 @@ test('snapshots: a reconcile that throws is reported and the queue goes on', asy
   const lc = new AgentLifecycle();
   const errors: unknown[] = [];
   let n = 0;
-  const q = new SnapshotQueue({ lifecycle: lc, applyModel: () => undefined, reconcile: async () => { if (n++ === 0) throw new Error('boom'); }, onError: (e) => errors.push(e) });
+  const q = new SnapshotQueue({ lifecycle: lc, applyModel: () => undefined, reconcile: async () => { if (n++ === 0) throw new AmbientError('AGENT_INTERNAL', 'boom', 'test'); }, onError: (e) => errors.push(e) });
   q.schedule(emptySnapshot());
   await q.settle();
   q.schedule(emptySnapshot());

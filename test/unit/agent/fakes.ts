@@ -47,7 +47,7 @@ export class FakeNetns implements NetnsRef {
   replaced = false;
   constructor(readonly source: string, readonly inode: bigint, private readonly fd: number) {}
   get path(): string {
-    if (this.closed) throw new Error('closed handle used');
+    if (this.closed) throw new AmbientError('NETNS_UNAVAILABLE', `netns handle for ${this.source} is closed`, 'a bug: a released capture used its netns');
     return `/proc/self/fd/${this.fd}`;
   }
   sameAs(source: string): boolean { return !this.replaced && source === this.source; }
