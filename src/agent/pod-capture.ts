@@ -87,6 +87,8 @@ export interface CaptureDeps {
 /** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
 const PROBE_SNAT_IP = '169.254.7.127';
 
+const noNetnsPath = (key: string): AmbientError => new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
+
 /** Opens a pod's netns, with the error a missing one always had. */
 export function openPodNetns(path: string, owner: string): NetnsHandle {
   if (!fs.existsSync(path)) throw new AmbientError('NETNS_UNAVAILABLE', `${owner}: netns ${path} does not exist`, 'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists');
@@ -166,7 +168,7 @@ export class PodCapture implements MeshPod {
    */
   private openNetns(): NetnsRef {
     const path = this.podValue.netns;
-    if (!path) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${this.key} has no netns path`, 'set "netns" for local pods in the workload file');
+    if (!path) throw noNetnsPath(this.key);
     if (this.netns) {
       if (!this.netns.sameAs(path)) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${this.key}: netns ${path} no longer names the namespace it was first seen in`, 'the pod sandbox was re-created or its process is gone; the pod is isolated until its entry names its new netns');
       return this.netns;
@@ -195,7 +197,7 @@ export class PodCapture implements MeshPod {
     // a pod captured (or isolated) for the first time: what it opened before is reset after
     const firstCapture = !dp.isPinned(key);
     try {
-      if (!p.netns) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
+      if (!p.netns) throw noNetnsPath(key);
       if (!p.cgroup) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${key} has no cgroup path`, 'set "cgroup" for local pods in the workload file');
       const netns = this.openNetns();
       this.held = ipsOf(p);
