@@ -107,7 +107,9 @@ function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
 function threadNetnsInodes(): Set<bigint> {
   const out = new Set<bigint>();
   for (const tid of fs.readdirSync('/proc/self/task')) {
-    out.add(fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true }).ino);
+    // a thread that exits between the listing and the stat is in no netns any more
+    const st = fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true, throwIfNoEntry: false });
+    if (st) out.add(st.ino);
   }
   return out;
 }
