@@ -350,7 +350,6 @@ export async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number, o
   }
 }
 
-// eslint-disable-next-line no-control-regex
 export const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 /** Parses sockperf ping-pong output (percentiles of the round-trip time with --full-rtt), µs. */

@@ -309,9 +309,7 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
   const READY_TIMEOUT = 120_000;
   try {
     await waitNoSandbox();
-    let st: SandboxState;
-    let upMs: number;
-    ({ st, upMs } = await timedSandboxUp({ nodes: 1, pods: totalPods, stateDir, agentReadyTimeoutMs: READY_TIMEOUT }, log));
+    const { st, upMs } = await timedSandboxUp({ nodes: 1, pods: totalPods, stateDir, agentReadyTimeoutMs: READY_TIMEOUT }, log);
     res.upMs = upMs;
     res.enrolledPods = st.pods.filter((p) => p.ambient).length;
     const node = st.nodes[0]!;
