@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, TIME_SCALE, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CLI } from '../helpers/paths.js';
@@ -224,9 +224,9 @@ test('agent killed (SIGKILL): ambient pods fail closed, others unaffected; a new
 
 test('a kernel without a needed feature: start-up fails with an error naming it', () => {
   const r = spawnSync('nsenter', [`--net=${node('n2').netnsPath}`, '--', process.execPath, CLI, 'agent', '--config', node('n2').config, '--admin-port', '15999', '--bpffs', '/sys/fs/bpf/ambientd-sandbox/featuretest'], {
-    encoding: 'utf8', env: { ...process.env, AMBIENTD_DISABLE_FEATURES: 'sk_lookup' }, timeout: 20_000,
+    encoding: 'utf8', env: { ...process.env, AMBIENTD_DISABLE_FEATURES: 'sk_lookup' }, timeout: 20_000 * TIME_SCALE,
   });
-  assert.equal(r.status, 1, r.stderr);
+  assert.equal(r.status, 1, `status ${r.status} (signal ${r.signal}, ${r.error?.message ?? 'no spawn error'}): ${r.stderr}`);
   assert.match(r.stderr, /KERNEL_FEATURE_MISSING/);
   assert.match(r.stderr, /program type sk_lookup \(Linux 5\.9\+\)/);
   assert.match(r.stderr, /hint: /);
