@@ -21,6 +21,7 @@ import { podArgv, runInPod, NETTOOL } from '../src/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { AmbientError } from '../src/util/errors.js';
 import type { BackgroundLoad, LatencyTool } from './results.js';
+import type { ConfigDump } from '../src/agent/index.js';
 
 /** A benchmark tool (iperf3, sockperf, a helper in a pod, the sandbox) did not do what the run needs. */
 export const toolFailed = (message: string, hint: string, cause?: unknown): AmbientError =>
@@ -263,14 +264,10 @@ export function parseJson(l: string): Record<string, unknown> | null {
   }
 }
 
-export interface ConfigDump {
-  workloads: Array<{ name: string; state: string; redirect?: Record<string, string> }>;
-  datapath: { acceleration: string } | null;
-}
 
 /** Connections captured so far from a pod (amb_pod_stats capturedOut via /config_dump). */
 export async function capturedOut(node: SandboxNode, pod: string): Promise<number> {
-  const dump = await getJsonInNetns<ConfigDump>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
+  const dump = await getJsonInNetns<Pick<ConfigDump, 'workloads'>>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
   const w = dump.workloads.find((x) => x.name === pod);
   return Number(w?.redirect?.capturedOut ?? 0);
 }
