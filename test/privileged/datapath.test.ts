@@ -188,8 +188,8 @@ test('a malformed workload entry is named, the others are still served, the last
     const d = await until('entry errors reported', async () => { const x = await dump('n1'); return x.workloadSource.entryErrors.length >= 2 && x; });
     const e0 = d.workloadSource.entryErrors.find((e) => e.entry.includes('ambient-demo/n1-p1'));
     assert.ok(e0, JSON.stringify(d.workloadSource.entryErrors));
-    assert.match(e0.message, /"ip" must be an IPv4 or IPv6 address, got "not-an-ip"/);
-    assert.ok(d.workloadSource.entryErrors.some((e) => /"name" must be a DNS-1123 name/.test(e.message)));
+    assert.match(e0.message, /\bip: "not-an-ip" is not an IP address/);
+    assert.ok(d.workloadSource.entryErrors.some((e) => /\bname: "Bad_Name" is not a DNS-1123 subdomain/.test(e.message)));
     assert.ok(d.counters.workload_entry_invalid! >= 2);
     // n1-p1 keeps its last good version and stays enrolled; traffic still captured
     assert.equal(d.workloads.find((w) => w.name === 'n1-p1')!.state, 'enrolled');
