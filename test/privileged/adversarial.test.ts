@@ -15,10 +15,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, sandboxApply, setEnrollment, startAgent, stopAgent, restartAgent, waitAgentReady, sandboxStatus, isProcessAlive,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../src/sandbox/podproc.js';
+} from '../../tools/sandbox/topology.js';
+import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';

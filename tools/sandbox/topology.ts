@@ -22,9 +22,9 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DATAPLANE_MODE_LABEL, enrolledByLabels } from '../discovery/model.js';
+import { DATAPLANE_MODE_LABEL, enrolledByLabels } from '../../src/discovery/model.js';
 import YAML from 'yaml';
-import { AmbientError } from '../util/errors.js';
+import { AmbientError } from '../../src/util/errors.js';
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -40,7 +40,7 @@ export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup/unified';
 export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf';
 export const AMBIENT_NAMESPACE = 'ambient-demo';
 export const PLAIN_NAMESPACE = 'plain';
-export { DATAPLANE_MODE_LABEL } from '../discovery/model.js';
+export { DATAPLANE_MODE_LABEL } from '../../src/discovery/model.js';
 /** The agent's socket mark (ztunnel's 0x539); `down` removes host ip rules using it. */
 export const MESH_MARK = 0x539;
 export const POD_GATEWAY_IP = '169.254.1.1';
@@ -78,7 +78,7 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   pods?: number;
   /** start one agent per node (and wait until ready); default true */
   agents?: boolean;
-  /** repository root holding dist/src/cli.js; default: three levels above dist/src/sandbox */
+  /** repository root holding dist/src/cli.js; default: three levels above dist/tools/sandbox */
   repoRoot?: string;
   /** timeout for each agent's readiness when agents is true; default 30000 */
   agentReadyTimeoutMs?: number;
@@ -436,7 +436,7 @@ function resolvePaths(opts: SandboxPathOptions = {}): ResolvedPaths {
   };
 }
 
-/** Repo root: three levels above this compiled file (dist/src/sandbox/topology.js), or $AMBIENTD_REPO_ROOT. */
+/** Repo root: three levels above this compiled file (dist/tools/sandbox/topology.js), or $AMBIENTD_REPO_ROOT. */
 export function defaultRepoRoot(): string {
   return process.env.AMBIENTD_REPO_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
@@ -846,7 +846,7 @@ export async function sandboxApply(file: string, opts: SandboxPathOptions = {}):
   } catch (e) {
     throw new SandboxError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing YAML or JSON file', { code: 'USAGE' });
   }
-  const { parseWorkloads } = await import('../discovery/workloads.js');
+  const { parseWorkloads } = await import('../../src/discovery/workloads.js');
   let errors: Array<{ entry: string; message: string }>;
   try {
     const docs = YAML.parseAllDocuments(text).map((d) => {
