@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { SandboxNode, SandboxPod } from '../tools/sandbox/topology.js';
+import type { SandboxNode, SandboxPod } from '../tools/sandbox/index.js';
 import { NETTOOL } from '../tools/sandbox/podproc.js';
 import { sleep, startProc, stopProc, rssKiB, toolFailed, type Proc } from './lib.js';
 import { dump } from './hbone-agents.js';

@@ -16,7 +16,7 @@ import {
   DEFAULT_BPFFS_ROOT,
   type SandboxPod,
   type SandboxNode,
-} from '../tools/sandbox/topology.js';
+} from '../tools/sandbox/index.js';
 import { podArgv, runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { AmbientError } from '../src/util/errors.js';

@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/topology.js';
+import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/index.js';
 import { nettoolServer, runInPod } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { toolFailed, HINT_OUTPUT } from './lib.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, type SandboxState } from '../../tools/sandbox/topology.js';
+import { sandboxUp, type SandboxState } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';

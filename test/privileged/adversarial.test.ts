@@ -15,7 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, sandboxApply, setEnrollment, startAgent, stopAgent, restartAgent, waitAgentReady, sandboxStatus, isProcessAlive,
   type SandboxState,
-} from '../../tools/sandbox/topology.js';
+} from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';

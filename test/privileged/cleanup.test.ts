@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/topology.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { tearDown } from '../helpers/sandbox.js';
 import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
 import { CLI } from '../helpers/paths.js';

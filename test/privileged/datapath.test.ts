@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/topology.js';
+import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CLI } from '../helpers/paths.js';

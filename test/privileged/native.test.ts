@@ -21,7 +21,7 @@ import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { DialError, dialFromNetns, handleFd } from '../../src/datapath/sockets.js';
 import { NetnsHandle } from '../../src/datapath/netns.js';
 import { AmbientError } from '../../src/util/errors.js';
-import { TIME_SCALE } from '../../tools/sandbox/topology.js';
+import { TIME_SCALE } from '../../tools/sandbox/index.js';
 import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);

@@ -12,7 +12,7 @@ import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
-} from '../../tools/sandbox/topology.js';
+} from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';

@@ -15,7 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from '../sandbox/topology.js';
+import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from '../sandbox/index.js';
 import { nettool, nettoolServer } from '../sandbox/podproc.js';
 import { captureNodeLink, readTcpPackets } from '../sandbox/pcap.js';
 import { getJsonInNetns, httpInNetns } from '../../src/util/netns-http.js';
