@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one test per claim of docs/SECURITY.md, all on the one sandbox built in before(); split, the claims would scatter and each file would build its own sandbox.
 // The zero-trust promise, attacked (docs/SECURITY.md names each of these
 // tests): from inside an enrolled pod (other socket families and syscalls,
 // a pre-bound agent port), as a peer holding a valid mesh certificate

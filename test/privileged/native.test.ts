@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one suite over the native addon's whole surface, sharing the object, pins, cgroup and netns made in before() and removed in after(); split, every file would repeat that fixture.
 /**
  * Privileged tests of the native addon against the real kernel: BPF object
  * load + pinning, map elements, links on a throw-away cgroup and netns, and
