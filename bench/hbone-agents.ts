@@ -3,7 +3,7 @@
  * /config_dump says about connections and HBONE streams, and the check that a
  * measurement through HBONE really went through both agents.
  */
-import type { SandboxNode } from '../src/sandbox/topology.js';
+import type { SandboxNode } from '../tools/sandbox/index.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { toolFailed } from './lib.js';
 import type { Verify } from './results.js';

@@ -16,8 +16,8 @@ import {
   DEFAULT_BPFFS_ROOT,
   type SandboxPod,
   type SandboxNode,
-} from '../src/sandbox/topology.js';
-import { podArgv, runInPod, NETTOOL } from '../src/sandbox/podproc.js';
+} from '../tools/sandbox/index.js';
+import { podArgv, runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { AmbientError } from '../src/util/errors.js';
 import type { BackgroundLoad, LatencyTool } from './results.js';

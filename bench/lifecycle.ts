@@ -29,8 +29,8 @@
 import fs from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
-import { restartAgent, sandboxDown, sandboxStatus, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../src/sandbox/topology.js';
-import { NETTOOL, runInPod, startInPod } from '../src/sandbox/podproc.js';
+import { restartAgent, sandboxDown, sandboxStatus, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../tools/sandbox/index.js';
+import { NETTOOL, runInPod, startInPod } from '../tools/sandbox/podproc.js';
 import { httpInNetns } from '../src/util/netns-http.js';
 import { DEFAULT_LIMITS, memoryBound } from '../src/proxy/limits.js';
 import { CLK_TCK, PAGE, procCpu } from './lib.js';

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one test per claim of docs/SECURITY.md, all on the one sandbox built in before(); split, the claims would scatter and each file would build its own sandbox.
 // The zero-trust promise, attacked (docs/SECURITY.md names each of these
 // tests): from inside an enrolled pod (other socket families and syscalls,
 // a pre-bound agent port), as a peer holding a valid mesh certificate
@@ -15,10 +16,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, sandboxApply, setEnrollment, startAgent, stopAgent, restartAgent, waitAgentReady, sandboxStatus, isProcessAlive,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../src/sandbox/podproc.js';
+} from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one suite over the native addon's whole surface, sharing the object, pins, cgroup and netns made in before() and removed in after(); split, every file would repeat that fixture.
 /**
  * Privileged tests of the native addon against the real kernel: BPF object
  * load + pinning, map elements, links on a throw-away cgroup and netns, and
@@ -21,7 +22,7 @@ import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { DialError, dialFromNetns, handleFd } from '../../src/datapath/sockets.js';
 import { NetnsHandle } from '../../src/datapath/netns.js';
 import { AmbientError } from '../../src/util/errors.js';
-import { TIME_SCALE } from '../../src/sandbox/topology.js';
+import { TIME_SCALE } from '../../tools/sandbox/index.js';
 import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: every HBONE behaviour (tunnelling, half-close, resets, identity checks, hostile input, idle, interop) against the one CA, server and client of the fixture below; split, each file would rebuild it.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the policy engine's semantics (order, attributes, scope, trust domain, validation, scale) in one suite sharing the policy builders below; split by section they would be repeated.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AuthorizationPolicy, AuthorizationPolicySpec } from '../../src/discovery/model.js';
