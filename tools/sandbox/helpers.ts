@@ -16,7 +16,7 @@ export function usage(message: string, hint: string): SandboxError {
 
 /** POSIX shell single-quoting. */
 export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_\/.:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_/.:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 export function concurrency(): number {
