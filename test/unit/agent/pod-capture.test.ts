@@ -163,3 +163,16 @@ test('detach (the agent stops): listeners and handle close, the datapath keeps t
   c.release();
   assert.equal(w.dp.named('unenroll').length, 0, 'a detached capture is not released');
 });
+
+test('an IPv6-only pod: POD_UNSUPPORTED (not a kernel problem), isolated (fails closed), nothing listens', async () => {
+  const w = captureWorld();
+  const c = capture(w, pod('v6', { ip: 'fd00::5', ips: ['fd00::5'] }));
+  await c.enroll();
+  assert.equal(c.state, 'isolated');
+  assert.equal(c.error?.code, 'POD_UNSUPPORTED');
+  assert.match(c.error!.message, /only IPv6 addresses \(fd00::5\)/);
+  assert.match(c.error!.hint ?? '', /isolated/);
+  assert.equal(w.listens.length, 0, 'no listener for it');
+  assert.equal(w.dp.named('enroll').length, 0);
+  assert.equal(w.dp.named('isolate').length, 1, 'its TCP is refused by the datapath');
+});
