@@ -20,6 +20,7 @@ import { nettool, nettoolServer } from '../sandbox/podproc.js';
 import { captureNodeLink, readTcpPackets } from '../sandbox/pcap.js';
 import { getJsonInNetns, httpInNetns } from '../../src/util/netns-http.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import { AmbientError } from '../../src/util/errors.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 
 const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -27,7 +28,12 @@ const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : 
 type Dump = Pick<ConfigDump, 'node' | 'workloads' | 'connections' | 'certificates'>;
 
 /** A demo failed: one of its claims was false. */
-export class DemoClaimError extends Error {}
+export class DemoClaimError extends AmbientError {
+  constructor(message: string) {
+    super('DEMO_CLAIM_FALSE', message, 'the lines marked ✗ above say which claim and what was seen instead');
+    this.name = 'DemoClaimError';
+  }
+}
 
 export async function runDemo(): Promise<void> {
   const out = (s = ''): boolean => process.stdout.write(s + '\n');

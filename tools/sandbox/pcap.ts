@@ -6,11 +6,12 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { TIME_SCALE } from './model.js';
+import { AmbientError } from '../../src/util/errors.js';
 
 async function until(what: string, fn: () => boolean, timeoutMs = 8000): Promise<void> {
   const end = Date.now() + timeoutMs * TIME_SCALE;
   while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new AmbientError('TOOL_FAILED', `timed out waiting for ${what}`, 'is tcpdump installed (make deps) and the node link up?');
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -22,7 +23,7 @@ export function readTcpPackets(file: string): TcpPacket[] {
   if (b.length < 24) return [];
   const magic = b.readUInt32LE(0);
   const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
-  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d) throw new Error('not a pcap file');
+  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d) throw new AmbientError('TOOL_FAILED', `${file} is not a pcap file`, 'it should be what captureNodeLink wrote (tcpdump -w)');
   const u32 = (o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
   const linktype = u32(20);
   const out: TcpPacket[] = [];

@@ -28,7 +28,7 @@ export async function sandboxApply(file: string, opts: SandboxPathOptions = {}):
   let errors: Array<{ entry: string; message: string }>;
   try {
     const docs = YAML.parseAllDocuments(text).map((d) => {
-      if (d.errors.length) throw new Error(`not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`);
+      if (d.errors.length) throw new SandboxError(`not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`, 'fix the file; nothing was applied', { code: 'USAGE' });
       return d.toJS();
     });
     errors = parseWorkloads(docs, { file }, undefined, true).errors;
