@@ -2,7 +2,7 @@
 // only well-formed closed records are counted in the successor's metrics.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConnectionTracker, parseClosedRecord } from '../../src/proxy/connections.js';
+import { ConnectionTracker, parseClosedRecord } from '../../../src/proxy/connections.js';
 
 function closedRecord(): Record<string, unknown> {
   const t = new ConnectionTracker();

@@ -13,7 +13,7 @@ import {
   SpiffeIdError,
   tryParseSpiffeId,
   uriSansFromSubjectAltName,
-} from '../../src/identity/spiffe.js';
+} from '../../../src/identity/spiffe.js';
 import {
   CertificateAuthority,
   CaError,
@@ -21,9 +21,9 @@ import {
   type CertificateIssuer,
   type CertificateSigningRequest,
   type IssuedCertificate,
-} from '../../src/identity/ca.js';
-import { IdentityManager, type IssuedEvent, type RenewalFailedEvent } from '../../src/identity/manager.js';
-import { x509 } from '../../src/identity/x509.js';
+} from '../../../src/identity/ca.js';
+import { IdentityManager, type IssuedEvent, type RenewalFailedEvent } from '../../../src/identity/manager.js';
+import { x509 } from '../../../src/identity/x509.js';
 
 const TD = 'cluster.local';
 const ID_A = 'spiffe://cluster.local/ns/default/sa/alpha';
@@ -133,7 +133,7 @@ describe('certificate authority', () => {
     for (const c of cas) assert.equal(c.rootPem, cas[0]!.rootPem);
 
     const dir2 = path.join(tmp, 'race-procs');
-    const caModule = new URL('../../src/identity/ca.js', import.meta.url).href;
+    const caModule = new URL('../../../src/identity/ca.js', import.meta.url).href;
     const script = `
       const { CertificateAuthority } = await import(${JSON.stringify(caModule)});
       const ca = await CertificateAuthority.loadOrCreate(${JSON.stringify(dir2)}, { trustDomain: 'cluster.local' });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentMetrics, istioLabels, responseFlags, workloadName, canonicalService, canonicalRevision, ISTIO_LABELS, type MetricsSource } from '../../src/metrics/metrics.js';
-import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../src/metrics/server.js';
-import { ConnectionTracker, type ConnectionRecord } from '../../src/proxy/connections.js';
-import { MeshIndex, emptySnapshot, type PodInfo } from '../../src/discovery/model.js';
-import { Logger } from '../../src/util/log.js';
+import { AgentMetrics, istioLabels, responseFlags, workloadName, canonicalService, canonicalRevision, ISTIO_LABELS, type MetricsSource } from '../../../src/metrics/metrics.js';
+import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../../src/metrics/server.js';
+import { ConnectionTracker, type ConnectionRecord } from '../../../src/proxy/connections.js';
+import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { Logger } from '../../../src/util/log.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
