@@ -33,6 +33,7 @@ import { relay } from './relay.js';
 import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
 import { livenessParams, type LivenessParams } from './liveness.js';
 import type { Logger } from '../util/log.js';
+import { AmbientError } from '../util/errors.js';
 
 export interface MeshPod {
   key: string;
@@ -130,7 +131,7 @@ export class MeshProxy {
     if (!(await this.dials.acquire(5000))) {
       this.d.count('limit_dials');
       this.d.onLimit?.('limit_dials', `${this.dials.max} connections are already being opened and ${this.dials.maxQueue} wait (limits.maxPendingDials)`);
-      throw Object.assign(new Error(`${this.dials.max} connections are being opened already (maxPendingDials)`), { code: 'LIMIT_DIALS' });
+      throw new AmbientError('LIMIT_DIALS', `${this.dials.max} connections are being opened already (maxPendingDials)`, 'raise limits.maxPendingDials, or look for a destination that stopped answering SYNs');
     }
     let s: net.Socket;
     try {
@@ -186,7 +187,7 @@ export class MeshProxy {
       handshakeTimeoutMs: 5000,
       getServerCert: async (localAddress) => {
         const pod = d.localPodByIp(localAddress);
-        if (!pod) throw new Error(`no enrolled pod has address ${localAddress}`);
+        if (!pod) throw new AmbientError('HBONE_IDENTITY', `no enrolled pod has address ${localAddress}`, 'an HBONE connection arrived for an address no enrolled pod of this node has (the pod is gone or not enrolled yet)');
         const c = await d.identities.get(pod.identity);
         return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
       },
@@ -207,7 +208,7 @@ export class MeshProxy {
       },
       connectTarget: async (target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
-        if (!pod || !pod.info.netns) throw new Error(`no enrolled pod has address ${ctx.local.ip}`);
+        if (!pod || !pod.info.netns) throw new AmbientError('UPSTREAM_FAILED', `no enrolled pod has address ${ctx.local.ip}`, 'the destination pod was unenrolled while its tunnel was opened');
         const sock = await this.dial(pod.info.netns, target, 'app', 'destination');
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {

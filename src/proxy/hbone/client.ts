@@ -545,7 +545,7 @@ export class HbonePool {
         tlsSock.destroy();
         reject(tlsError(err));
       };
-      const onClose = (): void => onErr(Object.assign(new Error('connection closed during TLS handshake'), { code: 'ECONNRESET' }));
+      const onClose = (): void => onErr(new HboneError('HBONE_CONNECT', 'connect failed: connection closed during TLS handshake', { reason: 'ECONNRESET' }));
       const onOk = (): void => {
         clearTimeout(timer);
         tlsSock.off('error', onErr);

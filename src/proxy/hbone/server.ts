@@ -35,6 +35,8 @@ import {
 import { spliceStreamSocket } from './tunnel.js';
 import { KeyedLimiter, Limiter, type WindowBudget } from '../limits.js';
 import { keepPinging, type LivenessParams } from '../liveness.js';
+import { AmbientError } from '../../util/errors.js';
+import { formatHostPort } from '../../util/hostport.js';
 
 export interface ServerCert {
   key: PemInput;
@@ -235,9 +237,9 @@ function defaultConnectTarget(timeoutMs: number) {
         sock.destroy();
         reject(err);
       };
-      const onAbort = (): void => fail(Object.assign(new Error('stream closed while connecting'), { code: 'ABORT_ERR' }));
+      const onAbort = (): void => fail(new AmbientError('UPSTREAM_FAILED', 'stream closed while connecting', 'the client reset its stream before the app answered'));
       timer = setTimeout(
-        () => fail(Object.assign(new Error(`connect to ${target.ip}:${target.port} timed out`), { code: 'ETIMEDOUT' })),
+        () => fail(new AmbientError('UPSTREAM_FAILED', `connect to ${formatHostPort(target)} timed out`, 'the app did not accept the connection in time: is it overloaded, or is a firewall dropping SYNs?')),
         timeoutMs,
       );
       timer.unref();
@@ -780,7 +782,7 @@ export class HboneServer {
       upstream = await this.#connectTarget(ctx.target, ctx);
     } catch (err) {
       if (gone()) return;
-      const limited = (err as { code?: string })?.code === 'LIMIT_DIALS';
+      const limited = err instanceof AmbientError && err.code === 'LIMIT_DIALS';
       this.#rejectStream(
         stream,
         conn,
