@@ -125,6 +125,9 @@ const HBONE_HINTS: Record<HboneErrorCode, string> = {
   HBONE_POOL_CLOSED: 'the source pod was unenrolled or the agent is stopping',
 };
 
+/** Every HboneErrorCode (wire checks of records read them). */
+export const HBONE_ERROR_CODES = Object.keys(HBONE_HINTS) as readonly HboneErrorCode[];
+
 export class HboneError extends AmbientError {
   declare readonly code: HboneErrorCode;
   /** HTTP status for HBONE_DENIED / HBONE_BAD_REQUEST / HBONE_UNAVAILABLE / HBONE_STATUS. */
