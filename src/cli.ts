@@ -86,9 +86,9 @@ async function cmdAgent(args: string[]): Promise<void> {
   const { loadConfig } = await import('./config/config.js');
   const cfg = loadConfig(config, overrides);
   const { Logger } = await import('./util/log.js');
-  const { Agent } = await import('./agent.js');
+  const { Agent } = await import('./agent/index.js');
   const log = new Logger('ambientd', cfg.logLevel);
-  const agent = new Agent(cfg, log);
+  const agent = new Agent({ config: cfg, log });
   let stopping = false;
   // a successor took our sockets and we drained: done
   agent.lifecycle.once('drained', () => process.exit(0));

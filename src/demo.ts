@@ -20,15 +20,11 @@ import { nettool, nettoolServer } from './sandbox/podproc.js';
 import { captureNodeLink, readTcpPackets } from './sandbox/pcap.js';
 import { getJsonInNetns, httpInNetns } from './util/netns-http.js';
 import type { ConnectionRecord } from './proxy/connections.js';
+import type { ConfigDump } from './agent/index.js';
 
 const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 
-interface Dump {
-  node: string;
-  workloads: Array<{ name: string; namespace: string; ip: string; state: string; redirect?: Record<string, string> }>;
-  connections: ConnectionRecord[];
-  certificates: Array<{ id: string; serial: string | null; notAfter: string | null; state: string }>;
-}
+type Dump = Pick<ConfigDump, 'node' | 'workloads' | 'connections' | 'certificates'>;
 
 /** A demo failed: one of its claims was false. */
 export class DemoClaimError extends Error {}

@@ -12,6 +12,7 @@ import { dumpMap } from '../datapath/datapath.js';
 import { MAPS, STRUCTS, type MapName, type StructDesc } from '../datapath/codec.js';
 import { getJsonInNetns } from '../util/netns-http.js';
 import { AmbientError } from '../util/errors.js';
+import type { ConfigDump } from '../agent/index.js';
 
 const SANDBOX_STATE = '/run/ambientd-sandbox/state.json';
 
@@ -90,9 +91,11 @@ export function table(header: string[], rows: unknown[][]): string {
 
 type Obj = Record<string, unknown>;
 const arr = (v: unknown): Obj[] => (Array.isArray(v) ? (v as Obj[]) : []);
+/** A config_dump as read: from an agent of this version (ConfigDump), or a loose one (another version, a recording). */
+type DumpLike = Partial<ConfigDump> | Obj;
 
 /** What -o json prints for a config_dump target: the section of the dump (config: all of it). */
-export function section(target: Exclude<Target, 'maps'>, dump: Obj): unknown {
+export function section(target: Exclude<Target, 'maps'>, dump: DumpLike): unknown {
   switch (target) {
     case 'config': return dump;
     case 'certs': return dump.certificates ?? [];
@@ -101,7 +104,7 @@ export function section(target: Exclude<Target, 'maps'>, dump: Obj): unknown {
 }
 
 /** Formats a config_dump target as a table or JSON. */
-export function formatDump(target: Exclude<Target, 'maps'>, dump: Obj, output: Output): string {
+export function formatDump(target: Exclude<Target, 'maps'>, dump: DumpLike, output: Output): string {
   if (output === 'json') return json(section(target, dump)) + '\n';
   switch (target) {
     case 'workloads':
@@ -212,7 +215,7 @@ export async function runInspect(args: string[]): Promise<void> {
     process.stdout.write(formatMaps(readMaps(dir, a.output), a.output));
     return;
   }
-  const dump = await getJsonInNetns<Obj>(where.netns, '127.0.0.1', 15000, '/config_dump').catch((e: Error) => {
+  const dump = await getJsonInNetns<Partial<ConfigDump>>(where.netns, '127.0.0.1', 15000, '/config_dump').catch((e: Error) => {
     throw new AmbientError('USAGE', `no agent answered on 127.0.0.1:15000${a.node ? ` of node ${a.node}` : ''}: ${e.message}`, 'is the agent running? (`ambientd sandbox status`)');
   });
   process.stdout.write(formatDump(a.target, dump, a.output));

@@ -5,6 +5,7 @@
  * a header change that is not mirrored here fails the unit tests.
  */
 import net from 'node:net';
+import { AmbientError } from '../util/errors.js';
 
 export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ip' | 'sockaddr' | 'bytes';
 
@@ -140,7 +141,7 @@ export function writeIp(buf: Buffer, off: number, ip: string): void {
     buf[off] = AF_INET6;
     parseIpv6(ip).copy(buf, off + 4);
   } else {
-    throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
+    throw new AmbientError('BPF_MAP', `not an IP address: ${JSON.stringify(ip)}`, 'a map key or value needs an IPv4 or IPv6 literal; discovery validates pod addresses, so this is a bug: report it');
   }
 }
 

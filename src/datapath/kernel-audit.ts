@@ -30,6 +30,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
+import { AmbientError } from '../util/errors.js';
 
 export type Version = string;
 
@@ -160,7 +161,7 @@ export interface AuditResult {
 
 export function parseVersion(v: string): [number, number] {
   const m = /^(\d+)\.(\d+)$/.exec(v.trim());
-  if (!m) throw new Error(`bad kernel version "${v}" (want e.g. 5.10)`);
+  if (!m) throw new AmbientError('USAGE', `bad kernel version "${v}" (want e.g. 5.10)`, 'give a kernel version as MAJOR.MINOR, e.g. --max 5.10');
   return [Number(m[1]), Number(m[2])];
 }
 

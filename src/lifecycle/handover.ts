@@ -26,8 +26,8 @@
  * Established connections (TLS + HTTP/2 state in the old process) are not
  * moved: the old process keeps them until they end or drainTimeout passes,
  * and sends the record of each one that closes to the successor
- * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, see
- * RecordForwarder), whose metrics count it: the successor answers the
+ * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, each carrying
+ * its own format version: src/lifecycle/records.ts), whose metrics count it: the successor answers the
  * metrics port now, so nothing the drained connections carried is lost.
  */
 import fs from 'node:fs';
@@ -38,6 +38,8 @@ import { errnoName } from '../datapath/native.js';
 import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
 import type { PeerCred } from './peer.js';
+import { encodeRecord } from './records.js';
+import type { TrackedConnection } from '../proxy/connections.js';
 import { AmbientError, type LifecycleCode } from '../util/errors.js';
 
 /** null when the peer may take part in a hand-over, else why not. */
@@ -479,7 +481,7 @@ export class RecordForwarder {
 
   constructor(private readonly socketPath: string, private readonly node: string) {}
 
-  send(rec: unknown): void {
+  send(rec: TrackedConnection): void {
     if (this.failed) { this.lost++; return; }
     if (!this.sock) {
       const s = net.connect(this.socketPath);
@@ -487,7 +489,7 @@ export class RecordForwarder {
       s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
       this.sock = s;
     }
-    this.sock.write(JSON.stringify(rec) + '\n');
+    this.sock.write(encodeRecord(rec) + '\n');
     this.sent++;
   }
 

@@ -59,6 +59,9 @@ export class RecordError extends AmbientError {
     super(code, message, hint);
     this.name = 'RecordError';
   }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), field: this.field };
+  }
 }
 
 const INVALID_HINT = 'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics): the two agents disagree on the record format, or the line was damaged';

@@ -26,6 +26,7 @@ import { podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type Servi
 import type { IdentityManager } from '../identity/manager.js';
 import { HbonePool, type HboneStream } from './hbone/client.js';
 import { HboneServer, type HboneServerEvent } from './hbone/server.js';
+import { HboneError } from './hbone/common.js';
 import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
 import { formatClaimed, type ClaimedAddress, type ConnectionTracker, type TrackedConnection } from './connections.js';
 import { CLIENT_GONE, CLOSED, dialFailed, hboneFailed, type Outcome } from './outcome.js';
@@ -357,7 +358,7 @@ export class MeshProxy {
       client.resume();
     }, (e: unknown) => {
       const end = hboneFailed(e);
-      this.d.count(`hbone_client_${end.code.toLowerCase()}`);
+      this.d.count(e instanceof HboneError ? `hbone_client_${end.code.toLowerCase()}` : 'hbone_client_error');
       this.failOutbound(rec, client, end, (e as Error)?.message ?? String(e));
     });
   }

@@ -55,8 +55,10 @@ export const CLIENT_GONE: Outcome = { kind: 'client_gone' };
 /** A dial (to a destination or to the app) that failed: the dial cap, or the socket's errno. */
 export function dialFailed(e: unknown): Outcome {
   if (e instanceof AmbientError && e.code === 'LIMIT_DIALS') return { kind: 'limit', limit: 'dials' };
-  const code = (e as { code?: unknown } | null)?.code;
-  return { kind: 'upstream_failed', errno: typeof code === 'string' && code.length > 0 ? code : null };
+  // a DialError (src/datapath/sockets.ts) names the errno; a Node socket error carries it as `code`
+  const x = e as { errnoName?: unknown; code?: unknown } | null;
+  const name = typeof x?.errnoName === 'string' ? x.errnoName : x?.code;
+  return { kind: 'upstream_failed', errno: typeof name === 'string' && name.length > 0 ? name : null };
 }
 
 /** An HBONE tunnel that could not be opened (anything but an HboneError counts as the session closing). */

@@ -187,7 +187,7 @@ async function main(argv: string[]): Promise<void> {
       await Promise.all(pending);
       const failed = failedAt.length;
       const windowMs = failed ? Math.max(...failedAt) - Math.min(...failedAt) + Math.round(1000 / rate) : 0;
-      process.stdout.write(JSON.stringify({ attempted: total, ok, failed, errors, firstFailureMs: failed ? Math.min(...failedAt) : null, windowMs, maxConnectMs: maxMs, seconds: (Date.now() - t0) / 1000 }) + '\n');
+      process.stdout.write(JSON.stringify({ attempted: total, ok, failed, errors, firstFailureMs: failed ? Math.min(...failedAt) : null, failedAtMs: failedAt.slice(0, 100), windowMs, maxConnectMs: maxMs, seconds: (Date.now() - t0) / 1000 }) + '\n');
       process.exit(failed ? 1 : 0);
     }
     // falls through (exit above)

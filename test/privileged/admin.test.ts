@@ -12,12 +12,12 @@ import { nettool, nettoolServer, runInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import { loadNative } from '../../src/datapath/native.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 import { CLI } from '../helpers/paths.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
-interface Dump { connections: ConnectionRecord[] }
+type Dump = Pick<ConfigDump, 'connections'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 
 before(async () => {

@@ -22,7 +22,7 @@ import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
@@ -31,21 +31,13 @@ const SOCKPROBE = path.join(ROOT, 'test', 'helpers', 'sockprobe.py');
 const HBONE_PEER = path.join(ROOT, 'dist', 'test', 'helpers', 'hbone-peer.js');
 const FAKE_AGENT = path.join(ROOT, 'dist', 'test', 'helpers', 'fake-agent', 'cli.js');
 
-interface Workload { name: string; namespace: string; state: string; error?: { code: string; message: string; hint: string }; preexistingReset?: number; isolation?: { outbound: boolean; inbound: boolean } }
-interface Dump {
-  phase: string;
-  workloads: Workload[];
-  connections: ConnectionRecord[];
-  counters: Record<string, number>;
-  hbone: { server: { streams: { tunnelsOpened: number; upstreamsOpen: number } } };
-  datapath: { refused: Record<string, string>; originalDstEntries: number };
-  readiness: { ready: boolean; pods: Array<{ pod: string; state: string; error?: { code: string } }> };
-}
+type Workload = ConfigDump['workloads'][number];
+type Dump = Pick<ConfigDump, 'phase' | 'workloads' | 'connections' | 'counters' | 'hbone' | 'datapath' | 'readiness'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
 const workload = async (n: string, name: string): Promise<Workload | undefined> => (await dump(n)).workloads.find((w) => w.name === name);
-const refused = async (n: string, reason: string): Promise<number> => Number((await dump(n)).datapath.refused[reason] ?? 0);
+const refused = async (n: string, reason: string): Promise<number> => Number((await dump(n)).datapath!.refused![reason] ?? 0);
 const counter = async (n: string, reason: string): Promise<number> => (await dump(n)).counters[reason] ?? 0;
 
 interface Probe { ok: boolean; peer?: [string, number]; got?: string; error?: string }
@@ -258,7 +250,7 @@ except OSError as e:
     spawnSync('ip', ['-n', a.netns, 'addr', 'del', `${extra}/32`, 'dev', 'eth0']);
   }
   // nothing leaks from the original-destination table: one entry per live captured socket
-  await until('original-destination entries gone with their sockets', async () => (await dump('n1')).datapath.originalDstEntries === 0);
+  await until('original-destination entries gone with their sockets', async () => (await dump('n1')).datapath!.originalDstEntries === 0);
   await legitFlows();
 });
 
@@ -318,7 +310,7 @@ test('the agent\'s own ports are never a destination: CONNECT to each gets 400 a
   assert.deepEqual(res.map((x) => [x.status, x.reason]), ports.map(() => [400, 'agent_port']));
   const after1 = await dump('n2');
   assert.equal((after1.counters.hbone_rejected_agent_port ?? 0) - (before.counters.hbone_rejected_agent_port ?? 0), ports.length, 'each counted with its reason');
-  assert.equal(after1.hbone.server.streams.tunnelsOpened, before.hbone.server.streams.tunnelsOpened, 'no tunnel opened');
+  assert.equal(after1.hbone!.server.streams.tunnelsOpened, before.hbone!.server.streams.tunnelsOpened, 'no tunnel opened');
   assert.equal(after1.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length,
     before.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length, 'nothing was dialled');
   // the plaintext path keeps refusing them too (steered to 15006, reset there)
@@ -340,7 +332,7 @@ for i in range(20000):
 print('done', flush=True)
 `], { timeoutMs: 240_000 });
   assert.match(burst.stdout, /done/, burst.stderr);
-  await until('entries deleted with their sockets', async () => (await dump('n2')).datapath.originalDstEntries === 0, 15_000);
+  await until('entries deleted with their sockets', async () => (await dump('n2')).datapath!.originalDstEntries === 0, 15_000);
   // ...so 200 CONNECTs to B:15001 have nothing to ride on, and are refused anyway
   const outBefore = (await dump('n2')).connections.filter((c) => c.pod === `${b.namespace}/${b.name}` && c.direction === 'outbound').length;
   const attack = await hbonePeer(attacker, cert, b.ip, [{ authority: `${b.ip}:15001`, send: 'GET / HTTP/1.0\r\n\r\n', times: 200 }]);

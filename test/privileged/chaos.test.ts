@@ -14,7 +14,7 @@ import { nettool, nettoolServer, runInPod, startInPod, podArgv, type PodRef } fr
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 import { DEFAULT_LIMITS, memoryBound } from '../../src/proxy/limits.js';
 
 let st: SandboxState;
@@ -23,11 +23,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-chaos-'));
 const FLOOD = path.join(ROOT, 'dist', 'test', 'helpers', 'hbone-flood.js');
 const PEER_TIMEOUT_MS = 4000;
 
-interface Dump {
-  connections: ConnectionRecord[];
-  counters: Record<string, number>;
-  resources: { fds: number; hbone: { serverSessions: number; clientSessions: number; serverStreams: number; clientStreams: number; serverHandshaking: number }; pendingDials: number; limitsHit: Record<string, number>; memory: { rss: number } };
-}
+type Dump = Pick<ConfigDump, 'connections' | 'counters' | 'resources'>;
 const { pod, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const fdCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;

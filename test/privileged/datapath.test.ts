@@ -9,18 +9,13 @@ import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, runInPod, startInPod, NETTOOL } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { CLI } from '../helpers/paths.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const servers: ChildProcess[] = [];
 
-interface Dump {
-  workloads: Array<{ name: string; namespace: string; state: string; error?: { code: string }; redirect?: Record<string, string> }>;
-  connections: ConnectionRecord[];
-  workloadSource: { entryErrors: Array<{ entry: string; message: string }>; lastError: unknown };
-  counters: Record<string, number>;
-}
+type Dump = Pick<ConfigDump, 'workloads' | 'connections' | 'workloadSource' | 'counters'>;
 
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 

@@ -13,19 +13,15 @@ import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } f
 import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../src/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-hbone-'));
 
-interface Dump {
-  connections: ConnectionRecord[];
-  certificates: Array<{ id: string; serial: string | null; notAfter: string | null; state: string }>;
-  counters: Record<string, number>;
-}
+type Dump = Pick<ConfigDump, 'connections' | 'certificates' | 'counters'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const id = (p: string): string => `spiffe://cluster.local/ns/${pod(p).namespace}/sa/${pod(p).serviceAccount}`;
 const normSerial = (s: string | null | undefined): string => (s ?? '').replace(/:/g, '').replace(/^0+/, '').toLowerCase();

@@ -13,16 +13,13 @@ import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../..
 import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-metrics-'));
 
-interface Dump {
-  policies: Array<{ name: string }>;
-  workloads: Array<{ name: string; state: string; error?: { code: string } }>;
-  readiness: { ready: boolean; pods: Array<{ pod: string; state: string }> };
-}
+type Dump = Pick<ConfigDump, 'policies' | 'workloads' | 'readiness'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const id = (p: string): string => `spiffe://cluster.local/ns/${pod(p).namespace}/sa/${pod(p).serviceAccount}`;
 

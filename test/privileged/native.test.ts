@@ -18,9 +18,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
-import { handleFd } from '../../src/datapath/sockets.js';
+import { DialError, dialFromNetns, handleFd } from '../../src/datapath/sockets.js';
+import { NetnsHandle } from '../../src/datapath/netns.js';
+import { AmbientError } from '../../src/util/errors.js';
 import { TIME_SCALE } from '../../src/sandbox/topology.js';
-import type { NativeAddon } from '../../src/datapath/native.js';
+import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);
 
@@ -76,6 +78,31 @@ function pod(cgroupId: number, flags: number, exempt: string): Buffer {
   return b;
 }
 
+/**
+ * Whole lines of a child's stdout, one per call. A 'data' chunk is not a line:
+ * with PYTHONUNBUFFERED=1 Python writes each piece of a print() on its own.
+ */
+function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
+  let buf = '';
+  const waiting: Array<(line: string) => void> = [];
+  const lines: string[] = [];
+  stream.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i + 1);
+      buf = buf.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  return () => new Promise<string>((resolve) => {
+    const line = lines.shift();
+    if (line !== undefined) resolve(line);
+    else waiting.push(resolve);
+  });
+}
+
 /** Netns inode of every thread of this process. */
 function threadNetnsInodes(): Set<bigint> {
   const out = new Set<bigint>();
@@ -97,8 +124,8 @@ describe('native addon (privileged)', () => {
   let tmpDir = '';
   let objPath = '';
   let a: NativeAddon;
-  let handle = 0;
-  const handles = new Set<number>();
+  let handle: BpfObject;
+  const handles = new Set<BpfObject>();
   const fds = new Set<number>();
   const skMsgAttached: Array<[number, number]> = [];
   let nsCreated = false;
@@ -114,15 +141,15 @@ describe('native addon (privileged)', () => {
     fds.delete(fd);
     assert.equal(a.closeFd(fd), 0);
   }
-  function open(file: string): number {
+  function open(file: string): BpfObject {
     const h = a.objectOpen(file);
-    assert.ok(h > 0, `objectOpen(${file}): ${errnoName(h)}\n${a.lastLog()}`);
+    assert.ok(typeof h === 'object', `objectOpen(${file}): ${errnoName(h as number)}\n${a.lastLog()}`);
     handles.add(h);
     return h;
   }
-  function close(h: number): void {
+  function close(h: BpfObject): void {
     handles.delete(h);
-    a.objectClose(h);
+    h.close();
   }
   function inNs(cmd: string, args: string[]): string {
     return sh('ip', ['netns', 'exec', nsName, cmd, ...args]);
@@ -145,7 +172,7 @@ describe('native addon (privileged)', () => {
     tryAll([
       ...skMsgAttached.map(([p, m]) => () => void a.detachSkMsg(p, m)),
       ...[...fds].map((fd) => () => void a.closeFd(fd)),
-      ...[...handles].map((h) => () => a.objectClose(h)),
+      ...[...handles].map((h) => () => h.close()),
       () => fs.rmSync(pinDir, { recursive: true, force: true }),
       () => nsCreated && sh('ip', ['netns', 'delete', nsName]),
       () => fs.existsSync(cgDir) && fs.rmdirSync(cgDir),
@@ -158,8 +185,8 @@ describe('native addon (privileged)', () => {
 
   it('loads the object and pins every map under the pin dir', () => {
     handle = open(objPath);
-    const r = a.objectLoad(handle, pinDir);
-    assert.equal(r, 0, `objectLoad: ${errnoName(r)}\n${a.lastLog()}`);
+    const r = handle.load(pinDir);
+    assert.equal(r, 0, `load: ${errnoName(r)}\n${a.lastLog()}`);
 
     const expectType: Record<(typeof PROGS)[number], number> = {
       amb_connect4: PROG_TYPE.cgroup_sock_addr,
@@ -168,7 +195,7 @@ describe('native addon (privileged)', () => {
       amb_sk_lookup: PROG_TYPE.sk_lookup,
     };
     for (const name of PROGS) {
-      const fd = own(a.objectProgramFd(handle, name), name);
+      const fd = own(handle.programFd(name), name);
       const info = a.progInfo(fd);
       assert.ok(typeof info === 'object', `progInfo(${name}) = ${String(info)}`);
       assert.equal(info.name, name);
@@ -179,7 +206,7 @@ describe('native addon (privileged)', () => {
       release(fd);
     }
     for (const name of MAPS) {
-      const fd = own(a.objectMapFd(handle, name), name);
+      const fd = own(handle.mapFd(name), name);
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
       assert.equal(info.name, name);
@@ -189,25 +216,32 @@ describe('native addon (privileged)', () => {
       assert.equal(a.progInfo(fd), -E.EINVAL, 'progInfo of a map fd');
       release(fd);
     }
-    const config = own(a.objectMapFd(handle, 'amb_config'), 'amb_config');
+    const config = own(handle.mapFd('amb_config'), 'amb_config');
     const ci = a.mapInfo(config);
     assert.ok(typeof ci === 'object');
     assert.deepEqual([ci.type, ci.keySize, ci.valueSize, ci.maxEntries], [MAP_TYPE_ARRAY, 4, 16, 1]);
     release(config);
-    const listeners = own(a.objectMapFd(handle, 'amb_listeners'), 'amb_listeners');
+    const listeners = own(handle.mapFd('amb_listeners'), 'amb_listeners');
     const li = a.mapInfo(listeners);
     assert.ok(typeof li === 'object');
     assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 16, 8]);
     release(listeners);
 
-    assert.equal(a.objectProgramFd(handle, 'no_such_prog'), -E.ENOENT);
-    assert.equal(a.objectMapFd(handle, 'no_such_map'), -E.ENOENT);
-    assert.equal(a.objectProgramFd(987654, 'amb_connect4'), -E.EBADF);
-    assert.equal(a.objectLoad(987654, pinDir), -E.EBADF);
+    assert.equal(handle.programFd('no_such_prog'), -E.ENOENT);
+    assert.equal(handle.mapFd('no_such_map'), -E.ENOENT);
+    // a closed object: every method says EBADF, close() again is a no-op
+    const closed = open(objPath);
+    close(closed);
+    close(closed);
+    assert.equal(closed.programFd('amb_connect4'), -E.EBADF);
+    assert.equal(closed.mapFd('amb_pods'), -E.EBADF);
+    assert.equal(closed.load(pinDir), -E.EBADF);
+    // the object is the handle: a method called on anything else throws
+    assert.throws(() => handle.programFd.call({}, 'amb_connect4'), TypeError);
   });
 
   it('amb_pods: update / lookup / nextKey / delete round trip', () => {
-    const fd = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd = own(handle.mapFd('amb_pods'), 'amb_pods');
     try {
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
@@ -248,12 +282,12 @@ describe('native addon (privileged)', () => {
   });
 
   it('a second load with the same pin dir reuses the pinned maps', () => {
-    const fd1 = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd1 = own(handle.mapFd('amb_pods'), 'amb_pods');
     const h2 = open(objPath);
     try {
-      const r = a.objectLoad(h2, pinDir);
-      assert.equal(r, 0, `objectLoad (reuse): ${errnoName(r)}\n${a.lastLog()}`);
-      const fd2 = own(a.objectMapFd(h2, 'amb_pods'), 'amb_pods (2)');
+      const r = h2.load(pinDir);
+      assert.equal(r, 0, `load (reuse): ${errnoName(r)}\n${a.lastLog()}`);
+      const fd2 = own(h2.mapFd('amb_pods'), 'amb_pods (2)');
       const i1 = a.mapInfo(fd1);
       const i2 = a.mapInfo(fd2);
       assert.ok(typeof i1 === 'object' && typeof i2 === 'object');
@@ -274,13 +308,13 @@ describe('native addon (privileged)', () => {
       close(h2);
       release(fd1);
     }
-    // objectClose leaves the pins (and the first object's maps) alone.
+    // close() leaves the pins (and the first object's maps) alone.
     assert.ok(fs.existsSync(`${pinDir}/amb_pods`));
   });
 
   it('objGet / objPin / closeFd', () => {
     const pinned = own(a.objGet(`${pinDir}/amb_pods`), 'objGet amb_pods');
-    const fromObj = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fromObj = own(handle.mapFd('amb_pods'), 'amb_pods');
     const ip = a.mapInfo(pinned);
     const io = a.mapInfo(fromObj);
     assert.ok(typeof ip === 'object' && typeof io === 'object');
@@ -290,7 +324,7 @@ describe('native addon (privileged)', () => {
     assert.equal(ip.valueSize, POD_SIZE);
     release(fromObj);
 
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const progPin = `${pinDir}/test_prog_pin`;
     assert.equal(a.objPin(prog, progPin), 0);
     assert.equal(a.objPin(prog, progPin), -E.EEXIST);
@@ -310,11 +344,11 @@ describe('native addon (privileged)', () => {
     assert.equal(a.mapInfo(pinned), -E.EBADF);
   });
 
-  it('objectLoad failures return an errno and leave a libbpf log', () => {
+  it('BpfObject.load failures return an errno and leave a libbpf log', () => {
     // Pin dir that does not exist: the maps cannot be pinned.
     const h = open(objPath);
     try {
-      const r = a.objectLoad(h, `${pinDir}/missing/dir`);
+      const r = h.load(`${pinDir}/missing/dir`);
       assert.ok(r < 0, `expected an errno, got ${r}`);
       assert.match(a.lastLog(), /amb_/);
     } finally {
@@ -340,7 +374,7 @@ char LICENSE[] SEC("license") = "GPL";
     fs.mkdirSync(badDir);
     const hb = open(obj);
     try {
-      const r = a.objectLoad(hb, badDir);
+      const r = hb.load(badDir);
       assert.ok(r < 0, `verifier should reject bad_prog, got ${r}`);
       const log = a.lastLog();
       assert.match(log, /bad_prog/);
@@ -463,7 +497,7 @@ char LICENSE[] SEC("license") = "GPL";
       ['amb_connect4', 'connect4', 'cgroup_inet4_connect'],
       ['amb_sockops', 'sockops', 'cgroup_sock_ops'],
     ] as const) {
-      const prog = own(a.objectProgramFd(handle, progName), progName);
+      const prog = own(handle.programFd(progName), progName);
       const pi = a.progInfo(prog);
       assert.ok(typeof pi === 'object');
       const link = own(a.linkCgroup(prog, cgDir, type), `linkCgroup ${type}`);
@@ -478,7 +512,7 @@ char LICENSE[] SEC("license") = "GPL";
       release(prog);
     }
 
-    const prog = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
+    const prog = own(handle.programFd('amb_connect4'), 'amb_connect4');
     assert.equal(a.linkCgroup(prog, cgDir, 'bogus'), -E.EINVAL);
     assert.equal(a.linkCgroup(prog, `${cgDir}/missing`, 'connect4'), -E.ENOENT);
     assert.equal(a.linkCgroup(prog, '/proc/self/status', 'connect4'), -E.ENOTDIR);
@@ -487,8 +521,8 @@ char LICENSE[] SEC("license") = "GPL";
   });
 
   it('linkUpdate swaps the program of a live link; linkInfo reports it', () => {
-    const p1 = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
-    const p2 = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const p1 = own(handle.programFd('amb_connect4'), 'amb_connect4');
+    const p2 = own(handle.programFd('amb_sockops'), 'amb_sockops');
     const link = own(a.linkCgroup(p1, cgDir, 'connect4'), 'linkCgroup');
     const i1 = a.progInfo(p1);
     const li = a.linkInfo(link);
@@ -566,7 +600,7 @@ char LICENSE[] SEC("license") = "GPL";
   it('linkNetns attaches amb_sk_lookup to the netns', () => {
     type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
     const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const pi = a.progInfo(prog);
     assert.ok(typeof pi === 'object');
     const ino = a.netnsInode(nsPath);
@@ -584,21 +618,69 @@ char LICENSE[] SEC("license") = "GPL";
     release(link);
     release(prog);
 
-    const sockops = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const sockops = own(handle.programFd('amb_sockops'), 'amb_sockops');
     assert.ok(a.linkNetns(sockops, nsPath) < 0, 'a sockops program cannot be an sk_lookup link');
     release(sockops);
     assert.equal(a.linkNetns(1, '/run/netns/ambientd-no-such-netns'), -E.ENOENT);
   });
 
+  it('a /proc/self/fd/N netns path (NetnsHandle.path) works for socketInNetns, tcpSockets, dialFromNetns and linkNetns', async () => {
+    type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
+    const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
+    const ns = NetnsHandle.open(nsPath, 'native.test');
+    try {
+      assert.match(ns.path, /^\/proc\/self\/fd\/\d+$/);
+      assert.equal(a.netnsInode(ns.path), a.netnsInode(nsPath), 'the fd path names the same namespace');
+
+      // socketInNetns: the socket is made in the namespace the fd names
+      const fd = own(a.socketInNetns(ns.path, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15077 }, listen: 8 }), 'socketInNetns via the fd path');
+      const si = a.socketInfo(fd);
+      assert.ok(typeof si === 'object', errnoName(si as number));
+      assert.deepEqual([si.listening, si.ip, si.port, si.netnsInode], [true, '127.0.0.1', 15077, ns.inode]);
+      assert.match(inNs('ss', ['-Hltn', 'sport = :15077']), /15077/, 'listening inside the netns');
+
+      // tcpSockets: the addon's thread enters the same namespace
+      const socks = a.tcpSockets(ns.path, 1 << 10);
+      assert.ok(Array.isArray(socks), errnoName(socks as number));
+      assert.ok(socks.some((x) => x.sport === 15077), JSON.stringify(socks, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      release(fd);
+
+      // dialFromNetns: connects from inside it; a refusal is a DialError
+      // (an AmbientError, UPSTREAM_FAILED) that keeps the errno name callers report
+      await assert.rejects(dialFromNetns(a, ns.path, { ip: '127.0.0.1', port: 15078 }, 0, 5000 * TIME_SCALE), (e: unknown) => {
+        assert.ok(e instanceof DialError && e instanceof AmbientError, String(e));
+        assert.equal(e.code, 'UPSTREAM_FAILED');
+        assert.equal(e.errnoName, 'ECONNREFUSED');
+        assert.equal(e.errno, E.ECONNREFUSED);
+        return true;
+      });
+
+      // linkNetns: the sk_lookup link goes on that namespace
+      const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
+      const pi = a.progInfo(prog);
+      assert.ok(typeof pi === 'object');
+      const link = own(a.linkNetns(prog, ns.path), 'linkNetns via the fd path');
+      const mine = links().filter((l) => l.prog_id === pi.id && l.netns_ino);
+      assert.equal(mine.length, 1, JSON.stringify(mine));
+      assert.equal(BigInt(mine[0]!.netns_ino ?? -1), ns.inode);
+      assert.equal(a.linkDetach(link), 0);
+      release(link);
+      release(prog);
+    } finally {
+      ns.close();
+    }
+    assert.equal(a.socketInNetns('/proc/self/fd/987654', { family: 4 }), -E.ENOENT, 'a closed fd path names nothing');
+  });
+
   it('attachSkMsg / detachSkMsg on the sockhash', () => {
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_msg'), 'amb_sk_msg');
-    const map = own(a.objectMapFd(handle, 'amb_sock_pairs'), 'amb_sock_pairs');
+    const prog = own(handle.programFd('amb_sk_msg'), 'amb_sk_msg');
+    const map = own(handle.mapFd('amb_sock_pairs'), 'amb_sock_pairs');
     assert.equal(a.attachSkMsg(prog, map), 0);
     skMsgAttached.push([prog, map]);
     assert.equal(a.detachSkMsg(prog, map), 0);
     skMsgAttached.pop();
     assert.equal(a.detachSkMsg(prog, map), -E.ENOENT, 'nothing left to detach');
-    const notSkMsg = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const notSkMsg = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     assert.equal(a.attachSkMsg(notSkMsg, map), -E.EINVAL, 'only sk_msg programs');
     release(notSkMsg);
     release(map);
@@ -640,7 +722,8 @@ except OSError as e:
 `;
     const child = spawn('ip', ['netns', 'exec', nsName, 'python3', '-c', py], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
-      const ports = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      const lines = lineReader(child.stdout!);
+      const ports = await lines();
       const [plainPort, markedPort] = ports.trim().split(' ').map(Number);
       const all = a.tcpSockets(nsPath, 0xfff);
       assert.ok(Array.isArray(all), errnoName(all as number));
@@ -659,7 +742,7 @@ except OSError as e:
       assert.equal(a.destroyTcpSockets(nsPath, [plain]), 1);
       assert.equal(a.destroyTcpSockets(nsPath, [plain]), 0, 'already gone');
       child.stdin!.write('\n');
-      const res = await new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString())));
+      const res = await lines();
       assert.match(res, /errno (103|104)/, 'the owner sees ECONNABORTED (or the RST)');
       assert.equal(a.tcpSockets('/nonexistent/netns', 1), -E.ENOENT);
       assert.equal(a.tcpSockets(nsPath, 0), -E.EINVAL);
@@ -718,11 +801,12 @@ except OSError as e:
     const calls: Array<() => unknown> = [
       () => x.objectOpen(42),
       () => x.objectOpen(),
-      () => x.objectLoad('1', pinDir),
-      () => x.objectLoad(handle, 1),
-      () => x.objectProgramFd(handle, null),
-      () => x.objectMapFd('h', 'amb_pods'),
-      () => x.objectClose('h'),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).load(1),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).programFd(null),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).mapFd(),
       () => x.objPin(1, 2),
       () => x.objGet(undefined),
       () => x.closeFd('3'),

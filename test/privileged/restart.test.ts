@@ -20,20 +20,13 @@ import { httpInNetns } from '../../src/util/netns-http.js';
 import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-restart-'));
 
-interface Dump {
-  pid: number;
-  workloads: Array<{ name: string; state: string }>;
-  datapath: { programs: Record<string, { id: number; tag: string }>; adoptedLinks: { updated: number; upgraded: number } };
-  connections: ConnectionRecord[];
-  counters: Record<string, number>;
-  handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean; recordsImported: number };
-}
+type Dump = Pick<ConfigDump, 'pid' | 'workloads' | 'datapath' | 'connections' | 'counters' | 'handover'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
@@ -55,7 +48,7 @@ function fakeAgent(args: string[], input = ''): Promise<{ code: number | null; s
 const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', getpeername6: 'amb_getpeername6', connect4: 'amb_connect4', connect6: 'amb_connect6' };
 
 /** Every pinned link of a pod runs the given agent's program (by id). */
-function assertLinksRun(podName: string, programs: Dump['datapath']['programs']): void {
+function assertLinksRun(podName: string, programs: NonNullable<Dump['datapath']>['programs']): void {
   const native = loadNative();
   const p = pod(podName);
   const dir = path.join(node(p.node).bpffsDir, 'pods', `${p.namespace}_${p.name}`);
@@ -132,8 +125,8 @@ test('rolling restart of both agents under load: the stream, the held connection
     assert.deepEqual(d.handover.rejected, []);
     assert.equal(d.counters.handover_adopted, 1);
     // the adopted pinned links now run this agent's programs (bpf_link_update), same code
-    assertLinksRun(`${n}-p1`, d.datapath.programs);
-    assert.equal(d.datapath.adoptedLinks.upgraded, 0);
+    assertLinksRun(`${n}-p1`, d.datapath!.programs);
+    assert.equal(d.datapath!.adoptedLinks.upgraded, 0);
   }
   // the stream was carried to its end by the old agents, which reported it to their successors:
   // the new n1 agent's Istio metrics hold its bytes (Prometheus scrapes the new agent now)
@@ -288,10 +281,10 @@ test('upgrade: a new agent with other BPF code swaps it into the pinned links wh
     assert.equal(rr.code, 0, `no connection failed during the upgrade: ${rr.stdout}`);
     const d = await dump('n1');
     assert.equal(d.pid, r.newPid);
-    const changed = Object.keys(d.datapath.programs).filter((k) => d.datapath.programs[k]!.tag !== before.datapath.programs[k]?.tag);
+    const changed = Object.keys(d.datapath!.programs).filter((k) => d.datapath!.programs[k]!.tag !== before.datapath!.programs[k]?.tag);
     assert.ok(changed.length > 0, 'the -O1 build has other program tags');
-    assert.ok(d.datapath.adoptedLinks.upgraded > 0, `links moved to the new code: ${JSON.stringify(d.datapath.adoptedLinks)}`);
-    assertLinksRun('n1-p1', d.datapath.programs);
+    assert.ok(d.datapath!.adoptedLinks.upgraded > 0, `links moved to the new code: ${JSON.stringify(d.datapath!.adoptedLinks)}`);
+    assertLinksRun('n1-p1', d.datapath!.programs);
     assert.equal((await nettool(a, 'send', b.ip, 7000, 'after upgrade')).stdout, 'after upgrade');
   } finally {
     // back to the tree's build (and its programs in the links)

@@ -10,19 +10,13 @@ import type { ChildProcess } from 'node:child_process';
 import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
 import { nettool, nettoolServer, startInPod } from '../../src/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-svc-'));
 
-interface Dump {
-  connections: ConnectionRecord[];
-  services: Array<{ name: string; vips: string[]; endpoints: Array<{ ip: string; ready: boolean }> }>;
-  policies: Array<{ name: string; namespace: string }>;
-  workloads: Array<{ name: string; state: string }>;
-  counters: Record<string, number>;
-}
+type Dump = Pick<ConfigDump, 'connections' | 'services' | 'policies' | 'workloads' | 'counters'>;
 const { pod, dump } = sandboxView<Dump>(() => st);
 
 

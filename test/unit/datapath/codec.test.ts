@@ -3,11 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { BPF_OBJECT } from '../helpers/paths.js';
+import { BPF_OBJECT } from '../../helpers/paths.js';
 import {
   STRUCTS, MAPS, encodeIp, readIp, encodeSockaddr, decodeSockaddr, encodeConfig, decodeConfig, encodePod, decodePod,
   encodeCgroupPod, decodeCgroupPod, encodeListenerKey, decodeStruct,
-} from '../../src/datapath/codec.js';
+} from '../../../src/datapath/codec.js';
 
 interface BtfType { id: number; kind: string; name: string; size?: number; type_id?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; nr_elems?: number }
 

@@ -2,9 +2,9 @@
 // back-off, which sockets predate capture, who is an agent peer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { conflictingIps, retryDelayMs, socketsToReset, LIVE_STATES, TCP } from '../../src/capture/plan.js';
-import { isAgentCommand, verifyAgentPeer } from '../../src/lifecycle/peer.js';
-import type { TcpSocketInfo } from '../../src/datapath/native-api.js';
+import { conflictingIps, retryDelayMs, socketsToReset, LIVE_STATES, TCP } from '../../../src/capture/plan.js';
+import { isAgentCommand, verifyAgentPeer } from '../../../src/lifecycle/peer.js';
+import type { TcpSocketInfo } from '../../../src/datapath/native-api.js';
 
 test('conflictingIps: the addresses more than one pod claims', () => {
   assert.deepEqual([...conflictingIps([{ ips: ['10.0.0.1'] }, { ips: ['10.0.0.2', '10.0.0.1'] }, { ips: ['10.0.0.3', '10.0.0.3'] }])], ['10.0.0.1']);
