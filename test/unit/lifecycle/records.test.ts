@@ -10,7 +10,8 @@ import type { Outcome } from '../../../src/proxy/outcome.js';
 import { hp } from '../proxy/fixtures.js';
 
 function closedTracked(): TrackedConnection {
-  const t = new ConnectionTracker();
+  let now = 1_700_000_000_000;
+  const t = new ConnectionTracker(1000, () => (now += 250));
   const rec = t.begin({ pod: 'ambient-demo/n1-p1', direction: 'outbound', src: hp('10.244.1.2:40000'), dst: hp('10.244.2.2:7000'), via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1' });
   t.finish(rec, { kind: 'closed' }, { sent: 1234, received: 56 });
   return rec;
