@@ -41,6 +41,7 @@ import type { PeerCred } from './peer.js';
 import { encodeRecord } from './records.js';
 import type { TrackedConnection } from '../proxy/connections.js';
 import { AmbientError, type LifecycleCode } from '../util/errors.js';
+import { formatHostPort } from '../util/hostport.js';
 
 /** null when the peer may take part in a hand-over, else why not. */
 export type PeerVerifier = (cred: PeerCred, claimedPid?: number) => string | null;
@@ -126,7 +127,7 @@ export class Inherited {
     let why: string | null = null;
     if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
     else if (!info.listening) why = 'not a listening socket';
-    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
+    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
     else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
     if (why) {
       this.rejected.push({ entry: x.entry, reason: why });

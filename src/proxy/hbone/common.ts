@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import * as http2 from 'node:http2';
 import { uriSansFromSubjectAltName } from '../../identity/spiffe.js';
 import { AmbientError, type ProxyCode } from '../../util/errors.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../../util/hostport.js';
 
 export const HBONE_PORT = 15008;
 export const HBONE_ALPN = 'h2';
@@ -36,10 +37,8 @@ export const GOAWAY_REASON_PREFIX = 'hbone-reject:';
 /** PEM text (one or more blocks). */
 export type PemInput = string | Buffer;
 
-export interface HostPort {
-  ip: string;
-  port: number;
-}
+// one address type and one way to write and read it (src/util/hostport.ts)
+export { formatHostPort, type HostPort };
 
 /** Strips an IPv4-mapped IPv6 prefix and canonicalises IPv6 text. Returns '' for non-IPs. */
 export function normalizeIp(ip: string | undefined): string {
@@ -63,10 +62,6 @@ export function normalizeIp(ip: string | undefined): string {
   return '';
 }
 
-export function formatHostPort(hp: HostPort): string {
-  return net.isIPv6(hp.ip) ? `[${hp.ip}]:${hp.port}` : `${hp.ip}:${hp.port}`;
-}
-
 function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
 }
@@ -74,25 +69,9 @@ function validPort(p: number): boolean {
 /** Parses `<ip>:<port>` / `[<ipv6>]:<port>` strictly (no host names). */
 export function parseAuthority(authority: string | undefined): HostPort | undefined {
   if (typeof authority !== 'string' || authority.length === 0 || authority.length > 64) return undefined;
-  let host: string;
-  let portStr: string;
-  if (authority.startsWith('[')) {
-    const end = authority.indexOf(']');
-    if (end < 0 || authority[end + 1] !== ':') return undefined;
-    host = authority.slice(1, end);
-    portStr = authority.slice(end + 2);
-    if (!net.isIPv6(host)) return undefined;
-  } else {
-    const colon = authority.lastIndexOf(':');
-    if (colon <= 0) return undefined;
-    host = authority.slice(0, colon);
-    portStr = authority.slice(colon + 1);
-    if (!net.isIPv4(host)) return undefined;
-  }
-  if (!/^[0-9]{1,5}$/.test(portStr)) return undefined;
-  const port = Number(portStr);
-  if (!validPort(port)) return undefined;
-  return { ip: normalizeIp(host), port };
+  const hp = parseHostPort(authority);
+  if (!hp || !validPort(hp.port)) return undefined;
+  return { ip: normalizeIp(hp.ip), port: hp.port };
 }
 
 export function assertHostPort(hp: HostPort, what: string): void {

@@ -732,7 +732,7 @@ export class HboneServer {
     }
     const refused = this.#opts.refuseTarget?.(target) ?? null;
     if (refused) {
-      this.#rejectStream(stream, conn, 400, refused, `${target.ip}:${target.port} is a port of the agent itself, never a tunnel target`, target);
+      this.#rejectStream(stream, conn, 400, refused, `${formatHostPort(target)} is a port of the agent itself, never a tunnel target`, target);
       return;
     }
     const abort = new AbortController();
@@ -772,7 +772,7 @@ export class HboneServer {
         return;
       }
       if (decision !== 'allow') {
-        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${ctx.target.ip}:${ctx.target.port}`, ctx.target, ctx.forwarded);
+        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${formatHostPort(ctx.target)}`, ctx.target, ctx.forwarded);
         return;
       }
     }
@@ -788,7 +788,7 @@ export class HboneServer {
         conn,
         503,
         limited ? 'limit_dials' : 'upstream_unreachable',
-        `cannot reach ${ctx.target.ip}:${ctx.target.port}: ${(err as Error)?.message ?? err}`,
+        `cannot reach ${formatHostPort(ctx.target)}: ${(err as Error)?.message ?? err}`,
         ctx.target,
       );
       return;
