@@ -28,7 +28,9 @@ import { HbonePool, type HboneStream } from './hbone/client.js';
 import { HboneServer, type HboneServerEvent } from './hbone/server.js';
 import { HboneError } from './hbone/common.js';
 import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
-import { formatClaimed, type ClaimedAddress, type ConnectionTracker, type TrackedConnection } from './connections.js';
+import type { ConnectionTracker, TrackedConnection } from './connections.js';
+import { parseForwardedFor } from './forwarded.js';
+import { chooseEndpoint } from './services.js';
 import { CLIENT_GONE, CLOSED, dialFailed, hboneFailed, type Outcome } from './outcome.js';
 import { formatHostPort, type HostPort } from '../util/hostport.js';
 import { relay } from './relay.js';
@@ -484,40 +486,4 @@ export class MeshProxy {
     this.pools.clear();
     await this.hbone.close({ graceMs: opts.force ? 0 : 1000 }).catch(() => undefined);
   }
-}
-
-/**
- * The n-th choice (round robin) among a service port's ready endpoints, with
- * the target port resolved (a number, or a name looked up in the endpoint's
- * ports); endpoints that cannot serve a named port are skipped. Null when no
- * ready endpoint can serve it.
- */
-export function chooseEndpoint(s: ServiceInfo, port: ServicePort, n: number): Sockaddr | null {
-  const ready = s.endpoints.filter((e) => e.ready);
-  for (let i = 0; i < ready.length; i++) {
-    const ep = ready[(n + i) % ready.length]!;
-    if (typeof port.targetPort === 'number') return { ip: ep.ip, port: port.targetPort };
-    const named = ep.ports?.find((p) => p.name === port.targetPort);
-    if (named) return { ip: ep.ip, port: named.port };
-  }
-  return null;
-}
-
-/**
- * `for="10.0.0.1:1234"` → {10.0.0.1, 1234}: what an HBONE peer *claims* its
- * client was (kept as a record's claimedSrc, never used to decide). Bounded
- * and checked: anything that is not an address (and port) is dropped.
- */
-export function parseForwardedFor(v: string): ClaimedAddress | null {
-  if (v.length > 256) return null;
-  const m = /for="?\[?([0-9a-fA-F.:]{2,45}?)\]?(?::(\d{1,5}))?"?(?:[;,]|$)/.exec(v);
-  if (!m || net.isIP(m[1]!) === 0) return null;
-  if (m[2] && Number(m[2]) > 65535) return null;
-  return { ip: m[1]!, port: m[2] ? Number(m[2]) : null };
-}
-
-/** The claim as text ("ip:port", "[v6]:port", or the bare address). */
-export function forwardedFor(v: string): string | null {
-  const c = parseForwardedFor(v);
-  return c ? formatClaimed(c) : null;
 }

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { MeshProxy, forwardedFor, type MeshDeps, type MeshPod } from '../../../src/proxy/mesh.js';
+import { MeshProxy, type MeshDeps, type MeshPod } from '../../../src/proxy/mesh.js';
+import { forwardedFor } from '../../../src/proxy/forwarded.js';
 import { ConnectionTracker } from '../../../src/proxy/connections.js';
 import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
 import { Logger } from '../../../src/util/log.js';

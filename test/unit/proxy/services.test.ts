@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseEndpoint } from '../../../src/proxy/mesh.js';
+import { chooseEndpoint } from '../../../src/proxy/services.js';
 import type { ServiceInfo } from '../../../src/discovery/model.js';
 
 const svc = (endpoints: ServiceInfo['endpoints'], targetPort: number | string = 8080): { s: ServiceInfo; port: ServiceInfo['ports'][number] } => {
