@@ -88,8 +88,9 @@ export function encodeRecord(r: TrackedConnection): string {
 
 const MAX_STR = 1024;
 
-class Bad extends Error {
-  constructor(readonly field: string, readonly why: string) { super(`${field}: ${why}`); }
+/** A field that fails its check: thrown by the readers below, returned by recordFromWire. */
+function bad(field: string, why: string): RecordError {
+  return new RecordError('HANDOVER_RECORD_INVALID', `connection record, field ${field}: ${why}`, INVALID_HINT, field);
 }
 
 type Obj = Record<string, unknown>;
@@ -97,8 +98,8 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !
 
 function str(o: Obj, k: string, path = k): string {
   const v = o[k];
-  if (typeof v !== 'string') throw new Bad(path, v === undefined ? 'missing' : `not a string (${JSON.stringify(v)?.slice(0, 40)})`);
-  if (v.length > MAX_STR) throw new Bad(path, `longer than ${MAX_STR} characters`);
+  if (typeof v !== 'string') throw bad(path, v === undefined ? 'missing' : `not a string (${JSON.stringify(v)?.slice(0, 40)})`);
+  if (v.length > MAX_STR) throw bad(path, `longer than ${MAX_STR} characters`);
   return v;
 }
 function strOrNull(o: Obj, k: string, path = k): string | null {
@@ -106,18 +107,18 @@ function strOrNull(o: Obj, k: string, path = k): string | null {
 }
 function count(o: Obj, k: string): number {
   const v = o[k];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Bad(k, v === undefined ? 'missing' : `not a whole number >= 0 (${JSON.stringify(v)?.slice(0, 40)})`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(k, v === undefined ? 'missing' : `not a whole number >= 0 (${JSON.stringify(v)?.slice(0, 40)})`);
   return v;
 }
 function oneOf<T extends string>(o: Obj, k: string, allowed: readonly T[], path = k): T {
   const v = o[k];
-  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw new Bad(path, `${JSON.stringify(v)?.slice(0, 40) ?? 'missing'} is not one of ${allowed.join(', ')}`);
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw bad(path, `${JSON.stringify(v)?.slice(0, 40) ?? 'missing'} is not one of ${allowed.join(', ')}`);
   return v as T;
 }
 function hostPort(o: Obj, k: string): HostPort {
   const v = str(o, k);
   const hp = parseHostPort(v);
-  if (!hp) throw new Bad(k, `${JSON.stringify(v.slice(0, 60))} is not ip:port`);
+  if (!hp) throw bad(k, `${JSON.stringify(v.slice(0, 60))} is not ip:port`);
   return hp;
 }
 function claimed(o: Obj, k: string): ClaimedAddress | null {
@@ -125,13 +126,13 @@ function claimed(o: Obj, k: string): ClaimedAddress | null {
   if (v === null) return null;
   if (net.isIP(v) !== 0) return { ip: v, port: null };
   const hp = parseHostPort(v);
-  if (!hp) throw new Bad(k, `${JSON.stringify(v.slice(0, 60))} is neither an address nor ip:port`);
+  if (!hp) throw bad(k, `${JSON.stringify(v.slice(0, 60))} is neither an address nor ip:port`);
   return hp;
 }
 
 function outcomeOf(o: Obj): Outcome {
   const x = o.outcome;
-  if (!isObj(x)) throw new Bad('outcome', x === undefined ? 'missing' : 'not an object');
+  if (!isObj(x)) throw bad('outcome', x === undefined ? 'missing' : 'not an object');
   const kind = oneOf<OutcomeKind>(x, 'kind', OUTCOME_KINDS, 'outcome.kind');
   const k = kind as Outcome['kind'];
   switch (k) {
@@ -153,7 +154,7 @@ function outcomeOf(o: Obj): Outcome {
       return { kind: k, limit: oneOf(x, 'limit', ['dials'] as const, 'outcome.limit') };
     case 'hbone_failed': {
       const status = x.status;
-      if (status !== null && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599)) throw new Bad('outcome.status', `${JSON.stringify(status)?.slice(0, 20) ?? 'missing'} is not an HTTP status or null`);
+      if (status !== null && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599)) throw bad('outcome.status', `${JSON.stringify(status)?.slice(0, 20) ?? 'missing'} is not an HTTP status or null`);
       return { kind: k, code: oneOf<HboneErrorCode>(x, 'code', HBONE_ERROR_CODES, 'outcome.code'), status, reason: strOrNull(x, 'reason', 'outcome.reason') };
     }
     default:
@@ -177,10 +178,10 @@ export function recordFromWire(x: unknown): { ok: true; rec: TrackedConnection }
   try {
     const direction = oneOf<Direction>(x, 'direction', ['outbound', 'inbound']);
     const via = oneOf(x, 'via', VIAS);
-    if (OUTBOUND_VIAS.includes(via) !== (direction === 'outbound')) throw new Bad('via', `${via} is not a way to carry an ${direction} connection`);
+    if (OUTBOUND_VIAS.includes(via) !== (direction === 'outbound')) throw bad('via', `${via} is not a way to carry an ${direction} connection`);
     const startMs = count(x, 'startMs');
     const endMs = count(x, 'endMs');
-    if (endMs < startMs) throw new Bad('endMs', 'before startMs');
+    if (endMs < startMs) throw bad('endMs', 'before startMs');
     const rec: TrackedConnection = {
       id: count(x, 'id'), pod: str(x, 'pod'), direction, via,
       src: hostPort(x, 'src'), claimedSrc: claimed(x, 'claimedSrc'), dst: hostPort(x, 'dst'),
@@ -191,8 +192,8 @@ export function recordFromWire(x: unknown): { ok: true; rec: TrackedConnection }
     };
     return { ok: true, rec };
   } catch (e) {
-    if (!(e instanceof Bad)) throw e;
-    return { ok: false, error: new RecordError('HANDOVER_RECORD_INVALID', `connection record, field ${e.field}: ${e.why}`, INVALID_HINT, e.field) };
+    if (!(e instanceof RecordError)) throw e;
+    return { ok: false, error: e };
   }
 }
 
