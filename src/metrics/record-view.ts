@@ -90,11 +90,13 @@ export interface RecordContext {
   service?(key: string): ServiceInfo | undefined;
 }
 
-export function recordContext(index: MeshIndex, spiffeOf: (p: PodInfo) => string): RecordContext {
+/** The context of the mesh model `index` (or of whatever model `index()` returns at the time: the agent's current one). */
+export function recordContext(index: MeshIndex | (() => MeshIndex), spiffeOf: (p: PodInfo) => string): RecordContext {
+  const idx = typeof index === 'function' ? index : (): MeshIndex => index;
   return {
-    podByIp: (ip) => index.podByIp.get(ip),
-    podByKey: (k) => index.snap.pods.get(k),
-    service: (k) => index.snap.services.get(k),
+    podByIp: (ip) => idx().podByIp.get(ip),
+    podByKey: (k) => idx().snap.pods.get(k),
+    service: (k) => idx().snap.services.get(k),
     spiffeOf,
   };
 }
