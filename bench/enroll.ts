@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sandboxUp, setEnrollment } from '../src/sandbox/topology.js';
+import { sandboxUp, setEnrollment } from '../tools/sandbox/index.js';
 import { parseDocument } from '../src/config/config.js';
 import { now, sleep, startProc, stopProc, waitNoSandbox, parseJson, toolFailed } from './lib.js';
 import type { Enroll, EnrollResults } from './results.js';

@@ -3,19 +3,14 @@
  * /config_dump says about connections and HBONE streams, and the check that a
  * measurement through HBONE really went through both agents.
  */
-import type { SandboxNode } from '../src/sandbox/topology.js';
+import type { SandboxNode } from '../tools/sandbox/index.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { toolFailed } from './lib.js';
 import type { Verify } from './results.js';
+import type { ConfigDump } from '../src/agent/index.js';
 
 /** The part of an agent's /config_dump the cross-node benchmarks read. */
-export interface Dump {
-  connections: Array<{ via: string; dst: string; state: string; direction: string }>;
-  hbone: {
-    server: { connections: { established: number }; streams: { active: number; tunnelsOpened: number } };
-    pools: Record<string, { sessions: number; activeStreams: number; streamsOpened: number; sessionsOpened: number }>;
-  } | null;
-}
+export type Dump = Pick<ConfigDump, 'connections' | 'hbone'>;
 
 export const dump = (n: SandboxNode): Promise<Dump> => getJsonInNetns<Dump>(n.netnsPath, '127.0.0.1', 15000, '/config_dump');
 const streamsOpened = (d: Dump): number => Object.values(d.hbone?.pools ?? {}).reduce((a, p) => a + p.streamsOpened, 0);

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { SandboxNode, SandboxPod } from '../src/sandbox/topology.js';
-import { NETTOOL } from '../src/sandbox/podproc.js';
+import type { SandboxNode, SandboxPod } from '../tools/sandbox/index.js';
+import { NETTOOL } from '../tools/sandbox/podproc.js';
 import { sleep, startProc, stopProc, rssKiB, toolFailed, type Proc } from './lib.js';
 import { dump } from './hbone-agents.js';
 import type { HboneOptions, XRss } from './results.js';

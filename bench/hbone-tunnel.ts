@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { SandboxPod } from '../src/sandbox/topology.js';
+import type { SandboxPod } from '../tools/sandbox/index.js';
 import { CertificateAuthority } from '../src/identity/ca.js';
 import { IdentityManager } from '../src/identity/manager.js';
 import { startProc, waitListening, toolFailed, type Proc, type Via } from './lib.js';

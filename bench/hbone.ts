@@ -23,8 +23,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sandboxUp, sandboxStatus, type SandboxPod } from '../src/sandbox/topology.js';
-import { runInPod, NETTOOL } from '../src/sandbox/podproc.js';
+import { sandboxUp, sandboxStatus, type SandboxPod } from '../tools/sandbox/index.js';
+import { runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import {
   execFileP, sleep, startProc, stopProc, settleTcpMem, waitNoSandbox, iperf, latency,
   PIN_CPU, ALL_CPUS, setAffinity, startProcSampler, toolFailed, HINT_OUTPUT, type Via,
@@ -53,7 +53,7 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
   const upMs = performance.now() - tUp;
   const pod = (n: string): SandboxPod => state.pods.find((p) => p.name === n)!;
   const [a1, p1, a2, p2] = [pod('n1-p1'), pod('n1-p2'), pod('n2-p1'), pod('n2-p2')];
-  if (!a1.ambient || !a2.ambient || p1.ambient || p2.ambient) throw toolFailed('unexpected sandbox layout: n<i>-p1 should be ambient, n<i>-p2 plain', 'the bench follows the sandbox layout of src/sandbox/topology.ts; update it there or here');
+  if (!a1.ambient || !a2.ambient || p1.ambient || p2.ambient) throw toolFailed('unexpected sandbox layout: n<i>-p1 should be ambient, n<i>-p2 plain', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
   const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
   const st = sandboxStatus({ stateDir });
   const agentPids: [number, number] = [st.nodes[0]!.agentPid!, st.nodes[1]!.agentPid!];

@@ -16,11 +16,12 @@ import {
   DEFAULT_BPFFS_ROOT,
   type SandboxPod,
   type SandboxNode,
-} from '../src/sandbox/topology.js';
-import { podArgv, runInPod, NETTOOL } from '../src/sandbox/podproc.js';
+} from '../tools/sandbox/index.js';
+import { podArgv, runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { AmbientError } from '../src/util/errors.js';
 import type { BackgroundLoad, LatencyTool } from './results.js';
+import type { ConfigDump } from '../src/agent/index.js';
 
 /** A benchmark tool (iperf3, sockperf, a helper in a pod, the sandbox) did not do what the run needs. */
 export const toolFailed = (message: string, hint: string, cause?: unknown): AmbientError =>
@@ -263,14 +264,10 @@ export function parseJson(l: string): Record<string, unknown> | null {
   }
 }
 
-export interface ConfigDump {
-  workloads: Array<{ name: string; state: string; redirect?: Record<string, string> }>;
-  datapath: { acceleration: string } | null;
-}
 
 /** Connections captured so far from a pod (amb_pod_stats capturedOut via /config_dump). */
 export async function capturedOut(node: SandboxNode, pod: string): Promise<number> {
-  const dump = await getJsonInNetns<ConfigDump>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
+  const dump = await getJsonInNetns<Pick<ConfigDump, 'workloads'>>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
   const w = dump.workloads.find((x) => x.name === pod);
   return Number(w?.redirect?.capturedOut ?? 0);
 }
@@ -350,7 +347,6 @@ export async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number, o
   }
 }
 
-// eslint-disable-next-line no-control-regex
 export const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 /** Parses sockperf ping-pong output (percentiles of the round-trip time with --full-rtt), µs. */

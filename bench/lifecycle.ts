@@ -29,12 +29,13 @@
 import fs from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
-import { restartAgent, sandboxDown, sandboxStatus, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../src/sandbox/topology.js';
-import { NETTOOL, runInPod, startInPod } from '../src/sandbox/podproc.js';
+import { restartAgent, sandboxDown, sandboxStatus, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../tools/sandbox/index.js';
+import { NETTOOL, runInPod, startInPod } from '../tools/sandbox/podproc.js';
 import { httpInNetns } from '../src/util/netns-http.js';
 import { DEFAULT_LIMITS, memoryBound } from '../src/proxy/limits.js';
 import { CLK_TCK, PAGE, procCpu } from './lib.js';
 import type { LifecycleResults } from './results.js';
+import type { ConfigDump } from '../src/agent/index.js';
 import { lifecycleMarkdown } from './render/lifecycle.js';
 
 type Pod = SandboxState['pods'][number];
@@ -152,11 +153,11 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
       await sleep(5000);
       const rss = rssMiB(agentPid('n2'));
       const tcp = tcpMemMiB();
-      const d = JSON.parse((await httpInNetns(n2.netnsPath, '127.0.0.1', 15000, '/config_dump')).body) as { resources: { hbone: { streamWindow: number; serverStreams: number } } };
+      const d = JSON.parse((await httpInNetns(n2.netnsPath, '127.0.0.1', 15000, '/config_dump')).body) as Pick<ConfigDump, 'resources'>;
       writer.kill('SIGKILL');
       noread.kill('SIGKILL');
       const bound = memoryBound(DEFAULT_LIMITS, { streams: n, connections: n }) / 2 ** 20;
-      nonReading.rows.push({ connections: n, serverStreams: d.resources.hbone.serverStreams, streamWindowBytes: d.resources.hbone.streamWindow, rssBeforeMiB: rss0, rssAfterMiB: rss, boundMiB: bound, tcpBeforeMiB: tcp0, tcpAfterMiB: tcp });
+      nonReading.rows.push({ connections: n, serverStreams: d.resources.hbone.serverStreams, streamWindowBytes: d.resources.hbone.streamWindow ?? 0, rssBeforeMiB: rss0, rssAfterMiB: rss, boundMiB: bound, tcpBeforeMiB: tcp0, tcpAfterMiB: tcp });
       await sleep(3000);
     }
     kill();

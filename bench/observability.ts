@@ -19,8 +19,8 @@
  *   node dist/bench/observability.js [--quick]   -> prints the markdown section
  */
 import type { ChildProcess } from 'node:child_process';
-import { sandboxDown, sandboxUp, type SandboxState } from '../src/sandbox/topology.js';
-import { NETTOOL, runInPod, startInPod } from '../src/sandbox/podproc.js';
+import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/index.js';
+import { NETTOOL, runInPod, startInPod } from '../tools/sandbox/podproc.js';
 import { httpInNetns } from '../src/util/netns-http.js';
 import { CLK_TCK, procCpu, toolFailed, HINT_OUTPUT } from './lib.js';
 import type { ObservabilityResults, RrStats } from './results.js';

@@ -11,8 +11,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { sandboxDown, sandboxUp, type SandboxState } from '../src/sandbox/topology.js';
-import { nettoolServer, runInPod } from '../src/sandbox/podproc.js';
+import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/index.js';
+import { nettoolServer, runInPod } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { toolFailed, HINT_OUTPUT } from './lib.js';
 import type { PolicyResults } from './results.js';

@@ -35,8 +35,8 @@ import type { ChildProcess } from 'node:child_process';
 import {
   sandboxUp, sandboxDown, sandboxStatus, restartAgent, startAgent, stopAgent, waitAgentReady, isProcessAlive,
   SANDBOX_LOCK, type SandboxState, type SandboxPod, type SandboxUpOptions,
-} from '../src/sandbox/topology.js';
-import { nettool, nettoolServer, type RunResult } from '../src/sandbox/podproc.js';
+} from '../tools/sandbox/index.js';
+import { nettool, nettoolServer, type RunResult } from '../tools/sandbox/podproc.js';
 import { now, sleep, parseJson, waitNoSandbox, toolFailed } from './lib.js';
 import { fmt } from './stats.js';
 import {
@@ -225,7 +225,7 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     const pod = (n: string): SandboxPod => st!.pods.find((p) => p.name === n)!;
     const src = pod('n1-p1');
     const dst = pod('n2-p1');
-    if (!src.ambient || !dst.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 and n2-p1 should be ambient', 'the bench follows the sandbox layout of src/sandbox/topology.ts; update it there or here');
+    if (!src.ambient || !dst.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 and n2-p1 should be ambient', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
     const nodeOf = (n: string) => st!.nodes.find((x) => x.name === n)!;
     procs.push(await nettoolServer(dst, 'serve', ECHO_PORT));
 
@@ -309,9 +309,7 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
   const READY_TIMEOUT = 120_000;
   try {
     await waitNoSandbox();
-    let st: SandboxState;
-    let upMs: number;
-    ({ st, upMs } = await timedSandboxUp({ nodes: 1, pods: totalPods, stateDir, agentReadyTimeoutMs: READY_TIMEOUT }, log));
+    const { st, upMs } = await timedSandboxUp({ nodes: 1, pods: totalPods, stateDir, agentReadyTimeoutMs: READY_TIMEOUT }, log);
     res.upMs = upMs;
     res.enrolledPods = st.pods.filter((p) => p.ambient).length;
     const node = st.nodes[0]!;

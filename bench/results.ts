@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: only declarations, the JSON contract of every bench section between the measuring code and bench/render/; kept in one file so the recorded format has a single definition.
 /**
  * What a benchmark run measured, as plain JSON data: the numbers and the
  * conditions they were taken under (counts, seconds, versions, what was

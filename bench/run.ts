@@ -48,7 +48,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SANDBOX_DIR_NAME, SANDBOX_LOCK, DEFAULT_CGROUP_ROOT, DEFAULT_BPFFS_ROOT, sandboxDown } from '../src/sandbox/topology.js';
+import { SANDBOX_DIR_NAME, SANDBOX_LOCK, DEFAULT_CGROUP_ROOT, DEFAULT_BPFFS_ROOT, sandboxDown } from '../tools/sandbox/index.js';
 import { isAmbientError } from '../src/util/errors.js';
 import { execFileP, now, killAll, backgroundLoad, sandboxNetns, getLatencyTool, setLatencyTool, cpuModel, toolVersion, toolFailed } from './lib.js';
 export { parseSockperf } from './lib.js';

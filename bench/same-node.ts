@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { sandboxUp, sandboxStatus, startAgent, stopAgent, waitAgentReady, type SandboxNode, type SandboxPod } from '../src/sandbox/topology.js';
+import { sandboxUp, sandboxStatus, startAgent, stopAgent, waitAgentReady, type SandboxNode, type SandboxPod } from '../tools/sandbox/index.js';
 import {
   settleTcpMem, startSampler, capturedOut, iperf, latency, setAffinity, waitNoSandbox, parseJson, tcpMemLimits, toolFailed, PIN_CPU,
 } from './lib.js';
@@ -18,7 +18,7 @@ import { fmt } from './stats.js';
 /** Sets `acceleration:` in the node's agent.yaml and restarts its agent. */
 async function setAcceleration(node: SandboxNode, accel: 'sockmap' | 'none', stateDir: string): Promise<number> {
   const text = fs.readFileSync(node.config, 'utf8');
-  if (!/^acceleration: .*$/m.test(text)) throw toolFailed(`${node.config} has no acceleration: line`, 'the sandbox writes agent.yaml (src/sandbox/topology.ts agentConfigFor); has its layout changed?');
+  if (!/^acceleration: .*$/m.test(text)) throw toolFailed(`${node.config} has no acceleration: line`, 'the sandbox writes agent.yaml (tools/sandbox/plan.ts agentConfigFor); has its layout changed?');
   fs.writeFileSync(node.config, text.replace(/^acceleration: .*$/m, `acceleration: ${accel}`));
   if (!(await stopAgent(node.name, 'SIGTERM', { stateDir }))) throw toolFailed(`the agent of ${node.name} did not stop`, `see ${node.log}`);
   const logSize = fs.existsSync(node.log) ? fs.statSync(node.log).size : 0;
@@ -39,7 +39,7 @@ export async function sameNodeBench(o: Options, stateDir: string, log: (s: strin
   const node = state.nodes[0]!;
   const pod = (n: string): SandboxPod => state.pods.find((p) => p.name === n)!;
   const [p1, p2, p4] = [pod('n1-p1'), pod('n1-p2'), pod('n1-p4')];
-  if (!p1.ambient || p2.ambient || p4.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 should be ambient, n1-p2 and n1-p4 plain', 'the bench follows the sandbox layout of src/sandbox/topology.ts; update it there or here');
+  if (!p1.ambient || p2.ambient || p4.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 should be ambient, n1-p2 and n1-p4 plain', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
   const route: Record<PathName, [SandboxPod, SandboxPod]> = {
     direct: [p2, p4],
     'agent+sockmap': [p1, p2],

@@ -32,7 +32,7 @@
  * means "refuse", never "pass".
  *
  * Only helpers and program types of Linux <= 5.10 are on these paths
- * (src/datapath/kernel-audit.ts checks the object).
+ * (tools/kernel-audit/kernel-audit.ts checks the object).
  */
 #include "ambient.h"
 #include <bpf/bpf_endian.h>

@@ -3,6 +3,8 @@
  * ambientd command line: `agent`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
  * Every failure prints "CODE: message" and a hint, and exits non-zero.
  */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AmbientError, isAmbientError } from './util/errors.js';
 
@@ -123,8 +125,22 @@ async function cmdAgent(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * `sandbox` and `demo` are development tools: they live in tools/ (compiled to
+ * dist/tools/, beside dist/src/), which the agent image does not ship. Loads
+ * one, or says that this installation has none.
+ */
+async function loadTool<T>(command: string, rel: string, load: () => Promise<T>): Promise<T> {
+  const file = fileURLToPath(new URL(rel, import.meta.url));
+  if (!fs.existsSync(file)) {
+    throw new AmbientError('TOOLS_NOT_INSTALLED', `\`ambientd ${command}\` is a development tool, not part of this installation (no ${file})`,
+      'run it from a source checkout built with `npx tsc -p .` (it compiles tools/ to dist/tools/); the agent image ships only the agent');
+  }
+  return load();
+}
+
 async function cmdSandbox(args: string[]): Promise<void> {
-  const sb = await import('./sandbox/topology.js');
+  const sb = await loadTool('sandbox', '../tools/sandbox/index.js', () => import('../tools/sandbox/index.js'));
   const sub = args[0];
   const rest = args.slice(1);
   switch (sub) {
@@ -212,7 +228,7 @@ async function main(argv: string[]): Promise<void> {
       if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) { process.stdout.write(USAGE + '\n'); return; }
       return cmdSandbox(rest);
     case 'demo': {
-      const { runDemo, DemoClaimError } = await import('./demo.js');
+      const { runDemo, DemoClaimError } = await loadTool('demo', '../tools/demo/demo.js', () => import('../tools/demo/demo.js'));
       try {
         return await runDemo();
       } catch (e) {

@@ -233,7 +233,7 @@ export function restartMarkdown(r: RestartResults, heading = '##'): string[] {
   return [
     `${heading} Agent restarts: hand-over window, start-up time to ready`,
     '',
-    `Rolling-update restarts of the agent (\`restartAgent\` in \`src/sandbox/topology.ts\`). Section run time ${r.seconds.toFixed(0)} s.${r.quick ? ' **Quick run**: 1 round each, 8 s of load, 20 pods in (b).' : ''}`,
+    `Rolling-update restarts of the agent (\`restartAgent\` in \`tools/sandbox/agents.ts\`). Section run time ${r.seconds.toFixed(0)} s.${r.quick ? ' **Quick run**: 1 round each, 8 s of load, 20 pods in (b).' : ''}`,
     '',
     ...handoverMarkdown(r.handover),
     ...startupMarkdown(r.startup, r.quick),

@@ -324,7 +324,7 @@ export const SETTINGS = {
 };
 
 /** The agent's settings, one field per entry of SETTINGS (groups are nested objects). */
-export interface AgentConfig extends ConfigOf<typeof SETTINGS> {}
+export type AgentConfig = ConfigOf<typeof SETTINGS>;
 type ConfigOf<S> = { -readonly [F in keyof S]: ValueOf<S[F]> };
 
 export type Ports = AgentConfig['ports'];

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one class, the only owner of the loaded object, its pins and links; the enroll/isolate/unenroll ordering described below stays in one place rather than spread over files.
 /**
  * The datapath: loads bpf/ambient.bpf.o through the native addon, keeps its
  * maps pinned under <bpffsDir>/maps, and enrolls, isolates and unenrolls

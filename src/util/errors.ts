@@ -67,7 +67,7 @@ export type IdentityCode =
 
 export type LifecycleCode = 'HANDOVER_ABORTED' | 'HANDOVER_PROTOCOL' | 'HANDOVER_PEER' | 'HANDOVER_REFUSED' | 'AGENT_INTERNAL' | 'AGENT_PHASE' | 'HANDOVER_RECORD_INVALID' | 'HANDOVER_RECORD_VERSION';
 
-export type ToolsCode = 'SANDBOX_MISSING' | 'SANDBOX_INVALID' | 'DEMO_CLAIM_FALSE' | 'TOOL_FAILED';
+export type ToolsCode = 'SANDBOX_MISSING' | 'SANDBOX_INVALID' | 'DEMO_CLAIM_FALSE' | 'TOOL_FAILED' | 'TOOLS_NOT_INSTALLED';
 
 export type ErrorCode = ConfigCode | DiscoveryCode | DatapathCode | CaptureCode | ProxyCode | IdentityCode | LifecycleCode | ToolsCode;
 

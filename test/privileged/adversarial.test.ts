@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one test per claim of docs/SECURITY.md, all on the one sandbox built in before(); split, the claims would scatter and each file would build its own sandbox.
 // The zero-trust promise, attacked (docs/SECURITY.md names each of these
 // tests): from inside an enrolled pod (other socket families and syscalls,
 // a pre-bound agent port), as a peer holding a valid mesh certificate
@@ -15,10 +16,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, sandboxApply, setEnrollment, startAgent, stopAgent, restartAgent, waitAgentReady, sandboxStatus, isProcessAlive,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../src/sandbox/podproc.js';
+} from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
@@ -539,5 +540,43 @@ except OSError as e:
   assert.equal(agentPid('n1'), pid);
   assert.ok(isProcessAlive(pid), 'the agent keeps serving');
   assert.equal((await dump('n1')).phase, 'running');
+  await legitFlows();
+});
+
+test('an uncaught exception ends the agent at once (exit 70, AGENT_INTERNAL logged): the pod\'s traffic is refused, never sent around the mesh, until a new agent starts', async () => {
+  const a = pod('n1-p1');
+  const b = pod('n2-p1');
+  // a preload that throws from a timer once the agent is ready, and notes the exit code
+  const exitFile = path.join(tmp, 'fault-exit-code');
+  const preload = path.join(tmp, 'fault-after-ready.mjs');
+  fs.writeFileSync(preload, `import fs from 'node:fs';
+const ready = process.env.AMBIENTD_READY_FILE;
+process.on('exit', (code) => fs.writeFileSync(${JSON.stringify(exitFile)}, String(code)));
+const t = setInterval(() => {
+  if (!ready || !fs.existsSync(ready)) return;
+  clearInterval(t);
+  setTimeout(() => { throw new Error('injected fault after ready'); }, 300);
+}, 50);
+`);
+  const logBefore = fs.statSync(node('n1').log).size;
+  await stopAgent('n1');
+  try {
+    const pid = await startAgent('n1', { env: { NODE_OPTIONS: `--import=${preload}` } });
+    await until('the faulty agent exited', () => !isProcessAlive(pid), 30_000);
+    assert.equal(fs.readFileSync(exitFile, 'utf8'), '70', 'exit code 70 (EX_SOFTWARE): the supervisor restarts it');
+    const log = fs.readFileSync(node('n1').log, 'utf8').slice(logBefore);
+    assert.match(log, /uncaught exception: exiting/);
+    assert.match(log, /AGENT_INTERNAL/);
+    assert.match(log, /injected fault after ready/);
+    assert.equal((await probe(a, 'v4', b.ip, 8080)).error, 'ECONNREFUSED', 'AF_INET: refused');
+    assert.equal((await probe(a, 'v6mapped', b.ip, 8080)).error, 'ECONNREFUSED', 'dual-stack socket: refused');
+    assert.equal(await reaches('n2-p2', 'n1-p1'), false, 'inbound plaintext to the enrolled pod: refused');
+    assert.ok(await reaches('n1-p2', 'n2-p2'), 'pods outside the mesh are unaffected');
+  } finally {
+    await stopAgent('n1');
+    await startAgent('n1');
+    await waitAgentReady('n1');
+  }
+  assert.equal((await probe(a, 'v4', b.ip, 8080)).ok, true, 'captured again with a new agent');
   await legitFlows();
 });

@@ -5,9 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { tearDown } from '../helpers/sandbox.js';
-import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
+import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
 import { CLI } from '../helpers/paths.js';
 import type { ChildProcess } from 'node:child_process';
 

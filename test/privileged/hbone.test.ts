@@ -9,11 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
-import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../src/sandbox/pcap.js';
+import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 

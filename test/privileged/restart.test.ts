@@ -12,12 +12,12 @@ import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   sandboxUp, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
+} from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
 import type { ConfigDump } from '../../src/agent/index.js';

@@ -34,7 +34,7 @@ import {
   stopAgent,
   waitAgentReady,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
+} from '../../tools/sandbox/index.js';
 
 const STATE_DIR = '/run/ambientd-sandbox-test';
 const CGROUP_ROOT = DEFAULT_CGROUP_ROOT;

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, startInPod } from '../../src/sandbox/podproc.js';
+import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 

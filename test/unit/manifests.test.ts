@@ -16,6 +16,8 @@ import { parseConfig } from '../../src/config/config.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
 
+// parsed YAML/JSON of any shape, read field by field by the assertions
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Obj = Record<string, any>;
 interface Doc { file: string; obj: Obj }
 
@@ -39,7 +41,7 @@ async function validate(obj: Obj): Promise<void> {
   const { apiVersion, kind } = obj;
   assert.equal(typeof apiVersion, 'string', 'apiVersion');
   assert.match(kind, /^[A-Z][A-Za-z0-9]*$/, 'kind');
-  const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, any>;
+  const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const Model = mod[kind];
   assert.equal(typeof Model, 'function', `no model for ${apiVersion} ${kind}`);
   new Model(obj).validate(); // throws on a schema violation

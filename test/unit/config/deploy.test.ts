@@ -14,6 +14,8 @@ import { entries, isGroup, SETTINGS } from '../../../src/config/settings.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 const FILE = path.join(ROOT, 'deploy', 'ambientd.yaml');
+// parsed YAML/JSON of any shape, read field by field by the assertions
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Obj = Record<string, any>;
 
 const docs = parseAllDocuments(fs.readFileSync(FILE, 'utf8'));

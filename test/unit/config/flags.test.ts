@@ -149,7 +149,7 @@ test('--help lists every setting from the table: flag, argument, file key, allow
       assert.ok(s.flag ? flat.includes(`[${shown}]`) : flat.includes(`${e.key.split('.').pop()}=${shown} `), `${e.key}: default ${shown}`);
     }
   }
-  assert.match(help, /^  --limit K=V +limits\.K: /m);
+  assert.match(help, /^ {2}--limit K=V +limits\.K: /m);
   for (const line of help.split('\n')) assert.ok(line.length <= 100, `at most 100 columns: ${line}`);
   // defaults as a file would write them
   assert.match(flat, /--drain-timeout D drainTimeout: .* \[30s\]/);
@@ -162,7 +162,7 @@ test('`ambientd agent --help` prints the settings, the --config flag and the age
   const r = spawnSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.stdout.includes(settingsHelp()));
-  assert.match(r.stdout, /^  --config FILE /m);
+  assert.match(r.stdout, /^ {2}--config FILE /m);
   assert.match(r.stdout, /^Restart: /m);
   const bad = spawnSync(process.execPath, [CLI, 'agent', '--nodeIP', 'x'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);

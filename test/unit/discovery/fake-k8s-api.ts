@@ -11,6 +11,8 @@ import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ROOT } from '../../helpers/paths.js';
 
+// parsed YAML/JSON of any shape, read field by field by the assertions
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Obj = Record<string, any>;
 
 const FIX = path.join(ROOT, 'test', 'fixtures', 'k8s');

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BPF_OBJECT, ROOT } from '../../helpers/paths.js';
-import { audit, auditObject, HELPERS, parseDisassembly } from '../../../src/datapath/kernel-audit.js';
+import { BPF_OBJECT, ROOT } from '../../../helpers/paths.js';
+import { audit, auditObject, HELPERS, parseDisassembly } from '../../../../tools/kernel-audit/kernel-audit.js';
 
-const AUDIT_JS = path.join(ROOT, 'dist', 'src', 'datapath', 'kernel-audit.js');
+const AUDIT_JS = path.join(ROOT, 'dist', 'tools', 'kernel-audit', 'kernel-audit.js');
 const runCli = (...args: string[]) => spawnSync(process.execPath, [AUDIT_JS, ...args, BPF_OBJECT], { encoding: 'utf8' });
 
 test('every program, helper and map type in the object is known to the audit', () => {

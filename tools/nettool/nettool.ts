@@ -17,7 +17,7 @@
  */
 import net from 'node:net';
 import crypto from 'node:crypto';
-import { formatHostPort } from '../util/hostport.js';
+import { formatHostPort } from '../../src/util/hostport.js';
 
 function listen(port: number, onConn: (s: net.Socket) => void): void {
   const srv = net.createServer({ allowHalfOpen: true }, (s) => {

@@ -15,13 +15,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from './sandbox/topology.js';
-import { nettool, nettoolServer } from './sandbox/podproc.js';
-import { captureNodeLink, readTcpPackets } from './sandbox/pcap.js';
-import { getJsonInNetns, httpInNetns } from './util/netns-http.js';
-import type { ConnectionRecord } from './proxy/connections.js';
-import type { ConfigDump } from './agent/index.js';
-import { formatHostPort } from './util/hostport.js';
+import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from '../sandbox/index.js';
+import { nettool, nettoolServer } from '../sandbox/podproc.js';
+import { captureNodeLink, readTcpPackets } from '../sandbox/pcap.js';
+import { getJsonInNetns, httpInNetns } from '../../src/util/netns-http.js';
+import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
+import { formatHostPort } from '../../src/util/hostport.js';
 
 const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 
@@ -164,7 +164,7 @@ export async function runDemo(): Promise<void> {
     const plain = await nettool(pod('n1-p2'), 'probe', pod('n2-p2').ip, 8080);
     claim('n1-p2 -> n2-p2: a plain pod is unaffected', plain.code === 0, plain.stdout.trim());
     out();
-    out('Try it yourself: `node dist/src/cli.js sandbox up`, `... sandbox exec n1-p1 -- node dist/src/tools/nettool.js send 10.244.2.2 8080 hi`,');
+    out('Try it yourself: `node dist/src/cli.js sandbox up`, `... sandbox exec n1-p1 -- node dist/tools/nettool/nettool.js send 10.244.2.2 8080 hi`,');
     out('`... inspect connections --node n1`, `... sandbox down` (README).');
   } finally {
     for (const c of children) c.kill('SIGKILL');

@@ -24,13 +24,13 @@
  * the unit test fails), so a new helper, program or map type in the BPF code
  * must be added here with its version.
  *
- * CLI: node dist/src/datapath/kernel-audit.js [--json] [--max 5.10] [object]
+ * CLI: node dist/tools/kernel-audit/kernel-audit.js [--json] [--max 5.10] [object]
  * Exit 0 = required path fits --max, 1 = a required item needs a newer
  * kernel, 2 = usage / tool error, 3 = unknown items in the object.
  */
 import { execFileSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
-import { AmbientError } from '../util/errors.js';
+import { AmbientError } from '../../src/util/errors.js';
 
 export type Version = string;
 
@@ -353,7 +353,7 @@ export function main(argv: string[]): number {
   if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else process.stdout.write(`${formatTable(r)}\n\nrequired path needs Linux ${r.requiredMax} (target ${r.max})\n`);
   if (r.unknown.length) {
-    process.stderr.write(`kernel-audit: not in the audit tables (add them to src/datapath/kernel-audit.ts): ${r.unknown.join('; ')}\n`);
+    process.stderr.write(`kernel-audit: not in the audit tables (add them to tools/kernel-audit/kernel-audit.ts): ${r.unknown.join('; ')}\n`);
     return 3;
   }
   if (r.violations.length) {

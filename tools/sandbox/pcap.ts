@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
-import { TIME_SCALE } from './topology.js';
+import { TIME_SCALE } from './model.js';
 
 async function until(what: string, fn: () => boolean, timeoutMs = 8000): Promise<void> {
   const end = Date.now() + timeoutMs * TIME_SCALE;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 export interface PodRef { name: string; netnsPath: string; cgroup: string }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const NETTOOL = path.join(ROOT, 'dist', 'src', 'tools', 'nettool.js');
+export const NETTOOL = path.join(ROOT, 'dist', 'tools', 'nettool', 'nettool.js');
 
 /** argv that runs `argv` inside the pod. */
 export function podArgv(pod: PodRef, argv: string[]): string[] {
