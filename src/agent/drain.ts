@@ -7,7 +7,7 @@
  * Connections that close while we drain after a hand-over are reported to the
  * successor, which answers the metrics port now.
  */
-import { RecordForwarder } from '../lifecycle/handover.js';
+import { RecordForwarder } from '../lifecycle/forwarder.js';
 import type { TrackedConnection } from '../proxy/connections.js';
 import type { MeshProxy } from '../proxy/mesh.js';
 import type { Logger } from '../util/log.js';

@@ -27,7 +27,8 @@
  * moved: the old process keeps them until they end or drainTimeout passes,
  * and sends the record of each one that closes to the successor
  * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, each carrying
- * its own format version: src/lifecycle/records.ts), whose metrics count it: the successor answers the
+ * its own format version: RecordForwarder in src/lifecycle/forwarder.ts,
+ * the format in src/lifecycle/records.ts), whose metrics count it: the successor answers the
  * metrics port now, so nothing the drained connections carried is lost.
  */
 import fs from 'node:fs';
@@ -38,8 +39,6 @@ import { errnoName } from '../datapath/native.js';
 import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
 import type { PeerCred } from './peer.js';
-import { encodeRecord } from './records.js';
-import type { TrackedConnection } from '../proxy/connections.js';
 import { AmbientError, type LifecycleCode } from '../util/errors.js';
 import { formatHostPort } from '../util/hostport.js';
 
@@ -465,44 +464,6 @@ export class HandoverServer {
         this.busy = false;
         this.o.onAborted?.(peer, 'connection closed before ADOPTED');
       }
-    });
-  }
-}
-
-/**
- * Old agent, draining: sends each connection record that closes to the
- * successor's hand-over socket (best effort: what cannot be sent is counted
- * by the caller via the returned stats). end() flushes and closes.
- */
-export class RecordForwarder {
-  private sock: net.Socket | null = null;
-  private sent = 0;
-  private lost = 0;
-  private failed = false;
-
-  constructor(private readonly socketPath: string, private readonly node: string) {}
-
-  send(rec: TrackedConnection): void {
-    if (this.failed) { this.lost++; return; }
-    if (!this.sock) {
-      const s = net.connect(this.socketPath);
-      s.on('error', () => { this.failed = true; });
-      s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
-      this.sock = s;
-    }
-    this.sock.write(encodeRecord(rec) + '\n');
-    this.sent++;
-  }
-
-  /** Flushes what was written and closes; resolves within timeoutMs in any case. */
-  end(timeoutMs = 2000): Promise<{ sent: number; lost: number }> {
-    const s = this.sock;
-    const result = (): { sent: number; lost: number } => ({ sent: this.failed ? 0 : this.sent, lost: this.lost + (this.failed ? this.sent : 0) });
-    if (!s) return Promise.resolve(result());
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { s.destroy(); resolve(result()); }, timeoutMs);
-      s.once('close', () => { clearTimeout(t); resolve(result()); });
-      s.end();
     });
   }
 }
