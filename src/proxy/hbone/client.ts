@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: HbonePool is one state machine over its private session pool (keys, stream counts, drains, resets, timers); the options and the TLS handshake are in client-options.ts and client-connect.ts, and cutting the class further would hand its pool around.
 /**
  * HBONE client: pooled HTTP/2 CONNECT over mutual TLS 1.3.
  *

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: HboneServer is one state machine over its private fields (sockets, sessions, streams, limits, counters); what needs none of them is in server-options.ts and server-session.ts, and cutting the class further would hand those fields around.
 /**
  * HBONE server: HTTP/2 CONNECT over mutual TLS 1.3 (Istio ambient / ztunnel
  * compatible inbound on :15008).
@@ -15,9 +16,7 @@
  * The options, events and the default app connection are in
  * server-options.ts; the checks and answers that need no server state (TLS
  * options, the client's certificate, the CONNECT request, GOAWAY) in
- * server-session.ts. This file stays above ~500 lines on purpose: HboneServer
- * is one state machine over its private fields (sockets, sessions, streams,
- * limits, counters), and cutting it further would hand those fields around.
+ * server-session.ts.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
