@@ -180,9 +180,8 @@ export function defaultConnectTarget(timeoutMs: number) {
   return (target: HostPort, ctx: HboneStreamContext): Promise<net.Socket> =>
     new Promise<net.Socket>((resolve, reject) => {
       const sock = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
-      let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
-        if (timer) clearTimeout(timer);
+        clearTimeout(timer);
         sock.off('error', fail);
         ctx.signal.removeEventListener('abort', onAbort);
       };
@@ -193,7 +192,8 @@ export function defaultConnectTarget(timeoutMs: number) {
         reject(err);
       };
       const onAbort = (): void => fail(new AmbientError('UPSTREAM_FAILED', 'stream closed while connecting', 'the client reset its stream before the app answered'));
-      timer = setTimeout(
+      // set before anything can call cleanup()
+      const timer = setTimeout(
         () => fail(new AmbientError('UPSTREAM_FAILED', `connect to ${formatHostPort(target)} timed out`, 'the app did not accept the connection in time: is it overloaded, or is a firewall dropping SYNs?')),
         timeoutMs,
       );
