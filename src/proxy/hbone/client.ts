@@ -195,9 +195,8 @@ export class HbonePool {
     stream.on('error', noop); // callers attach their own; avoid crashes before they do
 
     const responseHeaders = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
-        if (timer) clearTimeout(timer);
+        clearTimeout(timer);
         stream.off('response', onResponse);
         stream.off('close', onClose);
         req.signal?.removeEventListener('abort', onAbort);
@@ -242,7 +241,8 @@ export class HbonePool {
       stream.once('close', onClose);
       req.signal?.addEventListener('abort', onAbort, { once: true });
       const left = deadline - Date.now();
-      timer = setTimeout(() => fail(new HboneError('HBONE_TIMEOUT', `no response within ${timeoutMs} ms`)), Math.max(0, left));
+      // the handlers above run on later events only: the timer is set before any can call cleanup()
+      const timer = setTimeout(() => fail(new HboneError('HBONE_TIMEOUT', `no response within ${timeoutMs} ms`)), Math.max(0, left));
       timer.unref();
     });
 
