@@ -23,6 +23,7 @@ import { IdentityManager } from '../identity/manager.js';
 import { createAdminServer } from '../admin/server.js';
 import { attachAccessLog } from '../admin/access-log.js';
 import { AgentMetrics } from '../metrics/metrics.js';
+import { recordContext } from '../metrics/record-view.js';
 import { createMetricsServer, createReadinessServer, type Readiness } from '../metrics/server.js';
 import { ActivePolicies } from '../policy/active.js';
 import { ConnectionTracker } from '../proxy/connections.js';
@@ -165,10 +166,8 @@ export class Agent {
     });
     this.metrics.observe(this.tracker);
     // access log: one JSON line per closed connection (this.tracker 'close')
-    attachAccessLog(this.tracker, log.child('access'), cfg.accessLog ?? 'info', {
-      podByIp: (ip) => this.index.podByIp.get(ip),
-      spiffeOf: (p) => podSpiffeId(p, cfg.trustDomain),
-    });
+    // the same context the metric labels are derived with (src/metrics/record-view.ts)
+    attachAccessLog(this.tracker, log.child('access'), cfg.accessLog ?? 'info', recordContext(() => this.index, (p) => podSpiffeId(p, cfg.trustDomain)));
   }
 
   get phase(): AgentPhase {

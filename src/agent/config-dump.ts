@@ -99,7 +99,7 @@ export interface ConfigDumpParts {
   capture(key: string): PodCapture | undefined;
   datapath: Datapath | null;
   policies: ActivePolicies;
-  tracker: Pick<ConnectionTracker, 'list'>;
+  tracker: Pick<ConnectionTracker, 'dump'>;
   identities: Pick<IdentityManager, 'list'> | null;
   mesh: Pick<MeshProxy, 'stats'> | null;
   source: Pick<WorkloadSource, 'lastError'> | null;
@@ -153,7 +153,7 @@ export function buildConfigDump(parts: ConfigDumpParts): ConfigDump {
     })),
     policies: parts.policies.describe().map((d) => ({ ...d, spec: snapshot.policies.get(d.policy)?.spec })),
     policyStats: parts.policies.stats(),
-    connections: parts.tracker.list(),
+    connections: parts.tracker.dump(),
     certificates: (parts.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
     hbone: parts.mesh?.stats() ?? null,
     workloadSource: {

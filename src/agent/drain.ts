@@ -7,8 +7,8 @@
  * Connections that close while we drain after a hand-over are reported to the
  * successor, which answers the metrics port now.
  */
-import { RecordForwarder } from '../lifecycle/handover.js';
-import type { ConnectionRecord } from '../proxy/connections.js';
+import { RecordForwarder } from '../lifecycle/forwarder.js';
+import type { TrackedConnection } from '../proxy/connections.js';
 import type { MeshProxy } from '../proxy/mesh.js';
 import type { Logger } from '../util/log.js';
 
@@ -24,7 +24,7 @@ export const realClock: Clock = {
 
 /** Where drained connections are reported (RECORDS on the successor's hand-over socket). */
 export interface RecordSink {
-  send(rec: ConnectionRecord): void;
+  send(rec: TrackedConnection): void;
   end(): Promise<{ sent: number; lost: number }>;
 }
 
@@ -40,8 +40,8 @@ export interface DrainDeps {
   closeNodeServers(): void;
   tracker: {
     openCount(): number;
-    on(event: 'close', f: (rec: ConnectionRecord) => void): unknown;
-    off(event: 'close', f: (rec: ConnectionRecord) => void): unknown;
+    on(event: 'close', f: (rec: TrackedConnection) => void): unknown;
+    off(event: 'close', f: (rec: TrackedConnection) => void): unknown;
   };
   mesh: Pick<MeshProxy, 'hbone' | 'close'> | null;
   count(reason: string): void;
@@ -59,7 +59,7 @@ export async function drainAgent(d: DrainDeps, reason: string): Promise<void> {
   d.stopAccepting();
   if (d.successor) d.closeNodeServers();
   const sink = d.successor ? (d.records ?? ((s) => new RecordForwarder(s.socket, s.node)))(d.successor) : null;
-  const forward = (rec: ConnectionRecord): void => sink?.send(rec);
+  const forward = (rec: TrackedConnection): void => sink?.send(rec);
   d.tracker.on('close', forward);
   const mesh = d.mesh;
   const hboneOpen = (): number => mesh?.hbone.stats().connections.open ?? 0;

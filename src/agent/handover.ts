@@ -11,7 +11,8 @@
 import type { NativeAddon } from '../datapath/native-api.js';
 import { HandoverServer, requestHandover, type HandoverEntry, type Inherited } from '../lifecycle/handover.js';
 import { verifyAgentPeer } from '../lifecycle/peer.js';
-import { parseClosedRecord, type ConnectionRecord } from '../proxy/connections.js';
+import { droppedRecordCounters, recordFromWire } from '../lifecycle/records.js';
+import type { TrackedConnection } from '../proxy/connections.js';
 import { AmbientError, errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentLifecycle } from './phase.js';
@@ -49,7 +50,7 @@ export interface HandoverDeps {
   /** the successor serves: drain */
   drain(reason: string): void;
   /** a connection that closed while our predecessor drained */
-  onRecord(rec: ConnectionRecord): void;
+  onRecord(rec: TrackedConnection): void;
 }
 
 export class Handover {
@@ -144,11 +145,16 @@ export class Handover {
         d.drain('handover');
       },
       // connections our predecessor drained: counted here, where Prometheus scrapes now
-      onRecord: (raw) => {
-        const rec = parseClosedRecord(raw);
-        if (!rec) { d.count('handover_record_invalid'); return; }
+      // (versioned: src/lifecycle/records.ts; one of another or no version is refused and counted apart)
+      onRecord: (raw, pid) => {
+        const r = recordFromWire(raw);
+        if (!r.ok) {
+          for (const c of droppedRecordCounters(r.error)) d.count(c);
+          d.log.once(`handover_record:${r.error.code}:${r.error.field ?? ''}`, 'warn', 'connection record from the agent we replaced dropped', { pid, error: r.error.toJSON() });
+          return;
+        }
         this.info.recordsImported++;
-        d.onRecord(rec);
+        d.onRecord(r.rec);
       },
       onBadRecord: (pid, why) => { d.count('handover_record_invalid'); d.log.warn('bad connection record on the hand-over socket', { pid, why }); },
       onAborted: (pid, reason) => {

@@ -12,6 +12,7 @@ import { AmbientError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { Handover } from './handover.js';
 import type { ListenRequest } from './pod-capture.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export type NodeRole = 'readiness' | 'metrics' | 'admin';
 
@@ -50,7 +51,7 @@ export class Listeners {
     const fd = this.d.handover.take('node', what, { ip: address, port });
     if (fd !== null) this.d.handover.adopted();
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${address}:${port}: ${e.code}`, `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`, { cause: e })));
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${formatHostPort({ ip: address, port })}: ${e.code}`, `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`, { cause: e })));
       if (fd !== null) server.listen({ fd }, () => resolve());
       else server.listen(port, address, () => resolve());
     });

@@ -29,6 +29,7 @@ import { AmbientError, errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ipsOf } from './reconciler.js';
 import type { IdentityLease, IdentityLeases } from './identity-lease.js';
+import { formatHostPort } from '../util/hostport.js';
 
 /**
  * enrolled: captured. isolated: enrollment failed and the pod fails closed
@@ -290,7 +291,7 @@ export class PodCapture implements MeshPod {
     if (n < 0) { fail(n); return; }
     this.preexistingReset = n;
     d.count('preexisting_connection_reset', n);
-    d.log.info('connections opened before the pod was captured were reset', { pod: this.key, count: n, peers: stale.slice(0, 10).map((s) => `${s.dst}:${s.dport}`) });
+    d.log.info('connections opened before the pod was captured were reset', { pod: this.key, count: n, peers: stale.slice(0, 10).map((s) => formatHostPort({ ip: s.dst, port: s.dport })) });
   }
 
   /** Its listening sockets, for a successor (enrolled pods only). */

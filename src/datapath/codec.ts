@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import { AmbientError } from '../util/errors.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ip' | 'sockaddr' | 'bytes';
 
@@ -315,7 +316,7 @@ export function decodeStruct(name: keyof typeof STRUCTS, b: Buffer, off = 0): Re
       case 'u32': out[f.name] = b.readUInt32LE(o); break;
       case 'u64': out[f.name] = b.readBigUInt64LE(o); break;
       case 'ip': out[f.name] = readIp(b, o); break;
-      case 'sockaddr': { const s = decodeSockaddr(b, o); out[f.name] = s ? `${s.ip}:${s.port}` : null; break; }
+      case 'sockaddr': { const s = decodeSockaddr(b, o); out[f.name] = s ? formatHostPort(s) : null; break; }
       case 'bytes': out[f.name] = [...b.subarray(o, o + f.size)]; break;
     }
   }

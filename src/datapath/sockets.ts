@@ -9,6 +9,7 @@ import { errnoName, errnoNumber, nativeError } from './errno.js';
 import { OwnedFd } from './handles.js';
 import { AmbientError } from '../util/errors.js';
 import type { Sockaddr } from './codec.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export interface PodListener {
   server: net.Server;
@@ -43,8 +44,8 @@ export async function listenInNetns(native: NativeAddon, netns: string, bind: So
   const hint = errnoName(rc) === 'EADDRINUSE'
     ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
     : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
-  if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}`, rc, hint);
-  const sock = new OwnedFd(native, rc, 'socket', 'listenInNetns', `listener ${bind.ip}:${bind.port} in ${netns}`);
+  if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${formatHostPort(bind)} in ${netns}`, rc, hint);
+  const sock = new OwnedFd(native, rc, 'socket', 'listenInNetns', `listener ${formatHostPort(bind)} in ${netns}`);
   // From server.listen({fd}) on, Node owns the fd: it closes it itself when
   // its listen() fails, so closing it here too could close a reused number.
   return serveListeningFd(sock.release(), bind, onConnection);
@@ -94,7 +95,7 @@ export class DialError extends AmbientError {
 export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: AgentSocketOptions): Promise<net.Socket> {
   const rc = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
   if (rc < 0) return Promise.reject(new DialError(errnoName(rc), `socket in ${netns}: ${errnoName(rc)}`, 'check the pod netns still exists and the agent has CAP_NET_ADMIN'));
-  const fd = new OwnedFd(native, rc, 'socket', 'dialFromNetns', `socket to ${dst.ip}:${dst.port} in ${netns}`);
+  const fd = new OwnedFd(native, rc, 'socket', 'dialFromNetns', `socket to ${formatHostPort(dst)} in ${netns}`);
   let sock: net.Socket;
   try {
     sock = new net.Socket({ fd: fd.fd, allowHalfOpen: true, readable: true, writable: true });
@@ -106,12 +107,12 @@ export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr,
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new DialError('ETIMEDOUT', `connect ${dst.ip}:${dst.port} timed out`));
+      reject(new DialError('ETIMEDOUT', `connect ${formatHostPort(dst)} timed out`));
     }, timeoutMs);
     const onError = (e: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       sock.destroy();
-      reject(new DialError(e.code ?? 'ECONNFAILED', `connect ${dst.ip}:${dst.port}: ${e.code ?? e.message}`));
+      reject(new DialError(e.code ?? 'ECONNFAILED', `connect ${formatHostPort(dst)}: ${e.code ?? e.message}`));
     };
     sock.once('error', onError);
     sock.connect({ port: dst.port, host: dst.ip }, () => {

@@ -3,6 +3,7 @@
  * and every consumer (agent, proxy, policy, admin) reads. Pure data with
  * indexes; no I/O here.
  */
+import { formatHostPort } from '../util/hostport.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
 
@@ -169,7 +170,7 @@ export class MeshIndex {
       if (l) l.push(p); else this.podsByIdentity.set(id, [p]);
     }
     for (const s of snap.services.values()) {
-      for (const vip of s.vips) for (const port of s.ports) if (port.protocol === 'TCP') this.serviceByVip.set(`${vip}:${port.port}`, { service: s, port });
+      for (const vip of s.vips) for (const port of s.ports) if (port.protocol === 'TCP') this.serviceByVip.set(formatHostPort({ ip: vip, port: port.port }), { service: s, port });
     }
   }
 

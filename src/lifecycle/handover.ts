@@ -26,8 +26,9 @@
  * Established connections (TLS + HTTP/2 state in the old process) are not
  * moved: the old process keeps them until they end or drainTimeout passes,
  * and sends the record of each one that closes to the successor
- * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, see
- * RecordForwarder), whose metrics count it: the successor answers the
+ * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, each carrying
+ * its own format version: RecordForwarder in src/lifecycle/forwarder.ts,
+ * the format in src/lifecycle/records.ts), whose metrics count it: the successor answers the
  * metrics port now, so nothing the drained connections carried is lost.
  */
 import fs from 'node:fs';
@@ -38,6 +39,8 @@ import { errnoName } from '../datapath/native.js';
 import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
 import type { PeerCred } from './peer.js';
+import { AmbientError, type LifecycleCode } from '../util/errors.js';
+import { formatHostPort } from '../util/hostport.js';
 
 /** null when the peer may take part in a hand-over, else why not. */
 export type PeerVerifier = (cred: PeerCred, claimedPid?: number) => string | null;
@@ -68,9 +71,28 @@ interface Frame {
   error?: string;
 }
 
-export class HandoverError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+export type HandoverCode = Extract<LifecycleCode, `HANDOVER_${string}`>;
+
+const HANDOVER_HINTS: Record<HandoverCode, string> = {
+  HANDOVER_ABORTED: 'the exchange with the other agent broke off; each side carries on as before (the running agent serves, a new one starts on fresh sockets)',
+  HANDOVER_PROTOCOL: 'the other agent sent a malformed frame or speaks another hand-over version: both agents must be of compatible versions',
+  HANDOVER_PEER: 'only an ambientd agent of this node (uid 0, same executable) may use the hand-over socket',
+  HANDOVER_REFUSED: 'the running agent refused (see the message): a successor for another node, or a hand-over already in progress or done',
+  HANDOVER_RECORD_INVALID: 'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics)',
+  HANDOVER_RECORD_VERSION: 'the agent we replaced writes connection records in a format version this agent does not read: they are dropped (their bytes are missing from the metrics); upgrade across one version at a time',
+};
+
+/** A hand-over that failed: `code` says how, `reason` the low-level cause (an errno name, EOF, EPROTO). */
+export class HandoverError extends AmbientError {
+  declare readonly code: HandoverCode;
+  readonly reason: string;
+  constructor(code: HandoverCode, reason: string, message: string, opts: { hint?: string } = {}) {
+    super(code, message, opts.hint ?? HANDOVER_HINTS[code]);
+    this.name = 'HandoverError';
+    this.reason = reason;
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), reason: this.reason };
   }
 }
 
@@ -104,7 +126,7 @@ export class Inherited {
     let why: string | null = null;
     if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
     else if (!info.listening) why = 'not a listening socket';
-    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
+    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
     else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
     if (why) {
       this.rejected.push({ entry: x.entry, reason: why });
@@ -164,7 +186,7 @@ export class Inherited {
 }
 
 function check(r: number, what: string): number {
-  if (r < 0) throw new HandoverError(errnoName(r), `${what}: ${errnoName(r)}`);
+  if (r < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `${what}: ${errnoName(r)}`);
   return r;
 }
 
@@ -175,9 +197,9 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
   while (got < n) {
     const left = Math.max(1, deadline - Date.now());
     const r = native.recvFds(fd, n - got, left);
-    if (typeof r === 'number') throw new HandoverError(errnoName(r), `hand-over read: ${errnoName(r)}`);
+    if (typeof r === 'number') throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `hand-over read: ${errnoName(r)}`);
     fds.push(...r.fds);
-    if (r.data.length === 0) throw new HandoverError('EOF', 'the old agent closed the hand-over connection');
+    if (r.data.length === 0) throw new HandoverError('HANDOVER_ABORTED', 'EOF', 'the old agent closed the hand-over connection');
     parts.push(r.data);
     got += r.data.length;
   }
@@ -197,37 +219,37 @@ export function requestHandover(native: NativeAddon, socketPath: string, node: s
   if (conn < 0) {
     const name = errnoName(conn);
     if (name === 'ECONNREFUSED' || name === 'ENOENT') return null; // stale socket file: nobody serves there
-    throw new HandoverError(name, `connect ${socketPath}: ${name}`);
+    throw new HandoverError('HANDOVER_ABORTED', name, `connect ${socketPath}: ${name}`);
   }
   const received: Array<{ entry: HandoverEntry; fd: number }> = [];
   const stray: number[] = [];
   try {
     // who serves there, from the kernel: sockets are only taken from an agent
     const cred = native.peerCred(conn);
-    if (typeof cred === 'number') throw new HandoverError(errnoName(cred), `SO_PEERCRED: ${errnoName(cred)}`);
+    if (typeof cred === 'number') throw new HandoverError('HANDOVER_PEER', errnoName(cred), `SO_PEERCRED: ${errnoName(cred)}`);
     const why = opts.verifyPeer?.(cred) ?? null;
-    if (why) throw new HandoverError('EPERM', `the process serving ${socketPath} is refused: ${why}`);
+    if (why) throw new HandoverError('HANDOVER_PEER', 'EPERM', `the process serving ${socketPath} is refused: ${why}`);
     check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid} ${node}\n`), [], timeoutMs), 'hand-over hello');
     const deadline = Date.now() + timeoutMs;
     let fromPid = 0;
     for (;;) {
       const fds: number[] = [];
       const len = recvExact(native, conn, 4, fds, deadline).readUInt32BE(0);
-      if (len === 0 || len > MAX_FRAME) throw new HandoverError('EPROTO', `hand-over frame of ${len} bytes`);
+      if (len === 0 || len > MAX_FRAME) throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over frame of ${len} bytes`);
       const body = recvExact(native, conn, len, fds, deadline);
       let frame: Frame;
       try {
         frame = JSON.parse(body.toString('utf8')) as Frame;
       } catch {
         stray.push(...fds);
-        throw new HandoverError('EPROTO', 'hand-over frame is not JSON');
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', 'hand-over frame is not JSON');
       }
-      if (frame.v !== HANDOVER_VERSION) { stray.push(...fds); throw new HandoverError('EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`); }
-      if (frame.error) { stray.push(...fds); throw new HandoverError('REFUSED', `the old agent refused: ${frame.error}`); }
+      if (frame.v !== HANDOVER_VERSION) { stray.push(...fds); throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`); }
+      if (frame.error) { stray.push(...fds); throw new HandoverError('HANDOVER_REFUSED', 'REFUSED', `the old agent refused: ${frame.error}`); }
       const entries = frame.entries ?? [];
-      if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
+      if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
       entries.forEach((entry, i) => received.push({ entry, fd: fds[i]! }));
-      if (frame.pid !== cred.pid) throw new HandoverError('EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
+      if (frame.pid !== cred.pid) throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
       fromPid = frame.pid;
       if (frame.last) break;
     }
@@ -283,7 +305,7 @@ export class HandoverServer {
     const p = this.o.socketPath;
     fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
     const fd = this.o.native.unixListen(p, 16);
-    if (fd < 0) throw new HandoverError(errnoName(fd), `listen on ${p}: ${errnoName(fd)}`);
+    if (fd < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(fd), `listen on ${p}: ${errnoName(fd)}`, { hint: 'the agent must be able to create handoverSocket (its directory is made 0700); two agents of one node must agree on it' });
     this.boundIno = fs.statSync(p).ino;
     const srv = net.createServer((s) => this.onConnection(s));
     await new Promise<void>((resolve, reject) => {
@@ -332,13 +354,13 @@ export class HandoverServer {
       const head = Buffer.alloc(4);
       head.writeUInt32BE(body.length, 0);
       const r = this.o.native.sendFds(fd as number, Buffer.concat([head, body]), fds, 5000);
-      if (r < 0) throw new HandoverError(errnoName(r), `hand-over send: ${errnoName(r)}`);
+      if (r < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `hand-over send: ${errnoName(r)}`);
     };
     const handout = async (): Promise<void> => {
       this.busy = true;
       try {
         const list = await this.o.listeners();
-        if (s.destroyed) throw new HandoverError('EOF', 'the new agent went away');
+        if (s.destroyed) throw new HandoverError('HANDOVER_ABORTED', 'EOF', 'the new agent went away');
         if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
         for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
           const part = list.slice(i, i + FDS_PER_FRAME);
@@ -442,44 +464,6 @@ export class HandoverServer {
         this.busy = false;
         this.o.onAborted?.(peer, 'connection closed before ADOPTED');
       }
-    });
-  }
-}
-
-/**
- * Old agent, draining: sends each connection record that closes to the
- * successor's hand-over socket (best effort: what cannot be sent is counted
- * by the caller via the returned stats). end() flushes and closes.
- */
-export class RecordForwarder {
-  private sock: net.Socket | null = null;
-  private sent = 0;
-  private lost = 0;
-  private failed = false;
-
-  constructor(private readonly socketPath: string, private readonly node: string) {}
-
-  send(rec: unknown): void {
-    if (this.failed) { this.lost++; return; }
-    if (!this.sock) {
-      const s = net.connect(this.socketPath);
-      s.on('error', () => { this.failed = true; });
-      s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
-      this.sock = s;
-    }
-    this.sock.write(JSON.stringify(rec) + '\n');
-    this.sent++;
-  }
-
-  /** Flushes what was written and closes; resolves within timeoutMs in any case. */
-  end(timeoutMs = 2000): Promise<{ sent: number; lost: number }> {
-    const s = this.sock;
-    const result = (): { sent: number; lost: number } => ({ sent: this.failed ? 0 : this.sent, lost: this.lost + (this.failed ? this.sent : 0) });
-    if (!s) return Promise.resolve(result());
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { s.destroy(); resolve(result()); }, timeoutMs);
-      s.once('close', () => { clearTimeout(t); resolve(result()); });
-      s.end();
     });
   }
 }

@@ -15,6 +15,7 @@
  *                 does not acknowledge it in time loses its session.
  */
 import type * as http2 from 'node:http2';
+import { AmbientError } from '../util/errors.js';
 
 export interface Limits {
   /** node-wide bytes HBONE peers may send ahead of the apps, split over open streams */
@@ -210,7 +211,7 @@ export class WindowBudget {
       if (s.destroyed) return;
       // a peer that keeps the larger window by not acknowledging loses its session
       this.settingsTimeouts++;
-      s.destroy(new Error('SETTINGS not acknowledged in time'), 4 /* SETTINGS_TIMEOUT */);
+      s.destroy(new AmbientError('HBONE_TIMEOUT', 'SETTINGS not acknowledged in time', 'the peer did not acknowledge a flow-control change within 5 s: its session is ended'), 4 /* SETTINGS_TIMEOUT */);
     }, this.ackTimeoutMs);
     timer.unref();
     s.once('close', () => { if (timer) clearTimeout(timer); });

@@ -22,6 +22,7 @@
  * half an hour.
  */
 import type { TcpLiveness } from '../datapath/native-api.js';
+import { AmbientError } from '../util/errors.js';
 
 export interface LivenessParams {
   pingIntervalMs: number;
@@ -52,7 +53,7 @@ export function keepPinging(session: { ping(cb: (err: Error | null) => void): bo
     if (outstandingSince > 0) {
       if (Date.now() - outstandingSince > p.pingTimeoutMs) {
         onTimeout?.();
-        session.destroy(new Error('HBONE peer did not answer PING in time'));
+        session.destroy(new AmbientError('HBONE_TIMEOUT', 'HBONE peer did not answer PING in time', 'the peer or the network between is gone (peerTimeout): its session and streams are ended'));
       }
       return;
     }

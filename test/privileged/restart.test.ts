@@ -215,9 +215,12 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   // connection records that are not JSON or not records are counted and dropped
   const importedBefore = (await dump('n1')).handover.recordsImported;
   const invalidBefore = (await dump('n1')).counters.handover_record_invalid ?? 0;
+  const versionBefore = (await dump('n1')).counters.handover_record_unknown_version ?? 0;
   const rec = await fakeAgent(['records', sock, 'n1', '{not json', '{"id":1,"state":"open"}']);
   assert.equal(rec.code, 0, rec.stderr);
   await until('bad records counted', async () => ((await dump('n1')).counters.handover_record_invalid ?? 0) >= invalidBefore + 2);
+  // the second has no record format version (what an agent from before versioned records sends): counted as such too
+  assert.equal((await dump('n1')).counters.handover_record_unknown_version ?? 0, versionBefore + 1);
   assert.equal((await dump('n1')).handover.recordsImported, importedBefore);
 
   // a successor for another node is refused

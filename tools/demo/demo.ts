@@ -22,6 +22,7 @@ import { getJsonInNetns, httpInNetns } from '../../src/util/netns-http.js';
 import type { ConnectionRecord } from '../../src/proxy/connections.js';
 import { AmbientError } from '../../src/util/errors.js';
 import type { ConfigDump } from '../../src/agent/index.js';
+import { formatHostPort } from '../../src/util/hostport.js';
 
 const B = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 
@@ -80,7 +81,7 @@ export async function runDemo(): Promise<void> {
     for (const [from, to, what] of flows) {
       const r = await nettool(pod(from), 'send', pod(to).ip, 8080, `${marker} from ${from}`);
       const reply = r.stdout.split('\n')[0] ?? '';
-      claim(`${from} -> ${to} (${pod(to).ip}:8080)  ${what.padEnd(36)} answered: "${reply}"`, r.code === 0 && reply.startsWith(`hello from ${pod(to).ip}:8080`), r.stderr.trim());
+      claim(`${from} -> ${to} (${formatHostPort({ ip: pod(to).ip, port: 8080 })})  ${what.padEnd(36)} answered: "${reply}"`, r.code === 0 && reply.startsWith(`hello from ${formatHostPort({ ip: pod(to).ip, port: 8080 })}`), r.stderr.trim());
     }
     await new Promise((r) => setTimeout(r, 300));
     await td.stop();
@@ -97,14 +98,14 @@ export async function runDemo(): Promise<void> {
     }
     const [d1, d2] = dumps as [Dump, Dump];
     const find = (d: Dump, via: string, dst: string): ConnectionRecord | undefined => d.connections.find((c) => c.via === via && c.dst === dst);
-    const out1 = find(d1, 'hbone', `${pod('n2-p1').ip}:8080`);
-    const in2 = find(d2, 'inbound-hbone', `${pod('n2-p1').ip}:8080`);
+    const out1 = find(d1, 'hbone', formatHostPort({ ip: pod('n2-p1').ip, port: 8080 }));
+    const in2 = find(d2, 'inbound-hbone', formatHostPort({ ip: pod('n2-p1').ip, port: 8080 }));
     claim('ambient -> ambient went over HBONE (HTTP/2 CONNECT over mutual TLS 1.3 to <dst pod>:15008)', !!out1 && !!in2, JSON.stringify({ n1: out1?.via, n2: in2?.via }));
     claim(`n1 verified the server's identity ${spiffe('n2-p1')}`, out1?.peerIdentity === spiffe('n2-p1'), String(out1?.peerIdentity));
     claim(`n2 verified the client's identity ${spiffe('n1-p1')}`, in2?.peerIdentity === spiffe('n1-p1'), String(in2?.peerIdentity));
-    claim('ambient -> plain: captured and passed through in plaintext (no identity at the other end)', !!find(d1, 'passthrough', `${pod('n1-p2').ip}:8080`));
-    claim('plain -> ambient: captured on the inbound plaintext port (15006), no peer identity', find(d1, 'inbound-plaintext', `${pod('n1-p1').ip}:8080`)?.peerIdentity === null);
-    claim('plain -> plain: never touched an agent (no record anywhere)', !dumps.some((d) => d.connections.some((c) => c.dst === `${pod('n2-p2').ip}:8080` && c.pod.endsWith('n1-p2'))));
+    claim('ambient -> plain: captured and passed through in plaintext (no identity at the other end)', !!find(d1, 'passthrough', formatHostPort({ ip: pod('n1-p2').ip, port: 8080 })));
+    claim('plain -> ambient: captured on the inbound plaintext port (15006), no peer identity', find(d1, 'inbound-plaintext', formatHostPort({ ip: pod('n1-p1').ip, port: 8080 }))?.peerIdentity === null);
+    claim('plain -> plain: never touched an agent (no record anywhere)', !dumps.some((d) => d.connections.some((c) => c.dst === formatHostPort({ ip: pod('n2-p2').ip, port: 8080 }) && c.pod.endsWith('n1-p2'))));
     const a = pod('n1-p1').ip;
     const b = pod('n2-p1').ip;
     const pkts = readTcpPackets(pcap).filter((p) => (p.src === a && p.dst === b) || (p.src === b && p.dst === a));

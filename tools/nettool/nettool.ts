@@ -17,6 +17,7 @@
  */
 import net from 'node:net';
 import crypto from 'node:crypto';
+import { formatHostPort } from '../../src/util/hostport.js';
 
 function listen(port: number, onConn: (s: net.Socket) => void): void {
   const srv = net.createServer({ allowHalfOpen: true }, (s) => {
@@ -40,7 +41,7 @@ async function main(argv: string[]): Promise<void> {
     case 'serve': {
       const greet = a.includes('--greet');
       listen(Number(a[0]), (s) => {
-        if (greet) s.write(`hello from ${s.localAddress}:${s.localPort} to ${s.remoteAddress}\n`);
+        if (greet) s.write(`hello from ${formatHostPort({ ip: s.localAddress ?? '', port: s.localPort ?? 0 })} to ${s.remoteAddress}\n`);
         s.pipe(s);
       });
       return;

@@ -8,7 +8,7 @@ import { SnapshotQueue } from '../../../src/agent/snapshots.js';
 import { AgentLifecycle } from '../../../src/agent/phase.js';
 import { CertificatePrefetch } from '../../../src/agent/prefetch.js';
 import { emptySnapshot, type MeshSnapshot } from '../../../src/discovery/model.js';
-import type { ConnectionRecord } from '../../../src/proxy/connections.js';
+import type { TrackedConnection } from '../../../src/proxy/connections.js';
 import { AmbientError } from '../../../src/util/errors.js';
 import { Logger } from '../../../src/util/log.js';
 
@@ -23,7 +23,7 @@ function drainWorld(o: { open: number; successor: boolean }) {
   tracker.open = o.open;
   let t = 0;
   const clock: Clock = { now: () => t, sleep: async (ms) => { t += ms; await Promise.resolve(); } };
-  const sent: ConnectionRecord[] = [];
+  const sent: TrackedConnection[] = [];
   const sink: RecordSink = { send: (r) => { sent.push(r); }, end: async () => ({ sent: sent.length, lost: 0 }) };
   const counts: string[] = [];
   const run = drainAgent({
@@ -49,7 +49,7 @@ test('drain with nothing open: stop accepting, then stop at once', async () => {
 test('drain after a hand-over: node ports close, closing connections go to the successor, the deadline ends it', async () => {
   const w = drainWorld({ open: 2, successor: true });
   await Promise.resolve();
-  w.tracker.emit('close', { id: 1 } as ConnectionRecord);
+  w.tracker.emit('close', { id: 1 } as TrackedConnection);
   await w.run;
   assert.deepEqual(w.steps, ['settle', 'stopAccepting', 'closeNodeServers', 'stop']);
   assert.deepEqual(w.sent.map((r) => r.id), [1]);

@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentMetrics, istioLabels, responseFlags, workloadName, canonicalService, canonicalRevision, ISTIO_LABELS, type MetricsSource } from '../../src/metrics/metrics.js';
-import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../src/metrics/server.js';
-import { ConnectionTracker, type ConnectionRecord } from '../../src/proxy/connections.js';
-import { MeshIndex, emptySnapshot, type PodInfo } from '../../src/discovery/model.js';
-import { Logger } from '../../src/util/log.js';
+import { AgentMetrics, istioLabels, responseFlags, workloadName, canonicalService, canonicalRevision, ISTIO_LABELS, type MetricsSource } from '../../../src/metrics/metrics.js';
+import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../../src/metrics/server.js';
+import { ConnectionTracker, type TrackedConnection } from '../../../src/proxy/connections.js';
+import { outcomeReason, outcomeState, type Outcome } from '../../../src/proxy/outcome.js';
+import { hp, tracked } from '../proxy/fixtures.js';
+import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { Logger } from '../../../src/util/log.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -20,9 +22,11 @@ function model(): MeshIndex {
   return new MeshIndex(s);
 }
 
-const rec = (r: Partial<ConnectionRecord>): ConnectionRecord => ({
-  id: 1, pod: 'shop/web-7d4b9c8f6d-x2x9z', direction: 'outbound', src: '10.0.0.1:40000', dst: '10.0.0.2:5432', via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/db/sa/sa-db-0',
-  bytesSent: 0, bytesReceived: 0, start: '', end: null, state: 'open', reason: null, ...r,
+/** A record as the tests write it: addresses as "ip:port" text. */
+type RecText = Omit<Partial<TrackedConnection>, 'src' | 'dst' | 'endpoint'> & { src?: string; dst?: string; endpoint?: string };
+const rec = ({ src, dst, endpoint, ...r }: RecText): TrackedConnection => tracked({
+  id: 1, pod: 'shop/web-7d4b9c8f6d-x2x9z', direction: 'outbound', src: hp(src ?? '10.0.0.1:40000'), dst: hp(dst ?? '10.0.0.2:5432'), via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/db/sa/sa-db-0',
+  endpoint: endpoint ? hp(endpoint) : null, ...r,
 });
 
 test('workload, canonical service and revision from labels, with fallbacks', () => {
@@ -89,18 +93,23 @@ test('unknown peers and plaintext: every unknown value is "unknown", no principa
 });
 
 test('response_flags from the record state and reason', () => {
-  const f = (state: ConnectionRecord['state'], reason: string | null): string => responseFlags({ state, reason });
-  assert.equal(f('closed', 'eof'), '-');
-  assert.equal(f('failed', 'reset by client'), '-');
-  assert.equal(f('failed', 'client gone'), '-');
-  assert.equal(f('failed', 'denied by policy ambient-demo/x (no ALLOW policy matched)'), 'DENY');
-  assert.equal(f('failed', 'denied by policy change (ns/p)'), 'DENY');
-  assert.equal(f('failed', 'HBONE_DENIED 401'), 'DENY');
-  assert.equal(f('failed', 'HBONE_TLS'), 'TLS_FAILURE');
-  assert.equal(f('failed', 'HBONE_CONNECT'), 'CONNECT');
-  assert.equal(f('failed', 'HBONE_UNAVAILABLE 503'), 'CONNECT');
-  assert.equal(f('failed', 'ECONNREFUSED'), 'CONNECT');
-  assert.equal(f('failed', 'no ready endpoint'), 'CONNECT');
+  // each outcome still shows the state and reason text it always had (config_dump, access log)
+  const f = (state: 'closed' | 'failed', reason: string, o: Outcome): string => {
+    assert.equal(outcomeState(o), state, reason);
+    assert.equal(outcomeReason(o), reason);
+    return responseFlags(o);
+  };
+  assert.equal(f('closed', 'eof', { kind: 'closed' }), '-');
+  assert.equal(f('failed', 'reset by client', { kind: 'reset', by: 'client' }), '-');
+  assert.equal(f('failed', 'client gone', { kind: 'client_gone' }), '-');
+  assert.equal(f('failed', 'denied by policy ambient-demo/x (no ALLOW policy matched)', { kind: 'denied', policy: 'ambient-demo/x', why: 'no ALLOW policy matched' }), 'DENY');
+  assert.equal(f('failed', 'denied by policy change (ns/p)', { kind: 'revoked', policy: 'ns/p' }), 'DENY');
+  assert.equal(f('failed', 'HBONE_DENIED 401', { kind: 'hbone_failed', code: 'HBONE_DENIED', status: 401, reason: null }), 'DENY');
+  assert.equal(f('failed', 'HBONE_TLS', { kind: 'hbone_failed', code: 'HBONE_TLS', status: null, reason: null }), 'TLS_FAILURE');
+  assert.equal(f('failed', 'HBONE_CONNECT', { kind: 'hbone_failed', code: 'HBONE_CONNECT', status: null, reason: null }), 'CONNECT');
+  assert.equal(f('failed', 'HBONE_UNAVAILABLE 503', { kind: 'hbone_failed', code: 'HBONE_UNAVAILABLE', status: 503, reason: null }), 'CONNECT');
+  assert.equal(f('failed', 'ECONNREFUSED', { kind: 'upstream_failed', errno: 'ECONNREFUSED' }), 'CONNECT');
+  assert.equal(f('failed', 'no ready endpoint', { kind: 'no_endpoint' }), 'CONNECT');
 });
 
 function source(idx: MeshIndex): MetricsSource {
@@ -139,10 +148,10 @@ test('counters from tracker records; exposition parses with HELP/TYPE; agent hea
   const m = new AgentMetrics(source(idx));
   const t = new ConnectionTracker();
   m.observe(t);
-  const r = t.begin({ pod: 'shop/web-7d4b9c8f6d-x2x9z', direction: 'outbound', src: '10.0.0.1:40000', dst: '10.0.0.2:5432', via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/db/sa/sa-db-0' });
-  t.finish(r, 'closed', 'eof', { sent: 1234, received: 99 });
-  const d = t.begin({ pod: 'db/db-0', direction: 'inbound', src: '10.0.0.3:1', dst: '10.0.0.2:5432', via: 'inbound-plaintext' });
-  t.finish(d, 'failed', 'denied by policy db/p (no ALLOW policy matched)');
+  const r = t.begin({ pod: 'shop/web-7d4b9c8f6d-x2x9z', direction: 'outbound', src: hp('10.0.0.1:40000'), dst: hp('10.0.0.2:5432'), via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/db/sa/sa-db-0' });
+  t.finish(r, { kind: 'closed' }, { sent: 1234, received: 99 });
+  const d = t.begin({ pod: 'db/db-0', direction: 'inbound', src: hp('10.0.0.3:1'), dst: hp('10.0.0.2:5432'), via: 'inbound-plaintext' });
+  t.finish(d, { kind: 'denied', policy: 'db/p', why: 'no ALLOW policy matched' });
   m.countEvent('policy_denied');
   const text = await m.exposition();
   const { types, samples } = parseExposition(text);

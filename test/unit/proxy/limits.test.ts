@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type * as http2 from 'node:http2';
-import { DEFAULT_LIMITS, KeyedLimiter, Limiter, WindowBudget, memoryBound } from '../../src/proxy/limits.js';
-import { keepPinging, livenessParams } from '../../src/proxy/liveness.js';
+import { DEFAULT_LIMITS, KeyedLimiter, Limiter, WindowBudget, memoryBound } from '../../../src/proxy/limits.js';
+import { keepPinging, livenessParams } from '../../../src/proxy/liveness.js';
 
 class FakeSession extends EventEmitter {
   destroyed = false;

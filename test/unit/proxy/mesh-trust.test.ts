@@ -6,11 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { MeshProxy, forwardedFor, type MeshDeps, type MeshPod } from '../../src/proxy/mesh.js';
-import { ConnectionTracker } from '../../src/proxy/connections.js';
-import { MeshIndex, emptySnapshot, type PodInfo } from '../../src/discovery/model.js';
-import { Logger } from '../../src/util/log.js';
-import type { OriginalDst } from '../../src/datapath/datapath.js';
+import { MeshProxy, type MeshDeps, type MeshPod } from '../../../src/proxy/mesh.js';
+import { forwardedFor } from '../../../src/proxy/forwarded.js';
+import { ConnectionTracker } from '../../../src/proxy/connections.js';
+import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { Logger } from '../../../src/util/log.js';
+import type { OriginalDst } from '../../../src/datapath/datapath.js';
 
 const info: PodInfo = { name: 'a', namespace: 'ns', serviceAccount: 'sa', node: null, ip: '127.0.0.1', netns: '/nonexistent', cgroup: null, labels: {} };
 const pod: MeshPod = { key: 'ns/a', info, identity: 'spiffe://cluster.local/ns/ns/sa/sa', cgroupId: 42n };

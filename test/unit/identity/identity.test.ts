@@ -13,7 +13,7 @@ import {
   SpiffeIdError,
   tryParseSpiffeId,
   uriSansFromSubjectAltName,
-} from '../../src/identity/spiffe.js';
+} from '../../../src/identity/spiffe.js';
 import {
   CertificateAuthority,
   CaError,
@@ -21,9 +21,10 @@ import {
   type CertificateIssuer,
   type CertificateSigningRequest,
   type IssuedCertificate,
-} from '../../src/identity/ca.js';
-import { IdentityManager, type IssuedEvent, type RenewalFailedEvent } from '../../src/identity/manager.js';
-import { x509 } from '../../src/identity/x509.js';
+} from '../../../src/identity/ca.js';
+import { IdentityManager, IdentityManagerClosedError, CertificateIssueError, type IssuedEvent, type RenewalFailedEvent } from '../../../src/identity/manager.js';
+import { AmbientError } from '../../../src/util/errors.js';
+import { x509 } from '../../../src/identity/x509.js';
 
 const TD = 'cluster.local';
 const ID_A = 'spiffe://cluster.local/ns/default/sa/alpha';
@@ -133,7 +134,7 @@ describe('certificate authority', () => {
     for (const c of cas) assert.equal(c.rootPem, cas[0]!.rootPem);
 
     const dir2 = path.join(tmp, 'race-procs');
-    const caModule = new URL('../../src/identity/ca.js', import.meta.url).href;
+    const caModule = new URL('../../../src/identity/ca.js', import.meta.url).href;
     const script = `
       const { CertificateAuthority } = await import(${JSON.stringify(caModule)});
       const ca = await CertificateAuthority.loadOrCreate(${JSON.stringify(dir2)}, { trustDomain: 'cluster.local' });
@@ -426,4 +427,25 @@ describe('identity manager', () => {
     await assert.rejects(m.get(ID_B), /closed/);
     assert.deepEqual(m.list(), []);
   });
+});
+
+describe('identity errors', () => {
+  it('are AmbientErrors with their codes and a hint', () => {
+  const spiffe = (() => { try { parseSpiffeId('http://x'); } catch (e) { return e; } return null; })();
+  assert.ok(spiffe instanceof SpiffeIdError && spiffe instanceof AmbientError);
+  assert.equal(spiffe.code, 'SPIFFE_BAD_SCHEME');
+  assert.equal(spiffe.input, 'http://x');
+  assert.equal(spiffe.name, 'SpiffeIdError');
+  assert.ok(spiffe.hint.length > 0);
+  const ca = new CaError('CA_KEY_MISMATCH', 'no');
+  assert.ok(ca instanceof AmbientError);
+  assert.deepEqual([ca.code, ca.name], ['CA_KEY_MISMATCH', 'CaError']);
+  assert.match(ca.hint, /ca-key\.pem/);
+  const closed = new IdentityManagerClosedError();
+  assert.ok(closed instanceof AmbientError);
+  assert.equal(closed.code, 'CA_CLOSED');
+  const issue = new CertificateIssueError('CA_ISSUE_TIMEOUT', 'slow');
+  assert.ok(issue instanceof AmbientError);
+  assert.deepEqual(issue.toJSON(), { code: 'CA_ISSUE_TIMEOUT', message: 'slow', hint: issue.hint });
+});
 });

@@ -9,11 +9,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { AgentMetrics, type MetricsSource } from '../../src/metrics/metrics.js';
-import { MeshIndex, emptySnapshot } from '../../src/discovery/model.js';
+import { AgentMetrics, type MetricsSource } from '../../../src/metrics/metrics.js';
+import { MeshIndex, emptySnapshot } from '../../../src/discovery/model.js';
+import { ROOT } from '../../helpers/paths.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const DASHBOARD = path.join(ROOT, 'deploy', 'grafana', 'ambientd-dashboard.json');
 const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseEndpoint } from '../../src/proxy/mesh.js';
-import type { ServiceInfo } from '../../src/discovery/model.js';
+import { chooseEndpoint } from '../../../src/proxy/services.js';
+import type { ServiceInfo } from '../../../src/discovery/model.js';
 
 const svc = (endpoints: ServiceInfo['endpoints'], targetPort: number | string = 8080): { s: ServiceInfo; port: ServiceInfo['ports'][number] } => {
   const port = { name: 'http', port: 80, targetPort, protocol: 'TCP' as const };

@@ -1,4 +1,8 @@
-// Over 500 lines on purpose: every HBONE behaviour (tunnelling, half-close, resets, identity checks, hostile input, idle, interop) against the one CA, server and client of the fixture below; split, each file would rebuild it.
+// HBONE server and client over loopback (src/proxy/hbone/): the data path,
+// half-close and resets, peer identities and rejections, abandoned streams,
+// idle sessions and PING, interop with nghttpx. Over 500 lines on purpose:
+// every case shares one fixture (a CA, an HBONE server, a client pool and the
+// applications behind the tunnel), built once in before().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
@@ -11,12 +15,12 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 
-import { CertificateAuthority } from '../../src/identity/ca.js';
-import { IdentityManager } from '../../src/identity/manager.js';
-import { createHboneServer, type HboneServer, type HboneServerEvent } from '../../src/proxy/hbone/server.js';
-import { HbonePool, type ClientCert } from '../../src/proxy/hbone/client.js';
-import { HboneError, GOAWAY_REJECT_CODE } from '../../src/proxy/hbone/common.js';
-import { spliceStreamSocket } from '../../src/proxy/hbone/tunnel.js';
+import { CertificateAuthority } from '../../../../src/identity/ca.js';
+import { IdentityManager } from '../../../../src/identity/manager.js';
+import { createHboneServer, type HboneServer, type HboneServerEvent } from '../../../../src/proxy/hbone/server.js';
+import { HbonePool, type ClientCert } from '../../../../src/proxy/hbone/client.js';
+import { HboneError, GOAWAY_REJECT_CODE } from '../../../../src/proxy/hbone/common.js';
+import { spliceStreamSocket } from '../../../../src/proxy/hbone/tunnel.js';
 
 const LO = '127.0.0.1';
 const TD = 'cluster.local';

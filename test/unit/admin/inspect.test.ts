@@ -1,17 +1,14 @@
 // `ambientd inspect`: table/JSON formatting of a recorded config_dump, bad
-// arguments -> USAGE (exit 2), bpftool-style map decoding, access-log lines.
+// arguments -> USAGE (exit 2), bpftool-style map decoding. (Access-log
+// lines: access-log.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { formatDump, formatMaps, parseInspectArgs, runInspect, decodeBtfStyle, table, TARGETS } from '../../src/admin/inspect.js';
-import { accessLogEntry, attachAccessLog, hostOf } from '../../src/admin/access-log.js';
-import { ConnectionTracker, type ConnectionRecord } from '../../src/proxy/connections.js';
-import { Logger } from '../../src/util/log.js';
-import { encodeIp, encodeSockaddr, STRUCTS } from '../../src/datapath/codec.js';
-import { isAmbientError } from '../../src/util/errors.js';
-import type { PodInfo } from '../../src/discovery/workloads.js';
-import { ROOT } from '../helpers/paths.js';
+import { formatDump, formatMaps, parseInspectArgs, runInspect, decodeBtfStyle, table, TARGETS } from '../../../src/admin/inspect.js';
+import { encodeIp, encodeSockaddr, STRUCTS } from '../../../src/datapath/codec.js';
+import { isAmbientError } from '../../../src/util/errors.js';
+import { ROOT } from '../../helpers/paths.js';
 
 // recorded from a sandbox agent (n1 of `sandbox up --nodes 2 --pods 2`), trimmed
 const DUMP = {
@@ -123,61 +120,4 @@ test('maps are decoded like bpftool "formatted": numbers, byte arrays, nested st
   const out = formatMaps({ amb_config: { pin: '/p/maps/amb_config', bpftool: 'bpftool map dump pinned /p/maps/amb_config', entries: [{ key: 0, value: { mark: 1337 } }] } }, 'table');
   assert.match(out, /^amb_config \(1 entries\)\s+pin \/p\/maps\/amb_config$/m);
   assert.match(out, /^\s+\$ bpftool map dump pinned \/p\/maps\/amb_config$/m);
-});
-
-const pods: PodInfo[] = [
-  { name: 'a', namespace: 'ns1', serviceAccount: 'sa-a', ip: '10.0.0.1' } as PodInfo,
-  { name: 'b', namespace: 'ns2', serviceAccount: 'sa-b', ip: '10.0.0.2' } as PodInfo,
-];
-const ctx = {
-  podByIp: (ip: string) => pods.find((p) => p.ip === ip),
-  spiffeOf: (p: PodInfo) => `spiffe://td/ns/${p.namespace}/sa/${p.serviceAccount}`,
-};
-
-test('access log entry: workloads, principals, addresses, bytes, duration', () => {
-  const rec: ConnectionRecord = { id: 9, pod: 'ns1/a', direction: 'outbound', src: '10.0.0.1:5555', dst: '10.96.0.1:80', endpoint: '10.0.0.2:8080', service: 'ns2/svc', via: 'hbone', peerIdentity: 'spiffe://td/ns/ns2/sa/sa-b', bytesSent: 10, bytesReceived: 20, start: '2024-01-01T00:00:00.000Z', end: '2024-01-01T00:00:01.500Z', state: 'closed', reason: 'eof' };
-  assert.deepEqual(accessLogEntry(rec, ctx), {
-    connectionId: 9, direction: 'outbound', via: 'hbone', srcWorkload: 'ns1/a', dstWorkload: 'ns2/b', srcPrincipal: 'spiffe://td/ns/ns1/sa/sa-a', dstPrincipal: 'spiffe://td/ns/ns2/sa/sa-b',
-    src: '10.0.0.1:5555', claimedSrc: null, dst: '10.96.0.1:80', endpoint: '10.0.0.2:8080', service: 'ns2/svc', bytesSent: 10, bytesReceived: 20, durationMs: 1500, state: 'closed', reason: 'eof',
-    start: rec.start, end: rec.end,
-  });
-  const inb = accessLogEntry({ ...rec, direction: 'inbound', pod: 'ns2/b', via: 'inbound-plaintext', src: '192.168.0.9:1', dst: '10.0.0.2:8080', endpoint: undefined, service: undefined, peerIdentity: null }, ctx);
-  assert.equal(inb.srcWorkload, null);
-  assert.equal(inb.srcPrincipal, null, 'plaintext: no verified client identity');
-  assert.equal(inb.dstWorkload, 'ns2/b');
-  assert.equal(inb.dstPrincipal, 'spiffe://td/ns/ns2/sa/sa-b');
-  assert.equal(hostOf('[fd00::1]:80'), 'fd00::1');
-});
-
-test('access log, inbound HBONE: the source workload only when its identity is the one the certificate proved; Forwarded is only "claimed"', () => {
-  const base: ConnectionRecord = { id: 1, pod: 'ns2/b', direction: 'inbound', via: 'inbound-hbone', src: '10.0.0.1:40000', claimedSrc: '10.99.1.1:5', dst: '10.0.0.2:8080', peerIdentity: 'spiffe://td/ns/ns1/sa/sa-a', bytesSent: 0, bytesReceived: 0, start: '2024-01-01T00:00:00.000Z', end: null, state: 'open', reason: null };
-  const ok = accessLogEntry(base, ctx);
-  assert.equal(ok.srcWorkload, 'ns1/a', 'the pod at the TCP peer address has the proven identity');
-  assert.equal(ok.src, '10.0.0.1:40000');
-  assert.equal(ok.claimedSrc, '10.99.1.1:5', 'what the peer claimed is kept apart');
-  const other = accessLogEntry({ ...base, peerIdentity: 'spiffe://td/ns/evil/sa/mallory' }, ctx);
-  assert.equal(other.srcWorkload, null, 'an address does not lend its workload to another identity');
-  assert.equal(other.srcPrincipal, 'spiffe://td/ns/evil/sa/mallory');
-});
-
-test('access log: one line per closed connection at the configured level; off logs nothing', () => {
-  for (const [level, logLevel, expect] of [['info', 'info', 1], ['debug', 'info', 0], ['debug', 'debug', 1], ['off', 'debug', 0]] as const) {
-    const out: string[] = [];
-    const log = new Logger('ambientd', logLevel, (l) => out.push(l));
-    const tr = new ConnectionTracker();
-    attachAccessLog(tr, log.child('access'), level, ctx);
-    const r = tr.begin({ pod: 'ns1/a', direction: 'outbound', src: '10.0.0.1:1', dst: '10.0.0.2:2', via: 'passthrough' });
-    assert.equal(out.length, 0, 'nothing while open');
-    tr.finish(r, 'closed', 'eof', { sent: 3, received: 4 });
-    assert.equal(out.length, expect, `${level} at log level ${logLevel}`);
-    if (expect) {
-      const j = JSON.parse(out[0]!);
-      assert.equal(j.scope, 'ambientd.access');
-      assert.equal(j.level, level);
-      assert.equal(j.srcWorkload, 'ns1/a');
-      assert.equal(j.dstWorkload, 'ns2/b');
-      assert.equal(j.bytesSent, 3);
-      assert.equal(j.bytesReceived, 4);
-    }
-  }
 });
