@@ -33,14 +33,22 @@ export async function enrollmentBench(o: { enrollPods: number }, stateDir: strin
     if (name === path.basename(state.workloads) && renamedAt === null) renamedAt = now();
   });
   const plain = state.pods.filter((p) => !p.ambient).slice(0, o.enrollPods);
-  if (plain.length < o.enrollPods) throw toolFailed(`only ${plain.length} plain pods, wanted ${o.enrollPods}`, 'the sandbox enrolls every other pod; raise the pod count with the number of pods to enroll');
+  if (plain.length < o.enrollPods)
+    throw toolFailed(
+      `only ${plain.length} plain pods, wanted ${o.enrollPods}`,
+      'the sandbox enrolls every other pod; raise the pod count with the number of pods to enroll',
+    );
   const t0s = new Map<string, number>();
   const pods: Enroll[] = [];
   for (const pod of plain) {
     const prober = startProc(pod, [process.execPath, PROBER, UNROUTABLE.ip, String(UNROUTABLE.port), '1']);
     try {
       const ready = await prober.waitFor(/^(ready|early) /m, 10_000);
-      if (/^early /m.test(ready)) throw toolFailed(`${pod.name}: a connect to ${UNROUTABLE.ip}:${UNROUTABLE.port} succeeded before enrollment`, 'is the pod already enrolled, or does the address have a route now?');
+      if (/^early /m.test(ready))
+        throw toolFailed(
+          `${pod.name}: a connect to ${UNROUTABLE.ip}:${UNROUTABLE.port} succeeded before enrollment`,
+          'is the pod already enrolled, or does the address have a route now?',
+        );
       renamedAt = null;
       const t0 = now();
       t0s.set(pod.name, t0);

@@ -17,7 +17,10 @@ const streamsOpened = (d: Dump): number => Object.values(d.hbone?.pools ?? {}).r
 const tunnelsOpened = (d: Dump): number => d.hbone?.server.streams.tunnelsOpened ?? 0;
 
 /** n1 pool's streams opened and n2 server's tunnels opened so far. */
-export interface HboneCounters { s: number; t: number }
+export interface HboneCounters {
+  s: number;
+  t: number;
+}
 
 export async function hboneCounters(n1: SandboxNode, n2: SandboxNode): Promise<HboneCounters> {
   const [a, b] = await Promise.all([dump(n1), dump(n2)]);
@@ -36,8 +39,10 @@ export async function verifyHbone(n1: SandboxNode, n2: SandboxNode, dst: string,
     tunnelsOpened: tunnelsOpened(b) - c0.t,
   };
   if (v.outboundOther > 0 || v.streamsOpened < want || v.tunnelsOpened < want || Math.min(v.outboundHbone, v.inboundHbone) < Math.min(want, 500)) {
-    throw toolFailed(`connections to ${dst} did not all go through HBONE: ${JSON.stringify(v)} (expected >= ${want})`,
-      'the figure would not be an HBONE one: check both agents\' logs and /config_dump (are both pods enrolled?)');
+    throw toolFailed(
+      `connections to ${dst} did not all go through HBONE: ${JSON.stringify(v)} (expected >= ${want})`,
+      "the figure would not be an HBONE one: check both agents' logs and /config_dump (are both pods enrolled?)",
+    );
   }
   return v;
 }

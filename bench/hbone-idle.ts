@@ -33,7 +33,15 @@ function tcpMemKiB(): number {
   return m ? (Number(m[1]) * 4096) / 1024 : NaN;
 }
 
-export async function idleRss(o: HboneOptions, src: SandboxPod, dst: SandboxPod, n1: SandboxNode, n2: SandboxNode, pids: [number, number], log: (s: string) => void): Promise<XRss> {
+export async function idleRss(
+  o: HboneOptions,
+  src: SandboxPod,
+  dst: SandboxPod,
+  n1: SandboxNode,
+  n2: SandboxNode,
+  pids: [number, number],
+  log: (s: string) => void,
+): Promise<XRss> {
   const server = startProc(dst, withFds([process.execPath, NETTOOL, 'serve', String(HOLD_PORT)]));
   let holder: Proc | null = null;
   try {
@@ -70,10 +78,15 @@ export async function idleRss(o: HboneOptions, src: SandboxPod, dst: SandboxPod,
       tcpMemAfter: tcp1,
     };
     if (r.openViaHbone < o.idleConns || r.openInboundHbone < o.idleConns) {
-      throw toolFailed(`idle connections: only ${r.openViaHbone} open via hbone at n1 and ${r.openInboundHbone} inbound-hbone at n2, wanted ${o.idleConns}`, 'some connections were not tunnelled or were closed: check both agents\' logs');
+      throw toolFailed(
+        `idle connections: only ${r.openViaHbone} open via hbone at n1 and ${r.openInboundHbone} inbound-hbone at n2, wanted ${o.idleConns}`,
+        "some connections were not tunnelled or were closed: check both agents' logs",
+      );
     }
     const per = (x: { before: number; after: number }): string => ((x.after - x.before) / o.idleConns).toFixed(2);
-    log(`  ${o.idleConns} idle connections (opened in ${openMs} ms): client agent ${per(r.client)} KiB/conn (${(r.client.before / 1024).toFixed(1)} -> ${(r.client.after / 1024).toFixed(1)} MiB), server agent ${per(r.server)} KiB/conn (${(r.server.before / 1024).toFixed(1)} -> ${(r.server.after / 1024).toFixed(1)} MiB); ${r.clientSessions} h2 sessions`);
+    log(
+      `  ${o.idleConns} idle connections (opened in ${openMs} ms): client agent ${per(r.client)} KiB/conn (${(r.client.before / 1024).toFixed(1)} -> ${(r.client.after / 1024).toFixed(1)} MiB), server agent ${per(r.server)} KiB/conn (${(r.server.before / 1024).toFixed(1)} -> ${(r.server.after / 1024).toFixed(1)} MiB); ${r.clientSessions} h2 sessions`,
+    );
     return r;
   } finally {
     await stopProc(holder);

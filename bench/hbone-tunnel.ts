@@ -47,7 +47,10 @@ async function writeCerts(stateDir: string): Promise<{ dir: string; files: (id: 
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const names = new Map<string, { key: string; cert: string; root: string }>();
   try {
-    for (const [k, id] of [['client', spiffe('plain', 'sa-n1-p2')], ['server', spiffe('plain', 'sa-n2-p2')]] as const) {
+    for (const [k, id] of [
+      ['client', spiffe('plain', 'sa-n1-p2')],
+      ['server', spiffe('plain', 'sa-n2-p2')],
+    ] as const) {
       const c = await ids.get(id);
       const f = { key: path.join(dir, `${k}-key.pem`), cert: path.join(dir, `${k}-cert.pem`), root: path.join(dir, 'root.pem') };
       fs.writeFileSync(f.key, c.keyPem, { mode: 0o600 });
@@ -64,13 +67,28 @@ async function writeCerts(stateDir: string): Promise<{ dir: string; files: (id: 
 /** nghttpx flags of the server end: TLS 1.3 only, mTLS, the HBONE flow-control windows. */
 export function nghttpxArgs(ip: string, key: string, cert: string, root: string): string[] {
   return [
-    'nghttpx', '--conf=/dev/null', '--single-process', '--workers=1', '--no-ocsp', '--log-level=WARN', '--errorlog-file=/dev/stderr',
-    '--http2-proxy', `--frontend=${ip},${NGHTTPX_PORT}`, `--backend=127.0.0.1,${CONNECT_PROXY_PORT}`,
-    '--verify-client', `--verify-client-cacert=${root}`,
-    '--tls-min-proto-version=TLSv1.3', '--tls-max-proto-version=TLSv1.3', '--tls13-ciphers=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384',
-    '--frontend-http2-window-size=4194304', '--frontend-http2-connection-window-size=16777216',
-    '--frontend-http2-max-concurrent-streams=100', '--no-via', '--no-server-push',
-    key, cert,
+    'nghttpx',
+    '--conf=/dev/null',
+    '--single-process',
+    '--workers=1',
+    '--no-ocsp',
+    '--log-level=WARN',
+    '--errorlog-file=/dev/stderr',
+    '--http2-proxy',
+    `--frontend=${ip},${NGHTTPX_PORT}`,
+    `--backend=127.0.0.1,${CONNECT_PROXY_PORT}`,
+    '--verify-client',
+    `--verify-client-cacert=${root}`,
+    '--tls-min-proto-version=TLSv1.3',
+    '--tls-max-proto-version=TLSv1.3',
+    '--tls13-ciphers=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384',
+    '--frontend-http2-window-size=4194304',
+    '--frontend-http2-connection-window-size=16777216',
+    '--frontend-http2-max-concurrent-streams=100',
+    '--no-via',
+    '--no-server-push',
+    key,
+    cert,
   ];
 }
 
@@ -85,10 +103,24 @@ export async function startTunnel(stateDir: string, client: SandboxPod, server: 
   const ng = startProc(server, nghttpxArgs(server.ip, sf.key, sf.cert, sf.root));
   await waitListening(server, NGHTTPX_PORT, ng);
   const ports = `${range(IPERF_PORTS)},${range(SOCKPERF_PORTS)}`;
-  const fwd = startProc(client, [process.execPath, path.join(BENCH_DIST, 'h2fwd.js'), '127.0.0.1', ports, `${server.ip}:${NGHTTPX_PORT}`, server.ip, cid, sid, cf.key, cf.cert, cf.root]);
+  const fwd = startProc(client, [
+    process.execPath,
+    path.join(BENCH_DIST, 'h2fwd.js'),
+    '127.0.0.1',
+    ports,
+    `${server.ip}:${NGHTTPX_PORT}`,
+    server.ip,
+    cid,
+    sid,
+    cf.key,
+    cf.cert,
+    cf.root,
+  ]);
   await fwd.waitFor(/listening/, 10_000);
   return {
-    fwd, ng, proxy,
+    fwd,
+    ng,
+    proxy,
     via: (_dst, port) => ({ host: '127.0.0.1', port }),
     pids: { h2fwd: fwd.child.pid!, nghttpx: ng.child.pid!, 'connect-proxy': proxy.child.pid! },
   };
@@ -96,12 +128,21 @@ export async function startTunnel(stateDir: string, client: SandboxPod, server: 
 
 /** Fails if a tunnel process died or reported failed tunnels. */
 export function checkTunnel(t: Tunnel): void {
-  for (const [name, p] of [['h2fwd', t.fwd], ['nghttpx', t.ng], ['connect-proxy', t.proxy]] as const) {
-    if (p.child.exitCode !== null || p.child.signalCode !== null) throw toolFailed(`${name} exited: ${p.output().trim().slice(-500)}`, 'its last output is in the message; is nghttpx (package nghttp2-proxy) installed?');
+  for (const [name, p] of [
+    ['h2fwd', t.fwd],
+    ['nghttpx', t.ng],
+    ['connect-proxy', t.proxy],
+  ] as const) {
+    if (p.child.exitCode !== null || p.child.signalCode !== null)
+      throw toolFailed(`${name} exited: ${p.output().trim().slice(-500)}`, 'its last output is in the message; is nghttpx (package nghttp2-proxy) installed?');
   }
   const failed = /tunnel failed \((\d+)\)/g;
   let m: RegExpExecArray | null;
   let n = 0;
   while ((m = failed.exec(t.fwd.output())) !== null) n = Number(m[1]);
-  if (n > 0) throw toolFailed(`h2fwd: ${n} tunnels failed: ${t.fwd.output().trim().slice(-500)}`, 'the tunnel is the baseline, not the agent: see why nghttpx or connect-proxy refused (output in the message)');
+  if (n > 0)
+    throw toolFailed(
+      `h2fwd: ${n} tunnels failed: ${t.fwd.output().trim().slice(-500)}`,
+      'the tunnel is the baseline, not the agent: see why nghttpx or connect-proxy refused (output in the message)',
+    );
 }

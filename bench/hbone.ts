@@ -26,8 +26,21 @@ import { fileURLToPath } from 'node:url';
 import { sandboxUp, sandboxStatus, type SandboxPod } from '../tools/sandbox/index.js';
 import { runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import {
-  execFileP, sleep, startProc, stopProc, settleTcpMem, waitNoSandbox, iperf, latency,
-  PIN_CPU, ALL_CPUS, setAffinity, startProcSampler, toolFailed, HINT_OUTPUT, type Via,
+  execFileP,
+  sleep,
+  startProc,
+  stopProc,
+  settleTcpMem,
+  waitNoSandbox,
+  iperf,
+  latency,
+  PIN_CPU,
+  ALL_CPUS,
+  setAffinity,
+  startProcSampler,
+  toolFailed,
+  HINT_OUTPUT,
+  type Via,
 } from './lib.js';
 import { perfProfile } from './perf.js';
 import { checkTunnel, nextPort, startTunnel, IPERF_PORTS, SOCKPERF_PORTS } from './hbone-tunnel.js';
@@ -46,14 +59,20 @@ function coresText(c: Cores): string {
 }
 
 export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s: string) => void): Promise<HboneResults> {
-  log(`\n[4-7] cross-node: sandbox 2 nodes x 2 pods, ${o.blocks} block(s) of direct / HBONE / nghttpx tunnel, ${o.seconds} s per measurement; connection rate ${o.cpsSeconds} s; ${o.idleConns} idle connections`);
+  log(
+    `\n[4-7] cross-node: sandbox 2 nodes x 2 pods, ${o.blocks} block(s) of direct / HBONE / nghttpx tunnel, ${o.seconds} s per measurement; connection rate ${o.cpsSeconds} s; ${o.idleConns} idle connections`,
+  );
   await waitNoSandbox();
   const tUp = performance.now();
   const state = await sandboxUp({ nodes: 2, pods: 2, stateDir });
   const upMs = performance.now() - tUp;
   const pod = (n: string): SandboxPod => state.pods.find((p) => p.name === n)!;
   const [a1, p1, a2, p2] = [pod('n1-p1'), pod('n1-p2'), pod('n2-p1'), pod('n2-p2')];
-  if (!a1.ambient || !a2.ambient || p1.ambient || p2.ambient) throw toolFailed('unexpected sandbox layout: n<i>-p1 should be ambient, n<i>-p2 plain', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
+  if (!a1.ambient || !a2.ambient || p1.ambient || p2.ambient)
+    throw toolFailed(
+      'unexpected sandbox layout: n<i>-p1 should be ambient, n<i>-p2 plain',
+      'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here',
+    );
   const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
   const st = sandboxStatus({ stateDir });
   const agentPids: [number, number] = [st.nodes[0]!.agentPid!, st.nodes[1]!.agentPid!];
@@ -94,8 +113,21 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
     // iperf3 opens a control connection besides its data streams
     const verify = c0 ? await verifyHbone(n1, n2, `${dst.ip}:${port}`, c0, streams + 1) : null;
     if (pth === 'nghttpx') checkTunnel(tunnel);
-    tput.push({ path: pth, block, streams, recvGbps: t.recvGbps, sentGbps: t.sentGbps, failed: t.failed, machineBusyPct: m.machineBusyPct, cores: m.cores, verify, ...(perf !== undefined ? { perf } : {}) });
-    log(`  ${block} ${LABEL[pth].padEnd(17)} iperf3 -P ${streams}  ${t.recvGbps.toFixed(2)} Gbit/s received (${t.sentGbps.toFixed(2)} sent)${coresText(m.cores)}${t.failed ? ` — FAILED: ${t.failed}` : ''}`);
+    tput.push({
+      path: pth,
+      block,
+      streams,
+      recvGbps: t.recvGbps,
+      sentGbps: t.sentGbps,
+      failed: t.failed,
+      machineBusyPct: m.machineBusyPct,
+      cores: m.cores,
+      verify,
+      ...(perf !== undefined ? { perf } : {}),
+    });
+    log(
+      `  ${block} ${LABEL[pth].padEnd(17)} iperf3 -P ${streams}  ${t.recvGbps.toFixed(2)} Gbit/s received (${t.sentGbps.toFixed(2)} sent)${coresText(m.cores)}${t.failed ? ` — FAILED: ${t.failed}` : ''}`,
+    );
   };
   const measureLat = async (pth: XPath, block: number, pinned: boolean): Promise<void> => {
     const [src, dst, via] = route[pth];
@@ -109,7 +141,9 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
     if (pth === 'nghttpx') checkTunnel(tunnel);
     tool = l.tool;
     lat.push({ path: pth, block, pinned, tool: l.tool, p50: l.p50, p99: l.p99, samples: l.samples, machineBusyPct: m.machineBusyPct, cores: m.cores, verify });
-    log(`  ${block} ${LABEL[pth].padEnd(17)} ${l.tool} ${pinned ? `CPU ${PIN_CPU}` : 'any CPU'}  p50 ${l.p50.toFixed(1)} µs, p99 ${l.p99.toFixed(1)} µs (${l.samples} round trips)${coresText(m.cores)}`);
+    log(
+      `  ${block} ${LABEL[pth].padEnd(17)} ${l.tool} ${pinned ? `CPU ${PIN_CPU}` : 'any CPU'}  p50 ${l.p50.toFixed(1)} µs, p99 ${l.p99.toFixed(1)} µs (${l.samples} round trips)${coresText(m.cores)}`,
+    );
   };
   const pinAll = async (cpus: string): Promise<void> => {
     for (const pid of [...agentPids, ...Object.values(tunnel.pids)]) await setAffinity(pid, cpus);
@@ -130,7 +164,10 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
   }
 
   // 6. connections per second: direct vs HBONE (echo server: nettool serve)
-  for (const [pth, block] of [['direct', 1], ['hbone', 1]] as const) {
+  for (const [pth, block] of [
+    ['direct', 1],
+    ['hbone', 1],
+  ] as const) {
     const [src, dst] = route[pth];
     const server = startProc(dst, ['sh', '-c', 'ulimit -n "$(ulimit -Hn)" && exec "$@"', 'sh', process.execPath, NETTOOL, 'serve', String(ECHO_PORT)]);
     try {
@@ -139,7 +176,22 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
       const c0 = pth === 'hbone' ? await hboneCounters(n1, n2) : null;
       const s = startProcSampler(procsOf(pth));
       const pf = pth === 'hbone' && !o.quick ? sleep(1000).then(() => perfProfile(procsOf(pth), o.cpsSeconds - 2, stateDir)) : null;
-      const r = await runInPod(src, ['sh', '-c', 'ulimit -n "$(ulimit -Hn)" && exec "$@"', 'sh', process.execPath, path.join(BENCH_DIST, 'cps.js'), dst.ip, String(ECHO_PORT), String(o.cpsSeconds), String(o.cpsConcurrency)], { timeoutMs: o.cpsSeconds * 1000 + 30_000 });
+      const r = await runInPod(
+        src,
+        [
+          'sh',
+          '-c',
+          'ulimit -n "$(ulimit -Hn)" && exec "$@"',
+          'sh',
+          process.execPath,
+          path.join(BENCH_DIST, 'cps.js'),
+          dst.ip,
+          String(ECHO_PORT),
+          String(o.cpsSeconds),
+          String(o.cpsConcurrency),
+        ],
+        { timeoutMs: o.cpsSeconds * 1000 + 30_000 },
+      );
       const m = s.stop();
       const perf = pf ? await pf : undefined;
       let j: { conns: number; failures: number; errors: Record<string, number>; rate: number; p50_ms: number | null; p99_ms: number | null };
@@ -150,8 +202,23 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
       }
       await sleep(300); // let the last tunnels finish before counting
       const verify = c0 ? await verifyHbone(n1, n2, `${dst.ip}:${ECHO_PORT}`, c0, j.conns) : null;
-      cps.push({ path: pth, block, conns: j.conns, failures: j.failures, errors: j.errors, rate: j.rate, p50ms: j.p50_ms, p99ms: j.p99_ms, machineBusyPct: m.machineBusyPct, cores: m.cores, verify, ...(perf !== undefined ? { perf } : {}) });
-      log(`  ${block} ${LABEL[pth].padEnd(17)} conn/s ${j.rate.toFixed(0)} (${j.conns} in ${o.cpsSeconds} s, ${o.cpsConcurrency} at a time, ${j.failures} failed), per connection p50 ${fmt(j.p50_ms, 2)} ms p99 ${fmt(j.p99_ms, 2)} ms${coresText(m.cores)}`);
+      cps.push({
+        path: pth,
+        block,
+        conns: j.conns,
+        failures: j.failures,
+        errors: j.errors,
+        rate: j.rate,
+        p50ms: j.p50_ms,
+        p99ms: j.p99_ms,
+        machineBusyPct: m.machineBusyPct,
+        cores: m.cores,
+        verify,
+        ...(perf !== undefined ? { perf } : {}),
+      });
+      log(
+        `  ${block} ${LABEL[pth].padEnd(17)} conn/s ${j.rate.toFixed(0)} (${j.conns} in ${o.cpsSeconds} s, ${o.cpsConcurrency} at a time, ${j.failures} failed), per connection p50 ${fmt(j.p50_ms, 2)} ms p99 ${fmt(j.p99_ms, 2)} ms${coresText(m.cores)}`,
+      );
     } finally {
       await stopProc(server);
     }
@@ -161,5 +228,14 @@ export async function hboneBenchmarks(o: HboneOptions, stateDir: string, log: (s
   const rss = await idleRss(o, a1, a2, n1, n2, agentPids, log);
 
   await Promise.all([stopProc(tunnel.fwd), stopProc(tunnel.ng), stopProc(tunnel.proxy)]);
-  return { options: o, cpus: os.availableParallelism(), pinCpu: PIN_CPU, tput, lat, cps, rss, info: { nghttpx: nghttpxVersion, agentPids, tunnelPids: tunnel.pids, tool, upMs } };
+  return {
+    options: o,
+    cpus: os.availableParallelism(),
+    pinCpu: PIN_CPU,
+    tput,
+    lat,
+    cps,
+    rss,
+    info: { nghttpx: nghttpxVersion, agentPids, tunnelPids: tunnel.pids, tool, upMs },
+  };
 }

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the shared measuring helpers (pod processes, CPU/memory sampling, iperf3/sockperf runs) every section imports.
 /**
  * Helpers shared by the measuring code of the benchmarks: processes started
  * inside sandbox pods (tracked, killed at the end), CPU / memory sampling,
@@ -9,14 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import {
-  NETNS_PREFIX,
-  SANDBOX_DIR_NAME,
-  DEFAULT_CGROUP_ROOT,
-  DEFAULT_BPFFS_ROOT,
-  type SandboxPod,
-  type SandboxNode,
-} from '../tools/sandbox/index.js';
+import { NETNS_PREFIX, SANDBOX_DIR_NAME, DEFAULT_CGROUP_ROOT, DEFAULT_BPFFS_ROOT, type SandboxPod, type SandboxNode } from '../tools/sandbox/index.js';
 import { podArgv, runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
 import { AmbientError } from '../src/util/errors.js';
@@ -76,27 +70,38 @@ export function startProc(pod: SandboxPod, argv: string[]): Proc {
       for (const l of [...listeners]) l();
     });
   });
-  const waitFor = (re: RegExp, timeoutMs: number): Promise<string> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (re.test(out)) {
+  const waitFor = (re: RegExp, timeoutMs: number): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (re.test(out)) {
+          finish();
+          resolve(out);
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          finish();
+          reject(
+            toolFailed(
+              `${argv.join(' ')} in ${pod.name} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${out.trim().slice(-500)}`,
+              HINT_OUTPUT,
+            ),
+          );
+        }
+      };
+      const timer = setTimeout(() => {
         finish();
-        resolve(out);
-      } else if (child.exitCode !== null || child.signalCode !== null) {
-        finish();
-        reject(toolFailed(`${argv.join(' ')} in ${pod.name} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${out.trim().slice(-500)}`, HINT_OUTPUT));
-      }
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(toolFailed(`${argv.join(' ')} in ${pod.name}: no ${re} after ${timeoutMs} ms: ${out.trim().slice(-500)}`, 'the machine may be overloaded (see the background load in the report header); its output so far is in the message'));
-    }, timeoutMs);
-    const finish = (): void => {
-      clearTimeout(timer);
-      listeners.delete(check);
-    };
-    listeners.add(check);
-    check();
-  });
+        reject(
+          toolFailed(
+            `${argv.join(' ')} in ${pod.name}: no ${re} after ${timeoutMs} ms: ${out.trim().slice(-500)}`,
+            'the machine may be overloaded (see the background load in the report header); its output so far is in the message',
+          ),
+        );
+      }, timeoutMs);
+      const finish = (): void => {
+        clearTimeout(timer);
+        listeners.delete(check);
+      };
+      listeners.add(check);
+      check();
+    });
   return { child, output: () => out, stdout: () => stdout, waitFor, exited };
 }
 
@@ -122,9 +127,13 @@ export async function waitListening(pod: SandboxPod, port: number, proc: Proc, t
     const { stdout } = await execFileP('nsenter', [`--net=${pod.netnsPath}`, '--', 'ss', '-Hltn', `sport = :${port}`]);
     if (stdout.trim() !== '') return;
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-      throw toolFailed(`server in ${pod.name} exited before listening on ${port}: ${proc.output().trim().slice(-500)}`, 'is the tool installed (scripts/install-deps.sh) and the port free? its output is in the message');
+      throw toolFailed(
+        `server in ${pod.name} exited before listening on ${port}: ${proc.output().trim().slice(-500)}`,
+        'is the tool installed (scripts/install-deps.sh) and the port free? its output is in the message',
+      );
     }
-    if (Date.now() > deadline) throw toolFailed(`nothing listens on ${pod.name}:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-500)}`, HINT_OUTPUT);
+    if (Date.now() > deadline)
+      throw toolFailed(`nothing listens on ${pod.name}:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-500)}`, HINT_OUTPUT);
     await sleep(30);
   }
 }
@@ -157,8 +166,9 @@ export function procCpu(pid: number): number | null {
 
 export function procComm(pid: number): string {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 60)
-      || fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    return (
+      fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 60) || fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+    );
   } catch {
     return '?';
   }
@@ -180,7 +190,11 @@ export function tcpMemBytes(): number {
 
 /** CPU use of the machine and of its busiest processes over `ms`: the noise we run under. */
 export async function backgroundLoad(ms = 1000): Promise<BackgroundLoad> {
-  const pids = () => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  const pids = () =>
+    fs
+      .readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number);
   const before = new Map(pids().map((p) => [p, procCpu(p)]));
   const [b0, t0] = cpuTimes();
   await sleep(ms);
@@ -189,7 +203,7 @@ export async function backgroundLoad(ms = 1000): Promise<BackgroundLoad> {
   for (const [pid, c0] of before) {
     const c1 = procCpu(pid);
     if (c0 === null || c1 === null || pid === process.pid) continue;
-    const pct = ((c1 - c0) / CLK_TCK) / (ms / 1000) * 100;
+    const pct = ((c1 - c0) / CLK_TCK / (ms / 1000)) * 100;
     if (pct >= 10) hogs.push({ pid, command: procComm(pid), corePct: pct });
   }
   return { busyPct: t1 > t0 ? (100 * (b1 - b0)) / (t1 - t0) : 0, hogs };
@@ -234,7 +248,10 @@ export async function settleTcpMem(limitBytes = 32 << 20, timeoutMs = 15_000): P
 
 export async function sandboxNetns(): Promise<string[]> {
   const { stdout } = await execFileP('ip', ['netns', 'list']);
-  return stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n.startsWith(NETNS_PREFIX));
+  return stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.startsWith(NETNS_PREFIX));
 }
 
 /** Waits until no sandbox (ours or anyone's) exists; never tears down someone else's. */
@@ -243,10 +260,15 @@ export async function waitNoSandbox(maxWaitMs = 10 * 60_000): Promise<void> {
   let said = false;
   for (;;) {
     const ns = await sandboxNetns();
-    const busy = ns.length > 0 || fs.existsSync(path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME)) || fs.existsSync(path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME));
+    const busy =
+      ns.length > 0 || fs.existsSync(path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME)) || fs.existsSync(path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME));
     if (!busy) return;
     if (Date.now() > deadline) {
-      throw new AmbientError('TOOL_FAILED', `another sandbox is still in use after ${maxWaitMs / 1000} s (netns: ${ns.slice(0, 5).join(', ') || 'none'}; cgroup/bpffs dirs ${SANDBOX_DIR_NAME}); not touching it`, 'if it is a leftover (no test or bench is running), run `make sandbox-down`; else wait and run again');
+      throw new AmbientError(
+        'TOOL_FAILED',
+        `another sandbox is still in use after ${maxWaitMs / 1000} s (netns: ${ns.slice(0, 5).join(', ') || 'none'}; cgroup/bpffs dirs ${SANDBOX_DIR_NAME}); not touching it`,
+        'if it is a leftover (no test or bench is running), run `make sandbox-down`; else wait and run again',
+      );
     }
     if (!said) {
       process.stdout.write(`another sandbox is in use (${ns.length} ambs-* netns); waiting for it to go away...\n`);
@@ -263,7 +285,6 @@ export function parseJson(l: string): Record<string, unknown> | null {
     return null;
   }
 }
-
 
 /** Connections captured so far from a pod (amb_pod_stats capturedOut via /config_dump). */
 export async function capturedOut(node: SandboxNode, pod: string): Promise<number> {
@@ -322,12 +343,19 @@ export async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number, o
   const server = startProc(dst, ['iperf3', '-s', '-1', '-J', '-p', String(port)]);
   try {
     await waitListening(dst, port, server);
-    const r = await runInPod(src, ['iperf3', '-c', to.host, '-p', String(to.port), '-t', String(seconds), '-J', ...(streams > 1 ? ['-P', String(streams)] : [])], { timeoutMs: seconds * 1000 + 30_000 });
+    const r = await runInPod(
+      src,
+      ['iperf3', '-c', to.host, '-p', String(to.port), '-t', String(seconds), '-J', ...(streams > 1 ? ['-P', String(streams)] : [])],
+      { timeoutMs: seconds * 1000 + 30_000 },
+    );
     let j: IperfJson;
     try {
       j = JSON.parse(r.stdout) as IperfJson;
     } catch {
-      throw toolFailed(`iperf3 ${src.name} -> ${dst.name}: exit ${r.code}, no JSON: ${(r.stdout + r.stderr).trim().slice(-500)}`, 'is iperf3 installed (scripts/install-deps.sh)? its output is in the message');
+      throw toolFailed(
+        `iperf3 ${src.name} -> ${dst.name}: exit ${r.code}, no JSON: ${(r.stdout + r.stderr).trim().slice(-500)}`,
+        'is iperf3 installed (scripts/install-deps.sh)? its output is in the message',
+      );
     }
     if (!j.error && j.end?.sum_received && j.end.sum_sent) {
       return { recvGbps: j.end.sum_received.bits_per_second / 1e9, sentGbps: j.end.sum_sent.bits_per_second / 1e9, failed: null, failedAfterS: null };
@@ -371,15 +399,31 @@ export const setLatencyTool = (t: LatencyTool): void => void (latencyTool = t);
 /** argv run on one CPU (taskset) when cpu is not null. */
 export const onCpu = (cpu: number | null, argv: string[]): string[] => (cpu === null ? argv : ['taskset', '-c', String(cpu), ...argv]);
 
-export async function sockperf(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
+export async function sockperf(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
   const port = opts.port ?? 11111 + (portSeq++ % 500);
   const to = (opts.via ?? directVia)(dst, port);
   const server = startProc(dst, onCpu(cpu, ['sockperf', 'server', '--tcp', '-i', '0.0.0.0', '-p', String(port)]));
   try {
     await waitListening(dst, port, server);
-    const r = await runInPod(src, onCpu(cpu, ['sockperf', 'ping-pong', '--tcp', '-i', to.host, '-p', String(to.port), '-m', '1024', '-t', String(seconds), '--full-rtt']), { timeoutMs: seconds * 1000 + 30_000 });
+    const r = await runInPod(
+      src,
+      onCpu(cpu, ['sockperf', 'ping-pong', '--tcp', '-i', to.host, '-p', String(to.port), '-m', '1024', '-t', String(seconds), '--full-rtt']),
+      { timeoutMs: seconds * 1000 + 30_000 },
+    );
     const parsed = parseSockperf(r.stdout + '\n' + r.stderr);
-    if (!parsed) throw toolFailed(`sockperf ${src.name} -> ${dst.name}: exit ${r.code}, no percentiles: ${stripAnsi(r.stdout + r.stderr).trim().slice(-500)}`, 'AMBIENTD_BENCH_LATENCY_TOOL=nettool measures with nettool rr instead');
+    if (!parsed)
+      throw toolFailed(
+        `sockperf ${src.name} -> ${dst.name}: exit ${r.code}, no percentiles: ${stripAnsi(r.stdout + r.stderr)
+          .trim()
+          .slice(-500)}`,
+        'AMBIENTD_BENCH_LATENCY_TOOL=nettool measures with nettool rr instead',
+      );
     return parsed;
   } finally {
     await stopProc(server);
@@ -387,16 +431,25 @@ export async function sockperf(src: SandboxPod, dst: SandboxPod, seconds: number
 }
 
 /** Fallback: nettool rr (Node on both ends, so it measures Node as much as the path). */
-export async function nettoolRr(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
+export async function nettoolRr(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
   const port = opts.port ?? 12111 + (portSeq++ % 500);
   const to = (opts.via ?? directVia)(dst, port);
   const server = startProc(dst, onCpu(cpu, [process.execPath, NETTOOL, 'serve', String(port)]));
   try {
     await server.waitFor(/listening/, 10_000);
     const n = Math.max(1000, seconds * 5000);
-    const r = await runInPod(src, onCpu(cpu, [process.execPath, NETTOOL, 'rr', to.host, String(to.port), String(n), '1024']), { timeoutMs: seconds * 1000 + 60_000 });
+    const r = await runInPod(src, onCpu(cpu, [process.execPath, NETTOOL, 'rr', to.host, String(to.port), String(n), '1024']), {
+      timeoutMs: seconds * 1000 + 60_000,
+    });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { n?: number; p50_us?: number; p99_us?: number };
-    if (typeof j.p50_us !== 'number' || typeof j.p99_us !== 'number') throw toolFailed(`nettool rr ${src.name} -> ${dst.name}: ${(r.stdout + r.stderr).trim().slice(-300)}`, HINT_OUTPUT);
+    if (typeof j.p50_us !== 'number' || typeof j.p99_us !== 'number')
+      throw toolFailed(`nettool rr ${src.name} -> ${dst.name}: ${(r.stdout + r.stderr).trim().slice(-300)}`, HINT_OUTPUT);
     return { p50: j.p50_us, p99: j.p99_us, avg: null, samples: j.n ?? n };
   } finally {
     await stopProc(server);
@@ -404,7 +457,13 @@ export async function nettoolRr(src: SandboxPod, dst: SandboxPod, seconds: numbe
 }
 
 /** One tool for every path of a run (mixing them would make the columns incomparable). */
-export async function latency(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ tool: LatencyTool; p50: number; p99: number; avg: number | null; samples: number }> {
+export async function latency(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ tool: LatencyTool; p50: number; p99: number; avg: number | null; samples: number }> {
   if (latencyTool === 'nettool') return { tool: 'nettool', ...(await nettoolRr(src, dst, seconds, cpu, opts)) };
   try {
     return { tool: 'sockperf', ...(await sockperf(src, dst, seconds, cpu, opts)) };
@@ -438,7 +497,6 @@ export async function toolVersion(cmd: string, args: string[]): Promise<string> 
     return 'not found';
   }
 }
-
 
 /** CPU use (% of one core) of several processes and of the machine over a measurement. */
 export interface ProcSampler {

@@ -44,11 +44,26 @@ const withFds = (argv: string[]): string[] => ['sh', '-c', 'ulimit -n "$(ulimit 
 
 function flowSockets(netns: string, port: number): number {
   const out = spawnSync('ip', ['netns', 'exec', netns, 'ss', '-tanH'], { encoding: 'utf8' }).stdout;
-  return out.split('\n').filter((l) => l.trim() && !/^(LISTEN|TIME-WAIT)/.test(l) && l.trim().split(/\s+/).slice(3, 5).some((a) => a.endsWith(`:${port}`))).length;
+  return out.split('\n').filter(
+    (l) =>
+      l.trim() &&
+      !/^(LISTEN|TIME-WAIT)/.test(l) &&
+      l
+        .trim()
+        .split(/\s+/)
+        .slice(3, 5)
+        .some((a) => a.endsWith(`:${port}`)),
+  ).length;
 }
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-const fds = (pid: number): number => { try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return 0; } };
-const tcpMemMiB = (): number => Number(/TCP:.* mem (\d+)/.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? 0) * PAGE / 2 ** 20;
+const fds = (pid: number): number => {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
+};
+const tcpMemMiB = (): number => (Number(/TCP:.* mem (\d+)/.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? 0) * PAGE) / 2 ** 20;
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 
 /** Every agent process of a node (the serving one and any still draining). */
@@ -59,18 +74,24 @@ function agentPids(node: SandboxState['nodes'][number]): number[] {
     try {
       const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
       if (argv.includes('agent') && argv.includes(node.config) && !argv[0]!.endsWith('sh')) out.push(Number(d));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return out;
 }
 
 /** A process in `pod` holding one connection to host:port; resolves with when it ended. */
 async function hold(pod: Pod, host: string, port: number): Promise<{ proc: ChildProcess; ended: Promise<number> }> {
-  const proc = await startInPod(pod, [process.execPath, '-e', `
+  const proc = await startInPod(pod, [
+    process.execPath,
+    '-e',
+    `
     const s = require('net').connect(${port}, '${host}', () => process.stdout.write('listening\\n'));
     s.on('data', () => {}); s.on('error', () => process.exit(3)); s.on('close', () => process.exit(4));
     setInterval(() => s.write('t'), 50);
-  `]);
+  `,
+  ]);
   return { proc, ended: new Promise((r) => proc.on('exit', () => r(Date.now()))) };
 }
 
@@ -86,12 +107,20 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
   const livenessSeconds = quick ? 10 : 30;
   const soakSeconds = opts.soakSeconds ?? (quick ? 60 : 600);
   const drainTimeoutS = 120;
-  const detection: LifecycleResults['detection'] = { deathTrials, deathMs: { n1: [], n2: [] }, partitionTrials, peerTimeoutMs: PEER_TIMEOUT_MS, partitionMs: { client: [], server: [] } };
+  const detection: LifecycleResults['detection'] = {
+    deathTrials,
+    deathMs: { n1: [], n2: [] },
+    partitionTrials,
+    peerTimeoutMs: PEER_TIMEOUT_MS,
+    partitionMs: { client: [], server: [] },
+  };
   const nonReading: LifecycleResults['nonReading'] = { writeMiB: WRITE_MIB, warmupMiB: WARMUP_MIB, targetMiB: 64, rows: [] };
   const liveness: LifecycleResults['liveness'] = { idleConnections: idleN, seconds: livenessSeconds, rows: [] };
   let soak: LifecycleResults['soak'] | null = null;
   const procs: ChildProcess[] = [];
-  const kill = (): void => { for (const p of procs.splice(0)) p.kill('SIGKILL'); };
+  const kill = (): void => {
+    for (const p of procs.splice(0)) p.kill('SIGKILL');
+  };
   let st: SandboxState | null = null;
   const pod = (x: string): Pod => st!.pods.find((p) => p.name === x)!;
   try {
@@ -139,17 +168,32 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
       // a fresh non-reading app per round: killing the last one resets its
       // connections (unread data), so the previous round's streams are gone
       const port = 9300 + round;
-      const noread = await startInPod(b, withFds([process.execPath, '-e', `
+      const noread = await startInPod(
+        b,
+        withFds([
+          process.execPath,
+          '-e',
+          `
         const socks = []; require('net').createServer((s) => { s.pause(); socks.push(s); }).listen(${port}, '0.0.0.0', () => console.log('listening'));
-      `]));
+      `,
+        ]),
+      );
       procs.push(noread);
       await sleep(2000);
       const rss0 = rssMiB(agentPid('n2'));
       const tcp0 = tcpMemMiB();
-      const writer = await startInPod(a, withFds([process.execPath, '-e', `
+      const writer = await startInPod(
+        a,
+        withFds([
+          process.execPath,
+          '-e',
+          `
         const net = require('net'); const buf = Buffer.alloc(1 << 20, 97); let opened = 0;
         for (let i = 0; i < ${n}; i++) { const s = net.connect(${port}, '${b.ip}', () => { if (++opened === ${n}) console.log('listening'); let left = ${WRITE_MIB}; const w = () => { while (left > 0) { left--; if (!s.write(buf)) { s.once('drain', w); return; } } }; w(); }); s.on('error', () => {}); }
-      `]), 30_000);
+      `,
+        ]),
+        30_000,
+      );
       await sleep(5000);
       const rss = rssMiB(agentPid('n2'));
       const tcp = tcpMemMiB();
@@ -157,7 +201,16 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
       writer.kill('SIGKILL');
       noread.kill('SIGKILL');
       const bound = memoryBound(DEFAULT_LIMITS, { streams: n, connections: n }) / 2 ** 20;
-      nonReading.rows.push({ connections: n, serverStreams: d.resources.hbone.serverStreams, streamWindowBytes: d.resources.hbone.streamWindow ?? 0, rssBeforeMiB: rss0, rssAfterMiB: rss, boundMiB: bound, tcpBeforeMiB: tcp0, tcpAfterMiB: tcp });
+      nonReading.rows.push({
+        connections: n,
+        serverStreams: d.resources.hbone.serverStreams,
+        streamWindowBytes: d.resources.hbone.streamWindow ?? 0,
+        rssBeforeMiB: rss0,
+        rssAfterMiB: rss,
+        boundMiB: bound,
+        tcpBeforeMiB: tcp0,
+        tcpAfterMiB: tcp,
+      });
       await sleep(3000);
     }
     kill();
@@ -167,12 +220,20 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
     for (const peerTimeout of ['1h', '30s', '4s']) {
       st = await sandboxUp({ nodes: 2, pods: 2, agents: true, agentSettings: { peerTimeout } });
       procs.push(await startInPod(pod('n2-p1'), withFds([process.execPath, NETTOOL, 'serve', '8080'])));
-      const holder = await startInPod(pod('n1-p1'), withFds([process.execPath, '-e', `
+      const holder = await startInPod(
+        pod('n1-p1'),
+        withFds([
+          process.execPath,
+          '-e',
+          `
         const net = require('net'); const n = ${idleN}; let open = 0; const socks = [];
         const one = () => new Promise((res) => { const s = net.connect(8080, '${pod('n2-p1').ip}', () => { s.write('x'); }); s.once('data', () => { socks.push(s); res(); }); s.on('error', () => res()); });
         (async () => { for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, one)); console.log('listening', socks.length); })();
         setInterval(() => {}, 1 << 30);
-      `]), 300_000);
+      `,
+        ]),
+        300_000,
+      );
       procs.push(holder);
       await sleep(5000);
       const pids = [agentPid('n1'), agentPid('n2')];
@@ -192,14 +253,23 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
     for (const p of st.pods) procs.push(await startInPod(p, withFds([process.execPath, NETTOOL, 'serve', '8080'])));
     const src = pod('n1-p1');
     const dst = pod('n2-p1');
-    const rate = runInPod(src, withFds([process.execPath, NETTOOL, 'rate', dst.ip, '8080', '200', String(soakSeconds)]), { timeoutMs: (soakSeconds + 120) * 1000 });
-    const held = await startInPod(src, withFds([process.execPath, '-e', `
+    const rate = runInPod(src, withFds([process.execPath, NETTOOL, 'rate', dst.ip, '8080', '200', String(soakSeconds)]), {
+      timeoutMs: (soakSeconds + 120) * 1000,
+    });
+    const held = await startInPod(
+      src,
+      withFds([
+        process.execPath,
+        '-e',
+        `
       const net = require('net');
       const one = () => { const s = net.connect(8080, '${dst.ip}'); s.on('data', () => {}); s.on('error', () => {}); const t = setInterval(() => s.write('k'), 1000);
         setTimeout(() => { clearInterval(t); s.end(); one(); }, 30000 + Math.random() * 60000); };
       for (let i = 0; i < 100; i++) one(); console.log('listening');
       setInterval(() => {}, 1 << 30);
-    `]));
+    `,
+      ]),
+    );
     procs.push(held);
     const samples: LifecycleResults['soak']['samples'] = [];
     const t0 = Date.now();
@@ -211,8 +281,17 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
         let heap: number | null = null;
         try {
           heap = (JSON.parse((await httpInNetns(n.netnsPath, '127.0.0.1', 15000, '/debug/heap', 'POST')).body) as { heapUsed: number }).heapUsed / 2 ** 20;
-        } catch { /* restarting */ }
-        samples.push({ t: (Date.now() - t0) / 1000, node: n.name, fds: pids.reduce((x, p) => x + fds(p), 0), rssMiB: pids.reduce((x, p) => x + rssMiB(p), 0), heapMiB: heap, agents: pids.length });
+        } catch {
+          /* restarting */
+        }
+        samples.push({
+          t: (Date.now() - t0) / 1000,
+          node: n.name,
+          fds: pids.reduce((x, p) => x + fds(p), 0),
+          rssMiB: pids.reduce((x, p) => x + rssMiB(p), 0),
+          heapMiB: heap,
+          agents: pids.length,
+        });
       }
       if (Date.now() >= nextRestart) {
         const victim = st.nodes[Math.floor(Math.random() * st.nodes.length)]!.name;
@@ -224,7 +303,15 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
     }
     const rr = await rate;
     const rj = JSON.parse(rr.stdout.trim().split('\n').pop() || '{}') as LifecycleResults['soak']['rate'];
-    soak = { seconds: soakSeconds, rate: { attempted: rj.attempted, failed: rj.failed, errors: rj.errors }, restarts, drainTimeoutS, warmupS: Math.min(120, soakSeconds / 3), nodes: st.nodes.map((n) => n.name), samples };
+    soak = {
+      seconds: soakSeconds,
+      rate: { attempted: rj.attempted, failed: rj.failed, errors: rj.errors },
+      restarts,
+      drainTimeoutS,
+      warmupS: Math.min(120, soakSeconds / 3),
+      nodes: st.nodes.map((n) => n.name),
+      samples,
+    };
   } finally {
     kill();
     await sandboxDown();
@@ -234,6 +321,11 @@ export async function lifecycleBench(opts: { quick?: boolean; soakSeconds?: numb
 
 if (process.argv[1] && process.argv[1].endsWith('lifecycle.js')) {
   const i = process.argv.indexOf('--soak-seconds');
-  lifecycleBench({ quick: process.argv.includes('--quick'), ...(i > 0 ? { soakSeconds: Number(process.argv[i + 1]) } : {}) })
-    .then((r) => process.stdout.write(lifecycleMarkdown(r).join('\n') + '\n'), (e) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  lifecycleBench({ quick: process.argv.includes('--quick'), ...(i > 0 ? { soakSeconds: Number(process.argv[i + 1]) } : {}) }).then(
+    (r) => process.stdout.write(lifecycleMarkdown(r).join('\n') + '\n'),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
 }

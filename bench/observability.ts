@@ -71,7 +71,11 @@ function agentCpuS(node: Node): number {
 
 const PACED_MS = 250;
 
-interface ScrapeStats { count: number; ms: number[]; bytes: number[] }
+interface ScrapeStats {
+  count: number;
+  ms: number[];
+  bytes: number[];
+}
 
 /**
  * Scrapes every node's /metrics, one after the other, until `stop` resolves;
@@ -90,7 +94,8 @@ async function scrapeLoop(nodes: Node[], stop: Promise<unknown>, everyMs = 0): P
     for (const n of nodes) {
       const t0 = performance.now();
       const r = await httpInNetns(n.netnsPath, '127.0.0.1', METRICS_PORT, '/metrics');
-      if (r.status !== 200) throw toolFailed(`${n.name} /metrics: HTTP ${r.status}`, `the agent's metrics endpoint (port ${METRICS_PORT}) failed: see ${n.log}`);
+      if (r.status !== 200)
+        throw toolFailed(`${n.name} /metrics: HTTP ${r.status}`, `the agent's metrics endpoint (port ${METRICS_PORT}) failed: see ${n.log}`);
       st.ms.push(performance.now() - t0);
       st.bytes.push(Buffer.byteLength(r.body));
       st.count++;
@@ -135,10 +140,23 @@ export async function observabilityBench(opts: { quick?: boolean } = {}): Promis
     for (let round = 1; round <= rounds; round++) {
       latRows.push({ round, mode: 'no scrape', r: await rr(n1p1, n2p1, latRequests), scrape: null });
       const paced = rr(n1p1, n2p1, latRequests);
-      const [rp, scrapeP] = await Promise.all([paced, scrapeLoop(nodes, paced.catch(() => null), PACED_MS)]);
+      const [rp, scrapeP] = await Promise.all([
+        paced,
+        scrapeLoop(
+          nodes,
+          paced.catch(() => null),
+          PACED_MS,
+        ),
+      ]);
       latRows.push({ round, mode: 'scraping 4/s', r: rp, scrape: scrapeP });
       const run = rr(n1p1, n2p1, latRequests);
-      const [r, scrape] = await Promise.all([run, scrapeLoop(nodes, run.catch(() => null))]);
+      const [r, scrape] = await Promise.all([
+        run,
+        scrapeLoop(
+          nodes,
+          run.catch(() => null),
+        ),
+      ]);
       latRows.push({ round, mode: 'scraping', r, scrape });
     }
   } finally {
@@ -170,5 +188,11 @@ export async function observabilityBench(opts: { quick?: boolean } = {}): Promis
 }
 
 if (process.argv[1] && process.argv[1].endsWith('observability.js')) {
-  observabilityBench({ quick: process.argv.includes('--quick') }).then((r) => process.stdout.write(observabilityMarkdown(r).join('\n') + '\n'), (e) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  observabilityBench({ quick: process.argv.includes('--quick') }).then(
+    (r) => process.stdout.write(observabilityMarkdown(r).join('\n') + '\n'),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
 }

@@ -55,7 +55,11 @@ export function parseArgs(argv: string[], root: string): ParsedArgs {
     if (a === '--help' || a === '-h') return { ok: false, exitCode: 0, message: USAGE };
     return fail(`bench: unknown argument ${a}`);
   }
-  for (const [idx, what] of [[outIdx, 'a file name'], [onlyIdx, 'a list of sections'], [soakIdx, 'a number of seconds']] as const) {
+  for (const [idx, what] of [
+    [outIdx, 'a file name'],
+    [onlyIdx, 'a list of sections'],
+    [soakIdx, 'a number of seconds'],
+  ] as const) {
     if (idx >= 0 && (!argv[idx + 1] || argv[idx + 1]!.startsWith('--'))) return fail(`bench: ${argv[idx]} needs ${what}`);
   }
   const soakSeconds = soakIdx >= 0 ? Number(argv[soakIdx + 1]) : undefined;
@@ -70,18 +74,31 @@ export function parseArgs(argv: string[], root: string): ParsedArgs {
   }
   const partial = sections.size < SECTIONS.length;
   // Only a full run replaces bench/RESULTS.md unless --out says otherwise.
-  const out = outIdx >= 0
-    ? path.resolve(argv[outIdx + 1]!)
-    : quick || partial
-      ? path.join(os.tmpdir(), `ambientd-bench-RESULTS${quick ? '.quick' : ''}${partial ? `.${[...sections].join('+')}` : ''}.md`)
-      : path.join(root, 'bench', 'RESULTS.md');
+  const out =
+    outIdx >= 0
+      ? path.resolve(argv[outIdx + 1]!)
+      : quick || partial
+        ? path.join(os.tmpdir(), `ambientd-bench-RESULTS${quick ? '.quick' : ''}${partial ? `.${[...sections].join('+')}` : ''}.md`)
+        : path.join(root, 'bench', 'RESULTS.md');
   const options: Options = quick
     ? {
-        soakSeconds, quick, out, seconds: 1, blocks: ['sockmap', 'none'], enrollPods: 10, sections,
+        soakSeconds,
+        quick,
+        out,
+        seconds: 1,
+        blocks: ['sockmap', 'none'],
+        enrollPods: 10,
+        sections,
         hbone: { quick, seconds: 1, blocks: 1, cpsSeconds: 1, cpsConcurrency: 16, idleConns: 200 },
       }
     : {
-        soakSeconds, quick, out, seconds: 5, blocks: ['sockmap', 'none', 'none', 'sockmap'], enrollPods: 50, sections,
+        soakSeconds,
+        quick,
+        out,
+        seconds: 5,
+        blocks: ['sockmap', 'none', 'none', 'sockmap'],
+        enrollPods: 50,
+        sections,
         hbone: { quick, seconds: 5, blocks: 2, cpsSeconds: 5, cpsConcurrency: 16, idleConns: 1000 },
       };
   return { ok: true, options };

@@ -10,7 +10,11 @@ import { PERF_CATEGORIES, type PerfCategory, type PerfProfile } from './results.
 
 export function perfCategory(sym: string, dso: string): PerfCategory {
   if (dso.startsWith('[kernel') || dso === '[vdso]') return 'kernel';
-  if (/libssl|libcrypto/.test(dso) || /aesni|gcm|ghash|sha256|sha512|ossl_|^EVP_|^CRYPTO_|ssl3_|^tls1?_|^SSL_|^BIO_|^aes_|chacha|poly1305|ecp_nistz256|^bn_|^OPENSSL_/i.test(sym)) return 'TLS crypto';
+  if (
+    /libssl|libcrypto/.test(dso) ||
+    /aesni|gcm|ghash|sha256|sha512|ossl_|^EVP_|^CRYPTO_|ssl3_|^tls1?_|^SSL_|^BIO_|^aes_|chacha|poly1305|ecp_nistz256|^bn_|^OPENSSL_/i.test(sym)
+  )
+    return 'TLS crypto';
   if (/nghttp2/i.test(sym) || /libnghttp2/.test(dso)) return 'HTTP/2 (nghttp2)';
   if (/v8::internal::.*(Mark|Sweep|Scaveng|Evacuat|Compact|Concurrent|GC|Heap::|MemoryAllocator|PagedSpace|Minor|Remembered|SlotSet)/.test(sym)) return 'V8 GC';
   if (dso.startsWith('[JIT]') || /^Builtins_|v8::|node::|^uv_|^uv__|^Node|^v8/.test(sym) || /perf-\d+\.map/.test(dso)) return 'JS + V8 + libuv';
@@ -27,7 +31,9 @@ export async function perfProfile(pids: Record<string, number>, seconds: number,
   const file = path.join(dir, `perf-${process.pid}-${Date.now()}.data`);
   const byPid = new Map(Object.entries(pids).map(([k, v]) => [v, k]));
   try {
-    await execFileP('perf', ['record', '-q', '-F', String(freq), '-o', file, '-p', [...byPid.keys()].join(','), '--', 'sleep', String(seconds)], { timeout: seconds * 1000 + 20_000 });
+    await execFileP('perf', ['record', '-q', '-F', String(freq), '-o', file, '-p', [...byPid.keys()].join(','), '--', 'sleep', String(seconds)], {
+      timeout: seconds * 1000 + 20_000,
+    });
     const { stdout } = await execFileP('perf', ['script', '-i', file, '-F', 'pid,ip,sym,dso'], { maxBuffer: 256 << 20, timeout: 60_000 });
     const byProc: PerfProfile['byProc'] = {};
     const syms = new Map<string, Map<string, number>>();
@@ -50,7 +56,10 @@ export async function perfProfile(pids: Record<string, number>, seconds: number,
     }
     const top: PerfProfile['top'] = {};
     for (const [name, m] of syms) {
-      top[name] = [...m].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, pct]) => ({ sym: k.split('\0')[0]!, dso: k.split('\0')[1]!, pct }));
+      top[name] = [...m]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 8)
+        .map(([k, pct]) => ({ sym: k.split('\0')[0]!, dso: k.split('\0')[1]!, pct }));
     }
     return { byProc, top, seconds };
   } catch {

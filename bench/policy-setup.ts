@@ -26,14 +26,39 @@ const OTHER_NAMESPACES = 500;
 
 function policies(extra: number): unknown {
   const items: unknown[] = [
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-client', namespace: 'ambient-demo' },
-      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/ambient-demo/sa/sa-n1-p1'] } }], to: [{ operation: { ports: ['8081'] } }] }] } },
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-other', namespace: 'ambient-demo' },
-      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'DENY', rules: [{ from: [{ source: { namespaces: ['nobody'] } }] }] } },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'allow-client', namespace: 'ambient-demo' },
+      spec: {
+        selector: { matchLabels: { app: 'n2-p1' } },
+        action: 'ALLOW',
+        rules: [{ from: [{ source: { principals: ['cluster.local/ns/ambient-demo/sa/sa-n1-p1'] } }], to: [{ operation: { ports: ['8081'] } }] }],
+      },
+    },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'deny-other', namespace: 'ambient-demo' },
+      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'DENY', rules: [{ from: [{ source: { namespaces: ['nobody'] } }] }] },
+    },
   ];
   for (let i = 0; i < extra; i++) {
-    items.push({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: `p-${i}`, namespace: `bench-${i % OTHER_NAMESPACES}` },
-      spec: { selector: { matchLabels: { app: `app-${i}` } }, action: i % 3 === 0 ? 'DENY' : 'ALLOW', rules: [{ from: [{ source: { principals: [`cluster.local/ns/bench-${i % OTHER_NAMESPACES}/sa/sa-${i}`], ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['80', '8080'] } }] }] } });
+    items.push({
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: `p-${i}`, namespace: `bench-${i % OTHER_NAMESPACES}` },
+      spec: {
+        selector: { matchLabels: { app: `app-${i}` } },
+        action: i % 3 === 0 ? 'DENY' : 'ALLOW',
+        rules: [
+          {
+            from: [{ source: { principals: [`cluster.local/ns/bench-${i % OTHER_NAMESPACES}/sa/sa-${i}`], ipBlocks: ['10.0.0.0/8'] } }],
+            to: [{ operation: { ports: ['80', '8080'] } }],
+          },
+        ],
+      },
+    });
   }
   return { apiVersion: 'v1', kind: 'List', items };
 }
@@ -58,12 +83,19 @@ export async function policySetupBench(opts: { quick?: boolean } = {}): Promise<
       for (;;) {
         const d = await getJsonInNetns<{ policyStats: { policies: number } }>(n2.netnsPath, '127.0.0.1', 15000, '/config_dump');
         if (d.policyStats.policies === want) break;
-        if (Date.now() - t0 > 120_000) throw toolFailed(`agent of n2 did not load ${want} policies within 120 s`, `see its log ${n2.log} ("policies compiled" / policy errors)`);
+        if (Date.now() - t0 > 120_000)
+          throw toolFailed(`agent of n2 did not load ${want} policies within 120 s`, `see its log ${n2.log} ("policies compiled" / policy errors)`);
         await new Promise((r) => setTimeout(r, 200));
       }
-      const log = fs.readFileSync(n2.log, 'utf8').split('\n').filter((l) => l.includes('"policies compiled"')).pop();
+      const log = fs
+        .readFileSync(n2.log, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"policies compiled"'))
+        .pop();
       const compileMs = log ? Number(JSON.parse(log).ms) : null;
-      const r = await runInPod(pod('n1-p1'), [process.execPath, path.join(HERE, 'setup-client.js'), pod('n2-p1').ip, '8081', String(n), String(WARMUP)], { timeoutMs: 120_000 });
+      const r = await runInPod(pod('n1-p1'), [process.execPath, path.join(HERE, 'setup-client.js'), pod('n2-p1').ip, '8081', String(n), String(WARMUP)], {
+        timeoutMs: 120_000,
+      });
       if (r.code !== 0) throw toolFailed(`set-up client (bench/setup-client.ts) failed (exit ${r.code}): ${r.stderr.trim().slice(-500)}`, HINT_OUTPUT);
       const j = JSON.parse(r.stdout) as { p50_us: number; p90_us: number; p99_us: number };
       rows.push({ policies: want, p50Us: j.p50_us, p90Us: j.p90_us, p99Us: j.p99_us, compileMs });
@@ -76,5 +108,11 @@ export async function policySetupBench(opts: { quick?: boolean } = {}): Promise<
 }
 
 if (process.argv[1] && process.argv[1].endsWith('policy-setup.js')) {
-  policySetupBench({ quick: process.argv.includes('--quick') }).then((r) => process.stdout.write(policyMarkdown(r).join('\n') + '\n'), (e) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  policySetupBench({ quick: process.argv.includes('--quick') }).then(
+    (r) => process.stdout.write(policyMarkdown(r).join('\n') + '\n'),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
 }

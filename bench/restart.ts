@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: both restart measurements (hand-over window, start-up time) share one sandbox set-up and the alternating rounds.
 /**
  * Agent restarts (DaemonSet rolling update), two measurements:
  *
@@ -33,15 +34,36 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, sandboxDown, sandboxStatus, restartAgent, startAgent, stopAgent, waitAgentReady, isProcessAlive,
-  SANDBOX_LOCK, type SandboxState, type SandboxPod, type SandboxUpOptions,
+  sandboxUp,
+  sandboxDown,
+  sandboxStatus,
+  restartAgent,
+  startAgent,
+  stopAgent,
+  waitAgentReady,
+  isProcessAlive,
+  SANDBOX_LOCK,
+  type SandboxState,
+  type SandboxPod,
+  type SandboxUpOptions,
 } from '../tools/sandbox/index.js';
 import { nettool, nettoolServer, type RunResult } from '../tools/sandbox/podproc.js';
 import { now, sleep, parseJson, waitNoSandbox, toolFailed } from './lib.js';
 import { fmt } from './stats.js';
 import {
-  RESTART_MODES, type HoldJson, type HandoverWindowResults, type ModeRun, type NodeRestart, type RateJson, type RestartFailure,
-  type RestartMode, type RestartResults, type SocketMissing, type StartLog, type StartStep, type StartupResults,
+  RESTART_MODES,
+  type HoldJson,
+  type HandoverWindowResults,
+  type ModeRun,
+  type NodeRestart,
+  type RateJson,
+  type RestartFailure,
+  type RestartMode,
+  type RestartResults,
+  type SocketMissing,
+  type StartLog,
+  type StartStep,
+  type StartupResults,
 } from './results.js';
 import { restartMarkdown } from './render/restart.js';
 
@@ -63,7 +85,6 @@ const lastJson = <T>(r: RunResult): T | null => {
   return parseJson(line) as T | null;
 };
 
-
 function logSize(file: string): number {
   try {
     return fs.statSync(file).size;
@@ -73,8 +94,17 @@ function logSize(file: string): number {
 }
 
 const emptyStartLog = (): StartLog => ({
-  spawnToLoadedMs: null, loadedToReadyMs: null, spawnToReadyMs: null, enrolled: null,
-  podsAdopted: 0, podsAttached: 0, socketsTaken: null, socketsRejected: null, drained: null, problems: [], failedConns: [],
+  spawnToLoadedMs: null,
+  loadedToReadyMs: null,
+  spawnToReadyMs: null,
+  enrolled: null,
+  podsAdopted: 0,
+  podsAttached: 0,
+  socketsTaken: null,
+  socketsRejected: null,
+  drained: null,
+  problems: [],
+  failedConns: [],
 });
 
 /** Reads agent.log from byte offset `from` and picks out the start-up and drain figures. */
@@ -83,7 +113,9 @@ function readStartLog(file: string, from: number): StartLog {
   try {
     const buf = fs.readFileSync(file);
     text = buf.subarray(from).toString('utf8');
-  } catch { /* none */ }
+  } catch {
+    /* none */
+  }
   const out = emptyStartLog();
   let spawnAt: number | null = null;
   let loadedAt: number | null = null;
@@ -98,14 +130,19 @@ function readStartLog(file: string, from: number): StartLog {
     if (!j) continue;
     const t = typeof j.time === 'string' ? Date.parse(j.time) : NaN;
     switch (j.msg) {
-      case 'datapath loaded': loadedAt ??= t; break;
+      case 'datapath loaded':
+        loadedAt ??= t;
+        break;
       case 'agent ready':
         if (readyAt === null) {
           readyAt = t;
           out.enrolled = typeof j.enrolled === 'number' ? j.enrolled : null;
         }
         break;
-      case 'pod enrolled': if (j.adopted === true) out.podsAdopted++; else out.podsAttached++; break;
+      case 'pod enrolled':
+        if (j.adopted === true) out.podsAdopted++;
+        else out.podsAttached++;
+        break;
       case 'took over the listening sockets':
         out.socketsTaken = typeof j.adopted === 'number' ? j.adopted : null;
         out.socketsRejected = typeof j.rejected === 'number' ? j.rejected : null;
@@ -113,11 +150,25 @@ function readStartLog(file: string, from: number): StartLog {
       case 'drained':
         out.drained = { ms: Number(j.ms), connectionsAtStart: Number(j.connectionsAtStart), closedAtDeadline: Number(j.closedAtDeadline) };
         break;
-      default: break;
+      default:
+        break;
     }
     if (j.msg === 'connection' && j.state === 'failed') {
       // the fields that matter, in this order (JSON drops the undefined ones)
-      out.failedConns.push(JSON.parse(JSON.stringify({ time: j.time, direction: j.direction, via: j.via, src: j.src, dst: j.dst, reason: j.reason, durationMs: j.durationMs, start: j.start })) as Record<string, unknown>);
+      out.failedConns.push(
+        JSON.parse(
+          JSON.stringify({
+            time: j.time,
+            direction: j.direction,
+            via: j.via,
+            src: j.src,
+            dst: j.dst,
+            reason: j.reason,
+            durationMs: j.durationMs,
+            start: j.start,
+          }),
+        ) as Record<string, unknown>,
+      );
     }
     if (j.level === 'warn' || j.level === 'error') out.problems.push(line.length > 400 ? line.slice(0, 400) + '…' : line);
     else if (!line.startsWith('{') && /error|EADDRINUSE|LISTENER_FAILED/i.test(line)) out.problems.push(line.slice(0, 400));
@@ -151,7 +202,9 @@ async function timedSandboxUp(opts: SandboxUpOptions, log: (s: string) => void):
     while (!done && lockedAt === null) {
       try {
         if (fs.readFileSync(SANDBOX_LOCK, 'utf8').trim() === String(process.pid)) lockedAt = now();
-      } catch { /* not taken yet */ }
+      } catch {
+        /* not taken yet */
+      }
       await sleep(10);
     }
   })();
@@ -170,8 +223,14 @@ async function timedSandboxUp(opts: SandboxUpOptions, log: (s: string) => void):
 /** The lines of the agent log since `from` that are not access-log records (the last `n`). */
 function logTail(file: string, from: number, n = 12): string[] {
   try {
-    return fs.readFileSync(file).subarray(from).toString('utf8').split('\n')
-      .filter((l) => l.trim() && !l.includes('"scope":"ambientd.access"')).slice(-n).map((l) => (l.length > 300 ? l.slice(0, 300) + '…' : l));
+    return fs
+      .readFileSync(file)
+      .subarray(from)
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() && !l.includes('"scope":"ambientd.access"'))
+      .slice(-n)
+      .map((l) => (l.length > 300 ? l.slice(0, 300) + '…' : l));
   } catch {
     return [];
   }
@@ -183,9 +242,17 @@ function logTail(file: string, from: number, n = 12): string[] {
  */
 async function recoverAgent(node: string, alivePid: number | null, stateDir: string, waitMs: number): Promise<void> {
   if (alivePid !== null && isProcessAlive(alivePid)) {
-    try { process.kill(alivePid, 'SIGTERM'); } catch { /* gone */ }
+    try {
+      process.kill(alivePid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
     if ((await watchExit(alivePid, waitMs)) === null) {
-      try { process.kill(alivePid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(alivePid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
       await watchExit(alivePid, 5000);
     }
   }
@@ -210,10 +277,20 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
   const rounds = o.quick ? 1 : 3;
   const T = o.quick ? 8 : 10;
   const controlS = 3;
-  log(`\n[10a] restart: hand-over window at ${RATE} new connections/s; sandbox 2 nodes x 2 pods (drainTimeout ${DRAIN_TIMEOUT_S}s), ${rounds} round(s) x ${RESTART_MODES.join(' / ')}, ${T} s each`);
+  log(
+    `\n[10a] restart: hand-over window at ${RATE} new connections/s; sandbox 2 nodes x 2 pods (drainTimeout ${DRAIN_TIMEOUT_S}s), ${rounds} round(s) x ${RESTART_MODES.join(' / ')}, ${T} s each`,
+  );
   const res: HandoverWindowResults = {
-    rate: RATE, drainTimeoutS: DRAIN_TIMEOUT_S, echoPort: ECHO_PORT, loadSeconds: T, rounds, controlSeconds: controlS,
-    upMs: NaN, control: null, controlRaw: '', runs: [],
+    rate: RATE,
+    drainTimeoutS: DRAIN_TIMEOUT_S,
+    echoPort: ECHO_PORT,
+    loadSeconds: T,
+    rounds,
+    controlSeconds: controlS,
+    upMs: NaN,
+    control: null,
+    controlRaw: '',
+    runs: [],
   };
   let st: SandboxState | null = null;
   const procs: ChildProcess[] = [];
@@ -225,7 +302,11 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     const pod = (n: string): SandboxPod => st!.pods.find((p) => p.name === n)!;
     const src = pod('n1-p1');
     const dst = pod('n2-p1');
-    if (!src.ambient || !dst.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 and n2-p1 should be ambient', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
+    if (!src.ambient || !dst.ambient)
+      throw toolFailed(
+        'unexpected sandbox layout: n1-p1 and n2-p1 should be ambient',
+        'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here',
+      );
     const nodeOf = (n: string) => st!.nodes.find((x) => x.name === n)!;
     procs.push(await nettoolServer(dst, 'serve', ECHO_PORT));
 
@@ -234,7 +315,9 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
     const control = lastJson<RateJson>(c);
     res.control = control;
     res.controlRaw = `${c.stdout.trim()} ${c.stderr.trim()}`.trim();
-    log(`  control (no restart, ${controlS} s): ${control ? `${control.ok}/${control.attempted} ok, ${control.failed} failed${control.failed ? ` ${JSON.stringify(control.errors)}` : ''}, slowest ${control.maxConnectMs} ms` : `unparsable: ${c.stdout} ${c.stderr}`}`);
+    log(
+      `  control (no restart, ${controlS} s): ${control ? `${control.ok}/${control.attempted} ok, ${control.failed} failed${control.failed ? ` ${JSON.stringify(control.errors)}` : ''}, slowest ${control.maxConnectMs} ms` : `unparsable: ${c.stdout} ${c.stderr}`}`,
+    );
 
     for (let round = 1; round <= rounds; round++) {
       const order: RestartMode[] = round % 2 === 1 ? [...RESTART_MODES] : [...RESTART_MODES].reverse();
@@ -263,7 +346,13 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
             const msg = (e as Error).message.split('\n')[0]!;
             const done = now();
             log(`  round ${round} ${mode}: restart of ${n} FAILED after ${((done - at) / 1000).toFixed(1)} s: ${msg}`);
-            const error: RestartFailure = { message: msg, handoverSocket: sock, socketExistedBefore: sockBefore, previousPid: before, logTail: logTail(nodeOf(n).log, offsets[n]!) };
+            const error: RestartFailure = {
+              message: msg,
+              handoverSocket: sock,
+              socketExistedBefore: sockBefore,
+              previousPid: before,
+              logTail: logTail(nodeOf(n).log, offsets[n]!),
+            };
             await recoverAgent(n, before, stateDir, (DRAIN_TIMEOUT_S + 15) * 1000);
             exits.push(Promise.resolve(0));
             restarts.push({ ...base, oldPid: before, newPid: null, readyMs: null, doneMs: now() - t0, error });
@@ -276,17 +365,26 @@ async function handoverWindow(o: { quick: boolean; stateDir: string; log: (s: st
           r.oldGoneAfterMs = gone[i]!;
           r.log = readStartLog(r.logFile, offsets[r.node]!);
           const sock = handoverSocketOf(nodeOf(r.node).config);
-          if (handover && r.error === null && !fs.existsSync(sock)) r.socketMissing = { path: sock, oldPid: r.oldPid, newPid: r.newPid, logTail: logTail(r.logFile, offsets[r.node]!, 14) };
+          if (handover && r.error === null && !fs.existsSync(sock))
+            r.socketMissing = { path: sock, oldPid: r.oldPid, newPid: r.newPid, logTail: logTail(r.logFile, offsets[r.node]!, 14) };
         });
         const run: ModeRun = {
-          round, mode, order: (k + 1) as 1 | 2,
-          rate: lastJson<RateJson>(rateR), rateRaw: `${rateR.stdout.trim()} ${rateR.stderr.trim()}`.trim(), rateExit: rateR.code,
-          hold: holdR ? lastJson<HoldJson>(holdR) : null, holdRaw: holdR ? `${holdR.stdout.trim()} ${holdR.stderr.trim()}`.trim() : '', holdExit: holdR ? holdR.code : null,
+          round,
+          mode,
+          order: (k + 1) as 1 | 2,
+          rate: lastJson<RateJson>(rateR),
+          rateRaw: `${rateR.stdout.trim()} ${rateR.stderr.trim()}`.trim(),
+          rateExit: rateR.code,
+          hold: holdR ? lastJson<HoldJson>(holdR) : null,
+          holdRaw: holdR ? `${holdR.stdout.trim()} ${holdR.stderr.trim()}`.trim() : '',
+          holdExit: holdR ? holdR.code : null,
           restarts,
         };
         res.runs.push(run);
         const rt = run.rate;
-        log(`  round ${round} ${mode.padEnd(15)} ${rt ? `${rt.failed}/${rt.attempted} failed${rt.failed ? ` ${JSON.stringify(rt.errors)}, window ${rt.windowMs} ms from ${rt.firstFailureMs} ms` : ''}, slowest ${rt.maxConnectMs} ms` : 'no result'}; ready ${restarts.map((r) => `${r.node} ${r.error ? 'FAILED' : `${r.readyMs} ms`}`).join(', ')}${run.hold ? `; held connection ${run.hold.error === null ? `survived (${run.hold.rounds} round trips, max ${run.hold.maxRttMs} ms)` : `BROKE: ${run.hold.error} after ${run.hold.rounds} round trips`}` : ''}; old agents gone ${restarts.map((r) => `${r.node} +${r.oldGoneAfterMs === null ? '?' : (r.oldGoneAfterMs / 1000).toFixed(1)} s`).join(', ')}`);
+        log(
+          `  round ${round} ${mode.padEnd(15)} ${rt ? `${rt.failed}/${rt.attempted} failed${rt.failed ? ` ${JSON.stringify(rt.errors)}, window ${rt.windowMs} ms from ${rt.firstFailureMs} ms` : ''}, slowest ${rt.maxConnectMs} ms` : 'no result'}; ready ${restarts.map((r) => `${r.node} ${r.error ? 'FAILED' : `${r.readyMs} ms`}`).join(', ')}${run.hold ? `; held connection ${run.hold.error === null ? `survived (${run.hold.rounds} round trips, max ${run.hold.maxRttMs} ms)` : `BROKE: ${run.hold.error} after ${run.hold.rounds} round trips`}` : ''}; old agents gone ${restarts.map((r) => `${r.node} +${r.oldGoneAfterMs === null ? '?' : (r.oldGoneAfterMs / 1000).toFixed(1)} s`).join(', ')}`,
+        );
       }
     }
   } finally {
@@ -318,7 +416,10 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
     log(`  sandboxUp of ${totalPods} pods with the agent ready: ${fmt(upMs, 0)} ms (${res.enrolledPods} enrolled)`);
     const pinned = (): string[] => {
       try {
-        return fs.readdirSync(podsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+        return fs
+          .readdirSync(podsDir, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name);
       } catch {
         return [];
       }
@@ -326,10 +427,16 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
     const agentPid = (): number | null => sandboxStatus({ stateDir }).nodes[0]!.agentPid;
     const record = (r: StartStep): void => {
       res.steps.push(r);
-      log(`  round ${r.round} ${r.kind.padEnd(12)} ready ${fmt(r.readyMs, 0)} ms${r.stopMs !== null ? ` (stop ${fmt(r.stopMs, 0)} ms before)` : ''}; agent log: spawn -> "datapath loaded" ${fmt(r.log.spawnToLoadedMs, 0)} ms, -> "agent ready" ${fmt(r.log.loadedToReadyMs, 0)} ms; pods: ${r.log.podsAdopted} links adopted, ${r.log.podsAttached} attached${r.log.socketsTaken !== null ? `; ${r.log.socketsTaken} sockets taken over` : ''}`);
+      log(
+        `  round ${r.round} ${r.kind.padEnd(12)} ready ${fmt(r.readyMs, 0)} ms${r.stopMs !== null ? ` (stop ${fmt(r.stopMs, 0)} ms before)` : ''}; agent log: spawn -> "datapath loaded" ${fmt(r.log.spawnToLoadedMs, 0)} ms, -> "agent ready" ${fmt(r.log.loadedToReadyMs, 0)} ms; pods: ${r.log.podsAdopted} links adopted, ${r.log.podsAttached} attached${r.log.socketsTaken !== null ? `; ${r.log.socketsTaken} sockets taken over` : ''}`,
+      );
     };
     const stopped = async (): Promise<void> => {
-      if (!(await stopAgent(node.name, 'SIGTERM', { stateDir, timeoutMs: 60_000 }))) throw toolFailed(`the agent of ${node.name} (pid ${agentPid()}) did not stop within 60 s`, `it should drain nothing here (no traffic): see ${node.log}`);
+      if (!(await stopAgent(node.name, 'SIGTERM', { stateDir, timeoutMs: 60_000 })))
+        throw toolFailed(
+          `the agent of ${node.name} (pid ${agentPid()}) did not stop within 60 s`,
+          `it should drain nothing here (no traffic): see ${node.log}`,
+        );
     };
     const handoverStart = async (round: number): Promise<void> => {
       // (1) restart with hand-over
@@ -342,15 +449,32 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
       } catch (e) {
         const msg = (e as Error).message.split('\n')[0]!;
         log(`  round ${round} hand-over: restart FAILED: ${msg}`);
-        const failure: RestartFailure = { message: msg, handoverSocket: sock, socketExistedBefore: sockBefore, previousPid: before, logTail: logTail(node.log, off) };
+        const failure: RestartFailure = {
+          message: msg,
+          handoverSocket: sock,
+          socketExistedBefore: sockBefore,
+          previousPid: before,
+          logTail: logTail(node.log, off),
+        };
         res.steps.push({ round, kind: 'hand-over', readyMs: NaN, stopMs: null, log: readStartLog(node.log, off), failure });
         await recoverAgent(node.name, before, stateDir, 30_000);
         return;
       }
       const hDone = now();
       const gone = await watchExit(h.oldPid, 30_000);
-      const socketMissing: SocketMissing | null = fs.existsSync(sock) ? null : { path: sock, oldPid: h.oldPid, newPid: h.newPid, logTail: logTail(node.log, off, 14) };
-      record({ round, kind: 'hand-over', readyMs: h.readyMs, stopMs: null, log: readStartLog(node.log, off), oldPid: h.oldPid, oldGoneAfterMs: gone === null ? null : gone - hDone, socketMissing });
+      const socketMissing: SocketMissing | null = fs.existsSync(sock)
+        ? null
+        : { path: sock, oldPid: h.oldPid, newPid: h.newPid, logTail: logTail(node.log, off, 14) };
+      record({
+        round,
+        kind: 'hand-over',
+        readyMs: h.readyMs,
+        stopMs: null,
+        log: readStartLog(node.log, off),
+        oldPid: h.oldPid,
+        oldGoneAfterMs: gone === null ? null : gone - hDone,
+        socketMissing,
+      });
     };
     const noHandoverRestart = async (round: number): Promise<void> => {
       // (2) restart without hand-over (SIGTERM, exit, start)
@@ -377,7 +501,11 @@ async function startupTime(o: { quick: boolean; stateDir: string; log: (s: strin
       const dirs = pinned();
       for (const d of dirs) fs.rmSync(path.join(podsDir, d), { recursive: true, force: true });
       const left = pinned();
-      if (left.length) throw toolFailed(`could not remove the pinned links of ${left.length} pods under ${podsDir}`, 'is something else holding them? `make sandbox-down` removes the sandbox');
+      if (left.length)
+        throw toolFailed(
+          `could not remove the pinned links of ${left.length} pods under ${podsDir}`,
+          'is something else holding them? `make sandbox-down` removes the sandbox',
+        );
       const stopMs = now() - t;
       t = now();
       await startAgent(node.name, { stateDir });
@@ -408,10 +536,12 @@ export async function restartBench(opts: RestartBenchOptions): Promise<RestartRe
 
 if (process.argv[1] && process.argv[1].endsWith('restart.js')) {
   const stateDir = '/run/ambientd-sandbox-bench';
-  restartBench({ quick: process.argv.includes('--quick'), stateDir, log: (s) => void process.stderr.write(s + '\n') })
-    .then((r) => process.stdout.write(restartMarkdown(r).join('\n') + '\n'), async (e) => {
+  restartBench({ quick: process.argv.includes('--quick'), stateDir, log: (s) => void process.stderr.write(s + '\n') }).then(
+    (r) => process.stdout.write(restartMarkdown(r).join('\n') + '\n'),
+    async (e) => {
       process.stderr.write(`${(e as Error).stack}\n`);
       await sandboxDown({ stateDir }).catch(() => undefined);
       process.exit(1);
-    });
+    },
+  );
 }

@@ -317,7 +317,12 @@ export interface PolicyResults {
 // section 9: cost of observability
 // ---------------------------------------------------------------------------
 
-export interface RrStats { n: number; p50Us: number; p90Us: number; p99Us: number }
+export interface RrStats {
+  n: number;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+}
 
 export interface ObservabilityResults {
   cpu: {
@@ -357,9 +362,22 @@ export interface RestartResults {
 }
 
 /** `nettool rate` output */
-export interface RateJson { attempted: number; ok: number; failed: number; errors: Record<string, number>; firstFailureMs: number | null; windowMs: number; maxConnectMs: number; seconds: number }
+export interface RateJson {
+  attempted: number;
+  ok: number;
+  failed: number;
+  errors: Record<string, number>;
+  firstFailureMs: number | null;
+  windowMs: number;
+  maxConnectMs: number;
+  seconds: number;
+}
 /** `nettool hold` output */
-export interface HoldJson { rounds: number; error: string | null; maxRttMs: number }
+export interface HoldJson {
+  rounds: number;
+  error: string | null;
+  maxRttMs: number;
+}
 
 /** What one agent start logged (agent.log from its "starting agent" marker on). */
 export interface StartLog {
@@ -548,7 +566,11 @@ export function toJson(r: BenchResults): string {
 export function fromJson(text: string): BenchResults {
   const r = JSON.parse(text, (_k, v: unknown) => (v === 'NaN' || v === 'Infinity' || v === '-Infinity' ? Number(v) : v)) as BenchResults;
   if (r === null || typeof r !== 'object' || r.version !== RESULTS_VERSION || typeof r.run !== 'object') {
-    throw new AmbientError('TOOL_FAILED', `not a benchmark results file of version ${RESULTS_VERSION}`, 'give the .json file bench/run.js wrote next to its markdown report (RESULTS.json beside RESULTS.md)');
+    throw new AmbientError(
+      'TOOL_FAILED',
+      `not a benchmark results file of version ${RESULTS_VERSION}`,
+      'give the .json file bench/run.js wrote next to its markdown report (RESULTS.json beside RESULTS.md)',
+    );
   }
   return r;
 }

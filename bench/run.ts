@@ -162,7 +162,8 @@ async function cleanUp(log: (s: string) => void): Promise<void> {
   // for it may already be building its own sandbox (same ambs-* names).
   const other = sandboxLockHolder();
   if (!left.length) log('sandbox removed; machine clean (no ambs-* netns, no sandbox cgroup/bpffs/state dirs)');
-  else if (other !== null && !fs.existsSync(STATE_DIR)) log(`sandbox removed; another process (pid ${other}) took the sandbox lock right after and now owns: ${left.join(', ')}`);
+  else if (other !== null && !fs.existsSync(STATE_DIR))
+    log(`sandbox removed; another process (pid ${other}) took the sandbox lock right after and now owns: ${left.join(', ')}`);
   else log(`WARNING: left behind: ${left.join(', ')}`);
 }
 

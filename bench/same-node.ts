@@ -8,9 +8,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { sandboxUp, sandboxStatus, startAgent, stopAgent, waitAgentReady, type SandboxNode, type SandboxPod } from '../tools/sandbox/index.js';
-import {
-  settleTcpMem, startSampler, capturedOut, iperf, latency, setAffinity, waitNoSandbox, parseJson, tcpMemLimits, toolFailed, PIN_CPU,
-} from './lib.js';
+import { settleTcpMem, startSampler, capturedOut, iperf, latency, setAffinity, waitNoSandbox, parseJson, tcpMemLimits, toolFailed, PIN_CPU } from './lib.js';
 import type { Options } from './options.js';
 import type { Lat, PathName, SameNodeResults, Tput } from './results.js';
 import { fmt } from './stats.js';
@@ -18,7 +16,11 @@ import { fmt } from './stats.js';
 /** Sets `acceleration:` in the node's agent.yaml and restarts its agent. */
 async function setAcceleration(node: SandboxNode, accel: 'sockmap' | 'none', stateDir: string): Promise<number> {
   const text = fs.readFileSync(node.config, 'utf8');
-  if (!/^acceleration: .*$/m.test(text)) throw toolFailed(`${node.config} has no acceleration: line`, 'the sandbox writes agent.yaml (tools/sandbox/plan.ts agentConfigFor); has its layout changed?');
+  if (!/^acceleration: .*$/m.test(text))
+    throw toolFailed(
+      `${node.config} has no acceleration: line`,
+      'the sandbox writes agent.yaml (tools/sandbox/plan.ts agentConfigFor); has its layout changed?',
+    );
   fs.writeFileSync(node.config, text.replace(/^acceleration: .*$/m, `acceleration: ${accel}`));
   if (!(await stopAgent(node.name, 'SIGTERM', { stateDir }))) throw toolFailed(`the agent of ${node.name} did not stop`, `see ${node.log}`);
   const logSize = fs.existsSync(node.log) ? fs.statSync(node.log).size : 0;
@@ -26,9 +28,16 @@ async function setAcceleration(node: SandboxNode, accel: 'sockmap' | 'none', sta
   await waitAgentReady(node.name, 30_000, { stateDir });
   // Check what the datapath really runs (sockmap needs the sk_msg program type).
   const fresh = fs.readFileSync(node.log, 'utf8').slice(logSize);
-  const line = fresh.split('\n').map(parseJson).find((j) => j?.msg === 'datapath loaded');
+  const line = fresh
+    .split('\n')
+    .map(parseJson)
+    .find((j) => j?.msg === 'datapath loaded');
   const effective = line?.acceleration;
-  if (effective !== accel) throw toolFailed(`asked the agent of ${node.name} for acceleration=${accel}, its datapath runs ${String(effective)}`, `sockmap needs the sk_msg program type; see the "datapath loaded" line of ${node.log}`);
+  if (effective !== accel)
+    throw toolFailed(
+      `asked the agent of ${node.name} for acceleration=${accel}, its datapath runs ${String(effective)}`,
+      `sockmap needs the sk_msg program type; see the "datapath loaded" line of ${node.log}`,
+    );
   return pid;
 }
 
@@ -39,7 +48,11 @@ export async function sameNodeBench(o: Options, stateDir: string, log: (s: strin
   const node = state.nodes[0]!;
   const pod = (n: string): SandboxPod => state.pods.find((p) => p.name === n)!;
   const [p1, p2, p4] = [pod('n1-p1'), pod('n1-p2'), pod('n1-p4')];
-  if (!p1.ambient || p2.ambient || p4.ambient) throw toolFailed('unexpected sandbox layout: n1-p1 should be ambient, n1-p2 and n1-p4 plain', 'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here');
+  if (!p1.ambient || p2.ambient || p4.ambient)
+    throw toolFailed(
+      'unexpected sandbox layout: n1-p1 should be ambient, n1-p2 and n1-p4 plain',
+      'the bench follows the sandbox layout of tools/sandbox/plan.ts; update it there or here',
+    );
   const route: Record<PathName, [SandboxPod, SandboxPod]> = {
     direct: [p2, p4],
     'agent+sockmap': [p1, p2],
@@ -53,7 +66,11 @@ export async function sameNodeBench(o: Options, stateDir: string, log: (s: strin
   let agentPid = sandboxStatus({ stateDir }).nodes[0]!.agentPid;
   const tput: Tput[] = [];
   const lat: Lat[] = [];
-  const notCaptured = (pth: PathName, src: SandboxPod): Error => toolFailed(`${pth}: the agent captured no connection from ${src.name}: the path did not go through the agent`, 'check that the pod is enrolled and its connect4 hook attached (`ambientd inspect`)');
+  const notCaptured = (pth: PathName, src: SandboxPod): Error =>
+    toolFailed(
+      `${pth}: the agent captured no connection from ${src.name}: the path did not go through the agent`,
+      'check that the pod is enrolled and its connect4 hook attached (`ambientd inspect`)',
+    );
 
   const measureTput = async (pth: PathName, block: number): Promise<void> => {
     const [src, dst] = route[pth];
@@ -66,7 +83,9 @@ export async function sameNodeBench(o: Options, stateDir: string, log: (s: strin
     const captured = viaAgent ? (await capturedOut(node, src.name)) - c0 : null;
     if (viaAgent && !captured) throw notCaptured(pth, src);
     tput.push({ path: pth, block, ...t, captured, ...m });
-    log(`  ${String(block)} ${pth.padEnd(17)} iperf3    ${t.recvGbps.toFixed(2)} Gbit/s received (${t.sentGbps.toFixed(2)} sent), peak TCP mem ${(m.peakTcpMem / 2 ** 20).toFixed(0)} MiB, agent ${m.agentCorePct === null ? '-' : m.agentCorePct.toFixed(0) + '%'} of a core${t.failed ? ` — FAILED after ${fmt(t.failedAfterS, 0)} s: ${t.failed}` : ''}`);
+    log(
+      `  ${String(block)} ${pth.padEnd(17)} iperf3    ${t.recvGbps.toFixed(2)} Gbit/s received (${t.sentGbps.toFixed(2)} sent), peak TCP mem ${(m.peakTcpMem / 2 ** 20).toFixed(0)} MiB, agent ${m.agentCorePct === null ? '-' : m.agentCorePct.toFixed(0) + '%'} of a core${t.failed ? ` — FAILED after ${fmt(t.failedAfterS, 0)} s: ${t.failed}` : ''}`,
+    );
   };
   const measureLat = async (pth: PathName, block: number, pinned: boolean): Promise<void> => {
     const [src, dst] = route[pth];
@@ -79,7 +98,9 @@ export async function sameNodeBench(o: Options, stateDir: string, log: (s: strin
     const captured = viaAgent ? (await capturedOut(node, src.name)) - c0 : null;
     if (viaAgent && !captured) throw notCaptured(pth, src);
     lat.push({ path: pth, block, ...l, pinned, captured, machineBusyPct: m.machineBusyPct, agentCorePct: m.agentCorePct });
-    log(`  ${String(block)} ${pth.padEnd(17)} ${l.tool.padEnd(9)} ${pinned ? `CPU ${PIN_CPU}` : 'any CPU'} p50 ${l.p50.toFixed(1)} µs, p99 ${l.p99.toFixed(1)} µs (${l.samples} round trips)`);
+    log(
+      `  ${String(block)} ${pth.padEnd(17)} ${l.tool.padEnd(9)} ${pinned ? `CPU ${PIN_CPU}` : 'any CPU'} p50 ${l.p50.toFixed(1)} µs, p99 ${l.p99.toFixed(1)} µs (${l.samples} round trips)`,
+    );
   };
 
   for (const [k, want] of o.blocks.entries()) {

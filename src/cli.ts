@@ -84,7 +84,10 @@ function intFlag(v: string | undefined, name: string): number | undefined {
 async function cmdAgent(args: string[]): Promise<void> {
   const { parseAgentArgs, settingsHelp } = await import('./config/flags.js');
   const { help, config, overrides } = parseAgentArgs(args);
-  if (help) { process.stdout.write(agentHelp(settingsHelp()) + '\n'); return; }
+  if (help) {
+    process.stdout.write(agentHelp(settingsHelp()) + '\n');
+    return;
+  }
   const { loadConfig } = await import('./config/config.js');
   const cfg = loadConfig(config, overrides);
   const { Logger } = await import('./util/log.js');
@@ -98,7 +101,10 @@ async function cmdAgent(args: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping: draining established connections', { signal: sig, drainTimeoutMs: cfg.drainTimeoutMs });
-    const t = setTimeout(() => { log.warn('drain did not finish in time; exiting'); process.exit(0); }, cfg.drainTimeoutMs + 5000);
+    const t = setTimeout(() => {
+      log.warn('drain did not finish in time; exiting');
+      process.exit(0);
+    }, cfg.drainTimeoutMs + 5000);
     t.unref();
     void agent.drain(sig).then(() => process.exit(0));
   };
@@ -108,13 +114,17 @@ async function cmdAgent(args: string[]): Promise<void> {
   // connection refused). Anything that escapes is a bug that left the agent in
   // an unknown state: exit at once. The pinned datapath refuses the pods'
   // connections meanwhile (fail closed) and the supervisor starts a new agent.
-  const fatal = (what: string) => (e: unknown): void => {
-    log.error(`${what}: exiting (the datapath fails closed until the agent is restarted)`, {
-      code: 'AGENT_INTERNAL', error: e, stack: (e as Error)?.stack,
-      hint: 'a bug in ambientd: report this log line; the supervisor (kubelet, systemd) restarts the agent',
-    });
-    process.exit(70);
-  };
+  const fatal =
+    (what: string) =>
+    (e: unknown): void => {
+      log.error(`${what}: exiting (the datapath fails closed until the agent is restarted)`, {
+        code: 'AGENT_INTERNAL',
+        error: e,
+        stack: (e as Error)?.stack,
+        hint: 'a bug in ambientd: report this log line; the supervisor (kubelet, systemd) restarts the agent',
+      });
+      process.exit(70);
+    };
   process.on('uncaughtException', fatal('uncaught exception'));
   process.on('unhandledRejection', fatal('unhandled rejection'));
   try {
@@ -133,8 +143,11 @@ async function cmdAgent(args: string[]): Promise<void> {
 async function loadTool<T>(command: string, rel: string, load: () => Promise<T>): Promise<T> {
   const file = fileURLToPath(new URL(rel, import.meta.url));
   if (!fs.existsSync(file)) {
-    throw new AmbientError('TOOLS_NOT_INSTALLED', `\`ambientd ${command}\` is a development tool, not part of this installation (no ${file})`,
-      'run it from a source checkout built with `npx tsc -p .` (it compiles tools/ to dist/tools/); the agent image ships only the agent');
+    throw new AmbientError(
+      'TOOLS_NOT_INSTALLED',
+      `\`ambientd ${command}\` is a development tool, not part of this installation (no ${file})`,
+      'run it from a source checkout built with `npx tsc -p .` (it compiles tools/ to dist/tools/); the agent image ships only the agent',
+    );
   }
   return load();
 }
@@ -185,14 +198,19 @@ async function cmdSandbox(args: string[]): Promise<void> {
     }
     case 'agent': {
       const [node, action] = rest;
-      if (!node || !['start', 'stop', 'kill', 'restart'].includes(action ?? '')) throw usage('usage: ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]');
+      if (!node || !['start', 'stop', 'kill', 'restart'].includes(action ?? ''))
+        throw usage('usage: ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]');
       if (action === 'restart') {
         const r = await sb.restartAgent(node, { handover: !rest.includes('--no-handover') });
-        process.stdout.write(`${node}: agent restarted: pid ${r.newPid} ready after ${r.readyMs} ms${r.oldPid !== null ? `; pid ${r.oldPid} ${rest.includes('--no-handover') ? 'stopped first' : 'handed over and drains'}` : ''}\n`);
+        process.stdout.write(
+          `${node}: agent restarted: pid ${r.newPid} ready after ${r.readyMs} ms${r.oldPid !== null ? `; pid ${r.oldPid} ${rest.includes('--no-handover') ? 'stopped first' : 'handed over and drains'}` : ''}\n`,
+        );
         return;
       }
-      if (action === 'start') { await sb.startAgent(node); await sb.waitAgentReady(node, 20_000); }
-      else await sb.stopAgent(node, action === 'kill' ? 'SIGKILL' : 'SIGTERM');
+      if (action === 'start') {
+        await sb.startAgent(node);
+        await sb.waitAgentReady(node, 20_000);
+      } else await sb.stopAgent(node, action === 'kill' ? 'SIGKILL' : 'SIGTERM');
       process.stdout.write(`${node}: agent ${action === 'start' ? 'started' : action === 'kill' ? 'killed' : 'stopped'}\n`);
       return;
     }
@@ -205,11 +223,17 @@ async function cmdSandbox(args: string[]): Promise<void> {
   }
 }
 
-function printStatus(st: { nodes: Array<{ name: string; netns: string; ip: string; agentPid: number | null }>; pods: Array<{ name: string; node: string; namespace: string; serviceAccount: string; ip: string; ambient: boolean }> }): void {
+function printStatus(st: {
+  nodes: Array<{ name: string; netns: string; ip: string; agentPid: number | null }>;
+  pods: Array<{ name: string; node: string; namespace: string; serviceAccount: string; ip: string; ambient: boolean }>;
+}): void {
   const lines = ['NODE  NETNS            IP            AGENT'];
   for (const n of st.nodes) lines.push(`${n.name.padEnd(5)} ${n.netns.padEnd(16)} ${n.ip.padEnd(13)} ${n.agentPid ?? '-'}`);
   lines.push('', 'POD       NODE  NAMESPACE     SERVICEACCOUNT  IP            AMBIENT');
-  for (const p of st.pods) lines.push(`${p.name.padEnd(9)} ${p.node.padEnd(5)} ${p.namespace.padEnd(13)} ${p.serviceAccount.padEnd(15)} ${p.ip.padEnd(13)} ${p.ambient ? 'yes' : 'no'}`);
+  for (const p of st.pods)
+    lines.push(
+      `${p.name.padEnd(9)} ${p.node.padEnd(5)} ${p.namespace.padEnd(13)} ${p.serviceAccount.padEnd(15)} ${p.ip.padEnd(13)} ${p.ambient ? 'yes' : 'no'}`,
+    );
   process.stdout.write(lines.join('\n') + '\n');
 }
 
@@ -225,14 +249,20 @@ async function main(argv: string[]): Promise<void> {
     case 'agent':
       return cmdAgent(rest);
     case 'sandbox':
-      if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) { process.stdout.write(USAGE + '\n'); return; }
+      if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) {
+        process.stdout.write(USAGE + '\n');
+        return;
+      }
       return cmdSandbox(rest);
     case 'demo': {
       const { runDemo, DemoClaimError } = await loadTool('demo', '../tools/demo/demo.js', () => import('../tools/demo/demo.js'));
       try {
         return await runDemo();
       } catch (e) {
-        if (e instanceof DemoClaimError) { process.stderr.write(`ambientd demo: ${e.message}\n`); process.exit(1); }
+        if (e instanceof DemoClaimError) {
+          process.stderr.write(`ambientd demo: ${e.message}\n`);
+          process.exit(1);
+        }
         throw e;
       }
     }
@@ -243,8 +273,10 @@ async function main(argv: string[]): Promise<void> {
     case 'cleanup': {
       const { values } = parse(rest, { bpffs: { type: 'string' }, 'handover-socket': { type: 'string' }, help: { type: 'boolean', short: 'h' } });
       if (values.help) {
-        process.stdout.write('ambientd cleanup [--bpffs DIR] [--handover-socket PATH]: detach and remove every pinned link and map under DIR [/sys/fs/bpf/ambientd],\n'
-          + 'and the hand-over socket file when no agent answers on it; safe to run twice. Run it after the agent is gone.\n');
+        process.stdout.write(
+          'ambientd cleanup [--bpffs DIR] [--handover-socket PATH]: detach and remove every pinned link and map under DIR [/sys/fs/bpf/ambientd],\n' +
+            'and the hand-over socket file when no agent answers on it; safe to run twice. Run it after the agent is gone.\n',
+        );
         return;
       }
       const { cleanupPins, removeStaleSocket } = await import('./datapath/cleanup.js');

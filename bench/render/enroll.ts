@@ -24,7 +24,14 @@ function summarize(r: EnrollResults): Summary {
   const agentShare = enroll.filter((x) => x.renamedMs !== null && x.latencyMs !== null).map((x) => x.latencyMs! - x.renamedMs!);
   const agentMs = enroll.filter((x) => x.agentMs !== null).map((x) => x.agentMs!);
   const writes = enroll.map((x) => x.writeMs);
-  const row = (label: string, xs: number[], d = 1): string[] => [label, `${xs.length}/${enroll.length}`, fmt(pct(xs, 50), d), fmt(pct(xs, 90), d), fmt(pct(xs, 99), d), fmt(pct(xs, 100), d)];
+  const row = (label: string, xs: number[], d = 1): string[] => [
+    label,
+    `${xs.length}/${enroll.length}`,
+    fmt(pct(xs, 50), d),
+    fmt(pct(xs, 90), d),
+    fmt(pct(xs, 99), d),
+    fmt(pct(xs, 100), d),
+  ];
   const p99 = pct(ok, 99);
   return {
     rows: [
@@ -37,10 +44,20 @@ function summarize(r: EnrollResults): Summary {
     ok,
     p99,
     target: ok.length === enroll.length && p99 <= TARGET_P99_MS,
-    warm: enroll.slice(WARMUP_SKIP).filter((x) => x.latencyMs !== null).map((x) => x.latencyMs!),
-    slowest: enroll.map((x, i) => ({ ...x, order: i + 1 })).filter((x) => x.latencyMs !== null)
-      .sort((a, b) => b.latencyMs! - a.latencyMs!).slice(0, 3)
-      .map((x) => `${x.pod} ${fmt(x.latencyMs)} ms (enrolled #${x.order}; writer ${fmt(x.renamedMs)} ms, agent ${fmt(x.renamedMs === null ? null : x.latencyMs! - x.renamedMs)} ms)`).join(', '),
+    warm: enroll
+      .slice(WARMUP_SKIP)
+      .filter((x) => x.latencyMs !== null)
+      .map((x) => x.latencyMs!),
+    slowest: enroll
+      .map((x, i) => ({ ...x, order: i + 1 }))
+      .filter((x) => x.latencyMs !== null)
+      .sort((a, b) => b.latencyMs! - a.latencyMs!)
+      .slice(0, 3)
+      .map(
+        (x) =>
+          `${x.pod} ${fmt(x.latencyMs)} ms (enrolled #${x.order}; writer ${fmt(x.renamedMs)} ms, agent ${fmt(x.renamedMs === null ? null : x.latencyMs! - x.renamedMs)} ms)`,
+      )
+      .join(', '),
   };
 }
 
@@ -65,7 +82,7 @@ export function enrollMarkdown(r: EnrollResults): string[] {
     `the pod and connects to ${r.unroutable.ip}:${r.unroutable.port} (no route) every ~1 ms; t0 is taken`,
     'right before `setEnrollment(pod, true)` rewrites the workload file; the',
     'figure is the time of the first connect that succeeds, i.e. that the',
-    'pod\'s new connect4 hook sent to the agent\'s listener. Resolution ~1 ms',
+    "pod's new connect4 hook sent to the agent's listener. Resolution ~1 ms",
     '(the probe cadence). Percentiles are nearest-rank (with 50 pods, p99 is',
     'the maximum).',
     '',
@@ -80,8 +97,18 @@ export function enrollMarkdown(r: EnrollResults): string[] {
     '',
     '<details><summary>per pod (ms)</summary>',
     '',
-    table(['pod', 'first redirected connect - t0', 'workloads.json replaced - t0', '"pod enrolled" log time - t0 (1 ms res.)', 'agent enroll()', 'setEnrollment()', 'probe attempts'],
-      enroll.map((x) => [x.pod, fmt(x.latencyMs), fmt(x.renamedMs), fmt(x.agentDoneMs, 0), fmt(x.agentMs, 2), fmt(x.writeMs), String(x.attempts)])),
+    table(
+      [
+        'pod',
+        'first redirected connect - t0',
+        'workloads.json replaced - t0',
+        '"pod enrolled" log time - t0 (1 ms res.)',
+        'agent enroll()',
+        'setEnrollment()',
+        'probe attempts',
+      ],
+      enroll.map((x) => [x.pod, fmt(x.latencyMs), fmt(x.renamedMs), fmt(x.agentDoneMs, 0), fmt(x.agentMs, 2), fmt(x.writeMs), String(x.attempts)]),
+    ),
     '',
     '</details>',
     '',

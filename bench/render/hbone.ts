@@ -34,8 +34,8 @@ function costRows(r: HboneResults): string[][] {
 
 /** Client side vs client side, server side vs server side, per Gbit/s. */
 function sideBySide(r: HboneResults): string[] {
-  const per = (p: XPath, names: string[]): number => mean(r.tput.filter((x) => x.path === p && x.recvGbps > 0)
-    .map((x) => names.reduce((a, n) => a + (x.cores[n] ?? NaN), 0) / x.recvGbps));
+  const per = (p: XPath, names: string[]): number =>
+    mean(r.tput.filter((x) => x.path === p && x.recvGbps > 0).map((x) => names.reduce((a, n) => a + (x.cores[n] ?? NaN), 0) / x.recvGbps));
   const c = [per('hbone', ['agent n1']), per('nghttpx', ['h2fwd'])];
   const sv = [per('hbone', ['agent n2']), per('nghttpx', ['nghttpx']), per('nghttpx', ['connect-proxy'])];
   if (c.some(Number.isNaN) || sv.some(Number.isNaN)) return [];
@@ -52,16 +52,36 @@ function perfRows(label: string, pf: PerfProfile | null | undefined): string[][]
 }
 function perfTop(pf: PerfProfile | null | undefined): string[] {
   if (!pf) return [];
-  return Object.entries(pf.top).map(([proc, xs]) => `- ${proc}: ${xs.slice(0, 6).map((x) => `\`${x.sym.length > 60 ? x.sym.slice(0, 57) + '...' : x.sym}\` ${fmt(x.pct, 1)}`).join(', ')}`);
+  return Object.entries(pf.top).map(
+    ([proc, xs]) =>
+      `- ${proc}: ${xs
+        .slice(0, 6)
+        .map((x) => `\`${x.sym.length > 60 ? x.sym.slice(0, 57) + '...' : x.sym}\` ${fmt(x.pct, 1)}`)
+        .join(', ')}`,
+  );
 }
 
 /** Targets of sections 4-7: met, not met, or null when not measured. */
-interface HboneTargets { throughput: boolean | null; latency: boolean | null; rss: boolean | null }
+interface HboneTargets {
+  throughput: boolean | null;
+  latency: boolean | null;
+  rss: boolean | null;
+}
 
 /** Every table of sections 4-7 and the targets, computed once for markdown and stdout. */
 function summarize(r: HboneResults) {
   // 4. throughput
-  const tputHead = ['path', 'streams', 'Gbit/s (mean)', 'per block', '× direct', '× nghttpx tunnel', 'sender Gbit/s', 'machine CPU %', 'CPU % of a core (processes between client and server)'];
+  const tputHead = [
+    'path',
+    'streams',
+    'Gbit/s (mean)',
+    'per block',
+    '× direct',
+    '× nghttpx tunnel',
+    'sender Gbit/s',
+    'machine CPU %',
+    'CPU % of a core (processes between client and server)',
+  ];
   const tputRows: string[][] = [];
   for (const streams of [1, 4]) {
     for (const p of XPATHS) {
@@ -69,7 +89,9 @@ function summarize(r: HboneResults) {
       if (!xs.length) continue;
       const same = (a: XTput, b: XTput): boolean => a.streams === b.streams;
       tputRows.push([
-        LABEL[p], String(streams), fmt(mean(xs.map((x) => x.recvGbps)), 2),
+        LABEL[p],
+        String(streams),
+        fmt(mean(xs.map((x) => x.recvGbps)), 2),
         xs.map((x) => `${fmt(x.recvGbps, 2)}${x.failed ? '*' : ''}`).join(', '),
         p === 'direct' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.recvGbps, partner(r.tput, x, 'direct', same)?.recvGbps))), 2),
         p === 'nghttpx' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.recvGbps, partner(r.tput, x, 'nghttpx', same)?.recvGbps))), 2),
@@ -81,46 +103,79 @@ function summarize(r: HboneResults) {
   }
   // 5. latency
   const latHead = ['path', 'p50 µs', 'p99 µs', 'added p50 µs', 'added p99 µs', 'p50 × direct', 'per block p50/p99 (direct of the block)', 'CPU % of a core'];
-  const latRows = (pinned: boolean): string[][] => XPATHS.flatMap((p) => {
-    const sub = r.lat.filter((x) => x.pinned === pinned);
-    const xs = sub.filter((x) => x.path === p);
-    if (!xs.length) return [];
-    const d = (x: XLat): XLat | undefined => partner(sub, x, 'direct');
-    return [[
-      LABEL[p], fmt(mean(xs.map((x) => x.p50))), fmt(mean(xs.map((x) => x.p99))),
-      p === 'direct' ? '-' : signed(mean(xs.map((x) => x.p50 - (d(x)?.p50 ?? NaN)))),
-      p === 'direct' ? '-' : signed(mean(xs.map((x) => x.p99 - (d(x)?.p99 ?? NaN)))),
-      p === 'direct' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.p50, d(x)?.p50))), 2),
-      xs.map((x) => `${x.p50.toFixed(1)}/${x.p99.toFixed(1)}${p === 'direct' ? '' : ` (${fmt(d(x)?.p50)}/${fmt(d(x)?.p99)})`}`).join(', '),
-      coreCell(xs),
-    ]];
-  });
+  const latRows = (pinned: boolean): string[][] =>
+    XPATHS.flatMap((p) => {
+      const sub = r.lat.filter((x) => x.pinned === pinned);
+      const xs = sub.filter((x) => x.path === p);
+      if (!xs.length) return [];
+      const d = (x: XLat): XLat | undefined => partner(sub, x, 'direct');
+      return [
+        [
+          LABEL[p],
+          fmt(mean(xs.map((x) => x.p50))),
+          fmt(mean(xs.map((x) => x.p99))),
+          p === 'direct' ? '-' : signed(mean(xs.map((x) => x.p50 - (d(x)?.p50 ?? NaN)))),
+          p === 'direct' ? '-' : signed(mean(xs.map((x) => x.p99 - (d(x)?.p99 ?? NaN)))),
+          p === 'direct' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.p50, d(x)?.p50))), 2),
+          xs.map((x) => `${x.p50.toFixed(1)}/${x.p99.toFixed(1)}${p === 'direct' ? '' : ` (${fmt(d(x)?.p50)}/${fmt(d(x)?.p99)})`}`).join(', '),
+          coreCell(xs),
+        ],
+      ];
+    });
   const added50 = (pinned: boolean): number => {
     const sub = r.lat.filter((x) => x.pinned === pinned);
     return mean(sub.filter((x) => x.path === 'hbone').map((x) => x.p50 - (partner(sub, x, 'direct')?.p50 ?? NaN)));
   };
   // 6. connections per second
-  const cpsHead = ['path', 'conn/s', '× direct', 'connections (failed)', 'per connection p50 / p99 ms', 'machine CPU %', 'CPU % of a core', 'HBONE streams opened (n1) / tunnels (n2)'];
+  const cpsHead = [
+    'path',
+    'conn/s',
+    '× direct',
+    'connections (failed)',
+    'per connection p50 / p99 ms',
+    'machine CPU %',
+    'CPU % of a core',
+    'HBONE streams opened (n1) / tunnels (n2)',
+  ];
   const cpsRows = (['direct', 'hbone'] as const).flatMap((p) => {
     const xs = r.cps.filter((x) => x.path === p);
     if (!xs.length) return [];
-    return [[
-      LABEL[p], fmt(mean(xs.map((x) => x.rate)), 0),
-      p === 'direct' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.rate, partner(r.cps, x, 'direct')?.rate))), 2),
-      xs.map((x) => `${x.conns} (${x.failures}${x.failures ? `: ${Object.entries(x.errors).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''})`).join(', '),
-      xs.map((x) => `${fmt(x.p50ms, 2)} / ${fmt(x.p99ms, 2)}`).join(', '),
-      fmt(mean(xs.map((x) => x.machineBusyPct)), 0),
-      coreCell(xs),
-      xs.map((x) => (x.verify ? `${x.verify.streamsOpened} / ${x.verify.tunnelsOpened}` : '-')).join(', '),
-    ]];
+    return [
+      [
+        LABEL[p],
+        fmt(mean(xs.map((x) => x.rate)), 0),
+        p === 'direct' ? '1.00' : fmt(mean(xs.map((x) => ratio(x.rate, partner(r.cps, x, 'direct')?.rate))), 2),
+        xs
+          .map(
+            (x) =>
+              `${x.conns} (${x.failures}${
+                x.failures
+                  ? `: ${Object.entries(x.errors)
+                      .map(([k, v]) => `${k} ${v}`)
+                      .join(', ')}`
+                  : ''
+              })`,
+          )
+          .join(', '),
+        xs.map((x) => `${fmt(x.p50ms, 2)} / ${fmt(x.p99ms, 2)}`).join(', '),
+        fmt(mean(xs.map((x) => x.machineBusyPct)), 0),
+        coreCell(xs),
+        xs.map((x) => (x.verify ? `${x.verify.streamsOpened} / ${x.verify.tunnelsOpened}` : '-')).join(', '),
+      ],
+    ];
   });
   // 7. RSS
   const rss = r.rss;
   const perConn = (x: { before: number; after: number }): number => (rss ? (x.after - x.before) / rss.conns : NaN);
   const rssHead = ['agent', 'VmRSS before MiB', `with ${rss?.conns ?? '?'} idle connections MiB`, 'KiB per connection', 'target <= 4 KiB'];
-  const rssRows = rss ? ([['client side (n1)', rss.client], ['server side (n2)', rss.server]] as const).map(([k, x]) => [
-    k, fmt(x.before / 1024, 1), fmt(x.after / 1024, 1), fmt(perConn(x), 2), perConn(x) <= 4 ? 'met' : '**NOT met**',
-  ]) : [];
+  const rssRows = rss
+    ? (
+        [
+          ['client side (n1)', rss.client],
+          ['server side (n2)', rss.server],
+        ] as const
+      ).map(([k, x]) => [k, fmt(x.before / 1024, 1), fmt(x.after / 1024, 1), fmt(perConn(x), 2), perConn(x) <= 4 ? 'met' : '**NOT met**'])
+    : [];
 
   const hb1 = r.tput.filter((x) => x.path === 'hbone');
   const tunnelRatio = mean(hb1.map((x) => ratio(x.recvGbps, partner(r.tput, x, 'nghttpx', (a, b) => a.streams === b.streams)?.recvGbps)));
@@ -147,9 +202,14 @@ export function hboneText(r: HboneResults): string[] {
   text.push(`\nConnections per second (${r.options.cpsConcurrency} at a time)`, textTable(s.cpsHead, s.cpsRows));
   if (r.rss) text.push(`\nAgent memory, ${r.rss.conns} idle HBONE connections`, textTable(s.rssHead, s.rssRows));
   text.push('\nRelay CPU per Gbit/s (% of a core)', textTable(COST_HEAD, costRows(r)));
-  const perfText = [...r.tput.filter((x) => x.perf).flatMap((x) => perfRows(`${x.path} tput`, x.perf)), ...r.cps.filter((x) => x.perf).flatMap((x) => perfRows(`${x.path} conn/s`, x.perf))];
+  const perfText = [
+    ...r.tput.filter((x) => x.perf).flatMap((x) => perfRows(`${x.path} tput`, x.perf)),
+    ...r.cps.filter((x) => x.perf).flatMap((x) => perfRows(`${x.path} conn/s`, x.perf)),
+  ];
   if (perfText.length) text.push('\nperf: where the relays spend their CPU (% of a core)', textTable(PERF_HEAD, perfText));
-  text.push(`targets: HBONE throughput >= nghttpx tunnel: ${plain(yes(s.targets.throughput))} (× ${fmt(s.tunnelRatio, 2)} on average); added p50 <= 120 µs: ${plain(yes(s.targets.latency))} (pinned ${signed(s.added50(true))}, not pinned ${signed(s.added50(false))} µs); <= 4 KiB per idle connection: ${plain(yes(s.targets.rss))}`);
+  text.push(
+    `targets: HBONE throughput >= nghttpx tunnel: ${plain(yes(s.targets.throughput))} (× ${fmt(s.tunnelRatio, 2)} on average); added p50 <= 120 µs: ${plain(yes(s.targets.latency))} (pinned ${signed(s.added50(true))}, not pinned ${signed(s.added50(false))} µs); <= 4 KiB per idle connection: ${plain(yes(s.targets.rss))}`,
+  );
   return text;
 }
 
@@ -193,12 +253,12 @@ export function hboneMarkdown(r: HboneResults): string[] {
     '(h2fwd, nghttpx, connect-proxy) where HBONE has two (agent n1, agent n2);',
     'the CPU column shows what each one costs. Certificates for both tunnel ends',
     'come from the sandbox CA (SPIFFE ids of `n1-p2` and `n2-p2`). No kTLS',
-    'anywhere (nghttpx\'s `--tls-ktls` is off, Node has none).',
+    "anywhere (nghttpx's `--tls-ktls` is off, Node has none).",
     '',
     `Every HBONE measurement is checked with both agents' \`/config_dump\`: the n1 agent's`,
     'connection records to the destination port say `via: hbone` (none any other',
-    'way), the n2 agent\'s say `inbound-hbone`, and the n1 pool\'s `streamsOpened`',
-    'and the n2 server\'s `tunnelsOpened` went up by at least the number of',
+    "way), the n2 agent's say `inbound-hbone`, and the n1 pool's `streamsOpened`",
+    "and the n2 server's `tunnelsOpened` went up by at least the number of",
     `connections the tool opened (${verified.length} of ${nMeas} throughput/latency measurements were HBONE ones; all passed, or the run would have stopped).`,
     '"CPU % of a core" is per process, over the measurement (utime+stime from',
     '`/proc/<pid>/stat`); iperf3/sockperf themselves are not in it.',
@@ -229,7 +289,10 @@ export function hboneMarkdown(r: HboneResults): string[] {
     md.push(
       `Where that CPU goes: \`perf record -F 499\` on the relay processes (all their threads) for ${fmt(tp[0]!.perf?.seconds, 1)} s in the middle of the 1-stream runs of the last block, samples sorted by symbol into categories, in % of one core (perf sees only those 2.5 s of one run, the sampler above the whole runs: the totals differ accordingly):`,
       '',
-      table(PERF_HEAD, tp.flatMap((x) => perfRows(`${LABEL[x.path]}, ${fmt(x.recvGbps, 2)} Gbit/s`, x.perf))),
+      table(
+        PERF_HEAD,
+        tp.flatMap((x) => perfRows(`${LABEL[x.path]}, ${fmt(x.recvGbps, 2)} Gbit/s`, x.perf)),
+      ),
       '',
       'Heaviest symbols (% of a core):',
       '',
@@ -300,7 +363,7 @@ export function hboneMarkdown(r: HboneResults): string[] {
       'and holds them idle. VmRSS of each agent (`/proc/<pid>/status`, median of',
       '5 samples) before (after a warm-up of 100 connections opened and closed,',
       'so the code paths and one pooled h2 connection exist) and 3 s after the',
-      'last one is up. Both agents\' `/config_dump` afterwards: ',
+      "last one is up. Both agents' `/config_dump` afterwards: ",
       `${rss.openViaHbone} open \`hbone\` records at n1, ${rss.openInboundHbone} open \`inbound-hbone\` records at n2;`,
       `the n1 pool holds ${rss.clientSessions} h2 connection(s) with ${rss.clientActiveStreams} streams, the n2 server ${rss.serverEstablished} with ${rss.serverActiveStreams}.`,
       '',
@@ -310,7 +373,7 @@ export function hboneMarkdown(r: HboneResults): string[] {
       'stream and the splice between them (plus 1/100 of an h2/TLS connection);',
       'the server-side agent an h2 stream, the socket to the app and the splice.',
       `Kernel socket buffers are not in RSS (idle sockets hold almost none: the machine's TCP memory went from ${fmt(rss.tcpMemBefore, 0)} to ${fmt(rss.tcpMemAfter, 0)} KiB, \`/proc/net/sockstat\`).`,
-      'RSS grows in V8 heap-growth steps, and how much of the growth the heap\'s',
+      "RSS grows in V8 heap-growth steps, and how much of the growth the heap's",
       'free space (garbage of earlier runs) absorbs depends on GC timing: these',
       'figures wander by several KiB per connection from run to run. The live JS',
       'heap after a full GC (a one-off measurement with instrumented agents, see',

@@ -23,7 +23,9 @@ export function backgroundText(bg: BackgroundLoad): string[] {
 }
 
 export function treeText(t: RunInfo['tree']): string {
-  return t.commit === null ? 'unknown (no git)' : `\`${t.commit}\`${t.dirtyFiles ? ` + uncommitted changes in ${t.dirtyFiles} file(s) under src/, bpf/, native/` : ''}`;
+  return t.commit === null
+    ? 'unknown (no git)'
+    : `\`${t.commit}\`${t.dirtyFiles ? ` + uncommitted changes in ${t.dirtyFiles} file(s) under src/, bpf/, native/` : ''}`;
 }
 
 function header(r: BenchResults): string[] {
@@ -49,7 +51,7 @@ function header(r: BenchResults): string[] {
     'tens of percent from run to run, **the ratios to the direct path measured',
     'seconds apart in the same block are the point**. In sections 1-2 every path is same-node pod -> node -> pod over veth',
     'pairs; "through the agent" adds, inside the source pod, the connect4',
-    'redirect to the agent\'s listener (15001), the agent\'s relay (Node.js, one',
+    "redirect to the agent's listener (15001), the agent's relay (Node.js, one",
     'extra TCP connection from the pod to the destination) and, with',
     '`acceleration: sockmap`, sk_msg redirection of the app<->agent bytes instead',
     'of the loopback TCP stack. The destination pod is not enrolled (no inbound',
@@ -90,12 +92,19 @@ export function renderResults(r: BenchResults): string {
 /** What run.ts prints to stdout once a section is measured: compact tables for 1-7, the markdown for 8-11. */
 export function sectionSummary(r: BenchResults, section: (typeof SECTIONS)[number]): string[] {
   switch (section) {
-    case 'same-node': return r.sameNode ? sameNodeText(r.sameNode) : [];
-    case 'enroll': return r.enroll ? enrollText(r.enroll) : [];
-    case 'hbone': return r.hbone ? hboneText(r.hbone) : [];
-    case 'policy': return r.policy ? [policyMarkdown(r.policy).join('\n')] : [];
-    case 'observability': return r.observability ? [observabilityMarkdown(r.observability).join('\n')] : [];
-    case 'restart': return r.restart ? [restartMarkdown(r.restart).join('\n')] : [];
-    case 'lifecycle': return r.lifecycle ? [lifecycleMarkdown(r.lifecycle).join('\n')] : [];
+    case 'same-node':
+      return r.sameNode ? sameNodeText(r.sameNode) : [];
+    case 'enroll':
+      return r.enroll ? enrollText(r.enroll) : [];
+    case 'hbone':
+      return r.hbone ? hboneText(r.hbone) : [];
+    case 'policy':
+      return r.policy ? [policyMarkdown(r.policy).join('\n')] : [];
+    case 'observability':
+      return r.observability ? [observabilityMarkdown(r.observability).join('\n')] : [];
+    case 'restart':
+      return r.restart ? [restartMarkdown(r.restart).join('\n')] : [];
+    case 'lifecycle':
+      return r.lifecycle ? [lifecycleMarkdown(r.lifecycle).join('\n')] : [];
   }
 }

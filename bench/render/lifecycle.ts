@@ -29,16 +29,27 @@ export function lifecycleMarkdown(r: LifecycleResults, heading = '##'): string[]
     '',
     `A peer agent SIGKILLed mid-stream (${d.deathTrials} trials each way): time until the surviving side has no socket of the flow left in its pod.`,
     '',
-    table(['killed', 'survivor cleaned up p50 ms', 'p99 ms', 'max ms'], (['n1', 'n2'] as const).map((v) => [
-      v === 'n1' ? 'client-side agent (n1)' : 'server-side agent (n2)', pct(d.deathMs[v], 50).toFixed(0), pct(d.deathMs[v], 99).toFixed(0), Math.max(...d.deathMs[v]).toFixed(0),
-    ])),
+    table(
+      ['killed', 'survivor cleaned up p50 ms', 'p99 ms', 'max ms'],
+      (['n1', 'n2'] as const).map((v) => [
+        v === 'n1' ? 'client-side agent (n1)' : 'server-side agent (n2)',
+        pct(d.deathMs[v], 50).toFixed(0),
+        pct(d.deathMs[v], 99).toFixed(0),
+        Math.max(...d.deathMs[v]).toFixed(0),
+      ]),
+    ),
     '',
     `A partition (the n2 link taken off the bridge: no FIN, no RST) with peerTimeout ${pt} s (${d.partitionTrials} trials): time until each side ended the flow.`,
     '',
-    table(['side', 'p50 ms', 'p99 ms', '÷ peerTimeout (p99)'], (['client', 'server'] as const).map((s) => [
-      `${s} (${s === 'client' ? 'n1: PING timeout, app reset' : 'n2: PING timeout, app socket closed'})`,
-      pct(d.partitionMs[s], 50).toFixed(0), pct(d.partitionMs[s], 99).toFixed(0), (pct(d.partitionMs[s], 99) / d.peerTimeoutMs).toFixed(2),
-    ])),
+    table(
+      ['side', 'p50 ms', 'p99 ms', '÷ peerTimeout (p99)'],
+      (['client', 'server'] as const).map((s) => [
+        `${s} (${s === 'client' ? 'n1: PING timeout, app reset' : 'n2: PING timeout, app socket closed'})`,
+        pct(d.partitionMs[s], 50).toFixed(0),
+        pct(d.partitionMs[s], 99).toFixed(0),
+        (pct(d.partitionMs[s], 99) / d.peerTimeoutMs).toFixed(2),
+      ]),
+    ),
     '',
     'With the default peerTimeout (30 s) the same checks fire at 7.5 s (PING), 15 s (PING timeout), 15 s + 3 × 5 s (keepalive): a partition is detected within about 30 s.',
     '',
@@ -46,10 +57,18 @@ export function lifecycleMarkdown(r: LifecycleResults, heading = '##'): string[]
     '',
     `N connections from n1-p1, each writing ${nr.writeMiB} MiB, into an app on n2-p1 that never reads; after a ${nr.warmupMiB} MiB echo warm-up. The destination agent's RSS 5 s after the writers started; its stream window (config_dump \`resources.hbone.streamWindow\`); the documented bound (\`memoryBound\`, docs/ARCHITECTURE.md#limits); the machine's TCP memory (\`/proc/net/sockstat\` pages; most of it is the writing app's send buffer and the non-reading app's receive buffer, charged to their own cgroups, not the agent's).`,
     '',
-    table(['N', 'streams on n2', 'window KiB', 'n2 agent RSS MiB', 'growth MiB', 'bound MiB', 'TCP memory MiB'], nr.rows.map((x) => [
-      String(x.connections), String(x.serverStreams), (x.streamWindowBytes / 1024).toFixed(0), `${x.rssBeforeMiB.toFixed(1)} -> ${x.rssAfterMiB.toFixed(1)}`,
-      `**+${(x.rssAfterMiB - x.rssBeforeMiB).toFixed(1)}**`, x.boundMiB.toFixed(1), `${x.tcpBeforeMiB.toFixed(0)} -> ${x.tcpAfterMiB.toFixed(0)}`,
-    ])),
+    table(
+      ['N', 'streams on n2', 'window KiB', 'n2 agent RSS MiB', 'growth MiB', 'bound MiB', 'TCP memory MiB'],
+      nr.rows.map((x) => [
+        String(x.connections),
+        String(x.serverStreams),
+        (x.streamWindowBytes / 1024).toFixed(0),
+        `${x.rssBeforeMiB.toFixed(1)} -> ${x.rssAfterMiB.toFixed(1)}`,
+        `**+${(x.rssAfterMiB - x.rssBeforeMiB).toFixed(1)}**`,
+        x.boundMiB.toFixed(1),
+        `${x.tcpBeforeMiB.toFixed(0)} -> ${x.tcpAfterMiB.toFixed(0)}`,
+      ]),
+    ),
     '',
     `Target: growth ≤ ${nr.targetMiB} MiB at 300 (before: +150 MB at 60, with 4 MiB windows).`,
     '',
@@ -57,9 +76,10 @@ export function lifecycleMarkdown(r: LifecycleResults, heading = '##'): string[]
     '',
     `${lv.idleConnections} idle HBONE connections n1-p1 -> n2-p1 (${Math.ceil(lv.idleConnections / 100)} sessions of 100 streams); each agent's CPU over ${lv.seconds} s (utime+stime). Keepalive probes are sent by the kernel; the agent's share is the PINGs, one per session every peerTimeout/4.`,
     '',
-    table(['peerTimeout', 'idle connections', 'n1 agent CPU %', 'n2 agent CPU %'], lv.rows.map((x) => [
-      `${x.peerTimeout}${x.isDefault ? ' (default)' : ''}`, String(lv.idleConnections), x.n1CpuPct.toFixed(2), x.n2CpuPct.toFixed(2),
-    ])),
+    table(
+      ['peerTimeout', 'idle connections', 'n1 agent CPU %', 'n2 agent CPU %'],
+      lv.rows.map((x) => [`${x.peerTimeout}${x.isDefault ? ' (default)' : ''}`, String(lv.idleConnections), x.n1CpuPct.toFixed(2), x.n2CpuPct.toFixed(2)]),
+    ),
     '',
     '### Soak',
     '',
@@ -67,7 +87,7 @@ export function lifecycleMarkdown(r: LifecycleResults, heading = '##'): string[]
     '',
     table(['node', 'fds (range)', 'fds / min', 'RSS MiB (range)', 'RSS MiB / min', 'live heap MiB (range)', 'heap MiB / min'], soakRows(soak)),
     '',
-    'Target: slopes ≈ 0 after warm-up (a draining agent briefly adds its process to the node\'s sums; it exits once its held connections end).',
+    "Target: slopes ≈ 0 after warm-up (a draining agent briefly adds its process to the node's sums; it exits once its held connections end).",
     '',
   ];
 }

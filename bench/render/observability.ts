@@ -10,7 +10,12 @@ export function observabilityMarkdown(r: ObservabilityResults, heading = '##'): 
   const base = l.runs.filter((x) => x.mode === 'no scrape');
   const scr = l.runs.filter((x) => x.mode === 'scraping');
   const paced = l.runs.filter((x) => x.mode === 'scraping 4/s');
-  const pacedRatio = paced.reduce((a, x) => a + x.rr.p99Us, 0) / Math.max(1, base.reduce((a, x) => a + x.rr.p99Us, 0));
+  const pacedRatio =
+    paced.reduce((a, x) => a + x.rr.p99Us, 0) /
+    Math.max(
+      1,
+      base.reduce((a, x) => a + x.rr.p99Us, 0),
+    );
   const p99Ratio = mean(scr.map((x) => x.rr.p99Us)) / mean(base.map((x) => x.rr.p99Us));
   const p50Ratio = mean(scr.map((x) => x.rr.p50Us)) / mean(base.map((x) => x.rr.p50Us));
   const s = l.stressScrapes;
@@ -19,15 +24,27 @@ export function observabilityMarkdown(r: ObservabilityResults, heading = '##'): 
     '',
     `Sandbox 2 nodes × 2 pods; client n1-p1 -> \`nettool serve\` in n2-p1 over HBONE (both agents on the path). CPU = utime+stime of each agent (\`/proc/<pid>/stat\`) around \`nettool rr\` of ${cpu.requests} round trips of 1 KiB + 1 KiB echo on one connection (${cpu.wallS.toFixed(1)} s, p50 ${cpu.rr.p50Us.toFixed(0)} µs; resolution 10 ms of CPU).`,
     '',
-    table(['agent', 'CPU s', 'CPU s per 1000 requests'], [
-      ...cpu.agents.map((x) => [`${x.node} (${x.node === 'n1' ? 'client side' : 'server side'})`, x.cpuS.toFixed(2), per1k(x.cpuS)]),
-      ['total', total.toFixed(2), per1k(total)],
-    ]),
+    table(
+      ['agent', 'CPU s', 'CPU s per 1000 requests'],
+      [
+        ...cpu.agents.map((x) => [`${x.node} (${x.node === 'n1' ? 'client side' : 'server side'})`, x.cpuS.toFixed(2), per1k(x.cpuS)]),
+        ['total', total.toFixed(2), per1k(total)],
+      ],
+    ),
     '',
     `With ${l.idleConnections} idle connections n1-p1 -> n2-p1 held open: \`nettool rr\` ${l.requests} × 1 KiB round trips, without scraping, then while this process scrapes both agents' \`/metrics\` (port ${l.metricsPort}) every ${l.pacedMs} ms, then back to back without pause (stress); ${l.rounds} round(s).`,
     '',
-    table(['round', 'mode', 'p50 µs', 'p90 µs', 'p99 µs', 'scrapes'],
-      l.runs.map((x) => [String(x.round), x.mode, x.rr.p50Us.toFixed(0), x.rr.p90Us.toFixed(0), x.rr.p99Us.toFixed(0), x.scrapes === null ? '-' : String(x.scrapes)])),
+    table(
+      ['round', 'mode', 'p50 µs', 'p90 µs', 'p99 µs', 'scrapes'],
+      l.runs.map((x) => [
+        String(x.round),
+        x.mode,
+        x.rr.p50Us.toFixed(0),
+        x.rr.p90Us.toFixed(0),
+        x.rr.p99Us.toFixed(0),
+        x.scrapes === null ? '-' : String(x.scrapes),
+      ]),
+    ),
     '',
     `- p99 while scraping each agent ${1000 / l.pacedMs} times a second (${(15_000 / l.pacedMs).toFixed(0)}× Prometheus' default 15 s interval) / not scraping: **${pacedRatio.toFixed(2)}×** (target ≤ 1.10: ${pacedRatio <= 1.1 ? 'met' : 'NOT met'})`,
     `- stress, scraping back to back without pause: p99 ${p99Ratio.toFixed(2)}×, p50 ${p50Ratio.toFixed(2)}× (each scrape costs the agent a few ms of its single thread; at that rate it is busy scraping most of the time)`,

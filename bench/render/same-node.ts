@@ -4,7 +4,17 @@ import { fmt, mean, signed } from '../stats.js';
 import { table, textTable } from './md.js';
 
 const HEAD = {
-  tput: ['path', 'Gbit/s (mean)', 'per block (direct of the block)', 'runs completed', '× direct', 'sender Gbit/s', 'machine CPU %', 'agent % of a core', 'peak kernel TCP mem MiB'],
+  tput: [
+    'path',
+    'Gbit/s (mean)',
+    'per block (direct of the block)',
+    'runs completed',
+    '× direct',
+    'sender Gbit/s',
+    'machine CPU %',
+    'agent % of a core',
+    'peak kernel TCP mem MiB',
+  ],
   lat: ['path', 'p50 µs', 'p99 µs', 'added p50 µs', 'added p99 µs', 'p50 × direct', 'per block p50/p99 (direct of the block)', 'agent % of a core'],
 };
 
@@ -24,7 +34,9 @@ function tputRows(tput: Tput[]): string[][] {
       p,
       fmt(mean(xs.map((x) => x.recvGbps)), 2),
       xs.map((x) => `${fmt(x.recvGbps, 2)}${x.failed ? '*' : ''}${p === 'direct' ? '' : ` (${fmt(partner(tput, x)?.recvGbps, 2)})`}`).join(', '),
-      failed.length === 0 ? `${xs.length}/${xs.length}` : `${xs.length - failed.length}/${xs.length} (${[...new Set(failed.map((x) => x.failed!.replace(/^.*: /, '')))].join(', ')} after ${failed.map((x) => fmt(x.failedAfterS, 0)).join(', ')} s)`,
+      failed.length === 0
+        ? `${xs.length}/${xs.length}`
+        : `${xs.length - failed.length}/${xs.length} (${[...new Set(failed.map((x) => x.failed!.replace(/^.*: /, '')))].join(', ')} after ${failed.map((x) => fmt(x.failedAfterS, 0)).join(', ')} s)`,
       p === 'direct' ? '1.00' : fmt(mean(ratios), 2),
       fmt(mean(xs.map((x) => x.sentGbps)), 2),
       fmt(mean(xs.map((x) => x.machineBusyPct)), 0),
@@ -48,7 +60,9 @@ function latRows(sub: Lat[]): string[][] {
       p === 'direct' ? '-' : signed(mean(add50)),
       p === 'direct' ? '-' : signed(mean(add99)),
       p === 'direct' ? '1.00' : fmt(mean(ratio), 2),
-      xs.map((x) => `${x.p50.toFixed(1)}/${x.p99.toFixed(1)}${p === 'direct' ? '' : ` (${fmt(partner(sub, x)?.p50)}/${fmt(partner(sub, x)?.p99)})`}`).join(', '),
+      xs
+        .map((x) => `${x.p50.toFixed(1)}/${x.p99.toFixed(1)}${p === 'direct' ? '' : ` (${fmt(partner(sub, x)?.p50)}/${fmt(partner(sub, x)?.p99)})`}`)
+        .join(', '),
       p === 'direct' ? '-' : fmt(mean(xs.map((x) => x.agentCorePct ?? NaN)), 0),
     ];
   });
@@ -98,7 +112,7 @@ export function sameNodeMarkdown(r: SameNodeResults): string[] {
   if (sm.length && buffered > 0.3) {
     md.push(
       `With sockmap the sender writes ${buffered.toFixed(1)} Gbit/s more than arrives: sk_msg redirection`,
-      'into the agent\'s socket is not bounded by that socket\'s receive buffer (the',
+      "into the agent's socket is not bounded by that socket's receive buffer (the",
       'kernel only charges it against the machine-wide `tcp_mem`), so when the agent',
       'reads slower than the app writes, the backlog grows in kernel memory',
       '(see the peak TCP memory column) instead of pushing back on the sender —',
@@ -116,7 +130,7 @@ export function sameNodeMarkdown(r: SameNodeResults): string[] {
     `### Client, server and agent pinned to CPU ${r.pinCpu} (\`taskset\`)`,
     '',
     'No cross-CPU wake-ups: the CPU work (system calls, TCP/veth processing,',
-    'context switches, the agent\'s relay) of one round trip on each path; the',
+    "context switches, the agent's relay) of one round trip on each path; the",
     'stable figure on a VM.',
     '',
     table(HEAD.lat, latRows(lat.filter((x) => x.pinned))),

@@ -32,6 +32,8 @@ export function attachAccessLog(tracker: EventEmitter, log: Logger, level: Acces
     if (!log.enabled(level)) return;
     try {
       log.log(level, 'connection', { ...accessLogEntry(rec, ctx) });
-    } catch { /* never let logging break the relay */ }
+    } catch {
+      /* never let logging break the relay */
+    }
   });
 }

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the composition root wires every part in one place (start, snapshot, drain and stop order); each part's logic lives in its own module.
 /**
  * The composition root: config -> datapath -> workload source -> pod captures
  * -> proxy -> admin. It only wires: what each part does is in its own module
@@ -67,7 +68,11 @@ const LIMIT_HINTS: Record<string, string> = {
 
 /** An ECDSA P-256 key pair in PEM (for the X.509 warm-up at start). */
 const generateEcKey = (): Promise<{ publicKey: string }> =>
-  promisify(generateKeyPair)('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }) as Promise<{ publicKey: string; privateKey: string }>;
+  promisify(generateKeyPair)('ec', {
+    namedCurve: 'P-256',
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  }) as Promise<{ publicKey: string; privateKey: string }>;
 
 export class Agent {
   readonly tracker = new ConnectionTracker();
@@ -110,9 +115,11 @@ export class Agent {
     this.log = log;
     this.native = inputs.native ?? loadNative();
     this.clock = inputs.clock ?? realClock;
-    this.source = inputs.source ?? (cfg.source === 'file'
-      ? new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot) as unknown as WorkloadSource // conforms once s-disc lands
-      : null);
+    this.source =
+      inputs.source ??
+      (cfg.source === 'file'
+        ? (new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot) as unknown as WorkloadSource) // conforms once s-disc lands
+        : null);
     this.policies = new ActivePolicies({ trustDomain: cfg.trustDomain, rootNamespace: cfg.rootNamespace });
     this.leases = new IdentityLeases((id) => this.identities?.forget(id));
     this.prefetch = new CertificatePrefetch({ identities: () => this.identities, wanted: (id) => this.leases.held(id), active: () => !this.lifecycle.stopped });
@@ -121,20 +128,39 @@ export class Agent {
       lifecycle: this.lifecycle,
       applyModel: (s) => this.applyModel(s),
       reconcile: async (s) => this.captures?.reconcile(s),
-      onError: (e) => { this.count('reconcile_failed'); log.error('reconcile failed (retrying on the next change)', { error: errorMessage(e) }); },
+      onError: (e) => {
+        this.count('reconcile_failed');
+        log.error('reconcile failed (retrying on the next change)', { error: errorMessage(e) });
+      },
     });
     this.handover = new Handover({
-      socket: cfg.handoverSocket, node: cfg.node, adoptTimeoutMs: cfg.handoverTimeoutMs, native: this.native, log, lifecycle: this.lifecycle,
+      socket: cfg.handoverSocket,
+      node: cfg.node,
+      adoptTimeoutMs: cfg.handoverTimeoutMs,
+      native: this.native,
+      log,
+      lifecycle: this.lifecycle,
       count: (r) => this.count(r),
       settle: () => this.settle(),
-      listeners: () => [...(this.captures?.handoverEntries() ?? []),
-        ...Listeners.nodeEntries([['readiness', this.readyServer], ['metrics', this.metricsServer], ['admin', this.admin]])],
+      listeners: () => [
+        ...(this.captures?.handoverEntries() ?? []),
+        ...Listeners.nodeEntries([
+          ['readiness', this.readyServer],
+          ['metrics', this.metricsServer],
+          ['admin', this.admin],
+        ]),
+      ],
       resume: () => this.snapshots.resume(this.snapshot),
-      drain: (reason) => { void this.drain(reason); },
+      drain: (reason) => {
+        void this.drain(reason);
+      },
       onRecord: (rec) => this.metrics.onClose(rec),
     });
     this.listeners = new Listeners({
-      native: this.native, mark: cfg.mark, handover: this.handover, log,
+      native: this.native,
+      mark: cfg.mark,
+      handover: this.handover,
+      log,
       socketOptions: (kind) => this.mesh!.socketOptions(kind),
       count: (r) => this.count(r),
       fds: () => ({ fds: this.resources().fds, fdLimit: this.fdLimit }),
@@ -153,21 +179,33 @@ export class Agent {
           try {
             const st = dp.podStats(c.cgroupId);
             if (st) out.push({ namespace: c.pod.namespace, name: c.pod.name, stats: { ...st } });
-          } catch { /* a map read failing must not fail the scrape */ }
+          } catch {
+            /* a map read failing must not fail the scrape */
+          }
         }
         return out;
       },
       datapathCounters: () => {
         try {
           return this.datapath?.counters() ?? null;
-        } catch { return null; }
+        } catch {
+          return null;
+        }
       },
       resources: () => this.resources(),
     });
     this.metrics.observe(this.tracker);
     // access log: one JSON line per closed connection (this.tracker 'close')
     // the same context the metric labels are derived with (src/metrics/record-view.ts)
-    attachAccessLog(this.tracker, log.child('access'), cfg.accessLog ?? 'info', recordContext(() => this.index, (p) => podSpiffeId(p, cfg.trustDomain)));
+    attachAccessLog(
+      this.tracker,
+      log.child('access'),
+      cfg.accessLog ?? 'info',
+      recordContext(
+        () => this.index,
+        (p) => podSpiffeId(p, cfg.trustDomain),
+      ),
+    );
   }
 
   get phase(): AgentPhase {
@@ -189,10 +227,18 @@ export class Agent {
     // as ztunnel: as many fds as the hard limit allows (raising it needs CAP_SYS_RESOURCE)
     const nofile = this.native.raiseFdLimit();
     if (typeof nofile !== 'number') this.fdLimit = nofile.soft;
-    const dp = (this.inputs.openDatapath ?? Datapath.open)({
-      bpffsDir: cfg.bpffsDir, bpfObject: cfg.bpfObject, ports: cfg.ports, mark: cfg.mark,
-      acceleration: cfg.acceleration, agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
-    }, log.child('datapath'), this.native);
+    const dp = (this.inputs.openDatapath ?? Datapath.open)(
+      {
+        bpffsDir: cfg.bpffsDir,
+        bpfObject: cfg.bpfObject,
+        ports: cfg.ports,
+        mark: cfg.mark,
+        acceleration: cfg.acceleration,
+        agentCgroup: cfg.agentCgroup ?? ownCgroup(cfg.cgroupRoot),
+      },
+      log.child('datapath'),
+      this.native,
+    );
     this.datapath = dp;
     this.handover.takeOver();
     // right after the datapath (whose kernel-feature errors come first): readiness
@@ -203,36 +249,72 @@ export class Agent {
     await this.listeners.node(this.metricsServer, cfg.ports.metrics, cfg.metricsAddress, 'metrics', 'ports.metrics');
 
     const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {
-      throw new AmbientError('CA_UNAVAILABLE', `built-in CA at ${cfg.caDir}: ${e.message}`, 'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)', { cause: e });
+      throw new AmbientError(
+        'CA_UNAVAILABLE',
+        `built-in CA at ${cfg.caDir}: ${e.message}`,
+        'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)',
+        { cause: e },
+      );
     });
     const identities = new IdentityManager({ issuer: ca, lifetimeMs: cfg.certLifetimeMs });
     this.identities = identities;
     // Warm the key generation and X.509 code once before serving: the first
     // issuance compiles a lot of JavaScript, and would otherwise delay the first
     // enrollment by a few hundred ms.
-    await ca.issue({ spiffeId: `spiffe://${cfg.trustDomain}/ns/ambientd-system/sa/ambientd-warmup`, publicKey: (await generateEcKey()).publicKey, lifetimeMs: 60_000 }).catch(() => undefined);
-    identities.on('renewalFailed', (ev) => { this.count('certificate_renewal_failed'); log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error }); });
+    await ca
+      .issue({
+        spiffeId: `spiffe://${cfg.trustDomain}/ns/ambientd-system/sa/ambientd-warmup`,
+        publicKey: (await generateEcKey()).publicKey,
+        lifetimeMs: 60_000,
+      })
+      .catch(() => undefined);
+    identities.on('renewalFailed', (ev) => {
+      this.count('certificate_renewal_failed');
+      log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error });
+    });
     // a drain or stop came while the CA loaded: nothing more is built (stop() closes what is)
     if (!this.lifecycle.is('starting')) return;
     const mesh = new MeshProxy({
-      native: this.native, mark: cfg.mark, ports: cfg.ports, trustDomain: cfg.trustDomain, log: log.child('proxy'), tracker: this.tracker,
+      native: this.native,
+      mark: cfg.mark,
+      ports: cfg.ports,
+      trustDomain: cfg.trustDomain,
+      log: log.child('proxy'),
+      tracker: this.tracker,
       nodePorts: [cfg.ports.admin, cfg.ports.metrics, cfg.ports.readiness],
-      count: (r) => this.count(r), identities,
+      count: (r) => this.count(r),
+      identities,
       originalDst: (src) => this.datapath?.originalDst(src) ?? null,
       index: () => this.index,
       authorize: (dst, src) => this.policies.authorize(dst, src),
       localPodByIp: (ip) => this.captures?.localPodByIp(ip) ?? null,
       limits: cfg.limits,
       liveness: livenessParams(cfg.peerTimeoutMs),
-      onLimit: (reason, message) => log.once(reason, 'warn', 'a limit was hit: the connection was refused', { reason, message, hint: LIMIT_HINTS[reason] ?? 'raise the limit in "limits:" if this is legitimate load' }),
+      onLimit: (reason, message) =>
+        log.once(reason, 'warn', 'a limit was hit: the connection was refused', {
+          reason,
+          message,
+          hint: LIMIT_HINTS[reason] ?? 'raise the limit in "limits:" if this is legitimate load',
+        }),
     });
     this.mesh = mesh;
     this.captures = new CaptureSet({
-      node: cfg.node, trustDomain: cfg.trustDomain, ports: cfg.ports, mark: cfg.mark, nodeIP: cfg.nodeIP,
-      datapath: dp, native: this.native, log,
+      node: cfg.node,
+      trustDomain: cfg.trustDomain,
+      ports: cfg.ports,
+      mark: cfg.mark,
+      nodeIP: cfg.nodeIP,
+      datapath: dp,
+      native: this.native,
+      log,
       openNetns: this.inputs.openNetns ?? openPodNetns,
       listen: (req) => this.listeners.pod(req),
-      proxy: { outbound: (p, s) => mesh.onOutbound(p, s), inbound: (p, s) => mesh.onInbound(p, s), hbone: (s) => mesh.hbone.handle(s), release: (k) => mesh.releasePod(k) },
+      proxy: {
+        outbound: (p, s) => mesh.onOutbound(p, s),
+        inbound: (p, s) => mesh.onInbound(p, s),
+        hbone: (s) => mesh.hbone.handle(s),
+        release: (k) => mesh.releasePod(k),
+      },
       leases: this.leases,
       prefetch: (id) => this.prefetch.request(id),
       count: (r, n) => this.count(r, n),
@@ -242,11 +324,16 @@ export class Agent {
       active: () => !this.lifecycle.stopped,
     });
 
-    this.admin = createAdminServer({
-      configDump: () => this.configDump(),
-      ready: () => this.readiness(),
-      quit: () => { void this.stop().then(() => process.exit(0)); },
-    }, log);
+    this.admin = createAdminServer(
+      {
+        configDump: () => this.configDump(),
+        ready: () => this.readiness(),
+        quit: () => {
+          void this.stop().then(() => process.exit(0));
+        },
+      },
+      log,
+    );
     await this.listeners.node(this.admin, cfg.ports.admin, cfg.adminAddress, 'admin', 'ports.admin');
 
     const source = this.source ?? (this.source = await kubernetesSource(cfg, log));
@@ -320,9 +407,20 @@ export class Agent {
 
   configDump(): ConfigDump {
     return buildConfigDump({
-      cfg: this.cfg, phase: this.phase, snapshot: this.snapshot, capture: (k) => this.captures?.get(k),
-      datapath: this.datapath, policies: this.policies, tracker: this.tracker, identities: this.identities, mesh: this.mesh,
-      source: this.source, counters: this.counters, resources: this.resources(), handover: this.handover.info, readiness: this.readiness(),
+      cfg: this.cfg,
+      phase: this.phase,
+      snapshot: this.snapshot,
+      capture: (k) => this.captures?.get(k),
+      datapath: this.datapath,
+      policies: this.policies,
+      tracker: this.tracker,
+      identities: this.identities,
+      mesh: this.mesh,
+      source: this.source,
+      counters: this.counters,
+      resources: this.resources(),
+      handover: this.handover.info,
+      readiness: this.readiness(),
     });
   }
 
@@ -341,24 +439,33 @@ export class Agent {
     this.lifecycle.moveTo('draining');
     this.captures?.cancelRetry();
     const handedOver = this.handover.handedOver && this.cfg.handoverSocket !== null;
-    this.drainRun = drainAgent({
-      drainTimeoutMs: this.cfg.drainTimeoutMs,
-      successor: handedOver ? { socket: this.cfg.handoverSocket!, node: this.cfg.node } : null,
-      settle: () => this.settle(),
-      stopAccepting: () => {
-        this.handover.close();
-        this.captures?.closeListeners();
+    this.drainRun = drainAgent(
+      {
+        drainTimeoutMs: this.cfg.drainTimeoutMs,
+        successor: handedOver ? { socket: this.cfg.handoverSocket!, node: this.cfg.node } : null,
+        settle: () => this.settle(),
+        stopAccepting: () => {
+          this.handover.close();
+          this.captures?.closeListeners();
+        },
+        closeNodeServers: () => {
+          // the successor answers on these ports now
+          for (const srv of [this.admin, this.metricsServer, this.readyServer]) {
+            srv?.close();
+            srv?.closeIdleConnections?.();
+          }
+        },
+        tracker: this.tracker,
+        mesh: this.mesh,
+        count: (r) => this.count(r),
+        log: this.log,
+        clock: this.clock,
+        stop: () => this.stop(),
       },
-      closeNodeServers: () => {
-        // the successor answers on these ports now
-        for (const srv of [this.admin, this.metricsServer, this.readyServer]) {
-          srv?.close();
-          srv?.closeIdleConnections?.();
-        }
-      },
-      tracker: this.tracker, mesh: this.mesh, count: (r) => this.count(r), log: this.log, clock: this.clock,
-      stop: () => this.stop(),
-    }, reason).then(() => { this.lifecycle.emit('drained'); });
+      reason,
+    ).then(() => {
+      this.lifecycle.emit('drained');
+    });
     return this.drainRun;
   }
 
@@ -390,7 +497,9 @@ export class Agent {
       if (this.cfg.readyFile) {
         try {
           if (fs.readFileSync(this.cfg.readyFile, 'utf8').trim() === String(process.pid)) fs.rmSync(this.cfg.readyFile, { force: true });
-        } catch { /* absent */ }
+        } catch {
+          /* absent */
+        }
       }
       this.lifecycle.moveTo('stopped');
     })();
@@ -402,13 +511,20 @@ export class Agent {
 async function kubernetesSource(cfg: AgentConfig, log: Logger): Promise<WorkloadSource> {
   const [{ KubernetesSource }, { PodSandboxFinder }] = await Promise.all([import('../discovery/kubernetes.js'), import('../discovery/k8s-sandbox.js')]);
   const finder = new PodSandboxFinder({ cgroupRoot: cfg.cgroupRoot });
-  return new KubernetesSource({ nodeName: cfg.node, log: log.child('kubernetes'), resolveLocalPod: (pod) => (pod.uid ? finder.find(pod.uid) : null) }) as unknown as WorkloadSource; // conforms once s-disc lands
+  return new KubernetesSource({
+    nodeName: cfg.node,
+    log: log.child('kubernetes'),
+    resolveLocalPod: (pod) => (pod.uid ? finder.find(pod.uid) : null),
+  }) as unknown as WorkloadSource; // conforms once s-disc lands
 }
 
 /** The agent's own cgroup v2 directory (from /proc/self/cgroup). */
 export function ownCgroup(cgroupRoot: string): string | null {
   try {
-    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    const line = fs
+      .readFileSync('/proc/self/cgroup', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('0::'));
     if (!line) return null;
     const rel = line.slice(3).trim();
     // never hook the root cgroup: that would see every socket of the machine

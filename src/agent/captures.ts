@@ -70,8 +70,14 @@ export class CaptureSet {
           const c = cur ?? this.add(step);
           c.update(step.pod);
           this.unindex(c);
-          c.isolate(new AmbientError('POD_IP_CONFLICT', `pod ${step.key} and ${step.with.join(', ')} both claim ${step.ips.join(', ')}`,
-            'two live pods cannot share an address: both are isolated until one of them is gone (check the CNI, or the workload file)'), plan.sharedIps);
+          c.isolate(
+            new AmbientError(
+              'POD_IP_CONFLICT',
+              `pod ${step.key} and ${step.with.join(', ')} both claim ${step.ips.join(', ')}`,
+              'two live pods cannot share an address: both are isolated until one of them is gone (check the CNI, or the workload file)',
+            ),
+            plan.sharedIps,
+          );
           break;
         }
         case 'retry':
@@ -121,7 +127,13 @@ export class CaptureSet {
     this.cancelRetry();
     const at = nextRetryAt(this.byKey.values());
     if (at === null || !this.d.active()) return;
-    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.d.retry(); }, Math.max(10, at - this.d.now()));
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = null;
+        this.d.retry();
+      },
+      Math.max(10, at - this.d.now()),
+    );
     this.retryTimer.unref();
   }
 

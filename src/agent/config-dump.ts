@@ -6,7 +6,16 @@
 import type { AgentConfig } from '../config/config.js';
 import type { Datapath, Isolation } from '../datapath/datapath.js';
 import type { FeatureCheck } from '../datapath/features.js';
-import { isEnrolled, podKey, podSpiffeId, type AuthorizationPolicySpec, type EntryError, type MeshSnapshot, type PodInfo, type ServicePort } from '../discovery/model.js';
+import {
+  isEnrolled,
+  podKey,
+  podSpiffeId,
+  type AuthorizationPolicySpec,
+  type EntryError,
+  type MeshSnapshot,
+  type PodInfo,
+  type ServicePort,
+} from '../discovery/model.js';
 import type { WorkloadSource } from '../discovery/source.js';
 import type { CertificateInfo, IdentityManager } from '../identity/manager.js';
 import type { Readiness } from '../metrics/server.js';
@@ -122,11 +131,23 @@ function workload(parts: ConfigDumpParts, p: PodInfo): WorkloadDump {
     redirect = stats ? strings({ ...stats }) : {};
   }
   return {
-    name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, identity: podSpiffeId(p, cfg.trustDomain), node: p.node, ip: p.ip,
-    netns: p.netns, cgroup: p.cgroup, labels: p.labels, ambient: isEnrolled(p, snapshot.namespaces), state,
+    name: p.name,
+    namespace: p.namespace,
+    serviceAccount: p.serviceAccount,
+    identity: podSpiffeId(p, cfg.trustDomain),
+    node: p.node,
+    ip: p.ip,
+    netns: p.netns,
+    cgroup: p.cgroup,
+    labels: p.labels,
+    ambient: isEnrolled(p, snapshot.namespaces),
+    state,
     ...(st?.cgroupId != null ? { cgroupId: st.cgroupId.toString() } : {}),
-    ...(st?.error ? { error: st.error } : {}), ...(st?.enrolledAt ? { enrolledAt: st.enrolledAt } : {}),
-    ...(st?.isolation && c!.state !== 'enrolled' ? { isolation: st.isolation, attempts: st.attempts, nextAttempt: st.error?.code === 'POD_IP_CONFLICT' ? null : new Date(st.retryAt).toISOString() } : {}),
+    ...(st?.error ? { error: st.error } : {}),
+    ...(st?.enrolledAt ? { enrolledAt: st.enrolledAt } : {}),
+    ...(st?.isolation && c!.state !== 'enrolled'
+      ? { isolation: st.isolation, attempts: st.attempts, nextAttempt: st.error?.code === 'POD_IP_CONFLICT' ? null : new Date(st.retryAt).toISOString() }
+      : {}),
     ...(st?.preexistingReset != null ? { preexistingReset: st.preexistingReset } : {}),
     ...(redirect ? { redirect } : {}),
   };
@@ -141,14 +162,20 @@ export function buildConfigDump(parts: ConfigDumpParts): ConfigDump {
       refused = strings(dp.counters());
       originalDstEntries = dp.originalDstCount();
     }
-  } catch { /* a map read failing must not fail the dump */ }
+  } catch {
+    /* a map read failing must not fail the dump */
+  }
   return {
     node: cfg.node,
     pid: process.pid,
     phase: parts.phase,
     workloads: [...snapshot.pods.values()].map((p) => workload(parts, p)),
     services: [...snapshot.services.values()].map((s) => ({
-      name: s.name, namespace: s.namespace, hostname: s.hostname, vips: s.vips, ports: s.ports,
+      name: s.name,
+      namespace: s.namespace,
+      hostname: s.hostname,
+      vips: s.vips,
+      ports: s.ports,
       endpoints: s.endpoints.map((e) => ({ ip: e.ip, ready: e.ready, ...(e.pod ? { pod: e.pod } : {}) })),
     })),
     policies: parts.policies.describe().map((d) => ({ ...d, spec: snapshot.policies.get(d.policy)?.spec })),
@@ -162,15 +189,17 @@ export function buildConfigDump(parts: ConfigDumpParts): ConfigDump {
       entryErrors: snapshot.errors,
       lastError: parts.source?.lastError?.toJSON() ?? null,
     },
-    datapath: dp ? {
-      pins: cfg.bpffsDir,
-      acceleration: cfg.acceleration,
-      features: dp.features,
-      programs: dp.programs(),
-      adoptedLinks: dp.adoptedLinks,
-      refused,
-      originalDstEntries,
-    } : null,
+    datapath: dp
+      ? {
+          pins: cfg.bpffsDir,
+          acceleration: cfg.acceleration,
+          features: dp.features,
+          programs: dp.programs(),
+          adoptedLinks: dp.adoptedLinks,
+          refused,
+          originalDstEntries,
+        }
+      : null,
     counters: Object.fromEntries(parts.counters),
     resources: parts.resources,
     handover: { socket: cfg.handoverSocket, ...parts.handover, draining: parts.phase === 'draining' },

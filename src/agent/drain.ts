@@ -78,6 +78,12 @@ export async function drainAgent(d: DrainDeps, reason: string): Promise<void> {
   await hboneDone;
   d.tracker.off('close', forward);
   const records = sink ? await sink.end() : null;
-  d.log.info('drained', { reason, ms: clock.now() - t0, connectionsAtStart: atStart, closedAtDeadline: left, ...(records ? { recordsToSuccessor: records } : {}) });
+  d.log.info('drained', {
+    reason,
+    ms: clock.now() - t0,
+    connectionsAtStart: atStart,
+    closedAtDeadline: left,
+    ...(records ? { recordsToSuccessor: records } : {}),
+  });
   await d.stop();
 }

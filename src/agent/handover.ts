@@ -112,8 +112,11 @@ export class Handover {
       const confirmed = inh.ack();
       if (!confirmed.ok) {
         this.d.count('handover_failed');
-        throw new AmbientError('HANDOVER_ABORTED', `the running agent (pid ${inh.fromPid}) did not confirm the hand-over: ${confirmed.reason}`,
-          'it gave up waiting (handoverTimeout) and serves on; this agent exits so the two never serve together. Its supervisor restarts it and the next hand-over starts afresh');
+        throw new AmbientError(
+          'HANDOVER_ABORTED',
+          `the running agent (pid ${inh.fromPid}) did not confirm the hand-over: ${confirmed.reason}`,
+          'it gave up waiting (handoverTimeout) and serves on; this agent exits so the two never serve together. Its supervisor restarts it and the next hand-over starts afresh',
+        );
       }
       this.d.count('handover_adopted');
       log.info('took over the listening sockets', { from: inh.fromPid, adopted: this.info.adopted, rejected: inh.rejected.length, unused: unused.length });
@@ -126,15 +129,30 @@ export class Handover {
     const d = this.d;
     if (!d.socket) return;
     const hs = new HandoverServer({
-      native: d.native, socketPath: d.socket, node: d.node, log: d.log.child('handover'),
+      native: d.native,
+      socketPath: d.socket,
+      node: d.node,
+      log: d.log.child('handover'),
       adoptTimeoutMs: d.adoptTimeoutMs,
       verifyPeer: verifyAgentPeer,
-      onPeerRejected: (why) => { d.count('handover_peer_rejected'); d.log.once(`handover_peer_rejected:${why.replace(/\d+/g, 'N')}`, 'warn', 'hand-over socket: peer refused (only an ambientd agent of this node, uid 0, may take part)', { reason: why }); },
+      onPeerRejected: (why) => {
+        d.count('handover_peer_rejected');
+        d.log.once(
+          `handover_peer_rejected:${why.replace(/\d+/g, 'N')}`,
+          'warn',
+          'hand-over socket: peer refused (only an ambientd agent of this node, uid 0, may take part)',
+          { reason: why },
+        );
+      },
       listeners: async () => {
         // no enrollment while a successor takes the sockets: it would bind
         // a pod's ports the successor binds too (policy still applies)
         if (!d.lifecycle.tryMoveTo('handing-over')) {
-          throw new AmbientError('HANDOVER_REFUSED', `a successor asked for the sockets while this agent is ${d.lifecycle.phase}`, 'it starts on fresh sockets; nothing to do');
+          throw new AmbientError(
+            'HANDOVER_REFUSED',
+            `a successor asked for the sockets while this agent is ${d.lifecycle.phase}`,
+            'it starts on fresh sockets; nothing to do',
+          );
         }
         await d.settle();
         return d.listeners();
@@ -150,13 +168,19 @@ export class Handover {
         const r = recordFromWire(raw);
         if (!r.ok) {
           for (const c of droppedRecordCounters(r.error)) d.count(c);
-          d.log.once(`handover_record:${r.error.code}:${r.error.field ?? ''}`, 'warn', 'connection record from the agent we replaced dropped', { pid, error: r.error.toJSON() });
+          d.log.once(`handover_record:${r.error.code}:${r.error.field ?? ''}`, 'warn', 'connection record from the agent we replaced dropped', {
+            pid,
+            error: r.error.toJSON(),
+          });
           return;
         }
         this.info.recordsImported++;
         d.onRecord(r.rec);
       },
-      onBadRecord: (pid, why) => { d.count('handover_record_invalid'); d.log.warn('bad connection record on the hand-over socket', { pid, why }); },
+      onBadRecord: (pid, why) => {
+        d.count('handover_record_invalid');
+        d.log.warn('bad connection record on the hand-over socket', { pid, why });
+      },
       onAborted: (pid, reason) => {
         d.count('handover_aborted');
         d.log.warn('the new agent did not take over; serving on', { pid, reason });

@@ -41,8 +41,12 @@ export class Listeners {
     const outOfFds = code === 'EMFILE' || code === 'ENFILE';
     this.d.count(outOfFds ? 'accept_out_of_fds' : 'accept_failed');
     this.d.log.once(`accept:${code}`, 'error', 'accept() failed: pending connections were refused; accepting resumes by itself', {
-      listener: where, error: code, ...this.d.fds(),
-      hint: outOfFds ? 'the agent ran out of file descriptors: raise its nofile limit (the agent raises the soft limit to the hard one at start), or lower limits.*' : 'see the error',
+      listener: where,
+      error: code,
+      ...this.d.fds(),
+      hint: outOfFds
+        ? 'the agent ran out of file descriptors: raise its nofile limit (the agent raises the soft limit to the hard one at start), or lower limits.*'
+        : 'see the error',
     });
   }
 
@@ -51,7 +55,16 @@ export class Listeners {
     const fd = this.d.handover.take('node', what, { ip: address, port });
     if (fd !== null) this.d.handover.adopted();
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new AmbientError('LISTENER_FAILED', `${what} listener ${formatHostPort({ ip: address, port })}: ${e.code}`, `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`, { cause: e })));
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new AmbientError(
+            'LISTENER_FAILED',
+            `${what} listener ${formatHostPort({ ip: address, port })}: ${e.code}`,
+            `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`,
+            { cause: e },
+          ),
+        ),
+      );
       if (fd !== null) server.listen({ fd }, () => resolve());
       else server.listen(port, address, () => resolve());
     });
@@ -63,7 +76,10 @@ export class Listeners {
     const fd = this.d.handover.take('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
     let l: PodListener;
     if (fd !== null) {
-      l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => { this.d.native.closeFd(fd); throw e; });
+      l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => {
+        this.d.native.closeFd(fd);
+        throw e;
+      });
       this.d.handover.adopted();
     } else {
       // outbound: the app in this pod (bounded buffers); inbound: plaintext clients; hbone: peers (TCP_USER_TIMEOUT)

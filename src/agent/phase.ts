@@ -53,8 +53,11 @@ export class AgentLifecycle extends EventEmitter<LifecycleEvents> {
   /** Moves to `to`; an illegal transition is a bug and throws (AGENT_PHASE). */
   moveTo(to: AgentPhase): void {
     if (!this.tryMoveTo(to)) {
-      throw new AmbientError('AGENT_PHASE', `illegal agent phase transition ${this.current} -> ${to}`,
-        'a bug in ambientd: report it with the agent log (the supervisor restarts the agent; the datapath fails closed meanwhile)');
+      throw new AmbientError(
+        'AGENT_PHASE',
+        `illegal agent phase transition ${this.current} -> ${to}`,
+        'a bug in ambientd: report it with the agent log (the supervisor restarts the agent; the datapath fails closed meanwhile)',
+      );
     }
   }
 

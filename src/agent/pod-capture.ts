@@ -41,7 +41,11 @@ export type CaptureState = 'enrolled' | 'isolated' | 'failed';
 
 export type PodRole = 'outbound' | 'inbound' | 'hbone';
 
-export interface PodError { code: string; message: string; hint: string }
+export interface PodError {
+  code: string;
+  message: string;
+  hint: string;
+}
 
 /** What a capture needs of a netns handle (NetnsHandle; a fake in unit tests). */
 export type NetnsRef = Pick<NetnsHandle, 'path' | 'inode' | 'source' | 'sameAs' | 'close'>;
@@ -88,11 +92,17 @@ export interface CaptureDeps {
 /** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
 const PROBE_SNAT_IP = '169.254.7.127';
 
-const noNetnsPath = (key: string): AmbientError => new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
+const noNetnsPath = (key: string): AmbientError =>
+  new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
 
 /** Opens a pod's netns, with the error a missing one always had. */
 export function openPodNetns(path: string, owner: string): NetnsHandle {
-  if (!fs.existsSync(path)) throw new AmbientError('NETNS_UNAVAILABLE', `${owner}: netns ${path} does not exist`, 'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists');
+  if (!fs.existsSync(path))
+    throw new AmbientError(
+      'NETNS_UNAVAILABLE',
+      `${owner}: netns ${path} does not exist`,
+      'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists',
+    );
   return NetnsHandle.open(path, owner);
 }
 
@@ -121,7 +131,11 @@ export class PodCapture implements MeshPod {
   /** error codes already logged at error level (a retry that fails alike logs at debug) */
   private readonly reported = new Set<string>();
 
-  constructor(private readonly d: CaptureDeps, pod: PodInfo, readonly identity: string) {
+  constructor(
+    private readonly d: CaptureDeps,
+    pod: PodInfo,
+    readonly identity: string,
+  ) {
     this.key = `${pod.namespace}/${pod.name}`;
     this.podValue = pod;
     this.view = pod;
@@ -129,21 +143,57 @@ export class PodCapture implements MeshPod {
   }
 
   /** The pod's snapshot entry, as last applied. */
-  get pod(): PodInfo { return this.podValue; }
+  get pod(): PodInfo {
+    return this.podValue;
+  }
   /** The pod for the proxy: its netns is the handle's path (null when none is open). */
-  get info(): PodInfo { return this.view; }
-  get state(): CaptureState { return this.stateValue; }
-  get error(): PodError | null { return this.errorValue; }
-  get errorCode(): string | null { return this.errorValue?.code ?? null; }
-  get cgroupId(): bigint | null { return this.cgroup; }
-  get ips(): readonly string[] { return this.held; }
-  get retryAt(): number { return this.retryAtValue; }
-  get netnsInode(): bigint | null { return this.netns?.inode ?? null; }
-  get released(): boolean { return this.life !== 'live'; }
+  get info(): PodInfo {
+    return this.view;
+  }
+  get state(): CaptureState {
+    return this.stateValue;
+  }
+  get error(): PodError | null {
+    return this.errorValue;
+  }
+  get errorCode(): string | null {
+    return this.errorValue?.code ?? null;
+  }
+  get cgroupId(): bigint | null {
+    return this.cgroup;
+  }
+  get ips(): readonly string[] {
+    return this.held;
+  }
+  get retryAt(): number {
+    return this.retryAtValue;
+  }
+  get netnsInode(): bigint | null {
+    return this.netns?.inode ?? null;
+  }
+  get released(): boolean {
+    return this.life !== 'live';
+  }
 
   /** What config_dump shows of the capture. */
-  status(): { cgroupId: bigint | null; error: PodError | null; enrolledAt: string | null; isolation: Isolation | null; attempts: number; retryAt: number; preexistingReset: number | null } {
-    return { cgroupId: this.cgroup, error: this.errorValue, enrolledAt: this.enrolledAt, isolation: this.isolation, attempts: this.failures, retryAt: this.retryAtValue, preexistingReset: this.preexistingReset };
+  status(): {
+    cgroupId: bigint | null;
+    error: PodError | null;
+    enrolledAt: string | null;
+    isolation: Isolation | null;
+    attempts: number;
+    retryAt: number;
+    preexistingReset: number | null;
+  } {
+    return {
+      cgroupId: this.cgroup,
+      error: this.errorValue,
+      enrolledAt: this.enrolledAt,
+      isolation: this.isolation,
+      attempts: this.failures,
+      retryAt: this.retryAtValue,
+      preexistingReset: this.preexistingReset,
+    };
   }
 
   /** A new snapshot entry that needs no new capture (labels, readiness). */
@@ -158,7 +208,12 @@ export class PodCapture implements MeshPod {
   }
 
   private assertLive(what: string): void {
-    if (this.life !== 'live') throw new AmbientError('CAPTURE_RELEASED', `pod ${this.key}: ${what} after its capture was ${this.life}`, 'a bug in ambientd: report it with the agent log');
+    if (this.life !== 'live')
+      throw new AmbientError(
+        'CAPTURE_RELEASED',
+        `pod ${this.key}: ${what} after its capture was ${this.life}`,
+        'a bug in ambientd: report it with the agent log',
+      );
   }
 
   /**
@@ -171,7 +226,12 @@ export class PodCapture implements MeshPod {
     const path = this.podValue.netns;
     if (!path) throw noNetnsPath(this.key);
     if (this.netns) {
-      if (!this.netns.sameAs(path)) throw new AmbientError('NETNS_UNAVAILABLE', `pod ${this.key}: netns ${path} no longer names the namespace it was first seen in`, 'the pod sandbox was re-created or its process is gone; the pod is isolated until its entry names its new netns');
+      if (!this.netns.sameAs(path))
+        throw new AmbientError(
+          'NETNS_UNAVAILABLE',
+          `pod ${this.key}: netns ${path} no longer names the namespace it was first seen in`,
+          'the pod sandbox was re-created or its process is gone; the pod is isolated until its entry names its new netns',
+        );
       return this.netns;
     }
     this.netns = this.d.openNetns(path, `pod ${this.key}`);
@@ -205,7 +265,12 @@ export class PodCapture implements MeshPod {
       const cgroupId = dp.cgroupIdOf({ key, cgroup: p.cgroup });
       this.cgroup = cgroupId;
       const v4 = this.held.find((ip) => !ip.includes(':'));
-      if (!v4) throw new AmbientError('POD_UNSUPPORTED', `pod ${key} has only IPv6 addresses (${this.held.join(', ')}); IPv6 capture is not built yet`, 'the pod is isolated (its TCP is refused) until IPv6 capture lands; give it an IPv4 address to enroll it');
+      if (!v4)
+        throw new AmbientError(
+          'POD_UNSUPPORTED',
+          `pod ${key} has only IPv6 addresses (${this.held.join(', ')}); IPv6 capture is not built yet`,
+          'the pod is isolated (its TCP is refused) until IPv6 capture lands; give it an IPv4 address to enroll it',
+        );
       const { outbound, inbound, hbone } = d.ports;
       const listen = async (role: PodRole, bind: { ip: string; port: number }, onConnection: (s: net.Socket) => void): Promise<PodListener> => {
         const l = await d.listen({ key, role, bind, netns, onConnection });
@@ -250,10 +315,18 @@ export class PodCapture implements MeshPod {
     d.proxy.release(this.key);
     if (this.held.length === 0) this.held = ipsOf(p);
     if (this.cgroup === null && p.cgroup) {
-      try { this.cgroup = d.datapath.cgroupIdOf({ key: this.key, cgroup: p.cgroup }); } catch { /* missing: inbound-only isolation */ }
+      try {
+        this.cgroup = d.datapath.cgroupIdOf({ key: this.key, cgroup: p.cgroup });
+      } catch {
+        /* missing: inbound-only isolation */
+      }
     }
     let netns: string | null = null;
-    try { netns = this.openNetns().path; } catch { /* missing: outbound-only isolation */ }
+    try {
+      netns = this.openNetns().path;
+    } catch {
+      /* missing: outbound-only isolation */
+    }
     this.isolation = d.datapath.isolate({ key: this.key, cgroupId: this.cgroup, ips: this.held, netns, cgroup: p.cgroup, exemptSrc: d.nodeIP }, sharedIps);
     this.stateValue = this.isolation.outbound || this.isolation.inbound ? 'isolated' : 'failed';
     this.errorValue = { code: err.code, message: err.message, hint: err.hint };
@@ -263,11 +336,23 @@ export class PodCapture implements MeshPod {
     if (firstCapture && this.isolation.outbound) this.resetPreexisting();
     d.count('pod_enroll_failed');
     d.countEnrollFailure(err.code);
-    const fields = { pod: this.key, state: this.stateValue, isolation: this.isolation, error: err.toJSON(), retryInMs: err.code === 'POD_IP_CONFLICT' ? null : this.retryAtValue - d.now(), attempt: this.failures };
+    const fields = {
+      pod: this.key,
+      state: this.stateValue,
+      isolation: this.isolation,
+      error: err.toJSON(),
+      retryInMs: err.code === 'POD_IP_CONFLICT' ? null : this.retryAtValue - d.now(),
+      attempt: this.failures,
+    };
     if (this.reported.has(err.code)) d.log.debug('pod enrollment failed again', fields);
     else {
       this.reported.add(err.code);
-      d.log.error(this.stateValue === 'isolated' ? 'pod enrollment failed: the pod is isolated (its TCP is refused) until it can be enrolled' : 'pod enrollment failed and the pod could not be isolated (its netns/cgroup are missing)', fields);
+      d.log.error(
+        this.stateValue === 'isolated'
+          ? 'pod enrollment failed: the pod is isolated (its TCP is refused) until it can be enrolled'
+          : 'pod enrollment failed and the pod could not be isolated (its netns/cgroup are missing)',
+        fields,
+      );
     }
   }
 
@@ -281,24 +366,42 @@ export class PodCapture implements MeshPod {
       d.count('preexisting_reset_failed');
       const name = errnoName(rc);
       d.log.warn('could not reset the connections a pod opened before it was captured', {
-        pod: this.key, error: name, hint: name === 'EOPNOTSUPP' ? 'the kernel lacks CONFIG_INET_DIAG_DESTROY: restart the pod to close them' : 'restart the pod to close them',
+        pod: this.key,
+        error: name,
+        hint: name === 'EOPNOTSUPP' ? 'the kernel lacks CONFIG_INET_DIAG_DESTROY: restart the pod to close them' : 'restart the pod to close them',
       });
     };
-    if (typeof socks === 'number') { fail(socks); return; }
+    if (typeof socks === 'number') {
+      fail(socks);
+      return;
+    }
     const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, PROBE_SNAT_IP].filter((x): x is string => !!x) });
-    if (stale.length === 0) { this.preexistingReset = 0; return; }
+    if (stale.length === 0) {
+      this.preexistingReset = 0;
+      return;
+    }
     const n = d.native.destroyTcpSockets(netns, stale);
-    if (n < 0) { fail(n); return; }
+    if (n < 0) {
+      fail(n);
+      return;
+    }
     this.preexistingReset = n;
     d.count('preexisting_connection_reset', n);
-    d.log.info('connections opened before the pod was captured were reset', { pod: this.key, count: n, peers: stale.slice(0, 10).map((s) => formatHostPort({ ip: s.dst, port: s.dport })) });
+    d.log.info('connections opened before the pod was captured were reset', {
+      pod: this.key,
+      count: n,
+      peers: stale.slice(0, 10).map((s) => formatHostPort({ ip: s.dst, port: s.dport })),
+    });
   }
 
   /** Its listening sockets, for a successor (enrolled pods only). */
   handoverEntries(): Array<{ entry: HandoverEntry; fd: number }> {
     if (this.stateValue !== 'enrolled' || this.life !== 'live') return [];
     const ino = this.netnsInode;
-    return this.listeners.map((l) => ({ entry: { kind: 'pod', role: l.role, key: this.key, ip: l.ip, port: l.port, ...(ino !== null ? { netnsInode: String(ino) } : {}) }, fd: l.fd }));
+    return this.listeners.map((l) => ({
+      entry: { kind: 'pod', role: l.role, key: this.key, ip: l.ip, port: l.port, ...(ino !== null ? { netnsInode: String(ino) } : {}) },
+      fd: l.fd,
+    }));
   }
 
   /** Stops accepting (drain, stop, a new attempt); the datapath state stays. */

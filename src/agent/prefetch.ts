@@ -44,6 +44,9 @@ export class CertificatePrefetch {
       this.running = false;
       return;
     }
-    void ids.get(id).catch(() => undefined).finally(() => setTimeout(() => this.next(), this.d.gapMs ?? 2));
+    void ids
+      .get(id)
+      .catch(() => undefined)
+      .finally(() => setTimeout(() => this.next(), this.d.gapMs ?? 2));
   }
 }

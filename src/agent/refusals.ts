@@ -13,12 +13,18 @@ export function watchRefusals(counters: () => Record<string, bigint> | null, log
     let c: Record<string, bigint>;
     try {
       c = counters() ?? {};
-    } catch { return; }
+    } catch {
+      return;
+    }
     for (const [reason, v] of Object.entries(c)) {
       const before = last.get(reason);
       last.set(reason, v);
       if (before === undefined || v <= before) continue;
-      log.once(`datapath_refused_${reason}`, 'warn', 'the datapath refused connections', { reason, count: v.toString(), cause: DATAPATH_COUNTER_CAUSES[reason as DatapathCounter] });
+      log.once(`datapath_refused_${reason}`, 'warn', 'the datapath refused connections', {
+        reason,
+        count: v.toString(),
+        cause: DATAPATH_COUNTER_CAUSES[reason as DatapathCounter],
+      });
     }
   };
   tick();

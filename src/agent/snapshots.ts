@@ -35,18 +35,20 @@ export class SnapshotQueue {
   schedule(s: MeshSnapshot): void {
     this.pending = s;
     this.lastScheduled = s;
-    this.chain = this.chain.then(async () => {
-      const next = this.pending;
-      const lc = this.d.lifecycle;
-      if (!next || lc.stopped) return;
-      this.pending = null;
-      this.d.applyModel(next);
-      if (!lc.enrolling) {
-        if (lc.phase === 'handing-over') this.deferred = next;
-        return;
-      }
-      await this.d.reconcile(next);
-    }).catch((e: unknown) => this.d.onError(e));
+    this.chain = this.chain
+      .then(async () => {
+        const next = this.pending;
+        const lc = this.d.lifecycle;
+        if (!next || lc.stopped) return;
+        this.pending = null;
+        this.d.applyModel(next);
+        if (!lc.enrolling) {
+          if (lc.phase === 'handing-over') this.deferred = next;
+          return;
+        }
+        await this.d.reconcile(next);
+      })
+      .catch((e: unknown) => this.d.onError(e));
   }
 
   /** The hand-over was aborted: the enrollment changes that waited (else `current` again) run now. */

@@ -24,7 +24,11 @@ export interface LocalPodState {
 }
 
 /** Local pods of this node (from the model) and their state. */
-export function localPodStates(snapshot: Pick<MeshSnapshot, 'pods'>, node: string, capture: (key: string) => { state: CaptureState; error: PodError | null } | undefined): LocalPodState[] {
+export function localPodStates(
+  snapshot: Pick<MeshSnapshot, 'pods'>,
+  node: string,
+  capture: (key: string) => { state: CaptureState; error: PodError | null } | undefined,
+): LocalPodState[] {
   const out: LocalPodState[] = [];
   for (const p of snapshot.pods.values()) {
     if (!isLocalPod(p, node)) continue;
@@ -63,7 +67,11 @@ export function readiness(r: ReadinessInput): Readiness {
   if (r.workloadsRejected) pending.push('workloads');
   if (r.phase === 'draining') pending.push('draining');
   else if (r.phase === 'stopping' || r.phase === 'stopped') pending.push('stopping');
-  const pods = r.pods.map((p) => ({ pod: `${p.namespace}/${p.name}`, state: p.state, ...(p.error ? { error: { code: p.error.code, message: p.error.message, hint: p.error.hint } } : {}) }));
+  const pods = r.pods.map((p) => ({
+    pod: `${p.namespace}/${p.name}`,
+    state: p.state,
+    ...(p.error ? { error: { code: p.error.code, message: p.error.message, hint: p.error.hint } } : {}),
+  }));
   return { ready: pending.length === 0, pending, pods };
 }
 
@@ -95,10 +103,15 @@ export function resources(mesh: MeshProxy | null, settings: { limits: Limits; pe
   const server = mesh?.hbone.stats();
   const pools = mesh ? Object.values(mesh.stats().pools) : [];
   let fds: number | null = null;
-  try { fds = fs.readdirSync('/proc/self/fd').length; } catch { /* no /proc */ }
+  try {
+    fds = fs.readdirSync('/proc/self/fd').length;
+  } catch {
+    /* no /proc */
+  }
   return {
     memory: process.memoryUsage(),
-    fds, fdLimit: settings.fdLimit,
+    fds,
+    fdLimit: settings.fdLimit,
     sockets: mesh?.openSockets() ?? { source: 0, destination: 0 },
     hbone: {
       serverSessions: server?.connections.established ?? 0,

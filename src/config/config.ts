@@ -33,7 +33,8 @@ function readGroup(g: AnyGroup, v: unknown, field: string): Obj {
   if (v === undefined || v === null) v = {};
   if (!isObj(v)) throw new FieldError(field, `must be a mapping of ${names.join(', ')}, got ${show(v)}`, 'CONFIG_INVALID');
   const keys = Object.entries(g.members).map(([m, s]) => s.key ?? m);
-  for (const k of Object.keys(v)) if (!keys.includes(k)) throw new FieldError(`${field}.${k}`, `is not a known ${g.noun} (known: ${keys.join(', ')})`, 'CONFIG_INVALID');
+  for (const k of Object.keys(v))
+    if (!keys.includes(k)) throw new FieldError(`${field}.${k}`, `is not a known ${g.noun} (known: ${keys.join(', ')})`, 'CONFIG_INVALID');
   const out: Obj = {};
   for (const [m, s] of Object.entries(g.members)) out[m] = readSetting(s, v[s.key ?? m], `${field}.${s.key ?? m}`, out);
   g.check?.(out, field);
@@ -53,13 +54,22 @@ function problem(field: string, why: string, origin: Origin, cause?: unknown): A
   } else if (origin.file && origin.flags) fix = 'fix the config file or the flags';
   else if (origin.flags) fix = `fix ${entry?.flag ?? 'the flag'}`;
   else fix = 'fix the field in the config file';
-  return new AmbientError('CONFIG_INVALID', `${origin.name}: field "${field}" ${why}`, `${fix} (\`ambientd agent --help\` lists every setting and its default)`, cause ? { cause } : {});
+  return new AmbientError(
+    'CONFIG_INVALID',
+    `${origin.name}: field "${field}" ${why}`,
+    `${fix} (\`ambientd agent --help\` lists every setting and its default)`,
+    cause ? { cause } : {},
+  );
 }
 
 /** Validates a settings object (a file's, merged with flags); an error names the field and `where(field)` it came from. */
 function readSettings(raw: unknown, where: (field: string) => Origin): AgentConfig {
   if (!isObj(raw)) {
-    throw new AmbientError('CONFIG_INVALID', `${where('').name}: the config must be a mapping of settings`, 'write the settings as YAML or JSON keys, e.g. `node: node-1`');
+    throw new AmbientError(
+      'CONFIG_INVALID',
+      `${where('').name}: the config must be a mapping of settings`,
+      'write the settings as YAML or JSON keys, e.g. `node: node-1`',
+    );
   }
   for (const k of Object.keys(raw)) if (!KEYS.includes(k)) throw problem(k, `is not a known setting (known: ${KEYS.join(', ')})`, where(k));
   const out: Obj = {};
@@ -85,11 +95,20 @@ export function parseDocument(text: string, file: string, code: 'CONFIG_INVALID'
     if (file.endsWith('.json')) return JSON.parse(text);
     // JSON is YAML: take the fast parser when the document is a JSON object
     if (/^\s*\{/.test(text)) {
-      try { return JSON.parse(text); } catch { /* not strict JSON: YAML below */ }
+      try {
+        return JSON.parse(text);
+      } catch {
+        /* not strict JSON: YAML below */
+      }
     }
     return YAML.parse(text, { uniqueKeys: true });
   } catch (e) {
-    throw new AmbientError(code, `${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`, 'fix the syntax; the agent keeps its last good state meanwhile', { cause: e });
+    throw new AmbientError(
+      code,
+      `${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`,
+      'fix the syntax; the agent keeps its last good state meanwhile',
+      { cause: e },
+    );
   }
 }
 
@@ -105,7 +124,12 @@ export function loadConfig(file: string | null, overrides: Record<string, unknow
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw new AmbientError('CONFIG_UNREADABLE', `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing file with --config', { cause: e });
+      throw new AmbientError(
+        'CONFIG_UNREADABLE',
+        `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        'pass an existing file with --config',
+        { cause: e },
+      );
     }
     const doc = parseDocument(text, file, 'CONFIG_INVALID');
     if (doc !== null && !isObj(doc)) return parseConfig(doc, file);

@@ -73,7 +73,8 @@ export function flagOverrides(values: Record<string, unknown>): Obj {
       const list = values[s.flag];
       for (const kv of Array.isArray(list) ? list : []) {
         const i = typeof kv === 'string' ? kv.indexOf('=') : -1;
-        if (i <= 0) throw new AmbientError('USAGE', `--${s.flag} must be KEY=VALUE, got ${show(kv)}`, `KEY is one of ${Object.keys(s.members).join(', ')}; ${HINT}`);
+        if (i <= 0)
+          throw new AmbientError('USAGE', `--${s.flag} must be KEY=VALUE, got ${show(kv)}`, `KEY is one of ${Object.keys(s.members).join(', ')}; ${HINT}`);
         const [k, text] = [(kv as string).slice(0, i), (kv as string).slice(i + 1)];
         const m = Object.entries(s.members).find(([name, ms]) => (ms.key ?? name) === k)?.[1];
         // an unknown KEY is left for the settings check, which lists the known ones

@@ -41,11 +41,13 @@ export interface Kind<T> {
   takesNull?: boolean;
 }
 
-const invalid = (field: string, problem: string): FieldError => new FieldError(field, problem, 'CONFIG_INVALID', 'fix the setting (`ambientd agent --help` lists every setting)');
+const invalid = (field: string, problem: string): FieldError =>
+  new FieldError(field, problem, 'CONFIG_INVALID', 'fix the setting (`ambientd agent --help` lists every setting)');
 
 function integerFlag(text: string, flag: string): number {
   const n = text.trim() === '' ? NaN : Number(text);
-  if (!Number.isInteger(n)) throw new AmbientError('USAGE', `${flag} must be an integer, got ${show(text)}`, 'run `ambientd agent --help` for every flag and its default');
+  if (!Number.isInteger(n))
+    throw new AmbientError('USAGE', `${flag} must be an integer, got ${show(text)}`, 'run `ambientd agent --help` for every flag and its default');
   return n;
 }
 
@@ -77,7 +79,8 @@ const unixSocket: Kind<string | null> = {
   read(v, field) {
     if (v === null || v === '') return null;
     const s = str(v, field);
-    if (!path.isAbsolute(s) || Buffer.byteLength(s) > 107) throw invalid(field, `must be an absolute path of at most 107 bytes (a unix socket), or null or "" to turn it off, got ${show(s)}`);
+    if (!path.isAbsolute(s) || Buffer.byteLength(s) > 107)
+      throw invalid(field, `must be an absolute path of at most 107 bytes (a unix socket), or null or "" to turn it off, got ${show(s)}`);
     return s;
   },
 };
@@ -113,7 +116,8 @@ function duration(min = 0, max = Infinity): Kind<number> {
     format: formatDuration,
     read(v, field) {
       const n = parseDuration(v);
-      if (n === null || n < min || n > max) throw invalid(field, `must be a duration${range ? ` ${range}` : ''} like "30s", "24h" or a number of milliseconds, got ${show(v)}`);
+      if (n === null || n < min || n > max)
+        throw invalid(field, `must be a duration${range ? ` ${range}` : ''} like "30s", "24h" or a number of milliseconds, got ${show(v)}`);
       return n;
     },
   };
@@ -126,7 +130,8 @@ function size(min: number, max: number): Kind<number> {
     format: formatSize,
     read(v, field) {
       const n = parseSize(v);
-      if (n === null || n < min || n > max) throw invalid(field, `must be a size like "256KiB", "32MiB" or a number of bytes, between ${formatSize(min)} and ${formatSize(max)}, got ${show(v)}`);
+      if (n === null || n < min || n > max)
+        throw invalid(field, `must be a size like "256KiB", "32MiB" or a number of bytes, between ${formatSize(min)} and ${formatSize(max)}, got ${show(v)}`);
       return n;
     },
   };
@@ -210,17 +215,38 @@ const PORTS = {
   inbound: setting({ kind: port, flag: 'inbound-port', arg: 'N', default: 15006, help: 'inbound plaintext capture port' }),
   hbone: setting({ kind: port, flag: 'hbone-port', arg: 'N', default: 15008, help: 'inbound HBONE port' }),
   admin: setting({ kind: port, flag: 'admin-port', arg: 'N', default: 15000, help: 'admin endpoint port, on --admin-address' }),
-  metrics: setting({ kind: port, flag: 'metrics-port', arg: 'N', default: 15020, help: 'Prometheus GET /metrics and /stats/prometheus (Istio: 15020), on --metrics-address' }),
+  metrics: setting({
+    kind: port,
+    flag: 'metrics-port',
+    arg: 'N',
+    default: 15020,
+    help: 'Prometheus GET /metrics and /stats/prometheus (Istio: 15020), on --metrics-address',
+  }),
   readiness: setting({
-    kind: port, flag: 'readiness-port', arg: 'N', default: 15021,
+    kind: port,
+    flag: 'readiness-port',
+    arg: 'N',
+    default: 15021,
     help: 'GET /healthz/ready (Istio: 15021): 200 "ready" | 500 pending; ?verbose, ?format=json list each pod; a failed pod is reported per pod, never makes the node unready',
   }),
 };
 
 const LIMITS = {
-  receiveBuffer: setting({ kind: size(1 << 20, 64 * 1024 ** 3), default: DEFAULT_LIMITS.receiveBuffer, help: 'bytes HBONE peers may send ahead of the apps, node-wide, split over open streams as their window' }),
-  streamWindow: setting({ kind: size(65_535, 2 ** 31 - 1), default: DEFAULT_LIMITS.streamWindow, help: "largest per-stream window (one bulk stream's throughput)" }),
-  minStreamWindow: setting({ kind: size(16 * 1024, 2 ** 31 - 1), default: DEFAULT_LIMITS.minStreamWindow, help: 'smallest per-stream window (at most streamWindow)' }),
+  receiveBuffer: setting({
+    kind: size(1 << 20, 64 * 1024 ** 3),
+    default: DEFAULT_LIMITS.receiveBuffer,
+    help: 'bytes HBONE peers may send ahead of the apps, node-wide, split over open streams as their window',
+  }),
+  streamWindow: setting({
+    kind: size(65_535, 2 ** 31 - 1),
+    default: DEFAULT_LIMITS.streamWindow,
+    help: "largest per-stream window (one bulk stream's throughput)",
+  }),
+  minStreamWindow: setting({
+    kind: size(16 * 1024, 2 ** 31 - 1),
+    default: DEFAULT_LIMITS.minStreamWindow,
+    help: 'smallest per-stream window (at most streamWindow)',
+  }),
   maxStreamsPerSession: setting({ kind: count(1, 10_000), default: DEFAULT_LIMITS.maxStreamsPerSession, help: 'streams per HBONE connection (both sides)' }),
   maxSessionsPerPeer: setting({ kind: count(1, 100_000), default: DEFAULT_LIMITS.maxSessionsPerPeer, help: 'HBONE connections open at once from one address' }),
   maxHandshakes: setting({ kind: count(1, 100_000), default: DEFAULT_LIMITS.maxHandshakes, help: 'TLS handshakes in progress at once' }),
@@ -229,96 +255,189 @@ const LIMITS = {
 } satisfies Record<keyof Limits, Setting<number>>;
 
 export const SETTINGS = {
-  node: setting({ kind: textThat(`a DNS-1123 name: ${DNS1123_SUBDOMAIN_RULE}`, isDns1123Subdomain), flag: 'node', arg: 'NAME', default: required(), help: "this node's name" }),
+  node: setting({
+    kind: textThat(`a DNS-1123 name: ${DNS1123_SUBDOMAIN_RULE}`, isDns1123Subdomain),
+    flag: 'node',
+    arg: 'NAME',
+    default: required(),
+    help: "this node's name",
+  }),
   nodeIP: setting({
-    kind: optional(ipAddress()), flag: 'node-ip', arg: 'IP', default: null,
+    kind: optional(ipAddress()),
+    flag: 'node-ip',
+    arg: 'IP',
+    default: null,
     help: "the node's own address: its traffic to pods (kubelet probes) is not captured",
   }),
   source: setting({ kind: oneOf(['file', 'kubernetes']), flag: 'source', arg: 'S', default: 'file', help: 'where the mesh model comes from' }),
   workloads: setting({
-    kind: optional(text), flag: 'workloads', arg: 'PATH',
-    default: derived((above) => (above.source === 'file' ? required('with source "file"') : null)), shown: '(required with --source file)',
+    kind: optional(text),
+    flag: 'workloads',
+    arg: 'PATH',
+    default: derived((above) => (above.source === 'file' ? required('with source "file"') : null)),
+    shown: '(required with --source file)',
     help: 'file source: a file or directory of YAML/JSON (compact form or Kubernetes objects: Namespace, Pod, Service, AuthorizationPolicy), re-read on change',
   }),
   rootNamespace: setting({
-    kind: textThat(`a namespace name: ${DNS1123_LABEL_RULE}`, isDns1123Label), flag: 'root-namespace', arg: 'NS', default: 'istio-system',
+    kind: textThat(`a namespace name: ${DNS1123_LABEL_RULE}`, isDns1123Label),
+    flag: 'root-namespace',
+    arg: 'NS',
+    default: 'istio-system',
     help: 'Istio root namespace: its AuthorizationPolicies apply mesh-wide',
   }),
   cgroupRoot: setting({ kind: text, flag: 'cgroup-root', arg: 'DIR', default: '/sys/fs/cgroup', help: 'cgroup v2 mount' }),
   agentCgroup: setting({
-    kind: optional(text), flag: 'agent-cgroup', arg: 'DIR', default: null, shown: '[from /proc/self/cgroup]',
+    kind: optional(text),
+    flag: 'agent-cgroup',
+    arg: 'DIR',
+    default: null,
+    shown: '[from /proc/self/cgroup]',
     help: "the agent's own cgroup v2 directory (its sockets get the sockops hook)",
   }),
   bpffsDir: setting({
-    kind: absolutePath(' on a bpffs'), flag: 'bpffs', arg: 'DIR', default: derived((above) => `/sys/fs/bpf/ambientd/${String(above.node)}`), shown: '[/sys/fs/bpf/ambientd/<node>]',
+    kind: absolutePath(' on a bpffs'),
+    flag: 'bpffs',
+    arg: 'DIR',
+    default: derived((above) => `/sys/fs/bpf/ambientd/${String(above.node)}`),
+    shown: '[/sys/fs/bpf/ambientd/<node>]',
     help: 'where maps and links are pinned',
   }),
   bpfObject: setting({
-    kind: text, flag: 'bpf-object', arg: 'FILE', default: derived(() => defaultBpfObject()), shown: '[bpf/ambient.bpf.o of this install, or $AMBIENTD_BPF_OBJECT]',
+    kind: text,
+    flag: 'bpf-object',
+    arg: 'FILE',
+    default: derived(() => defaultBpfObject()),
+    shown: '[bpf/ambient.bpf.o of this install, or $AMBIENTD_BPF_OBJECT]',
     help: 'compiled datapath',
   }),
   ports: group({
-    noun: 'port', members: PORTS,
+    noun: 'port',
+    members: PORTS,
     check(p, field) {
-      if (new Set([p.outbound, p.inbound, p.hbone]).size !== 3) throw invalid(field, `outbound, inbound and hbone must be distinct, got ${p.outbound}, ${p.inbound}, ${p.hbone}`);
-      if (new Set([p.admin, p.metrics, p.readiness]).size !== 3) throw invalid(field, `admin, metrics and readiness must be distinct, got ${p.admin}, ${p.metrics}, ${p.readiness}`);
+      if (new Set([p.outbound, p.inbound, p.hbone]).size !== 3)
+        throw invalid(field, `outbound, inbound and hbone must be distinct, got ${p.outbound}, ${p.inbound}, ${p.hbone}`);
+      if (new Set([p.admin, p.metrics, p.readiness]).size !== 3)
+        throw invalid(field, `admin, metrics and readiness must be distinct, got ${p.admin}, ${p.metrics}, ${p.readiness}`);
     },
   }),
-  adminAddress: setting({ kind: ipAddress(' (keep it on loopback)'), flag: 'admin-address', arg: 'IP', default: '127.0.0.1', help: 'where the admin endpoint listens (keep it on loopback)' }),
+  adminAddress: setting({
+    kind: ipAddress(' (keep it on loopback)'),
+    flag: 'admin-address',
+    arg: 'IP',
+    default: '127.0.0.1',
+    help: 'where the admin endpoint listens (keep it on loopback)',
+  }),
   metricsAddress: setting({
-    kind: ipAddress(' (0.0.0.0 for every address)'), flag: 'metrics-address', arg: 'IP', default: '0.0.0.0',
+    kind: ipAddress(' (0.0.0.0 for every address)'),
+    flag: 'metrics-address',
+    arg: 'IP',
+    default: '0.0.0.0',
     help: 'where the metrics and readiness ports listen (0.0.0.0 like ztunnel: Prometheus and the kubelet reach them)',
   }),
   mark: setting({ kind: mark, flag: 'mark', arg: 'N', default: 0x539, help: "SO_MARK of the agent's own sockets" }),
   acceleration: setting({
-    kind: oneOf(['sockmap', 'none']), flag: 'acceleration', arg: 'M', default: 'none',
+    kind: oneOf(['sockmap', 'none']),
+    flag: 'acceleration',
+    arg: 'M',
+    default: 'none',
     help: 'sk_msg fast path for in-pod app<->agent bytes (experimental: no backpressure, bulk senders can hit ENOMEM; see bench/RESULTS.md)',
   }),
   trustDomain: setting({
     kind: textThat('a lowercase DNS-like name (e.g. cluster.local)', (s) => /^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$/.test(s) && s.length <= 255),
-    flag: 'trust-domain', arg: 'TD', default: 'cluster.local',
+    flag: 'trust-domain',
+    arg: 'TD',
+    default: 'cluster.local',
     help: 'SPIFFE trust domain: identities are spiffe://TD/ns/<ns>/sa/<sa>',
   }),
   caDir: setting({
-    kind: absolutePath(), flag: 'ca-dir', arg: 'DIR', default: '/var/lib/ambientd/ca',
+    kind: absolutePath(),
+    flag: 'ca-dir',
+    arg: 'DIR',
+    default: '/var/lib/ambientd/ca',
     help: 'built-in CA directory; holds or receives ca-cert.pem, ca-key.pem (0600), root-cert.pem, cert-chain.pem (Istio plug-in layout)',
   }),
-  certLifetimeMs: setting({ key: 'certLifetime', kind: duration(1000), flag: 'cert-lifetime', arg: 'D', default: 24 * 3_600_000, help: 'workload certificate lifetime, renewed at half-life' }),
+  certLifetimeMs: setting({
+    key: 'certLifetime',
+    kind: duration(1000),
+    flag: 'cert-lifetime',
+    arg: 'D',
+    default: 24 * 3_600_000,
+    help: 'workload certificate lifetime, renewed at half-life',
+  }),
   readyFile: setting({
-    kind: optional(text), flag: 'ready-file', arg: 'FILE', default: null,
-    help: 'once the agent is ready (first workload snapshot applied, a hand-over confirmed) it writes its pid here; '
-      + 'on stop it removes the file if it still holds its pid (after a hand-over it is the successor\'s)',
+    kind: optional(text),
+    flag: 'ready-file',
+    arg: 'FILE',
+    default: null,
+    help:
+      'once the agent is ready (first workload snapshot applied, a hand-over confirmed) it writes its pid here; ' +
+      "on stop it removes the file if it still holds its pid (after a hand-over it is the successor's)",
   }),
   handoverSocket: setting({
-    kind: unixSocket, flag: 'handover-socket', arg: 'P', default: '/run/ambientd/handover.sock',
-    help: 'unix socket of the restart hand-over: a starting agent takes the listening sockets of the one running and serves on them '
-      + '(no refused connections); "" (null in the file) turns it off; only an agent of the same --node takes over',
+    kind: unixSocket,
+    flag: 'handover-socket',
+    arg: 'P',
+    default: '/run/ambientd/handover.sock',
+    help:
+      'unix socket of the restart hand-over: a starting agent takes the listening sockets of the one running and serves on them ' +
+      '(no refused connections); "" (null in the file) turns it off; only an agent of the same --node takes over',
   }),
   drainTimeoutMs: setting({
-    key: 'drainTimeout', kind: duration(), flag: 'drain-timeout', arg: 'D', default: 30_000,
+    key: 'drainTimeout',
+    kind: duration(),
+    flag: 'drain-timeout',
+    arg: 'D',
+    default: 30_000,
     help: 'on SIGTERM, or once a new agent took over, established connections keep running until they end or this passes',
   }),
   handoverTimeoutMs: setting({
-    key: 'handoverTimeout', kind: duration(100, 600_000), flag: 'handover-timeout', arg: 'D', default: 10_000,
-    help: 'how long a running agent waits for a successor that asked for its sockets to adopt them; past it the hand-over is aborted '
-      + 'and the running agent carries on (policy is applied throughout)',
+    key: 'handoverTimeout',
+    kind: duration(100, 600_000),
+    flag: 'handover-timeout',
+    arg: 'D',
+    default: 10_000,
+    help:
+      'how long a running agent waits for a successor that asked for its sockets to adopt them; past it the hand-over is aborted ' +
+      'and the running agent carries on (policy is applied throughout)',
   }),
   peerTimeoutMs: setting({
-    key: 'peerTimeout', kind: duration(2000, 3_600_000), flag: 'peer-timeout', arg: 'D', default: DEFAULT_PEER_TIMEOUT_MS,
-    help: 'how long a silent peer (dead node, partition: no FIN ever comes) keeps connections open: HTTP/2 PING every D/4 '
-      + '(unanswered for D/2 ends the session), TCP keepalive (idle D/2, 3 probes D/6 apart) on every socket, TCP_USER_TIMEOUT D on HBONE connections',
+    key: 'peerTimeout',
+    kind: duration(2000, 3_600_000),
+    flag: 'peer-timeout',
+    arg: 'D',
+    default: DEFAULT_PEER_TIMEOUT_MS,
+    help:
+      'how long a silent peer (dead node, partition: no FIN ever comes) keeps connections open: HTTP/2 PING every D/4 ' +
+      '(unanswered for D/2 ends the session), TCP keepalive (idle D/2, 3 probes D/6 apart) on every socket, TCP_USER_TIMEOUT D on HBONE connections',
   }),
   limits: group({
-    noun: 'limit', members: LIMITS, flag: 'limit', arg: 'K=V',
-    help: 'one of the limits below (repeatable). Each hit is counted (ambientd_limit_hits_total{limit}) and logged once. '
-      + 'Memory formula: docs/ARCHITECTURE.md#limits',
+    noun: 'limit',
+    members: LIMITS,
+    flag: 'limit',
+    arg: 'K=V',
+    help:
+      'one of the limits below (repeatable). Each hit is counted (ambientd_limit_hits_total{limit}) and logged once. ' +
+      'Memory formula: docs/ARCHITECTURE.md#limits',
     check(l, field) {
-      if (l.minStreamWindow > l.streamWindow) throw invalid(`${field}.minStreamWindow`, `must not exceed ${field}.streamWindow (${formatSize(l.streamWindow)}), got ${formatSize(l.minStreamWindow)}`);
+      if (l.minStreamWindow > l.streamWindow)
+        throw invalid(
+          `${field}.minStreamWindow`,
+          `must not exceed ${field}.streamWindow (${formatSize(l.streamWindow)}), got ${formatSize(l.minStreamWindow)}`,
+        );
     },
   }),
-  logLevel: setting({ kind: oneOf(LEVELS), flag: 'log-level', arg: 'L', default: 'info', help: "the agent's log level (JSON lines on stderr; POST /logging?level= changes it while running)" }),
+  logLevel: setting({
+    kind: oneOf(LEVELS),
+    flag: 'log-level',
+    arg: 'L',
+    default: 'info',
+    help: "the agent's log level (JSON lines on stderr; POST /logging?level= changes it while running)",
+  }),
   accessLog: setting({
-    kind: oneOf(['info', 'debug', 'off']), flag: 'access-log', arg: 'L', default: 'info',
+    kind: oneOf(['info', 'debug', 'off']),
+    flag: 'access-log',
+    arg: 'L',
+    default: 'info',
     help: 'one JSON line (scope "ambientd.access") per closed connection, logged at that level (off: none)',
   }),
 };

@@ -29,7 +29,11 @@ export function parseSize(v: unknown): number | null {
 
 /** 30000 -> "30s", 86400000 -> "24h", 150 -> "150ms": the largest of h, m, s, ms that divides it. */
 export function formatDuration(ms: number): string {
-  for (const [unit, n] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, n] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
   }
   return `${ms}ms`;
@@ -37,7 +41,11 @@ export function formatDuration(ms: number): string {
 
 /** 33554432 -> "32MiB", 4096 -> "4KiB", 1000 -> "1000": the largest binary unit that divides it. */
 export function formatSize(bytes: number): string {
-  for (const [unit, n] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+  for (const [unit, n] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
     if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
   }
   return String(bytes);

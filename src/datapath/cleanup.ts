@@ -18,7 +18,10 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   const walk = (d: string): void => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) { walk(p); dirs.push(p); } else files.push(p);
+      if (e.isDirectory()) {
+        walk(p);
+        dirs.push(p);
+      } else files.push(p);
     }
   };
   walk(dir);

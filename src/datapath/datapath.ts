@@ -28,9 +28,30 @@ import { check, errnoHint, errnoName, nativeError } from './errno.js';
 import { BpfObjectHandle, OwnedFd } from './handles.js';
 import { NetnsHandle } from './netns.js';
 import {
-  MAPS, STRUCTS, type MapName, CFG_SOCKMAP_ACCEL, POD_ENROLLED, POD_ISOLATED, DATAPATH_COUNTERS, encodeConfig, encodeIp,
-  encodeListenerKey, encodePod, encodeCgroupPod, encodeSockaddr, encodeU32, encodeU64, readIp, decodeOrigDst, decodePod,
-  decodePodStats, decodeStruct, type AmbPodStats, type AmbOrigDst, type DatapathCounter, type Sockaddr,
+  MAPS,
+  STRUCTS,
+  type MapName,
+  CFG_SOCKMAP_ACCEL,
+  POD_ENROLLED,
+  POD_ISOLATED,
+  DATAPATH_COUNTERS,
+  encodeConfig,
+  encodeIp,
+  encodeListenerKey,
+  encodePod,
+  encodeCgroupPod,
+  encodeSockaddr,
+  encodeU32,
+  encodeU64,
+  readIp,
+  decodeOrigDst,
+  decodePod,
+  decodePodStats,
+  decodeStruct,
+  type AmbPodStats,
+  type AmbOrigDst,
+  type DatapathCounter,
+  type Sockaddr,
 } from './codec.js';
 import { probeFeatures, requireFeatures, type FeatureCheck } from './features.js';
 import { AmbientError } from '../util/errors.js';
@@ -93,12 +114,21 @@ export class Datapath {
   private getpeername = false;
   private closed = false;
 
-  private constructor(readonly native: NativeAddon, readonly opts: DatapathOptions, private readonly log: Logger, features: FeatureCheck[]) {
+  private constructor(
+    readonly native: NativeAddon,
+    readonly opts: DatapathOptions,
+    private readonly log: Logger,
+    features: FeatureCheck[],
+  ) {
     this.features = features;
   }
 
-  get mapDir(): string { return path.join(this.opts.bpffsDir, 'maps'); }
-  get podDir(): string { return path.join(this.opts.bpffsDir, 'pods'); }
+  get mapDir(): string {
+    return path.join(this.opts.bpffsDir, 'maps');
+  }
+  get podDir(): string {
+    return path.join(this.opts.bpffsDir, 'pods');
+  }
 
   static open(opts: DatapathOptions, log: Logger, native: NativeAddon = loadNative()): Datapath {
     const features = probeFeatures(native);
@@ -113,7 +143,12 @@ export class Datapath {
       fs.mkdirSync(path.join(opts.bpffsDir, 'maps'), { recursive: true });
       fs.mkdirSync(path.join(opts.bpffsDir, 'pods'), { recursive: true });
     } catch (e) {
-      throw new AmbientError('BPF_PIN', `cannot create ${opts.bpffsDir}: ${(e as Error).message}`, 'bpffsDir must be on a mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`)', { cause: e });
+      throw new AmbientError(
+        'BPF_PIN',
+        `cannot create ${opts.bpffsDir}: ${(e as Error).message}`,
+        'bpffsDir must be on a mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`)',
+        { cause: e },
+      );
     }
     const dp = new Datapath(native, opts, log, features);
     try {
@@ -132,8 +167,14 @@ export class Datapath {
       const rc = h.load(this.mapDir);
       if (rc < 0) {
         const log = n.lastLog().split('\n').slice(-25).join('\n');
-        const err = nativeError('BPF_LOAD', `loading ${path.basename(this.opts.bpfObject)} failed`, rc,
-          errnoName(rc) === 'EINVAL' ? `a pinned map under ${this.mapDir} may be incompatible with this build: run \`ambientd cleanup\`; libbpf said:\n${log}` : undefined);
+        const err = nativeError(
+          'BPF_LOAD',
+          `loading ${path.basename(this.opts.bpfObject)} failed`,
+          rc,
+          errnoName(rc) === 'EINVAL'
+            ? `a pinned map under ${this.mapDir} may be incompatible with this build: run \`ambientd cleanup\`; libbpf said:\n${log}`
+            : undefined,
+        );
         if (!err.hint.includes('libbpf said')) (err as { hint: string }).hint += `\nlibbpf said:\n${log}`;
         throw err;
       }
@@ -146,14 +187,28 @@ export class Datapath {
       h.close();
     }
     const accel = this.opts.acceleration === 'sockmap' && this.features.find((f) => f.name.startsWith('program type sk_msg'))?.ok;
-    this.update('amb_config', encodeU32(0), encodeConfig({
-      outboundPort: this.opts.ports.outbound, inboundPort: this.opts.ports.inbound, hbonePort: this.opts.ports.hbone,
-      mark: this.opts.mark, flags: accel ? CFG_SOCKMAP_ACCEL : 0,
-    }));
+    this.update(
+      'amb_config',
+      encodeU32(0),
+      encodeConfig({
+        outboundPort: this.opts.ports.outbound,
+        inboundPort: this.opts.ports.inbound,
+        hbonePort: this.opts.ports.hbone,
+        mark: this.opts.mark,
+        flags: accel ? CFG_SOCKMAP_ACCEL : 0,
+      }),
+    );
     const agentSockops = path.join(this.opts.bpffsDir, 'agent_sockops');
     if (accel) {
       check(this.native.attachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs')), 'BPF_ATTACH', 'attach sk_msg to amb_sock_pairs');
-      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(OWNER, agentSockops, 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
+      if (this.opts.agentCgroup)
+        this.agentSockopsLink = this.pinnedLink(
+          OWNER,
+          agentSockops,
+          'amb_sockops',
+          () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'),
+          'sockops on the agent cgroup',
+        );
     } else {
       // an earlier agent may have run with acceleration: take it down
       this.native.detachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs'));
@@ -239,7 +294,9 @@ export class Datapath {
     return fd.fd;
   }
 
-  mapPinPath(name: MapName): string { return path.join(this.mapDir, name); }
+  mapPinPath(name: MapName): string {
+    return path.join(this.mapDir, name);
+  }
 
   update(name: MapName, key: Buffer, value: Buffer, flags = 0): void {
     check(this.native.mapUpdate(this.map(name), key, value, flags), 'BPF_MAP', `update ${name}`);
@@ -268,7 +325,9 @@ export class Datapath {
     this.delete('amb_listeners', encodeListenerKey(cgroupId, port));
   }
 
-  linkDir(key: string): string { return path.join(this.podDir, safeDirName(key)); }
+  linkDir(key: string): string {
+    return path.join(this.podDir, safeDirName(key));
+  }
 
   /** Is this pod's redirection already in place (pinned by an earlier agent)? */
   isPinned(key: string): boolean {
@@ -279,7 +338,12 @@ export class Datapath {
   cgroupIdOf(pod: { key: string; cgroup: string }): bigint {
     const cgid = this.native.cgroupId(pod.cgroup);
     if (typeof cgid === 'number') {
-      throw nativeError('CGROUP_UNAVAILABLE', `pod ${pod.key}: cgroup ${pod.cgroup}`, cgid, 'the pod cgroup v2 directory must exist (check cgroupRoot and the pod cgroup path)');
+      throw nativeError(
+        'CGROUP_UNAVAILABLE',
+        `pod ${pod.key}: cgroup ${pod.cgroup}`,
+        cgid,
+        'the pod cgroup v2 directory must exist (check cgroupRoot and the pod cgroup path)',
+      );
     }
     return cgid;
   }
@@ -307,7 +371,10 @@ export class Datapath {
    * attached, as far as its netns and cgroup exist. Never throws: what could
    * not be put in place is returned (and the caller reports it).
    */
-  isolate(pod: { key: string; cgroupId: bigint | null; ips: string[]; netns: string | null; cgroup: string | null; exemptSrc: string | null }, sharedIps: ReadonlySet<string> = new Set()): Isolation {
+  isolate(
+    pod: { key: string; cgroupId: bigint | null; ips: string[]; netns: string | null; cgroup: string | null; exemptSrc: string | null },
+    sharedIps: ReadonlySet<string> = new Set(),
+  ): Isolation {
     const res: Isolation = { outbound: false, inbound: false };
     try {
       if (pod.cgroupId !== null) {
@@ -316,7 +383,7 @@ export class Datapath {
       }
       for (const ip of pod.ips) {
         // an address two live pods claim has no single owner: both are isolated
-        const owner = sharedIps.has(ip) ? 0n : pod.cgroupId ?? 0n;
+        const owner = sharedIps.has(ip) ? 0n : (pod.cgroupId ?? 0n);
         this.update('amb_pods', encodeIp(ip), encodePod({ cgroupId: owner, flags: POD_ISOLATED, exemptSrc: pod.exemptSrc }));
       }
     } catch (e) {
@@ -331,7 +398,13 @@ export class Datapath {
       try {
         netns = NetnsHandle.open(pod.netns, owner);
         const ns = netns;
-        this.pinnedLink(owner, path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), ns.path), `sk_lookup on ${pod.netns}`).close();
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sk_lookup'),
+          'amb_sk_lookup',
+          () => this.native.linkNetns(this.prog('amb_sk_lookup'), ns.path),
+          `sk_lookup on ${pod.netns}`,
+        ).close();
         res.inbound = pod.ips.length > 0;
       } catch (e) {
         this.log.error('isolating a pod: sk_lookup not attached', { pod: pod.key, error: (e as Error).message });
@@ -341,7 +414,14 @@ export class Datapath {
     }
     if (pod.cgroup && pod.cgroupId !== null) {
       try {
-        for (const [name, prog, type] of CONNECT_HOOKS) this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), pod.cgroup!, type), `${type} on ${pod.cgroup}`).close();
+        for (const [name, prog, type] of CONNECT_HOOKS)
+          this.pinnedLink(
+            owner,
+            path.join(dir, name),
+            prog,
+            () => this.native.linkCgroup(this.prog(prog), pod.cgroup!, type),
+            `${type} on ${pod.cgroup}`,
+          ).close();
         res.outbound = true;
       } catch (e) {
         this.log.error('isolating a pod: connect hooks not attached', { pod: pod.key, error: (e as Error).message });
@@ -365,14 +445,34 @@ export class Datapath {
     const owner = `enroll ${key}`;
     const links: OwnedFd[] = [];
     try {
-      links.push(this.pinnedLink(owner, path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns.path), `sk_lookup on ${netns.source}`));
-      links.push(this.pinnedLink(owner, path.join(dir, 'sockops'), 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), cgroup, 'sockops'), `sockops on ${cgroup}`));
+      links.push(
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sk_lookup'),
+          'amb_sk_lookup',
+          () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns.path),
+          `sk_lookup on ${netns.source}`,
+        ),
+      );
+      links.push(
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sockops'),
+          'amb_sockops',
+          () => this.native.linkCgroup(this.prog('amb_sockops'), cgroup, 'sockops'),
+          `sockops on ${cgroup}`,
+        ),
+      );
       if (this.getpeername) {
-        for (const [name, prog] of [['getpeername4', 'amb_getpeername4'], ['getpeername6', 'amb_getpeername6']] as const) {
+        for (const [name, prog] of [
+          ['getpeername4', 'amb_getpeername4'],
+          ['getpeername6', 'amb_getpeername6'],
+        ] as const) {
           links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
         }
       }
-      for (const [name, prog, type] of CONNECT_HOOKS) links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
+      for (const [name, prog, type] of CONNECT_HOOKS)
+        links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
     } finally {
       // the pins hold the links; this agent keeps no fd of a pod's links
       for (const l of links) l.close();
@@ -429,14 +529,20 @@ export class Datapath {
     let n = 0;
     for (const e of this.rawEntries('amb_pod_by_cgroup')) {
       const cg = e.key.readBigUInt64LE(0);
-      if (!wantedCgroups.has(cg)) { this.forgetCgroup(cg); n++; }
+      if (!wantedCgroups.has(cg)) {
+        this.forgetCgroup(cg);
+        n++;
+      }
     }
     for (const e of this.rawEntries('amb_pod_stats')) {
       if (!wantedCgroups.has(e.key.readBigUInt64LE(0))) this.delete('amb_pod_stats', e.key);
     }
     for (const e of this.rawEntries('amb_pods')) {
       const ip = readIp(e.key, 0);
-      if (ip === null || !wantedIps.has(ip)) { this.delete('amb_pods', e.key); n++; }
+      if (ip === null || !wantedIps.has(ip)) {
+        this.delete('amb_pods', e.key);
+        n++;
+      }
     }
     return n;
   }
@@ -444,7 +550,10 @@ export class Datapath {
   /** Pod keys (namespace/name) with pinned links (from this or an earlier agent). */
   pinnedPods(): string[] {
     try {
-      return fs.readdirSync(this.podDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name.replace('_', '/'));
+      return fs
+        .readdirSync(this.podDir, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name.replace('_', '/'));
     } catch {
       return [];
     }
@@ -527,7 +636,10 @@ export class Datapath {
 }
 
 /** The connect hooks of a pod cgroup: [pin name, program, attach type]; connect4 last. */
-const CONNECT_HOOKS = [['connect6', 'amb_connect6', 'connect6'], ['connect4', 'amb_connect4', 'connect4']] as const;
+const CONNECT_HOOKS = [
+  ['connect6', 'amb_connect6', 'connect6'],
+  ['connect4', 'amb_connect4', 'connect4'],
+] as const;
 
 function decodeTyped(t: string, b: Buffer): unknown {
   if (t === 'u32') return b.readUInt32LE(0);
@@ -545,7 +657,12 @@ function sizeOf(t: string): number {
  * Iterates a map through its fd; used by the agent and by `inspect maps`.
  * `decode` turns a key/value buffer of the given type into what is shown.
  */
-export function dumpMap(native: NativeAddon, fd: number, name: MapName, decode: (type: string, b: Buffer) => unknown = decodeTyped): Array<{ key: unknown; value: unknown }> {
+export function dumpMap(
+  native: NativeAddon,
+  fd: number,
+  name: MapName,
+  decode: (type: string, b: Buffer) => unknown = decodeTyped,
+): Array<{ key: unknown; value: unknown }> {
   const spec = MAPS[name];
   const ks = sizeOf(spec.key);
   const vs = sizeOf(spec.value);

@@ -13,12 +13,47 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = (() => {
   // Preferred names first: when two names share a number (ENOTSUP/EOPNOTSUPP,
   // EAGAIN/EWOULDBLOCK, EDEADLK/EDEADLOCK) the first one wins.
   const preferred = [
-    'EPERM', 'ENOENT', 'ESRCH', 'EINTR', 'EIO', 'ENXIO', 'E2BIG', 'EBADF', 'EAGAIN', 'ENOMEM',
-    'EACCES', 'EFAULT', 'EBUSY', 'EEXIST', 'EXDEV', 'ENODEV', 'ENOTDIR', 'EISDIR', 'EINVAL',
-    'ENFILE', 'EMFILE', 'ENOSPC', 'ERANGE', 'ENAMETOOLONG', 'ENOSYS', 'ENOTEMPTY', 'ELOOP',
-    'EOPNOTSUPP', 'EAFNOSUPPORT', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ENETUNREACH',
-    'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'EPROTONOSUPPORT',
-    'EOVERFLOW', 'ENOTSOCK', 'ENOTCONN', 'ENOTSUP',
+    'EPERM',
+    'ENOENT',
+    'ESRCH',
+    'EINTR',
+    'EIO',
+    'ENXIO',
+    'E2BIG',
+    'EBADF',
+    'EAGAIN',
+    'ENOMEM',
+    'EACCES',
+    'EFAULT',
+    'EBUSY',
+    'EEXIST',
+    'EXDEV',
+    'ENODEV',
+    'ENOTDIR',
+    'EISDIR',
+    'EINVAL',
+    'ENFILE',
+    'EMFILE',
+    'ENOSPC',
+    'ERANGE',
+    'ENAMETOOLONG',
+    'ENOSYS',
+    'ENOTEMPTY',
+    'ELOOP',
+    'EOPNOTSUPP',
+    'EAFNOSUPPORT',
+    'EADDRINUSE',
+    'EADDRNOTAVAIL',
+    'ENETUNREACH',
+    'ECONNREFUSED',
+    'ECONNRESET',
+    'ETIMEDOUT',
+    'EHOSTUNREACH',
+    'EPROTONOSUPPORT',
+    'EOVERFLOW',
+    'ENOTSOCK',
+    'ENOTCONN',
+    'ENOTSUP',
   ];
   const table = os.constants.errno as Readonly<Record<string, number>>;
   for (const name of [...preferred, ...Object.keys(table)]) {
@@ -26,7 +61,10 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = (() => {
     if (typeof n === 'number' && !m.has(n)) m.set(n, name);
   }
   // Linux errnos that Node does not list but the bpf(2) syscall returns.
-  const extra: Array<[number, string]> = [[524, 'ENOTSUPP'], [515, 'ENOIOCTLCMD']];
+  const extra: Array<[number, string]> = [
+    [524, 'ENOTSUPP'],
+    [515, 'ENOIOCTLCMD'],
+  ];
   for (const [n, name] of extra) if (!m.has(n)) m.set(n, name);
   return m;
 })();

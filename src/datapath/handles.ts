@@ -69,7 +69,11 @@ abstract class Handle {
   /** Throws the typed use-after-close error unless the handle is open. */
   protected ensureOpen(op: string): void {
     if (!this.isOpen) {
-      throw new AmbientError('HANDLE_CLOSED', `${this.owner}: ${op} on ${this.what} after it was closed`, 'a bug: a closed datapath handle was used; report it');
+      throw new AmbientError(
+        'HANDLE_CLOSED',
+        `${this.owner}: ${op} on ${this.what} after it was closed`,
+        'a bug: a closed datapath handle was used; report it',
+      );
     }
   }
 
@@ -91,7 +95,13 @@ export type FdCloser = Pick<NativeAddon, 'closeFd'>;
 export class OwnedFd extends Handle {
   private readonly value: number;
 
-  constructor(private readonly closer: FdCloser, fd: number, kind: HandleKind, owner: string, what: string) {
+  constructor(
+    private readonly closer: FdCloser,
+    fd: number,
+    kind: HandleKind,
+    owner: string,
+    what: string,
+  ) {
     super(kind, owner, what);
     this.value = fd;
   }

@@ -43,8 +43,7 @@ export function loadNative(): NativeAddon {
     throw new AmbientError(
       'NATIVE_UNAVAILABLE',
       `cannot load the native addon ${file}: ${detail}; run \`npm run build:native\` to build it`,
-      'run `npm run build:native` (needs libbpf-dev, a C++ compiler and node-gyp); ' +
-        'set AMBIENTD_NATIVE to use an addon built elsewhere',
+      'run `npm run build:native` (needs libbpf-dev, a C++ compiler and node-gyp); ' + 'set AMBIENTD_NATIVE to use an addon built elsewhere',
       { cause: err },
     );
   }

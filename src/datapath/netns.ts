@@ -30,10 +30,15 @@ export class NetnsHandle {
   static open(source: string, owner: string): NetnsHandle {
     let fd: number;
     try {
-      fd = fs.openSync(source, fs.constants.O_RDONLY) // node opens with O_CLOEXEC;
+      fd = fs.openSync(source, fs.constants.O_RDONLY); // node opens with O_CLOEXEC;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-      throw new AmbientError('NETNS_UNAVAILABLE', `${owner}: cannot open netns ${source}: ${code}`, 'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists', { cause: e });
+      throw new AmbientError(
+        'NETNS_UNAVAILABLE',
+        `${owner}: cannot open netns ${source}: ${code}`,
+        'the pod sandbox is gone or the netns path is wrong; the pod is isolated until its netns exists',
+        { cause: e },
+      );
     }
     const st = fs.fstatSync(fd, { bigint: true });
     return new NetnsHandle(fd, source, st.ino, owner);
@@ -45,7 +50,12 @@ export class NetnsHandle {
 
   /** The fd (throws once closed). */
   get fd(): number {
-    if (this.fdValue === null) throw new AmbientError('NETNS_UNAVAILABLE', `${this.owner}: netns handle for ${this.source} is closed`, 'a bug: a released pod\'s netns was used; report it');
+    if (this.fdValue === null)
+      throw new AmbientError(
+        'NETNS_UNAVAILABLE',
+        `${this.owner}: netns handle for ${this.source} is closed`,
+        "a bug: a released pod's netns was used; report it",
+      );
     return this.fdValue;
   }
 
@@ -67,6 +77,10 @@ export class NetnsHandle {
     if (this.fdValue === null) return;
     const fd = this.fdValue;
     this.fdValue = null;
-    try { fs.closeSync(fd); } catch { /* already gone */ }
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* already gone */
+    }
   }
 }

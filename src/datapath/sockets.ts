@@ -39,11 +39,19 @@ function socketOpts(o: AgentSocketOptions | undefined): Partial<SocketOptions> {
 }
 
 /** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
-export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void, opts?: AgentSocketOptions): Promise<PodListener> {
+export async function listenInNetns(
+  native: NativeAddon,
+  netns: string,
+  bind: Sockaddr,
+  mark: number,
+  onConnection: (s: net.Socket) => void,
+  opts?: AgentSocketOptions,
+): Promise<PodListener> {
   const rc = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...socketOpts(opts) });
-  const hint = errnoName(rc) === 'EADDRINUSE'
-    ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
-    : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
+  const hint =
+    errnoName(rc) === 'EADDRINUSE'
+      ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
+      : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
   if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${formatHostPort(bind)} in ${netns}`, rc, hint);
   const sock = new OwnedFd(native, rc, 'socket', 'listenInNetns', `listener ${formatHostPort(bind)} in ${netns}`);
   // From server.listen({fd}) on, Node owns the fd: it closes it itself when
@@ -80,7 +88,11 @@ export function handleFd(x: net.Server | net.Socket | null | undefined): number 
  * report `errnoName` as the reason of the failed connection.
  */
 export class DialError extends AmbientError {
-  constructor(readonly errnoName: string, message: string, hint = 'the destination refused or did not answer; check it listens and policy allows it') {
+  constructor(
+    readonly errnoName: string,
+    message: string,
+    hint = 'the destination refused or did not answer; check it listens and policy allows it',
+  ) {
     const n = errnoNumber(errnoName);
     super('UPSTREAM_FAILED', message, hint, n !== undefined ? { errno: n } : {});
     this.name = 'DialError';
@@ -92,9 +104,19 @@ export class DialError extends AmbientError {
  * pod's), with the agent's mark on the socket. Resolves once connected.
  * `opts`: buffers and liveness set on the socket as it is made.
  */
-export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: AgentSocketOptions): Promise<net.Socket> {
+export function dialFromNetns(
+  native: NativeAddon,
+  netns: string,
+  dst: Sockaddr,
+  mark: number,
+  timeoutMs = 10_000,
+  opts?: AgentSocketOptions,
+): Promise<net.Socket> {
   const rc = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
-  if (rc < 0) return Promise.reject(new DialError(errnoName(rc), `socket in ${netns}: ${errnoName(rc)}`, 'check the pod netns still exists and the agent has CAP_NET_ADMIN'));
+  if (rc < 0)
+    return Promise.reject(
+      new DialError(errnoName(rc), `socket in ${netns}: ${errnoName(rc)}`, 'check the pod netns still exists and the agent has CAP_NET_ADMIN'),
+    );
   const fd = new OwnedFd(native, rc, 'socket', 'dialFromNetns', `socket to ${formatHostPort(dst)} in ${netns}`);
   let sock: net.Socket;
   try {

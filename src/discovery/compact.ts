@@ -21,7 +21,9 @@ export const CGROUP_ANNOTATION = 'ambientd.io/cgroup';
 export const COMPACT_NAMESPACE_FIELDS = ['name', 'labels'] as const;
 export const COMPACT_POD_FIELDS = ['name', 'namespace', 'serviceAccount', 'node', 'ip', 'netns', 'cgroup', 'labels', 'ready'] as const;
 
-const set = (o: Obj, k: string, v: unknown): void => { if (!isAbsent(v)) o[k] = v; };
+const set = (o: Obj, k: string, v: unknown): void => {
+  if (!isAbsent(v)) o[k] = v;
+};
 
 /** A compact namespace entry as a v1 Namespace. */
 export function compactNamespace(raw: unknown): Obj {

@@ -25,12 +25,8 @@
  * source reads it from annotations, the Kubernetes source from /proc.
  */
 import net from 'node:net';
-import type {
-  AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort,
-} from './model.js';
-import {
-  dnsName, FieldError, ip, isAbsent, isObj, list, obj, oneOf, optBool, optStr, port, portName, show, strMap, type Obj,
-} from '../util/fields.js';
+import type { AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort } from './model.js';
+import { dnsName, FieldError, ip, isAbsent, isObj, list, obj, oneOf, optBool, optStr, port, portName, show, strMap, type Obj } from '../util/fields.js';
 
 export { FieldError } from '../util/fields.js';
 
@@ -95,7 +91,9 @@ export function meta(o: unknown, kind: MeshKind): Meta {
   const ns = namespaced ? dnsName(md.namespace, 'metadata.namespace', 'label') : '';
   const uid = optStr(md.uid, 'metadata.uid');
   return {
-    name: n, namespace: ns, ...(uid ? { uid } : {}),
+    name: n,
+    namespace: ns,
+    ...(uid ? { uid } : {}),
     labels: strMap(md.labels, 'metadata.labels'),
     annotations: strMap(md.annotations, 'metadata.annotations'),
   };
@@ -218,7 +216,10 @@ export function mapService(o: unknown, opts: MapOptions = {}): ServiceInfo {
   const vips: string[] = [];
   let headless = false;
   raw.forEach((v, i) => {
-    if (v === 'None') { headless = true; return; }
+    if (v === 'None') {
+      headless = true;
+      return;
+    }
     if (v === '') return; // not allocated
     const a = ip(v, field === 'spec.clusterIPs' ? `${field}[${i}]` : field);
     if (!vips.includes(a)) vips.push(a);
@@ -226,13 +227,19 @@ export function mapService(o: unknown, opts: MapOptions = {}): ServiceInfo {
   if (type === 'ExternalName') vips.length = 0;
 
   const rawPorts = list(spec.ports, 'spec.ports');
-  if (rawPorts.length === 0 && !headless && type !== 'ExternalName') throw new FieldError('spec.ports', 'must list at least one port (only headless and ExternalName Services may have none)');
+  if (rawPorts.length === 0 && !headless && type !== 'ExternalName')
+    throw new FieldError('spec.ports', 'must list at least one port (only headless and ExternalName Services may have none)');
   const ports: ServicePort[] = rawPorts.map((p, i) => {
     const f = `spec.ports[${i}]`;
     const po = obj(p, f, true);
     const pn = port(po.port, `${f}.port`);
     const n = optStr(po.name, `${f}.name`);
-    return { ...(n ? { name: n } : {}), port: pn, targetPort: targetPort(po.targetPort, `${f}.targetPort`, pn), protocol: oneOf(po.protocol, `${f}.protocol`, PROTOCOLS, 'TCP') };
+    return {
+      ...(n ? { name: n } : {}),
+      port: pn,
+      targetPort: targetPort(po.targetPort, `${f}.targetPort`, pn),
+      protocol: oneOf(po.protocol, `${f}.protocol`, PROTOCOLS, 'TCP'),
+    };
   });
   const selector = isAbsent(spec.selector) ? undefined : strMap(spec.selector, 'spec.selector');
   return {
@@ -357,10 +364,15 @@ export type Mapped =
 /** Maps an object of any mesh kind (by its kind field). */
 export function mapObject(kind: MeshKind, o: unknown, opts: MapOptions = {}): Mapped {
   switch (kind) {
-    case 'Namespace': return { kind, value: mapNamespace(o) };
-    case 'Pod': return { kind, value: mapPod(o, opts) };
-    case 'Service': return { kind, value: mapService(o, opts) };
-    case 'EndpointSlice': return { kind, value: mapEndpointSlice(o) };
-    case 'AuthorizationPolicy': return { kind, value: mapAuthorizationPolicy(o) };
+    case 'Namespace':
+      return { kind, value: mapNamespace(o) };
+    case 'Pod':
+      return { kind, value: mapPod(o, opts) };
+    case 'Service':
+      return { kind, value: mapService(o, opts) };
+    case 'EndpointSlice':
+      return { kind, value: mapEndpointSlice(o) };
+    case 'AuthorizationPolicy':
+      return { kind, value: mapAuthorizationPolicy(o) };
   }
 }

@@ -149,7 +149,9 @@ export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {
             throw invalid(`kind ${JSON.stringify(kind)} is not supported (${FILE_KINDS.join(', ')})`);
           }
           switch (kind) {
-            case 'Namespace': addNamespace(o); break;
+            case 'Namespace':
+              addNamespace(o);
+              break;
             case 'Pod': {
               const m = mapPod(o, FILE_MAP);
               if (!('skip' in m)) addPod(locateByAnnotations(m.pod, m.annotations, cgroupRoot));
@@ -179,10 +181,19 @@ export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {
     }
     // the compact form
     if (!isObj(doc)) {
-      throw new AmbientError('WORKLOADS_INVALID', `${file}: top level must be a mapping with "namespaces" and "pods", or Kubernetes objects`, 'see docs/workloads.md for the format');
+      throw new AmbientError(
+        'WORKLOADS_INVALID',
+        `${file}: top level must be a mapping with "namespaces" and "pods", or Kubernetes objects`,
+        'see docs/workloads.md for the format',
+      );
     }
     for (const k of Object.keys(doc)) {
-      if (k !== 'namespaces' && k !== 'pods') throw new AmbientError('WORKLOADS_INVALID', `${file}: unknown top-level key "${k}" (expected namespaces, pods, or Kubernetes objects with "kind")`, 'see docs/workloads.md for the format');
+      if (k !== 'namespaces' && k !== 'pods')
+        throw new AmbientError(
+          'WORKLOADS_INVALID',
+          `${file}: unknown top-level key "${k}" (expected namespaces, pods, or Kubernetes objects with "kind")`,
+          'see docs/workloads.md for the format',
+        );
     }
     const items = (k: 'namespaces' | 'pods'): unknown[] => {
       const v = doc[k];
@@ -233,7 +244,11 @@ export function resolveEndpoints(s: MeshSnapshot): void {
 function filesOf(p: string): string[] {
   const st = fs.statSync(p);
   if (!st.isDirectory()) return [p];
-  return fs.readdirSync(p).filter((f) => /\.(json|ya?ml)$/.test(f) && !f.startsWith('.')).sort().map((f) => path.join(p, f));
+  return fs
+    .readdirSync(p)
+    .filter((f) => /\.(json|ya?ml)$/.test(f) && !f.startsWith('.'))
+    .sort()
+    .map((f) => path.join(p, f));
 }
 
 /**
@@ -251,7 +266,10 @@ export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> imple
   current: MeshSnapshot = emptySnapshot();
   lastError: AmbientError | null = null;
 
-  constructor(readonly file: string, private readonly cgroupRoot: string | null) {
+  constructor(
+    readonly file: string,
+    private readonly cgroupRoot: string | null,
+  ) {
     super();
   }
 
@@ -261,7 +279,14 @@ export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> imple
     try {
       texts = filesOf(this.file).map((f) => [f, fs.readFileSync(f, 'utf8')]);
     } catch (e) {
-      this.fail(new AmbientError('WORKLOADS_UNREADABLE', `cannot read workload file ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'create the file or fix --workloads; the agent keeps its last good state', { cause: e }));
+      this.fail(
+        new AmbientError(
+          'WORKLOADS_UNREADABLE',
+          `cannot read workload file ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+          'create the file or fix --workloads; the agent keeps its last good state',
+          { cause: e },
+        ),
+      );
       return this.current;
     }
     const joined = texts.map(([f, t]) => `${f}\0${t}`).join('\0\0');
@@ -270,10 +295,17 @@ export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> imple
       const snap = emptySnapshot();
       for (const [f, text] of texts) {
         const multi = !f.endsWith('.json') && /^---/m.test(text);
-        const doc = multi ? YAML.parseAllDocuments(text).map((d) => {
-          if (d.errors.length) throw new AmbientError('WORKLOADS_INVALID', `${f}: not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`, 'fix the syntax; the agent keeps its last good state meanwhile');
-          return d.toJS() as unknown;
-        }) : parseDocument(text, f, 'WORKLOADS_INVALID');
+        const doc = multi
+          ? YAML.parseAllDocuments(text).map((d) => {
+              if (d.errors.length)
+                throw new AmbientError(
+                  'WORKLOADS_INVALID',
+                  `${f}: not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`,
+                  'fix the syntax; the agent keeps its last good state meanwhile',
+                );
+              return d.toJS() as unknown;
+            })
+          : parseDocument(text, f, 'WORKLOADS_INVALID');
         parseWorkloads(doc, { file: f, cgroupRoot: this.cgroupRoot, previous: this.current }, snap, multi);
       }
       resolveEndpoints(snap);
@@ -282,7 +314,11 @@ export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> imple
       this.lastError = null;
       if (!this.stopped) this.emit('update', snap);
     } catch (e) {
-      this.fail(e instanceof AmbientError ? e : new AmbientError('WORKLOADS_INVALID', String(e), 'fix the workload file; the agent keeps its last good state meanwhile', { cause: e }));
+      this.fail(
+        e instanceof AmbientError
+          ? e
+          : new AmbientError('WORKLOADS_INVALID', String(e), 'fix the workload file; the agent keeps its last good state meanwhile', { cause: e }),
+      );
     }
     return this.current;
   }
@@ -302,7 +338,14 @@ export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> imple
     this.reload();
     let dir = path.dirname(this.file);
     let base: string | null = path.basename(this.file);
-    try { if (fs.statSync(this.file).isDirectory()) { dir = this.file; base = null; } } catch { /* missing: watch its dir */ }
+    try {
+      if (fs.statSync(this.file).isDirectory()) {
+        dir = this.file;
+        base = null;
+      }
+    } catch {
+      /* missing: watch its dir */
+    }
     try {
       this.watcher = fs.watch(dir, { persistent: false }, (_ev, n) => {
         if (base === null || n === null || n === base) this.schedule();

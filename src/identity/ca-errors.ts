@@ -16,7 +16,8 @@ export type CaErrorCode =
   | 'CA_LOCK_TIMEOUT';
 
 const CA_HINTS: Record<CaErrorCode, string> = {
-  CA_INCOMPLETE_LAYOUT: 'caDir holds part of an Istio plug-in CA: it needs at least ca-cert.pem and ca-key.pem (root-cert.pem, cert-chain.pem for an intermediate), or nothing (the agent then creates a root)',
+  CA_INCOMPLETE_LAYOUT:
+    'caDir holds part of an Istio plug-in CA: it needs at least ca-cert.pem and ca-key.pem (root-cert.pem, cert-chain.pem for an intermediate), or nothing (the agent then creates a root)',
   CA_BAD_PEM: 'a CA file is not PEM the agent can read: regenerate it, or empty caDir to have a root created',
   CA_KEY_MISMATCH: 'ca-key.pem is not the key of ca-cert.pem: put the matching pair in caDir',
   CA_NOT_A_CA: 'ca-cert.pem lacks basicConstraints CA:TRUE: use a CA certificate',

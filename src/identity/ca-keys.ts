@@ -69,9 +69,7 @@ export function toKeyObjectPublic(input: PublicKeyInput): Promise<KeyObject> | K
   if (typeof input === 'string') return createPublicKey(input);
   if (input instanceof Uint8Array) return createPublicKey({ key: Buffer.from(input), format: 'der', type: 'spki' });
   // WebCrypto key
-  return subtle.exportKey('spki', input as CryptoKey).then((der) =>
-    createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' }),
-  );
+  return subtle.exportKey('spki', input as CryptoKey).then((der) => createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' }));
 }
 
 export function checkWorkloadKey(k: KeyObject): void {

@@ -13,7 +13,17 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseSpiffeId, validateTrustDomain } from './spiffe.js';
 import { CaError } from './ca-errors.js';
-import { checkWorkloadKey, floorToSecond, isSelfSigned, randomSerialHex, signingAlgFor, spkiDer, splitPemCertificates, toKeyObjectPublic, type PublicKeyInput } from './ca-keys.js';
+import {
+  checkWorkloadKey,
+  floorToSecond,
+  isSelfSigned,
+  randomSerialHex,
+  signingAlgFor,
+  spkiDer,
+  splitPemCertificates,
+  toKeyObjectPublic,
+  type PublicKeyInput,
+} from './ca-keys.js';
 import { acquireLock, exists, readIfExists, writeFileAtomic } from './ca-files.js';
 
 export { CaError, type CaErrorCode } from './ca-errors.js';
@@ -113,14 +123,7 @@ export class CertificateAuthority implements CertificateIssuer {
   readonly #caCert: x509.X509Certificate;
   readonly #caSkid: string | undefined;
 
-  private constructor(
-    m: CaMaterial,
-    signingKey: CryptoKey,
-    signAlg: Algorithm | EcdsaParams,
-    trustDomain: string,
-    source: CaSource,
-    dir: string | undefined,
-  ) {
+  private constructor(m: CaMaterial, signingKey: CryptoKey, signAlg: Algorithm | EcdsaParams, trustDomain: string, source: CaSource, dir: string | undefined) {
     this.caCertPem = m.caCertPem;
     this.rootPem = m.rootPem;
     this.#intermediates = m.intermediatesPem;
@@ -187,12 +190,7 @@ export class CertificateAuthority implements CertificateIssuer {
   static async createInMemory(opts: { trustDomain: string; rootLifetimeDays?: number }): Promise<CertificateAuthority> {
     validateTrustDomain(opts.trustDomain);
     const { certPem, keyPkcs8Pem } = await createRoot(opts.trustDomain, opts.rootLifetimeDays ?? DEFAULT_ROOT_LIFETIME_DAYS);
-    return CertificateAuthority.#fromMaterial(
-      materialFromPems(certPem, keyPkcs8Pem, certPem, certPem),
-      opts.trustDomain,
-      'in-memory',
-      undefined,
-    );
+    return CertificateAuthority.#fromMaterial(materialFromPems(certPem, keyPkcs8Pem, certPem, certPem), opts.trustDomain, 'in-memory', undefined);
   }
 
   /** Builds a CA from PEM strings in the plug-in layout (no disk access). */
@@ -218,12 +216,7 @@ export class CertificateAuthority implements CertificateIssuer {
     return CertificateAuthority.#fromMaterial(m, trustDomain, 'loaded', dir);
   }
 
-  static async #fromMaterial(
-    m: CaMaterial,
-    trustDomain: string,
-    source: CaSource,
-    dir: string | undefined,
-  ): Promise<CertificateAuthority> {
+  static async #fromMaterial(m: CaMaterial, trustDomain: string, source: CaSource, dir: string | undefined): Promise<CertificateAuthority> {
     const alg = signingAlgFor(m.caKey);
     const der = m.caKey.export({ format: 'der', type: 'pkcs8' });
     let key: CryptoKey;
@@ -404,10 +397,7 @@ async function createRoot(trustDomain: string, lifetimeDays: number): Promise<{ 
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
-        true,
-      ),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });

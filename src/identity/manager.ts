@@ -164,7 +164,12 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     this.#issuer = opts.issuer;
     this.#lifetimeMs = opts.lifetimeMs ?? DEFAULT_WORKLOAD_CERT_LIFETIME_MS;
     this.#renewFraction = opts.renewFraction ?? 0.5;
-    if (!(this.#renewFraction > 0 && this.#renewFraction < 1)) throw new AmbientError('CA_BAD_REQUEST', `renewFraction must be in (0,1), got ${this.#renewFraction}`, 'renew at a fraction of the lifetime strictly between 0 and 1 (default 0.5)');
+    if (!(this.#renewFraction > 0 && this.#renewFraction < 1))
+      throw new AmbientError(
+        'CA_BAD_REQUEST',
+        `renewFraction must be in (0,1), got ${this.#renewFraction}`,
+        'renew at a fraction of the lifetime strictly between 0 and 1 (default 0.5)',
+      );
     this.#backoffInitialMs = opts.backoffInitialMs ?? 1000;
     this.#backoffMaxMs = opts.backoffMaxMs ?? 300_000;
     this.#issueTimeoutMs = opts.issueTimeoutMs ?? 30_000;
@@ -295,8 +300,16 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         e.lastError = undefined;
         this.#clearTimers(e);
         e.nextRenewalAt = held.renewAt;
-        longTimer(held.renewAt, () => this.#renewNow(e), (t) => (e.renewTimer = t));
-        longTimer(held.issued.notAfter.getTime(), () => this.#onExpiry(e, held), (t) => (e.expiryTimer = t));
+        longTimer(
+          held.renewAt,
+          () => this.#renewNow(e),
+          (t) => (e.renewTimer = t),
+        );
+        longTimer(
+          held.issued.notAfter.getTime(),
+          () => this.#onExpiry(e, held),
+          (t) => (e.expiryTimer = t),
+        );
         this.emit('issued', {
           id: e.id,
           serial: held.issued.serial,
@@ -317,7 +330,11 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
           const retryInMs = Math.min(this.#backoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
           if (e.renewTimer) clearTimeout(e.renewTimer);
           e.nextRenewalAt = Date.now() + retryInMs;
-          longTimer(e.nextRenewalAt, () => this.#renewNow(e), (t) => (e.renewTimer = t));
+          longTimer(
+            e.nextRenewalAt,
+            () => this.#renewNow(e),
+            (t) => (e.renewTimer = t),
+          );
           this.emit('renewalFailed', {
             id: e.id,
             error,
@@ -413,9 +430,7 @@ async function buildCsr(id: string, privateKey: KeyObject, publicKey: KeyObject)
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
   try {
     const priv = await subtle.importKey('pkcs8', pkcs8, alg, false, ['sign']);
-    const pub = await subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), alg, true, [
-      'verify',
-    ]);
+    const pub = await subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), alg, true, ['verify']);
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({
       keys: { privateKey: priv, publicKey: pub },
       signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,

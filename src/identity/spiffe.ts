@@ -12,7 +12,8 @@ import { AmbientError, type IdentityCode } from '../util/errors.js';
 
 export type SpiffeIdErrorCode = Extract<IdentityCode, `SPIFFE_${string}`>;
 
-const SPIFFE_HINT = 'a workload identity is spiffe://<trust domain>/ns/<namespace>/sa/<service account>: lower-case trust domain [a-z0-9._-], path segments [A-Za-z0-9._-]';
+const SPIFFE_HINT =
+  'a workload identity is spiffe://<trust domain>/ns/<namespace>/sa/<service account>: lower-case trust domain [a-z0-9._-], path segments [A-Za-z0-9._-]';
 
 export class SpiffeIdError extends AmbientError {
   declare readonly code: SpiffeIdErrorCode;
@@ -55,11 +56,7 @@ export function validateTrustDomain(td: string): void {
     throw new SpiffeIdError('SPIFFE_BAD_TRUST_DOMAIN', `trust domain longer than ${MAX_TRUST_DOMAIN_LENGTH}`, clip(td));
   }
   if (!TRUST_DOMAIN_RE.test(td)) {
-    throw new SpiffeIdError(
-      'SPIFFE_BAD_TRUST_DOMAIN',
-      'trust domain may only contain lower-case letters, digits, ".", "-" and "_"',
-      clip(td),
-    );
+    throw new SpiffeIdError('SPIFFE_BAD_TRUST_DOMAIN', 'trust domain may only contain lower-case letters, digits, ".", "-" and "_"', clip(td));
   }
 }
 

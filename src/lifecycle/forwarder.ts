@@ -20,13 +20,21 @@ export class RecordForwarder {
   private lost = 0;
   private failed = false;
 
-  constructor(private readonly socketPath: string, private readonly node: string) {}
+  constructor(
+    private readonly socketPath: string,
+    private readonly node: string,
+  ) {}
 
   send(rec: TrackedConnection): void {
-    if (this.failed) { this.lost++; return; }
+    if (this.failed) {
+      this.lost++;
+      return;
+    }
     if (!this.sock) {
       const s = net.connect(this.socketPath);
-      s.on('error', () => { this.failed = true; });
+      s.on('error', () => {
+        this.failed = true;
+      });
       s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
       this.sock = s;
     }
@@ -40,8 +48,14 @@ export class RecordForwarder {
     const result = (): { sent: number; lost: number } => ({ sent: this.failed ? 0 : this.sent, lost: this.lost + (this.failed ? this.sent : 0) });
     if (!s) return Promise.resolve(result());
     return new Promise((resolve) => {
-      const t = setTimeout(() => { s.destroy(); resolve(result()); }, timeoutMs);
-      s.once('close', () => { clearTimeout(t); resolve(result()); });
+      const t = setTimeout(() => {
+        s.destroy();
+        resolve(result());
+      }, timeoutMs);
+      s.once('close', () => {
+        clearTimeout(t);
+        resolve(result());
+      });
       s.end();
     });
   }

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: both ends of the hand-over protocol (client and server) share its framing, checks and deadlines; the records half is in forwarder.ts.
 /**
  * Socket hand-over between a running agent and its successor (a restart or a
  * rolling update), so no connection is refused and none is dropped:
@@ -79,7 +80,8 @@ const HANDOVER_HINTS: Record<HandoverCode, string> = {
   HANDOVER_PEER: 'only an ambientd agent of this node (uid 0, same executable) may use the hand-over socket',
   HANDOVER_REFUSED: 'the running agent refused (see the message): a successor for another node, or a hand-over already in progress or done',
   HANDOVER_RECORD_INVALID: 'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics)',
-  HANDOVER_RECORD_VERSION: 'the agent we replaced writes connection records in a format version this agent does not read: they are dropped (their bytes are missing from the metrics); upgrade across one version at a time',
+  HANDOVER_RECORD_VERSION:
+    'the agent we replaced writes connection records in a format version this agent does not read: they are dropped (their bytes are missing from the metrics); upgrade across one version at a time',
 };
 
 /** A hand-over that failed: `code` says how, `reason` the low-level cause (an errno name, EOF, EPROTO). */
@@ -102,7 +104,12 @@ export class Inherited {
   private done = false;
   readonly rejected: Array<{ entry: HandoverEntry; reason: string }> = [];
 
-  constructor(private readonly native: NativeAddon, private readonly conn: number, readonly fromPid: number, list: Array<{ entry: HandoverEntry; fd: number }>) {
+  constructor(
+    private readonly native: NativeAddon,
+    private readonly conn: number,
+    readonly fromPid: number,
+    list: Array<{ entry: HandoverEntry; fd: number }>,
+  ) {
     for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key), x);
   }
 
@@ -110,7 +117,9 @@ export class Inherited {
     return `${kind}\0${role}\0${key ?? ''}`;
   }
 
-  get size(): number { return this.byKey.size; }
+  get size(): number {
+    return this.byKey.size;
+  }
 
   /**
    * The fd of a listener the old agent had, if it is what we would bind now
@@ -127,7 +136,8 @@ export class Inherited {
     if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
     else if (!info.listening) why = 'not a listening socket';
     else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
-    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
+    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode)
+      why = 'in another network namespace (the pod sandbox was re-created)';
     if (why) {
       this.rejected.push({ entry: x.entry, reason: why });
       this.native.closeFd(x.fd);
@@ -212,7 +222,12 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
  * throws HandoverError when one answers but the exchange fails (the caller
  * then starts fresh: nothing was changed on either side).
  */
-export function requestHandover(native: NativeAddon, socketPath: string, node: string, opts: { timeoutMs?: number; verifyPeer?: PeerVerifier } = {}): Inherited | null {
+export function requestHandover(
+  native: NativeAddon,
+  socketPath: string,
+  node: string,
+  opts: { timeoutMs?: number; verifyPeer?: PeerVerifier } = {},
+): Inherited | null {
   const timeoutMs = opts.timeoutMs ?? 5000;
   if (!fs.existsSync(socketPath)) return null;
   const conn = native.unixConnect(socketPath, timeoutMs);
@@ -244,10 +259,19 @@ export function requestHandover(native: NativeAddon, socketPath: string, node: s
         stray.push(...fds);
         throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', 'hand-over frame is not JSON');
       }
-      if (frame.v !== HANDOVER_VERSION) { stray.push(...fds); throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`); }
-      if (frame.error) { stray.push(...fds); throw new HandoverError('HANDOVER_REFUSED', 'REFUSED', `the old agent refused: ${frame.error}`); }
+      if (frame.v !== HANDOVER_VERSION) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`);
+      }
+      if (frame.error) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_REFUSED', 'REFUSED', `the old agent refused: ${frame.error}`);
+      }
       const entries = frame.entries ?? [];
-      if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
+      if (entries.length !== fds.length) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`);
+      }
       entries.forEach((entry, i) => received.push({ entry, fd: fds[i]! }));
       if (frame.pid !== cred.pid) throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
       fromPid = frame.pid;
@@ -305,12 +329,18 @@ export class HandoverServer {
     const p = this.o.socketPath;
     fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
     const fd = this.o.native.unixListen(p, 16);
-    if (fd < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(fd), `listen on ${p}: ${errnoName(fd)}`, { hint: 'the agent must be able to create handoverSocket (its directory is made 0700); two agents of one node must agree on it' });
+    if (fd < 0)
+      throw new HandoverError('HANDOVER_ABORTED', errnoName(fd), `listen on ${p}: ${errnoName(fd)}`, {
+        hint: 'the agent must be able to create handoverSocket (its directory is made 0700); two agents of one node must agree on it',
+      });
     this.boundIno = fs.statSync(p).ino;
     const srv = net.createServer((s) => this.onConnection(s));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ fd }, () => { srv.off('error', reject); resolve(); });
+      srv.listen({ fd }, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
     srv.on('error', (e) => this.o.log.warn('hand-over socket error', { error: e.message }));
     this.server = srv;
@@ -329,7 +359,9 @@ export class HandoverServer {
     if (this.handedTo !== null || this.busy) return;
     try {
       if (fs.statSync(this.o.socketPath).ino === this.boundIno) fs.rmSync(this.o.socketPath, { force: true });
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
 
   private onConnection(s: net.Socket): void {
@@ -346,9 +378,15 @@ export class HandoverServer {
       this.o.onPeerRejected?.(why);
       s.destroy();
     };
-    if (typeof cred === 'number') { refuse(`SO_PEERCRED: ${errnoName(cred)}`); return; }
+    if (typeof cred === 'number') {
+      refuse(`SO_PEERCRED: ${errnoName(cred)}`);
+      return;
+    }
     const early = this.o.verifyPeer?.(cred) ?? null;
-    if (early) { refuse(early); return; }
+    if (early) {
+      refuse(early);
+      return;
+    }
     const send = (frame: Frame, fds: number[]): void => {
       const body = Buffer.from(JSON.stringify(frame));
       const head = Buffer.alloc(4);
@@ -364,7 +402,10 @@ export class HandoverServer {
         if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
         for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
           const part = list.slice(i, i + FDS_PER_FRAME);
-          send({ v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) }, part.map((x) => x.fd));
+          send(
+            { v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) },
+            part.map((x) => x.fd),
+          );
         }
         log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
       } catch (e) {
@@ -398,18 +439,34 @@ export class HandoverServer {
           // the agent we replaced, reporting connections that closed while it drained
           peer = Number(rest[1]) || 0;
           const why = this.o.verifyPeer?.(cred, peer) ?? null;
-          if (why) { refuse(why); return; }
-          if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) { this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`); s.destroy(); return; }
+          if (why) {
+            refuse(why);
+            return;
+          }
+          if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) {
+            this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`);
+            s.destroy();
+            return;
+          }
           records = true;
         } else if (word === 'HELLO' && !sent) {
           sent = true;
           peer = Number(rest[1]) || 0;
           const why = this.o.verifyPeer?.(cred, peer) ?? null;
-          if (why) { refuse(why); return; }
-          if (fd === null) { s.destroy(); return; }
+          if (why) {
+            refuse(why);
+            return;
+          }
+          if (fd === null) {
+            s.destroy();
+            return;
+          }
           try {
             if (rest[0] !== String(HANDOVER_VERSION)) {
-              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` }, []);
+              send(
+                { v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` },
+                [],
+              );
               s.end();
               return;
             }
@@ -419,7 +476,15 @@ export class HandoverServer {
               return;
             }
             if (this.handedTo !== null || this.busy) {
-              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: this.handedTo !== null ? `already handed over to pid ${this.handedTo}` : 'a hand-over is in progress' }, []);
+              send(
+                {
+                  v: HANDOVER_VERSION,
+                  pid: process.pid,
+                  last: true,
+                  error: this.handedTo !== null ? `already handed over to pid ${this.handedTo}` : 'a hand-over is in progress',
+                },
+                [],
+              );
               s.end();
               return;
             }
@@ -440,14 +505,23 @@ export class HandoverServer {
             s.destroy();
           }
         } else if (word === 'ADOPTED' && sent && this.busy) {
-          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
+          if (adoptTimer) {
+            clearTimeout(adoptTimer);
+            adoptTimer = null;
+          }
           this.handedTo = peer;
           this.busy = false;
           s.end('OK\n');
           this.o.onAdopted(peer);
         } else if (word === 'ABORT') {
-          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
-          if (!this.busy) { s.end(); return; }
+          if (adoptTimer) {
+            clearTimeout(adoptTimer);
+            adoptTimer = null;
+          }
+          if (!this.busy) {
+            s.end();
+            return;
+          }
           this.busy = false;
           this.o.onAborted?.(peer, rest.join(' '));
           s.end();
@@ -455,10 +529,16 @@ export class HandoverServer {
           s.destroy();
         }
       }
-      if (buf.length > MAX_LINE) { this.o.onBadRecord?.(peer, 'line too long'); s.destroy(); }
+      if (buf.length > MAX_LINE) {
+        this.o.onBadRecord?.(peer, 'line too long');
+        s.destroy();
+      }
     });
     s.on('close', () => {
-      if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
+      if (adoptTimer) {
+        clearTimeout(adoptTimer);
+        adoptTimer = null;
+      }
       if (sent && this.busy) {
         // the new agent went away without adopting: keep serving
         this.busy = false;

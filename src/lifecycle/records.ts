@@ -55,7 +55,12 @@ export interface RecordWireV1 {
 /** A record that failed its checks, or is of a version this agent does not read. */
 export class RecordError extends AmbientError {
   declare readonly code: 'HANDOVER_RECORD_INVALID' | 'HANDOVER_RECORD_VERSION';
-  constructor(code: 'HANDOVER_RECORD_INVALID' | 'HANDOVER_RECORD_VERSION', message: string, hint: string, readonly field: string | null) {
+  constructor(
+    code: 'HANDOVER_RECORD_INVALID' | 'HANDOVER_RECORD_VERSION',
+    message: string,
+    hint: string,
+    readonly field: string | null,
+  ) {
     super(code, message, hint);
     this.name = 'RecordError';
   }
@@ -64,7 +69,8 @@ export class RecordError extends AmbientError {
   }
 }
 
-const INVALID_HINT = 'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics): the two agents disagree on the record format, or the line was damaged';
+const INVALID_HINT =
+  'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics): the two agents disagree on the record format, or the line was damaged';
 const VERSION_HINT = `this agent reads connection records of format version ${RECORD_VERSION} only: the ones the agent we replaced sent are dropped (their bytes are missing from the metrics); upgrade to a version that writes ${RECORD_VERSION}, or across one version at a time`;
 
 /** The wire form of a record that ended. */
@@ -73,11 +79,23 @@ export function recordToWire(r: TrackedConnection): RecordWireV1 {
     throw new AmbientError('AGENT_INTERNAL', `connection ${r.id} is still open`, 'a bug: only records that ended are handed over');
   }
   return {
-    v: RECORD_VERSION, id: r.id, pod: r.pod, direction: r.direction, via: r.via,
-    src: formatHostPort(r.src), dst: formatHostPort(r.dst), claimedSrc: r.claimedSrc ? formatClaimed(r.claimedSrc) : null,
-    service: r.service, endpoint: r.endpoint ? formatHostPort(r.endpoint) : null,
-    peerIdentity: r.peerIdentity, peerCertSerial: r.peerCertSerial,
-    startMs: r.startMs, endMs: r.endMs, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, outcome: r.outcome,
+    v: RECORD_VERSION,
+    id: r.id,
+    pod: r.pod,
+    direction: r.direction,
+    via: r.via,
+    src: formatHostPort(r.src),
+    dst: formatHostPort(r.dst),
+    claimedSrc: r.claimedSrc ? formatClaimed(r.claimedSrc) : null,
+    service: r.service,
+    endpoint: r.endpoint ? formatHostPort(r.endpoint) : null,
+    peerIdentity: r.peerIdentity,
+    peerCertSerial: r.peerCertSerial,
+    startMs: r.startMs,
+    endMs: r.endMs,
+    bytesSent: r.bytesSent,
+    bytesReceived: r.bytesReceived,
+    outcome: r.outcome,
   };
 }
 
@@ -107,12 +125,14 @@ function strOrNull(o: Obj, k: string, path = k): string | null {
 }
 function count(o: Obj, k: string): number {
   const v = o[k];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(k, v === undefined ? 'missing' : `not a whole number >= 0 (${JSON.stringify(v)?.slice(0, 40)})`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    throw bad(k, v === undefined ? 'missing' : `not a whole number >= 0 (${JSON.stringify(v)?.slice(0, 40)})`);
   return v;
 }
 function oneOf<T extends string>(o: Obj, k: string, allowed: readonly T[], path = k): T {
   const v = o[k];
-  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw bad(path, `${JSON.stringify(v)?.slice(0, 40) ?? 'missing'} is not one of ${allowed.join(', ')}`);
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v))
+    throw bad(path, `${JSON.stringify(v)?.slice(0, 40) ?? 'missing'} is not one of ${allowed.join(', ')}`);
   return v as T;
 }
 function hostPort(o: Obj, k: string): HostPort {
@@ -154,7 +174,8 @@ function outcomeOf(o: Obj): Outcome {
       return { kind: k, limit: oneOf(x, 'limit', ['dials'] as const, 'outcome.limit') };
     case 'hbone_failed': {
       const status = x.status;
-      if (status !== null && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599)) throw bad('outcome.status', `${JSON.stringify(status)?.slice(0, 20) ?? 'missing'} is not an HTTP status or null`);
+      if (status !== null && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599))
+        throw bad('outcome.status', `${JSON.stringify(status)?.slice(0, 20) ?? 'missing'} is not an HTTP status or null`);
       return { kind: k, code: oneOf<HboneErrorCode>(x, 'code', HBONE_ERROR_CODES, 'outcome.code'), status, reason: strOrNull(x, 'reason', 'outcome.reason') };
     }
     default:
@@ -173,7 +194,15 @@ export function recordFromWire(x: unknown): { ok: true; rec: TrackedConnection }
   if (!isObj(x)) return { ok: false, error: new RecordError('HANDOVER_RECORD_INVALID', 'connection record: not a JSON object', INVALID_HINT, null) };
   if (x.v !== RECORD_VERSION) {
     const got = x.v === undefined ? 'none (an agent from before versioned records)' : JSON.stringify(x.v)?.slice(0, 20);
-    return { ok: false, error: new RecordError('HANDOVER_RECORD_VERSION', `connection record of format version ${got}; this agent reads version ${RECORD_VERSION}`, VERSION_HINT, 'v') };
+    return {
+      ok: false,
+      error: new RecordError(
+        'HANDOVER_RECORD_VERSION',
+        `connection record of format version ${got}; this agent reads version ${RECORD_VERSION}`,
+        VERSION_HINT,
+        'v',
+      ),
+    };
   }
   try {
     const direction = oneOf<Direction>(x, 'direction', ['outbound', 'inbound']);
@@ -183,11 +212,21 @@ export function recordFromWire(x: unknown): { ok: true; rec: TrackedConnection }
     const endMs = count(x, 'endMs');
     if (endMs < startMs) throw bad('endMs', 'before startMs');
     const rec: TrackedConnection = {
-      id: count(x, 'id'), pod: str(x, 'pod'), direction, via,
-      src: hostPort(x, 'src'), claimedSrc: claimed(x, 'claimedSrc'), dst: hostPort(x, 'dst'),
-      service: strOrNull(x, 'service'), endpoint: x.endpoint === null ? null : hostPort(x, 'endpoint'),
-      peerIdentity: strOrNull(x, 'peerIdentity'), peerCertSerial: strOrNull(x, 'peerCertSerial'),
-      startMs, endMs, bytesSent: count(x, 'bytesSent'), bytesReceived: count(x, 'bytesReceived'),
+      id: count(x, 'id'),
+      pod: str(x, 'pod'),
+      direction,
+      via,
+      src: hostPort(x, 'src'),
+      claimedSrc: claimed(x, 'claimedSrc'),
+      dst: hostPort(x, 'dst'),
+      service: strOrNull(x, 'service'),
+      endpoint: x.endpoint === null ? null : hostPort(x, 'endpoint'),
+      peerIdentity: strOrNull(x, 'peerIdentity'),
+      peerCertSerial: strOrNull(x, 'peerCertSerial'),
+      startMs,
+      endMs,
+      bytesSent: count(x, 'bytesSent'),
+      bytesReceived: count(x, 'bytesReceived'),
       outcome: outcomeOf(x),
     };
     return { ok: true, rec };

@@ -29,8 +29,17 @@ import type { MeshIndex, PodInfo } from '../discovery/model.js';
 import { denialReason, ISTIO_LABELS, recordContext, recordView, type IstioLabel, type IstioLabels } from './record-view.js';
 
 export {
-  ISTIO_LABELS, UNKNOWN, CLUSTER, workloadName, canonicalService, canonicalRevision, responseFlags, denialReason,
-  type IstioLabel, type IstioLabels, type ResponseFlag,
+  ISTIO_LABELS,
+  UNKNOWN,
+  CLUSTER,
+  workloadName,
+  canonicalService,
+  canonicalRevision,
+  responseFlags,
+  denialReason,
+  type IstioLabel,
+  type IstioLabels,
+  type ResponseFlag,
 } from './record-view.js';
 
 /**
@@ -78,7 +87,10 @@ export class AgentMetrics {
   readonly events: Counter<'reason'>;
   readonly enrollFailures: Counter<'reason'>;
 
-  constructor(private readonly src: MetricsSource, opts: { defaultMetrics?: boolean } = {}) {
+  constructor(
+    private readonly src: MetricsSource,
+    opts: { defaultMetrics?: boolean } = {},
+  ) {
     const r = this.registry;
     const labelNames = [...ISTIO_LABELS];
     const c = (name: string, help: string): Counter<IstioLabel> => new Counter({ name, help, labelNames, registers: [r] });
@@ -87,11 +99,29 @@ export class AgentMetrics {
     this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent by the client towards the destination on TCP connections (Istio standard metric)');
     this.received = c('istio_tcp_received_bytes_total', 'Bytes sent by the destination back to the client on TCP connections (Istio standard metric)');
     this.failed = c('istio_tcp_connections_failed_total', 'TCP connections that could not be established: denied, connect or TLS failure (response_flags)');
-    this.denied = new Counter({ name: 'ambientd_denied_connections_total', help: 'Connections denied by authorization policy, by reason', labelNames: ['reason'], registers: [r] });
-    this.events = new Counter({ name: 'ambientd_agent_events_total', help: 'Agent events and failures by reason (the counters of /config_dump)', labelNames: ['reason'], registers: [r] });
-    this.enrollFailures = new Counter({ name: 'ambientd_pod_enroll_failures_total', help: 'Failed pod enrollments by error code; the pod is isolated (fails closed) until it is enrolled', labelNames: ['reason'], registers: [r] });
+    this.denied = new Counter({
+      name: 'ambientd_denied_connections_total',
+      help: 'Connections denied by authorization policy, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    this.events = new Counter({
+      name: 'ambientd_agent_events_total',
+      help: 'Agent events and failures by reason (the counters of /config_dump)',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    this.enrollFailures = new Counter({
+      name: 'ambientd_pod_enroll_failures_total',
+      help: 'Failed pod enrollments by error code; the pod is isolated (fails closed) until it is enrolled',
+      labelNames: ['reason'],
+      registers: [r],
+    });
     new Counter({
-      name: 'ambientd_datapath_refused_total', help: 'Connections the BPF datapath refused, by reason (amb_counters: native IPv6, isolated pods, addresses no pod owns, ...)', labelNames: ['reason'], registers: [r],
+      name: 'ambientd_datapath_refused_total',
+      help: 'Connections the BPF datapath refused, by reason (amb_counters: native IPv6, isolated pods, addresses no pod owns, ...)',
+      labelNames: ['reason'],
+      registers: [r],
       collect() {
         this.reset();
         const c = src.datapathCounters?.() ?? null;
@@ -99,18 +129,28 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_enrolled_pods', help: 'Local pods enrolled in the mesh (redirection and listeners in place)', registers: [r],
-      collect() { this.set(src.pods().filter((p) => p.state === 'enrolled').length); },
+      name: 'ambientd_enrolled_pods',
+      help: 'Local pods enrolled in the mesh (redirection and listeners in place)',
+      registers: [r],
+      collect() {
+        this.set(src.pods().filter((p) => p.state === 'enrolled').length);
+      },
     });
     new Gauge({
-      name: 'ambientd_pod_state', help: 'State of each local pod (1 for its current state, 0 for the others)', labelNames: ['namespace', 'pod', 'state'], registers: [r],
+      name: 'ambientd_pod_state',
+      help: 'State of each local pod (1 for its current state, 0 for the others)',
+      labelNames: ['namespace', 'pod', 'state'],
+      registers: [r],
       collect() {
         this.reset();
         for (const p of src.pods()) for (const s of POD_STATES) this.set({ namespace: p.namespace, pod: p.name, state: s }, p.state === s ? 1 : 0);
       },
     });
     new Gauge({
-      name: 'ambientd_certificate_expiry_timestamp_seconds', help: 'notAfter of each workload certificate the agent holds, Unix seconds', labelNames: ['identity'], registers: [r],
+      name: 'ambientd_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of each workload certificate the agent holds, Unix seconds',
+      labelNames: ['identity'],
+      registers: [r],
       collect() {
         this.reset();
         for (const cert of src.certificates()) {
@@ -120,7 +160,10 @@ export class AgentMetrics {
       },
     });
     new Counter({
-      name: 'ambientd_bpf_redirect_total', help: 'BPF datapath per-pod counters (captured/refused/bypassed connections), read from the pinned stats map', labelNames: ['namespace', 'pod', 'counter'], registers: [r],
+      name: 'ambientd_bpf_redirect_total',
+      help: 'BPF datapath per-pod counters (captured/refused/bypassed connections), read from the pinned stats map',
+      labelNames: ['namespace', 'pod', 'counter'],
+      registers: [r],
       collect() {
         this.reset();
         for (const p of src.podStats()) {
@@ -133,7 +176,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'istio_tcp_sockets_open', help: 'TCP sockets of the data path open now (ztunnel): source = outbound side, destination = inbound side', labelNames: ['reporter'], registers: [r],
+      name: 'istio_tcp_sockets_open',
+      help: 'TCP sockets of the data path open now (ztunnel): source = outbound side, destination = inbound side',
+      labelNames: ['reporter'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -142,7 +188,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_sessions', help: 'HBONE sessions (HTTP/2 over mutual TLS) open now, by side', labelNames: ['side'], registers: [r],
+      name: 'ambientd_hbone_sessions',
+      help: 'HBONE sessions (HTTP/2 over mutual TLS) open now, by side',
+      labelNames: ['side'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -151,7 +200,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_streams', help: 'HBONE streams (tunnelled connections) open now, by side', labelNames: ['side'], registers: [r],
+      name: 'ambientd_hbone_streams',
+      help: 'HBONE streams (tunnelled connections) open now, by side',
+      labelNames: ['side'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -160,14 +212,19 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_stream_window_bytes', help: 'Per-stream HTTP/2 window every HBONE session advertises now (limits.receiveBuffer split over open streams)', registers: [r],
+      name: 'ambientd_hbone_stream_window_bytes',
+      help: 'Per-stream HTTP/2 window every HBONE session advertises now (limits.receiveBuffer split over open streams)',
+      registers: [r],
       collect() {
         const w = src.resources?.().hbone.streamWindow;
         if (typeof w === 'number') this.set(w);
       },
     });
     new Counter({
-      name: 'ambientd_limit_hits_total', help: 'Connections, sessions or handshakes refused because a limit (limits.*) was hit', labelNames: ['limit'], registers: [r],
+      name: 'ambientd_limit_hits_total',
+      help: 'Connections, sessions or handshakes refused because a limit (limits.*) was hit',
+      labelNames: ['limit'],
+      registers: [r],
       collect() {
         this.reset();
         const x = src.resources?.();
@@ -199,8 +256,10 @@ export class AgentMetrics {
   onClose(rec: TrackedConnection): void {
     const l = this.labels(rec);
     this.closed.inc(l);
-    if (rec.bytesSent > 0) this.sent.inc(l, rec.bytesSent); else this.sent.inc(l, 0);
-    if (rec.bytesReceived > 0) this.received.inc(l, rec.bytesReceived); else this.received.inc(l, 0);
+    if (rec.bytesSent > 0) this.sent.inc(l, rec.bytesSent);
+    else this.sent.inc(l, 0);
+    if (rec.bytesReceived > 0) this.received.inc(l, rec.bytesReceived);
+    else this.received.inc(l, 0);
     if (l.response_flags !== '-') this.failed.inc(l);
     const why = denialReason(rec);
     if (why) this.denied.inc({ reason: why });

@@ -41,12 +41,28 @@ export const CLUSTER = 'Kubernetes';
 
 export const ISTIO_LABELS = [
   'reporter',
-  'source_workload', 'source_canonical_service', 'source_canonical_revision', 'source_workload_namespace', 'source_principal',
-  'source_app', 'source_version', 'source_cluster',
-  'destination_service', 'destination_service_namespace', 'destination_service_name',
-  'destination_workload', 'destination_canonical_service', 'destination_canonical_revision', 'destination_workload_namespace',
-  'destination_principal', 'destination_app', 'destination_version', 'destination_cluster',
-  'request_protocol', 'response_flags', 'connection_security_policy',
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
 ] as const;
 export type IstioLabel = (typeof ISTIO_LABELS)[number];
 export type IstioLabels = Record<IstioLabel, string>;
@@ -196,25 +212,48 @@ export function sidesOf(rec: TrackedConnection, ctx: RecordContext): { src: Side
   const localPod = ctx.podByKey?.(rec.pod) ?? ctx.podByIp(localAddr.ip);
   const local: Side = { pod: localPod, principal: localPod ? ctx.spiffeOf(localPod) : null, proof: localPod ? (mtls ? 'mtls' : 'local') : null };
   const proven = mtls ? rec.peerIdentity : null;
-  let remotePod = ctx.podByIp((outbound ? rec.endpoint ?? rec.dst : rec.src).ip);
+  let remotePod = ctx.podByIp((outbound ? (rec.endpoint ?? rec.dst) : rec.src).ip);
   // inbound mTLS: the address names a workload only if that workload is who the certificate proved
   if (!outbound && mtls && remotePod && ctx.spiffeOf(remotePod) !== proven) remotePod = undefined;
   const remote: Side = { pod: remotePod, principal: proven, proof: proven !== null ? 'mtls' : null };
   return outbound ? { src: local, dst: remote, mtls } : { src: remote, dst: local, mtls };
 }
 
-interface LabelSide { workload: string; canonical_service: string; canonical_revision: string; workload_namespace: string; principal: string; app: string; version: string; cluster: string }
+interface LabelSide {
+  workload: string;
+  canonical_service: string;
+  canonical_revision: string;
+  workload_namespace: string;
+  principal: string;
+  app: string;
+  version: string;
+  cluster: string;
+}
 
 function labelSide(s: Side): LabelSide {
   const principal = s.proof === 'mtls' && s.principal !== null ? s.principal : UNKNOWN;
   const p = s.pod;
   if (!p) {
-    return { workload: UNKNOWN, canonical_service: UNKNOWN, canonical_revision: UNKNOWN, workload_namespace: UNKNOWN, principal, app: UNKNOWN, version: UNKNOWN, cluster: UNKNOWN };
+    return {
+      workload: UNKNOWN,
+      canonical_service: UNKNOWN,
+      canonical_revision: UNKNOWN,
+      workload_namespace: UNKNOWN,
+      principal,
+      app: UNKNOWN,
+      version: UNKNOWN,
+      cluster: UNKNOWN,
+    };
   }
   return {
-    workload: workloadName(p), canonical_service: canonicalService(p), canonical_revision: canonicalRevision(p), workload_namespace: p.namespace,
-    principal, app: p.labels['app.kubernetes.io/name'] || p.labels.app || UNKNOWN,
-    version: p.labels['app.kubernetes.io/version'] || p.labels.version || UNKNOWN, cluster: CLUSTER,
+    workload: workloadName(p),
+    canonical_service: canonicalService(p),
+    canonical_revision: canonicalRevision(p),
+    workload_namespace: p.namespace,
+    principal,
+    app: p.labels['app.kubernetes.io/name'] || p.labels.app || UNKNOWN,
+    version: p.labels['app.kubernetes.io/version'] || p.labels.version || UNKNOWN,
+    cluster: CLUSTER,
   };
 }
 
@@ -235,13 +274,24 @@ export function recordView(rec: TrackedConnection, ctx: RecordContext): RecordVi
   const [svcNs, svcName] = rec.service ? [rec.service.split('/')[0]!, rec.service.split('/')[1] ?? UNKNOWN] : [UNKNOWN, UNKNOWN];
   const labels: IstioLabels = {
     reporter: outbound ? 'source' : 'destination',
-    source_workload: s.workload, source_canonical_service: s.canonical_service, source_canonical_revision: s.canonical_revision,
-    source_workload_namespace: s.workload_namespace, source_principal: s.principal, source_app: s.app, source_version: s.version, source_cluster: s.cluster,
+    source_workload: s.workload,
+    source_canonical_service: s.canonical_service,
+    source_canonical_revision: s.canonical_revision,
+    source_workload_namespace: s.workload_namespace,
+    source_principal: s.principal,
+    source_app: s.app,
+    source_version: s.version,
+    source_cluster: s.cluster,
     destination_service: svc?.hostname ?? UNKNOWN,
     destination_service_namespace: svc?.namespace ?? svcNs,
     destination_service_name: svc?.name ?? svcName,
-    destination_workload: d.workload, destination_canonical_service: d.canonical_service, destination_canonical_revision: d.canonical_revision,
-    destination_workload_namespace: d.workload_namespace, destination_principal: d.principal, destination_app: d.app, destination_version: d.version,
+    destination_workload: d.workload,
+    destination_canonical_service: d.canonical_service,
+    destination_canonical_revision: d.canonical_revision,
+    destination_workload_namespace: d.workload_namespace,
+    destination_principal: d.principal,
+    destination_app: d.app,
+    destination_version: d.version,
     destination_cluster: d.cluster,
     request_protocol: 'tcp',
     response_flags: responseFlags(rec.endMs === null ? null : rec.outcome),
@@ -252,8 +302,8 @@ export function recordView(rec: TrackedConnection, ctx: RecordContext): RecordVi
     direction: rec.direction,
     via: rec.via,
     // the local side falls back to the record's pod when the model no longer has it
-    srcWorkload: src.pod ? podKeyOf(src.pod) : (outbound ? rec.pod : null),
-    dstWorkload: dst.pod ? podKeyOf(dst.pod) : (outbound ? null : rec.pod),
+    srcWorkload: src.pod ? podKeyOf(src.pod) : outbound ? rec.pod : null,
+    dstWorkload: dst.pod ? podKeyOf(dst.pod) : outbound ? null : rec.pod,
     srcPrincipal: src.principal,
     dstPrincipal: dst.principal,
     src: formatHostPort(rec.src),

@@ -56,7 +56,17 @@
 import type { AuthorizationPolicy } from '../discovery/model.js';
 import { actionOf, checkPolicy, type RemoteIpMode } from './validate.js';
 import { Ctx, compileRule, type CompileCtx, type CompiledRule } from './rules.js';
-import { DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN, type CompileOptions, type ConnectionAttributes, type Decision, type PolicyDescription, type PolicyScope, type PolicyStats, type PolicyStatus } from './types.js';
+import {
+  DEFAULT_ROOT_NAMESPACE,
+  DEFAULT_TRUST_DOMAIN,
+  type CompileOptions,
+  type ConnectionAttributes,
+  type Decision,
+  type PolicyDescription,
+  type PolicyScope,
+  type PolicyStats,
+  type PolicyStatus,
+} from './types.js';
 
 export * from './types.js';
 export { checkPolicy, validatePolicy, classifyWhenKey, type CheckOptions, type PolicyCheck, type RemoteIpMode } from './validate.js';
@@ -64,7 +74,11 @@ export { checkPolicy, validatePolicy, classifyWhenKey, type CheckOptions, type P
 const NO_MATCH = -1;
 const MATCH_WITHOUT_RULE = -2;
 
-const enum Mode { Rules, MatchAll, MatchNone }
+const enum Mode {
+  Rules,
+  MatchAll,
+  MatchNone,
+}
 
 interface CompiledPolicy {
   key: string;
@@ -91,8 +105,15 @@ function matchPolicy(p: CompiledPolicy, c: Ctx): number {
       let ok = false;
       for (const entry of clause) {
         let all = true;
-        for (const pr of entry) if (!pr(c)) { all = false; break; }
-        if (all) { ok = true; break; }
+        for (const pr of entry)
+          if (!pr(c)) {
+            all = false;
+            break;
+          }
+        if (all) {
+          ok = true;
+          break;
+        }
       }
       if (!ok) continue rules;
     }
@@ -138,7 +159,14 @@ export class PolicyIndex {
   private readonly statsValue: PolicyStats;
 
   /** use compilePolicies() */
-  constructor(compiled: CompiledPolicy[], namespaces: string[], descriptions: PolicyDescription[], stats: PolicyStats, rootNamespace: string, trustDomain: string) {
+  constructor(
+    compiled: CompiledPolicy[],
+    namespaces: string[],
+    descriptions: PolicyDescription[],
+    stats: PolicyStats,
+    rootNamespace: string,
+    trustDomain: string,
+  ) {
     this.rootNamespace = rootNamespace;
     this.trustDomain = trustDomain;
     this.descriptions = descriptions;
@@ -148,7 +176,8 @@ export class PolicyIndex {
     compiled.forEach((p, i) => {
       const ns = namespaces[i]!;
       const l = byNs.get(ns);
-      if (l) l.push(p); else byNs.set(ns, [p]);
+      if (l) l.push(p);
+      else byNs.set(ns, [p]);
     });
     for (const [ns, list] of byNs) {
       const b = new Bucket();
@@ -163,12 +192,16 @@ export class PolicyIndex {
         let bestN = Infinity;
         for (const pair of p.selector) {
           const n = freq.get(pairKey(pair[0], pair[1]))!;
-          if (n < bestN) { best = pair; bestN = n; }
+          if (n < bestN) {
+            best = pair;
+            bestN = n;
+          }
         }
         let byValue = b.bySelector.get(best[0]);
-        if (!byValue) b.bySelector.set(best[0], byValue = new Map());
+        if (!byValue) b.bySelector.set(best[0], (byValue = new Map()));
         const l = byValue.get(best[1]);
-        if (l) l.push(p); else byValue.set(best[1], [p]);
+        if (l) l.push(p);
+        else byValue.set(best[1], [p]);
       }
       this.buckets.set(ns, b);
     }
@@ -239,10 +272,14 @@ export class PolicyIndex {
 
 function effectOf(status: PolicyStatus, deny: boolean, note: string): string {
   switch (status) {
-    case 'enforced': return deny ? 'denies matching connections' : 'allows matching connections; others to the selected workloads are denied unless another ALLOW matches';
-    case 'invalid-allow-nothing': return 'invalid ALLOW: applies to the selected workloads and allows nothing (fail-safe)';
-    case 'invalid-deny-all': return 'invalid DENY: denies every connection to the selected workloads (fail-safe)';
-    case 'ignored': return `not enforced at L4: ${note}`;
+    case 'enforced':
+      return deny ? 'denies matching connections' : 'allows matching connections; others to the selected workloads are denied unless another ALLOW matches';
+    case 'invalid-allow-nothing':
+      return 'invalid ALLOW: applies to the selected workloads and allows nothing (fail-safe)';
+    case 'invalid-deny-all':
+      return 'invalid DENY: denies every connection to the selected workloads (fail-safe)';
+    case 'ignored':
+      return `not enforced at L4: ${note}`;
   }
 }
 
@@ -252,7 +289,13 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
   const trustDomain = opts.trustDomain || DEFAULT_TRUST_DOMAIN;
   const mode: RemoteIpMode = opts.remoteIpBlocks ?? 'source-ip';
 
-  interface Entry { p: AuthorizationPolicy; i: number; key: string; ns: string | null; name: string }
+  interface Entry {
+    p: AuthorizationPolicy;
+    i: number;
+    key: string;
+    ns: string | null;
+    name: string;
+  }
   const entries: Entry[] = policies.map((p, i) => {
     const o = (isObject(p) ? p : {}) as Record<string, unknown>;
     const ns = typeof o.namespace === 'string' && o.namespace !== '' ? o.namespace : null;
@@ -264,13 +307,23 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
   const compiled: CompiledPolicy[] = [];
   const compiledNs: string[] = [];
   const descriptions: PolicyDescription[] = [];
-  const stats: PolicyStats = { policies: policies.length, enforced: 0, invalid: 0, failSafe: 0, ignored: 0, allow: 0, deny: 0, byNamespace: {}, withWarnings: 0 };
+  const stats: PolicyStats = {
+    policies: policies.length,
+    enforced: 0,
+    invalid: 0,
+    failSafe: 0,
+    ignored: 0,
+    allow: 0,
+    deny: 0,
+    byNamespace: {},
+    withWarnings: 0,
+  };
 
   for (const e of entries) {
     const chk = checkPolicy(e.p, { remoteIpBlocks: mode });
     const spec = (isObject(e.p) && isObject(e.p.spec) ? e.p.spec : {}) as Record<string, unknown>;
     const action = actionOf(e.p);
-    const actionStr = typeof action === 'string' ? action : JSON.stringify(action) ?? String(action);
+    const actionStr = typeof action === 'string' ? action : (JSON.stringify(action) ?? String(action));
     const hasTargetRefs = (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0) || (spec.targetRef !== undefined && spec.targetRef !== null);
     const hasSelector = spec.selector !== undefined && spec.selector !== null;
     // unrecognised actions fail closed, except a mis-cased "allow" (an invalid ALLOW is fail-safe too)
@@ -282,17 +335,22 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
 
     let status: PolicyStatus;
     let note = '';
-    if (e.ns === null) { status = 'ignored'; note = 'it has no namespace, so it cannot be placed'; }
-    else if (action === 'AUDIT' || action === 'CUSTOM') { status = 'ignored'; note = `action ${action} is not enforced at L4`; }
-    else if (hasTargetRefs && !hasSelector) { status = 'ignored'; note = 'it has targetRefs (enforced by a waypoint)'; }
-    else if (chk.errors.length > 0) status = deny ? 'invalid-deny-all' : 'invalid-allow-nothing';
+    if (e.ns === null) {
+      status = 'ignored';
+      note = 'it has no namespace, so it cannot be placed';
+    } else if (action === 'AUDIT' || action === 'CUSTOM') {
+      status = 'ignored';
+      note = `action ${action} is not enforced at L4`;
+    } else if (hasTargetRefs && !hasSelector) {
+      status = 'ignored';
+      note = 'it has targetRefs (enforced by a waypoint)';
+    } else if (chk.errors.length > 0) status = deny ? 'invalid-deny-all' : 'invalid-allow-nothing';
     else status = 'enforced';
 
     const selectorErrors = chk.errors.some((m) => m.startsWith('spec.selector'));
     const selector = status === 'ignored' ? null : selectorPairs(spec, selectorErrors);
-    const scope: PolicyScope = status === 'ignored' ? 'none'
-      : e.ns === rootNamespace ? (selector ? 'global-selector' : 'global')
-        : (selector ? 'workload-selector' : 'namespace');
+    const scope: PolicyScope =
+      status === 'ignored' ? 'none' : e.ns === rootNamespace ? (selector ? 'global-selector' : 'global') : selector ? 'workload-selector' : 'namespace';
     const rulesWritten = Array.isArray(spec.rules) ? spec.rules.length : 0;
 
     let cp: CompiledPolicy | null = null;
@@ -314,14 +372,22 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
     if (cp) {
       compiled.push(cp);
       compiledNs.push(e.ns!);
-      if (deny) stats.deny++; else stats.allow++;
+      if (deny) stats.deny++;
+      else stats.allow++;
     }
     descriptions.push({
-      policy: e.key, namespace: e.ns ?? '', name: e.name, action: actionStr, scope,
+      policy: e.key,
+      namespace: e.ns ?? '',
+      name: e.name,
+      action: actionStr,
+      scope,
       selector: selector ? Object.fromEntries(selector) : null,
-      status, effect: effectOf(status, deny, note),
-      rules: rulesWritten, enforcedRules: cp ? cp.rules.length : 0,
-      errors: chk.errors, warnings: chk.warnings,
+      status,
+      effect: effectOf(status, deny, note),
+      rules: rulesWritten,
+      enforcedRules: cp ? cp.rules.length : 0,
+      errors: chk.errors,
+      warnings: chk.warnings,
     });
   }
   return new PolicyIndex(compiled, compiledNs, descriptions, stats, rootNamespace, trustDomain);

@@ -54,17 +54,32 @@ export class Ctx {
     return this.sk;
   }
 
-  get principal(): string | null { if (!this.idDone) this.identity(); return this.p; }
-  get namespace(): string | null { if (!this.idDone) this.identity(); return this.n; }
-  get trustDomain(): string | null { if (!this.idDone) this.identity(); return this.t; }
+  get principal(): string | null {
+    if (!this.idDone) this.identity();
+    return this.p;
+  }
+  get namespace(): string | null {
+    if (!this.idDone) this.identity();
+    return this.n;
+  }
+  get trustDomain(): string | null {
+    if (!this.idDone) this.identity();
+    return this.t;
+  }
 
   get srcIp(): IpAddr | null {
-    if (!this.srcDone) { this.srcDone = true; this.srcA = parseIp(this.conn.src.ip); }
+    if (!this.srcDone) {
+      this.srcDone = true;
+      this.srcA = parseIp(this.conn.src.ip);
+    }
     return this.srcA;
   }
 
   get dstIp(): IpAddr | null {
-    if (!this.dstDone) { this.dstDone = true; this.dstA = parseIp(this.conn.dst.ip); }
+    if (!this.dstDone) {
+      this.dstDone = true;
+      this.dstA = parseIp(this.conn.dst.ip);
+    }
     return this.dstA;
   }
 }
@@ -117,8 +132,14 @@ function rewritePrincipal(v: string, td: string): string {
 
 function strPred(get: (c: Ctx) => string | null, m: StrMatcher, negative: boolean): Pred {
   return negative
-    ? (c) => { const v = get(c); return v === null || !m.test(v); }
-    : (c) => { const v = get(c); return v !== null && m.test(v); };
+    ? (c) => {
+        const v = get(c);
+        return v === null || !m.test(v);
+      }
+    : (c) => {
+        const v = get(c);
+        return v !== null && m.test(v);
+      };
 }
 
 function makePred(attr: L4Attr, values: string[], negative: boolean, cc: CompileCtx): Pred {
@@ -132,16 +153,28 @@ function makePred(attr: L4Attr, values: string[], negative: boolean, cc: Compile
     case 'serviceAccount': {
       const set = new Set(values.map((v) => (v.includes('/') ? v : `${cc.policyNamespace}/${v}`)));
       return negative
-        ? (c) => { const k = c.saKey; return k === null || !set.has(k); }
-        : (c) => { const k = c.saKey; return k !== null && set.has(k); };
+        ? (c) => {
+            const k = c.saKey;
+            return k === null || !set.has(k);
+          }
+        : (c) => {
+            const k = c.saKey;
+            return k !== null && set.has(k);
+          };
     }
     case 'sourceIp':
     case 'destinationIp': {
       const set = new IpSet(values.map((v) => parseCidr(v)).filter((r): r is IpRange => r !== null));
       const src = attr === 'sourceIp';
       return negative
-        ? (c) => { const a = src ? c.srcIp : c.dstIp; return a === null || !set.has(a); }
-        : (c) => { const a = src ? c.srcIp : c.dstIp; return a !== null && set.has(a); };
+        ? (c) => {
+            const a = src ? c.srcIp : c.dstIp;
+            return a === null || !set.has(a);
+          }
+        : (c) => {
+            const a = src ? c.srcIp : c.dstIp;
+            return a !== null && set.has(a);
+          };
     }
     case 'destinationPort': {
       const set = new Set(values.map(Number));
@@ -168,7 +201,10 @@ function compileEntry(o: Record<string, unknown>, fields: typeof SOURCE_FIELD_LI
   for (const [name, def] of fields) {
     const values = strings(o[name]);
     if (values.length === 0) continue;
-    if (!fieldIsL4(def, cc.mode)) { http = true; continue; }
+    if (!fieldIsL4(def, cc.mode)) {
+      http = true;
+      continue;
+    }
     preds.push(makePred(def.attr!, values, def.negative, cc));
   }
   return { preds, http };
@@ -183,7 +219,10 @@ export function compileRule(rule: Record<string, unknown>, index: number, deny: 
     if (entries.some((e) => e.length === 0)) return;
     clauses.push(entries);
   };
-  for (const [list, key, fields] of [[rule.to, 'operation', OPERATION_FIELD_LIST], [rule.from, 'source', SOURCE_FIELD_LIST]] as const) {
+  for (const [list, key, fields] of [
+    [rule.to, 'operation', OPERATION_FIELD_LIST],
+    [rule.from, 'source', SOURCE_FIELD_LIST],
+  ] as const) {
     if (!Array.isArray(list)) continue;
     const entries: Pred[][] = [];
     for (const item of list as Array<Record<string, unknown>>) {
@@ -196,7 +235,10 @@ export function compileRule(rule: Record<string, unknown>, index: number, deny: 
   if (Array.isArray(rule.when)) {
     for (const w of rule.when as Array<Record<string, unknown>>) {
       const cls = classifyWhenKey(String(w.key), cc.mode);
-      if (cls.status !== 'l4') { http = true; continue; }
+      if (cls.status !== 'l4') {
+        http = true;
+        continue;
+      }
       const preds: Pred[] = [];
       const values = strings(w.values);
       const notValues = strings(w.notValues);

@@ -42,14 +42,7 @@ export interface PolicyCheck {
 export type ValueKind = 'pattern' | 'trustDomain' | 'serviceAccount' | 'ip' | 'port' | 'string';
 
 /** L4 attributes a rule can match on (the engine's vocabulary). */
-export type L4Attr =
-  | 'principal'
-  | 'namespace'
-  | 'serviceAccount'
-  | 'trustDomain'
-  | 'sourceIp'
-  | 'destinationIp'
-  | 'destinationPort';
+export type L4Attr = 'principal' | 'namespace' | 'serviceAccount' | 'trustDomain' | 'sourceIp' | 'destinationIp' | 'destinationPort';
 
 interface FieldDef {
   kind: ValueKind;
@@ -148,7 +141,7 @@ const TO_KEYS = ['operation'];
 const WHEN_KEYS = ['key', 'values', 'notValues'];
 
 function q(v: unknown): string {
-  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+  const s = typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
   return s.length > 200 ? s.slice(0, 200) + '…' : s;
 }
 
@@ -274,7 +267,8 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
   // action
   const action = actionOf(p);
   if (action === 'AUDIT' || action === 'CUSTOM') errors.push(`spec.action: ${q(action)} is not supported at L4 (ALLOW or DENY)`);
-  else if (action !== 'ALLOW' && action !== 'DENY') errors.push(`spec.action: ${q(action)} is not an action (ALLOW or DENY; AUDIT and CUSTOM are not supported at L4)`);
+  else if (action !== 'ALLOW' && action !== 'DENY')
+    errors.push(`spec.action: ${q(action)} is not an action (ALLOW or DENY; AUDIT and CUSTOM are not supported at L4)`);
   if (!isAbsent(spec.provider) && action !== 'CUSTOM') errors.push(`spec.provider: only allowed with action CUSTOM`);
 
   // selector / targetRefs
@@ -292,7 +286,10 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       } else if (isObj(ml) && Object.keys(ml).length > 0) {
         for (const [k, v] of Object.entries(ml)) {
           const path = `spec.selector.matchLabels[${q(k)}]`;
-          if (typeof v !== 'string') { errors.push(`${path}: must be a string, got ${q(v)}`); continue; }
+          if (typeof v !== 'string') {
+            errors.push(`${path}: must be a string, got ${q(v)}`);
+            continue;
+          }
           const kp = labelKeyProblem(k);
           if (kp) errors.push(`${path}: ${kp}`);
           const vp = labelValueProblem(v);
@@ -326,11 +323,15 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
     errors.push(`spec.rules: must be a list, got ${q(spec.rules)}`);
     return { errors, warnings };
   }
-  if (spec.rules.length === 0 && action === 'DENY') warnings.push('spec.rules: DENY policy with empty rules never matches (add `rules: [{}]` to deny everything)');
+  if (spec.rules.length === 0 && action === 'DENY')
+    warnings.push('spec.rules: DENY policy with empty rules never matches (add `rules: [{}]` to deny everything)');
 
   spec.rules.forEach((rule: unknown, i: number) => {
     const rp = `spec.rules[${i}]`;
-    if (!isObj(rule)) { errors.push(`${rp}: must be a mapping, got ${q(rule)}`); return; }
+    if (!isObj(rule)) {
+      errors.push(`${rp}: must be a mapping, got ${q(rule)}`);
+      return;
+    }
     unknownKeys(rule, RULE_KEYS, rp, errors);
 
     if (!isAbsent(rule.from)) {
@@ -339,10 +340,16 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       else {
         rule.from.forEach((f: unknown, j: number) => {
           const fp = `${rp}.from[${j}]`;
-          if (!isObj(f)) { errors.push(`${fp}: must be a mapping, got ${q(f)}`); return; }
+          if (!isObj(f)) {
+            errors.push(`${fp}: must be a mapping, got ${q(f)}`);
+            return;
+          }
           unknownKeys(f, FROM_KEYS, fp, errors);
           const src = f.source;
-          if (!isObj(src)) { errors.push(`${fp}.source: ${!isAbsent(src) ? `must be a mapping, got ${q(src)}` : 'required'}`); return; }
+          if (!isObj(src)) {
+            errors.push(`${fp}.source: ${!isAbsent(src) ? `must be a mapping, got ${q(src)}` : 'required'}`);
+            return;
+          }
           const sp = `${fp}.source`;
           unknownKeys(src, SOURCE_KEYS, sp, errors);
           let any = false;
@@ -354,8 +361,10 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
             }
           }
           if (!any) errors.push(`${sp}: must not be empty`);
-          if ((nonEmpty(src.serviceAccounts) || nonEmpty(src.notServiceAccounts)) &&
-              (nonEmpty(src.principals) || nonEmpty(src.notPrincipals) || nonEmpty(src.namespaces) || nonEmpty(src.notNamespaces))) {
+          if (
+            (nonEmpty(src.serviceAccounts) || nonEmpty(src.notServiceAccounts)) &&
+            (nonEmpty(src.principals) || nonEmpty(src.notPrincipals) || nonEmpty(src.namespaces) || nonEmpty(src.notNamespaces))
+          ) {
             errors.push(`${sp}: cannot set serviceAccounts with namespaces or principals`);
           }
         });
@@ -368,10 +377,16 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       else {
         rule.to.forEach((t: unknown, j: number) => {
           const tp = `${rp}.to[${j}]`;
-          if (!isObj(t)) { errors.push(`${tp}: must be a mapping, got ${q(t)}`); return; }
+          if (!isObj(t)) {
+            errors.push(`${tp}: must be a mapping, got ${q(t)}`);
+            return;
+          }
           unknownKeys(t, TO_KEYS, tp, errors);
           const op = t.operation;
-          if (!isObj(op)) { errors.push(`${tp}.operation: ${!isAbsent(op) ? `must be a mapping, got ${q(op)}` : 'required'}`); return; }
+          if (!isObj(op)) {
+            errors.push(`${tp}.operation: ${!isAbsent(op) ? `must be a mapping, got ${q(op)}` : 'required'}`);
+            return;
+          }
           const op_ = `${tp}.operation`;
           unknownKeys(op, OPERATION_KEYS, op_, errors);
           let any = false;
@@ -392,12 +407,18 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       else {
         rule.when.forEach((w: unknown, j: number) => {
           const wp = `${rp}.when[${j}]`;
-          if (!isObj(w)) { errors.push(`${wp}: must be a mapping, got ${q(w)}`); return; }
+          if (!isObj(w)) {
+            errors.push(`${wp}: must be a mapping, got ${q(w)}`);
+            return;
+          }
           unknownKeys(w, WHEN_KEYS, wp, errors);
           const key = collect(errors, () => nonEmptyStr(w.key, `${wp}.key`));
           if (key === undefined) return;
           const cls = classifyWhenKey(key, mode);
-          if (cls.status === 'error') { errors.push(`${wp}.key: ${cls.message}`); return; }
+          if (cls.status === 'error') {
+            errors.push(`${wp}.key: ${cls.message}`);
+            return;
+          }
           const vals = checkList(w.values, cls.kind, `${wp}.values`, errors);
           const nvals = checkList(w.notValues, cls.kind, `${wp}.notValues`, errors);
           if ((vals?.length ?? 0) === 0 && (nvals?.length ?? 0) === 0) errors.push(`${wp}: at least one of values or notValues must be set for key ${q(key)}`);

@@ -117,15 +117,23 @@ export interface ConnectionRecord {
 
 export function dumpRecord(r: TrackedConnection): ConnectionRecord {
   return {
-    id: r.id, pod: r.pod, direction: r.direction, src: formatHostPort(r.src),
+    id: r.id,
+    pod: r.pod,
+    direction: r.direction,
+    src: formatHostPort(r.src),
     ...(r.claimedSrc ? { claimedSrc: formatClaimed(r.claimedSrc) } : {}),
-    dst: formatHostPort(r.dst), via: r.via, peerIdentity: r.peerIdentity,
+    dst: formatHostPort(r.dst),
+    via: r.via,
+    peerIdentity: r.peerIdentity,
     ...(r.peerCertSerial !== null ? { peerCertSerial: r.peerCertSerial } : {}),
     ...(r.service !== null ? { service: r.service } : {}),
     ...(r.endpoint ? { endpoint: formatHostPort(r.endpoint) } : {}),
-    bytesSent: r.bytesSent, bytesReceived: r.bytesReceived,
-    start: new Date(r.startMs).toISOString(), end: r.endMs === null ? null : new Date(r.endMs).toISOString(),
-    state: recordState(r), reason: recordReason(r),
+    bytesSent: r.bytesSent,
+    bytesReceived: r.bytesReceived,
+    start: new Date(r.startMs).toISOString(),
+    end: r.endMs === null ? null : new Date(r.endMs).toISOString(),
+    state: recordState(r),
+    reason: recordReason(r),
   };
 }
 
@@ -137,15 +145,31 @@ export class ConnectionTracker extends EventEmitter {
   private readonly open = new Map<number, Mutable<TrackedConnection>>();
   private readonly closed: TrackedConnection[] = [];
 
-  constructor(private readonly keepClosed = 1000, private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly keepClosed = 1000,
+    private readonly now: () => number = Date.now,
+  ) {
     super();
   }
 
   begin(s: ConnectionStart): TrackedConnection {
     const rec: Mutable<TrackedConnection> = {
-      id: this.nextId++, pod: s.pod, direction: s.direction, via: s.via, src: s.src, claimedSrc: s.claimedSrc ?? null, dst: s.dst,
-      service: s.service ?? null, endpoint: s.endpoint ?? null, peerIdentity: s.peerIdentity ?? null, peerCertSerial: s.peerCertSerial ?? null,
-      startMs: this.now(), endMs: null, bytesSent: 0, bytesReceived: 0, outcome: null,
+      id: this.nextId++,
+      pod: s.pod,
+      direction: s.direction,
+      via: s.via,
+      src: s.src,
+      claimedSrc: s.claimedSrc ?? null,
+      dst: s.dst,
+      service: s.service ?? null,
+      endpoint: s.endpoint ?? null,
+      peerIdentity: s.peerIdentity ?? null,
+      peerCertSerial: s.peerCertSerial ?? null,
+      startMs: this.now(),
+      endMs: null,
+      bytesSent: 0,
+      bytesReceived: 0,
+      outcome: null,
     };
     this.open.set(rec.id, rec);
     this.emit('open', rec);

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the three paths of a captured connection (outbound, inbound plaintext, inbound HBONE) share one context, policy re-check and record keeping; service choice and Forwarded parsing are in services.ts and forwarded.ts.
 /**
  * What the agent does with a captured connection:
  *
@@ -95,7 +96,10 @@ interface LiveInbound {
 }
 
 /** A service VIP's connection: the service and the endpoint chosen. */
-interface ServiceVia { service?: string; endpoint?: HostPort }
+interface ServiceVia {
+  service?: string;
+  endpoint?: HostPort;
+}
 
 function baggage(p: PodInfo): string {
   const app = p.labels['app.kubernetes.io/name'] ?? p.labels.app ?? p.name;
@@ -120,7 +124,9 @@ export class MeshProxy {
   /** Counts a data-path socket until it closes. */
   private trackSocket(sock: net.Socket, reporter: SocketReporter): void {
     this.socketsOpen[reporter]++;
-    sock.once('close', () => { this.socketsOpen[reporter]--; });
+    sock.once('close', () => {
+      this.socketsOpen[reporter]--;
+    });
   }
 
   /** Sockets of the data path open now, by reporter. */
@@ -138,7 +144,11 @@ export class MeshProxy {
     if (!(await this.dials.acquire(5000))) {
       this.d.count('limit_dials');
       this.d.onLimit?.('limit_dials', `${this.dials.max} connections are already being opened and ${this.dials.maxQueue} wait (limits.maxPendingDials)`);
-      throw new AmbientError('LIMIT_DIALS', `${this.dials.max} connections are being opened already (maxPendingDials)`, 'raise limits.maxPendingDials, or look for a destination that stopped answering SYNs');
+      throw new AmbientError(
+        'LIMIT_DIALS',
+        `${this.dials.max} connections are being opened already (maxPendingDials)`,
+        'raise limits.maxPendingDials, or look for a destination that stopped answering SYNs',
+      );
     }
     let s: net.Socket;
     try {
@@ -171,7 +181,9 @@ export class MeshProxy {
   private own(client: net.Socket): void {
     this.clients.add(client);
     client.once('close', () => this.clients.delete(client));
-    client.on('error', () => { /* reported through the relay */ });
+    client.on('error', () => {
+      /* reported through the relay */
+    });
     client.setNoDelay(true);
   }
 
@@ -188,13 +200,20 @@ export class MeshProxy {
       windows: this.windows,
       liveness: this.liveness,
       // liveness options come from the HBONE listener (socketOptions('hbone')), inherited by what it accepts
-      tuneSocket: (s) => { this.trackSocket(s, 'destination'); },
+      tuneSocket: (s) => {
+        this.trackSocket(s, 'destination');
+      },
       trustDomain: d.trustDomain,
       // a stalled or truncated handshake holds a socket at most this long
       handshakeTimeoutMs: 5000,
       getServerCert: async (localAddress) => {
         const pod = d.localPodByIp(localAddress);
-        if (!pod) throw new AmbientError('HBONE_IDENTITY', `no enrolled pod has address ${localAddress}`, 'an HBONE connection arrived for an address no enrolled pod of this node has (the pod is gone or not enrolled yet)');
+        if (!pod)
+          throw new AmbientError(
+            'HBONE_IDENTITY',
+            `no enrolled pod has address ${localAddress}`,
+            'an HBONE connection arrived for an address no enrolled pod of this node has (the pod is gone or not enrolled yet)',
+          );
         const c = await d.identities.get(pod.identity);
         return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
       },
@@ -209,22 +228,41 @@ export class MeshProxy {
         const r = d.authorize({ pod: pod.info, ip: target.ip, port: target.port }, src);
         if (!r.allow) {
           d.count('policy_denied');
-          d.log.info('connection denied by policy', { pod: pod.key, src: src.ip, peer: peer.id, dst: formatHostPort(target), policy: r.policy, reason: r.reason, via: 'hbone' });
+          d.log.info('connection denied by policy', {
+            pod: pod.key,
+            src: src.ip,
+            peer: peer.id,
+            dst: formatHostPort(target),
+            policy: r.policy,
+            reason: r.reason,
+            via: 'hbone',
+          });
         }
         return r.allow ? 'allow' : 'deny';
       },
       connectTarget: async (target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
-        if (!pod || !pod.info.netns) throw new AmbientError('UPSTREAM_FAILED', `no enrolled pod has address ${ctx.local.ip}`, 'the destination pod was unenrolled while its tunnel was opened');
+        if (!pod || !pod.info.netns)
+          throw new AmbientError(
+            'UPSTREAM_FAILED',
+            `no enrolled pod has address ${ctx.local.ip}`,
+            'the destination pod was unenrolled while its tunnel was opened',
+          );
         const sock = await this.dial(pod.info.netns, target, 'app', 'destination');
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {
-          pod, dst: target, src: { ip: ctx.remote.ip, id: ctx.peer.id }, rec: null,
+          pod,
+          dst: target,
+          src: { ip: ctx.remote.ip, id: ctx.peer.id },
+          rec: null,
           kill: () => resetSocket(sock), // the splice turns it into RST_STREAM towards the client
         };
         this.live.add(entry);
         this.liveByTunnel.set(key, entry);
-        sock.once('close', () => { this.live.delete(entry); this.liveByTunnel.delete(key); });
+        sock.once('close', () => {
+          this.live.delete(entry);
+          this.liveByTunnel.delete(key);
+        });
         return sock;
       },
       onConnection: (ev) => this.onServerEvent(ev),
@@ -277,7 +315,10 @@ export class MeshProxy {
     }
     if (!orig) {
       d.count('original_dst_unknown');
-      d.log.once('original_dst_unknown', 'warn', 'outbound connection without an original destination (not made by a captured connect of this pod): reset', { pod: pod.key, src: formatHostPort(src) });
+      d.log.once('original_dst_unknown', 'warn', 'outbound connection without an original destination (not made by a captured connect of this pod): reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+      });
       resetSocket(client);
       return;
     }
@@ -285,7 +326,10 @@ export class MeshProxy {
     // this pod's: a connection of any other origin is never forwarded as the pod
     if (pod.cgroupId === null || orig.cgroupId !== pod.cgroupId) {
       d.count('original_dst_foreign');
-      d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: formatHostPort(src) });
+      d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+      });
       resetSocket(client);
       return;
     }
@@ -295,7 +339,11 @@ export class MeshProxy {
     const ageNs = process.hrtime.bigint() - orig.createdNs;
     if (ageNs > ORIGINAL_DST_MAX_AGE_NS || ageNs < -1_000_000_000n) {
       d.count('original_dst_stale');
-      d.log.once('original_dst_stale', 'warn', 'outbound connection whose original-destination entry is too old to be its own: reset', { pod: pod.key, src: formatHostPort(src), ageMs: Number(ageNs / 1_000_000n) });
+      d.log.once('original_dst_stale', 'warn', 'outbound connection whose original-destination entry is too old to be its own: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        ageMs: Number(ageNs / 1_000_000n),
+      });
       resetSocket(client);
       return;
     }
@@ -311,7 +359,14 @@ export class MeshProxy {
       const ep = this.pickEndpoint(svc.service, svc.port);
       if (!ep) {
         d.count('service_no_endpoint');
-        const rec = d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'passthrough', service: `${svc.service.namespace}/${svc.service.name}` });
+        const rec = d.tracker.begin({
+          pod: pod.key,
+          direction: 'outbound',
+          src,
+          dst,
+          via: 'passthrough',
+          service: `${svc.service.namespace}/${svc.service.name}`,
+        });
         this.failOutbound(rec, client, { kind: 'no_endpoint' }, `service ${svc.service.hostname} port ${svc.port.port} has no ready endpoint`);
         return;
       }
@@ -334,35 +389,51 @@ export class MeshProxy {
 
   private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: ServiceVia): void {
     const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'passthrough', ...via });
-    this.dial(pod.info.netns!, target, 'remote', 'source').then((up) => {
-      if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, CLIENT_GONE); return; }
-      up.setNoDelay(true);
-      relay(client, up, rec, this.d.tracker);
-      client.resume();
-    }, (e: unknown) => this.failOutbound(rec, client, dialFailed(e), (e as Error)?.message ?? String(e)));
+    this.dial(pod.info.netns!, target, 'remote', 'source').then(
+      (up) => {
+        if (client.destroyed) {
+          up.destroy();
+          this.d.tracker.finish(rec, CLIENT_GONE);
+          return;
+        }
+        up.setNoDelay(true);
+        relay(client, up, rec, this.d.tracker);
+        client.resume();
+      },
+      (e: unknown) => this.failOutbound(rec, client, dialFailed(e), (e as Error)?.message ?? String(e)),
+    );
   }
 
   private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, dstPod: PodInfo, via: ServiceVia): void {
     const dstId = this.spiffeOf(dstPod);
     const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'hbone', peerIdentity: dstId, ...via });
-    this.poolFor(pod).connect({
-      srcId: pod.identity,
-      dstId,
-      dstAddr: { ip: target.ip, port: this.d.ports.hbone },
-      target,
-      headers: { forwardedFor: src, baggage: baggage(pod.info) },
-    }).then((stream: HboneStream) => {
-      if (client.destroyed) { stream.destroy(); this.d.tracker.finish(rec, CLIENT_GONE); return; }
-      spliceStreamSocket(stream, client, (r) => {
-        const end: Outcome = r.resetBy ? { kind: 'reset', by: r.resetBy === 'socket' ? 'client' : 'peer' } : CLOSED;
-        this.d.tracker.finish(rec, end, { sent: r.bytesSocketToStream, received: r.bytesStreamToSocket });
-      });
-      client.resume();
-    }, (e: unknown) => {
-      const end = hboneFailed(e);
-      this.d.count(e instanceof HboneError ? `hbone_client_${end.code.toLowerCase()}` : 'hbone_client_error');
-      this.failOutbound(rec, client, end, (e as Error)?.message ?? String(e));
-    });
+    this.poolFor(pod)
+      .connect({
+        srcId: pod.identity,
+        dstId,
+        dstAddr: { ip: target.ip, port: this.d.ports.hbone },
+        target,
+        headers: { forwardedFor: src, baggage: baggage(pod.info) },
+      })
+      .then(
+        (stream: HboneStream) => {
+          if (client.destroyed) {
+            stream.destroy();
+            this.d.tracker.finish(rec, CLIENT_GONE);
+            return;
+          }
+          spliceStreamSocket(stream, client, (r) => {
+            const end: Outcome = r.resetBy ? { kind: 'reset', by: r.resetBy === 'socket' ? 'client' : 'peer' } : CLOSED;
+            this.d.tracker.finish(rec, end, { sent: r.bytesSocketToStream, received: r.bytesStreamToSocket });
+          });
+          client.resume();
+        },
+        (e: unknown) => {
+          const end = hboneFailed(e);
+          this.d.count(e instanceof HboneError ? `hbone_client_${end.code.toLowerCase()}` : 'hbone_client_error');
+          this.failOutbound(rec, client, end, (e as Error)?.message ?? String(e));
+        },
+      );
   }
 
   private failOutbound(rec: TrackedConnection, client: net.Socket, end: Outcome, message: string): void {
@@ -381,7 +452,11 @@ export class MeshProxy {
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
     if (dst.ip !== pod.info.ip || own.has(dst.port)) {
       d.count('inbound_bad_destination');
-      d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', { pod: pod.key, src: formatHostPort(src), dst: formatHostPort(dst) });
+      d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        dst: formatHostPort(dst),
+      });
       resetSocket(client);
       return;
     }
@@ -389,7 +464,14 @@ export class MeshProxy {
     const decision = d.authorize({ pod: pod.info, ip: dst.ip, port: dst.port }, peer);
     if (!decision.allow) {
       d.count('policy_denied');
-      d.log.info('connection denied by policy', { pod: pod.key, src: formatHostPort(src), dst: formatHostPort(dst), policy: decision.policy, reason: decision.reason, via: 'plaintext' });
+      d.log.info('connection denied by policy', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        dst: formatHostPort(dst),
+        policy: decision.policy,
+        reason: decision.reason,
+        via: 'plaintext',
+      });
       const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst, via: 'inbound-plaintext' });
       d.tracker.finish(rec, { kind: 'denied', policy: decision.policy, why: decision.reason });
       resetSocket(client);
@@ -397,19 +479,35 @@ export class MeshProxy {
     }
     const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst, via: 'inbound-plaintext' });
     client.pause();
-    this.dial(pod.info.netns!, dst, 'app', 'destination').then((up) => {
-      if (client.destroyed) { up.destroy(); d.tracker.finish(rec, CLIENT_GONE); return; }
-      up.setNoDelay(true);
-      const entry: LiveInbound = { pod, dst, src: peer, rec, kill: () => { resetSocket(client); resetSocket(up); } };
-      this.live.add(entry);
-      client.once('close', () => this.live.delete(entry));
-      relay(client, up, rec, d.tracker);
-      client.resume();
-    }, (e: unknown) => {
-      d.count('app_connect_failed');
-      d.tracker.finish(rec, dialFailed(e));
-      resetSocket(client);
-    });
+    this.dial(pod.info.netns!, dst, 'app', 'destination').then(
+      (up) => {
+        if (client.destroyed) {
+          up.destroy();
+          d.tracker.finish(rec, CLIENT_GONE);
+          return;
+        }
+        up.setNoDelay(true);
+        const entry: LiveInbound = {
+          pod,
+          dst,
+          src: peer,
+          rec,
+          kill: () => {
+            resetSocket(client);
+            resetSocket(up);
+          },
+        };
+        this.live.add(entry);
+        client.once('close', () => this.live.delete(entry));
+        relay(client, up, rec, d.tracker);
+        client.resume();
+      },
+      (e: unknown) => {
+        d.count('app_connect_failed');
+        d.tracker.finish(rec, dialFailed(e));
+        resetSocket(client);
+      },
+    );
   }
 
   /** HBONE server tunnels become connection records; rejections are counted by reason. */
@@ -420,9 +518,14 @@ export class MeshProxy {
       case 'tunnel_open': {
         const pod = d.localPodByIp(ev.ctx.local.ip);
         const rec = d.tracker.begin({
-          pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: ev.ctx.remote,
+          pod: pod?.key ?? ev.ctx.local.ip,
+          direction: 'inbound',
+          src: ev.ctx.remote,
           claimedSrc: ev.ctx.forwarded ? parseForwardedFor(ev.ctx.forwarded) : null,
-          dst: ev.ctx.target, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id, peerCertSerial: ev.ctx.peer.serial,
+          dst: ev.ctx.target,
+          via: 'inbound-hbone',
+          peerIdentity: ev.ctx.peer.id,
+          peerCertSerial: ev.ctx.peer.serial,
         });
         this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
         const live = this.liveByTunnel.get(`${ev.ctx.connectionId}/${ev.ctx.streamId}`);
@@ -443,13 +546,24 @@ export class MeshProxy {
           // like a denied plaintext connection: a failed record (config_dump, metrics with response_flags DENY)
           const pod = d.localPodByIp(ev.local.ip);
           const rec = d.tracker.begin({
-            pod: pod?.key ?? ev.local.ip, direction: 'inbound', src: ev.remote,
+            pod: pod?.key ?? ev.local.ip,
+            direction: 'inbound',
+            src: ev.remote,
             claimedSrc: ev.forwarded ? parseForwardedFor(ev.forwarded) : null,
-            dst: ev.target, via: 'inbound-hbone', peerIdentity: ev.peer?.id ?? null,
+            dst: ev.target,
+            via: 'inbound-hbone',
+            peerIdentity: ev.peer?.id ?? null,
           });
           d.tracker.finish(rec, { kind: 'denied', policy: null, why: 'HBONE 401' });
         }
-        d.log.once(`hbone_rejected_${ev.reason}`, 'warn', 'HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
+        d.log.once(`hbone_rejected_${ev.reason}`, 'warn', 'HBONE request rejected', {
+          reason: ev.reason,
+          message: ev.message,
+          status: ev.status,
+          remote: ev.remote,
+          peer: ev.peer?.id,
+          target: ev.target,
+        });
         return;
       default:
         return;
@@ -468,7 +582,14 @@ export class MeshProxy {
       closed++;
       this.live.delete(c);
       this.d.count('policy_revoked');
-      this.d.log.info('live connection closed: denied by a policy change', { pod: c.pod.key, src: c.src.ip, peer: c.src.id, dst: formatHostPort(c.dst), policy: r.policy, reason: r.reason });
+      this.d.log.info('live connection closed: denied by a policy change', {
+        pod: c.pod.key,
+        src: c.src.ip,
+        peer: c.src.id,
+        dst: formatHostPort(c.dst),
+        policy: r.policy,
+        reason: r.reason,
+      });
       if (c.rec) this.d.tracker.revoke(c.rec, r.policy);
       c.kill();
     }

@@ -38,8 +38,16 @@ export type OutcomeKind = Outcome['kind'];
 
 /** Every kind, once (a Record over the union: adding a kind without listing it here does not compile). */
 const KINDS: Record<OutcomeKind, true> = {
-  closed: true, reset: true, socket_error: true, client_gone: true, denied: true, revoked: true,
-  no_endpoint: true, upstream_failed: true, limit: true, hbone_failed: true,
+  closed: true,
+  reset: true,
+  socket_error: true,
+  client_gone: true,
+  denied: true,
+  revoked: true,
+  no_endpoint: true,
+  upstream_failed: true,
+  limit: true,
+  hbone_failed: true,
 };
 export const OUTCOME_KINDS = Object.keys(KINDS) as readonly OutcomeKind[];
 export const RESET_BY: readonly ResetBy[] = ['client', 'peer', 'upstream', 'server'];

@@ -15,11 +15,13 @@ export function relay(client: net.Socket, upstream: net.Socket, rec: TrackedConn
     if (++closed < 2) return;
     tracker.finish(rec, failed ?? CLOSED, { sent: client.bytesRead, received: client.bytesWritten });
   };
-  const onError = (other: net.Socket, side: 'client' | 'upstream') => (e: NodeJS.ErrnoException): void => {
-    const code = e.code ?? 'ERROR';
-    if (!failed) failed = code === 'ECONNRESET' ? { kind: 'reset', by: side } : { kind: 'socket_error', side, errno: code };
-    reset(other);
-  };
+  const onError =
+    (other: net.Socket, side: 'client' | 'upstream') =>
+    (e: NodeJS.ErrnoException): void => {
+      const code = e.code ?? 'ERROR';
+      if (!failed) failed = code === 'ECONNRESET' ? { kind: 'reset', by: side } : { kind: 'socket_error', side, errno: code };
+      reset(other);
+    };
   client.on('error', onError(upstream, 'client'));
   upstream.on('error', onError(client, 'upstream'));
   client.once('close', done);

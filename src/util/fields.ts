@@ -14,7 +14,12 @@ import { DNS1123_LABEL_RULE, DNS1123_SUBDOMAIN_RULE, IANA_SVC_NAME_RULE, isDns11
 export type Obj = Record<string, unknown>;
 
 export class FieldError extends AmbientError {
-  constructor(readonly field: string, readonly problem: string, code: ErrorCode = 'K8S_OBJECT_INVALID', hint = `fix ${field}`) {
+  constructor(
+    readonly field: string,
+    readonly problem: string,
+    code: ErrorCode = 'K8S_OBJECT_INVALID',
+    hint = `fix ${field}`,
+  ) {
     super(code, `${field}: ${problem}`, hint);
     this.name = 'FieldError';
   }
@@ -22,7 +27,7 @@ export class FieldError extends AmbientError {
 
 /** A value for a message: JSON, at most 80 characters. */
 export function show(v: unknown): string {
-  const s = v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v);
+  const s = v === undefined ? 'undefined' : (JSON.stringify(v) ?? String(v));
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 

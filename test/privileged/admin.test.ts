@@ -128,10 +128,16 @@ test('a closed connection leaves one access-log JSON line with src, dst, identit
   assert.equal(r.stdout, payload);
   const dst = `${pod('n1-p2').ip}:8081`;
   const rec = await until('the connection closed in config_dump', async () =>
-    (await dump('n1')).connections.filter((c) => c.dst === dst && c.state === 'closed' && c.bytesSent === payload.length).pop());
-  const line = await until('the access-log line', () => fs.readFileSync(node('n1').log, 'utf8').split('\n')
-    .filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    .find((j) => j.scope === 'ambientd.access' && j.connectionId === rec.id));
+    (await dump('n1')).connections.filter((c) => c.dst === dst && c.state === 'closed' && c.bytesSent === payload.length).pop(),
+  );
+  const line = await until('the access-log line', () =>
+    fs
+      .readFileSync(node('n1').log, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((j) => j.scope === 'ambientd.access' && j.connectionId === rec.id),
+  );
   assert.equal(line.level, 'info');
   assert.equal(line.msg, 'connection');
   assert.equal(line.direction, 'outbound');

@@ -97,11 +97,12 @@ function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
       else lines.push(line);
     }
   });
-  return () => new Promise<string>((resolve) => {
-    const line = lines.shift();
-    if (line !== undefined) resolve(line);
-    else waiting.push(resolve);
-  });
+  return () =>
+    new Promise<string>((resolve) => {
+      const line = lines.shift();
+      if (line !== undefined) resolve(line);
+      else waiting.push(resolve);
+    });
 }
 
 /** Netns inode of every thread of this process. */
@@ -162,8 +163,7 @@ describe('native addon (privileged)', () => {
     a = loadNative();
     tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-native-'));
     objPath = path.join(tmpDir, 'ambient.bpf.o');
-    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu',
-      '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', objPath]);
+    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', objPath]);
     fs.mkdirSync(pinDir);
     fs.mkdirSync(cgDir);
     sh('ip', ['netns', 'add', nsName]);
@@ -173,7 +173,11 @@ describe('native addon (privileged)', () => {
 
   after(() => {
     tryAll([
-      ...skMsgAttached.map(([p, m]) => () => void a.detachSkMsg(p, m)),
+      ...skMsgAttached.map(
+        ([p, m]) =>
+          () =>
+            void a.detachSkMsg(p, m),
+      ),
       ...[...fds].map((fd) => () => void a.closeFd(fd)),
       ...[...handles].map((h) => () => h.close()),
       () => fs.rmSync(pinDir, { recursive: true, force: true }),
@@ -361,7 +365,9 @@ describe('native addon (privileged)', () => {
     // A program the verifier rejects: lastLog() holds the verifier's reason.
     const src = path.join(tmpDir, 'bad.bpf.c');
     const obj = path.join(tmpDir, 'bad.bpf.o');
-    fs.writeFileSync(src, `
+    fs.writeFileSync(
+      src,
+      `
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } bad_map SEC(".maps");
@@ -371,7 +377,8 @@ SEC("sk_lookup") int bad_prog(struct bpf_sk_lookup *ctx) {
   return *v ? SK_PASS : SK_DROP; /* no NULL check */
 }
 char LICENSE[] SEC("license") = "GPL";
-`);
+`,
+    );
     sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', src, '-o', obj]);
     const badDir = `${pinDir}/bad`;
     fs.mkdirSync(badDir);
@@ -551,11 +558,17 @@ char LICENSE[] SEC("license") = "GPL";
     const sock = path.join(tmpDir, 'h.sock');
     const lfd = a.unixListen(sock, 4);
     assert.ok(lfd >= 0, errnoName(lfd));
-    assert.equal((fs.statSync(sock).mode & 0o777), 0o600);
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
     assert.ok(!fs.existsSync(`${sock}.new`), 'bound under a temporary name, then renamed');
     // the Node server accepts; the native client sends; a plain read gets the bytes
     const got = new Promise<string>((resolve) => {
-      const srv = net.createServer((c) => c.once('data', (d) => { resolve(d.toString()); c.destroy(); srv.close(); }));
+      const srv = net.createServer((c) =>
+        c.once('data', (d) => {
+          resolve(d.toString());
+          c.destroy();
+          srv.close();
+        }),
+      );
       srv.listen({ fd: lfd });
     });
     const cfd = a.unixConnect(sock, 1000);
@@ -576,13 +589,22 @@ char LICENSE[] SEC("license") = "GPL";
     // socketInfo: a TCP listener, a non-socket
     const info = a.socketInfo(tfd);
     assert.ok(typeof info === 'object');
-    assert.deepEqual({ family: info.family, listening: info.listening, ip: info.ip, port: info.port }, { family: 4, listening: true, ip: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port });
+    assert.deepEqual(
+      { family: info.family, listening: info.listening, ip: info.ip, port: info.port },
+      { family: 4, listening: true, ip: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port },
+    );
     assert.equal(info.netnsInode, BigInt(fs.statSync('/proc/self/ns/net').ino));
     const file = fs.openSync(sock.replace('h.sock', 'plain'), 'w');
     assert.equal(a.socketInfo(file), -E.ENOTSOCK);
     // peerCred: who is on the other end of a unix socket, from the kernel
     const lfd2 = a.unixListen(sock, 4);
-    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd2 }); });
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((c) => {
+        resolve(c);
+        srv.close();
+      });
+      srv.listen({ fd: lfd2 });
+    });
     const cfd2 = a.unixConnect(sock, 1000);
     const server = await accepted;
     const cred = a.peerCred(handleFd(server)!);
@@ -595,7 +617,17 @@ char LICENSE[] SEC("license") = "GPL";
     fs.closeSync(file);
     tcp.close();
     const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const call of [() => x.unixListen(1, 1), () => x.unixConnect(sock, '1'), () => x.sendFds(1, 'x', [], 1), () => x.sendFds(1, Buffer.from('x'), 1, 1), () => x.recvFds('1', 1, 1), () => x.socketInfo('1'), () => x.linkUpdate(1), () => x.linkInfo(null), () => x.peerCred('1')]) {
+    for (const call of [
+      () => x.unixListen(1, 1),
+      () => x.unixConnect(sock, '1'),
+      () => x.sendFds(1, 'x', [], 1),
+      () => x.sendFds(1, Buffer.from('x'), 1, 1),
+      () => x.recvFds('1', 1, 1),
+      () => x.socketInfo('1'),
+      () => x.linkUpdate(1),
+      () => x.linkInfo(null),
+      () => x.peerCred('1'),
+    ]) {
       assert.throws(call, TypeError, call.toString());
     }
   });
@@ -636,7 +668,10 @@ char LICENSE[] SEC("license") = "GPL";
       assert.equal(a.netnsInode(ns.path), a.netnsInode(nsPath), 'the fd path names the same namespace');
 
       // socketInNetns: the socket is made in the namespace the fd names
-      const fd = own(a.socketInNetns(ns.path, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15077 }, listen: 8 }), 'socketInNetns via the fd path');
+      const fd = own(
+        a.socketInNetns(ns.path, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15077 }, listen: 8 }),
+        'socketInNetns via the fd path',
+      );
       const si = a.socketInfo(fd);
       assert.ok(typeof si === 'object', errnoName(si as number));
       assert.deepEqual([si.listening, si.ip, si.port, si.netnsInode], [true, '127.0.0.1', 15077, ns.inode]);
@@ -645,7 +680,10 @@ char LICENSE[] SEC("license") = "GPL";
       // tcpSockets: the addon's thread enters the same namespace
       const socks = a.tcpSockets(ns.path, 1 << 10);
       assert.ok(Array.isArray(socks), errnoName(socks as number));
-      assert.ok(socks.some((x) => x.sport === 15077), JSON.stringify(socks, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      assert.ok(
+        socks.some((x) => x.sport === 15077),
+        JSON.stringify(socks, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+      );
       release(fd);
 
       // dialFromNetns: connects from inside it; a refusal is a DialError
@@ -691,9 +729,29 @@ char LICENSE[] SEC("license") = "GPL";
   });
 
   it('socketInNetns sets keepalive, TCP_USER_TIMEOUT and buffers, and a listener passes them on to what it accepts', async () => {
-    const lfd = own(a.socketInNetns(nsPath, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15099 }, listen: 16, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000, sndBuf: 65536, rcvBuf: 65536 }), 'listener');
+    const lfd = own(
+      a.socketInNetns(nsPath, {
+        family: 4,
+        reuseAddr: true,
+        bind: { ip: '127.0.0.1', port: 15099 },
+        listen: 16,
+        keepIdleMs: 15000,
+        keepIntervalMs: 5000,
+        keepCount: 3,
+        userTimeoutMs: 30000,
+        sndBuf: 65536,
+        rcvBuf: 65536,
+      }),
+      'listener',
+    );
     assert.deepEqual(a.tcpLiveness(lfd), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 });
-    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd }); });
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((c) => {
+        resolve(c);
+        srv.close();
+      });
+      srv.listen({ fd: lfd });
+    });
     fds.delete(lfd);
     const cfd = own(a.socketInNetns(nsPath, { family: 4, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3 }), 'client');
     const c = new net.Socket({ fd: cfd });
@@ -701,7 +759,11 @@ char LICENSE[] SEC("license") = "GPL";
     c.connect(15099, '127.0.0.1');
     c.on('error', () => undefined);
     const srvSide = await accepted;
-    assert.deepEqual(a.tcpLiveness(handleFd(srvSide)!), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 }, 'inherited: no call per connection');
+    assert.deepEqual(
+      a.tcpLiveness(handleFd(srvSide)!),
+      { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 },
+      'inherited: no call per connection',
+    );
     assert.deepEqual(a.tcpLiveness(cfd), { keepalive: true, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3, userTimeoutMs: 0 });
     srvSide.destroy();
     c.destroy();
@@ -709,7 +771,7 @@ char LICENSE[] SEC("license") = "GPL";
     assert.equal(a.tcpLiveness(987654), -E.EBADF);
   });
 
-  it('tcpSockets / destroyTcpSockets: list a netns\'s TCP sockets (both families, mark, cookie) and reset one', async () => {
+  it("tcpSockets / destroyTcpSockets: list a netns's TCP sockets (both families, mark, cookie) and reset one", async () => {
     // inside the test netns: a listener and two connections to it, one of them from a marked AF_INET6 socket (v4-mapped)
     const py = `
 import socket, sys, time
@@ -734,7 +796,10 @@ except OSError as e:
       assert.ok(listen, 'the listener');
       const plain = all.find((x) => x.state === 1 && x.sport === plainPort);
       const marked = all.find((x) => x.state === 1 && x.sport === markedPort);
-      assert.ok(plain && marked, JSON.stringify(all, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      assert.ok(
+        plain && marked,
+        JSON.stringify(all, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+      );
       assert.deepEqual([plain.family, plain.src, plain.dst, plain.dport, plain.mark], [4, '127.0.0.1', '127.0.0.1', 9999, 0]);
       assert.deepEqual([marked.family, marked.src, marked.dport, marked.mark], [6, '::ffff:127.0.0.1', 9999, 0x539]);
       assert.equal(typeof plain.cookie, 'bigint');
@@ -751,7 +816,12 @@ except OSError as e:
       assert.equal(a.tcpSockets(nsPath, 0), -E.EINVAL);
       assert.equal(a.destroyTcpSockets(nsPath, [{ ...plain, src: 'not-an-ip' }]), -E.EINVAL);
       const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
-      for (const call of [() => x.tcpSockets(1, 1), () => x.tcpSockets(nsPath, '1'), () => x.destroyTcpSockets(nsPath, 'x'), () => x.destroyTcpSockets(nsPath, [{ ...plain, cookie: 1 }])]) {
+      for (const call of [
+        () => x.tcpSockets(1, 1),
+        () => x.tcpSockets(nsPath, '1'),
+        () => x.destroyTcpSockets(nsPath, 'x'),
+        () => x.destroyTcpSockets(nsPath, [{ ...plain, cookie: 1 }]),
+      ]) {
         assert.throws(call, TypeError, call.toString());
       }
       // the threads that entered the netns are gone: no thread of this process is in it
@@ -759,8 +829,18 @@ except OSError as e:
       const nsIno = a.netnsInode(nsPath) as bigint;
       const end = Date.now() + 5000 * TIME_SCALE;
       while (threadNetnsInodes().has(nsIno) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-      const inNs = fs.readdirSync('/proc/self/task').filter((t) => { try { return fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true }).ino === nsIno; } catch { return false; } });
-      assert.deepEqual(inNs.map((t) => `${t}:${fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim()}`), [], 'no thread of this process is left in the netns');
+      const inNs = fs.readdirSync('/proc/self/task').filter((t) => {
+        try {
+          return fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true }).ino === nsIno;
+        } catch {
+          return false;
+        }
+      });
+      assert.deepEqual(
+        inNs.map((t) => `${t}:${fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim()}`),
+        [],
+        'no thread of this process is left in the netns',
+      );
     } finally {
       child.kill('SIGKILL');
     }

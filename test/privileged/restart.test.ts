@@ -11,7 +11,14 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
+  sandboxUp,
+  startAgent,
+  restartAgent,
+  waitAgentReady,
+  isProcessAlive,
+  sandboxStatus,
+  setEnrollment,
+  type SandboxState,
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
@@ -45,7 +52,14 @@ function fakeAgent(args: string[], input = ''): Promise<{ code: number | null; s
   });
 }
 
-const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', getpeername6: 'amb_getpeername6', connect4: 'amb_connect4', connect6: 'amb_connect6' };
+const LINK_PROG: Record<string, string> = {
+  sk_lookup: 'amb_sk_lookup',
+  sockops: 'amb_sockops',
+  getpeername4: 'amb_getpeername4',
+  getpeername6: 'amb_getpeername6',
+  connect4: 'amb_connect4',
+  connect6: 'amb_connect6',
+};
 
 /** Every pinned link of a pod runs the given agent's program (by id). */
 function assertLinksRun(podName: string, programs: NonNullable<Dump['datapath']>['programs']): void {
@@ -101,7 +115,11 @@ test('rolling restart of both agents under load: the stream, the held connection
   assert.equal(j.error, undefined);
   assert.ok(j.end.sum_received.seconds >= 13, `the stream ran its 14 s (${j.end.sum_received.seconds} s)`);
   assert.ok(j.end.sum_received.bytes > 100 * 1024 * 1024, `bytes arrived (${j.end.sum_received.bytes})`);
-  for (const [name, r] of [['HBONE hold', h], ['inbound plaintext hold', hp], ['own-pod hold', hs]] as const) {
+  for (const [name, r] of [
+    ['HBONE hold', h],
+    ['inbound plaintext hold', hp],
+    ['own-pod hold', hs],
+  ] as const) {
     assert.equal(r.code, 0, `${name}: ${r.stdout} ${r.stderr}`);
     const x = JSON.parse(r.stdout) as { rounds: number; error: string | null };
     assert.equal(x.error, null, name);
@@ -117,7 +135,10 @@ test('rolling restart of both agents under load: the stream, the held connection
   for (const n of ['n1', 'n2']) assert.ok(fs.statSync(handoverSocket(n)).isSocket(), `${n}: hand-over socket in place`);
 
   // the new agents took every listening socket over (1 enrolled pod x 3 + readiness, metrics, admin)
-  for (const [n, old] of [['n1', oldPids.n1], ['n2', oldPids.n2]] as const) {
+  for (const [n, old] of [
+    ['n1', oldPids.n1],
+    ['n2', oldPids.n2],
+  ] as const) {
     const d = await dump(n);
     assert.equal(d.pid, agentPid(n));
     assert.equal(d.handover.from, old);
@@ -131,8 +152,15 @@ test('rolling restart of both agents under load: the stream, the held connection
   // the stream was carried to its end by the old agents, which reported it to their successors:
   // the new n1 agent's Istio metrics hold its bytes (Prometheus scrapes the new agent now)
   const metrics = (await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15020, '/metrics')).body;
-  const sentToB = metrics.split('\n')
-    .filter((l) => l.startsWith('istio_tcp_sent_bytes_total{') && l.includes('reporter="source"') && l.includes('source_workload="n1-p1"') && l.includes('destination_workload="n2-p1"'))
+  const sentToB = metrics
+    .split('\n')
+    .filter(
+      (l) =>
+        l.startsWith('istio_tcp_sent_bytes_total{') &&
+        l.includes('reporter="source"') &&
+        l.includes('source_workload="n1-p1"') &&
+        l.includes('destination_workload="n2-p1"'),
+    )
     .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
   assert.ok(sentToB >= j.end.sum_received.bytes, `n1's new agent counts the drained stream: ${sentToB} >= ${j.end.sum_received.bytes} bytes`);
   assert.ok((await dump('n1')).handover.recordsImported >= 3, 'records of the drained connections reached the new agent');
@@ -144,7 +172,10 @@ test('rolling restart of both agents under load: the stream, the held connection
   await td.stop();
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a.ip && p.dst === b.ip) || (p.src === b.ip && p.dst === a.ip));
   assert.ok(pkts.length > 1000, `captured the pods' traffic (${pkts.length} packets)`);
-  assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'between the enrolled pods, every packet is on 15008');
+  assert.ok(
+    pkts.every((p) => p.sport === 15008 || p.dport === 15008),
+    'between the enrolled pods, every packet is on 15008',
+  );
   assert.equal(Buffer.concat(pkts.map((p) => p.payload)).indexOf('round '), -1, 'no application bytes in clear');
 });
 
@@ -203,7 +234,10 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   assert.ok(g >= 0);
   native.sendFds(g, Buffer.from('GET / HTTP/1.1\r\n\r\n'), [], 1000);
   const eof = native.recvFds(g, 64, 2000);
-  assert.ok(typeof eof === 'number' ? errnoName(eof) === 'ECONNRESET' : eof.data.length === 0, `closed without an answer (${typeof eof === 'number' ? errnoName(eof) : eof.data.toString()})`);
+  assert.ok(
+    typeof eof === 'number' ? errnoName(eof) === 'ECONNRESET' : eof.data.length === 0,
+    `closed without an answer (${typeof eof === 'number' ? errnoName(eof) : eof.data.toString()})`,
+  );
   native.closeFd(g);
   await until('refusal counted', async () => ((await dump('n1')).counters.handover_peer_rejected ?? 0) > rejectedBefore);
   // garbage from an agent process: closed
@@ -268,7 +302,9 @@ test('upgrade: a new agent with other BPF code swaps it into the pinned links wh
   // the "new version": the same source built at -O1 (other instructions, so other program tags)
   const variant = path.join(tmp, 'ambient-O1.bpf.o');
   const arch = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
-  const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], { stdio: 'inherit' });
+  const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], {
+    stdio: 'inherit',
+  });
   assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'clang -O1');
   const cfgFile = node('n1').config;
   const orig = fs.readFileSync(cfgFile, 'utf8');

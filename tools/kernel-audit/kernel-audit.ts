@@ -46,42 +46,76 @@ interface ProgSpec {
   note?: string;
 }
 
-const LINK_CGROUP = { how: 'bpf_link (BPF_LINK_CREATE on a cgroup fd)', since: '5.7', ref: 'af6eea57437a "bpf: Implement bpf_link-based cgroup BPF program attachment"' };
+const LINK_CGROUP = {
+  how: 'bpf_link (BPF_LINK_CREATE on a cgroup fd)',
+  since: '5.7',
+  ref: 'af6eea57437a "bpf: Implement bpf_link-based cgroup BPF program attachment"',
+};
 
 /** libbpf section name -> program. */
 export const PROGRAMS: Record<string, ProgSpec> = {
   'cgroup/connect4': {
-    progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET4_CONNECT', since: '4.17',
-    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"', required: true, attach: LINK_CGROUP,
+    progType: 'cgroup_sock_addr',
+    attachType: 'BPF_CGROUP_INET4_CONNECT',
+    since: '4.17',
+    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"',
+    required: true,
+    attach: LINK_CGROUP,
   },
   'cgroup/connect6': {
-    progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET6_CONNECT', since: '4.17',
-    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"', required: true, attach: LINK_CGROUP,
+    progType: 'cgroup_sock_addr',
+    attachType: 'BPF_CGROUP_INET6_CONNECT',
+    since: '4.17',
+    ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"',
+    required: true,
+    attach: LINK_CGROUP,
     note: 'dual-stack sockets: v4-mapped captured, native IPv6 refused',
   },
   'cgroup/getpeername4': {
-    progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET4_GETPEERNAME', since: '5.8',
-    ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"', required: false, attach: LINK_CGROUP,
+    progType: 'cgroup_sock_addr',
+    attachType: 'BPF_CGROUP_INET4_GETPEERNAME',
+    since: '5.8',
+    ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"',
+    required: false,
+    attach: LINK_CGROUP,
     note: 'optional: original destination via getpeername()',
   },
   'cgroup/getpeername6': {
-    progType: 'cgroup_sock_addr', attachType: 'BPF_CGROUP_INET6_GETPEERNAME', since: '5.8',
-    ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"', required: false, attach: LINK_CGROUP,
+    progType: 'cgroup_sock_addr',
+    attachType: 'BPF_CGROUP_INET6_GETPEERNAME',
+    since: '5.8',
+    ref: '1b66d253610c "bpf: Add get{peer,sock}name attach types for sock_addr"',
+    required: false,
+    attach: LINK_CGROUP,
     note: 'optional: original destination via getpeername() on dual-stack sockets',
   },
   sockops: {
-    progType: 'sock_ops', attachType: 'BPF_CGROUP_SOCK_OPS', since: '4.13',
-    ref: '40304b2a1567 "bpf: BPF support for sock_ops"', required: true, attach: LINK_CGROUP,
+    progType: 'sock_ops',
+    attachType: 'BPF_CGROUP_SOCK_OPS',
+    since: '4.13',
+    ref: '40304b2a1567 "bpf: BPF support for sock_ops"',
+    required: true,
+    attach: LINK_CGROUP,
   },
   sk_msg: {
-    progType: 'sk_msg', attachType: 'BPF_SK_MSG_VERDICT', since: '4.17',
-    ref: '4f738adba30a "bpf: create tcp_bpf_ulp allowing BPF to monitor socket TX/RX data"', required: false,
-    attach: { how: 'bpf_prog_attach to a sockhash map fd', since: '4.18', ref: '81110384441a "bpf: sockmap, add hash map support" (BPF_SK_MSG_VERDICT on a sockmap: 4.17)' },
+    progType: 'sk_msg',
+    attachType: 'BPF_SK_MSG_VERDICT',
+    since: '4.17',
+    ref: '4f738adba30a "bpf: create tcp_bpf_ulp allowing BPF to monitor socket TX/RX data"',
+    required: false,
+    attach: {
+      how: 'bpf_prog_attach to a sockhash map fd',
+      since: '4.18',
+      ref: '81110384441a "bpf: sockmap, add hash map support" (BPF_SK_MSG_VERDICT on a sockmap: 4.17)',
+    },
     note: 'optional: local socket-to-socket redirect',
   },
   sk_lookup: {
-    progType: 'sk_lookup', attachType: 'BPF_SK_LOOKUP', since: '5.9',
-    ref: 'e9ddbb7707ff "bpf: Introduce SK_LOOKUP program type with a dedicated attach point"', required: true,
+    progType: 'sk_lookup',
+    attachType: 'BPF_SK_LOOKUP',
+    since: '5.9',
+    ref: 'e9ddbb7707ff "bpf: Introduce SK_LOOKUP program type with a dedicated attach point"',
+    required: true,
     attach: { how: 'bpf_link on a netns fd', since: '5.9', ref: '7f045a49fee0 netns bpf_link is 5.8 (flow_dissector); BPF_SK_LOOKUP exists from 5.9' },
   },
 };
@@ -93,35 +127,58 @@ interface HelperSpec {
   progTypes: Record<string, { since: Version; ref: string }>;
 }
 
-const BASE = (pt: string, since: Version): [string, { since: Version; ref: string }] =>
-  [pt, { since, ref: 'bpf_base_func_proto, from the program type\'s introduction' }];
+const BASE = (pt: string, since: Version): [string, { since: Version; ref: string }] => [
+  pt,
+  { since, ref: "bpf_base_func_proto, from the program type's introduction" },
+];
 const ANCESTOR_CG = '0f09abd105da "bpf: Enable bpf cgroup hooks to retrieve cgroup v2 and ancestor id"';
 const SOCK_LOOKUP_SOCK_ADDR = '6c49e65eabf5 "bpf: Support socket lookup in CGROUP_SOCK_ADDR progs"';
 const SK_LOOKUP_PROG = 'e9ddbb7707ff (sk_lookup_func_proto)';
 
 /** helper id (uapi __BPF_FUNC_MAPPER order) -> helper. */
 export const HELPERS: Record<number, HelperSpec> = {
-  1: { name: 'map_lookup_elem', since: '3.19', progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]) },
-  2: { name: 'map_update_elem', since: '3.19', progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]) },
-  3: { name: 'map_delete_elem', since: '3.19', progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]) },
-  5: { name: 'ktime_get_ns', since: '4.1', progTypes: Object.fromEntries([BASE('sock_ops', '4.13'), BASE('cgroup_sock_addr', '4.17'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]) },
+  1: {
+    name: 'map_lookup_elem',
+    since: '3.19',
+    progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]),
+  },
+  2: {
+    name: 'map_update_elem',
+    since: '3.19',
+    progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]),
+  },
+  3: {
+    name: 'map_delete_elem',
+    since: '3.19',
+    progTypes: Object.fromEntries([BASE('cgroup_sock_addr', '4.17'), BASE('sock_ops', '4.13'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]),
+  },
+  5: {
+    name: 'ktime_get_ns',
+    since: '4.1',
+    progTypes: Object.fromEntries([BASE('sock_ops', '4.13'), BASE('cgroup_sock_addr', '4.17'), BASE('sk_msg', '4.17'), BASE('sk_lookup', '5.9')]),
+  },
   46: {
-    name: 'get_socket_cookie', since: '4.12',
+    name: 'get_socket_cookie',
+    since: '4.12',
     progTypes: {
       cgroup_sock_addr: { since: '4.19', ref: 'd692f1138a4b "bpf: Support bpf_get_socket_cookie in more prog types"' },
       sock_ops: { since: '4.19', ref: 'd692f1138a4b "bpf: Support bpf_get_socket_cookie in more prog types"' },
     },
   },
   59: {
-    name: 'sock_ops_cb_flags_set', since: '4.16',
-    progTypes: { sock_ops: { since: '4.16', ref: 'b13d88072172 "bpf: Adds field bpf_sock_ops_cb_flags to tcp_sock" (BPF_SOCK_OPS_STATE_CB: d44874910a26, 4.16)' } },
+    name: 'sock_ops_cb_flags_set',
+    since: '4.16',
+    progTypes: {
+      sock_ops: { since: '4.16', ref: 'b13d88072172 "bpf: Adds field bpf_sock_ops_cb_flags to tcp_sock" (BPF_SOCK_OPS_STATE_CB: d44874910a26, 4.16)' },
+    },
   },
   70: { name: 'sock_hash_update', since: '4.18', progTypes: { sock_ops: { since: '4.18', ref: '81110384441a "bpf: sockmap, add hash map support"' } } },
   71: { name: 'msg_redirect_hash', since: '4.18', progTypes: { sk_msg: { since: '4.18', ref: '81110384441a "bpf: sockmap, add hash map support"' } } },
   80: { name: 'get_current_cgroup_id', since: '4.18', progTypes: { cgroup_sock_addr: { since: '5.7', ref: ANCESTOR_CG } } },
   84: { name: 'sk_lookup_tcp', since: '4.20', progTypes: { cgroup_sock_addr: { since: '5.2', ref: SOCK_LOOKUP_SOCK_ADDR } } },
   86: {
-    name: 'sk_release', since: '4.20',
+    name: 'sk_release',
+    since: '4.20',
     progTypes: { cgroup_sock_addr: { since: '5.2', ref: SOCK_LOOKUP_SOCK_ADDR }, sk_lookup: { since: '5.9', ref: SK_LOOKUP_PROG } },
   },
   123: { name: 'get_current_ancestor_cgroup_id', since: '5.7', progTypes: { cgroup_sock_addr: { since: '5.7', ref: ANCESTOR_CG } } },
@@ -219,7 +276,15 @@ export function parseDisassembly(text: string): Pick<ObjectFacts, 'helpers' | 'o
   return { helpers, otherCalls };
 }
 
-interface BtfType { id: number; kind: string; name?: string; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number }>; vars?: Array<{ type_id: number }> }
+interface BtfType {
+  id: number;
+  kind: string;
+  name?: string;
+  type_id?: number;
+  nr_elems?: number;
+  members?: Array<{ name: string; type_id: number }>;
+  vars?: Array<{ type_id: number }>;
+}
 
 /** Map name -> map type id, from the BTF `.maps` DATASEC. */
 export function parseBtfMaps(json: string): Map<string, number> {
@@ -249,7 +314,10 @@ export function parseRelocations(text: string): Map<string, Set<string>> {
   let section: string | undefined;
   for (const line of text.split('\n')) {
     const s = /^RELOCATION RECORDS FOR \[(.+)\]:$/.exec(line);
-    if (s) { section = s[1]!; continue; }
+    if (s) {
+      section = s[1]!;
+      continue;
+    }
     const r = /^[0-9a-f]+\s+\S+\s+(\S+)$/.exec(line.trim());
     if (r && section) {
       if (!out.has(section)) out.set(section, new Set());
@@ -279,16 +347,33 @@ export function audit(facts: ObjectFacts, opts: { max?: Version; object?: string
 
   for (const [sec, ids] of facts.helpers) {
     const p = PROGRAMS[sec];
-    if (!p) { unknown.push(`program section "${sec}"`); continue; }
+    if (!p) {
+      unknown.push(`program section "${sec}"`);
+      continue;
+    }
     if (p.required) requiredSections.add(sec);
-    items.push({ kind: 'program', name: `${p.progType}/${p.attachType}`, context: sec, since: p.since, required: p.required, ref: p.ref, ...(p.note ? { note: p.note } : {}) });
+    items.push({
+      kind: 'program',
+      name: `${p.progType}/${p.attachType}`,
+      context: sec,
+      since: p.since,
+      required: p.required,
+      ref: p.ref,
+      ...(p.note ? { note: p.note } : {}),
+    });
     items.push({ kind: 'attach', name: p.attach.how, context: sec, since: maxVersion(p.attach.since, p.since), required: p.required, ref: p.attach.ref });
     for (const other of facts.otherCalls.get(sec) ?? []) unknown.push(`${other} in ${sec}`);
     for (const id of ids) {
       const h = HELPERS[id];
-      if (!h) { unknown.push(`helper id ${id} in ${sec}`); continue; }
+      if (!h) {
+        unknown.push(`helper id ${id} in ${sec}`);
+        continue;
+      }
       const avail = h.progTypes[p.progType];
-      if (!avail) { unknown.push(`helper bpf_${h.name} (${id}) in program type ${p.progType} (${sec}): availability not in the table`); continue; }
+      if (!avail) {
+        unknown.push(`helper bpf_${h.name} (${id}) in program type ${p.progType} (${sec}): availability not in the table`);
+        continue;
+      }
       const since = maxVersion(h.since, avail.since, p.since);
       const note = cmpVersion(avail.since, h.since) > 0 ? `helper itself ${h.since}; in ${p.progType} from ${avail.since}` : undefined;
       items.push({ kind: 'helper', name: `bpf_${h.name} (${id})`, context: sec, since, required: p.required, ref: avail.ref, ...(note ? { note } : {}) });
@@ -297,8 +382,14 @@ export function audit(facts: ObjectFacts, opts: { max?: Version; object?: string
 
   for (const [name, typeId] of facts.maps) {
     const m = MAP_TYPES[typeId];
-    if (!m) { unknown.push(`map type ${typeId} (map ${name})`); continue; }
-    const users = [...facts.mapUsers].filter(([, s]) => s.has(name)).map(([sec]) => sec).sort();
+    if (!m) {
+      unknown.push(`map type ${typeId} (map ${name})`);
+      continue;
+    }
+    const users = [...facts.mapUsers]
+      .filter(([, s]) => s.has(name))
+      .map(([sec]) => sec)
+      .sort();
     const required = users.some((u) => requiredSections.has(u));
     items.push({ kind: 'map', name: `${m.name} (${typeId})`, context: `${name} [${users.join(', ') || 'unused'}]`, since: m.since, required, ref: m.ref });
   }
@@ -315,19 +406,28 @@ export function auditObject(obj: string, opts: { max?: Version } = {}): AuditRes
 
 export function formatTable(r: AuditResult): string {
   const rows = r.items.map((i) => [
-    i.kind, i.name, i.context, i.since, i.required ? 'required' : 'optional',
+    i.kind,
+    i.name,
+    i.context,
+    i.since,
+    i.required ? 'required' : 'optional',
     i.required && cmpVersion(i.since, r.max) > 0 ? `> ${r.max}` : '',
     i.note ?? '',
   ]);
   const head = ['KIND', 'ITEM', 'WHERE', 'SINCE', 'PATH', '', 'NOTE'];
   const w = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
-  const fmt = (row: string[]): string => row.map((cell, c) => cell.padEnd(w[c]!)).join('  ').trimEnd();
+  const fmt = (row: string[]): string =>
+    row
+      .map((cell, c) => cell.padEnd(w[c]!))
+      .join('  ')
+      .trimEnd();
   return [fmt(head), ...rows.map(fmt)].join('\n');
 }
 
 export function violationMessage(r: AuditResult): string {
-  return `required path needs Linux ${r.requiredMax} > --max ${r.max}: ` +
-    r.violations.map((v) => `${v.kind} ${v.name} in ${v.context} (${v.since})`).join('; ');
+  return (
+    `required path needs Linux ${r.requiredMax} > --max ${r.max}: ` + r.violations.map((v) => `${v.kind} ${v.name} in ${v.context} (${v.since})`).join('; ')
+  );
 }
 
 export function main(argv: string[]): number {
@@ -339,9 +439,13 @@ export function main(argv: string[]): number {
     if (a === '--json') json = true;
     else if (a === '--max') max = argv[++i] ?? '';
     else if (a.startsWith('--max=')) max = a.slice(6);
-    else if (a === '-h' || a === '--help') { process.stdout.write('usage: kernel-audit [--json] [--max 5.10] [bpf/ambient.bpf.o]\n'); return 0; }
-    else if (a.startsWith('-')) { process.stderr.write(`kernel-audit: unknown option ${a}\n`); return 2; }
-    else obj = a;
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write('usage: kernel-audit [--json] [--max 5.10] [bpf/ambient.bpf.o]\n');
+      return 0;
+    } else if (a.startsWith('-')) {
+      process.stderr.write(`kernel-audit: unknown option ${a}\n`);
+      return 2;
+    } else obj = a;
   }
   let r: AuditResult;
   try {

@@ -30,7 +30,10 @@ function listen(port: number, onConn: (s: net.Socket) => void): void {
 function connect(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port, allowHalfOpen: true });
-    s.once('connect', () => { s.off('error', reject); resolve(s); });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
     s.once('error', reject);
   });
 }
@@ -50,7 +53,10 @@ async function main(argv: string[]): Promise<void> {
       listen(Number(a[0]), (s) => {
         const h = crypto.createHash('sha256');
         let n = 0;
-        s.on('data', (c: Buffer) => { n += c.length; h.update(c); });
+        s.on('data', (c: Buffer) => {
+          n += c.length;
+          h.update(c);
+        });
         s.on('end', () => s.end(`${n} ${h.digest('hex')}\n`));
       });
       return;
@@ -60,7 +66,10 @@ async function main(argv: string[]): Promise<void> {
       const chunks: Buffer[] = [];
       s.on('data', (c: Buffer) => chunks.push(c));
       s.end(a[2] ?? '');
-      await new Promise<void>((r, j) => { s.on('close', () => r()); s.on('error', j); });
+      await new Promise<void>((r, j) => {
+        s.on('close', () => r());
+        s.on('error', j);
+      });
       process.stdout.write(Buffer.concat(chunks));
       return;
     }
@@ -80,7 +89,10 @@ async function main(argv: string[]): Promise<void> {
         if (!s.write(b)) await new Promise((r) => s.once('drain', r));
       }
       s.end();
-      await new Promise<void>((r, j) => { s.on('close', () => r()); s.on('error', j); });
+      await new Promise<void>((r, j) => {
+        s.on('close', () => r());
+        s.on('error', j);
+      });
       process.stdout.write(`sent ${sent} ${h.digest('hex')}\nreceived ${Buffer.concat(chunks).toString().trim()}\n`);
       return;
     }
@@ -90,8 +102,14 @@ async function main(argv: string[]): Promise<void> {
       const sent = crypto.createHash('sha256');
       const got = crypto.createHash('sha256');
       let received = 0;
-      s.on('data', (c: Buffer) => { received += c.length; got.update(c); });
-      const done = new Promise<void>((r, j) => { s.on('end', () => r()); s.on('error', j); });
+      s.on('data', (c: Buffer) => {
+        received += c.length;
+        got.update(c);
+      });
+      const done = new Promise<void>((r, j) => {
+        s.on('end', () => r());
+        s.on('error', j);
+      });
       const block = crypto.randomBytes(64 * 1024);
       for (let n = 0; n < total;) {
         const b = block.subarray(0, Math.min(block.length, total - n));
@@ -124,8 +142,12 @@ async function main(argv: string[]): Promise<void> {
       s.setNoDelay(true);
       let rounds = 0;
       let error: string | null = null;
-      s.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; });
-      s.on('close', () => { error = error ?? 'closed by peer'; });
+      s.on('error', (e: NodeJS.ErrnoException) => {
+        error = e.code ?? e.message;
+      });
+      s.on('close', () => {
+        error = error ?? 'closed by peer';
+      });
       const end = Date.now() + secs * 1000;
       let maxRttMs = 0;
       while (Date.now() < end && !error) {
@@ -133,15 +155,25 @@ async function main(argv: string[]): Promise<void> {
         const t0 = Date.now();
         const ok = await new Promise<boolean>((resolve) => {
           let got = Buffer.alloc(0);
-          const timer = setTimeout(() => { s.off('data', onData); resolve(false); }, 5000);
+          const timer = setTimeout(() => {
+            s.off('data', onData);
+            resolve(false);
+          }, 5000);
           const onData = (c: Buffer): void => {
             got = Buffer.concat([got, c]);
-            if (got.length >= msg.length) { clearTimeout(timer); s.off('data', onData); resolve(got.subarray(0, msg.length).equals(msg)); }
+            if (got.length >= msg.length) {
+              clearTimeout(timer);
+              s.off('data', onData);
+              resolve(got.subarray(0, msg.length).equals(msg));
+            }
           };
           s.on('data', onData);
           s.write(msg);
         });
-        if (!ok) { error = error ?? 'echo mismatch or timeout'; break; }
+        if (!ok) {
+          error = error ?? 'echo mismatch or timeout';
+          break;
+        }
         maxRttMs = Math.max(maxRttMs, Date.now() - t0);
         rounds++;
         await new Promise((r) => setTimeout(r, 50));
@@ -164,7 +196,10 @@ async function main(argv: string[]): Promise<void> {
         try {
           const s = await connect(host, port);
           await new Promise<void>((resolve, reject) => {
-            s.once('data', () => { s.end(); resolve(); });
+            s.once('data', () => {
+              s.end();
+              resolve();
+            });
             s.once('error', reject);
             s.once('close', () => reject(Object.assign(new Error('closed'), { code: 'ECLOSED' })));
             setTimeout(() => reject(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), 5000);
@@ -188,7 +223,19 @@ async function main(argv: string[]): Promise<void> {
       await Promise.all(pending);
       const failed = failedAt.length;
       const windowMs = failed ? Math.max(...failedAt) - Math.min(...failedAt) + Math.round(1000 / rate) : 0;
-      process.stdout.write(JSON.stringify({ attempted: total, ok, failed, errors, firstFailureMs: failed ? Math.min(...failedAt) : null, failedAtMs: failedAt.slice(0, 100), windowMs, maxConnectMs: maxMs, seconds: (Date.now() - t0) / 1000 }) + '\n');
+      process.stdout.write(
+        JSON.stringify({
+          attempted: total,
+          ok,
+          failed,
+          errors,
+          firstFailureMs: failed ? Math.min(...failedAt) : null,
+          failedAtMs: failedAt.slice(0, 100),
+          windowMs,
+          maxConnectMs: maxMs,
+          seconds: (Date.now() - t0) / 1000,
+        }) + '\n',
+      );
       process.exit(failed ? 1 : 0);
     }
     // falls through (exit above)
@@ -205,7 +252,10 @@ async function main(argv: string[]): Promise<void> {
         await new Promise<void>((resolve) => {
           const onData = (c: Buffer): void => {
             got += c.length;
-            if (got >= size) { s.off('data', onData); resolve(); }
+            if (got >= size) {
+              s.off('data', onData);
+              resolve();
+            }
           };
           s.on('data', onData);
           s.write(payload);

@@ -8,10 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { isProcessAlive, shellQuote, sleep, tailFile, usage, waitDead } from './helpers.js';
-import {
-  SANDBOX_DIR_NAME, SandboxAgentError, SandboxError, TIME_SCALE,
-  type SandboxNode, type SandboxPathOptions, type StartAgentOptions,
-} from './model.js';
+import { SANDBOX_DIR_NAME, SandboxAgentError, SandboxError, TIME_SCALE, type SandboxNode, type SandboxPathOptions, type StartAgentOptions } from './model.js';
 import { defaultRepoRoot } from './plan.js';
 import { findNode, loadState, updateState } from './state.js';
 
@@ -22,9 +19,7 @@ export function agentEntrypoint(repoRoot: string): string {
 
 /** The shell command startAgent runs (exported for docs and tests). */
 export function agentCommand(node: SandboxNode, repoRoot: string, launcher: 'nsenter' | 'ip-netns-exec' = 'nsenter'): string[] {
-  const enter = launcher === 'nsenter'
-    ? `nsenter ${shellQuote(`--net=${node.netnsPath}`)} --`
-    : `ip netns exec ${shellQuote(node.netns)}`;
+  const enter = launcher === 'nsenter' ? `nsenter ${shellQuote(`--net=${node.netnsPath}`)} --` : `ip netns exec ${shellQuote(node.netns)}`;
   const script = `echo $$ > ${shellQuote(path.join(node.cgroup, 'cgroup.procs'))} && exec ${enter} ${shellQuote(process.execPath)} ${shellQuote(agentEntrypoint(repoRoot))} agent --config ${shellQuote(node.config)}`;
   return ['sh', '-c', script];
 }
@@ -38,7 +33,14 @@ export function liveAgentPid(n: SandboxNode): number | null {
 function isSandboxProcess(pid: number, hint?: string): boolean {
   try {
     if (fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`/${SANDBOX_DIR_NAME}/`)) return true;
-    if (hint && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((a) => a.includes(hint))) return true;
+    if (
+      hint &&
+      fs
+        .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        .split('\0')
+        .some((a) => a.includes(hint))
+    )
+      return true;
   } catch {
     /* gone */
   }
@@ -125,7 +127,8 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
   const handover = opts.handover ?? true;
   const t0 = Date.now();
   if (oldPid !== null && !handover) {
-    if (!(await stopAgent(node, 'SIGTERM', { ...opts, timeoutMs: 60_000 }))) throw new SandboxError(`the agent of ${n.name} (pid ${oldPid}) did not exit`, 'kill it (`ambientd sandbox agent <node> kill`)');
+    if (!(await stopAgent(node, 'SIGTERM', { ...opts, timeoutMs: 60_000 })))
+      throw new SandboxError(`the agent of ${n.name} (pid ${oldPid}) did not exit`, 'kill it (`ambientd sandbox agent <node> kill`)');
   }
   const newPid = await startAgent(node, { ...opts, alongside: handover });
   await waitAgentReady(node, opts.readyTimeoutMs ?? 30_000 * TIME_SCALE, opts);
@@ -133,7 +136,9 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
   if (oldPid !== null && handover) {
     try {
       process.kill(oldPid, 'SIGTERM');
-    } catch { /* already gone */ }
+    } catch {
+      /* already gone */
+    }
   }
   return { oldPid, newPid, readyMs };
 }

@@ -7,7 +7,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { shellQuote, usage } from './helpers.js';
-import { SandboxError, type ExecCaptureOptions, type ExecInPodOptions, type ExecResult, type SandboxNode, type SandboxPod, type SpawnInPodOptions } from './model.js';
+import {
+  SandboxError,
+  type ExecCaptureOptions,
+  type ExecInPodOptions,
+  type ExecResult,
+  type SandboxNode,
+  type SandboxPod,
+  type SpawnInPodOptions,
+} from './model.js';
 import { findNode, findPod, loadState } from './state.js';
 
 function podCommand(p: SandboxPod, argv: string[]): [string, string[]] {

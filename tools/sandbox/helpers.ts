@@ -62,7 +62,10 @@ export async function run(cmd: string, args: string[], input?: string): Promise<
     // `ip -batch` reports "Command failed -:N": show the line that failed.
     const m = /Command failed -:(\d+)/.exec(detail);
     if (m && input !== undefined && cmd === 'ip') detail += ` [line ${m[1]}: ${input.split('\n')[Number(m[1]) - 1] ?? '?'}]`;
-    throw new SandboxError(`${cmd} ${args.join(' ')} failed (exit ${r.exitCode ?? r.signal}): ${detail}`, 'check the command output above; `ambientd sandbox down` cleans up a half-built sandbox');
+    throw new SandboxError(
+      `${cmd} ${args.join(' ')} failed (exit ${r.exitCode ?? r.signal}): ${detail}`,
+      'check the command output above; `ambientd sandbox down` cleans up a half-built sandbox',
+    );
   }
   return String(r.stdout ?? '');
 }
@@ -126,7 +129,11 @@ export async function waitDead(pids: number[], timeoutMs: number): Promise<numbe
 export function tailFile(file: string, lines = 30): string {
   try {
     const text = fs.readFileSync(file, 'utf8');
-    return text.split('\n').slice(-lines - 1).join('\n').trimEnd();
+    return text
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n')
+      .trimEnd();
   } catch {
     return '';
   }

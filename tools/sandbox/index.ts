@@ -22,7 +22,14 @@
 export * from './model.js';
 export { isProcessAlive, shellQuote } from './helpers.js';
 export {
-  agentConfigFor, defaultRepoRoot, effectiveAmbient, planSandbox, renderAgentConfig, renderWorkloads, stateFilePath, workloadsDocument,
+  agentConfigFor,
+  defaultRepoRoot,
+  effectiveAmbient,
+  planSandbox,
+  renderAgentConfig,
+  renderWorkloads,
+  stateFilePath,
+  workloadsDocument,
 } from './plan.js';
 export { SANDBOX_LOCK } from './state.js';
 export { sandboxUp } from './up.js';

@@ -254,8 +254,14 @@ export class SandboxError extends AmbientError {
 
 /** An agent died or did not become ready; `logTail` holds the end of agent.log. */
 export class SandboxAgentError extends SandboxError {
-  constructor(message: string, readonly logTail: string) {
-    super(`${message}${logTail ? `\n--- last lines of agent.log ---\n${logTail}` : ''}`, 'read the agent log; fix and restart the agent (or `ambientd sandbox down && ambientd sandbox up`)');
+  constructor(
+    message: string,
+    readonly logTail: string,
+  ) {
+    super(
+      `${message}${logTail ? `\n--- last lines of agent.log ---\n${logTail}` : ''}`,
+      'read the agent log; fix and restart the agent (or `ambientd sandbox down && ambientd sandbox up`)',
+    );
     this.name = 'SandboxAgentError';
   }
 }

@@ -18,7 +18,10 @@ import { FABRIC_BRIDGE, FABRIC_NETNS, NETNS_PREFIX, NETNS_RUN_DIR, POD_GATEWAY_I
 /** Every `ambs-*` netns, also files left without a mount. */
 export async function listSandboxNetns(): Promise<string[]> {
   const out = await run('ip', ['netns', 'list']);
-  const names = out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n.startsWith(NETNS_PREFIX));
+  const names = out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.startsWith(NETNS_PREFIX));
   // Also catch files left behind without a mount (crash during `netns add`).
   try {
     for (const f of fs.readdirSync(NETNS_RUN_DIR)) if (f.startsWith(NETNS_PREFIX) && !names.includes(f)) names.push(f);
@@ -63,7 +66,12 @@ export async function buildNetwork(state: SandboxState): Promise<void> {
   const snippets: string[] = [];
   const step = (ns: string, lines: string[]) =>
     `ip -n ${ns} -batch - <<'AMBS_EOF' || { echo "sandbox: configuring netns ${ns} failed" >&2; exit 1; }\n${lines.join('\n')}\nAMBS_EOF\n`;
-  snippets.push(step(FABRIC_NETNS, state.nodes.flatMap((n) => [`link set ${n.name} master ${FABRIC_BRIDGE}`, `link set ${n.name} up`])));
+  snippets.push(
+    step(
+      FABRIC_NETNS,
+      state.nodes.flatMap((n) => [`link set ${n.name} master ${FABRIC_BRIDGE}`, `link set ${n.name} up`]),
+    ),
+  );
   for (const n of state.nodes) {
     const pods = podsOf.get(n.name)!;
     const lines = ['link set lo up', `addr add ${n.ip}/24 dev eth0`, 'link set eth0 up'];
@@ -74,17 +82,20 @@ export async function buildNetwork(state: SandboxState): Promise<void> {
     }
     // proxy_delay=0: otherwise the kernel delays each proxy ARP reply by up to 0.8 s (Calico does the same).
     const proxyArp = pods.map((_p, idx) => `net.ipv4.conf.vp${idx + 1}.proxy_arp=1 net.ipv4.neigh.vp${idx + 1}.proxy_delay=0`).join(' ');
-    snippets.push(step(n.netns, lines)
-      + `ip netns exec ${n.netns} sysctl -q -w ${proxyArp} || { echo "sandbox: sysctl in netns ${n.netns} failed" >&2; exit 1; }\n`);
+    snippets.push(
+      step(n.netns, lines) + `ip netns exec ${n.netns} sysctl -q -w ${proxyArp} || { echo "sandbox: sysctl in netns ${n.netns} failed" >&2; exit 1; }\n`,
+    );
   }
   for (const p of state.pods) {
-    snippets.push(step(p.netns, [
-      'link set lo up',
-      `addr add ${p.ip}/32 dev eth0`,
-      'link set eth0 up',
-      `route add ${POD_GATEWAY_IP} dev eth0 scope link`,
-      `route add default via ${POD_GATEWAY_IP} dev eth0`,
-    ]));
+    snippets.push(
+      step(p.netns, [
+        'link set lo up',
+        `addr add ${p.ip}/32 dev eth0`,
+        'link set eth0 up',
+        `route add ${POD_GATEWAY_IP} dev eth0 scope link`,
+        `route add default via ${POD_GATEWAY_IP} dev eth0`,
+      ]),
+    );
   }
   const k = Math.min(snippets.length, Math.max(2, Math.min(32, os.availableParallelism() * 2)));
   const scripts = Array.from({ length: k }, (_, i) => snippets.filter((_s, idx) => idx % k === i).join(''));

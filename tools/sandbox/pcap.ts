@@ -16,14 +16,21 @@ async function until(what: string, fn: () => boolean, timeoutMs = 8000): Promise
   }
 }
 
-export interface TcpPacket { src: string; dst: string; sport: number; dport: number; payload: Buffer }
+export interface TcpPacket {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  payload: Buffer;
+}
 
 export function readTcpPackets(file: string): TcpPacket[] {
   const b = fs.readFileSync(file);
   if (b.length < 24) return [];
   const magic = b.readUInt32LE(0);
   const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
-  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d) throw new AmbientError('TOOL_FAILED', `${file} is not a pcap file`, 'it should be what captureNodeLink wrote (tcpdump -w)');
+  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d)
+    throw new AmbientError('TOOL_FAILED', `${file} is not a pcap file`, 'it should be what captureNodeLink wrote (tcpdump -w)');
   const u32 = (o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
   const linktype = u32(20);
   const out: TcpPacket[] = [];
@@ -32,14 +39,16 @@ export function readTcpPackets(file: string): TcpPacket[] {
     const pkt = b.subarray(off + 16, off + 16 + incl);
     off += 16 + incl;
     let ip = 0;
-    if (linktype === 1) { // Ethernet
+    if (linktype === 1) {
+      // Ethernet
       if (pkt.length < 14 || pkt.readUInt16BE(12) !== 0x0800) continue;
       ip = 14;
-    } else if (linktype === 113) { // Linux cooked
+    } else if (linktype === 113) {
+      // Linux cooked
       if (pkt.length < 16 || pkt.readUInt16BE(14) !== 0x0800) continue;
       ip = 16;
     } else continue;
-    if ((pkt[ip]! >> 4) !== 4 || pkt[ip + 9] !== 6) continue;
+    if (pkt[ip]! >> 4 !== 4 || pkt[ip + 9] !== 6) continue;
     const ihl = (pkt[ip]! & 0x0f) * 4;
     const total = pkt.readUInt16BE(ip + 2);
     const tcp = ip + ihl;
@@ -72,8 +81,16 @@ export function hasTls13ServerHello(stream: Buffer): boolean {
  * byte between that node and the others crosses it), written to file.
  * Resolves once tcpdump listens; stop() ends it and waits for the file.
  */
-export async function captureNodeLink(file: string, nodeLink: string, snaplen = 0): Promise<{ stop: () => Promise<void>; stderr: () => string; kill: () => void }> {
-  const td = spawn('ip', ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', nodeLink, '-U', '-n', '-s', String(snaplen), '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function captureNodeLink(
+  file: string,
+  nodeLink: string,
+  snaplen = 0,
+): Promise<{ stop: () => Promise<void>; stderr: () => string; kill: () => void }> {
+  const td = spawn(
+    'ip',
+    ['netns', 'exec', 'ambs-fabric', 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', nodeLink, '-U', '-n', '-s', String(snaplen), '-w', file, 'tcp'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let err = '';
   td.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   await until('tcpdump listening', () => err.includes('listening on'));
@@ -85,6 +102,8 @@ export async function captureNodeLink(file: string, nodeLink: string, snaplen = 
       await exited;
     },
     stderr: () => err,
-    kill: () => { td.kill('SIGKILL'); },
+    kill: () => {
+      td.kill('SIGKILL');
+    },
   };
 }

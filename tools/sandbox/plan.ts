@@ -9,10 +9,25 @@ import YAML from 'yaml';
 import { DATAPLANE_MODE_LABEL, enrolledByLabels } from '../../src/discovery/model.js';
 import { usage } from './helpers.js';
 import {
-  AGENT_READY_FILE, AMBIENT_NAMESPACE, DEFAULT_BPFFS_ROOT, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR, MAX_NODES, MAX_PODS, NETNS_PREFIX,
-  NETNS_RUN_DIR, PLAIN_NAMESPACE, SANDBOX_DIR_NAME,
-  type SandboxAgentConfig, type SandboxNode, type SandboxPathOptions, type SandboxPod, type SandboxState, type SandboxUpOptions,
-  type WorkloadNamespace, type WorkloadsDocument,
+  AGENT_READY_FILE,
+  AMBIENT_NAMESPACE,
+  DEFAULT_BPFFS_ROOT,
+  DEFAULT_CGROUP_ROOT,
+  DEFAULT_STATE_DIR,
+  MAX_NODES,
+  MAX_PODS,
+  NETNS_PREFIX,
+  NETNS_RUN_DIR,
+  PLAIN_NAMESPACE,
+  SANDBOX_DIR_NAME,
+  type SandboxAgentConfig,
+  type SandboxNode,
+  type SandboxPathOptions,
+  type SandboxPod,
+  type SandboxState,
+  type SandboxUpOptions,
+  type WorkloadNamespace,
+  type WorkloadsDocument,
 } from './model.js';
 
 export interface ResolvedPaths {
@@ -114,7 +129,6 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     pods,
   };
 }
-
 
 export function workloadsDocument(state: SandboxState): WorkloadsDocument {
   return {

@@ -7,7 +7,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export interface PodRef { name: string; netnsPath: string; cgroup: string }
+export interface PodRef {
+  name: string;
+  netnsPath: string;
+  cgroup: string;
+}
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const NETTOOL = path.join(ROOT, 'dist', 'tools', 'nettool', 'nettool.js');
@@ -18,7 +22,11 @@ export function podArgv(pod: PodRef, argv: string[]): string[] {
   return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && n="$1" && shift && exec nsenter --net="$n" -- "$@"', pod.cgroup, pod.netnsPath, ...argv];
 }
 
-export interface RunResult { code: number; stdout: string; stderr: string }
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs a command in the pod to completion and captures its output. */
 export function runInPod(pod: PodRef, argv: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
@@ -30,7 +38,10 @@ export function runInPod(pod: PodRef, argv: string[], opts: { input?: string; ti
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr });
@@ -45,14 +56,25 @@ export function startInPod(pod: PodRef, argv: string[], timeoutMs = 10_000): Pro
   const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${argv.join(' ')} in ${pod.name}: not listening after ${timeoutMs} ms: ${out}`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${argv.join(' ')} in ${pod.name}: not listening after ${timeoutMs} ms: ${out}`));
+    }, timeoutMs);
     const onData = (c: Buffer): void => {
       out += c.toString();
-      if (out.includes('listening')) { clearTimeout(timer); child.stdout!.off('data', onData); child.stdout!.resume(); resolve(child); }
+      if (out.includes('listening')) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        child.stdout!.resume();
+        resolve(child);
+      }
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${argv.join(' ')} in ${pod.name} exited (${code}): ${out}`)); });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${argv.join(' ')} in ${pod.name} exited (${code}): ${out}`));
+    });
   });
 }
 

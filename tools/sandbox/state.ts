@@ -107,7 +107,11 @@ function tryTakeLock(): boolean {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let pid = NaN;
-      try { pid = Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim()); } catch { /* vanished: retry */ }
+      try {
+        pid = Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim());
+      } catch {
+        /* vanished: retry */
+      }
       if (pid === process.pid) return true;
       if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid)) return false;
       fs.rmSync(SANDBOX_LOCK, { force: true }); // stale (or empty while being written: the retry decides)
@@ -121,8 +125,15 @@ export async function waitForSandboxLock(timeoutMs: number): Promise<void> {
   let told = false;
   while (!tryTakeLock()) {
     const holder = lockHolder();
-    if (Date.now() > end) throw new SandboxError(`another process (pid ${holder ?? '?'}) holds the sandbox`, `wait for it to finish or stop it; then retry (lock: ${SANDBOX_LOCK})`);
-    if (!told) { process.stderr.write(`ambientd sandbox: waiting for pid ${holder ?? '?'}, which holds the sandbox...\n`); told = true; }
+    if (Date.now() > end)
+      throw new SandboxError(
+        `another process (pid ${holder ?? '?'}) holds the sandbox`,
+        `wait for it to finish or stop it; then retry (lock: ${SANDBOX_LOCK})`,
+      );
+    if (!told) {
+      process.stderr.write(`ambientd sandbox: waiting for pid ${holder ?? '?'}, which holds the sandbox...\n`);
+      told = true;
+    }
     await new Promise((r) => setTimeout(r, 250 + Math.random() * 250));
   }
 }
@@ -130,5 +141,7 @@ export async function waitForSandboxLock(timeoutMs: number): Promise<void> {
 export function releaseSandboxLock(): void {
   try {
     if (Number(fs.readFileSync(SANDBOX_LOCK, 'utf8').trim()) === process.pid) fs.rmSync(SANDBOX_LOCK, { force: true });
-  } catch { /* none */ }
+  } catch {
+    /* none */
+  }
 }

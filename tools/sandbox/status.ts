@@ -22,20 +22,29 @@ export async function sandboxApply(file: string, opts: SandboxPathOptions = {}):
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {
-    throw new SandboxError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing YAML or JSON file', { code: 'USAGE' });
+    throw new SandboxError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'pass an existing YAML or JSON file', {
+      code: 'USAGE',
+    });
   }
   const { parseWorkloads } = await import('../../src/discovery/workloads.js');
   let errors: Array<{ entry: string; message: string }>;
   try {
     const docs = YAML.parseAllDocuments(text).map((d) => {
-      if (d.errors.length) throw new SandboxError(`not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`, 'fix the file; nothing was applied', { code: 'USAGE' });
+      if (d.errors.length)
+        throw new SandboxError(`not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`, 'fix the file; nothing was applied', { code: 'USAGE' });
       return d.toJS();
     });
     errors = parseWorkloads(docs, { file }, undefined, true).errors;
   } catch (e) {
     throw new SandboxError(`${file}: ${(e as Error).message}`, 'fix the file; nothing was applied', { code: 'USAGE' });
   }
-  const dest = path.join(state.meshDir, `50-applied-${path.basename(file).replace(/[^A-Za-z0-9_.-]/g, '_').replace(/\.(json|ya?ml)$/, '')}.yaml`);
+  const dest = path.join(
+    state.meshDir,
+    `50-applied-${path
+      .basename(file)
+      .replace(/[^A-Za-z0-9_.-]/g, '_')
+      .replace(/\.(json|ya?ml)$/, '')}.yaml`,
+  );
   await writeFileAtomic(dest, text);
   return { path: dest, errors };
 }
@@ -51,11 +60,24 @@ export function sandboxStatus(opts: SandboxPathOptions = {}): SandboxState {
 export function formatSandboxStatus(state: SandboxState): string {
   const table = (rows: string[][]) => {
     const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-    return rows.map((r) => r.map((cell, c) => cell.padEnd(w[c]!)).join('  ').trimEnd()).join('\n');
+    return rows
+      .map((r) =>
+        r
+          .map((cell, c) => cell.padEnd(w[c]!))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n');
   };
   const nodes = table([
     ['NODE', 'IP', 'NETNS', 'AGENT', 'CONFIG'],
-    ...state.nodes.map((n) => [n.name, n.ip, n.netns, n.agentPid === null ? 'not started' : `pid ${n.agentPid}${n.agentRunning === false ? ' (exited)' : ''}`, n.config]),
+    ...state.nodes.map((n) => [
+      n.name,
+      n.ip,
+      n.netns,
+      n.agentPid === null ? 'not started' : `pid ${n.agentPid}${n.agentRunning === false ? ' (exited)' : ''}`,
+      n.config,
+    ]),
   ]);
   const pods = table([
     ['POD', 'NODE', 'NAMESPACE', 'IP', 'AMBIENT', 'SERVICE ACCOUNT'],

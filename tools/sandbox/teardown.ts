@@ -103,7 +103,10 @@ async function removeMarkRules(): Promise<number> {
       } catch {
         break; // e.g. IPv6 disabled
       }
-      const hit = out.split('\n').map((l) => re.exec(l.trim())).find((m) => m !== null);
+      const hit = out
+        .split('\n')
+        .map((l) => re.exec(l.trim()))
+        .find((m) => m !== null);
       if (!hit) break;
       try {
         await run('ip', [fam, 'rule', 'del', 'priority', hit[1]!, 'fwmark', hit[2]!]);
@@ -145,9 +148,7 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
   const report: SandboxDownReport = { killed: [], netns: [], cgroups: 0, ipRules: 0, leftovers: [] };
 
   // 1. agents from the state file: SIGTERM, grace period, then SIGKILL.
-  const agents = (state?.nodes ?? [])
-    .map(liveAgentPid)
-    .filter((pid): pid is number => pid !== null);
+  const agents = (state?.nodes ?? []).map(liveAgentPid).filter((pid): pid is number => pid !== null);
   for (const pid of agents) {
     try {
       process.kill(pid, 'SIGTERM');
@@ -175,7 +176,10 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
   // 3. network namespaces.
   const names = await listSandboxNetns();
   if (names.length > 0) {
-    await ipBatch(names.map((n) => `netns del ${n}`), ['-force']).catch(() => undefined);
+    await ipBatch(
+      names.map((n) => `netns del ${n}`),
+      ['-force'],
+    ).catch(() => undefined);
     report.netns = names;
     const still = await listSandboxNetns();
     if (still.length > 0) report.leftovers.push(`netns ${still.join(', ')}`);

@@ -23,7 +23,10 @@ function preflight(p: ResolvedPaths): void {
     throw new SandboxError('the sandbox needs root (it creates network namespaces and cgroups)', 'run it with sudo');
   }
   if (!isFsType(p.cgroupRoot, CGROUP2_SUPER_MAGIC)) {
-    throw new SandboxError(`${p.cgroupRoot} is not a cgroup v2 mount`, 'pass the cgroup2 mount point as cgroupRoot (see `mount -t cgroup2`), e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified');
+    throw new SandboxError(
+      `${p.cgroupRoot} is not a cgroup v2 mount`,
+      'pass the cgroup2 mount point as cgroupRoot (see `mount -t cgroup2`), e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified',
+    );
   }
   if (!isFsType(p.bpffsRoot, BPF_FS_MAGIC)) {
     throw new SandboxError(`${p.bpffsRoot} is not a bpffs mount`, 'mount it: `mount -t bpf bpf /sys/fs/bpf`');
@@ -31,10 +34,12 @@ function preflight(p: ResolvedPaths): void {
 }
 
 async function sandboxExists(p: ResolvedPaths): Promise<boolean> {
-  return fs.existsSync(stateFilePath(p.stateDir))
-    || fs.existsSync(path.join(p.cgroupRoot, SANDBOX_DIR_NAME))
-    || fs.existsSync(path.join(p.bpffsRoot, SANDBOX_DIR_NAME))
-    || (await listSandboxNetns()).length > 0;
+  return (
+    fs.existsSync(stateFilePath(p.stateDir)) ||
+    fs.existsSync(path.join(p.cgroupRoot, SANDBOX_DIR_NAME)) ||
+    fs.existsSync(path.join(p.bpffsRoot, SANDBOX_DIR_NAME)) ||
+    (await listSandboxNetns()).length > 0
+  );
 }
 
 async function buildDirs(state: SandboxState, logLevel: string): Promise<void> {

@@ -18,7 +18,14 @@ function tlsError(err: NodeJS.ErrnoException & { reason?: string }): HboneError 
 }
 
 /** TLS over `raw` presenting `cc`, trusting `ca`, accepting only a server that proves `expected`. Resolves once the handshake is done. */
-export async function mtlsHandshake(raw: net.Socket, cc: ClientCert, ca: PemInput | PemInput[], expected: string, dstAddr: HostPort, timeoutMs: number): Promise<tls.TLSSocket> {
+export async function mtlsHandshake(
+  raw: net.Socket,
+  cc: ClientCert,
+  ca: PemInput | PemInput[],
+  expected: string,
+  dstAddr: HostPort,
+  timeoutMs: number,
+): Promise<tls.TLSSocket> {
   const tlsSock = tls.connect({
     socket: raw,
     key: cc.key,

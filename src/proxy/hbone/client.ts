@@ -217,10 +217,8 @@ export class HbonePool {
         const opts = { status, ...(reason ? { reason } : {}) };
         const what = `${formatHostPort(req.dstAddr)} -> ${formatHostPort(req.target)}`;
         if (status === 401) fail(new HboneError('HBONE_DENIED', `HBONE ${what}: 401 denied${reason ? ` (${reason})` : ''}`, opts));
-        else if (status === 400)
-          fail(new HboneError('HBONE_BAD_REQUEST', `HBONE ${what}: 400 bad request${reason ? ` (${reason})` : ''}`, opts));
-        else if (status === 503)
-          fail(new HboneError('HBONE_UNAVAILABLE', `HBONE ${what}: 503 unavailable${reason ? ` (${reason})` : ''}`, opts));
+        else if (status === 400) fail(new HboneError('HBONE_BAD_REQUEST', `HBONE ${what}: 400 bad request${reason ? ` (${reason})` : ''}`, opts));
+        else if (status === 503) fail(new HboneError('HBONE_UNAVAILABLE', `HBONE ${what}: 503 unavailable${reason ? ` (${reason})` : ''}`, opts));
         else fail(new HboneError('HBONE_STATUS', `HBONE ${what}: unexpected status ${status}`, opts));
       };
       const onClose = (): void => {
@@ -380,18 +378,15 @@ export class HbonePool {
     this.#all.add(ps);
     // The whole setup (cert lookup, socket creation, TLS, h2) is bounded; a
     // late success after the deadline is torn down inside #establish.
-    ps.ready = withDeadline(
-      this.#establish(ps, req),
-      Date.now() + this.#connectTimeoutMs,
-      undefined,
-      `HBONE session to ${formatHostPort(req.dstAddr)}`,
-    ).catch((err: unknown) => {
-      ps.closed = true;
-      this.#all.delete(ps);
-      this.#remove(ps);
-      this.#clearTimers(ps);
-      throw err;
-    });
+    ps.ready = withDeadline(this.#establish(ps, req), Date.now() + this.#connectTimeoutMs, undefined, `HBONE session to ${formatHostPort(req.dstAddr)}`).catch(
+      (err: unknown) => {
+        ps.closed = true;
+        this.#all.delete(ps);
+        this.#remove(ps);
+        this.#clearTimers(ps);
+        throw err;
+      },
+    );
     ps.ready.catch(noop);
     return ps;
   }
@@ -447,8 +442,12 @@ export class HbonePool {
     });
     ps.session = session;
     session.on('error', noop);
-    tlsSock.once('end', () => { if (!session.destroyed) session.destroy(); });
-    tlsSock.once('close', () => { if (!session.destroyed) session.destroy(); });
+    tlsSock.once('end', () => {
+      if (!session.destroyed) session.destroy();
+    });
+    tlsSock.once('close', () => {
+      if (!session.destroyed) session.destroy();
+    });
     session.on('frameError', noop);
     session.on('goaway', (code: number, _last: number, data?: Buffer) => {
       const txt = data && data.length > 0 ? data.toString('utf8', 0, Math.min(data.length, 256)) : undefined;
@@ -491,7 +490,9 @@ export class HbonePool {
       windows.add(session);
       try {
         session.settings({ initialWindowSize: windows.window });
-      } catch { /* closed meanwhile */ }
+      } catch {
+        /* closed meanwhile */
+      }
     }
 
     // Keep-alive pings: an unanswered one ends the session and its streams.

@@ -89,12 +89,15 @@ export type HboneErrorCode = Extract<ProxyCode, `HBONE_${string}`>;
 
 /** What to do about each HBONE failure (the operator reads it with the code). */
 const HBONE_HINTS: Record<HboneErrorCode, string> = {
-  HBONE_DENIED: 'an AuthorizationPolicy at the destination denied this source (401): see the policies selecting the destination pod (config_dump policies on its node)',
-  HBONE_BAD_REQUEST: 'the destination agent refused the request (400, see the reason): a tunnel targets the address it arrived on and never a port of the agent itself',
+  HBONE_DENIED:
+    'an AuthorizationPolicy at the destination denied this source (401): see the policies selecting the destination pod (config_dump policies on its node)',
+  HBONE_BAD_REQUEST:
+    'the destination agent refused the request (400, see the reason): a tunnel targets the address it arrived on and never a port of the agent itself',
   HBONE_UNAVAILABLE: 'the destination agent could not reach the app (503): is it listening on that port inside the pod?',
   HBONE_STATUS: 'the peer answered with an unexpected HTTP status: is an HBONE (ztunnel-compatible) agent listening on 15008 there?',
-  HBONE_TLS: 'mutual TLS failed (see the reason): both sides need certificates of the mesh root and trust domain, and the server\'s URI SAN must be the destination\'s SPIFFE id',
-  HBONE_CONNECT: 'the destination\'s port 15008 cannot be reached: is its node agent running and the pod enrolled?',
+  HBONE_TLS:
+    "mutual TLS failed (see the reason): both sides need certificates of the mesh root and trust domain, and the server's URI SAN must be the destination's SPIFFE id",
+  HBONE_CONNECT: "the destination's port 15008 cannot be reached: is its node agent running and the pod enrolled?",
   HBONE_TIMEOUT: 'the peer did not answer in time: a network partition, or an overloaded peer agent',
   HBONE_REFUSED: 'the peer is draining or restarting (GOAWAY, REFUSED_STREAM): the stream is tried again on a new session',
   HBONE_CLOSED: 'the session ended before the answer: the peer agent restarted or the network failed',

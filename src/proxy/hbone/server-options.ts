@@ -191,10 +191,18 @@ export function defaultConnectTarget(timeoutMs: number) {
         sock.destroy();
         reject(err);
       };
-      const onAbort = (): void => fail(new AmbientError('UPSTREAM_FAILED', 'stream closed while connecting', 'the client reset its stream before the app answered'));
+      const onAbort = (): void =>
+        fail(new AmbientError('UPSTREAM_FAILED', 'stream closed while connecting', 'the client reset its stream before the app answered'));
       // set before anything can call cleanup()
       const timer = setTimeout(
-        () => fail(new AmbientError('UPSTREAM_FAILED', `connect to ${formatHostPort(target)} timed out`, 'the app did not accept the connection in time: is it overloaded, or is a firewall dropping SYNs?')),
+        () =>
+          fail(
+            new AmbientError(
+              'UPSTREAM_FAILED',
+              `connect to ${formatHostPort(target)} timed out`,
+              'the app did not accept the connection in time: is it overloaded, or is a firewall dropping SYNs?',
+            ),
+          ),
         timeoutMs,
       );
       timer.unref();

@@ -31,7 +31,7 @@ export function pemKey(p: PemInput | PemInput[]): string {
 
 /** http2.createSecureServer options for one certificate: TLS 1.3 only, client certificate required (checked by checkPeer), HBONE's HTTP/2 settings. */
 export function tlsServerOptions(sc: ServerCert, opts: HboneServerOptions): http2.SecureServerOptions {
-return {
+  return {
     key: sc.key,
     cert: sc.cert,
     ca: sc.ca,

@@ -22,24 +22,37 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import * as http2 from 'node:http2';
 import { validateTrustDomain } from '../../identity/spiffe.js';
-import {
-  GOAWAY_REJECT_CODE,
-  H2,
-  HBONE_CONNECTION_WINDOW,
-  HBONE_MAX_CONCURRENT_STREAMS,
-  normalizeIp,
-  noop,
-  type HostPort,
-} from './common.js';
+import { GOAWAY_REJECT_CODE, H2, HBONE_CONNECTION_WINDOW, HBONE_MAX_CONCURRENT_STREAMS, normalizeIp, noop, type HostPort } from './common.js';
 import { spliceStreamSocket } from './tunnel.js';
 import { KeyedLimiter, Limiter } from '../limits.js';
 import { keepPinging } from '../liveness.js';
 import { AmbientError } from '../../util/errors.js';
 import { formatHostPort } from '../../util/hostport.js';
-import { defaultConnectTarget, HBONE_REJECT_REASONS, type AuthorizeDecision, type HboneRejectReason, type HboneServerEvent, type HboneServerOptions, type HboneServerStats, type HboneStreamContext, type PeerInfo, type ServerCert } from './server-options.js';
+import {
+  defaultConnectTarget,
+  HBONE_REJECT_REASONS,
+  type AuthorizeDecision,
+  type HboneRejectReason,
+  type HboneServerEvent,
+  type HboneServerOptions,
+  type HboneServerStats,
+  type HboneStreamContext,
+  type PeerInfo,
+  type ServerCert,
+} from './server-options.js';
 import { answerRejected, checkConnect, checkPeer, goawayAndClose, pemKey, tlsServerOptions } from './server-session.js';
 
-export { HBONE_REJECT_REASONS, type AuthorizeDecision, type HboneRejectReason, type HboneServerEvent, type HboneServerOptions, type HboneServerStats, type HboneStreamContext, type PeerInfo, type ServerCert } from './server-options.js';
+export {
+  HBONE_REJECT_REASONS,
+  type AuthorizeDecision,
+  type HboneRejectReason,
+  type HboneServerEvent,
+  type HboneServerOptions,
+  type HboneServerStats,
+  type HboneStreamContext,
+  type PeerInfo,
+  type ServerCert,
+} from './server-options.js';
 
 interface Conn {
   id: number;
@@ -101,21 +114,42 @@ export class HboneServer {
     const remote: HostPort = { ip: normalizeIp(socket.remoteAddress), port: socket.remotePort ?? 0 };
     // caps: connections per peer address, TLS handshakes in progress
     if (!this.#perPeer.tryAcquire(remote.ip)) {
-      this.#reject({ scope: 'connection', reason: 'limit_peer_sessions', message: `${remote.ip} already has ${this.#perPeer.max} connections open (maxSessionsPerPeer)`, local, remote });
+      this.#reject({
+        scope: 'connection',
+        reason: 'limit_peer_sessions',
+        message: `${remote.ip} already has ${this.#perPeer.max} connections open (maxSessionsPerPeer)`,
+        local,
+        remote,
+      });
       socket.destroy();
       return;
     }
     if (!this.#handshakes.tryAcquire()) {
       this.#perPeer.release(remote.ip);
-      this.#reject({ scope: 'connection', reason: 'limit_handshakes', message: `${this.#handshakes.max} TLS handshakes already in progress (maxHandshakes)`, local, remote });
+      this.#reject({
+        scope: 'connection',
+        reason: 'limit_handshakes',
+        message: `${this.#handshakes.max} TLS handshakes already in progress (maxHandshakes)`,
+        local,
+        remote,
+      });
       socket.destroy();
       return;
     }
     let handshaking = true;
-    const handshakeDone = (): void => { if (handshaking) { handshaking = false; this.#handshakes.release(); } };
+    const handshakeDone = (): void => {
+      if (handshaking) {
+        handshaking = false;
+        this.#handshakes.release();
+      }
+    };
     (socket as net.Socket & { [HANDSHAKE_DONE]?: () => void })[HANDSHAKE_DONE] = handshakeDone;
     this.#sockets.add(socket);
-    socket.once('close', () => { this.#sockets.delete(socket); handshakeDone(); this.#perPeer.release(remote.ip); });
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      handshakeDone();
+      this.#perPeer.release(remote.ip);
+    });
     socket.setNoDelay(true);
     if (this.#opts.tuneSocket) this.#opts.tuneSocket(socket);
     else {
@@ -313,8 +347,12 @@ export class HboneServer {
     const raw = (sock as unknown as { _parent?: net.Socket & { [HANDSHAKE_DONE]?: () => void } })._parent;
     raw?.[HANDSHAKE_DONE]?.();
     // the peer's end (FIN, RST, TLS error) ends every stream of the session
-    sock.once('end', () => { if (!session.destroyed) session.destroy(); });
-    sock.once('close', () => { if (!session.destroyed) session.destroy(); });
+    sock.once('end', () => {
+      if (!session.destroyed) session.destroy();
+    });
+    sock.once('close', () => {
+      if (!session.destroyed) session.destroy();
+    });
     let counted = false;
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (counted) return;
@@ -350,10 +388,21 @@ export class HboneServer {
       windows.add(session);
       try {
         session.settings({ initialWindowSize: windows.window });
-      } catch { /* closing */ }
+      } catch {
+        /* closing */
+      }
     }
     if (this.#opts.liveness) {
-      keepPinging(session, this.#opts.liveness, () => this.#reject({ scope: 'connection', reason: 'ping_timeout', message: `no PING answer within ${this.#opts.liveness!.pingTimeoutMs} ms`, local, remote, peer: res.peer }));
+      keepPinging(session, this.#opts.liveness, () =>
+        this.#reject({
+          scope: 'connection',
+          reason: 'ping_timeout',
+          message: `no PING answer within ${this.#opts.liveness!.pingTimeoutMs} ms`,
+          local,
+          remote,
+          peer: res.peer,
+        }),
+      );
     }
     let total = 0;
     session.on('stream', () => total++);
@@ -407,7 +456,10 @@ export class HboneServer {
     this.#streamsActive++;
     const windows = this.#opts.windows;
     windows?.streamOpened();
-    stream.once('close', () => { this.#streamsActive--; windows?.streamClosed(); });
+    stream.once('close', () => {
+      this.#streamsActive--;
+      windows?.streamClosed();
+    });
     stream.on('error', noop); // outcome handled via 'close'
     const conn = this.#conns.get(stream.session as http2.ServerHttp2Session);
     if (!conn) {
@@ -418,7 +470,14 @@ export class HboneServer {
     // the cap is enforced here too, for every stream
     const maxStreams = this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS;
     if (conn.streams >= maxStreams) {
-      this.#reject({ scope: 'stream', reason: 'limit_streams', message: `session already has ${maxStreams} streams (maxStreamsPerSession)`, local: conn.local, remote: conn.remote, peer: conn.peer });
+      this.#reject({
+        scope: 'stream',
+        reason: 'limit_streams',
+        message: `session already has ${maxStreams} streams (maxStreamsPerSession)`,
+        local: conn.local,
+        remote: conn.remote,
+        peer: conn.peer,
+      });
       stream.close(H2.NGHTTP2_REFUSED_STREAM);
       return;
     }

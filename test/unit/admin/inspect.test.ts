@@ -15,24 +15,137 @@ const DUMP = {
   node: 'n1',
   pid: 4242,
   workloads: [
-    { name: 'n1-p1', namespace: 'ambient-demo', serviceAccount: 'sa-n1-p1', identity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1', node: 'n1', ip: '10.244.1.2', netns: '/run/netns/ambs-n1-p1', cgroup: '/sys/fs/cgroup/ambientd-sandbox/n1/pods/n1-p1', labels: { app: 'n1-p1' }, ambient: true, state: 'enrolled', enrolledAt: '2024-05-01T10:00:00.000Z', redirect: { capturedOut: '3' } },
-    { name: 'n1-p2', namespace: 'plain', serviceAccount: 'sa-n1-p2', identity: 'spiffe://cluster.local/ns/plain/sa/sa-n1-p2', node: 'n1', ip: '10.244.1.3', netns: '/run/netns/ambs-n1-p2', cgroup: '/x', labels: {}, ambient: false, state: 'not-enrolled' },
-    { name: 'n2-p1', namespace: 'ambient-demo', serviceAccount: 'sa-n2-p1', identity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1', node: 'n2', ip: '10.244.2.2', netns: null, cgroup: null, labels: {}, ambient: true, state: 'remote' },
-    { name: 'bad', namespace: 'ambient-demo', serviceAccount: 'default', identity: null, node: 'n1', ip: '10.244.1.9', netns: '/gone', cgroup: '/x', labels: {}, ambient: true, state: 'failed', error: { code: 'NETNS_UNAVAILABLE', message: 'gone', hint: '' } },
+    {
+      name: 'n1-p1',
+      namespace: 'ambient-demo',
+      serviceAccount: 'sa-n1-p1',
+      identity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1',
+      node: 'n1',
+      ip: '10.244.1.2',
+      netns: '/run/netns/ambs-n1-p1',
+      cgroup: '/sys/fs/cgroup/ambientd-sandbox/n1/pods/n1-p1',
+      labels: { app: 'n1-p1' },
+      ambient: true,
+      state: 'enrolled',
+      enrolledAt: '2024-05-01T10:00:00.000Z',
+      redirect: { capturedOut: '3' },
+    },
+    {
+      name: 'n1-p2',
+      namespace: 'plain',
+      serviceAccount: 'sa-n1-p2',
+      identity: 'spiffe://cluster.local/ns/plain/sa/sa-n1-p2',
+      node: 'n1',
+      ip: '10.244.1.3',
+      netns: '/run/netns/ambs-n1-p2',
+      cgroup: '/x',
+      labels: {},
+      ambient: false,
+      state: 'not-enrolled',
+    },
+    {
+      name: 'n2-p1',
+      namespace: 'ambient-demo',
+      serviceAccount: 'sa-n2-p1',
+      identity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1',
+      node: 'n2',
+      ip: '10.244.2.2',
+      netns: null,
+      cgroup: null,
+      labels: {},
+      ambient: true,
+      state: 'remote',
+    },
+    {
+      name: 'bad',
+      namespace: 'ambient-demo',
+      serviceAccount: 'default',
+      identity: null,
+      node: 'n1',
+      ip: '10.244.1.9',
+      netns: '/gone',
+      cgroup: '/x',
+      labels: {},
+      ambient: true,
+      state: 'failed',
+      error: { code: 'NETNS_UNAVAILABLE', message: 'gone', hint: '' },
+    },
   ],
   services: [
-    { name: 'echo', namespace: 'ambient-demo', hostname: 'echo.ambient-demo.svc.cluster.local', vips: ['10.96.0.10'], ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], endpoints: [{ ip: '10.244.1.2', ready: true, pod: 'ambient-demo/n1-p1' }, { ip: '10.244.2.2', ready: false }] },
+    {
+      name: 'echo',
+      namespace: 'ambient-demo',
+      hostname: 'echo.ambient-demo.svc.cluster.local',
+      vips: ['10.96.0.10'],
+      ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }],
+      endpoints: [
+        { ip: '10.244.1.2', ready: true, pod: 'ambient-demo/n1-p1' },
+        { ip: '10.244.2.2', ready: false },
+      ],
+    },
   ],
   policies: [
-    { policy: 'ambient-demo/deny-p2', namespace: 'ambient-demo', name: 'deny-p2', action: 'DENY', scope: 'workload', selector: { app: 'n1-p1' }, status: 'enforced', effect: 'denies matching connections', rules: 1, enforcedRules: 1, errors: [], warnings: [] },
+    {
+      policy: 'ambient-demo/deny-p2',
+      namespace: 'ambient-demo',
+      name: 'deny-p2',
+      action: 'DENY',
+      scope: 'workload',
+      selector: { app: 'n1-p1' },
+      status: 'enforced',
+      effect: 'denies matching connections',
+      rules: 1,
+      enforcedRules: 1,
+      errors: [],
+      warnings: [],
+    },
   ],
   policyStats: {},
   connections: [
-    { id: 1, pod: 'ambient-demo/n1-p1', direction: 'outbound', src: '10.244.1.2:40000', dst: '10.244.2.2:8080', via: 'hbone', peerIdentity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1', bytesSent: 5, bytesReceived: 7, start: '2024-05-01T10:00:01.000Z', end: '2024-05-01T10:00:01.250Z', state: 'closed', reason: 'eof' },
-    { id: 2, pod: 'ambient-demo/n1-p1', direction: 'outbound', src: '10.244.1.2:40002', dst: '10.96.0.10:80', via: 'passthrough', peerIdentity: null, service: 'ambient-demo/echo', endpoint: '10.244.1.3:8080', bytesSent: 0, bytesReceived: 0, start: '2024-05-01T10:00:02.000Z', end: null, state: 'open', reason: null },
+    {
+      id: 1,
+      pod: 'ambient-demo/n1-p1',
+      direction: 'outbound',
+      src: '10.244.1.2:40000',
+      dst: '10.244.2.2:8080',
+      via: 'hbone',
+      peerIdentity: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1',
+      bytesSent: 5,
+      bytesReceived: 7,
+      start: '2024-05-01T10:00:01.000Z',
+      end: '2024-05-01T10:00:01.250Z',
+      state: 'closed',
+      reason: 'eof',
+    },
+    {
+      id: 2,
+      pod: 'ambient-demo/n1-p1',
+      direction: 'outbound',
+      src: '10.244.1.2:40002',
+      dst: '10.96.0.10:80',
+      via: 'passthrough',
+      peerIdentity: null,
+      service: 'ambient-demo/echo',
+      endpoint: '10.244.1.3:8080',
+      bytesSent: 0,
+      bytesReceived: 0,
+      start: '2024-05-01T10:00:02.000Z',
+      end: null,
+      state: 'open',
+      reason: null,
+    },
   ],
   certificates: [
-    { id: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1', serial: '0a1b', notBefore: '2024-05-01T10:00:00.000Z', notAfter: '2024-05-02T10:00:00.000Z', state: 'valid', nextRenewal: '2024-05-01T22:00:00.000Z', failedAttempts: 0, lastError: null },
+    {
+      id: 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1',
+      serial: '0a1b',
+      notBefore: '2024-05-01T10:00:00.000Z',
+      notAfter: '2024-05-02T10:00:00.000Z',
+      state: 'valid',
+      nextRenewal: '2024-05-01T22:00:00.000Z',
+      failedAttempts: 0,
+      lastError: null,
+    },
   ],
   hbone: null,
   datapath: { pins: '/sys/fs/bpf/ambientd-sandbox/n1', acceleration: 'none', features: {} },
@@ -62,10 +175,31 @@ test('services, policies, certs, connections tables', () => {
   assert.deepEqual(cols(p[0]!), ['NAMESPACE', 'NAME', 'ACTION', 'SCOPE', 'STATUS', 'RULES', 'ENFORCED', 'ERRORS']);
   assert.deepEqual(cols(p[1]!), ['ambient-demo', 'deny-p2', 'DENY', 'workload', 'enforced', '1', '1', '-']);
   const c = lines(formatDump('certs', DUMP, 'table'));
-  assert.deepEqual(cols(c[1]!), ['spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1', '0a1b', '2024-05-02T10:00:00.000Z', 'valid', '2024-05-01T22:00:00.000Z', '-']);
+  assert.deepEqual(cols(c[1]!), [
+    'spiffe://cluster.local/ns/ambient-demo/sa/sa-n1-p1',
+    '0a1b',
+    '2024-05-02T10:00:00.000Z',
+    'valid',
+    '2024-05-01T22:00:00.000Z',
+    '-',
+  ]);
   const k = lines(formatDump('connections', DUMP, 'table'));
   assert.equal(k.length, 3);
-  assert.deepEqual(cols(k[1]!), ['1', 'ambient-demo/n1-p1', 'outbound', 'hbone', '10.244.1.2:40000', '10.244.2.2:8080', '-', '-', 'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1', '5', '7', 'closed', 'eof']);
+  assert.deepEqual(cols(k[1]!), [
+    '1',
+    'ambient-demo/n1-p1',
+    'outbound',
+    'hbone',
+    '10.244.1.2:40000',
+    '10.244.2.2:8080',
+    '-',
+    '-',
+    'spiffe://cluster.local/ns/ambient-demo/sa/sa-n2-p1',
+    '5',
+    '7',
+    'closed',
+    'eof',
+  ]);
   assert.deepEqual(cols(k[2]!).slice(6, 8), ['10.244.1.3:8080', 'ambient-demo/echo']);
   const cfg = formatDump('config', DUMP, 'table');
   assert.match(cfg, /^node\s+n1$/m);
@@ -83,7 +217,16 @@ test('-o json prints the section of the dump (config: all of it)', () => {
 });
 
 test('table(): "-" for empty cells, no trailing blanks', () => {
-  assert.equal(table(['A', 'BB'], [['x', null], ['yyy', '']]), 'A    BB\nx    -\nyyy  -\n');
+  assert.equal(
+    table(
+      ['A', 'BB'],
+      [
+        ['x', null],
+        ['yyy', ''],
+      ],
+    ),
+    'A    BB\nx    -\nyyy  -\n',
+  );
 });
 
 test('arguments: targets, -o, --node; bad ones are USAGE errors with a hint', async () => {
@@ -97,7 +240,10 @@ test('arguments: targets, -o, --node; bad ones are USAGE errors with a hint', as
 
 test('the CLI exits 2 on a bad target or -o, with the hint on stderr', () => {
   const cli = path.join(ROOT, 'dist', 'src', 'cli.js');
-  for (const args of [['inspect', 'nope'], ['inspect', 'workloads', '-o', 'xml']]) {
+  for (const args of [
+    ['inspect', 'nope'],
+    ['inspect', 'workloads', '-o', 'xml'],
+  ]) {
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /USAGE/);
@@ -116,8 +262,20 @@ test('maps are decoded like bpftool "formatted": numbers, byte arrays, nested st
   const stats = Buffer.alloc(STRUCTS.amb_pod_stats.size);
   stats.writeBigUInt64LE(7n, 0);
   stats.writeBigUInt64LE(123456789n, 56);
-  assert.deepEqual(decodeBtfStyle('amb_pod_stats', stats), { captured_out: 7, refused_out: 0, denied_out: 0, captured_in: 0, hbone_in: 0, refused_in: 0, denied_in: 0, bypass_in: 123456789 });
-  const out = formatMaps({ amb_config: { pin: '/p/maps/amb_config', bpftool: 'bpftool map dump pinned /p/maps/amb_config', entries: [{ key: 0, value: { mark: 1337 } }] } }, 'table');
+  assert.deepEqual(decodeBtfStyle('amb_pod_stats', stats), {
+    captured_out: 7,
+    refused_out: 0,
+    denied_out: 0,
+    captured_in: 0,
+    hbone_in: 0,
+    refused_in: 0,
+    denied_in: 0,
+    bypass_in: 123456789,
+  });
+  const out = formatMaps(
+    { amb_config: { pin: '/p/maps/amb_config', bpftool: 'bpftool map dump pinned /p/maps/amb_config', entries: [{ key: 0, value: { mark: 1337 } }] } },
+    'table',
+  );
   assert.match(out, /^amb_config \(1 entries\)\s+pin \/p\/maps\/amb_config$/m);
   assert.match(out, /^\s+\$ bpftool map dump pinned \/p\/maps\/amb_config$/m);
 });

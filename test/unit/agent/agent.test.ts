@@ -22,12 +22,24 @@ class AgentDatapath extends FakeDatapath {
   readonly features = [];
   readonly adoptedLinks = { updated: 0, upgraded: 0 };
   closed = false;
-  programs(): Record<string, { id: number; tag: string }> { return {}; }
-  counters(): Record<string, bigint> { return { refused_isolated: 0n }; }
-  originalDstCount(): number { return 0; }
-  podStats(): null { return null; }
-  originalDst(): null { return null; }
-  close(): void { this.closed = true; }
+  programs(): Record<string, { id: number; tag: string }> {
+    return {};
+  }
+  counters(): Record<string, bigint> {
+    return { refused_isolated: 0n };
+  }
+  originalDstCount(): number {
+    return 0;
+  }
+  podStats(): null {
+    return null;
+  }
+  originalDst(): null {
+    return null;
+  }
+  close(): void {
+    this.closed = true;
+  }
 }
 
 /** Like the API source today: start() resolves with `current` set and emits nothing. */
@@ -36,15 +48,36 @@ class FakeSource extends EventEmitter<WorkloadSourceEvents> implements WorkloadS
   current: MeshSnapshot = emptySnapshot();
   lastError: AmbientError | null = null;
   stopped = false;
-  constructor(private readonly initial: MeshSnapshot) { super(); }
-  async start(): Promise<void> { this.current = this.initial; }
-  stop(): void { this.stopped = true; }
-  status(): Record<string, unknown> { return {}; }
-  publish(s: MeshSnapshot): void { this.current = s; this.emit('update', s); }
+  constructor(private readonly initial: MeshSnapshot) {
+    super();
+  }
+  async start(): Promise<void> {
+    this.current = this.initial;
+  }
+  stop(): void {
+    this.stopped = true;
+  }
+  status(): Record<string, unknown> {
+    return {};
+  }
+  publish(s: MeshSnapshot): void {
+    this.current = s;
+    this.emit('update', s);
+  }
 }
 
 function pod(name: string, o: Partial<PodInfo> = {}): PodInfo {
-  return { name, namespace: 'shop', serviceAccount: name, node: 'n1', ip: `10.0.0.${name.length}`, netns: `/nonexistent/netns/${name}`, cgroup: `/cg/${name}`, labels: {}, ...o };
+  return {
+    name,
+    namespace: 'shop',
+    serviceAccount: name,
+    node: 'n1',
+    ip: `10.0.0.${name.length}`,
+    netns: `/nonexistent/netns/${name}`,
+    cgroup: `/cg/${name}`,
+    labels: {},
+    ...o,
+  };
 }
 
 function snap(...pods: PodInfo[]): MeshSnapshot {
@@ -57,20 +90,35 @@ function snap(...pods: PodInfo[]): MeshSnapshot {
 
 function world(initial: MeshSnapshot) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-agent-unit-'));
-  const base = loadConfig(null, { node: 'n1', source: 'kubernetes', caDir: path.join(dir, 'ca'), handoverSocket: null, drainTimeout: '2s', metricsAddress: '127.0.0.1', logLevel: 'off' });
+  const base = loadConfig(null, {
+    node: 'n1',
+    source: 'kubernetes',
+    caDir: path.join(dir, 'ca'),
+    handoverSocket: null,
+    drainTimeout: '2s',
+    metricsAddress: '127.0.0.1',
+    logLevel: 'off',
+  });
   // ephemeral node ports (0 is no valid setting, but listen() takes it)
   const config: AgentConfig = { ...base, ports: { ...base.ports, admin: 0, metrics: 0, readiness: 0 }, readyFile: path.join(dir, 'ready') };
   const dp = new AgentDatapath();
   const source = new FakeSource(initial);
-  const native = { raiseFdLimit: () => ({ soft: 4096, hard: 4096 }), closeFd: () => 0, tcpSockets: () => [], destroyTcpSockets: () => 0 } as unknown as NativeAddon;
+  const native = {
+    raiseFdLimit: () => ({ soft: 4096, hard: 4096 }),
+    closeFd: () => 0,
+    tcpSockets: () => [],
+    destroyTcpSockets: () => 0,
+  } as unknown as NativeAddon;
   const agent = new Agent({ config, log: new Logger('test', 'off'), native, source, openDatapath: () => dp as unknown as Datapath });
   return { agent, dp, source, config, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
 const state = (d: ConfigDump, name: string): string | undefined => d.workloads.find((w) => w.name === name)?.state;
 
-test('built with fakes: start, reconcile the source\'s initial state, report, follow a departure, drain to stopped', async () => {
-  const { agent, dp, source, config, cleanup } = world(snap(pod('gone'), pod('db', { namespace: 'plain' }), pod('far', { node: 'n2', netns: null, cgroup: null })));
+test("built with fakes: start, reconcile the source's initial state, report, follow a departure, drain to stopped", async () => {
+  const { agent, dp, source, config, cleanup } = world(
+    snap(pod('gone'), pod('db', { namespace: 'plain' }), pod('far', { node: 'n2', netns: null, cgroup: null })),
+  );
   try {
     assert.equal(agent.phase, 'starting');
     const before = agent.readiness();
@@ -87,11 +135,20 @@ test('built with fakes: start, reconcile the source\'s initial state, report, fo
     assert.equal(d.workloads.find((w) => w.name === 'gone')?.error?.code, 'NETNS_UNAVAILABLE');
     assert.equal(state(d, 'db'), 'not-enrolled');
     assert.equal(state(d, 'far'), 'remote');
-    assert.deepEqual(dp.named('isolate').map((c) => [c[1], c[2]]), [['shop/gone', null]], 'failed closed, no netns to attach to');
+    assert.deepEqual(
+      dp.named('isolate').map((c) => [c[1], c[2]]),
+      [['shop/gone', null]],
+      'failed closed, no netns to attach to',
+    );
     assert.deepEqual(d.readiness, {
-      ready: true, pending: [],
+      ready: true,
+      pending: [],
       pods: [
-        { pod: 'shop/gone', state: 'isolated', error: { code: 'NETNS_UNAVAILABLE', message: 'pod shop/gone: netns /nonexistent/netns/gone does not exist', hint: d.readiness.pods[0]!.error!.hint } },
+        {
+          pod: 'shop/gone',
+          state: 'isolated',
+          error: { code: 'NETNS_UNAVAILABLE', message: 'pod shop/gone: netns /nonexistent/netns/gone does not exist', hint: d.readiness.pods[0]!.error!.hint },
+        },
         { pod: 'plain/db', state: 'not-enrolled' },
       ],
     });
@@ -101,11 +158,16 @@ test('built with fakes: start, reconcile the source\'s initial state, report, fo
 
     source.publish(snap(pod('db', { namespace: 'plain' })));
     await agent.settle();
-    assert.deepEqual(dp.named('unenroll').map((c) => c[1]), ['shop/gone']);
+    assert.deepEqual(
+      dp.named('unenroll').map((c) => c[1]),
+      ['shop/gone'],
+    );
     assert.equal(state(agent.configDump(), 'gone'), undefined);
 
     let drained = false;
-    agent.lifecycle.once('drained', () => { drained = true; });
+    agent.lifecycle.once('drained', () => {
+      drained = true;
+    });
     const draining = agent.drain('SIGTERM');
     assert.equal(agent.phase, 'draining');
     assert.ok(agent.readiness().pending.includes('draining'));

@@ -8,7 +8,18 @@ import { DATAPLANE_MODE_LABEL, emptySnapshot, type MeshSnapshot, type PodInfo } 
 import { captureWorld } from './fakes.js';
 
 function pod(name: string, o: Partial<PodInfo> = {}): PodInfo {
-  return { uid: `uid-${name}`, name, namespace: 'shop', serviceAccount: name, node: 'n1', ip: `10.0.0.${name.charCodeAt(0) - 90}`, netns: `/run/netns/${name}`, cgroup: `/cg/${name}`, labels: {}, ...o };
+  return {
+    uid: `uid-${name}`,
+    name,
+    namespace: 'shop',
+    serviceAccount: name,
+    node: 'n1',
+    ip: `10.0.0.${name.charCodeAt(0) - 90}`,
+    netns: `/run/netns/${name}`,
+    cgroup: `/cg/${name}`,
+    labels: {},
+    ...o,
+  };
 }
 
 function snap(...pods: PodInfo[]): MeshSnapshot {
@@ -30,7 +41,10 @@ test('enrolled pods are found by address; a departed pod is released and forgott
   await set.reconcile(snap(b));
   assert.equal(set.get('shop/a'), undefined);
   assert.equal(set.localPodByIp(a.ip), null);
-  assert.deepEqual(w.dp.named('unenroll').map((c) => c[1]), ['shop/a']);
+  assert.deepEqual(
+    w.dp.named('unenroll').map((c) => c[1]),
+    ['shop/a'],
+  );
   assert.deepEqual(w.forgotten, ['spiffe://cluster.local/ns/shop/sa/a']);
   assert.ok(w.handles.find((h) => h.source === a.netns)!.closed);
   assert.ok(!w.handles.find((h) => h.source === b.netns)!.closed);
@@ -46,7 +60,13 @@ test('a changed netns: the old capture is released (its handle closed), a new on
   const second = set.get('shop/a')!;
   assert.notEqual(first, second);
   assert.ok(first.released);
-  assert.deepEqual(w.handles.map((h) => [h.source, h.closed]), [['/run/netns/a', true], ['/proc/99/ns/net', false]]);
+  assert.deepEqual(
+    w.handles.map((h) => [h.source, h.closed]),
+    [
+      ['/run/netns/a', true],
+      ['/proc/99/ns/net', false],
+    ],
+  );
   assert.equal(set.localPodByIp(a.ip), second);
   assert.deepEqual(w.forgotten, ['spiffe://cluster.local/ns/shop/sa/a'], 'forgotten with the old capture (the new one fetches it again)');
 });
@@ -64,11 +84,21 @@ test('two pods with one IP: both isolated, neither reachable by that address; on
     assert.equal(set.get(k)!.error?.code, 'POD_IP_CONFLICT');
   }
   assert.equal(set.localPodByIp('10.0.0.7'), null, 'no pod owns the address');
-  assert.deepEqual(w.dp.named('isolate').map((c) => [c[1], c[3]]), [['shop/a', ['10.0.0.7']], ['shop/b', ['10.0.0.7']]]);
+  assert.deepEqual(
+    w.dp.named('isolate').map((c) => [c[1], c[3]]),
+    [
+      ['shop/a', ['10.0.0.7']],
+      ['shop/b', ['10.0.0.7']],
+    ],
+  );
   await set.reconcile(snap(a, b));
   assert.equal(w.dp.named('isolate').length, 2, 'still in conflict: not isolated again');
   await set.reconcile(snap(b));
-  assert.deepEqual(w.dp.named('unenroll').map((c) => [c[1], c[2]]), [['shop/a', ['10.0.0.7']]], 'a goes, the address stays for b');
+  assert.deepEqual(
+    w.dp.named('unenroll').map((c) => [c[1], c[2]]),
+    [['shop/a', ['10.0.0.7']]],
+    'a goes, the address stays for b',
+  );
   assert.equal(set.get('shop/b')!.state, 'enrolled');
   assert.equal(set.localPodByIp('10.0.0.7')?.key, 'shop/b');
 });

@@ -14,7 +14,9 @@ import { Logger } from '../../../src/util/log.js';
 
 class Tracker extends EventEmitter {
   open = 0;
-  openCount(): number { return this.open; }
+  openCount(): number {
+    return this.open;
+  }
 }
 
 function drainWorld(o: { open: number; successor: boolean }) {
@@ -22,20 +24,42 @@ function drainWorld(o: { open: number; successor: boolean }) {
   const tracker = new Tracker();
   tracker.open = o.open;
   let t = 0;
-  const clock: Clock = { now: () => t, sleep: async (ms) => { t += ms; await Promise.resolve(); } };
+  const clock: Clock = {
+    now: () => t,
+    sleep: async (ms) => {
+      t += ms;
+      await Promise.resolve();
+    },
+  };
   const sent: TrackedConnection[] = [];
-  const sink: RecordSink = { send: (r) => { sent.push(r); }, end: async () => ({ sent: sent.length, lost: 0 }) };
+  const sink: RecordSink = {
+    send: (r) => {
+      sent.push(r);
+    },
+    end: async () => ({ sent: sent.length, lost: 0 }),
+  };
   const counts: string[] = [];
-  const run = drainAgent({
-    drainTimeoutMs: 1000,
-    successor: o.successor ? { socket: '/run/x.sock', node: 'n1' } : null,
-    settle: async () => { steps.push('settle'); },
-    stopAccepting: () => steps.push('stopAccepting'),
-    closeNodeServers: () => steps.push('closeNodeServers'),
-    tracker, mesh: null, count: (r) => counts.push(r), log: new Logger('test', 'off'), clock,
-    records: () => sink,
-    stop: async () => { steps.push('stop'); },
-  }, 'test');
+  const run = drainAgent(
+    {
+      drainTimeoutMs: 1000,
+      successor: o.successor ? { socket: '/run/x.sock', node: 'n1' } : null,
+      settle: async () => {
+        steps.push('settle');
+      },
+      stopAccepting: () => steps.push('stopAccepting'),
+      closeNodeServers: () => steps.push('closeNodeServers'),
+      tracker,
+      mesh: null,
+      count: (r) => counts.push(r),
+      log: new Logger('test', 'off'),
+      clock,
+      records: () => sink,
+      stop: async () => {
+        steps.push('stop');
+      },
+    },
+    'test',
+  );
   return { run, steps, tracker, sent, counts, now: () => t };
 }
 
@@ -52,7 +76,10 @@ test('drain after a hand-over: node ports close, closing connections go to the s
   w.tracker.emit('close', { id: 1 } as TrackedConnection);
   await w.run;
   assert.deepEqual(w.steps, ['settle', 'stopAccepting', 'closeNodeServers', 'stop']);
-  assert.deepEqual(w.sent.map((r) => r.id), [1]);
+  assert.deepEqual(
+    w.sent.map((r) => r.id),
+    [1],
+  );
   assert.ok(w.now() >= 1000, 'waited until the deadline');
   assert.deepEqual(w.counts, ['drain_deadline_closed']);
   assert.equal(w.tracker.listenerCount('close'), 0, 'no longer forwarding');
@@ -62,7 +89,14 @@ test('snapshots: only the newest applies; enrollment waits during a hand-over an
   const lc = new AgentLifecycle();
   const applied: MeshSnapshot[] = [];
   const reconciled: MeshSnapshot[] = [];
-  const q = new SnapshotQueue({ lifecycle: lc, applyModel: (s) => applied.push(s), reconcile: async (s) => { reconciled.push(s); }, onError: () => undefined });
+  const q = new SnapshotQueue({
+    lifecycle: lc,
+    applyModel: (s) => applied.push(s),
+    reconcile: async (s) => {
+      reconciled.push(s);
+    },
+    onError: () => undefined,
+  });
   const [a, b, c, d] = [emptySnapshot(), emptySnapshot(), emptySnapshot(), emptySnapshot()];
   q.schedule(a);
   q.schedule(b);
@@ -88,7 +122,14 @@ test('snapshots: a reconcile that throws is reported and the queue goes on', asy
   const lc = new AgentLifecycle();
   const errors: unknown[] = [];
   let n = 0;
-  const q = new SnapshotQueue({ lifecycle: lc, applyModel: () => undefined, reconcile: async () => { if (n++ === 0) throw new AmbientError('AGENT_INTERNAL', 'boom', 'test'); }, onError: (e) => errors.push(e) });
+  const q = new SnapshotQueue({
+    lifecycle: lc,
+    applyModel: () => undefined,
+    reconcile: async () => {
+      if (n++ === 0) throw new AmbientError('AGENT_INTERNAL', 'boom', 'test');
+    },
+    onError: (e) => errors.push(e),
+  });
   q.schedule(emptySnapshot());
   await q.settle();
   q.schedule(emptySnapshot());
@@ -101,7 +142,13 @@ test('prefetch: one at a time, known ones skipped, a departed identity never iss
   const issued: string[] = [];
   const held = new Set(['a', 'b', 'c']);
   const p = new CertificatePrefetch({
-    identities: () => ({ peek: (id: string) => (id === 'known' ? ({} as never) : undefined), get: async (id: string) => { issued.push(id); return {} as never; } }),
+    identities: () => ({
+      peek: (id: string) => (id === 'known' ? ({} as never) : undefined),
+      get: async (id: string) => {
+        issued.push(id);
+        return {} as never;
+      },
+    }),
     wanted: (id) => held.has(id),
     active: () => true,
     gapMs: 1,

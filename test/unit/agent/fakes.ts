@@ -16,12 +16,16 @@ export class FakeDatapath implements CaptureDatapath {
   readonly pinned = new Set<string>();
   /** what isolate() manages to put in place */
   isolation: Isolation = { outbound: true, inbound: true };
-  isPinned(key: string): boolean { return this.pinned.has(key); }
+  isPinned(key: string): boolean {
+    return this.pinned.has(key);
+  }
   cgroupIdOf(pod: { key: string; cgroup: string }): bigint {
     if (pod.cgroup.includes('missing')) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${pod.key}: cgroup ${pod.cgroup}: ENOENT`, 'test');
     return BigInt(pod.cgroup.length);
   }
-  registerListener(cgroupId: bigint, port: number, fd: number): void { this.calls.push(['registerListener', cgroupId, port, fd]); }
+  registerListener(cgroupId: bigint, port: number, fd: number): void {
+    this.calls.push(['registerListener', cgroupId, port, fd]);
+  }
   enroll(pod: { key: string; netns: string; ips: string[] }): void {
     this.calls.push(['enroll', pod.key, pod.netns, pod.ips]);
     this.pinned.add(pod.key);
@@ -35,23 +39,40 @@ export class FakeDatapath implements CaptureDatapath {
     this.calls.push(['unenroll', pod.key, [...keepIps]]);
     this.pinned.delete(pod.key);
   }
-  pinnedPods(): string[] { return [...this.pinned]; }
-  removeLinks(key: string): void { this.calls.push(['removeLinks', key]); this.pinned.delete(key); }
-  sweep(): number { return 0; }
-  named(name: string): Call[] { return this.calls.filter((c) => c[0] === name); }
+  pinnedPods(): string[] {
+    return [...this.pinned];
+  }
+  removeLinks(key: string): void {
+    this.calls.push(['removeLinks', key]);
+    this.pinned.delete(key);
+  }
+  sweep(): number {
+    return 0;
+  }
+  named(name: string): Call[] {
+    return this.calls.filter((c) => c[0] === name);
+  }
 }
 
 export class FakeNetns implements NetnsRef {
   closed = false;
   /** the path now names another namespace (sandbox re-created, pid reused) */
   replaced = false;
-  constructor(readonly source: string, readonly inode: bigint, private readonly fd: number) {}
+  constructor(
+    readonly source: string,
+    readonly inode: bigint,
+    private readonly fd: number,
+  ) {}
   get path(): string {
     if (this.closed) throw new AmbientError('NETNS_UNAVAILABLE', `netns handle for ${this.source} is closed`, 'a bug: a released capture used its netns');
     return `/proc/self/fd/${this.fd}`;
   }
-  sameAs(source: string): boolean { return !this.replaced && source === this.source; }
-  close(): void { this.closed = true; }
+  sameAs(source: string): boolean {
+    return !this.replaced && source === this.source;
+  }
+  close(): void {
+    this.closed = true;
+  }
 }
 
 export interface CaptureWorld {
@@ -73,7 +94,19 @@ export interface CaptureWorld {
 }
 
 export function captureWorld(o: { missingNetns?: string[] } = {}): CaptureWorld {
-  const w = { handles: [], listens: [], closedListeners: 0, forgotten: [], prefetched: [], released: [], counts: new Map(), lines: [], now: 1_000_000, failRole: null, retries: 0 } as unknown as CaptureWorld;
+  const w = {
+    handles: [],
+    listens: [],
+    closedListeners: 0,
+    forgotten: [],
+    prefetched: [],
+    released: [],
+    counts: new Map(),
+    lines: [],
+    now: 1_000_000,
+    failRole: null,
+    retries: 0,
+  } as unknown as CaptureWorld;
   w.dp = new FakeDatapath();
   w.leases = new IdentityLeases((id) => w.forgotten.push(id));
   let fd = 100;
@@ -92,8 +125,13 @@ export function captureWorld(o: { missingNetns?: string[] } = {}): CaptureWorld 
     listen: async (req) => {
       w.listens.push(req);
       await Promise.resolve();
-      if (w.failRole === req.role) throw new AmbientError('LISTENER_FAILED', `cannot listen on ${req.bind.ip}:${req.bind.port} in ${req.netns.path}: EADDRINUSE`, 'test');
-      const server = { close: () => { w.closedListeners++; } } as unknown as net.Server;
+      if (w.failRole === req.role)
+        throw new AmbientError('LISTENER_FAILED', `cannot listen on ${req.bind.ip}:${req.bind.port} in ${req.netns.path}: EADDRINUSE`, 'test');
+      const server = {
+        close: () => {
+          w.closedListeners++;
+        },
+      } as unknown as net.Server;
       return { server, fd: fd++, ...req.bind } satisfies PodListener;
     },
     proxy: { outbound: () => undefined, inbound: () => undefined, hbone: () => undefined, release: (k) => w.released.push(k) },
@@ -101,9 +139,21 @@ export function captureWorld(o: { missingNetns?: string[] } = {}): CaptureWorld 
     prefetch: (id) => w.prefetched.push(id),
     count: (r, n = 1) => w.counts.set(r, (w.counts.get(r) ?? 0) + n),
     countEnrollFailure: () => undefined,
-    log: new Logger('test', 'debug', (l) => { const j = JSON.parse(l) as { level: string; msg: string }; w.lines.push({ level: j.level, msg: j.msg }); }),
+    log: new Logger('test', 'debug', (l) => {
+      const j = JSON.parse(l) as { level: string; msg: string };
+      w.lines.push({ level: j.level, msg: j.msg });
+    }),
     now: () => w.now,
   };
-  w.deps = { ...deps, datapath: w.dp, node: 'n1', trustDomain: 'cluster.local', retry: () => { w.retries++; }, active: () => true };
+  w.deps = {
+    ...deps,
+    datapath: w.dp,
+    node: 'n1',
+    trustDomain: 'cluster.local',
+    retry: () => {
+      w.retries++;
+    },
+    active: () => true,
+  };
   return w;
 }

@@ -8,9 +8,15 @@ const ALL: AgentPhase[] = ['starting', 'running', 'handing-over', 'draining', 's
 
 test('the legal transitions, and only those', () => {
   const legal = new Set([
-    'starting>running', 'starting>draining', 'starting>stopping',
-    'running>handing-over', 'running>draining', 'running>stopping',
-    'handing-over>running', 'handing-over>draining', 'handing-over>stopping',
+    'starting>running',
+    'starting>draining',
+    'starting>stopping',
+    'running>handing-over',
+    'running>draining',
+    'running>stopping',
+    'handing-over>running',
+    'handing-over>draining',
+    'handing-over>stopping',
     'draining>stopping',
     'stopping>stopped',
   ]);
@@ -39,7 +45,10 @@ test('an illegal transition throws AGENT_PHASE and changes nothing; tryMoveTo sa
   const lc = new AgentLifecycle();
   lc.moveTo('running');
   lc.moveTo('draining');
-  assert.throws(() => lc.moveTo('running'), (e: unknown) => isAmbientError(e) && e.code === 'AGENT_PHASE' && /draining -> running/.test(e.message));
+  assert.throws(
+    () => lc.moveTo('running'),
+    (e: unknown) => isAmbientError(e) && e.code === 'AGENT_PHASE' && /draining -> running/.test(e.message),
+  );
   assert.equal(lc.phase, 'draining');
   assert.equal(lc.tryMoveTo('handing-over'), false, 'a successor arriving while we drain is refused');
   assert.equal(lc.phase, 'draining');

@@ -10,11 +10,22 @@ import { AmbientError, isAmbientError } from '../../../src/util/errors.js';
 import { captureWorld, type CaptureWorld } from './fakes.js';
 
 function pod(name: string, o: Partial<PodInfo> = {}): PodInfo {
-  return { uid: `uid-${name}`, name, namespace: 'shop', serviceAccount: 'web', node: 'n1', ip: '10.0.0.5', netns: `/proc/77/ns/net`, cgroup: `/cg/${name}`, labels: {}, ...o };
+  return {
+    uid: `uid-${name}`,
+    name,
+    namespace: 'shop',
+    serviceAccount: 'web',
+    node: 'n1',
+    ip: '10.0.0.5',
+    netns: `/proc/77/ns/net`,
+    cgroup: `/cg/${name}`,
+    labels: {},
+    ...o,
+  };
 }
 const capture = (w: CaptureWorld, p: PodInfo): PodCapture => new PodCapture(w.deps, p, podSpiffeId(p, 'cluster.local'));
 
-test('enroll: listeners, amb_listeners and links all in the netns the handle holds (/proc/self/fd/N), never the pod\'s path', async () => {
+test("enroll: listeners, amb_listeners and links all in the netns the handle holds (/proc/self/fd/N), never the pod's path", async () => {
   const w = captureWorld();
   const c = capture(w, pod('web'));
   await c.enroll();
@@ -22,18 +33,31 @@ test('enroll: listeners, amb_listeners and links all in the netns the handle hol
   assert.equal(w.handles.length, 1, 'the netns is opened once');
   const h = w.handles[0]!;
   assert.equal(h.source, '/proc/77/ns/net');
-  assert.deepEqual(w.listens.map((l) => [l.role, l.bind.ip, l.bind.port, l.netns.path]), [
-    ['outbound', '10.0.0.5', 15001, h.path], ['inbound', '127.0.0.1', 15006, h.path], ['hbone', '10.0.0.5', 15008, h.path],
-  ]);
+  assert.deepEqual(
+    w.listens.map((l) => [l.role, l.bind.ip, l.bind.port, l.netns.path]),
+    [
+      ['outbound', '10.0.0.5', 15001, h.path],
+      ['inbound', '127.0.0.1', 15006, h.path],
+      ['hbone', '10.0.0.5', 15008, h.path],
+    ],
+  );
   assert.equal(w.dp.named('registerListener').length, 3);
   assert.deepEqual(w.dp.named('enroll'), [['enroll', 'shop/web', h.path, ['10.0.0.5']]]);
   assert.equal(c.info.netns, h.path, 'the proxy dials through the handle');
   assert.equal(c.pod.netns, '/proc/77/ns/net', 'the reconciler compares the entry as given');
   assert.equal(c.netnsInode, h.inode);
   assert.deepEqual(w.prefetched, ['spiffe://cluster.local/ns/shop/sa/web']);
-  assert.deepEqual(c.handoverEntries().map((e) => e.entry), ['outbound', 'inbound', 'hbone'].map((role, i) => ({
-    kind: 'pod', role, key: 'shop/web', ip: i === 1 ? '127.0.0.1' : '10.0.0.5', port: [15001, 15006, 15008][i], netnsInode: String(h.inode),
-  })));
+  assert.deepEqual(
+    c.handoverEntries().map((e) => e.entry),
+    ['outbound', 'inbound', 'hbone'].map((role, i) => ({
+      kind: 'pod',
+      role,
+      key: 'shop/web',
+      ip: i === 1 ? '127.0.0.1' : '10.0.0.5',
+      port: [15001, 15006, 15008][i],
+      netnsInode: String(h.inode),
+    })),
+  );
 });
 
 test('release: proxy pool, datapath, listeners, lease and netns handle; exactly once', async () => {
@@ -96,7 +120,11 @@ test('a listener that cannot be made: the pod is isolated (fails closed), its ot
   await c.enroll();
   assert.equal(c.retryAt, w.now + 2000, 'back-off doubles');
   assert.equal(w.handles.length, 1, 'the retry uses the same handle');
-  assert.deepEqual(w.lines.filter((l) => l.msg.startsWith('pod enrollment failed')).map((l) => l.level), ['error', 'debug'], 'the same error logs once');
+  assert.deepEqual(
+    w.lines.filter((l) => l.msg.startsWith('pod enrollment failed')).map((l) => l.level),
+    ['error', 'debug'],
+    'the same error logs once',
+  );
   assert.equal(w.counts.get('pod_enroll_failed'), 2);
   w.failRole = null;
   w.now += 2000;

@@ -9,7 +9,18 @@ const TD = 'cluster.local';
 const NOW = 1_000_000;
 
 function pod(name: string, o: Partial<PodInfo> = {}): PodInfo {
-  return { uid: `uid-${name}`, name, namespace: 'shop', serviceAccount: `sa-${name}`, node: 'n1', ip: `10.0.0.${name.length}`, netns: `/run/netns/${name}`, cgroup: `/cg/${name}`, labels: {}, ...o };
+  return {
+    uid: `uid-${name}`,
+    name,
+    namespace: 'shop',
+    serviceAccount: `sa-${name}`,
+    node: 'n1',
+    ip: `10.0.0.${name.length}`,
+    netns: `/run/netns/${name}`,
+    cgroup: `/cg/${name}`,
+    labels: {},
+    ...o,
+  };
 }
 
 function snap(...pods: PodInfo[]): ReconcileInput['snapshot'] {
@@ -51,18 +62,27 @@ test('an enrolled pod that is still wanted is updated, not captured again', () =
 
 test('a departed pod is unenrolled', () => {
   const p = plan(snap(), [captured(pod('web'))]);
-  assert.deepEqual(p.unenroll.map((u) => [u.key, u.reason]), [['shop/web', 'gone']]);
+  assert.deepEqual(
+    p.unenroll.map((u) => [u.key, u.reason]),
+    [['shop/web', 'gone']],
+  );
   assert.deepEqual(p.pods, []);
 });
 
 test('label removed (pod or namespace): unenrolled as not-ambient', () => {
   const web = pod('web');
   const byPod = plan(snap({ ...web, labels: { [DATAPLANE_MODE_LABEL]: 'none' } }), [captured(web)]);
-  assert.deepEqual(byPod.unenroll.map((u) => [u.key, u.reason]), [['shop/web', 'not-ambient']]);
+  assert.deepEqual(
+    byPod.unenroll.map((u) => [u.key, u.reason]),
+    [['shop/web', 'not-ambient']],
+  );
   assert.deepEqual(byPod.pods, []);
   const s = snap(web);
   s.namespaces.set('shop', { name: 'shop', labels: {} });
-  assert.deepEqual(plan(s, [captured(web)]).unenroll.map((u) => u.reason), ['not-ambient']);
+  assert.deepEqual(
+    plan(s, [captured(web)]).unenroll.map((u) => u.reason),
+    ['not-ambient'],
+  );
 });
 
 test('changed address, netns, cgroup, uid or identity: unenrolled, then enrolled afresh', () => {
@@ -77,7 +97,11 @@ test('changed address, netns, cgroup, uid or identity: unenrolled, then enrolled
   ];
   for (const [what, change] of cases) {
     const p = plan(snap({ ...web, ...change }), [captured(web)]);
-    assert.deepEqual(p.unenroll.map((u) => [u.key, u.reason, u.changed]), [['shop/web', 'changed', [what]]], what);
+    assert.deepEqual(
+      p.unenroll.map((u) => [u.key, u.reason, u.changed]),
+      [['shop/web', 'changed', [what]]],
+      what,
+    );
     assert.deepEqual(steps(p), ['enroll:shop/web'], `${what}: a new capture, not a retry of the old one`);
   }
 });
@@ -87,11 +111,14 @@ test('two pods with one IP: both isolated (POD_IP_CONFLICT), naming each other',
   const b = pod('b', { ip: '10.0.0.7' });
   const p = plan(snap(a, b, pod('c', { ip: '10.0.0.8' })));
   assert.deepEqual([...p.sharedIps], ['10.0.0.7']);
-  assert.deepEqual(p.pods.map((s) => s.kind === 'isolate' ? [s.key, s.ips, s.with] : [s.key, s.kind]), [
-    ['shop/a', ['10.0.0.7'], ['shop/b']],
-    ['shop/b', ['10.0.0.7'], ['shop/a']],
-    ['shop/c', 'enroll'],
-  ]);
+  assert.deepEqual(
+    p.pods.map((s) => (s.kind === 'isolate' ? [s.key, s.ips, s.with] : [s.key, s.kind])),
+    [
+      ['shop/a', ['10.0.0.7'], ['shop/b']],
+      ['shop/b', ['10.0.0.7'], ['shop/a']],
+      ['shop/c', 'enroll'],
+    ],
+  );
 });
 
 test('an enrolled pod joined by a second one with its IP is isolated too; one already isolated for it is left as is', () => {
@@ -99,15 +126,25 @@ test('an enrolled pod joined by a second one with its IP is isolated too; one al
   const b = pod('b', { ip: '10.0.0.7' });
   const first = plan(snap(a, b), [captured(a)]);
   assert.deepEqual(steps(first), ['isolate:shop/a', 'isolate:shop/b']);
-  const again = plan(snap(a, b), [captured(a, { state: 'isolated', errorCode: 'POD_IP_CONFLICT', retryAt: NOW + 60_000 }), captured(b, { state: 'isolated', errorCode: 'POD_IP_CONFLICT' })]);
+  const again = plan(snap(a, b), [
+    captured(a, { state: 'isolated', errorCode: 'POD_IP_CONFLICT', retryAt: NOW + 60_000 }),
+    captured(b, { state: 'isolated', errorCode: 'POD_IP_CONFLICT' }),
+  ]);
   assert.deepEqual(steps(again), ['update:shop/a:conflict', 'update:shop/b:conflict']);
 });
 
 test('the conflict resolved: the survivor is retried at once (whatever its back-off); the address stays with it', () => {
   const a = pod('a', { ip: '10.0.0.7' });
   const b = pod('b', { ip: '10.0.0.7' });
-  const p = plan(snap(a), [captured(a, { state: 'isolated', errorCode: 'POD_IP_CONFLICT', retryAt: NOW + 60_000 }), captured(b, { state: 'isolated', errorCode: 'POD_IP_CONFLICT' })]);
-  assert.deepEqual(p.unenroll.map((u) => [u.key, [...u.keepIps]]), [['shop/b', ['10.0.0.7']]], 'b goes, its address stays (a claims it)');
+  const p = plan(snap(a), [
+    captured(a, { state: 'isolated', errorCode: 'POD_IP_CONFLICT', retryAt: NOW + 60_000 }),
+    captured(b, { state: 'isolated', errorCode: 'POD_IP_CONFLICT' }),
+  ]);
+  assert.deepEqual(
+    p.unenroll.map((u) => [u.key, [...u.keepIps]]),
+    [['shop/b', ['10.0.0.7']]],
+    'b goes, its address stays (a claims it)',
+  );
   assert.deepEqual(steps(p), ['retry:shop/a']);
 });
 
@@ -123,7 +160,10 @@ test('nextRetryAt: the earliest isolated/failed pod, never an enrolled one nor a
   const c = (o: Partial<CapturedPod>): CapturedPod => captured(pod('x'), o)[1];
   assert.equal(nextRetryAt([]), null);
   assert.equal(nextRetryAt([c({ state: 'enrolled', retryAt: 5 }), c({ state: 'isolated', errorCode: 'POD_IP_CONFLICT', retryAt: 1 })]), null);
-  assert.equal(nextRetryAt([c({ state: 'isolated', errorCode: 'LISTENER_FAILED', retryAt: 30 }), c({ state: 'failed', errorCode: 'NETNS_UNAVAILABLE', retryAt: 20 })]), 20);
+  assert.equal(
+    nextRetryAt([c({ state: 'isolated', errorCode: 'LISTENER_FAILED', retryAt: 30 }), c({ state: 'failed', errorCode: 'NETNS_UNAVAILABLE', retryAt: 20 })]),
+    20,
+  );
 });
 
 test('remote pods are never captured; a captured pod that moved to another node is unenrolled', () => {
@@ -131,20 +171,29 @@ test('remote pods are never captured; a captured pod that moved to another node 
   assert.deepEqual(steps(plan(snap(remote))), []);
   const web = pod('web');
   const moved = plan(snap({ ...web, node: 'n2' }), [captured(web)]);
-  assert.deepEqual(moved.unenroll.map((u) => [u.key, u.reason]), [['shop/web', 'remote']]);
+  assert.deepEqual(
+    moved.unenroll.map((u) => [u.key, u.reason]),
+    [['shop/web', 'remote']],
+  );
   assert.deepEqual(steps(plan(snap(pod('solo', { node: null })))), ['enroll:shop/solo'], 'node null: the single-machine file source, local');
 });
 
 test('an address a departed pod shared with a remote pod is released (only wanted local pods keep one)', () => {
   const web = pod('web', { ip: '10.0.0.7' });
   const p = plan(snap(pod('far', { node: 'n2', ip: '10.0.0.7' })), [captured(web)]);
-  assert.deepEqual(p.unenroll.map((u) => [...u.keepIps]), [[]]);
+  assert.deepEqual(
+    p.unenroll.map((u) => [...u.keepIps]),
+    [[]],
+  );
 });
 
-test('stale links: pinned pods nobody wants nor holds; a departing pod\'s own links go with its unenroll', () => {
+test("stale links: pinned pods nobody wants nor holds; a departing pod's own links go with its unenroll", () => {
   const web = pod('web');
   const p = plan(snap(pod('db')), [captured(web)], ['shop/web', 'shop/db', 'old/gone']);
   assert.deepEqual(p.staleLinks, ['old/gone']);
-  assert.deepEqual(p.unenroll.map((u) => u.key), ['shop/web']);
+  assert.deepEqual(
+    p.unenroll.map((u) => u.key),
+    ['shop/web'],
+  );
   assert.deepEqual(steps(p), ['enroll:shop/db']);
 });

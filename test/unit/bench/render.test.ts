@@ -24,7 +24,7 @@ test('bench render: sections 8-10 of the committed full run, byte for byte', () 
   assert.equal(md.slice(md.indexOf('## 8. ')), golden('sections-8-10.md'));
 });
 
-test('bench render: section 11 as the pre-renderer code wrote it (but the soak table\'s two rows)', () => {
+test("bench render: section 11 as the pre-renderer code wrote it (but the soak table's two rows)", () => {
   const md = renderResults({ ...committedRun(), lifecycle: committedLifecycle() });
   const notSoakRow = (l: string): boolean => !/^\| n[12] \| \d/.test(l);
   const got = lines(md.slice(md.indexOf('## 11. '))).filter(notSoakRow);
@@ -45,17 +45,30 @@ test('bench render: JSON round trip renders the same markdown (NaN survives)', (
 
 test('bench render: fromJson refuses what is not a results file, with a typed error', () => {
   for (const bad of ['{}', '{"version": 2, "run": {}}', 'null']) {
-    assert.throws(() => fromJson(bad), (e: unknown) => isAmbientError(e) && e.code === 'TOOL_FAILED' && e.hint.length > 0, bad);
+    assert.throws(
+      () => fromJson(bad),
+      (e: unknown) => isAmbientError(e) && e.code === 'TOOL_FAILED' && e.hint.length > 0,
+      bad,
+    );
   }
 });
 
 test('bench render: sections appear only when measured, numbered 1-11 in order', () => {
   const full = renderResults({ ...committedRun(), lifecycle: lifecycle() });
-  const heads = lines(full).filter((l) => /^## \d+\./.test(l)).map((l) => Number(/^## (\d+)\./.exec(l)![1]));
+  const heads = lines(full)
+    .filter((l) => /^## \d+\./.test(l))
+    .map((l) => Number(/^## (\d+)\./.exec(l)![1]));
   assert.deepEqual(heads, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   const { sameNode: _s, enroll: _e, hbone: _h, restart: _r, ...rest } = committedRun();
   const partial = renderResults({ ...rest, run: { ...rest.run, sections: ['policy', 'observability'], partial: true } });
-  assert.deepEqual(lines(partial).filter((l) => l.startsWith('## ')), ['## How to read', '## 8. Connection set-up latency vs number of AuthorizationPolicies', '## 9. Cost of observability: agent CPU per request, /metrics scrape under 1000 connections']);
+  assert.deepEqual(
+    lines(partial).filter((l) => l.startsWith('## ')),
+    [
+      '## How to read',
+      '## 8. Connection set-up latency vs number of AuthorizationPolicies',
+      '## 9. Cost of observability: agent CPU per request, /metrics scrape under 1000 connections',
+    ],
+  );
   assert.ok(lines(partial).includes('- sections: policy, observability (a partial run: `--only`)'));
   assert.ok(!partial.includes('same-node (sections 1-2)') && !partial.includes('cross-node (sections 4-7)') && !partial.includes('; nghttpx 1.52.0'));
   assert.ok(lines(partial).includes('- node v20.20.2; iperf3 3.12; sockperf 3.7-no.git'));
@@ -72,11 +85,19 @@ test('bench render: quick runs say so', () => {
 test('bench render: sections 1-3 key lines', () => {
   const md = lines(renderResults(committedRun()));
   assert.ok(md.includes('## 1. Same-node throughput (iperf3, 1 stream, 5 s)'));
-  assert.ok(md.includes('| path | Gbit/s (mean) | per block (direct of the block) | runs completed | × direct | sender Gbit/s | machine CPU % | agent % of a core | peak kernel TCP mem MiB |'));
+  assert.ok(
+    md.includes(
+      '| path | Gbit/s (mean) | per block (direct of the block) | runs completed | × direct | sender Gbit/s | machine CPU % | agent % of a core | peak kernel TCP mem MiB |',
+    ),
+  );
   // agent+sockmap against the direct figure of its own block
   assert.ok(md.includes('| agent+sockmap | 4.72 | 4.72 (13.58) | 1/1 | 0.35 | 6.79 | 93 | 93 | 1297 |'));
   assert.ok(md.some((l) => l.startsWith('| agent (no accel) | 4.72 | 4.72* (14.80) | 0/1 (Cannot allocate memory after 3 s) | 0.32 |')));
-  assert.ok(md.some((l) => l.startsWith('\\* **1 of 4 iperf3 runs broke off**: agent (no accel) block 2: `unable to write to stream socket: Cannot allocate memory` after 3 s')));
+  assert.ok(
+    md.some((l) =>
+      l.startsWith('\\* **1 of 4 iperf3 runs broke off**: agent (no accel) block 2: `unable to write to stream socket: Cannot allocate memory` after 3 s'),
+    ),
+  );
   assert.ok(md.some((l) => l.startsWith('With sockmap the sender writes 2.1 Gbit/s more than arrives')));
   assert.ok(md.some((l) => l.includes('(`net.ipv4.tcp_mem` here: 287898 / 383867 / 575796 pages)')));
   assert.ok(md.includes('## 2. 1 KB request/response latency (`sockperf ping-pong --tcp -m 1024 --full-rtt`, 5 s)'));
@@ -93,7 +114,7 @@ test('bench render: sections 4-7 key lines', () => {
   assert.ok(md.includes('## 4. Cross-node throughput (iperf3, 1 and 4 streams, 5 s)'));
   assert.ok(md.includes('| HBONE (2 agents) | 1 | 2.47 | 2.47 | 0.20 | 0.65 | 2.48 | 82 | agent n1 69, agent n2 60 |'));
   assert.ok(md.some((l) => l.startsWith('connections the tool opened (2 of 5 throughput/latency measurements were HBONE ones')));
-  assert.ok(md.includes('Target: HBONE throughput >= the nghttpx tunnel\'s: **NOT met** (HBONE / tunnel × 0.65 averaged over streams and blocks).'));
+  assert.ok(md.includes("Target: HBONE throughput >= the nghttpx tunnel's: **NOT met** (HBONE / tunnel × 0.65 averaged over streams and blocks)."));
   assert.ok(md.includes('Every path is CPU-bound on this 2-CPU machine: the client and server, the kernel'));
   assert.ok(md.includes('(`perf` was not available or failed: no per-category breakdown.)'));
   assert.ok(md.includes('| HBONE (2 agents) | 129.8 | 329.3 | +107.2 | +274.5 | 5.74 | 129.8/329.3 (22.6/54.8) | agent n1 29, agent n2 29 |'));
@@ -109,25 +130,47 @@ test('bench render: section 10 lists what went wrong, in the order it happened',
   const r = restart();
   const [run1] = r.handover.runs;
   const n1 = run1!.restarts[0]!;
-  n1.error = { message: 'agent n1 not ready within 60000 ms', handoverSocket: '/run/x/n1/handover.sock', socketExistedBefore: false, previousPid: 41, logTail: ['{"msg":"a"}', '{"msg":"b"}'] };
+  n1.error = {
+    message: 'agent n1 not ready within 60000 ms',
+    handoverSocket: '/run/x/n1/handover.sock',
+    socketExistedBefore: false,
+    previousPid: 41,
+    logTail: ['{"msg":"a"}', '{"msg":"b"}'],
+  };
   n1.readyMs = null;
   n1.log = startLog({ problems: ['{"level":"error","msg":"EADDRINUSE"}'] });
   const n2 = run1!.restarts[1]!;
   n2.oldGoneAfterMs = null;
   n2.socketMissing = { path: '/run/x/n2/handover.sock', oldPid: 50, newPid: 51, logTail: ['{"msg":"c"}'] };
-  r.startup.steps[0] = { round: 1, kind: 'hand-over', readyMs: NaN, stopMs: null, log: startLog(), failure: { message: 'boom', handoverSocket: '/run/x/n1/handover.sock', socketExistedBefore: true, previousPid: 7, logTail: [] } };
+  r.startup.steps[0] = {
+    round: 1,
+    kind: 'hand-over',
+    readyMs: NaN,
+    stopMs: null,
+    log: startLog(),
+    failure: { message: 'boom', handoverSocket: '/run/x/n1/handover.sock', socketExistedBefore: true, previousPid: 7, logTail: [] },
+  };
   const md = restartMarkdown(r).join('\n');
   const anomalies = lines(md.slice(md.indexOf('**Anomalies and warnings'))).filter((l) => l.startsWith('- '));
   // per node: the failed restart, then what each node's log and exit say; (b) after (a)
-  assert.deepEqual(anomalies.map((l) => l.slice(0, 60)), [
-    "- round 1 hand-over: `restartAgent('n1', {handover: true})` ",
-    '- round 1 hand-over, n1 agent.log: `{"level":"error","msg":"',
-    '- round 1 hand-over: the old agent of n2 (pid 100) was still',
-    '- round 1 hand-over: after the restart of n2 (old pid 50 gon',
-    '- round 1 hand-over: `restartAgent` failed: boom. Its log si',
-  ]);
-  assert.match(md, /failed: agent n1 not ready within 60000 ms — the hand-over socket \/run\/x\/n1\/handover.sock did not exist before this restart although agent pid 41 was running\. Its log since the restart \(without access-log lines\):\n\n {2}```\n {2}\{"msg":"a"\}\n {2}\{"msg":"b"\}\n {2}```\n\n {2}The bench then stopped pid 41 and started a fresh agent\./);
-  assert.match(md, /the old agent of n2 \(pid 100\) was still running 75 s after the restart \(drainTimeout 60s\); see \/run\/ambientd-sandbox-bench\/n2\/agent.log/);
+  assert.deepEqual(
+    anomalies.map((l) => l.slice(0, 60)),
+    [
+      "- round 1 hand-over: `restartAgent('n1', {handover: true})` ",
+      '- round 1 hand-over, n1 agent.log: `{"level":"error","msg":"',
+      '- round 1 hand-over: the old agent of n2 (pid 100) was still',
+      '- round 1 hand-over: after the restart of n2 (old pid 50 gon',
+      '- round 1 hand-over: `restartAgent` failed: boom. Its log si',
+    ],
+  );
+  assert.match(
+    md,
+    /failed: agent n1 not ready within 60000 ms — the hand-over socket \/run\/x\/n1\/handover.sock did not exist before this restart although agent pid 41 was running\. Its log since the restart \(without access-log lines\):\n\n {2}```\n {2}\{"msg":"a"\}\n {2}\{"msg":"b"\}\n {2}```\n\n {2}The bench then stopped pid 41 and started a fresh agent\./,
+  );
+  assert.match(
+    md,
+    /the old agent of n2 \(pid 100\) was still running 75 s after the restart \(drainTimeout 60s\); see \/run\/ambientd-sandbox-bench\/n2\/agent.log/,
+  );
   assert.match(md, /this round has no hand-over figure\./);
   // the failed restart is in no table and no median
   assert.ok(md.includes('| 1 | hand-over | 1st | 0 / 2000 | - | 0 | - | 43 | n1 2.0–2.6 s, n2 2.6–3.0 s | **failed** / 409 |'));
@@ -142,7 +185,14 @@ test('bench render: section 11 (lifecycle)', () => {
   assert.ok(md.includes('| client (n1: PING timeout, app reset) | 7800 | 7800 | 1.30 |'));
   assert.ok(md.includes('| 10 | 10 | 256 | 100.0 -> 103.3 | **+3.3** | 20.5 | 1 -> 80 |'));
   assert.ok(md.includes('| 30s (default) | 1000 | 0.50 | 0.60 |'));
-  assert.ok(md.some((l) => l.startsWith('60 s: 200 new connections/s n1-p1 -> n2-p1 (`nettool rate`: 12000 attempted, 0 failed), 100 held connections') && l.includes('(1: 60 s: n2 (ready in 500 ms)); drainTimeout 2 min.') && l.endsWith('Slopes by least squares after the first 20 s.')));
+  assert.ok(
+    md.some(
+      (l) =>
+        l.startsWith('60 s: 200 new connections/s n1-p1 -> n2-p1 (`nettool rate`: 12000 attempted, 0 failed), 100 held connections') &&
+        l.includes('(1: 60 s: n2 (ready in 500 ms)); drainTimeout 2 min.') &&
+        l.endsWith('Slopes by least squares after the first 20 s.'),
+    ),
+  );
   // fds of n1 grow 1 per 10 s = 6 per minute; n2's RSS 1 MiB per minute; a missing heap sample is skipped
   assert.ok(md.includes('| n1 | 42–45 | 6.000 | 100.0–100.0 | 0.000 | 20.0–20.0 | 0.000 |'));
   assert.ok(md.includes('| n2 | 50–50 | 0.000 | 110.3–110.8 | 1.000 | 21.0–21.0 | 0.000 |'));

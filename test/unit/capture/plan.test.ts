@@ -12,12 +12,27 @@ test('conflictingIps: the addresses more than one pod claims', () => {
 });
 
 test('retry back-off: 1 s doubling, at most 30 s', () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 50].map((n) => retryDelayMs(n)), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 6, 7, 50].map((n) => retryDelayMs(n)),
+    [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000],
+  );
 });
 
-const sock = (o: Partial<TcpSocketInfo>): TcpSocketInfo => ({ family: 4, state: TCP.ESTABLISHED, src: '10.0.0.5', sport: 40000, dst: '10.0.9.9', dport: 80, mark: 0, cookie: 1n, uid: 0, inode: 1n, ...o });
+const sock = (o: Partial<TcpSocketInfo>): TcpSocketInfo => ({
+  family: 4,
+  state: TCP.ESTABLISHED,
+  src: '10.0.0.5',
+  sport: 40000,
+  dst: '10.0.9.9',
+  dport: 80,
+  mark: 0,
+  cookie: 1n,
+  uid: 0,
+  inode: 1n,
+  ...o,
+});
 
-test('socketsToReset: live connections to the outside that are not the agent\'s nor exempt', () => {
+test("socketsToReset: live connections to the outside that are not the agent's nor exempt", () => {
   const pod = { ips: ['10.0.0.5'], mark: 0x539, exempt: ['10.100.0.1', '169.254.7.127'] };
   const socks = [
     sock({ cookie: 1n }), // app -> outside: reset
@@ -32,7 +47,10 @@ test('socketsToReset: live connections to the outside that are not the agent\'s 
     sock({ cookie: 10n, family: 6, dst: '::1' }), // loopback v6: kept
     sock({ cookie: 11n, family: 6, dst: 'fd00::9' }), // native IPv6 out: reset
   ];
-  assert.deepEqual(socketsToReset(socks, pod).map((s) => s.cookie), [1n, 2n, 3n, 11n]);
+  assert.deepEqual(
+    socketsToReset(socks, pod).map((s) => s.cookie),
+    [1n, 2n, 3n, 11n],
+  );
   assert.equal(LIVE_STATES & (1 << TCP.LISTEN), 0);
   assert.ok(LIVE_STATES & (1 << TCP.CLOSE_WAIT));
 });
@@ -45,7 +63,7 @@ test('isAgentCommand: `... cli.js agent` or `ambientd agent`, nothing else', () 
   assert.equal(isAgentCommand(['agent']), false);
 });
 
-test('verifyAgentPeer: the kernel\'s pid and uid, a live agent process', () => {
+test("verifyAgentPeer: the kernel's pid and uid, a live agent process", () => {
   // this test process is not an agent
   assert.match(verifyAgentPeer({ pid: process.pid, uid: process.getuid!(), gid: 0 })!, /not an ambientd agent/);
   assert.match(verifyAgentPeer({ pid: process.pid, uid: process.getuid!(), gid: 0 }, process.pid + 1)!, /says pid .* but the kernel says/);

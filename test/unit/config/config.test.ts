@@ -18,10 +18,14 @@ const MIN = { node: 'n1', workloads: '/w' };
 /** parseConfig(raw) fails with CONFIG_INVALID, a message matching `re` and a hint. */
 function rejects(raw: unknown, re: RegExp, file = 'x.yaml'): AmbientError {
   let err: unknown;
-  assert.throws(() => parseConfig(raw, file), (e: unknown) => {
-    err = e;
-    return e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && e.hint.length > 0;
-  }, `${JSON.stringify(raw)} should fail with ${re}`);
+  assert.throws(
+    () => parseConfig(raw, file),
+    (e: unknown) => {
+      err = e;
+      return e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && e.hint.length > 0;
+    },
+    `${JSON.stringify(raw)} should fail with ${re}`,
+  );
   return err as AmbientError;
 }
 
@@ -36,12 +40,30 @@ test('defaults: the whole config from the two required settings', () => {
   const { bpfObject, ...rest } = c;
   assert.match(bpfObject, /bpf\/ambient\.bpf\.o$/);
   assert.deepEqual(JSON.parse(JSON.stringify(rest)), {
-    node: 'n1', nodeIP: null, source: 'file', workloads: '/w', rootNamespace: 'istio-system', cgroupRoot: '/sys/fs/cgroup', agentCgroup: null,
+    node: 'n1',
+    nodeIP: null,
+    source: 'file',
+    workloads: '/w',
+    rootNamespace: 'istio-system',
+    cgroupRoot: '/sys/fs/cgroup',
+    agentCgroup: null,
     bpffsDir: '/sys/fs/bpf/ambientd/n1',
     ports: { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 },
-    adminAddress: '127.0.0.1', metricsAddress: '0.0.0.0', mark: 0x539, acceleration: 'none', trustDomain: 'cluster.local',
-    caDir: '/var/lib/ambientd/ca', certLifetimeMs: 24 * 3_600_000, readyFile: null, handoverSocket: '/run/ambientd/handover.sock',
-    drainTimeoutMs: 30_000, handoverTimeoutMs: 10_000, peerTimeoutMs: 30_000, limits: { ...DEFAULT_LIMITS }, logLevel: 'info', accessLog: 'info',
+    adminAddress: '127.0.0.1',
+    metricsAddress: '0.0.0.0',
+    mark: 0x539,
+    acceleration: 'none',
+    trustDomain: 'cluster.local',
+    caDir: '/var/lib/ambientd/ca',
+    certLifetimeMs: 24 * 3_600_000,
+    readyFile: null,
+    handoverSocket: '/run/ambientd/handover.sock',
+    drainTimeoutMs: 30_000,
+    handoverTimeoutMs: 10_000,
+    peerTimeoutMs: 30_000,
+    limits: { ...DEFAULT_LIMITS },
+    logLevel: 'info',
+    accessLog: 'info',
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.ports) && Object.isFrozen(c.limits));
   // null reads as "the default" (except where null is a value: handoverSocket)
@@ -74,12 +96,40 @@ test('bpfObject: $AMBIENTD_BPF_OBJECT overrides the default, the file overrides 
 
 test('every kind of value: good values read as typed, units converted', () => {
   const c = parseConfig({
-    node: 'node-1.example', nodeIP: 'fd00::1', source: 'file', workloads: '/w', rootNamespace: 'mesh', cgroupRoot: '/cg', agentCgroup: '/cg/a',
-    bpffsDir: '/sys/fs/bpf/x', bpfObject: '/o', ports: { outbound: 1, inbound: 2, hbone: 3, admin: 4, metrics: 5, readiness: 65535 },
-    adminAddress: '::1', metricsAddress: '10.0.0.1', mark: 0xffffffff, acceleration: 'sockmap', trustDomain: 'example.org', caDir: '/ca',
-    certLifetime: '90s', readyFile: '/r', handoverSocket: '/run/h.sock', drainTimeout: 1500, handoverTimeout: '100ms', peerTimeout: '1h',
-    limits: { receiveBuffer: '8MiB', streamWindow: 2 << 20, minStreamWindow: '16KiB', maxStreamsPerSession: 1, maxSessionsPerPeer: 100_000, maxHandshakes: 7, maxPendingDials: 9, socketBuffer: '4096' },
-    logLevel: 'off', accessLog: 'debug',
+    node: 'node-1.example',
+    nodeIP: 'fd00::1',
+    source: 'file',
+    workloads: '/w',
+    rootNamespace: 'mesh',
+    cgroupRoot: '/cg',
+    agentCgroup: '/cg/a',
+    bpffsDir: '/sys/fs/bpf/x',
+    bpfObject: '/o',
+    ports: { outbound: 1, inbound: 2, hbone: 3, admin: 4, metrics: 5, readiness: 65535 },
+    adminAddress: '::1',
+    metricsAddress: '10.0.0.1',
+    mark: 0xffffffff,
+    acceleration: 'sockmap',
+    trustDomain: 'example.org',
+    caDir: '/ca',
+    certLifetime: '90s',
+    readyFile: '/r',
+    handoverSocket: '/run/h.sock',
+    drainTimeout: 1500,
+    handoverTimeout: '100ms',
+    peerTimeout: '1h',
+    limits: {
+      receiveBuffer: '8MiB',
+      streamWindow: 2 << 20,
+      minStreamWindow: '16KiB',
+      maxStreamsPerSession: 1,
+      maxSessionsPerPeer: 100_000,
+      maxHandshakes: 7,
+      maxPendingDials: 9,
+      socketBuffer: '4096',
+    },
+    logLevel: 'off',
+    accessLog: 'debug',
   });
   assert.equal(c.nodeIP, 'fd00::1');
   assert.equal(c.ports.readiness, 65535);
@@ -88,7 +138,19 @@ test('every kind of value: good values read as typed, units converted', () => {
   assert.equal(c.drainTimeoutMs, 1500);
   assert.equal(c.handoverTimeoutMs, 100);
   assert.equal(c.peerTimeoutMs, 3_600_000);
-  assert.deepEqual({ ...c.limits }, { receiveBuffer: 8 << 20, streamWindow: 2 << 20, minStreamWindow: 16 << 10, maxStreamsPerSession: 1, maxSessionsPerPeer: 100_000, maxHandshakes: 7, maxPendingDials: 9, socketBuffer: 4096 });
+  assert.deepEqual(
+    { ...c.limits },
+    {
+      receiveBuffer: 8 << 20,
+      streamWindow: 2 << 20,
+      minStreamWindow: 16 << 10,
+      maxStreamsPerSession: 1,
+      maxSessionsPerPeer: 100_000,
+      maxHandshakes: 7,
+      maxPendingDials: 9,
+      socketBuffer: 4096,
+    },
+  );
   assert.equal(c.logLevel, 'off');
   assert.equal(c.accessLog, 'debug');
   // a group's members left out keep their defaults
@@ -170,20 +232,36 @@ test('loadConfig: the file, flags on top (a group member by member), errors say 
     assert.deepEqual([l.limits.maxHandshakes, l.limits.socketBuffer], [5, 64 << 10]);
     assert.equal(loadConfig(f, { node: undefined }).node, 'n1', 'an undefined override is no override');
     const from = (overrides: Record<string, unknown>, re: RegExp, hint: RegExp): void => {
-      assert.throws(() => loadConfig(f, overrides), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && hint.test(e.hint));
+      assert.throws(
+        () => loadConfig(f, overrides),
+        (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && re.test(e.message) && hint.test(e.hint),
+      );
     };
     from({ ports: { hbone: 0 } }, /^<flags>: field "ports\.hbone" must be a port number/, /fix --hbone-port/);
     from({ limits: { nope: 1 } }, /^<flags>: field "limits\.nope" is not a known limit/, /fix the flag/);
-    from({ ports: { metrics: 16000 } }, new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} with flags: field "ports" admin, metrics and readiness must be distinct`), /the config file or the flags/);
+    from(
+      { ports: { metrics: 16000 } },
+      new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} with flags: field "ports" admin, metrics and readiness must be distinct`),
+      /the config file or the flags/,
+    );
     fs.writeFileSync(f, 'node: n1\nworkloads: /w.yaml\nmark: -1\n');
     from({}, new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: field "mark"`), /fix the field in the config file/);
     fs.writeFileSync(f, 'node: n1\n');
     from({}, /field "workloads" is required/, /set "workloads" in the config file or pass --workloads/);
-    assert.throws(() => loadConfig(path.join(dir, 'missing.yaml')), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_UNREADABLE');
+    assert.throws(
+      () => loadConfig(path.join(dir, 'missing.yaml')),
+      (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_UNREADABLE',
+    );
     fs.writeFileSync(f, 'node: [');
-    assert.throws(() => loadConfig(f), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /not valid YAML/.test(e.message));
+    assert.throws(
+      () => loadConfig(f),
+      (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /not valid YAML/.test(e.message),
+    );
     fs.writeFileSync(f, '- a\n- b\n');
-    assert.throws(() => loadConfig(f), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /must be a mapping of settings/.test(e.message));
+    assert.throws(
+      () => loadConfig(f),
+      (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /must be a mapping of settings/.test(e.message),
+    );
     const j = path.join(dir, 'agent.json');
     fs.writeFileSync(j, JSON.stringify({ node: 'n3', source: 'kubernetes' }));
     assert.equal(loadConfig(j).node, 'n3');
@@ -196,7 +274,19 @@ test('loadConfig: the file, flags on top (a group member by member), errors say 
 
 test('units: durations and sizes read and written back', () => {
   assert.deepEqual(['256KiB', '32MiB', '1GiB', '4096', 512, 'x', '1.5MiB', -1].map(parseSize), [262144, 33554432, 1073741824, 4096, 512, null, null, null]);
-  assert.deepEqual(['500ms', '1.5s', '15m', '24h', '1d', 250, '0s', '5', 's', -1, Infinity].map(parseDuration), [500, 1500, 900_000, 86_400_000, 86_400_000, 250, null, null, null, null, null]);
+  assert.deepEqual(['500ms', '1.5s', '15m', '24h', '1d', 250, '0s', '5', 's', -1, Infinity].map(parseDuration), [
+    500,
+    1500,
+    900_000,
+    86_400_000,
+    86_400_000,
+    250,
+    null,
+    null,
+    null,
+    null,
+    null,
+  ]);
   assert.deepEqual([86_400_000, 3_600_000, 600_000, 30_000, 1500, 100].map(formatDuration), ['24h', '1h', '10m', '30s', '1500ms', '100ms']);
   assert.deepEqual([1 << 30, 32 << 20, 64 << 10, 4096, 65_535].map(formatSize), ['1GiB', '32MiB', '64KiB', '4KiB', '65535']);
   for (const ms of [100, 1000, 90_000, 86_400_000]) assert.equal(parseDuration(formatDuration(ms)), ms);

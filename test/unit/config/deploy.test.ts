@@ -27,7 +27,11 @@ const agent = objs.find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'am
 test('the ConfigMap sets only settings of the table (groups member by member)', () => {
   const file = parseYaml(agentYaml) as Obj;
   const keys = new Set(entries().map((e) => e.key));
-  const groups = new Set(Object.entries(SETTINGS).filter(([, s]) => isGroup(s)).map(([field, s]) => s.key ?? field));
+  const groups = new Set(
+    Object.entries(SETTINGS)
+      .filter(([, s]) => isGroup(s))
+      .map(([field, s]) => s.key ?? field),
+  );
   for (const [k, v] of Object.entries(file)) {
     if (groups.has(k)) for (const m of Object.keys(v as Obj)) assert.ok(keys.has(`${k}.${m}`), `agent.yaml: ${k}.${m} is a setting`);
     else assert.ok(keys.has(k), `agent.yaml: ${k} is a setting`);
@@ -52,8 +56,14 @@ test('the DaemonSet passes known flags; with the ConfigMap they make a valid con
 });
 
 test('flags named in the ConfigMap comments are flags of ambientd agent', () => {
-  const start = fs.readFileSync(FILE, 'utf8').split(/^---$/m).find((d) => /^kind: ConfigMap$/m.test(d))!;
-  const comments = start.split('\n').filter((l) => /^\s*#/.test(l)).join('\n');
+  const start = fs
+    .readFileSync(FILE, 'utf8')
+    .split(/^---$/m)
+    .find((d) => /^kind: ConfigMap$/m.test(d))!;
+  const comments = start
+    .split('\n')
+    .filter((l) => /^\s*#/.test(l))
+    .join('\n');
   const flags = [...comments.matchAll(/(?<![\w-])--([a-z][a-z-]*)/g)].map((m) => m[1]!);
   assert.ok(flags.length > 0, 'the comments name flags');
   const known = new Set(Object.keys(agentFlagOptions()));

@@ -91,7 +91,12 @@ test('flags: all at once, the file keys they set, group members merged, --limit 
   const { help, config, overrides } = parseAgentArgs(['--config', '/etc/a.yaml', ...argv]);
   assert.equal(help, false);
   assert.equal(config, '/etc/a.yaml');
-  assert.deepEqual(Object.keys(overrides).sort(), Object.entries(SETTINGS).map(([field, s]) => s.key ?? field).sort());
+  assert.deepEqual(
+    Object.keys(overrides).sort(),
+    Object.entries(SETTINGS)
+      .map(([field, s]) => s.key ?? field)
+      .sort(),
+  );
   assert.equal(overrides.drainTimeout, '1h', 'durations keep their text: the file reads them');
   assert.deepEqual(overrides.ports, { outbound: 16001, inbound: 16006, hbone: 16008, admin: 16000, metrics: 16020, readiness: 16021 });
   assert.equal(Object.keys(overrides.limits as object).length, 8);
@@ -109,7 +114,11 @@ test('flags: all at once, the file keys they set, group members merged, --limit 
 
 test('bad flags: USAGE errors that name the flag, with the flag meant when it is a near miss', () => {
   const usage = (argv: string[], re: RegExp, hint?: RegExp): void => {
-    assert.throws(() => parseAgentArgs(argv), (e: unknown) => e instanceof AmbientError && e.code === 'USAGE' && re.test(e.message) && (!hint || hint.test(e.hint)) && /agent --help/.test(e.hint), argv.join(' '));
+    assert.throws(
+      () => parseAgentArgs(argv),
+      (e: unknown) => e instanceof AmbientError && e.code === 'USAGE' && re.test(e.message) && (!hint || hint.test(e.hint)) && /agent --help/.test(e.hint),
+      argv.join(' '),
+    );
   };
   usage(['--bogus'], /Unknown option '--bogus'/);
   usage(['--nodeIP', '1.2.3.4'], /--nodeIP/, /did you mean --node-ip\?/);
@@ -124,8 +133,14 @@ test('bad flags: USAGE errors that name the flag, with the flag meant when it is
   usage(['--limit', 'receiveBuffer'], /--limit must be KEY=VALUE, got "receiveBuffer"/, /KEY is one of receiveBuffer, /);
   usage(['--limit', '=1'], /--limit must be KEY=VALUE/);
   // values a flag can carry but the setting refuses: CONFIG_INVALID from the settings check, naming the flag
-  assert.throws(() => loadConfig(null, { node: 'n1', workloads: '/w', ...parseAgentArgs(['--limit', 'nope=1']).overrides }), (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /field "limits\.nope" is not a known limit/.test(e.message));
-  assert.throws(() => loadConfig(null, { node: 'n1', workloads: '/w', ...parseAgentArgs(['--admin-port', '0']).overrides }), (e: unknown) => e instanceof AmbientError && /<flags>: field "ports\.admin"/.test(e.message) && /--admin-port/.test(e.hint));
+  assert.throws(
+    () => loadConfig(null, { node: 'n1', workloads: '/w', ...parseAgentArgs(['--limit', 'nope=1']).overrides }),
+    (e: unknown) => e instanceof AmbientError && e.code === 'CONFIG_INVALID' && /field "limits\.nope" is not a known limit/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig(null, { node: 'n1', workloads: '/w', ...parseAgentArgs(['--admin-port', '0']).overrides }),
+    (e: unknown) => e instanceof AmbientError && /<flags>: field "ports\.admin"/.test(e.message) && /--admin-port/.test(e.hint),
+  );
 });
 
 test('--help lists every setting from the table: flag, argument, file key, allowed values, default', () => {

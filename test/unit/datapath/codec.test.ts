@@ -5,11 +5,31 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { BPF_OBJECT } from '../../helpers/paths.js';
 import {
-  STRUCTS, MAPS, encodeIp, readIp, encodeSockaddr, decodeSockaddr, encodeConfig, decodeConfig, encodePod, decodePod,
-  encodeCgroupPod, decodeCgroupPod, encodeListenerKey, decodeStruct,
+  STRUCTS,
+  MAPS,
+  encodeIp,
+  readIp,
+  encodeSockaddr,
+  decodeSockaddr,
+  encodeConfig,
+  decodeConfig,
+  encodePod,
+  decodePod,
+  encodeCgroupPod,
+  decodeCgroupPod,
+  encodeListenerKey,
+  decodeStruct,
 } from '../../../src/datapath/codec.js';
 
-interface BtfType { id: number; kind: string; name: string; size?: number; type_id?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; nr_elems?: number }
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  members?: Array<{ name: string; type_id: number; bits_offset: number }>;
+  nr_elems?: number;
+}
 
 const btf: BtfType[] = (JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', BPF_OBJECT], { encoding: 'utf8' })) as { types: BtfType[] }).types;
 const byId = new Map(btf.map((t) => [t.id, t]));
@@ -29,7 +49,11 @@ test('every struct described in codec.ts matches the BTF layout (size, names, of
     const t = btf.find((x) => x.kind === 'STRUCT' && x.name === desc.name);
     assert.ok(t, `struct ${desc.name} missing from BTF`);
     assert.equal(t.size, desc.size, `${desc.name} size`);
-    assert.deepEqual(t.members!.map((m) => m.name), desc.fields.map((f) => f.name), `${desc.name} field names`);
+    assert.deepEqual(
+      t.members!.map((m) => m.name),
+      desc.fields.map((f) => f.name),
+      `${desc.name} field names`,
+    );
     for (const f of desc.fields) {
       const m: { type_id: number; bits_offset: number } = t.members!.find((x) => x.name === f.name)!;
       assert.equal(m.bits_offset, f.offset * 8, `${desc.name}.${f.name} offset`);

@@ -42,5 +42,8 @@ test('nativeError: message, errno, hint from the table, EPERM as BPF_PERMISSION'
   assert.equal(nativeError('BPF_MAP', 'x', -E.EINVAL, 'my hint').hint, 'my hint');
   assert.equal(errnoHint(-99999), 'see the agent log for details');
   assert.equal(check(5, 'BPF_MAP', 'x'), 5);
-  assert.throws(() => check(-E.EBUSY, 'BPF_ATTACH', 'attach'), (x: unknown) => x instanceof AmbientError && x.code === 'BPF_ATTACH' && /cleanup/.test(x.hint));
+  assert.throws(
+    () => check(-E.EBUSY, 'BPF_ATTACH', 'attach'),
+    (x: unknown) => x instanceof AmbientError && x.code === 'BPF_ATTACH' && /cleanup/.test(x.hint),
+  );
 });

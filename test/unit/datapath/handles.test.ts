@@ -13,7 +13,13 @@ const E = os.constants.errno;
 /** A closeFd that records what it closed. */
 function closer(): { closeFd(fd: number): number; closed: number[] } {
   const closed: number[] = [];
-  return { closed, closeFd: (fd: number) => { closed.push(fd); return 0; } };
+  return {
+    closed,
+    closeFd: (fd: number) => {
+      closed.push(fd);
+      return 0;
+    },
+  };
 }
 
 function isHandleClosed(e: unknown): boolean {
@@ -67,28 +73,43 @@ test('leak reports list every open handle with its owner until it is closed', ()
     ['leak-test datapath', 'bpf-prog', 'program amb_connect4', 50],
     ['leak-test enroll ns/a', 'bpf-link', 'link connect4 on /sys/fs/cgroup/x', 51],
   ]);
-  assert.ok(openHandles().some((r) => r.owner === 'leak-test datapath'), 'openHandles() lists them too');
+  assert.ok(
+    openHandles().some((r) => r.owner === 'leak-test datapath'),
+    'openHandles() lists them too',
+  );
   a.close();
-  assert.deepEqual(openHandlesOf('leak-test').map((r) => r.fd), [51]);
+  assert.deepEqual(
+    openHandlesOf('leak-test').map((r) => r.fd),
+    [51],
+  );
   b.close();
   assert.deepEqual(openHandlesOf('leak-test'), []);
 });
 
-test('OwnedFd.take: a negative errno becomes an AmbientError with the errno table\'s hint', () => {
+test("OwnedFd.take: a negative errno becomes an AmbientError with the errno table's hint", () => {
   const c = closer();
   const h = OwnedFd.take(c, 7, 'bpf-map', 'take-test', 'map amb_pods', 'BPF_MAP');
   assert.equal(h.fd, 7);
   h.close();
-  assert.throws(() => OwnedFd.take(c, -E.ENOENT, 'bpf-map', 'take-test', 'map amb_nope', 'BPF_MAP'), (e: unknown) => {
-    assert.ok(e instanceof AmbientError);
-    assert.equal(e.code, 'BPF_MAP');
-    assert.equal(e.errno, E.ENOENT);
-    assert.equal(e.message, 'map amb_nope: ENOENT');
-    assert.match(e.hint, /path does not exist/);
-    return true;
-  });
-  assert.throws(() => OwnedFd.take(c, -E.EPERM, 'bpf-link', 'take-test', 'link x', 'BPF_ATTACH'), (e: unknown) => e instanceof AmbientError && e.code === 'BPF_PERMISSION');
-  assert.throws(() => OwnedFd.take(c, -E.EADDRINUSE, 'socket', 'take-test', 'listener', 'LISTENER_FAILED', 'free the port'), (e: unknown) => e instanceof AmbientError && e.hint === 'free the port');
+  assert.throws(
+    () => OwnedFd.take(c, -E.ENOENT, 'bpf-map', 'take-test', 'map amb_nope', 'BPF_MAP'),
+    (e: unknown) => {
+      assert.ok(e instanceof AmbientError);
+      assert.equal(e.code, 'BPF_MAP');
+      assert.equal(e.errno, E.ENOENT);
+      assert.equal(e.message, 'map amb_nope: ENOENT');
+      assert.match(e.hint, /path does not exist/);
+      return true;
+    },
+  );
+  assert.throws(
+    () => OwnedFd.take(c, -E.EPERM, 'bpf-link', 'take-test', 'link x', 'BPF_ATTACH'),
+    (e: unknown) => e instanceof AmbientError && e.code === 'BPF_PERMISSION',
+  );
+  assert.throws(
+    () => OwnedFd.take(c, -E.EADDRINUSE, 'socket', 'take-test', 'listener', 'LISTENER_FAILED', 'free the port'),
+    (e: unknown) => e instanceof AmbientError && e.hint === 'free the port',
+  );
   assert.deepEqual(openHandlesOf('take-test'), [], 'failed takes own nothing');
 });
 
@@ -97,10 +118,19 @@ function fakeObject(): BpfObject & { closes: number; loads: string[] } {
   const o = {
     closes: 0,
     loads: [] as string[],
-    load(dir: string) { o.loads.push(dir); return 0; },
-    programFd(name: string) { return name === 'amb_connect4' ? 60 : -E.ENOENT; },
-    mapFd(name: string) { return name === 'amb_pods' ? 61 : -E.ENOENT; },
-    close() { o.closes++; },
+    load(dir: string) {
+      o.loads.push(dir);
+      return 0;
+    },
+    programFd(name: string) {
+      return name === 'amb_connect4' ? 60 : -E.ENOENT;
+    },
+    mapFd(name: string) {
+      return name === 'amb_pods' ? 61 : -E.ENOENT;
+    },
+    close() {
+      o.closes++;
+    },
   };
   return o;
 }
@@ -117,7 +147,12 @@ test('BpfObjectHandle: closes its libbpf object once; fds taken from it are owne
   assert.equal(h.load('/sys/fs/bpf/x/maps'), 0);
   const prog = h.programFd('amb_connect4', 'bpfobj-test datapath');
   const map = h.mapFd('amb_pods', 'bpfobj-test datapath');
-  assert.deepEqual(openHandlesOf('bpfobj-test').map((r) => r.kind).sort(), ['bpf-map', 'bpf-object', 'bpf-prog']);
+  assert.deepEqual(
+    openHandlesOf('bpfobj-test')
+      .map((r) => r.kind)
+      .sort(),
+    ['bpf-map', 'bpf-object', 'bpf-prog'],
+  );
   h.close();
   h.close();
   assert.equal(obj.closes, 1, 'bpf_object freed once');
@@ -131,8 +166,14 @@ test('BpfObjectHandle: closes its libbpf object once; fds taken from it are owne
 test('BpfObjectHandle: use after close is a typed error; missing programs and maps are AmbientErrors', () => {
   const obj = fakeObject();
   const h = BpfObjectHandle.open(fakeNative(obj), '/x/ambient.bpf.o', 'bpfobj-test2');
-  assert.throws(() => h.programFd('amb_nope', 'bpfobj-test2'), (e: unknown) => e instanceof AmbientError && e.code === 'BPF_LOAD' && /amb_nope: ENOENT/.test(e.message));
-  assert.throws(() => h.mapFd('amb_nope', 'bpfobj-test2'), (e: unknown) => e instanceof AmbientError && e.code === 'BPF_MAP');
+  assert.throws(
+    () => h.programFd('amb_nope', 'bpfobj-test2'),
+    (e: unknown) => e instanceof AmbientError && e.code === 'BPF_LOAD' && /amb_nope: ENOENT/.test(e.message),
+  );
+  assert.throws(
+    () => h.mapFd('amb_nope', 'bpfobj-test2'),
+    (e: unknown) => e instanceof AmbientError && e.code === 'BPF_MAP',
+  );
   h.close();
   assert.throws(() => h.load('/x'), isHandleClosed);
   assert.throws(() => h.programFd('amb_connect4', 'bpfobj-test2'), isHandleClosed);
@@ -141,13 +182,16 @@ test('BpfObjectHandle: use after close is a typed error; missing programs and ma
   assert.deepEqual(openHandlesOf('bpfobj-test2'), []);
 });
 
-test('BpfObjectHandle.open: an errno is a BPF_OBJECT error with the caller\'s hint', () => {
-  assert.throws(() => BpfObjectHandle.open(fakeNative(-E.ENOENT), '/nope.o', 'bpfobj-test3', 'rebuild it'), (e: unknown) => {
-    assert.ok(e instanceof AmbientError);
-    assert.equal(e.code, 'BPF_OBJECT');
-    assert.equal(e.message, 'cannot open /nope.o: ENOENT');
-    assert.equal(e.hint, 'rebuild it');
-    return true;
-  });
+test("BpfObjectHandle.open: an errno is a BPF_OBJECT error with the caller's hint", () => {
+  assert.throws(
+    () => BpfObjectHandle.open(fakeNative(-E.ENOENT), '/nope.o', 'bpfobj-test3', 'rebuild it'),
+    (e: unknown) => {
+      assert.ok(e instanceof AmbientError);
+      assert.equal(e.code, 'BPF_OBJECT');
+      assert.equal(e.message, 'cannot open /nope.o: ENOENT');
+      assert.equal(e.hint, 'rebuild it');
+      return true;
+    },
+  );
   assert.deepEqual(openHandlesOf('bpfobj-test3'), []);
 });

@@ -39,7 +39,12 @@ const LIST_KIND: Record<Res, [string, string]> = {
 
 export const keyOf = (o: Obj): string => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
 
-interface Watcher { res: Res; out: http.ServerResponse; bookmarks: boolean; timer: NodeJS.Timeout }
+interface Watcher {
+  res: Res;
+  out: http.ServerResponse;
+  bookmarks: boolean;
+  timer: NodeJS.Timeout;
+}
 
 /** Just enough of the API server for list (with limit/continue) and watch. */
 export class FakeApi {
@@ -73,7 +78,10 @@ export class FakeApi {
   }
 
   async close(): Promise<void> {
-    for (const w of this.watchers) { clearTimeout(w.timer); w.out.destroy(); }
+    for (const w of this.watchers) {
+      clearTimeout(w.timer);
+      w.out.destroy();
+    }
     this.watchers.clear();
     for (const h of this.held) h();
     this.held = [];
@@ -148,7 +156,11 @@ export class FakeApi {
     const rv = ++this.rv;
     const [apiVersion] = LIST_KIND[r];
     for (const w of this.watchers) {
-      if (w.res === r && w.bookmarks) w.out.write(JSON.stringify({ type: 'BOOKMARK', object: { apiVersion, kind: LIST_KIND[r][1].replace(/List$/, ''), metadata: { resourceVersion: String(rv) } } }) + '\n');
+      if (w.res === r && w.bookmarks)
+        w.out.write(
+          JSON.stringify({ type: 'BOOKMARK', object: { apiVersion, kind: LIST_KIND[r][1].replace(/List$/, ''), metadata: { resourceVersion: String(rv) } } }) +
+            '\n',
+        );
     }
     return rv;
   }
@@ -226,14 +238,30 @@ export class FakeApi {
     out.flushHeaders();
     for (const ev of this.history.get(r)!) if (ev.rv > from) out.write(JSON.stringify({ type: ev.type, object: ev.object }) + '\n');
     const timeout = Number(url.searchParams.get('timeoutSeconds') ?? '1800');
-    const w: Watcher = { res: r, out, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true', timer: setTimeout(() => { this.dropWatcher(w); out.end(); }, timeout * 1000) };
+    const w: Watcher = {
+      res: r,
+      out,
+      bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true',
+      timer: setTimeout(() => {
+        this.dropWatcher(w);
+        out.end();
+      }, timeout * 1000),
+    };
     this.watchers.add(w);
     out.on('close', () => this.dropWatcher(w));
   }
 }
 
 function gone(rv: number): Obj {
-  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${rv} (${rv + 1})`, reason: 'Expired', code: 410 };
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: `too old resource version: ${rv} (${rv + 1})`,
+    reason: 'Expired',
+    code: 410,
+  };
 }
 
 export function kubeConfigFor(api: FakeApi): KubeConfig {

@@ -25,7 +25,10 @@ test('mapping details: dual-stack pods, serviceAccount default, named targetPort
   const ms = mapService(svc, { clusterDomain: 'example.org' });
   assert.equal(ms.hostname, 'web.ambient-demo.svc.example.org');
   assert.deepEqual(ms.vips, [], 'ExternalName has no VIP');
-  assert.deepEqual(ms.ports.slice(1), [{ port: 81, targetPort: 81, protocol: 'TCP' }, { port: 82, targetPort: 8082, protocol: 'TCP' }]);
+  assert.deepEqual(ms.ports.slice(1), [
+    { port: 81, targetPort: 81, protocol: 'TCP' },
+    { port: 82, targetPort: 8082, protocol: 'TCP' },
+  ]);
   // targetPort "8082" (a string of digits) is neither a number nor a port name: the API server rejects it (was read as 8082)
   svc.spec.ports[2].targetPort = '8082';
   assert.throws(() => mapService(svc), /^FieldError: spec\.ports\[2\]\.targetPort: "8082" is a string of digits/);
@@ -34,7 +37,14 @@ test('mapping details: dual-stack pods, serviceAccount default, named targetPort
   delete sl.endpoints[0].conditions.ready;
   sl.endpoints.push({ addresses: ['172.18.0.9'], conditions: { ready: false, serving: true, terminating: true } });
   const info = mapEndpointSlice(sl);
-  assert.deepEqual(info.endpoints.map((e) => [e.ip, e.ready]), [['172.18.0.2', true], ['172.18.0.9', false]], 'nil ready means ready');
+  assert.deepEqual(
+    info.endpoints.map((e) => [e.ip, e.ready]),
+    [
+      ['172.18.0.2', true],
+      ['172.18.0.9', false],
+    ],
+    'nil ready means ready',
+  );
   assert.equal(info.service, 'kubernetes');
   assert.deepEqual(mapEndpointSlice({ ...sl, addressType: 'FQDN', endpoints: [{ addresses: ['db.example.org'] }] }).endpoints, []);
 

@@ -42,7 +42,11 @@ test('findPodSandbox finds the pod cgroup (systemd and cgroupfs forms) and a non
   const o = { procRoot: proc, cgroupRoot: cg };
   assert.deepEqual(findPodSandbox(sysd, o), { netns: path.join(proc, '901', 'ns', 'net'), cgroup: path.join(cg, sysdDir) }, 'systemd form; pause preferred');
   assert.deepEqual(findPodSandbox(cgfs, o), { netns: path.join(proc, '1200', 'ns', 'net'), cgroup: path.join(cg, cgfsDir) }, 'cgroupfs form');
-  assert.deepEqual(findPodSandbox(guaranteed, o), { netns: path.join(proc, '1400', 'ns', 'net'), cgroup: path.join(cg, guarDir) }, 'guaranteed QoS (no qos level)');
+  assert.deepEqual(
+    findPodSandbox(guaranteed, o),
+    { netns: path.join(proc, '1400', 'ns', 'net'), cgroup: path.join(cg, guarDir) },
+    'guaranteed QoS (no qos level)',
+  );
   assert.deepEqual(findPodSandbox(hostnet, o), { netns: null, cgroup: path.join(cg, `/kubepods/besteffort/pod${hostnet}`) }, 'host netns is never returned');
   assert.equal(findPodSandbox('99999999-9999-4999-8999-999999999999', o), null, 'cgroup v1 only: not found');
   assert.equal(findPodSandbox('12345678-1234-4234-8234-123456789abc', o), null, 'unknown pod');

@@ -30,7 +30,11 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function harness(t: { after(fn: () => Promise<void>): void }, prepare: (api: FakeApi) => void = (a) => a.seedAll(), opts: Partial<KubernetesSourceOptions> = {}): Promise<Harness> {
+async function harness(
+  t: { after(fn: () => Promise<void>): void },
+  prepare: (api: FakeApi) => void = (a) => a.seedAll(),
+  opts: Partial<KubernetesSourceOptions> = {},
+): Promise<Harness> {
   const api = new FakeApi();
   prepare(api);
   await api.listen();
@@ -68,7 +72,10 @@ async function harness(t: { after(fn: () => Promise<void>): void }, prepare: (ap
 function until(src: KubernetesSource, pred: (s: MeshSnapshot) => boolean, what: string, ms = 3000): Promise<MeshSnapshot> {
   if (pred(src.current)) return Promise.resolve(src.current);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { src.off('update', on); reject(new Error(`timed out waiting for: ${what}`)); }, ms);
+    const timer = setTimeout(() => {
+      src.off('update', on);
+      reject(new Error(`timed out waiting for: ${what}`));
+    }, ms);
     const on = (s: MeshSnapshot): void => {
       if (!pred(s)) return;
       clearTimeout(timer);
@@ -105,9 +112,10 @@ test('initial list builds the snapshot: namespaces, pods, services with endpoint
   assert.deepEqual(s.namespaces.get('ambient-demo')!.labels, { 'istio.io/dataplane-mode': 'ambient', 'kubernetes.io/metadata.name': 'ambient-demo' });
 
   // hostNetwork (kube-proxy), Succeeded (job) and Pending-without-IP pods are not workloads
-  assert.deepEqual([...s.pods.keys()].sort(), [
-    'ambient-demo/db-0', 'ambient-demo/legacy-7f5b8d6c4-h3j8n', WEB, 'ambient-demo/web-6d8f7c9b5-q9z4m', 'plain/client-5c7d9f8b6-m4n2v',
-  ].sort());
+  assert.deepEqual(
+    [...s.pods.keys()].sort(),
+    ['ambient-demo/db-0', 'ambient-demo/legacy-7f5b8d6c4-h3j8n', WEB, 'ambient-demo/web-6d8f7c9b5-q9z4m', 'plain/client-5c7d9f8b6-m4n2v'].sort(),
+  );
   assert.deepEqual(s.pods.get(WEB), {
     uid: '3f9c2a1e-7b4d-4c8e-9a51-2d6f0e8b1c47',
     name: 'web-6d8f7c9b5-x2k7p',
@@ -122,12 +130,18 @@ test('initial list builds the snapshot: namespaces, pods, services with endpoint
     ready: true,
   });
   const db = s.pods.get('ambient-demo/db-0')!;
-  assert.deepEqual([db.ip, db.ips, db.node, db.netns, db.cgroup, db.serviceAccount, db.ready], ['10.244.2.20', ['10.244.2.20', 'fd00:10:244:2::14'], 'node-b', null, null, 'db', true]);
+  assert.deepEqual(
+    [db.ip, db.ips, db.node, db.netns, db.cgroup, db.serviceAccount, db.ready],
+    ['10.244.2.20', ['10.244.2.20', 'fd00:10:244:2::14'], 'node-b', null, null, 'db', true],
+  );
   assert.equal(s.pods.get('ambient-demo/web-6d8f7c9b5-q9z4m')!.ready, false);
   // resolveLocalPod is asked about local pods only
   assert.deepEqual(h.resolved.sort(), ['ambient-demo/legacy-7f5b8d6c4-h3j8n', WEB, 'plain/client-5c7d9f8b6-m4n2v'].sort());
 
-  const enrolled = [...s.pods.values()].filter((p) => isEnrolled(p, s.namespaces)).map((p) => p.name).sort();
+  const enrolled = [...s.pods.values()]
+    .filter((p) => isEnrolled(p, s.namespaces))
+    .map((p) => p.name)
+    .sort();
   assert.deepEqual(enrolled, ['db-0', 'web-6d8f7c9b5-q9z4m', 'web-6d8f7c9b5-x2k7p']);
 
   assert.deepEqual(s.services.get('ambient-demo/web'), {
@@ -144,10 +158,17 @@ test('initial list builds the snapshot: namespaces, pods, services with endpoint
   });
   const dbSvc = s.services.get('ambient-demo/db')!;
   assert.deepEqual(dbSvc.vips, [], 'headless');
-  assert.deepEqual(dbSvc.endpoints.map((e) => e.ip), ['10.244.2.20']);
+  assert.deepEqual(
+    dbSvc.endpoints.map((e) => e.ip),
+    ['10.244.2.20'],
+  );
   const client = s.services.get('plain/client')!;
   assert.deepEqual(client.vips, ['10.96.33.7', 'fd00:10:96::2a1f']);
-  assert.deepEqual(client.endpoints.map((e) => e.ip), ['fd00:10:244:1::1e', '10.244.1.30'], 'both address families, from two slices');
+  assert.deepEqual(
+    client.endpoints.map((e) => e.ip),
+    ['fd00:10:244:1::1e', '10.244.1.30'],
+    'both address families, from two slices',
+  );
   const kube = s.services.get('default/kubernetes')!;
   assert.deepEqual(kube.ports, [{ name: 'https', port: 443, targetPort: 6443, protocol: 'TCP' }]);
   assert.deepEqual(kube.endpoints, [{ ip: '172.18.0.2', ready: true, ports: [{ name: 'https', port: 6443 }] }]);
@@ -168,7 +189,10 @@ test('initial list builds the snapshot: namespaces, pods, services with endpoint
   const podReqs = h.api.requests.filter((q) => q.res === 'pods');
   const lists = podReqs.filter((q) => !q.watch);
   assert.equal(lists.length, 3, '8 pods in pages of 3');
-  assert.deepEqual(lists.map((q) => q.query.get('continue')), [null, '3', '6']);
+  assert.deepEqual(
+    lists.map((q) => q.query.get('continue')),
+    [null, '3', '6'],
+  );
   assert.ok(lists.every((q) => q.query.get('limit') === '3' && !q.query.has('resourceVersion')));
   await eventually(() => h.api.count('pods', true) === 1, 'pod watch');
   const w = h.api.requests.find((q) => q.res === 'pods' && q.watch)!;
@@ -228,7 +252,9 @@ test('pods and services: add, update, delete via watch events; bursts are coales
   slice.ports = [{ name: 'grpc', port: 9001, protocol: 'TCP' }];
   h.api.put('endpointslices', slice);
   s = await until(h.src, (x) => (x.services.get('ambient-demo/api')?.endpoints.length ?? 0) === 1, 'service with endpoints');
-  assert.deepEqual(s.services.get('ambient-demo/api')!.endpoints, [{ ip: '10.244.2.11', ready: true, ports: [{ name: 'grpc', port: 9001 }], pod: 'ambient-demo/web-6d8f7c9b5-q9z4m', node: 'node-b' }]);
+  assert.deepEqual(s.services.get('ambient-demo/api')!.endpoints, [
+    { ip: '10.244.2.11', ready: true, ports: [{ name: 'grpc', port: 9001 }], pod: 'ambient-demo/web-6d8f7c9b5-q9z4m', node: 'node-b' },
+  ]);
   assert.deepEqual(s.services.get('ambient-demo/api')!.vips, ['10.96.200.2']);
 
   svc.spec.ports[0].port = 9100;
@@ -369,7 +395,10 @@ test('dropped connection -> reconnect from the last resourceVersion (bookmarks c
   assert.equal(h.api.count('pods', true), watches + 1);
   const rewatch = h.api.requests.filter((q) => q.res === 'pods' && q.watch).at(-1)!;
   assert.equal(rewatch.query.get('resourceVersion'), String(rv), 'resumed from the bookmark');
-  assert.ok(h.errors.length >= 1 && /connection closed|aborted|ECONNRESET|socket hang up/.test(h.errors[0]!.message), h.errors.map((e) => e.message).join('; '));
+  assert.ok(
+    h.errors.length >= 1 && /connection closed|aborted|ECONNRESET|socket hang up/.test(h.errors[0]!.message),
+    h.errors.map((e) => e.message).join('; '),
+  );
 
   // the API server is unreachable for a while: errors and back-off, state kept
   h.api.missing.add('pods');
@@ -390,7 +419,10 @@ test('dropped connection -> reconnect from the last resourceVersion (bookmarks c
 });
 
 test('AuthorizationPolicy CRD missing (404) -> no policies, no crash, logged once; policies appear once it is installed', async (t) => {
-  const h = await harness(t, (a) => { a.seedAll(); a.missing.add('authorizationpolicies'); });
+  const h = await harness(t, (a) => {
+    a.seedAll();
+    a.missing.add('authorizationpolicies');
+  });
   await h.src.start();
   assert.equal(h.src.current.policies.size, 0);
   assert.ok(h.src.current.pods.size > 0);
@@ -532,12 +564,14 @@ test('deploy/rbac.yaml grants exactly the resources and verbs the source uses', 
   const granted = new Set<string>();
   for (const rule of role.rules as Obj[]) {
     assert.deepEqual(Object.keys(rule).sort(), ['apiGroups', 'resources', 'verbs'], 'no resourceNames/nonResourceURLs');
-    for (const g of rule.apiGroups) for (const r of rule.resources) for (const v of rule.verbs) {
-      assert.ok(!['*'].includes(g) && !['*'].includes(r) && !['*'].includes(v), 'no wildcards');
-      const k = `${g}/${r}:${v}`;
-      assert.ok(!granted.has(k), `duplicate grant ${k}`);
-      granted.add(k);
-    }
+    for (const g of rule.apiGroups)
+      for (const r of rule.resources)
+        for (const v of rule.verbs) {
+          assert.ok(!['*'].includes(g) && !['*'].includes(r) && !['*'].includes(v), 'no wildcards');
+          const k = `${g}/${r}:${v}`;
+          assert.ok(!granted.has(k), `duplicate grant ${k}`);
+          granted.add(k);
+        }
   }
   const used = new Set(WATCHED_RESOURCES.flatMap((r) => r.verbs.map((v) => `${r.group}/${r.name}:${v}`)));
   assert.deepEqual([...granted].sort(), [...used].sort());

@@ -39,7 +39,12 @@ async function fromApi(objects: Obj[], opts: { bare?: boolean } = {}): Promise<M
     api.seed(WATCHED_RESOURCES.find((r) => r.kind === o.kind)!.name, [opts.bare ? bare : o]);
   }
   await api.listen();
-  const src = new KubernetesSource({ kubeConfig: kubeConfigFor(api), nodeName: 'node-a', resolveLocalPod: () => null, log: new Logger('test', 'error', () => {}) });
+  const src = new KubernetesSource({
+    kubeConfig: kubeConfigFor(api),
+    nodeName: 'node-a',
+    resolveLocalPod: () => null,
+    log: new Logger('test', 'error', () => {}),
+  });
   try {
     await src.start();
     return src.current;
@@ -78,9 +83,17 @@ const pod = (name: string, ip: string, status: Obj = {}, spec: Obj = {}): Obj =>
   status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], ...status },
 });
 const service = (name: string, ports: Obj[], apiVersion = 'v1'): Obj => ({
-  apiVersion, kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP: `10.96.0.${ports.length + name.length}`, selector: { app: 'web' }, ports },
+  apiVersion,
+  kind: 'Service',
+  metadata: { name, namespace: 'shop' },
+  spec: { clusterIP: `10.96.0.${ports.length + name.length}`, selector: { app: 'web' }, ports },
 });
-const policy = (name: string, spec: Obj, apiVersion = 'security.istio.io/v1'): Obj => ({ apiVersion, kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop' }, spec });
+const policy = (name: string, spec: Obj, apiVersion = 'security.istio.io/v1'): Obj => ({
+  apiVersion,
+  kind: 'AuthorizationPolicy',
+  metadata: { name, namespace: 'shop' },
+  spec,
+});
 const podOf = (m: Obj, key: string): Obj | undefined => (m.pods as Array<[string, Obj]>).find(([k]) => k === key)?.[1];
 
 test('row 1: a pod without a Ready condition is not ready (Ready=True only); both sources', async () => {
@@ -89,11 +102,22 @@ test('row 1: a pod without a Ready condition is not ready (Ready=True only); bot
     pod('no-condition', '10.244.2.1'),
     pod('ready-false', '10.244.2.2', { conditions: [{ type: 'Ready', status: 'False' }] }),
     pod('ready-unknown', '10.244.2.3', { conditions: [{ type: 'Ready', status: 'Unknown' }] }),
-    pod('ready-true', '10.244.2.4', { conditions: [{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: 'True' }] }),
+    pod('ready-true', '10.244.2.4', {
+      conditions: [
+        { type: 'PodScheduled', status: 'True' },
+        { type: 'Ready', status: 'True' },
+      ],
+    }),
   ]);
-  assert.deepEqual((m.pods as Array<[string, Obj]>).map(([k, p]) => [k, p.ready]), [
-    ['shop/no-condition', false], ['shop/ready-false', false], ['shop/ready-true', true], ['shop/ready-unknown', false],
-  ]);
+  assert.deepEqual(
+    (m.pods as Array<[string, Obj]>).map(([k, p]) => [k, p.ready]),
+    [
+      ['shop/no-condition', false],
+      ['shop/ready-false', false],
+      ['shop/ready-true', true],
+      ['shop/ready-unknown', false],
+    ],
+  );
   assert.deepEqual(m.errors, []);
 });
 
@@ -107,7 +131,10 @@ test('row 2: hostNetwork pods and pods in phase Succeeded/Failed are not workloa
     pod('job-failed', '10.244.2.3', { phase: 'Failed' }),
     pod('pending', '10.244.2.4', { phase: 'Pending', podIP: undefined, podIPs: undefined }),
   ]);
-  assert.deepEqual((m.pods as Array<[string, Obj]>).map(([k]) => k), ['shop/web']);
+  assert.deepEqual(
+    (m.pods as Array<[string, Obj]>).map(([k]) => k),
+    ['shop/web'],
+  );
   assert.deepEqual(m.errors, []);
 });
 
@@ -118,11 +145,19 @@ test('row 3: targetPort "8080" (a string of digits) is rejected as Kubernetes do
     service('number', [{ name: 'http', port: 80, targetPort: 8080 }]),
     service('named', [{ name: 'http', port: 80, targetPort: 'http-alt' }]),
   ]);
-  assert.deepEqual((m.services as Array<[string, Obj]>).map(([k, s]) => [k, s.ports[0].targetPort]), [['shop/named', 'http-alt'], ['shop/number', 8080]]);
-  assert.deepEqual(m.errors, ['Service shop/digits: spec.ports[0].targetPort: "8080" is a string of digits: write the port as a number (8080), or a port name (which has at least one letter)']);
+  assert.deepEqual(
+    (m.services as Array<[string, Obj]>).map(([k, s]) => [k, s.ports[0].targetPort]),
+    [
+      ['shop/named', 'http-alt'],
+      ['shop/number', 8080],
+    ],
+  );
+  assert.deepEqual(m.errors, [
+    'Service shop/digits: spec.ports[0].targetPort: "8080" is a string of digits: write the port as a number (8080), or a port name (which has at least one letter)',
+  ]);
 });
 
-test('row 4: an AuthorizationPolicy\'s spec.targetRef is folded into spec.targetRefs; both sources', async () => {
+test("row 4: an AuthorizationPolicy's spec.targetRef is folded into spec.targetRefs; both sources", async () => {
   const ref = { kind: 'Service', group: '', name: 'web' };
   const m = await both([
     NS,
@@ -144,10 +179,16 @@ test('row 5: apiVersion is checked for every kind (v1; discovery.k8s.io/v1; secu
     policy('beta', { action: 'ALLOW' }, 'security.istio.io/v1beta1'),
     policy('alpha', { action: 'ALLOW' }, 'security.istio.io/v1alpha1'),
   ]);
-  assert.deepEqual((m.namespaces as Array<[string, Obj]>).map(([k]) => k), ['plain']);
+  assert.deepEqual(
+    (m.namespaces as Array<[string, Obj]>).map(([k]) => k),
+    ['plain'],
+  );
   assert.deepEqual(m.pods, []);
   assert.deepEqual(m.services, []);
-  assert.deepEqual((m.policies as Array<[string, Obj]>).map(([k]) => k), ['shop/beta']);
+  assert.deepEqual(
+    (m.policies as Array<[string, Obj]>).map(([k]) => k),
+    ['shop/beta'],
+  );
   assert.deepEqual(m.errors, [
     'AuthorizationPolicy shop/alpha: apiVersion: must be one of security.istio.io/v1, security.istio.io/v1beta1, got "security.istio.io/v1alpha1"',
     'Namespace shop: apiVersion: must be one of v1, got "v1beta1"',
@@ -159,7 +200,10 @@ test('row 5: apiVersion is checked for every kind (v1; discovery.k8s.io/v1; secu
 test('row 6: namespace names are DNS-1123 labels (no dots), for Namespaces and for the objects in them; both sources', async () => {
   const dotted = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team.shop' } };
   const m = await both([NS, dotted, { ...pod('web', '10.244.2.1'), metadata: { name: 'web', namespace: 'team.shop' } }]);
-  assert.deepEqual((m.namespaces as Array<[string, Obj]>).map(([k]) => k), ['shop']);
+  assert.deepEqual(
+    (m.namespaces as Array<[string, Obj]>).map(([k]) => k),
+    ['shop'],
+  );
   assert.equal(podOf(m, 'team.shop/web'), undefined);
   assert.equal(m.errors.length, 2);
   assert.match(m.errors[0], /^Namespace team\.shop: metadata\.name: "team\.shop" is not a DNS-1123 label/);

@@ -20,7 +20,12 @@ const quiet = new Logger('test', 'error', () => {});
 
 function kubeConfig(server = 'http://127.0.0.1:9'): KubeConfig {
   const kc = new KubeConfig();
-  kc.loadFromOptions({ clusters: [{ name: 'c', server }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'c', cluster: 'c', user: 'u' }], currentContext: 'c' });
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server }],
+    users: [{ name: 'u', token: 't' }],
+    contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
+    currentContext: 'c',
+  });
   return kc;
 }
 
@@ -28,7 +33,16 @@ test('the file source is a WorkloadSource: start() resolves with the first snaps
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-src-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'w.json');
-  fs.writeFileSync(file, JSON.stringify({ namespaces: [{ name: 'shop' }], pods: [{ name: 'a', namespace: 'shop', ip: '10.0.0.1' }, { name: 'b', namespace: 'shop' }] }));
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      namespaces: [{ name: 'shop' }],
+      pods: [
+        { name: 'a', namespace: 'shop', ip: '10.0.0.1' },
+        { name: 'b', namespace: 'shop' },
+      ],
+    }),
+  );
   const src: WorkloadSource = new WorkloadFileSource(file, null);
   const updates: MeshSnapshot[] = [];
   const invalid: AmbientError[] = [];
@@ -53,7 +67,10 @@ test('the file source is a WorkloadSource: start() resolves with the first snaps
 });
 
 test('the Kubernetes source is a WorkloadSource: status() shows the reflectors; its errors are AmbientErrors', async () => {
-  assert.throws(() => new KubernetesSource({ nodeName: '', kubeConfig: kubeConfig() }), (e: unknown) => e instanceof AmbientError && e.code === 'K8S_CONFIG' && e.hint.length > 0);
+  assert.throws(
+    () => new KubernetesSource({ nodeName: '', kubeConfig: kubeConfig() }),
+    (e: unknown) => e instanceof AmbientError && e.code === 'K8S_CONFIG' && e.hint.length > 0,
+  );
   const src: WorkloadSource = new KubernetesSource({ nodeName: 'node-a', kubeConfig: kubeConfig(), log: quiet });
   assert.equal(src.kind, 'kubernetes');
   assert.equal(src.lastError, null);

@@ -7,12 +7,16 @@ import YAML from 'yaml';
 import { parseWorkloads, isEnrolled, WorkloadFileSource, type WorkloadSnapshot } from '../../../src/discovery/workloads.js';
 import { AmbientError } from '../../../src/util/errors.js';
 
-const NS = [
-  { name: 'ambient-demo', labels: { 'istio.io/dataplane-mode': 'ambient' } },
-  { name: 'plain' },
-];
+const NS = [{ name: 'ambient-demo', labels: { 'istio.io/dataplane-mode': 'ambient' } }, { name: 'plain' }];
 const pod = (name: string, ns: string, ip: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-  name, namespace: ns, serviceAccount: `sa-${name}`, node: 'n1', ip, netns: `/run/netns/${name}`, cgroup: `/cg/${name}`, ...extra,
+  name,
+  namespace: ns,
+  serviceAccount: `sa-${name}`,
+  node: 'n1',
+  ip,
+  netns: `/run/netns/${name}`,
+  cgroup: `/cg/${name}`,
+  ...extra,
 });
 
 test('enrollment follows the namespace label, and a pod label wins (ambient or none)', () => {
@@ -32,10 +36,18 @@ test('enrollment follows the namespace label, and a pod label wins (ambient or n
 
 test('a malformed entry is named, the others are served, and its last good version is kept', () => {
   const good = parseWorkloads({ namespaces: NS, pods: [pod('a', 'ambient-demo', '10.0.0.1'), pod('b', 'plain', '10.0.0.2')] });
-  const next = parseWorkloads({
-    namespaces: NS,
-    pods: [pod('a', 'ambient-demo', '10.0.0.999'), pod('b', 'plain', '10.0.0.2', { labels: { x: 'y' } }), { namespace: 'plain' }, pod('e', 'plain', '10.0.0.5', { colour: 'red' })],
-  }, { previous: good });
+  const next = parseWorkloads(
+    {
+      namespaces: NS,
+      pods: [
+        pod('a', 'ambient-demo', '10.0.0.999'),
+        pod('b', 'plain', '10.0.0.2', { labels: { x: 'y' } }),
+        { namespace: 'plain' },
+        pod('e', 'plain', '10.0.0.5', { colour: 'red' }),
+      ],
+    },
+    { previous: good },
+  );
   assert.equal(next.errors.length, 3);
   assert.match(next.errors[0]!.entry, /^pods\[0\] \(ambient-demo\/a\)$/);
   assert.match(next.errors[0]!.message, /^ip: "10\.0\.0\.999" is not an IP address$/);
@@ -56,7 +68,10 @@ test('duplicate pod names are rejected per entry; two pods with one IP are both 
 });
 
 test('relative netns/cgroup paths resolve against /run/netns and the cgroup root', () => {
-  const s = parseWorkloads({ pods: [{ name: 'a', namespace: 'x', ip: '10.0.0.1', netns: 'pod-a', cgroup: 'kubepods/pod-a' }] }, { cgroupRoot: '/sys/fs/cgroup' });
+  const s = parseWorkloads(
+    { pods: [{ name: 'a', namespace: 'x', ip: '10.0.0.1', netns: 'pod-a', cgroup: 'kubepods/pod-a' }] },
+    { cgroupRoot: '/sys/fs/cgroup' },
+  );
   const p = s.pods.get('x/a')!;
   assert.equal(p.netns, '/run/netns/pod-a');
   assert.equal(p.cgroup, '/sys/fs/cgroup/kubepods/pod-a');
@@ -96,7 +111,9 @@ test('a whole-file error keeps the last good state; a fixed file applies again',
 test('Kubernetes-shaped objects in a YAML stream and a directory of files: pods, services with endpoints from the selector, policies', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-wl-'));
   try {
-    fs.writeFileSync(path.join(dir, '10-pods.yaml'), `---
+    fs.writeFileSync(
+      path.join(dir, '10-pods.yaml'),
+      `---
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
@@ -117,16 +134,30 @@ kind: Pod
 metadata: { name: web-2, namespace: shop, labels: { app: web } }
 spec: { serviceAccountName: web, nodeName: n2 }
 status: { podIP: 10.244.2.2, conditions: [ { type: Ready, status: "False" } ] }
-`);
-    fs.writeFileSync(path.join(dir, '20-svc.json'), JSON.stringify({
-      kind: 'List',
-      items: [
-        { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
-        { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-web', namespace: 'shop' }, spec: { action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] } },
-        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', namespace: 'shop' } },
-        { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'shop' }, spec: { clusterIP: '10.96.0.300', ports: [{ port: 80 }] } },
-      ],
-    }));
+`,
+    );
+    fs.writeFileSync(
+      path.join(dir, '20-svc.json'),
+      JSON.stringify({
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'web', namespace: 'shop' },
+            spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+          },
+          {
+            apiVersion: 'security.istio.io/v1',
+            kind: 'AuthorizationPolicy',
+            metadata: { name: 'allow-web', namespace: 'shop' },
+            spec: { action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] },
+          },
+          { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', namespace: 'shop' } },
+          { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'shop' }, spec: { clusterIP: '10.96.0.300', ports: [{ port: 80 }] } },
+        ],
+      }),
+    );
     const src = new WorkloadFileSource(dir, '/sys/fs/cgroup');
     const s = src.reload();
     assert.equal(src.lastError, null);
@@ -140,9 +171,18 @@ status: { podIP: 10.244.2.2, conditions: [ { type: Ready, status: "False" } ] }
     const svc = s.services.get('shop/web')!;
     assert.deepEqual(svc.vips, ['10.96.0.10']);
     assert.equal(svc.hostname, 'web.shop.svc.cluster.local');
-    assert.deepEqual(svc.endpoints.map((e) => [e.ip, e.ready]), [['10.244.1.2', true], ['10.244.2.2', false]]);
+    assert.deepEqual(
+      svc.endpoints.map((e) => [e.ip, e.ready]),
+      [
+        ['10.244.1.2', true],
+        ['10.244.2.2', false],
+      ],
+    );
     assert.equal(s.policies.get('shop/allow-web')!.spec.action, 'ALLOW');
-    assert.deepEqual(s.errors.map((e) => e.entry), ['ConfigMap shop/x', 'Service shop/broken']);
+    assert.deepEqual(
+      s.errors.map((e) => e.entry),
+      ['ConfigMap shop/x', 'Service shop/broken'],
+    );
     assert.match(s.errors[0]!.message, /kind "ConfigMap" is not supported/);
     assert.match(s.errors[1]!.message, /^spec\.clusterIP: "10\.96\.0\.300" is not an IP address$/);
   } finally {

@@ -7,13 +7,7 @@ import { execFile } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { inspect } from 'node:util';
 
-import {
-  parseSpiffeId,
-  formatSpiffeId,
-  SpiffeIdError,
-  tryParseSpiffeId,
-  uriSansFromSubjectAltName,
-} from '../../../src/identity/spiffe.js';
+import { parseSpiffeId, formatSpiffeId, SpiffeIdError, tryParseSpiffeId, uriSansFromSubjectAltName } from '../../../src/identity/spiffe.js';
 import {
   CertificateAuthority,
   CaError,
@@ -22,7 +16,13 @@ import {
   type CertificateSigningRequest,
   type IssuedCertificate,
 } from '../../../src/identity/ca.js';
-import { IdentityManager, IdentityManagerClosedError, CertificateIssueError, type IssuedEvent, type RenewalFailedEvent } from '../../../src/identity/manager.js';
+import {
+  IdentityManager,
+  IdentityManagerClosedError,
+  CertificateIssueError,
+  type IssuedEvent,
+  type RenewalFailedEvent,
+} from '../../../src/identity/manager.js';
 import { AmbientError } from '../../../src/util/errors.js';
 import { x509 } from '../../../src/identity/x509.js';
 
@@ -127,9 +127,7 @@ describe('certificate authority', () => {
 
   it('is safe against concurrent creation (in-process and across processes)', async () => {
     const dir = path.join(tmp, 'race');
-    const cas = await Promise.all(
-      Array.from({ length: 5 }, () => CertificateAuthority.loadOrCreate(dir, { trustDomain: TD })),
-    );
+    const cas = await Promise.all(Array.from({ length: 5 }, () => CertificateAuthority.loadOrCreate(dir, { trustDomain: TD })));
     assert.equal(cas.filter((c) => c.source === 'created').length, 1);
     for (const c of cas) assert.equal(c.rootPem, cas[0]!.rootPem);
 
@@ -207,10 +205,7 @@ describe('certificate authority', () => {
     );
     await assert.rejects(ca.issue({ spiffeId: 'not-a-spiffe-id', publicKey }), SpiffeIdError);
     const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
-    await assert.rejects(
-      ca.issue({ spiffeId: ID_A, publicKey: small.publicKey }),
-      (e: unknown) => e instanceof CaError && e.code === 'CA_UNSUPPORTED_KEY',
-    );
+    await assert.rejects(ca.issue({ spiffeId: ID_A, publicKey: small.publicKey }), (e: unknown) => e instanceof CaError && e.code === 'CA_UNSUPPORTED_KEY');
   });
 
   it("loads Istio's plug-in layout (intermediate CA) and chains to the root", async () => {
@@ -431,21 +426,28 @@ describe('identity manager', () => {
 
 describe('identity errors', () => {
   it('are AmbientErrors with their codes and a hint', () => {
-  const spiffe = (() => { try { parseSpiffeId('http://x'); } catch (e) { return e; } return null; })();
-  assert.ok(spiffe instanceof SpiffeIdError && spiffe instanceof AmbientError);
-  assert.equal(spiffe.code, 'SPIFFE_BAD_SCHEME');
-  assert.equal(spiffe.input, 'http://x');
-  assert.equal(spiffe.name, 'SpiffeIdError');
-  assert.ok(spiffe.hint.length > 0);
-  const ca = new CaError('CA_KEY_MISMATCH', 'no');
-  assert.ok(ca instanceof AmbientError);
-  assert.deepEqual([ca.code, ca.name], ['CA_KEY_MISMATCH', 'CaError']);
-  assert.match(ca.hint, /ca-key\.pem/);
-  const closed = new IdentityManagerClosedError();
-  assert.ok(closed instanceof AmbientError);
-  assert.equal(closed.code, 'CA_CLOSED');
-  const issue = new CertificateIssueError('CA_ISSUE_TIMEOUT', 'slow');
-  assert.ok(issue instanceof AmbientError);
-  assert.deepEqual(issue.toJSON(), { code: 'CA_ISSUE_TIMEOUT', message: 'slow', hint: issue.hint });
-});
+    const spiffe = (() => {
+      try {
+        parseSpiffeId('http://x');
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    assert.ok(spiffe instanceof SpiffeIdError && spiffe instanceof AmbientError);
+    assert.equal(spiffe.code, 'SPIFFE_BAD_SCHEME');
+    assert.equal(spiffe.input, 'http://x');
+    assert.equal(spiffe.name, 'SpiffeIdError');
+    assert.ok(spiffe.hint.length > 0);
+    const ca = new CaError('CA_KEY_MISMATCH', 'no');
+    assert.ok(ca instanceof AmbientError);
+    assert.deepEqual([ca.code, ca.name], ['CA_KEY_MISMATCH', 'CaError']);
+    assert.match(ca.hint, /ca-key\.pem/);
+    const closed = new IdentityManagerClosedError();
+    assert.ok(closed instanceof AmbientError);
+    assert.equal(closed.code, 'CA_CLOSED');
+    const issue = new CertificateIssueError('CA_ISSUE_TIMEOUT', 'slow');
+    assert.ok(issue instanceof AmbientError);
+    assert.deepEqual(issue.toJSON(), { code: 'CA_ISSUE_TIMEOUT', message: 'slow', hint: issue.hint });
+  });
 });

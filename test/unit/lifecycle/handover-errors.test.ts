@@ -26,14 +26,18 @@ test('requestHandover: nobody serving is a fresh start; a peer that is refused i
     const native = {
       unixConnect: () => -111, // ECONNREFUSED
       peerCred: () => ({ pid: 4242, uid: 1000, gid: 1000 }),
-      closeFd: (fd: number) => { closed.push(fd); },
+      closeFd: (fd: number) => {
+        closed.push(fd);
+      },
     } as unknown as NativeAddon;
     assert.equal(requestHandover(native, sock, 'n1'), null, 'no socket file');
     fs.writeFileSync(sock, '');
     assert.equal(requestHandover(native, sock, 'n1'), null, 'stale socket file');
     const answering = { ...native, unixConnect: () => 7 } as unknown as NativeAddon;
-    assert.throws(() => requestHandover(answering, sock, 'n1', { verifyPeer: () => 'not an agent' }),
-      (e: unknown) => e instanceof HandoverError && e.code === 'HANDOVER_PEER' && e.reason === 'EPERM' && /not an agent/.test(e.message));
+    assert.throws(
+      () => requestHandover(answering, sock, 'n1', { verifyPeer: () => 'not an agent' }),
+      (e: unknown) => e instanceof HandoverError && e.code === 'HANDOVER_PEER' && e.reason === 'EPERM' && /not an agent/.test(e.message),
+    );
     assert.deepEqual(closed, [7], 'the connection is closed');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

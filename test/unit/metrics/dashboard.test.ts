@@ -16,7 +16,12 @@ import { ROOT } from '../../helpers/paths.js';
 const DASHBOARD = path.join(ROOT, 'deploy', 'grafana', 'ambientd-dashboard.json');
 const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 
-interface Panel { title?: string; type?: string; targets?: Array<{ expr?: string }>; panels?: Panel[] }
+interface Panel {
+  title?: string;
+  type?: string;
+  targets?: Array<{ expr?: string }>;
+  panels?: Panel[];
+}
 
 function allPanels(ps: Panel[]): Panel[] {
   return ps.flatMap((p) => [p, ...allPanels(p.panels ?? [])]);
@@ -36,8 +41,32 @@ export function substitute(expr: string): string {
 }
 
 const FUNCTIONS_AND_KEYWORDS = new Set([
-  'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'offset', 'bool', 'atan2',
-  'inf', 'nan', 'sum', 'min', 'max', 'avg', 'count', 'stddev', 'stdvar', 'topk', 'bottomk', 'quantile', 'count_values', 'group',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'offset',
+  'bool',
+  'atan2',
+  'inf',
+  'nan',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'count',
+  'stddev',
+  'stdvar',
+  'topk',
+  'bottomk',
+  'quantile',
+  'count_values',
+  'group',
 ]);
 
 /**
@@ -91,7 +120,9 @@ async function exportedNames(): Promise<Set<string>> {
 }
 
 test('the metric-name extractor finds selectors and skips functions, labels and durations', () => {
-  assert.deepEqual(metricNames('sum by (source_workload, le) (rate(istio_tcp_sent_bytes_total{reporter="source", x=~"a(b)"}[5m])) offset 1h'), ['istio_tcp_sent_bytes_total']);
+  assert.deepEqual(metricNames('sum by (source_workload, le) (rate(istio_tcp_sent_bytes_total{reporter="source", x=~"a(b)"}[5m])) offset 1h'), [
+    'istio_tcp_sent_bytes_total',
+  ]);
   assert.deepEqual(metricNames('min by (identity) (foo_seconds{instance=~"n1"} - time())').sort(), ['foo_seconds']);
   assert.deepEqual(metricNames('a_total / on (instance) group_left (pod) b_info == 1e3').sort(), ['a_total', 'b_info']);
   assert.deepEqual(metricNames('histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m:1m])))'), ['x_bucket']);
@@ -108,7 +139,10 @@ test('the dashboard has queries, the datasource and node variables', () => {
 
 test('every panel query parses as PromQL (promtool check rules)', (t) => {
   const probe = spawnSync(PROMTOOL, ['--version'], { encoding: 'utf8' });
-  if (probe.error) { t.skip(`${PROMTOOL} not installed`); return; }
+  if (probe.error) {
+    t.skip(`${PROMTOOL} not installed`);
+    return;
+  }
   const ts = targets();
   const rules = { groups: [{ name: 'ambientd-dashboard', rules: ts.map((x, i) => ({ record: `dashboard:query_${i}`, expr: substitute(x.expr) })) }] };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-dash-'));
@@ -116,7 +150,11 @@ test('every panel query parses as PromQL (promtool check rules)', (t) => {
     const file = path.join(dir, 'rules.json.yml');
     fs.writeFileSync(file, JSON.stringify(rules, null, 2)); // JSON is YAML
     const r = spawnSync(PROMTOOL, ['check', 'rules', file], { encoding: 'utf8' });
-    assert.equal(r.status, 0, `promtool check rules failed:\n${r.stdout}\n${r.stderr}\n${ts.map((x, i) => `query_${i} (${x.panel}): ${substitute(x.expr)}`).join('\n')}`);
+    assert.equal(
+      r.status,
+      0,
+      `promtool check rules failed:\n${r.stdout}\n${r.stderr}\n${ts.map((x, i) => `query_${i} (${x.panel}): ${substitute(x.expr)}`).join('\n')}`,
+    );
     assert.match(r.stdout, new RegExp(`SUCCESS: ${ts.length} rules found`));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -13,31 +13,51 @@ import { pol, CURL, ADMIN, conn, run, allowRule, denyRule, ALLOW_ALL, type ConnO
 test('evaluation order: DENY beats ALLOW; no ALLOW means allow; ALLOW without a match denies', () => {
   run([
     { name: 'no policies', policies: [], allow: true, reason: 'no-allow-policies', policy: null, rule: null },
-    { name: 'only a non-matching DENY', policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['evil'] } }] }] })], allow: true, reason: 'no-allow-policies' },
+    {
+      name: 'only a non-matching DENY',
+      policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['evil'] } }] }] })],
+      allow: true,
+      reason: 'no-allow-policies',
+    },
     {
       name: 'DENY beats a matching ALLOW',
       policies: [pol('app', 'a', ALLOW_ALL), pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['client'] } }] }] })],
-      allow: false, reason: 'deny-match', policy: 'app/d', rule: 0,
+      allow: false,
+      reason: 'deny-match',
+      policy: 'app/d',
+      rule: 0,
     },
     {
       name: 'ALLOW present, no match',
       policies: [pol('app', 'a', { rules: [{ from: [{ source: { namespaces: ['ops'] } }] }] })],
-      allow: false, reason: 'no-allow-match', policy: null, rule: null,
+      allow: false,
+      reason: 'no-allow-match',
+      policy: null,
+      rule: null,
     },
     {
       name: 'ALLOW matches its second rule (action defaults to ALLOW)',
       policies: [pol('app', 'a', { rules: [{ from: [{ source: { namespaces: ['ops'] } }] }, { to: [{ operation: { ports: ['8080'] } }] }] })],
-      allow: true, reason: 'allow-match', policy: 'app/a', rule: 1,
+      allow: true,
+      reason: 'allow-match',
+      policy: 'app/a',
+      rule: 1,
     },
     {
       name: 'one of several ALLOW policies matching is enough',
-      policies: [pol('app', 'a1', { rules: [{ from: [{ source: { namespaces: ['ops'] } }] }] }), pol('app', 'a2', { rules: [{ from: [{ source: { namespaces: ['client'] } }] }] })],
-      allow: true, policy: 'app/a2',
+      policies: [
+        pol('app', 'a1', { rules: [{ from: [{ source: { namespaces: ['ops'] } }] }] }),
+        pol('app', 'a2', { rules: [{ from: [{ source: { namespaces: ['client'] } }] }] }),
+      ],
+      allow: true,
+      policy: 'app/a2',
     },
     {
       name: 'a DENY that does not match, an ALLOW that does',
       policies: [pol('app', 'd', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['22'] } }] }] }), pol('app', 'a', ALLOW_ALL)],
-      allow: true, reason: 'allow-match', policy: 'app/a',
+      allow: true,
+      reason: 'allow-match',
+      policy: 'app/a',
     },
   ]);
 });
@@ -94,7 +114,9 @@ test('every attribute and its not-form', () => {
   type Row = [string, unknown, ConnOpts, boolean];
   const src = (s: Record<string, unknown>) => ({ from: [{ source: s }] });
   const op = (o: Record<string, unknown>) => ({ to: [{ operation: o }] });
-  const when = (key: string, values?: string[], notValues?: string[]) => ({ when: [{ key, ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) }] });
+  const when = (key: string, values?: string[], notValues?: string[]) => ({
+    when: [{ key, ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) }],
+  });
   const rows: Row[] = [
     ['principals', src({ principals: ['cluster.local/ns/ops/sa/admin'] }), { principal: ADMIN }, true],
     ['principals miss', src({ principals: ['cluster.local/ns/ops/sa/admin'] }), {}, false],
@@ -154,7 +176,10 @@ test('AND and OR: fields in an entry AND, entries OR, from/to/when AND, rules OR
   const rule = {
     from: [{ source: { namespaces: ['client'], ipBlocks: ['10.0.2.0/24'] } }, { source: { principals: ['cluster.local/ns/ops/sa/admin'] } }],
     to: [{ operation: { ports: ['8080'] } }, { operation: { ports: ['9090'] } }],
-    when: [{ key: 'destination.ip', values: ['10.0.1.1'] }, { key: 'source.ip', notValues: ['10.0.2.66'] }],
+    when: [
+      { key: 'destination.ip', values: ['10.0.1.1'] },
+      { key: 'source.ip', notValues: ['10.0.2.66'] },
+    ],
   };
   assert.equal(allowRule(rule, {}), true);
   assert.equal(allowRule(rule, { srcIp: '10.0.3.3' }), false, 'namespace ok but IP not (AND within an entry)');
@@ -190,7 +215,8 @@ test('CIDRs: IPv4, IPv6, IPv4-mapped, host bits, /0', () => {
   assert.deepEqual(parseIp('1::'), { v4: false, n: 1n << 112n });
   assert.deepEqual(parseIp('1:2:3:4:5:6:1.2.3.4'), { v4: false, n: 0x0001000200030004000500060102_0304n });
   for (const bad of ['010.0.0.1', '1.2.3', '1::2::3', '10.0.0.256', '', 'x']) assert.equal(parseIp(bad), null, bad);
-  for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0/08', '::/129', 'fe80::1%eth0/64', '10.0.0.0/-1', '10.0.0.0/8/8']) assert.equal(parseCidr(bad), null, bad);
+  for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0/08', '::/129', 'fe80::1%eth0/64', '10.0.0.0/-1', '10.0.0.0/8/8'])
+    assert.equal(parseCidr(bad), null, bad);
   const set = new IpSet(['10.0.0.0/24', '10.0.1.0/24', '10.0.3.0/24'].map((c) => parseCidr(c)!));
   assert.equal(set.size, 2, 'adjacent blocks merge');
   assert.equal(set.has(parseIp('10.0.1.255')!), true);
@@ -290,25 +316,38 @@ test('HTTP-only attributes: an ALLOW rule with them never matches; a DENY rule d
     {
       name: 'ALLOW with methods next to L4 fields still never matches',
       policies: [pol('app', 'a', { rules: [{ from: [{ source: { namespaces: ['client'] } }], to: [{ operation: { ports: ['8080'], methods: ['GET'] } }] }] })],
-      allow: false, reason: 'no-allow-match',
+      allow: false,
+      reason: 'no-allow-match',
     },
     {
       name: 'ALLOW: other L4 rules of the policy still work',
       policies: [pol('app', 'a', { rules: [methods, { from: [{ source: { namespaces: ['client'] } }] }] })],
-      allow: true, rule: 1,
+      allow: true,
+      rule: 1,
     },
     { name: 'ALLOW with requestPrincipals', policies: [pol('app', 'a', { rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }] })], allow: false },
-    { name: 'ALLOW with a request.headers condition', policies: [pol('app', 'a', { rules: [{ when: [{ key: 'request.headers[x-a]', values: ['1'] }] }] })], allow: false },
-    { name: 'ALLOW with connection.sni (no SNI in HBONE)', policies: [pol('app', 'a', { rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] })], allow: false },
+    {
+      name: 'ALLOW with a request.headers condition',
+      policies: [pol('app', 'a', { rules: [{ when: [{ key: 'request.headers[x-a]', values: ['1'] }] }] })],
+      allow: false,
+    },
+    {
+      name: 'ALLOW with connection.sni (no SNI in HBONE)',
+      policies: [pol('app', 'a', { rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] })],
+      allow: false,
+    },
     {
       name: 'DENY from namespace + methods: denies that namespace on any method',
       policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['client'] } }], to: [{ operation: { methods: ['POST'] } }] }] })],
-      allow: false, reason: 'deny-match', rule: 0,
+      allow: false,
+      reason: 'deny-match',
+      rule: 0,
     },
     {
       name: '... and not the other namespaces',
       policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['client'] } }], to: [{ operation: { methods: ['POST'] } }] }] })],
-      conn: { principal: ADMIN }, allow: true,
+      conn: { principal: ADMIN },
+      allow: true,
     },
     {
       name: 'DENY port + path: the port still applies (match)',
@@ -323,16 +362,34 @@ test('HTTP-only attributes: an ALLOW rule with them never matches; a DENY rule d
     {
       name: 'DENY with only HTTP attributes: nothing left of the rule, it matches everything (fail closed)',
       policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { notRequestPrincipals: ['*'] } }] }] })],
-      allow: false, rule: 0,
+      allow: false,
+      rule: 0,
     },
     {
       name: 'DENY: an HTTP condition is dropped, the L4 condition stays',
-      policies: [pol('app', 'd', { action: 'DENY', rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }, { key: 'destination.port', values: ['9090'] }] }] })],
+      policies: [
+        pol('app', 'd', {
+          action: 'DENY',
+          rules: [
+            {
+              when: [
+                { key: 'request.auth.claims[iss]', values: ['x'] },
+                { key: 'destination.port', values: ['9090'] },
+              ],
+            },
+          ],
+        }),
+      ],
       allow: true,
     },
     {
       name: 'DENY: an emptied from entry matches any source',
-      policies: [pol('app', 'd', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['ops'] } }, { source: { requestPrincipals: ['x/y'] } }], to: [{ operation: { ports: ['8080'] } }] }] })],
+      policies: [
+        pol('app', 'd', {
+          action: 'DENY',
+          rules: [{ from: [{ source: { namespaces: ['ops'] } }, { source: { requestPrincipals: ['x/y'] } }], to: [{ operation: { ports: ['8080'] } }] }],
+        }),
+      ],
       allow: false,
     },
   ]);
@@ -340,7 +397,11 @@ test('HTTP-only attributes: an ALLOW rule with them never matches; a DENY rule d
   const rip = { from: [{ source: { remoteIpBlocks: ['10.0.2.0/24'] } }] };
   assert.equal(allowRule(rip, {}), true);
   assert.equal(allowRule(rip, {}, { remoteIpBlocks: 'http-only' }), false);
-  assert.equal(denyRule({ from: [{ source: { remoteIpBlocks: ['10.9.0.0/16'] } }] }, {}, { remoteIpBlocks: 'http-only' }), true, 'dropped from a DENY: matches everything');
+  assert.equal(
+    denyRule({ from: [{ source: { remoteIpBlocks: ['10.9.0.0/16'] } }] }, {}, { remoteIpBlocks: 'http-only' }),
+    true,
+    'dropped from a DENY: matches everything',
+  );
   const w = checkPolicy(pol('app', 'a', { rules: [methods] })).warnings;
   assert.equal(w.length, 1);
   assert.match(w[0]!, /^spec\.rules\[0\]\.to\[0\]\.operation\.methods: an HTTP-only attribute cannot be checked at L4; ALLOW rule 0 never matches/);
@@ -355,9 +416,19 @@ test('trust domain: "cluster.local" in a principal means the mesh trust domain',
   const rule = { from: [{ source: { principals: ['cluster.local/ns/client/sa/curl'] } }] };
   assert.equal(allowRule(rule, { principal: 'spiffe://example.org/ns/client/sa/curl' }, opts), true);
   assert.equal(allowRule(rule, { principal: 'spiffe://cluster.local/ns/client/sa/curl' }, opts), false);
-  assert.equal(allowRule({ from: [{ source: { principals: ['other.org/ns/client/sa/curl'] } }] }, { principal: 'spiffe://example.org/ns/client/sa/curl' }, opts), false);
+  assert.equal(
+    allowRule({ from: [{ source: { principals: ['other.org/ns/client/sa/curl'] } }] }, { principal: 'spiffe://example.org/ns/client/sa/curl' }, opts),
+    false,
+  );
   assert.equal(allowRule({ from: [{ source: { principals: ['*/ns/client/sa/curl'] } }] }, { principal: 'spiffe://example.org/ns/client/sa/curl' }, opts), true);
-  assert.equal(allowRule({ when: [{ key: 'source.principal', values: ['cluster.local/ns/client/sa/curl'] }] }, { principal: 'spiffe://example.org/ns/client/sa/curl' }, opts), true);
+  assert.equal(
+    allowRule(
+      { when: [{ key: 'source.principal', values: ['cluster.local/ns/client/sa/curl'] }] },
+      { principal: 'spiffe://example.org/ns/client/sa/curl' },
+      opts,
+    ),
+    true,
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -365,15 +436,23 @@ test('trust domain: "cluster.local" in a principal means the mesh trust domain',
 
 test('10 000 policies over many namespaces: same decisions as an index of the 2 that apply', () => {
   const mine = [
-    pol('team-x', 'allow-client', { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { namespaces: ['client'] } }], to: [{ operation: { ports: ['8080'] } }] }] }),
+    pol('team-x', 'allow-client', {
+      selector: { matchLabels: { app: 'web' } },
+      rules: [{ from: [{ source: { namespaces: ['client'] } }], to: [{ operation: { ports: ['8080'] } }] }],
+    }),
     pol('team-x', 'deny-ssh', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['22'] } }] }] }),
   ];
   const noise: AuthorizationPolicy[] = [];
   for (let i = 0; i < 10_000; i++) {
     const ns = `ns-${i % 1000}`;
-    noise.push(i % 3 === 0
-      ? pol(ns, `deny-${i}`, { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: [`10.${i % 250}.0.0/16`] } }] }] })
-      : pol(ns, `allow-${i}`, { selector: { matchLabels: { app: 'web', shard: String(i) } }, rules: [{ from: [{ source: { principals: [`cluster.local/ns/${ns}/sa/*`] } }] }] }));
+    noise.push(
+      i % 3 === 0
+        ? pol(ns, `deny-${i}`, { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: [`10.${i % 250}.0.0/16`] } }] }] })
+        : pol(ns, `allow-${i}`, {
+            selector: { matchLabels: { app: 'web', shard: String(i) } },
+            rules: [{ from: [{ source: { principals: [`cluster.local/ns/${ns}/sa/*`] } }] }],
+          }),
+    );
   }
   const small = compilePolicies(mine);
   const big = compilePolicies([...noise, ...mine]);
@@ -402,6 +481,9 @@ test('10 000 policies over many namespaces: same decisions as an index of the 2 
   };
   let tSmall = Infinity;
   let tBig = Infinity;
-  for (let round = 0; round < 5; round++) { tSmall = Math.min(tSmall, time(small)); tBig = Math.min(tBig, time(big)); }
+  for (let round = 0; round < 5; round++) {
+    tSmall = Math.min(tSmall, time(small));
+    tBig = Math.min(tBig, time(big));
+  }
   console.log(`evaluate: ${tSmall.toFixed(0)} ns with 2 policies, ${tBig.toFixed(0)} ns with 10 002 (the workload's namespace has 2)`);
 });

@@ -4,9 +4,7 @@ import assert from 'node:assert/strict';
 import type { AuthorizationPolicy, AuthorizationPolicySpec } from '../../../src/discovery/model.js';
 import { compilePolicies, type CompileOptions, type ConnectionAttributes, type Decision } from '../../../src/policy/engine.js';
 
-
-export const pol = (namespace: string, name: string, spec: unknown): AuthorizationPolicy =>
-  ({ namespace, name, spec: spec as AuthorizationPolicySpec });
+export const pol = (namespace: string, name: string, spec: unknown): AuthorizationPolicy => ({ namespace, name, spec: spec as AuthorizationPolicySpec });
 
 export const CURL = 'spiffe://cluster.local/ns/client/sa/curl';
 export const ADMIN = 'spiffe://cluster.local/ns/ops/sa/admin';
@@ -26,7 +24,12 @@ export interface ConnOpts {
 export function conn(o: ConnOpts = {}): ConnectionAttributes {
   return {
     dst: { namespace: o.ns ?? 'app', labels: o.labels ?? { app: 'web' }, ip: o.dstIp ?? '10.0.1.1', port: o.port ?? 8080 },
-    src: { ip: o.srcIp ?? '10.0.2.2', principal: o.principal === undefined ? CURL : o.principal, namespace: o.srcNamespace ?? null, serviceAccount: o.srcSa ?? null },
+    src: {
+      ip: o.srcIp ?? '10.0.2.2',
+      principal: o.principal === undefined ? CURL : o.principal,
+      namespace: o.srcNamespace ?? null,
+      serviceAccount: o.srcSa ?? null,
+    },
   };
 }
 

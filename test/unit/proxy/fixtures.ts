@@ -14,8 +14,22 @@ export function hp(text: string): HostPort {
 /** A record with every field set: an open outbound HBONE connection unless `r` says otherwise. */
 export function tracked(r: Partial<TrackedConnection>): TrackedConnection {
   return {
-    id: 1, pod: 'ns/pod', direction: 'outbound', via: 'hbone', src: hp('10.0.0.1:40000'), claimedSrc: null, dst: hp('10.0.0.2:80'),
-    service: null, endpoint: null, peerIdentity: null, peerCertSerial: null,
-    startMs: Date.parse('2024-01-01T00:00:00.000Z'), endMs: null, bytesSent: 0, bytesReceived: 0, outcome: null, ...r,
+    id: 1,
+    pod: 'ns/pod',
+    direction: 'outbound',
+    via: 'hbone',
+    src: hp('10.0.0.1:40000'),
+    claimedSrc: null,
+    dst: hp('10.0.0.2:80'),
+    service: null,
+    endpoint: null,
+    peerIdentity: null,
+    peerCertSerial: null,
+    startMs: Date.parse('2024-01-01T00:00:00.000Z'),
+    endMs: null,
+    bytesSent: 0,
+    bytesReceived: 0,
+    outcome: null,
+    ...r,
   };
 }

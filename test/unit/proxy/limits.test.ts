@@ -13,8 +13,15 @@ class FakeSession extends EventEmitter {
   sent: number[] = [];
   acks: Array<() => void> = [];
   destroyedWith: [Error | undefined, number | undefined] | null = null;
-  settings(s: { initialWindowSize: number }, cb: () => void): void { this.sent.push(s.initialWindowSize); this.acks.push(cb); }
-  destroy(err?: Error, code?: number): void { this.destroyed = true; this.destroyedWith = [err, code]; this.emit('close'); }
+  settings(s: { initialWindowSize: number }, cb: () => void): void {
+    this.sent.push(s.initialWindowSize);
+    this.acks.push(cb);
+  }
+  destroy(err?: Error, code?: number): void {
+    this.destroyed = true;
+    this.destroyedWith = [err, code];
+    this.emit('close');
+  }
 }
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -65,7 +72,8 @@ test('Limiter: a slot, a bounded wait, then refusals (counted)', async () => {
   assert.equal(await l.acquire(30), false, 'a wait that times out is refused');
   assert.equal(l.hits, 2);
   assert.equal(l.tryAcquire(), false);
-  l.release(); l.release();
+  l.release();
+  l.release();
   assert.equal(l.inUse, 0);
   const k = new KeyedLimiter('peer', 1);
   assert.equal(k.tryAcquire('a'), true);
@@ -96,9 +104,18 @@ test('keepPinging: an unanswered PING destroys the session; an answered one does
   class Pinged extends EventEmitter {
     destroyed = false;
     err: Error | undefined;
-    constructor(private readonly answer: boolean) { super(); }
-    ping(cb: (e: Error | null) => void): boolean { if (this.answer) setImmediate(() => cb(null)); return true; }
-    destroy(e?: Error): void { this.destroyed = true; this.err = e; this.emit('close'); }
+    constructor(private readonly answer: boolean) {
+      super();
+    }
+    ping(cb: (e: Error | null) => void): boolean {
+      if (this.answer) setImmediate(() => cb(null));
+      return true;
+    }
+    destroy(e?: Error): void {
+      this.destroyed = true;
+      this.err = e;
+      this.emit('close');
+    }
   }
   const mk = (answer: boolean): Pinged => new Pinged(answer);
   const alive = mk(true);
@@ -113,4 +130,3 @@ test('keepPinging: an unanswered PING destroys the session; an answered one does
   assert.equal(timeouts, 1);
   alive.emit('close');
 });
-

@@ -20,9 +20,17 @@ function proxy(orig: OriginalDst | null): { mesh: MeshProxy; counts: string[]; t
   const counts: string[] = [];
   const tracker = new ConnectionTracker();
   const deps = {
-    native: {} as MeshDeps['native'], mark: 0x539, ports: { outbound: 15001, inbound: 15006, hbone: 15008 }, trustDomain: 'cluster.local',
-    log: new Logger('test', 'off'), tracker, count: (r: string) => counts.push(r), identities: {} as MeshDeps['identities'],
-    originalDst: () => orig, index: () => new MeshIndex(emptySnapshot()), localPodByIp: () => null,
+    native: {} as MeshDeps['native'],
+    mark: 0x539,
+    ports: { outbound: 15001, inbound: 15006, hbone: 15008 },
+    trustDomain: 'cluster.local',
+    log: new Logger('test', 'off'),
+    tracker,
+    count: (r: string) => counts.push(r),
+    identities: {} as MeshDeps['identities'],
+    originalDst: () => orig,
+    index: () => new MeshIndex(emptySnapshot()),
+    localPodByIp: () => null,
     authorize: () => ({ allow: true, policy: null, reason: '' }),
   } satisfies MeshDeps;
   return { mesh: new MeshProxy(deps), counts, tracker };
@@ -35,7 +43,10 @@ async function outbound(mesh: MeshProxy): Promise<string> {
   const port = (srv.address() as net.AddressInfo).port;
   const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
   const c = net.connect(port, '127.0.0.1');
-  const ended = new Promise<string>((r) => { c.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error')); c.on('close', () => r('closed')); });
+  const ended = new Promise<string>((r) => {
+    c.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+    c.on('close', () => r('closed'));
+  });
   mesh.onOutbound(pod, await accepted);
   const how = await ended;
   srv.close();
@@ -61,7 +72,7 @@ test('an entry of another pod (cgroup id): reset, counted, never forwarded as th
   await mesh.close({ force: true });
 });
 
-test('an entry too old to be this connection\'s: reset, counted', async () => {
+test("an entry too old to be this connection's: reset, counted", async () => {
   const { mesh, counts, tracker } = proxy(entry({ createdNs: now() - 120_000_000_000n }));
   assert.equal(await outbound(mesh), 'ECONNRESET');
   assert.deepEqual(counts, ['original_dst_stale']);

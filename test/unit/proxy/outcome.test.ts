@@ -27,7 +27,16 @@ const SAMPLE: { [K in Outcome['kind']]: Extract<Outcome, { kind: K }> } = {
 
 test('every outcome kind has a response flag, a state and a reason', () => {
   const expected: Record<Outcome['kind'], string> = {
-    closed: '-', reset: '-', socket_error: '-', client_gone: '-', denied: 'DENY', revoked: 'DENY', no_endpoint: 'CONNECT', upstream_failed: 'CONNECT', limit: 'UO', hbone_failed: 'CONNECT',
+    closed: '-',
+    reset: '-',
+    socket_error: '-',
+    client_gone: '-',
+    denied: 'DENY',
+    revoked: 'DENY',
+    no_endpoint: 'CONNECT',
+    upstream_failed: 'CONNECT',
+    limit: 'UO',
+    hbone_failed: 'CONNECT',
   };
   assert.deepEqual([...OUTCOME_KINDS].sort(), Object.keys(SAMPLE).sort(), 'OUTCOME_KINDS lists every kind');
   for (const k of OUTCOME_KINDS) {
@@ -40,7 +49,12 @@ test('every outcome kind has a response flag, a state and a reason', () => {
 });
 
 test('an HBONE failure is flagged by its code: DENY for a 401 of the peer, TLS_FAILURE for the handshake, else CONNECT', () => {
-  const h = (code: 'HBONE_DENIED' | 'HBONE_TLS' | 'HBONE_UNAVAILABLE' | 'HBONE_TIMEOUT' | 'HBONE_CLOSED', status: number | null = null): Outcome => ({ kind: 'hbone_failed', code, status, reason: null });
+  const h = (code: 'HBONE_DENIED' | 'HBONE_TLS' | 'HBONE_UNAVAILABLE' | 'HBONE_TIMEOUT' | 'HBONE_CLOSED', status: number | null = null): Outcome => ({
+    kind: 'hbone_failed',
+    code,
+    status,
+    reason: null,
+  });
   assert.equal(responseFlags(h('HBONE_DENIED', 401)), 'DENY');
   assert.equal(responseFlags(h('HBONE_TLS')), 'TLS_FAILURE');
   assert.equal(responseFlags(h('HBONE_UNAVAILABLE', 503)), 'CONNECT');
@@ -73,7 +87,12 @@ test('dialFailed: the cap, the errno a DialError or a socket names, else "connec
 });
 
 test('hboneFailed: an HboneError keeps code, status and reason; anything else is the session closing', () => {
-  assert.deepEqual(hboneFailed(new HboneError('HBONE_DENIED', 'no', { status: 401, reason: 'denied' })), { kind: 'hbone_failed', code: 'HBONE_DENIED', status: 401, reason: 'denied' });
+  assert.deepEqual(hboneFailed(new HboneError('HBONE_DENIED', 'no', { status: 401, reason: 'denied' })), {
+    kind: 'hbone_failed',
+    code: 'HBONE_DENIED',
+    status: 401,
+    reason: 'denied',
+  });
   assert.deepEqual(hboneFailed(new Error('boom')), { kind: 'hbone_failed', code: 'HBONE_CLOSED', status: null, reason: null });
 });
 
@@ -90,5 +109,8 @@ test('a revocation set while the connection is open is how it ends, whatever res
 });
 
 test('unreachable() is a typed internal error', () => {
-  assert.throws(() => unreachable('x' as never), (e: unknown) => e instanceof AmbientError && e.code === 'AGENT_INTERNAL');
+  assert.throws(
+    () => unreachable('x' as never),
+    (e: unknown) => e instanceof AmbientError && e.code === 'AGENT_INTERNAL',
+  );
 });

@@ -9,9 +9,18 @@ const svc = (endpoints: ServiceInfo['endpoints'], targetPort: number | string = 
 };
 
 test('round robin over ready endpoints only, with the target port', () => {
-  const { s, port } = svc([{ ip: '10.0.0.1', ready: true }, { ip: '10.0.0.2', ready: false }, { ip: '10.0.0.3', ready: true }]);
+  const { s, port } = svc([
+    { ip: '10.0.0.1', ready: true },
+    { ip: '10.0.0.2', ready: false },
+    { ip: '10.0.0.3', ready: true },
+  ]);
   const picks = [0, 1, 2, 3].map((n) => chooseEndpoint(s, port, n));
-  assert.deepEqual(picks, [{ ip: '10.0.0.1', port: 8080 }, { ip: '10.0.0.3', port: 8080 }, { ip: '10.0.0.1', port: 8080 }, { ip: '10.0.0.3', port: 8080 }]);
+  assert.deepEqual(picks, [
+    { ip: '10.0.0.1', port: 8080 },
+    { ip: '10.0.0.3', port: 8080 },
+    { ip: '10.0.0.1', port: 8080 },
+    { ip: '10.0.0.3', port: 8080 },
+  ]);
 });
 
 test('no ready endpoint: null', () => {
@@ -21,7 +30,13 @@ test('no ready endpoint: null', () => {
 });
 
 test('a named target port resolves per endpoint; endpoints without it are skipped', () => {
-  const { s, port } = svc([{ ip: '10.0.0.1', ready: true }, { ip: '10.0.0.2', ready: true, ports: [{ name: 'web', port: 9090 }] }], 'web');
+  const { s, port } = svc(
+    [
+      { ip: '10.0.0.1', ready: true },
+      { ip: '10.0.0.2', ready: true, ports: [{ name: 'web', port: 9090 }] },
+    ],
+    'web',
+  );
   assert.deepEqual(chooseEndpoint(s, port, 0), { ip: '10.0.0.2', port: 9090 });
   assert.deepEqual(chooseEndpoint(s, port, 1), { ip: '10.0.0.2', port: 9090 });
 });

@@ -14,11 +14,29 @@ test('formatHostPort: IPv4 as ip:port, IPv6 in brackets', () => {
 });
 
 test('parseHostPort reads what formatHostPort writes, and nothing else', () => {
-  for (const a of [{ ip: '10.0.0.1', port: 80 }, { ip: '::1', port: 80 }, { ip: 'fd00:1::2', port: 0 }, { ip: '0.0.0.0', port: 65535 }]) {
+  for (const a of [
+    { ip: '10.0.0.1', port: 80 },
+    { ip: '::1', port: 80 },
+    { ip: 'fd00:1::2', port: 0 },
+    { ip: '0.0.0.0', port: 65535 },
+  ]) {
     assert.deepEqual(parseHostPort(formatHostPort(a)), a, formatHostPort(a));
   }
   assert.deepEqual(parseHostPort('[::1]:80'), { ip: '::1', port: 80 });
-  for (const bad of ['', '10.0.0.1', '::1:80', '[::1]80', '[10.0.0.1]:80', 'example.com:80', '10.0.0.1:', '10.0.0.1:65536', '10.0.0.1:-1', '10.0.0.1:8O', '[::1]:', '[nope]:80']) {
+  for (const bad of [
+    '',
+    '10.0.0.1',
+    '::1:80',
+    '[::1]80',
+    '[10.0.0.1]:80',
+    'example.com:80',
+    '10.0.0.1:',
+    '10.0.0.1:65536',
+    '10.0.0.1:-1',
+    '10.0.0.1:8O',
+    '[::1]:',
+    '[nope]:80',
+  ]) {
     assert.equal(parseHostPort(bad), null, JSON.stringify(bad));
   }
   assert.ok(sameHostPort(hp('[::1]:80'), { ip: '::1', port: 80 }));
@@ -27,7 +45,15 @@ test('parseHostPort reads what formatHostPort writes, and nothing else', () => {
 
 test('records carry HostPort values; config_dump and the access log write them with brackets for IPv6', () => {
   const t = new ConnectionTracker();
-  const r = t.begin({ pod: 'ns/a', direction: 'outbound', via: 'passthrough', src: hp('[::1]:40000'), dst: hp('[::1]:80'), service: 'ns/svc', endpoint: hp('[fd00::2]:8080') });
+  const r = t.begin({
+    pod: 'ns/a',
+    direction: 'outbound',
+    via: 'passthrough',
+    src: hp('[::1]:40000'),
+    dst: hp('[::1]:80'),
+    service: 'ns/svc',
+    endpoint: hp('[fd00::2]:8080'),
+  });
   assert.deepEqual(r.dst, { ip: '::1', port: 80 }, 'a value, not text');
   t.finish(r, { kind: 'closed' });
   const [d] = t.dump();

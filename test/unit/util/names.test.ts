@@ -4,12 +4,29 @@ import { formatHostPort, parseHostPort } from '../../../src/util/hostport.js';
 import { isDns1123Label, isDns1123Subdomain, isIanaSvcName } from '../../../src/util/dns1123.js';
 
 test('HostPort: IPv4 and IPv6 round-trip; bad text is null', () => {
-  for (const [ip, port] of [['10.0.0.1', 80], ['fd00::1', 8080], ['::ffff:10.0.0.1', 1], ['::', 0]] as const) {
+  for (const [ip, port] of [
+    ['10.0.0.1', 80],
+    ['fd00::1', 8080],
+    ['::ffff:10.0.0.1', 1],
+    ['::', 0],
+  ] as const) {
     const text = formatHostPort({ ip, port });
     assert.deepEqual(parseHostPort(text), { ip, port }, text);
   }
   assert.equal(formatHostPort({ ip: 'fd00::1', port: 80 }), '[fd00::1]:80');
-  for (const bad of ['', '10.0.0.1', '10.0.0.1:', '10.0.0.1:65536', '10.0.0.1:-1', 'fd00::1:80', '[fd00::1]80', '[10.0.0.1]:80', 'host:80', '10.0.0.1:8a', '[fd00::1]:']) {
+  for (const bad of [
+    '',
+    '10.0.0.1',
+    '10.0.0.1:',
+    '10.0.0.1:65536',
+    '10.0.0.1:-1',
+    'fd00::1:80',
+    '[fd00::1]80',
+    '[10.0.0.1]:80',
+    'host:80',
+    '10.0.0.1:8a',
+    '[fd00::1]:',
+  ]) {
     assert.equal(parseHostPort(bad), null, bad);
   }
 });

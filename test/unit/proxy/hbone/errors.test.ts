@@ -18,7 +18,13 @@ test('HboneError: an AmbientError with code, hint, status and reason', () => {
 });
 
 test('a bad address for a tunnel is HBONE_BAD_ARGUMENT', () => {
-  assert.throws(() => assertHostPort({ ip: 'web', port: 80 }, 'target'), (e: unknown) => e instanceof HboneError && e.code === 'HBONE_BAD_ARGUMENT');
-  assert.throws(() => assertHostPort({ ip: '10.0.0.1', port: 0 }, 'target'), (e: unknown) => e instanceof HboneError && e.code === 'HBONE_BAD_ARGUMENT');
+  assert.throws(
+    () => assertHostPort({ ip: 'web', port: 80 }, 'target'),
+    (e: unknown) => e instanceof HboneError && e.code === 'HBONE_BAD_ARGUMENT',
+  );
+  assert.throws(
+    () => assertHostPort({ ip: '10.0.0.1', port: 0 }, 'target'),
+    (e: unknown) => e instanceof HboneError && e.code === 'HBONE_BAD_ARGUMENT',
+  );
   assertHostPort({ ip: 'fd00::1', port: 15008 }, 'dstAddr');
 });

@@ -310,10 +310,7 @@ describe('HBONE over loopback', () => {
     assert.equal(open_.ctx.baggage, 'k8s.namespace.name=clients');
     assert.deepEqual(open_.ctx.target, { ip: LO, port: echoPort });
     assert.ok(authorizeSeen.includes(CLI_ID));
-    await waitFor(
-      () => events.some((e) => e.type === 'tunnel_close' && e.ctx.traceparent === tp.traceparent),
-      'tunnel_close event',
-    );
+    await waitFor(() => events.some((e) => e.type === 'tunnel_close' && e.ctx.traceparent === tp.traceparent), 'tunnel_close event');
     const closed = events.find((e) => e.type === 'tunnel_close' && e.ctx.traceparent === tp.traceparent);
     assert.ok(closed && closed.type === 'tunnel_close');
     assert.equal(closed.bytesFromClient, payload.length);
@@ -419,10 +416,7 @@ describe('HBONE over loopback', () => {
         s.end(`via ${port}`);
         assert.equal((await back).toString(), `via ${port}`);
       }
-      assert.deepEqual(dialed, [
-        `${CLI_ID}->${SRV_ID}@${LO}:${extPort}`,
-        `${CLI_ID}->${SRV_ID}@${LO}:${handlePort}`,
-      ]);
+      assert.deepEqual(dialed, [`${CLI_ID}->${SRV_ID}@${LO}:${extPort}`, `${CLI_ID}->${SRV_ID}@${LO}:${handlePort}`]);
       await assert.rejects(
         p2.connect({ srcId: 'not-spiffe', dstId: SRV_ID, dstAddr: { ip: LO, port: extPort }, target: { ip: LO, port: echoPort } }),
         (e: unknown) => e instanceof HboneError && e.code === 'HBONE_BAD_ARGUMENT',
@@ -597,18 +591,12 @@ describe('HBONE over loopback', () => {
 
   it('answers 401 when policy denies and 503 when the target refuses', { timeout: 10_000 }, async () => {
     const d0 = rejections('denied');
-    await assert.rejects(
-      open(echoPort, pool, { baggage: 'deny=1' }),
-      (e: unknown) => e instanceof HboneError && e.code === 'HBONE_DENIED' && e.status === 401,
-    );
+    await assert.rejects(open(echoPort, pool, { baggage: 'deny=1' }), (e: unknown) => e instanceof HboneError && e.code === 'HBONE_DENIED' && e.status === 401);
     assert.equal(rejections('denied'), d0 + 1);
 
     const u0 = rejections('upstream_unreachable');
     const closedPort = await freePort();
-    await assert.rejects(
-      open(closedPort),
-      (e: unknown) => e instanceof HboneError && e.code === 'HBONE_UNAVAILABLE' && e.status === 503,
-    );
+    await assert.rejects(open(closedPort), (e: unknown) => e instanceof HboneError && e.code === 'HBONE_UNAVAILABLE' && e.status === 503);
     assert.equal(rejections('upstream_unreachable'), u0 + 1);
     await assertServes();
   });
@@ -706,7 +694,10 @@ describe('HBONE over loopback', () => {
       const streams = await Promise.all(Array.from({ length: 200 }, () => open(echoPort, p2)));
       assert.equal(p2.stats().sessionsOpened, 2, 'at most 100 streams per session');
       assert.equal(p2.stats().activeStreams, 200);
-      const newConns = events.filter((e) => e.type === 'connection_open').slice(opened0).map((e) => (e.type === 'connection_open' ? e.connectionId : 0));
+      const newConns = events
+        .filter((e) => e.type === 'connection_open')
+        .slice(opened0)
+        .map((e) => (e.type === 'connection_open' ? e.connectionId : 0));
       assert.equal(newConns.length, 2);
       for (const id of newConns) {
         const perConn = events.filter((e) => e.type === 'tunnel_open' && e.ctx.connectionId === id).length;

@@ -16,7 +16,10 @@ const runCli = (...args: string[]) => spawnSync(process.execPath, [AUDIT_JS, ...
 test('every program, helper and map type in the object is known to the audit', () => {
   const r = auditObject(BPF_OBJECT);
   assert.deepEqual(r.unknown, []);
-  const progs = r.items.filter((i) => i.kind === 'program').map((i) => i.context).sort();
+  const progs = r.items
+    .filter((i) => i.kind === 'program')
+    .map((i) => i.context)
+    .sort();
   assert.deepEqual(progs, ['cgroup/connect4', 'cgroup/connect6', 'cgroup/getpeername4', 'cgroup/getpeername6', 'sk_lookup', 'sk_msg', 'sockops']);
   // dual-stack sockets are on the required path: their v4-mapped connects must be captured
   assert.equal(r.items.find((i) => i.kind === 'program' && i.context === 'cgroup/connect6')!.required, true);
@@ -52,12 +55,14 @@ test('--max 5.4 fails and names the offending items', () => {
 });
 
 test('an unknown helper or program is reported, not ignored', () => {
-  const dis = parseDisassembly([
-    'Disassembly of section sockops:',
-    '       0:\t85 00 00 00 e7 03 00 00\tcall 999',
-    'Disassembly of section xdp:',
-    '       0:\t85 10 00 00 ff ff ff ff\tcall -1',
-  ].join('\n'));
+  const dis = parseDisassembly(
+    [
+      'Disassembly of section sockops:',
+      '       0:\t85 00 00 00 e7 03 00 00\tcall 999',
+      'Disassembly of section xdp:',
+      '       0:\t85 10 00 00 ff ff ff ff\tcall -1',
+    ].join('\n'),
+  );
   assert.deepEqual(dis.helpers.get('sockops'), [999]);
   assert.deepEqual(dis.otherCalls.get('xdp'), ['bpf-to-bpf call -1']);
   const r = audit({ ...dis, maps: new Map([['m', 27]]), mapUsers: new Map() });
