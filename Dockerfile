@@ -12,6 +12,10 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY bpf ./bpf
 COPY src ./src
+# tools/ (sandbox, demo, nettool), test/ and bench/ only so that tsc type-checks
+# the whole tree (tsconfig.json includes them); the image below ships dist/src
+# alone, where `ambientd sandbox|demo` answer TOOLS_NOT_INSTALLED.
+COPY tools ./tools
 COPY test ./test
 COPY bench ./bench
 RUN clang-14 -g -O2 -target bpf -Wall -Werror -I/usr/include/$(uname -m)-linux-gnu -c bpf/ambient.bpf.c -o bpf/ambient.bpf.o \

@@ -5,7 +5,7 @@ CLANG ?= clang
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INC)
 NODE := node
 
-.PHONY: all deps build bpf native ts demo test test-unit test-privileged test-vm test-demo bench audit clean sandbox-down
+.PHONY: all deps build bpf native ts demo test lint format test-unit test-privileged test-vm test-demo bench audit clean sandbox-down
 
 all: build
 
@@ -30,7 +30,19 @@ build: bpf native ts
 demo: build
 	$(NODE) dist/src/cli.js demo
 
-test: build test-unit test-privileged test-demo test-vm
+test: build test-unit lint test-privileged test-demo test-vm
+
+# house style: eslint (typescript-eslint), prettier, clang-format for native/ and bpf/
+C_SOURCES := $(wildcard native/*.cc native/*.h bpf/*.c bpf/*.h)
+lint: deps
+	npx eslint .
+	npx prettier --check .
+	clang-format --dry-run --Werror $(C_SOURCES)
+
+# rewrites the sources in the house style (what `make lint` checks)
+format: deps
+	npx prettier --write .
+	clang-format -i $(C_SOURCES)
 
 test-unit:
 	$(NODE) --test --test-reporter=spec dist/test/unit/

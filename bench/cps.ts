@@ -55,13 +55,15 @@ await Promise.all(Array.from({ length: concurrency }, () => worker(deadline)));
 const elapsed = (now() - start) / 1000;
 times.sort((a, b) => a - b);
 const q = (p: number): number | null => (times.length ? times[Math.min(times.length - 1, Math.max(0, Math.ceil(p * times.length) - 1))]! : null);
-process.stdout.write(JSON.stringify({
-  conns: done,
-  failures: Object.values(errors).reduce((a, b) => a + b, 0),
-  errors,
-  seconds: elapsed,
-  rate: done / elapsed,
-  concurrency,
-  p50_ms: q(0.5),
-  p99_ms: q(0.99),
-}) + '\n');
+process.stdout.write(
+  JSON.stringify({
+    conns: done,
+    failures: Object.values(errors).reduce((a, b) => a + b, 0),
+    errors,
+    seconds: elapsed,
+    rate: done / elapsed,
+    concurrency,
+    p50_ms: q(0.5),
+    p99_ms: q(0.99),
+  }) + '\n',
+);

@@ -49,21 +49,29 @@ function onConnection(client: net.Socket, port: number): void {
   client.on('error', () => undefined);
   // Like the agent's captured sockets (mesh.ts onOutbound): Nagle left on.
   client.pause();
-  pool.connect({
-    srcId: srcId!,
-    dstId: dstId!,
-    dstAddr: { ip: proxyIp!, port: proxyPort },
-    target: { ip: targetIp!, port },
-    headers: { forwardedFor: { ip: client.remoteAddress ?? '127.0.0.1', port: client.remotePort ?? 0 } },
-  }).then((stream) => {
-    if (client.destroyed) { stream.destroy(); return; }
-    spliceStreamSocket(stream, client);
-    client.resume();
-  }, (e: Error) => {
-    failures++;
-    process.stdout.write(`tunnel failed (${failures}): ${e.message}\n`);
-    resetSocket(client);
-  });
+  pool
+    .connect({
+      srcId: srcId!,
+      dstId: dstId!,
+      dstAddr: { ip: proxyIp!, port: proxyPort },
+      target: { ip: targetIp!, port },
+      headers: { forwardedFor: { ip: client.remoteAddress ?? '127.0.0.1', port: client.remotePort ?? 0 } },
+    })
+    .then(
+      (stream) => {
+        if (client.destroyed) {
+          stream.destroy();
+          return;
+        }
+        spliceStreamSocket(stream, client);
+        client.resume();
+      },
+      (e: Error) => {
+        failures++;
+        process.stdout.write(`tunnel failed (${failures}): ${e.message}\n`);
+        resetSocket(client);
+      },
+    );
 }
 
 const ports = parsePorts(portsArg);

@@ -1,23 +1,27 @@
+// Over 500 lines on purpose: the shared measuring helpers (pod processes, CPU/memory sampling, iperf3/sockperf runs) every section imports.
 /**
- * Helpers shared by the benchmarks (bench/run.ts, bench/hbone.ts): processes
- * started inside sandbox pods (tracked, killed at the end), CPU / memory
- * sampling, iperf3 and sockperf runs, statistics and tables.
+ * Helpers shared by the measuring code of the benchmarks: processes started
+ * inside sandbox pods (tracked, killed at the end), CPU / memory sampling,
+ * iperf3 and sockperf runs. perf profiles are in bench/perf.ts, statistics in
+ * bench/stats.ts, tables and text in bench/render/.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import {
-  NETNS_PREFIX,
-  SANDBOX_DIR_NAME,
-  DEFAULT_CGROUP_ROOT,
-  DEFAULT_BPFFS_ROOT,
-  type SandboxPod,
-  type SandboxNode,
-} from '../src/sandbox/topology.js';
-import { podArgv, runInPod, NETTOOL } from '../src/sandbox/podproc.js';
+import { NETNS_PREFIX, SANDBOX_DIR_NAME, DEFAULT_CGROUP_ROOT, DEFAULT_BPFFS_ROOT, type SandboxPod, type SandboxNode } from '../tools/sandbox/index.js';
+import { podArgv, runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
+import { AmbientError } from '../src/util/errors.js';
+import type { BackgroundLoad, LatencyTool } from './results.js';
+import type { ConfigDump } from '../src/agent/index.js';
+
+/** A benchmark tool (iperf3, sockperf, a helper in a pod, the sandbox) did not do what the run needs. */
+export const toolFailed = (message: string, hint: string, cause?: unknown): AmbientError =>
+  new AmbientError('TOOL_FAILED', message, hint, cause === undefined ? {} : { cause });
+/** The hint for a helper process that died or said nothing useful. */
+export const HINT_OUTPUT = 'its output is in the message; rerun the section alone (--quick --only SECTION) to see whether it repeats';
 
 export const execFileP = promisify(execFile);
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -66,27 +70,38 @@ export function startProc(pod: SandboxPod, argv: string[]): Proc {
       for (const l of [...listeners]) l();
     });
   });
-  const waitFor = (re: RegExp, timeoutMs: number): Promise<string> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (re.test(out)) {
+  const waitFor = (re: RegExp, timeoutMs: number): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (re.test(out)) {
+          finish();
+          resolve(out);
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          finish();
+          reject(
+            toolFailed(
+              `${argv.join(' ')} in ${pod.name} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${out.trim().slice(-500)}`,
+              HINT_OUTPUT,
+            ),
+          );
+        }
+      };
+      const timer = setTimeout(() => {
         finish();
-        resolve(out);
-      } else if (child.exitCode !== null || child.signalCode !== null) {
-        finish();
-        reject(new Error(`${argv.join(' ')} in ${pod.name} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${out.trim().slice(-500)}`));
-      }
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(new Error(`${argv.join(' ')} in ${pod.name}: no ${re} after ${timeoutMs} ms: ${out.trim().slice(-500)}`));
-    }, timeoutMs);
-    const finish = (): void => {
-      clearTimeout(timer);
-      listeners.delete(check);
-    };
-    listeners.add(check);
-    check();
-  });
+        reject(
+          toolFailed(
+            `${argv.join(' ')} in ${pod.name}: no ${re} after ${timeoutMs} ms: ${out.trim().slice(-500)}`,
+            'the machine may be overloaded (see the background load in the report header); its output so far is in the message',
+          ),
+        );
+      }, timeoutMs);
+      const finish = (): void => {
+        clearTimeout(timer);
+        listeners.delete(check);
+      };
+      listeners.add(check);
+      check();
+    });
   return { child, output: () => out, stdout: () => stdout, waitFor, exited };
 }
 
@@ -112,9 +127,13 @@ export async function waitListening(pod: SandboxPod, port: number, proc: Proc, t
     const { stdout } = await execFileP('nsenter', [`--net=${pod.netnsPath}`, '--', 'ss', '-Hltn', `sport = :${port}`]);
     if (stdout.trim() !== '') return;
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-      throw new Error(`server in ${pod.name} exited before listening on ${port}: ${proc.output().trim().slice(-500)}`);
+      throw toolFailed(
+        `server in ${pod.name} exited before listening on ${port}: ${proc.output().trim().slice(-500)}`,
+        'is the tool installed (scripts/install-deps.sh) and the port free? its output is in the message',
+      );
     }
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${pod.name}:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-500)}`);
+    if (Date.now() > deadline)
+      throw toolFailed(`nothing listens on ${pod.name}:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-500)}`, HINT_OUTPUT);
     await sleep(30);
   }
 }
@@ -147,8 +166,9 @@ export function procCpu(pid: number): number | null {
 
 export function procComm(pid: number): string {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 60)
-      || fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    return (
+      fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 60) || fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+    );
   } catch {
     return '?';
   }
@@ -169,18 +189,22 @@ export function tcpMemBytes(): number {
 }
 
 /** CPU use of the machine and of its busiest processes over `ms`: the noise we run under. */
-export async function backgroundLoad(ms = 1000): Promise<{ busyPct: number; hogs: string[] }> {
-  const pids = () => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+export async function backgroundLoad(ms = 1000): Promise<BackgroundLoad> {
+  const pids = () =>
+    fs
+      .readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number);
   const before = new Map(pids().map((p) => [p, procCpu(p)]));
   const [b0, t0] = cpuTimes();
   await sleep(ms);
   const [b1, t1] = cpuTimes();
-  const hogs: string[] = [];
+  const hogs: BackgroundLoad['hogs'] = [];
   for (const [pid, c0] of before) {
     const c1 = procCpu(pid);
     if (c0 === null || c1 === null || pid === process.pid) continue;
-    const pct = ((c1 - c0) / CLK_TCK) / (ms / 1000) * 100;
-    if (pct >= 10) hogs.push(`pid ${pid} \`${procComm(pid)}\` ${pct.toFixed(0)}% of a core`);
+    const pct = ((c1 - c0) / CLK_TCK / (ms / 1000)) * 100;
+    if (pct >= 10) hogs.push({ pid, command: procComm(pid), corePct: pct });
   }
   return { busyPct: t1 > t0 ? (100 * (b1 - b0)) / (t1 - t0) : 0, hogs };
 }
@@ -224,7 +248,10 @@ export async function settleTcpMem(limitBytes = 32 << 20, timeoutMs = 15_000): P
 
 export async function sandboxNetns(): Promise<string[]> {
   const { stdout } = await execFileP('ip', ['netns', 'list']);
-  return stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n.startsWith(NETNS_PREFIX));
+  return stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.startsWith(NETNS_PREFIX));
 }
 
 /** Waits until no sandbox (ours or anyone's) exists; never tears down someone else's. */
@@ -233,10 +260,15 @@ export async function waitNoSandbox(maxWaitMs = 10 * 60_000): Promise<void> {
   let said = false;
   for (;;) {
     const ns = await sandboxNetns();
-    const busy = ns.length > 0 || fs.existsSync(path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME)) || fs.existsSync(path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME));
+    const busy =
+      ns.length > 0 || fs.existsSync(path.join(DEFAULT_CGROUP_ROOT, SANDBOX_DIR_NAME)) || fs.existsSync(path.join(DEFAULT_BPFFS_ROOT, SANDBOX_DIR_NAME));
     if (!busy) return;
     if (Date.now() > deadline) {
-      throw new Error(`another sandbox is still in use after ${maxWaitMs / 1000} s (netns: ${ns.slice(0, 5).join(', ') || 'none'}; cgroup/bpffs dirs ${SANDBOX_DIR_NAME}); not touching it — if it is a leftover, run \`make sandbox-down\``);
+      throw new AmbientError(
+        'TOOL_FAILED',
+        `another sandbox is still in use after ${maxWaitMs / 1000} s (netns: ${ns.slice(0, 5).join(', ') || 'none'}; cgroup/bpffs dirs ${SANDBOX_DIR_NAME}); not touching it`,
+        'if it is a leftover (no test or bench is running), run `make sandbox-down`; else wait and run again',
+      );
     }
     if (!said) {
       process.stdout.write(`another sandbox is in use (${ns.length} ambs-* netns); waiting for it to go away...\n`);
@@ -254,14 +286,9 @@ export function parseJson(l: string): Record<string, unknown> | null {
   }
 }
 
-export interface ConfigDump {
-  workloads: Array<{ name: string; state: string; redirect?: Record<string, string> }>;
-  datapath: { acceleration: string } | null;
-}
-
 /** Connections captured so far from a pod (amb_pod_stats capturedOut via /config_dump). */
 export async function capturedOut(node: SandboxNode, pod: string): Promise<number> {
-  const dump = await getJsonInNetns<ConfigDump>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
+  const dump = await getJsonInNetns<Pick<ConfigDump, 'workloads'>>(node.netnsPath, '127.0.0.1', 15000, '/config_dump');
   const w = dump.workloads.find((x) => x.name === pod);
   return Number(w?.redirect?.capturedOut ?? 0);
 }
@@ -316,12 +343,19 @@ export async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number, o
   const server = startProc(dst, ['iperf3', '-s', '-1', '-J', '-p', String(port)]);
   try {
     await waitListening(dst, port, server);
-    const r = await runInPod(src, ['iperf3', '-c', to.host, '-p', String(to.port), '-t', String(seconds), '-J', ...(streams > 1 ? ['-P', String(streams)] : [])], { timeoutMs: seconds * 1000 + 30_000 });
+    const r = await runInPod(
+      src,
+      ['iperf3', '-c', to.host, '-p', String(to.port), '-t', String(seconds), '-J', ...(streams > 1 ? ['-P', String(streams)] : [])],
+      { timeoutMs: seconds * 1000 + 30_000 },
+    );
     let j: IperfJson;
     try {
       j = JSON.parse(r.stdout) as IperfJson;
     } catch {
-      throw new Error(`iperf3 ${src.name} -> ${dst.name}: exit ${r.code}, no JSON: ${(r.stdout + r.stderr).trim().slice(-500)}`);
+      throw toolFailed(
+        `iperf3 ${src.name} -> ${dst.name}: exit ${r.code}, no JSON: ${(r.stdout + r.stderr).trim().slice(-500)}`,
+        'is iperf3 installed (scripts/install-deps.sh)? its output is in the message',
+      );
     }
     if (!j.error && j.end?.sum_received && j.end.sum_sent) {
       return { recvGbps: j.end.sum_received.bits_per_second / 1e9, sentGbps: j.end.sum_sent.bits_per_second / 1e9, failed: null, failedAfterS: null };
@@ -341,7 +375,6 @@ export async function iperf(src: SandboxPod, dst: SandboxPod, seconds: number, o
   }
 }
 
-// eslint-disable-next-line no-control-regex
 export const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 /** Parses sockperf ping-pong output (percentiles of the round-trip time with --full-rtt), µs. */
@@ -359,22 +392,38 @@ export function parseSockperf(text: string): { p50: number; p99: number; avg: nu
   return { p50, p99, avg: avg ? Number(avg[1]) : null, samples: n ? Number(n[1]) : 0 };
 }
 
-let latencyTool: 'sockperf' | 'nettool' = process.env.AMBIENTD_BENCH_LATENCY_TOOL === 'nettool' ? 'nettool' : 'sockperf';
-export const getLatencyTool = (): 'sockperf' | 'nettool' => latencyTool;
-export const setLatencyTool = (t: 'sockperf' | 'nettool'): void => void (latencyTool = t);
+let latencyTool: LatencyTool = process.env.AMBIENTD_BENCH_LATENCY_TOOL === 'nettool' ? 'nettool' : 'sockperf';
+export const getLatencyTool = (): LatencyTool => latencyTool;
+export const setLatencyTool = (t: LatencyTool): void => void (latencyTool = t);
 
 /** argv run on one CPU (taskset) when cpu is not null. */
 export const onCpu = (cpu: number | null, argv: string[]): string[] => (cpu === null ? argv : ['taskset', '-c', String(cpu), ...argv]);
 
-export async function sockperf(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
+export async function sockperf(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
   const port = opts.port ?? 11111 + (portSeq++ % 500);
   const to = (opts.via ?? directVia)(dst, port);
   const server = startProc(dst, onCpu(cpu, ['sockperf', 'server', '--tcp', '-i', '0.0.0.0', '-p', String(port)]));
   try {
     await waitListening(dst, port, server);
-    const r = await runInPod(src, onCpu(cpu, ['sockperf', 'ping-pong', '--tcp', '-i', to.host, '-p', String(to.port), '-m', '1024', '-t', String(seconds), '--full-rtt']), { timeoutMs: seconds * 1000 + 30_000 });
+    const r = await runInPod(
+      src,
+      onCpu(cpu, ['sockperf', 'ping-pong', '--tcp', '-i', to.host, '-p', String(to.port), '-m', '1024', '-t', String(seconds), '--full-rtt']),
+      { timeoutMs: seconds * 1000 + 30_000 },
+    );
     const parsed = parseSockperf(r.stdout + '\n' + r.stderr);
-    if (!parsed) throw new Error(`sockperf ${src.name} -> ${dst.name}: exit ${r.code}, no percentiles: ${stripAnsi(r.stdout + r.stderr).trim().slice(-500)}`);
+    if (!parsed)
+      throw toolFailed(
+        `sockperf ${src.name} -> ${dst.name}: exit ${r.code}, no percentiles: ${stripAnsi(r.stdout + r.stderr)
+          .trim()
+          .slice(-500)}`,
+        'AMBIENTD_BENCH_LATENCY_TOOL=nettool measures with nettool rr instead',
+      );
     return parsed;
   } finally {
     await stopProc(server);
@@ -382,16 +431,25 @@ export async function sockperf(src: SandboxPod, dst: SandboxPod, seconds: number
 }
 
 /** Fallback: nettool rr (Node on both ends, so it measures Node as much as the path). */
-export async function nettoolRr(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
+export async function nettoolRr(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ p50: number; p99: number; avg: number | null; samples: number }> {
   const port = opts.port ?? 12111 + (portSeq++ % 500);
   const to = (opts.via ?? directVia)(dst, port);
   const server = startProc(dst, onCpu(cpu, [process.execPath, NETTOOL, 'serve', String(port)]));
   try {
     await server.waitFor(/listening/, 10_000);
     const n = Math.max(1000, seconds * 5000);
-    const r = await runInPod(src, onCpu(cpu, [process.execPath, NETTOOL, 'rr', to.host, String(to.port), String(n), '1024']), { timeoutMs: seconds * 1000 + 60_000 });
+    const r = await runInPod(src, onCpu(cpu, [process.execPath, NETTOOL, 'rr', to.host, String(to.port), String(n), '1024']), {
+      timeoutMs: seconds * 1000 + 60_000,
+    });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { n?: number; p50_us?: number; p99_us?: number };
-    if (typeof j.p50_us !== 'number' || typeof j.p99_us !== 'number') throw new Error(`nettool rr ${src.name} -> ${dst.name}: ${(r.stdout + r.stderr).trim().slice(-300)}`);
+    if (typeof j.p50_us !== 'number' || typeof j.p99_us !== 'number')
+      throw toolFailed(`nettool rr ${src.name} -> ${dst.name}: ${(r.stdout + r.stderr).trim().slice(-300)}`, HINT_OUTPUT);
     return { p50: j.p50_us, p99: j.p99_us, avg: null, samples: j.n ?? n };
   } finally {
     await stopProc(server);
@@ -399,7 +457,13 @@ export async function nettoolRr(src: SandboxPod, dst: SandboxPod, seconds: numbe
 }
 
 /** One tool for every path of a run (mixing them would make the columns incomparable). */
-export async function latency(src: SandboxPod, dst: SandboxPod, seconds: number, cpu: number | null, opts: ServerOptions = {}): Promise<{ tool: 'sockperf' | 'nettool'; p50: number; p99: number; avg: number | null; samples: number }> {
+export async function latency(
+  src: SandboxPod,
+  dst: SandboxPod,
+  seconds: number,
+  cpu: number | null,
+  opts: ServerOptions = {},
+): Promise<{ tool: LatencyTool; p50: number; p99: number; avg: number | null; samples: number }> {
   if (latencyTool === 'nettool') return { tool: 'nettool', ...(await nettoolRr(src, dst, seconds, cpu, opts)) };
   try {
     return { tool: 'sockperf', ...(await sockperf(src, dst, seconds, cpu, opts)) };
@@ -421,29 +485,6 @@ export async function setAffinity(pid: number | null, cpus: string): Promise<voi
 /** Every CPU of the machine, as a taskset list. */
 export const ALL_CPUS = (): string => `0-${os.availableParallelism() - 1}`;
 
-// ---------------------------------------------------------------------------
-// statistics and report
-// ---------------------------------------------------------------------------
-
-/** Nearest-rank percentile (p=100: max); NaN for no data. */
-export function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
-export const fmt = (x: number | null | undefined, d = 1): string => (x === null || x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
-export const signed = (x: number, d = 1): string => (Number.isNaN(x) ? '-' : `${x >= 0 ? '+' : ''}${x.toFixed(d)}`);
-
-export function table(head: string[], rows: string[][]): string {
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
-
-export function textTable(head: string[], rows: string[][]): string {
-  const all = [head, ...rows];
-  const w = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
-  return all.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(w[c]!) : cell.padStart(w[c]!))).join('  ')).join('\n');
-}
 export function cpuModel(): string {
   return os.cpus()[0]?.model?.trim() ?? 'unknown';
 }
@@ -456,7 +497,6 @@ export async function toolVersion(cmd: string, args: string[]): Promise<string> 
     return 'not found';
   }
 }
-
 
 /** CPU use (% of one core) of several processes and of the machine over a measurement. */
 export interface ProcSampler {
@@ -489,73 +529,5 @@ export function rssKiB(pid: number): number {
     return m ? Number(m[1]) : NaN;
   } catch {
     return NaN;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// where a process spends its CPU: perf samples by category
-// ---------------------------------------------------------------------------
-
-export const PERF_CATEGORIES = ['kernel', 'TLS crypto', 'HTTP/2 (nghttp2)', 'V8 GC', 'JS + V8 + libuv', 'libc (memcpy, malloc)', 'other'] as const;
-export type PerfCategory = (typeof PERF_CATEGORIES)[number];
-
-export function perfCategory(sym: string, dso: string): PerfCategory {
-  if (dso.startsWith('[kernel') || dso === '[vdso]') return 'kernel';
-  if (/libssl|libcrypto/.test(dso) || /aesni|gcm|ghash|sha256|sha512|ossl_|^EVP_|^CRYPTO_|ssl3_|^tls1?_|^SSL_|^BIO_|^aes_|chacha|poly1305|ecp_nistz256|^bn_|^OPENSSL_/i.test(sym)) return 'TLS crypto';
-  if (/nghttp2/i.test(sym) || /libnghttp2/.test(dso)) return 'HTTP/2 (nghttp2)';
-  if (/v8::internal::.*(Mark|Sweep|Scaveng|Evacuat|Compact|Concurrent|GC|Heap::|MemoryAllocator|PagedSpace|Minor|Remembered|SlotSet)/.test(sym)) return 'V8 GC';
-  if (dso.startsWith('[JIT]') || /^Builtins_|v8::|node::|^uv_|^uv__|^Node|^v8/.test(sym) || /perf-\d+\.map/.test(dso)) return 'JS + V8 + libuv';
-  if (/libc\.so|libc-/.test(dso)) return 'libc (memcpy, malloc)';
-  return 'other';
-}
-
-export interface PerfProfile {
-  /** per process name: % of one core in each category (and 'total') */
-  byProc: Record<string, Record<PerfCategory | 'total', number>>;
-  /** per process name: the heaviest symbols, % of one core */
-  top: Record<string, Array<{ sym: string; dso: string; pct: number }>>;
-  seconds: number;
-}
-
-/**
- * Samples the given processes (all their threads) with `perf record` for
- * `seconds` and sorts the samples into PERF_CATEGORIES. Null if perf is
- * missing or fails (the benchmarks then go on without it).
- */
-export async function perfProfile(pids: Record<string, number>, seconds: number, dir: string, freq = 499): Promise<PerfProfile | null> {
-  const file = path.join(dir, `perf-${process.pid}-${Date.now()}.data`);
-  const byPid = new Map(Object.entries(pids).map(([k, v]) => [v, k]));
-  try {
-    await execFileP('perf', ['record', '-q', '-F', String(freq), '-o', file, '-p', [...byPid.keys()].join(','), '--', 'sleep', String(seconds)], { timeout: seconds * 1000 + 20_000 });
-    const { stdout } = await execFileP('perf', ['script', '-i', file, '-F', 'pid,ip,sym,dso'], { maxBuffer: 256 << 20, timeout: 60_000 });
-    const byProc: PerfProfile['byProc'] = {};
-    const syms = new Map<string, Map<string, number>>();
-    for (const name of byPid.values()) {
-      byProc[name] = Object.fromEntries([...PERF_CATEGORIES, 'total'].map((c) => [c, 0])) as Record<PerfCategory | 'total', number>;
-      syms.set(name, new Map());
-    }
-    const unit = 100 / (freq * seconds); // one sample, in % of a core
-    for (const line of stdout.split('\n')) {
-      const m = /^\s*(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$/.exec(line);
-      if (!m) continue;
-      const name = byPid.get(Number(m[1]));
-      if (!name) continue;
-      const sym = m[2] === '[unknown]' ? `[unknown in ${path.basename(m[3]!)}]` : m[2]!;
-      const cat = perfCategory(sym, m[3]!);
-      byProc[name]![cat] += unit;
-      byProc[name]!.total += unit;
-      const key = `${sym}\0${path.basename(m[3]!)}`;
-      syms.get(name)!.set(key, (syms.get(name)!.get(key) ?? 0) + unit);
-    }
-    const top: PerfProfile['top'] = {};
-    for (const [name, m] of syms) {
-      top[name] = [...m].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, pct]) => ({ sym: k.split('\0')[0]!, dso: k.split('\0')[1]!, pct }));
-    }
-    return { byProc, top, seconds };
-  } catch {
-    return null;
-  } finally {
-    fs.rmSync(file, { force: true });
-    fs.rmSync(`${file}.old`, { force: true });
   }
 }

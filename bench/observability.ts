@@ -14,13 +14,18 @@
  *      p99 with scraping <= 1.10 × without. Also the scrape duration p50/p99
  *      and the response size.
  *
- *   node dist/bench/observability.js [--quick]   -> prints a markdown section
+ * Returns ObservabilityResults (bench/render/observability.ts writes section 9).
+ *
+ *   node dist/bench/observability.js [--quick]   -> prints the markdown section
  */
 import type { ChildProcess } from 'node:child_process';
-import { sandboxDown, sandboxUp, type SandboxState } from '../src/sandbox/topology.js';
-import { NETTOOL, runInPod, startInPod } from '../src/sandbox/podproc.js';
+import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/index.js';
+import { NETTOOL, runInPod, startInPod } from '../tools/sandbox/podproc.js';
 import { httpInNetns } from '../src/util/netns-http.js';
-import { CLK_TCK, pct, procCpu } from './lib.js';
+import { CLK_TCK, procCpu, toolFailed, HINT_OUTPUT } from './lib.js';
+import type { ObservabilityResults, RrStats } from './results.js';
+import { mean, pct } from './stats.js';
+import { observabilityMarkdown } from './render/observability.js';
 
 const ECHO_PORT = 8081;
 const METRICS_PORT = 15020;
@@ -50,24 +55,27 @@ Promise.all(Array.from({ length: Math.min(50, n) }, worker)).then(
 setInterval(() => {}, 1 << 30);
 `;
 
-interface Rr { n: number; p50_us: number; p90_us: number; p99_us: number }
-
-async function rr(src: Pod, dst: Pod, n: number): Promise<Rr> {
+async function rr(src: Pod, dst: Pod, n: number): Promise<RrStats> {
   const r = await runInPod(src, [process.execPath, NETTOOL, 'rr', dst.ip, String(ECHO_PORT), String(n), '1024'], { timeoutMs: 600_000 });
-  if (r.code !== 0) throw new Error(`nettool rr failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Rr;
+  if (r.code !== 0) throw toolFailed(`nettool rr failed (${r.code}): ${r.stderr.trim().slice(-500)}`, HINT_OUTPUT);
+  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { n: number; p50_us: number; p90_us: number; p99_us: number };
+  return { n: j.n, p50Us: j.p50_us, p90Us: j.p90_us, p99Us: j.p99_us };
 }
 
 function agentCpuS(node: Node): number {
-  if (node.agentPid === null) throw new Error(`no agent pid for ${node.name}`);
+  if (node.agentPid === null) throw toolFailed(`no agent pid for ${node.name}`, 'the sandbox started no agent for this node: see its agent.log');
   const j = procCpu(node.agentPid);
-  if (j === null) throw new Error(`agent of ${node.name} (pid ${node.agentPid}) is gone`);
+  if (j === null) throw toolFailed(`agent of ${node.name} (pid ${node.agentPid}) is gone`, `the agent died during the measurement: see ${node.log}`);
   return j / CLK_TCK;
 }
 
 const PACED_MS = 250;
 
-interface ScrapeStats { count: number; ms: number[]; bytes: number[] }
+interface ScrapeStats {
+  count: number;
+  ms: number[];
+  bytes: number[];
+}
 
 /**
  * Scrapes every node's /metrics, one after the other, until `stop` resolves;
@@ -86,7 +94,8 @@ async function scrapeLoop(nodes: Node[], stop: Promise<unknown>, everyMs = 0): P
     for (const n of nodes) {
       const t0 = performance.now();
       const r = await httpInNetns(n.netnsPath, '127.0.0.1', METRICS_PORT, '/metrics');
-      if (r.status !== 200) throw new Error(`${n.name} /metrics: HTTP ${r.status}`);
+      if (r.status !== 200)
+        throw toolFailed(`${n.name} /metrics: HTTP ${r.status}`, `the agent's metrics endpoint (port ${METRICS_PORT}) failed: see ${n.log}`);
       st.ms.push(performance.now() - t0);
       st.bytes.push(Buffer.byteLength(r.body));
       st.count++;
@@ -95,7 +104,7 @@ async function scrapeLoop(nodes: Node[], stop: Promise<unknown>, everyMs = 0): P
   return st;
 }
 
-export async function observabilityBench(opts: { quick?: boolean } = {}): Promise<string> {
+export async function observabilityBench(opts: { quick?: boolean } = {}): Promise<ObservabilityResults> {
   const cpuRequests = opts.quick ? 2_000 : 20_000;
   const latRequests = opts.quick ? 2_000 : 10_000;
   const rounds = opts.quick ? 1 : 2;
@@ -103,9 +112,8 @@ export async function observabilityBench(opts: { quick?: boolean } = {}): Promis
   const procs: ChildProcess[] = [];
   const cpuRows: Array<{ agent: string; cpuS: number }> = [];
   let cpuWall = 0;
-  let cpuRr: Rr | null = null;
-  const latRows: Array<{ round: number; mode: 'no scrape' | 'scraping' | 'scraping 4/s'; r: Rr; scrape: ScrapeStats | null }> = [];
-  let holdInfo = '';
+  let cpuRr: RrStats | null = null;
+  const latRows: Array<{ round: number; mode: 'no scrape' | 'scraping' | 'scraping 4/s'; r: RrStats; scrape: ScrapeStats | null }> = [];
   try {
     st = await sandboxUp({ nodes: 2, pods: 2 });
     const pod = (x: string): Pod => st!.pods.find((p) => p.name === x)!;
@@ -126,17 +134,29 @@ export async function observabilityBench(opts: { quick?: boolean } = {}): Promis
     // (b) 1000 idle connections, then latency with and without scraping
     const holder = await startInPod(n1p1, withFds([process.execPath, '-e', HOLDER, n2p1.ip, String(ECHO_PORT), String(IDLE_CONNECTIONS)]), 120_000);
     procs.push(holder);
-    holdInfo = `${IDLE_CONNECTIONS} idle connections n1-p1 -> n2-p1 held open`;
     await new Promise((r) => setTimeout(r, 2000));
     await rr(n1p1, n2p1, 200); // warm-up
     await scrapeLoop(nodes, new Promise((r) => setTimeout(r, 1000))); // warm the scrape path
     for (let round = 1; round <= rounds; round++) {
       latRows.push({ round, mode: 'no scrape', r: await rr(n1p1, n2p1, latRequests), scrape: null });
       const paced = rr(n1p1, n2p1, latRequests);
-      const [rp, scrapeP] = await Promise.all([paced, scrapeLoop(nodes, paced.catch(() => null), PACED_MS)]);
+      const [rp, scrapeP] = await Promise.all([
+        paced,
+        scrapeLoop(
+          nodes,
+          paced.catch(() => null),
+          PACED_MS,
+        ),
+      ]);
       latRows.push({ round, mode: 'scraping 4/s', r: rp, scrape: scrapeP });
       const run = rr(n1p1, n2p1, latRequests);
-      const [r, scrape] = await Promise.all([run, scrapeLoop(nodes, run.catch(() => null))]);
+      const [r, scrape] = await Promise.all([
+        run,
+        scrapeLoop(
+          nodes,
+          run.catch(() => null),
+        ),
+      ]);
       latRows.push({ round, mode: 'scraping', r, scrape });
     }
   } finally {
@@ -144,42 +164,35 @@ export async function observabilityBench(opts: { quick?: boolean } = {}): Promis
     await sandboxDown();
   }
 
-  const total = cpuRows.reduce((a, r) => a + r.cpuS, 0);
-  const per1k = (s: number): string => ((s / cpuRequests) * 1000).toFixed(3);
-  const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const base = latRows.filter((r) => r.mode === 'no scrape');
-  const scr = latRows.filter((r) => r.mode === 'scraping');
-  const pacedRows = latRows.filter((r) => r.mode === 'scraping 4/s');
-  const pacedRatio = pacedRows.reduce((a, r) => a + r.r.p99_us, 0) / Math.max(1, base.reduce((a, r) => a + r.r.p99_us, 0));
-  const p99Ratio = avg(scr.map((r) => r.r.p99_us)) / avg(base.map((r) => r.r.p99_us));
-  const p50Ratio = avg(scr.map((r) => r.r.p50_us)) / avg(base.map((r) => r.r.p50_us));
-  const allMs = scr.flatMap((r) => r.scrape!.ms);
-  const allBytes = scr.flatMap((r) => r.scrape!.bytes);
-  const scrapes = scr.reduce((a, r) => a + r.scrape!.count, 0);
-  const lines = [
-    '## Cost of observability: agent CPU per request, /metrics scrape under 1000 connections',
-    '',
-    `Sandbox 2 nodes × 2 pods; client n1-p1 -> \`nettool serve\` in n2-p1 over HBONE (both agents on the path). CPU = utime+stime of each agent (\`/proc/<pid>/stat\`) around \`nettool rr\` of ${cpuRequests} round trips of 1 KiB + 1 KiB echo on one connection (${cpuWall.toFixed(1)} s, p50 ${cpuRr!.p50_us.toFixed(0)} µs; resolution 10 ms of CPU).`,
-    '',
-    '| agent | CPU s | CPU s per 1000 requests |',
-    '|---|---|---|',
-    ...cpuRows.map((r) => `| ${r.agent} (${r.agent === 'n1' ? 'client side' : 'server side'}) | ${r.cpuS.toFixed(2)} | ${per1k(r.cpuS)} |`),
-    `| total | ${total.toFixed(2)} | ${per1k(total)} |`,
-    '',
-    `With ${holdInfo}: \`nettool rr\` ${latRequests} × 1 KiB round trips, without scraping, then while this process scrapes both agents' \`/metrics\` (port ${METRICS_PORT}) every ${PACED_MS} ms, then back to back without pause (stress); ${rounds} round(s).`,
-    '',
-    '| round | mode | p50 µs | p90 µs | p99 µs | scrapes |',
-    '|---|---|---|---|---|---|',
-    ...latRows.map((r) => `| ${r.round} | ${r.mode} | ${r.r.p50_us.toFixed(0)} | ${r.r.p90_us.toFixed(0)} | ${r.r.p99_us.toFixed(0)} | ${r.scrape ? r.scrape.count : '-'} |`),
-    '',
-    `- p99 while scraping each agent 4 times a second (60× Prometheus' default 15 s interval) / not scraping: **${pacedRatio.toFixed(2)}×** (target ≤ 1.10: ${pacedRatio <= 1.1 ? 'met' : 'NOT met'})`,
-    `- stress, scraping back to back without pause: p99 ${p99Ratio.toFixed(2)}×, p50 ${p50Ratio.toFixed(2)}× (each scrape costs the agent a few ms of its single thread; at that rate it is busy scraping most of the time)`,
-    `- scrape duration (both agents, ${scrapes} scrapes): p50 ${pct(allMs, 50).toFixed(1)} ms, p99 ${pct(allMs, 99).toFixed(1)} ms; response ${(avg(allBytes) / 1024).toFixed(1)} KiB (max ${(Math.max(...allBytes) / 1024).toFixed(1)} KiB)`,
-    '',
-  ];
-  return lines.join('\n');
+  const stress = latRows.filter((r) => r.mode === 'scraping');
+  const allMs = stress.flatMap((r) => r.scrape!.ms);
+  const allBytes = stress.flatMap((r) => r.scrape!.bytes);
+  return {
+    cpu: { requests: cpuRequests, wallS: cpuWall, rr: cpuRr!, agents: cpuRows.map((r) => ({ node: r.agent, cpuS: r.cpuS })) },
+    latency: {
+      requests: latRequests,
+      rounds,
+      idleConnections: IDLE_CONNECTIONS,
+      metricsPort: METRICS_PORT,
+      pacedMs: PACED_MS,
+      runs: latRows.map((r) => ({ round: r.round, mode: r.mode, rr: r.r, scrapes: r.scrape ? r.scrape.count : null })),
+      stressScrapes: {
+        count: stress.reduce((a, r) => a + r.scrape!.count, 0),
+        p50Ms: pct(allMs, 50),
+        p99Ms: pct(allMs, 99),
+        meanBytes: mean(allBytes),
+        maxBytes: Math.max(...allBytes),
+      },
+    },
+  };
 }
 
 if (process.argv[1] && process.argv[1].endsWith('observability.js')) {
-  observabilityBench({ quick: process.argv.includes('--quick') }).then((s) => process.stdout.write(s + '\n'), (e) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  observabilityBench({ quick: process.argv.includes('--quick') }).then(
+    (r) => process.stdout.write(observabilityMarkdown(r).join('\n') + '\n'),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
 }

@@ -22,16 +22,24 @@ const MINE = [
     selector: { matchLabels: { app: 'web' } },
     rules: [{ from: [{ source: { principals: ['cluster.local/ns/client/sa/curl', 'cluster.local/ns/ops/*'] } }], to: [{ operation: { ports: ['8080'] } }] }],
   }),
-  pol('team-x', 'deny-ssh', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['22'] } }] }, { from: [{ source: { ipBlocks: ['192.168.0.0/16', '2001:db8::/32'] } }] }] }),
+  pol('team-x', 'deny-ssh', {
+    action: 'DENY',
+    rules: [{ to: [{ operation: { ports: ['22'] } }] }, { from: [{ source: { ipBlocks: ['192.168.0.0/16', '2001:db8::/32'] } }] }],
+  }),
 ];
 
 function noise(n: number): AuthorizationPolicy[] {
   const out: AuthorizationPolicy[] = [];
   for (let i = 0; i < n; i++) {
     const ns = `ns-${i % Math.max(1, Math.floor(n / 10))}`;
-    out.push(i % 3 === 0
-      ? pol(ns, `deny-${i}`, { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: [`10.${i % 250}.0.0/16`] } }] }] })
-      : pol(ns, `allow-${i}`, { selector: { matchLabels: { app: 'web', shard: String(i) } }, rules: [{ from: [{ source: { principals: [`cluster.local/ns/${ns}/sa/*`] } }] }] }));
+    out.push(
+      i % 3 === 0
+        ? pol(ns, `deny-${i}`, { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: [`10.${i % 250}.0.0/16`] } }] }] })
+        : pol(ns, `allow-${i}`, {
+            selector: { matchLabels: { app: 'web', shard: String(i) } },
+            rules: [{ from: [{ source: { principals: [`cluster.local/ns/${ns}/sa/*`] } }] }],
+          }),
+    );
   }
   return out;
 }
@@ -43,18 +51,27 @@ function sameNamespaceNoise(n: number): AuthorizationPolicy[] {
 }
 
 const conns: Array<[string, ConnectionAttributes]> = [
-  ['allow-match (mTLS)', {
-    dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 8080 },
-    src: { ip: '10.0.2.2', principal: 'spiffe://cluster.local/ns/client/sa/curl', namespace: null, serviceAccount: null },
-  }],
-  ['no-allow-match (plaintext)', {
-    dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 8080 },
-    src: { ip: '10.0.2.2', principal: null, namespace: null, serviceAccount: null },
-  }],
-  ['deny-match (port 22)', {
-    dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 22 },
-    src: { ip: '10.0.2.2', principal: 'spiffe://cluster.local/ns/client/sa/curl', namespace: null, serviceAccount: null },
-  }],
+  [
+    'allow-match (mTLS)',
+    {
+      dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 8080 },
+      src: { ip: '10.0.2.2', principal: 'spiffe://cluster.local/ns/client/sa/curl', namespace: null, serviceAccount: null },
+    },
+  ],
+  [
+    'no-allow-match (plaintext)',
+    {
+      dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 8080 },
+      src: { ip: '10.0.2.2', principal: null, namespace: null, serviceAccount: null },
+    },
+  ],
+  [
+    'deny-match (port 22)',
+    {
+      dst: { namespace: 'team-x', labels: { app: 'web', version: 'v1', 'pod-template-hash': '7d9c8b' }, ip: '10.0.1.1', port: 22 },
+      src: { ip: '10.0.2.2', principal: 'spiffe://cluster.local/ns/client/sa/curl', namespace: null, serviceAccount: null },
+    },
+  ],
 ];
 
 function nsPerEval(idx: PolicyIndex, c: ConnectionAttributes): number {

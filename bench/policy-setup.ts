@@ -5,35 +5,69 @@
  * Two policies always select n2-p1 (an ALLOW for n1-p1's principal and a
  * DENY that does not match), the rest live in other namespaces.
  *
- *   node dist/bench/policy-setup.js [--quick]   -> prints a markdown section
+ * Returns PolicyResults (bench/render/policy.ts writes section 8).
+ *
+ *   node dist/bench/policy-setup.js [--quick]   -> prints the markdown section
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { sandboxDown, sandboxUp, type SandboxState } from '../src/sandbox/topology.js';
-import { nettoolServer, runInPod } from '../src/sandbox/podproc.js';
+import { sandboxDown, sandboxUp, type SandboxState } from '../tools/sandbox/index.js';
+import { nettoolServer, runInPod } from '../tools/sandbox/podproc.js';
 import { getJsonInNetns } from '../src/util/netns-http.js';
+import { toolFailed, HINT_OUTPUT } from './lib.js';
+import type { PolicyResults } from './results.js';
+import { policyMarkdown } from './render/policy.js';
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
+/** set-up connections before the measured ones */
+const WARMUP = 30;
+/** the extra policies live in these many other namespaces */
+const OTHER_NAMESPACES = 500;
 
 function policies(extra: number): unknown {
   const items: unknown[] = [
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-client', namespace: 'ambient-demo' },
-      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/ambient-demo/sa/sa-n1-p1'] } }], to: [{ operation: { ports: ['8081'] } }] }] } },
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-other', namespace: 'ambient-demo' },
-      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'DENY', rules: [{ from: [{ source: { namespaces: ['nobody'] } }] }] } },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'allow-client', namespace: 'ambient-demo' },
+      spec: {
+        selector: { matchLabels: { app: 'n2-p1' } },
+        action: 'ALLOW',
+        rules: [{ from: [{ source: { principals: ['cluster.local/ns/ambient-demo/sa/sa-n1-p1'] } }], to: [{ operation: { ports: ['8081'] } }] }],
+      },
+    },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'deny-other', namespace: 'ambient-demo' },
+      spec: { selector: { matchLabels: { app: 'n2-p1' } }, action: 'DENY', rules: [{ from: [{ source: { namespaces: ['nobody'] } }] }] },
+    },
   ];
   for (let i = 0; i < extra; i++) {
-    items.push({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: `p-${i}`, namespace: `bench-${i % 500}` },
-      spec: { selector: { matchLabels: { app: `app-${i}` } }, action: i % 3 === 0 ? 'DENY' : 'ALLOW', rules: [{ from: [{ source: { principals: [`cluster.local/ns/bench-${i % 500}/sa/sa-${i}`], ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['80', '8080'] } }] }] } });
+    items.push({
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: `p-${i}`, namespace: `bench-${i % OTHER_NAMESPACES}` },
+      spec: {
+        selector: { matchLabels: { app: `app-${i}` } },
+        action: i % 3 === 0 ? 'DENY' : 'ALLOW',
+        rules: [
+          {
+            from: [{ source: { principals: [`cluster.local/ns/bench-${i % OTHER_NAMESPACES}/sa/sa-${i}`], ipBlocks: ['10.0.0.0/8'] } }],
+            to: [{ operation: { ports: ['80', '8080'] } }],
+          },
+        ],
+      },
+    });
   }
   return { apiVersion: 'v1', kind: 'List', items };
 }
 
-export async function policySetupBench(opts: { quick?: boolean } = {}): Promise<string> {
+export async function policySetupBench(opts: { quick?: boolean } = {}): Promise<PolicyResults> {
   const n = opts.quick ? 100 : 400;
   let st: SandboxState | null = null;
   const procs: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = [];
-  const rows: Array<{ policies: number; p50: number; p90: number; p99: number; compileMs: number | null }> = [];
+  const rows: PolicyResults['rows'] = [];
   try {
     st = await sandboxUp({ nodes: 2, pods: 2 });
     const pod = (x: string): SandboxState['pods'][number] => st!.pods.find((p) => p.name === x)!;
@@ -49,34 +83,36 @@ export async function policySetupBench(opts: { quick?: boolean } = {}): Promise<
       for (;;) {
         const d = await getJsonInNetns<{ policyStats: { policies: number } }>(n2.netnsPath, '127.0.0.1', 15000, '/config_dump');
         if (d.policyStats.policies === want) break;
-        if (Date.now() - t0 > 120_000) throw new Error(`agent did not load ${want} policies`);
+        if (Date.now() - t0 > 120_000)
+          throw toolFailed(`agent of n2 did not load ${want} policies within 120 s`, `see its log ${n2.log} ("policies compiled" / policy errors)`);
         await new Promise((r) => setTimeout(r, 200));
       }
-      const log = fs.readFileSync(n2.log, 'utf8').split('\n').filter((l) => l.includes('"policies compiled"')).pop();
+      const log = fs
+        .readFileSync(n2.log, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"policies compiled"'))
+        .pop();
       const compileMs = log ? Number(JSON.parse(log).ms) : null;
-      const r = await runInPod(pod('n1-p1'), [process.execPath, path.join(HERE, 'setup-client.js'), pod('n2-p1').ip, '8081', String(n), '30'], { timeoutMs: 120_000 });
-      if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`);
+      const r = await runInPod(pod('n1-p1'), [process.execPath, path.join(HERE, 'setup-client.js'), pod('n2-p1').ip, '8081', String(n), String(WARMUP)], {
+        timeoutMs: 120_000,
+      });
+      if (r.code !== 0) throw toolFailed(`set-up client (bench/setup-client.ts) failed (exit ${r.code}): ${r.stderr.trim().slice(-500)}`, HINT_OUTPUT);
       const j = JSON.parse(r.stdout) as { p50_us: number; p90_us: number; p99_us: number };
-      rows.push({ policies: want, p50: j.p50_us, p90: j.p90_us, p99: j.p99_us, compileMs });
+      rows.push({ policies: want, p50Us: j.p50_us, p90Us: j.p90_us, p99Us: j.p99_us, compileMs });
     }
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     await sandboxDown();
   }
-  const base = rows[0]!;
-  const lines = [
-    '## Connection set-up latency vs number of AuthorizationPolicies',
-    '',
-    `Client n1-p1 -> echo server in n2-p1 over HBONE (pooled h2 session), ${n} sequential connections after 30 warm-up ones; set-up = connect() until the first echoed byte. Two policies select the destination (an ALLOW that matches, a DENY that does not); the others are in 500 other namespaces. "compile" is the agent's own log of compiling the index after the change.`,
-    '',
-    '| policies loaded | p50 µs | p90 µs | p99 µs | p50 × (0 policies) | p99 × (0 policies) | compile ms |',
-    '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.policies} | ${r.p50.toFixed(0)} | ${r.p90.toFixed(0)} | ${r.p99.toFixed(0)} | ${(r.p50 / base.p50).toFixed(2)} | ${(r.p99 / base.p99).toFixed(2)} | ${r.compileMs?.toFixed(1) ?? '-'} |`),
-    '',
-  ];
-  return lines.join('\n');
+  return { connections: n, warmup: WARMUP, otherNamespaces: OTHER_NAMESPACES, rows };
 }
 
 if (process.argv[1] && process.argv[1].endsWith('policy-setup.js')) {
-  policySetupBench({ quick: process.argv.includes('--quick') }).then((s) => process.stdout.write(s + '\n'), (e) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  policySetupBench({ quick: process.argv.includes('--quick') }).then(
+    (r) => process.stdout.write(policyMarkdown(r).join('\n') + '\n'),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
 }

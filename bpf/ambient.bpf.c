@@ -32,7 +32,7 @@
  * means "refuse", never "pass".
  *
  * Only helpers and program types of Linux <= 5.10 are on these paths
- * (src/datapath/kernel-audit.ts checks the object).
+ * (tools/kernel-audit/kernel-audit.ts checks the object).
  */
 #include "ambient.h"
 #include <bpf/bpf_endian.h>
@@ -95,10 +95,10 @@ static __always_inline struct amb_pod_stats *stats(__u64 cgroup_id)
 	return bpf_map_lookup_elem(&amb_pod_stats, &cgroup_id);
 }
 
-#define COUNT(cgid, field)                                  \
-	do {                                                \
-		struct amb_pod_stats *__s = stats(cgid);    \
-		if (__s)                                    \
+#define COUNT(cgid, field)                                    \
+	do {                                                  \
+		struct amb_pod_stats *__s = stats(cgid);      \
+		if (__s)                                      \
 			__sync_fetch_and_add(&__s->field, 1); \
 	} while (0)
 
@@ -129,8 +129,7 @@ static __always_inline struct amb_cgroup_pod *current_pod(__u64 *cgid)
 /* Destinations that stay inside the pod: loopback, unspecified, the pod itself. */
 static __always_inline int local4(__u32 dst, const struct amb_cgroup_pod *pod)
 {
-	return (bpf_ntohl(dst) >> 24) == 127 || dst == 0 ||
-	       (pod->v4.family == AMB_AF_INET && dst == ip4_get(&pod->v4));
+	return (bpf_ntohl(dst) >> 24) == 127 || dst == 0 || (pod->v4.family == AMB_AF_INET && dst == ip4_get(&pod->v4));
 }
 
 /*
@@ -140,7 +139,7 @@ static __always_inline int local4(__u32 dst, const struct amb_cgroup_pod *pod)
  * to refuse the connect().
  */
 static __always_inline __u32 capture4(struct bpf_sock_addr *ctx, struct amb_config *cfg, __u64 cgid,
-				      struct amb_cgroup_pod *pod, __u32 dst, __u16 dport_be)
+                                      struct amb_cgroup_pod *pod, __u32 dst, __u16 dport_be)
 {
 	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || pod->v4.family != AMB_AF_INET) {
 		counter(AMB_CTR_OUT_ISOLATED);
@@ -438,7 +437,8 @@ static __always_inline int sk_lookup6(struct bpf_sk_lookup *ctx)
 	if (l0 == 0 && l1 == 0 && l2 == 0 && l3 == bpf_htonl(1))
 		return SK_PASS;
 	/* the pod talking to itself */
-	if (l0 == ctx->remote_ip6[0] && l1 == ctx->remote_ip6[1] && l2 == ctx->remote_ip6[2] && l3 == ctx->remote_ip6[3])
+	if (l0 == ctx->remote_ip6[0] && l1 == ctx->remote_ip6[1] && l2 == ctx->remote_ip6[2] &&
+	    l3 == ctx->remote_ip6[3])
 		return SK_PASS;
 	/* IPv6 into an enrolled pod (its link-local address, an address the
 	 * mesh does not know): refused until dual-stack capture exists */

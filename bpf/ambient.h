@@ -36,14 +36,14 @@
 
 /* An IP address of either family. */
 struct amb_ip {
-	__u8 family;   /* AMB_AF_INET or AMB_AF_INET6; 0 = unset */
+	__u8 family; /* AMB_AF_INET or AMB_AF_INET6; 0 = unset */
 	__u8 pad[3];
 	__u8 addr[16]; /* network order; IPv4 uses addr[0..3] */
 };
 
 struct amb_sockaddr {
 	struct amb_ip ip;
-	__u16 port;    /* host order */
+	__u16 port; /* host order */
 	__u16 pad;
 };
 
@@ -53,8 +53,8 @@ struct amb_config {
 	__u16 inbound_port;  /* 15006 */
 	__u16 hbone_port;    /* 15008 */
 	__u16 pad;
-	__u32 mark;          /* SO_MARK of the agent's own sockets */
-	__u32 flags;         /* AMB_CFG_* */
+	__u32 mark;  /* SO_MARK of the agent's own sockets */
+	__u32 flags; /* AMB_CFG_* */
 };
 #define AMB_CFG_SOCKMAP_ACCEL (1u << 0)
 
@@ -64,8 +64,8 @@ struct amb_config {
 
 /* amb_pods: pod IP -> the pod that owns it (inbound: sk_lookup). */
 struct amb_pod {
-	__u64 cgroup_id;          /* the owning pod's cgroup id (0: no single owner, e.g. an IP conflict) */
-	__u32 flags;              /* AMB_POD_* */
+	__u64 cgroup_id; /* the owning pod's cgroup id (0: no single owner, e.g. an IP conflict) */
+	__u32 flags;     /* AMB_POD_* */
 	__u32 pad;
 	struct amb_ip exempt_src; /* the node's own address: kubelet probes */
 };
@@ -74,7 +74,7 @@ struct amb_pod {
 struct amb_cgroup_pod {
 	struct amb_ip v4;
 	struct amb_ip v6;
-	__u32 flags;              /* AMB_POD_* */
+	__u32 flags; /* AMB_POD_* */
 	__u32 pad;
 };
 
@@ -92,20 +92,20 @@ struct amb_pod_stats {
 
 /* amb_counters[AMB_CTR_*]: refusals by reason, also those no pod can be
  * charged with (an address no pod owns, a task in no pod's cgroup). */
-#define AMB_CTR_OUT_NO_POD 0       /* connect() from an enrolled cgroup by a task of no known pod */
-#define AMB_CTR_OUT_IPV6 1         /* connect() to a native IPv6 destination */
-#define AMB_CTR_OUT_PROTOCOL 2     /* a stream socket of another protocol than TCP */
-#define AMB_CTR_OUT_ISOLATED 3     /* connect() from an isolated pod */
-#define AMB_CTR_IN_IPV6 4          /* inbound IPv6 SYN to an enrolled pod */
-#define AMB_CTR_IN_UNKNOWN_ADDR 5  /* inbound SYN to an address no pod owns, in an enrolled netns */
-#define AMB_CTR_IN_ISOLATED 6      /* inbound SYN to an isolated pod */
-#define AMB_CTR_ORIG_DST_FULL 7    /* amb_orig_dst full: the connection cannot be forwarded (the agent resets it) */
+#define AMB_CTR_OUT_NO_POD 0      /* connect() from an enrolled cgroup by a task of no known pod */
+#define AMB_CTR_OUT_IPV6 1        /* connect() to a native IPv6 destination */
+#define AMB_CTR_OUT_PROTOCOL 2    /* a stream socket of another protocol than TCP */
+#define AMB_CTR_OUT_ISOLATED 3    /* connect() from an isolated pod */
+#define AMB_CTR_IN_IPV6 4         /* inbound IPv6 SYN to an enrolled pod */
+#define AMB_CTR_IN_UNKNOWN_ADDR 5 /* inbound SYN to an address no pod owns, in an enrolled netns */
+#define AMB_CTR_IN_ISOLATED 6     /* inbound SYN to an isolated pod */
+#define AMB_CTR_ORIG_DST_FULL 7   /* amb_orig_dst full: the connection cannot be forwarded (the agent resets it) */
 #define AMB_CTR_MAX 8
 
 /* amb_orig_by_cookie: app socket cookie -> original destination (connect() until established). */
 struct amb_orig {
 	struct amb_sockaddr dst;
-	__u64 cgroup_id;  /* the pod that connected */
+	__u64 cgroup_id; /* the pod that connected */
 };
 
 /* amb_orig_dst: app socket's local address (pod IP:sport) -> original

@@ -93,7 +93,8 @@ int Dump(int s, int family, uint32_t states, std::vector<TcpSock>* out) {
       t.inode = m->idiag_inode;
       int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
       for (struct rtattr* a = reinterpret_cast<struct rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-        if (a->rta_type == INET_DIAG_MARK && RTA_PAYLOAD(a) >= sizeof(uint32_t)) memcpy(&t.mark, RTA_DATA(a), sizeof t.mark);
+        if (a->rta_type == INET_DIAG_MARK && RTA_PAYLOAD(a) >= sizeof(uint32_t))
+          memcpy(&t.mark, RTA_DATA(a), sizeof t.mark);
       }
       out->push_back(t);
     }

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(clang llvm libbpf-dev bpftool iproute2 iperf3 sockperf pkg-config libelf-dev zlib1g-dev make g++ python3 tcpdump nghttp2-proxy prometheus qemu-system-x86 busybox-static cpio kmod)
+PKGS=(clang clang-format llvm libbpf-dev bpftool iproute2 iperf3 sockperf pkg-config libelf-dev zlib1g-dev make g++ python3 tcpdump nghttp2-proxy prometheus qemu-system-x86 busybox-static cpio kmod)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -12,6 +12,7 @@ import { dumpMap } from '../datapath/datapath.js';
 import { MAPS, STRUCTS, type MapName, type StructDesc } from '../datapath/codec.js';
 import { getJsonInNetns } from '../util/netns-http.js';
 import { AmbientError } from '../util/errors.js';
+import type { ConfigDump } from '../agent/index.js';
 
 const SANDBOX_STATE = '/run/ambientd-sandbox/state.json';
 
@@ -42,13 +43,24 @@ function usage(msg: string): AmbientError {
   return new AmbientError('USAGE', msg, 'run `ambientd inspect --help` (targets: ' + TARGETS.join(', ') + '; -o json|table)');
 }
 
-export interface InspectArgs { target: Target | null; output: Output; node?: string; bpffs?: string; help: boolean }
+export interface InspectArgs {
+  target: Target | null;
+  output: Output;
+  node?: string;
+  bpffs?: string;
+  help: boolean;
+}
 
 /** Parses `inspect` arguments; bad input -> AmbientError USAGE. */
 export function parseInspectArgs(args: string[]): InspectArgs {
   let parsed;
   try {
-    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: { node: { type: 'string' }, bpffs: { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { node: { type: 'string' }, bpffs: { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+    });
   } catch (e) {
     throw usage((e as Error).message);
   }
@@ -64,7 +76,11 @@ export function parseInspectArgs(args: string[]): InspectArgs {
 function sandboxNode(node: string | undefined): { netns: string | null; bpffs: string } {
   if (!node) return { netns: null, bpffs: '/sys/fs/bpf/ambientd' };
   let st: { nodes: Array<{ name: string; netns: string; netnsPath?: string; bpffsDir?: string }> } | null = null;
-  try { st = JSON.parse(fs.readFileSync(SANDBOX_STATE, 'utf8')); } catch { /* not a sandbox */ }
+  try {
+    st = JSON.parse(fs.readFileSync(SANDBOX_STATE, 'utf8'));
+  } catch {
+    /* not a sandbox */
+  }
   const n = st?.nodes.find((x) => x.name === node);
   if (n) {
     return {
@@ -84,56 +100,116 @@ const json = (v: unknown): string => JSON.stringify(v, replacer, 2);
 export function table(header: string[], rows: unknown[][]): string {
   const cells = rows.map((r) => r.map((c) => (c === null || c === undefined || c === '' ? '-' : String(c))));
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]): string =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...cells.map(line)].join('\n') + '\n';
 }
 
 type Obj = Record<string, unknown>;
 const arr = (v: unknown): Obj[] => (Array.isArray(v) ? (v as Obj[]) : []);
+/** A config_dump as read: from an agent of this version (ConfigDump), or a loose one (another version, a recording). */
+type DumpLike = Partial<ConfigDump> | Obj;
 
 /** What -o json prints for a config_dump target: the section of the dump (config: all of it). */
-export function section(target: Exclude<Target, 'maps'>, dump: Obj): unknown {
+export function section(target: Exclude<Target, 'maps'>, dump: DumpLike): unknown {
   switch (target) {
-    case 'config': return dump;
-    case 'certs': return dump.certificates ?? [];
-    default: return dump[target] ?? [];
+    case 'config':
+      return dump;
+    case 'certs':
+      return dump.certificates ?? [];
+    default:
+      return dump[target] ?? [];
   }
 }
 
 /** Formats a config_dump target as a table or JSON. */
-export function formatDump(target: Exclude<Target, 'maps'>, dump: Obj, output: Output): string {
+export function formatDump(target: Exclude<Target, 'maps'>, dump: DumpLike, output: Output): string {
   if (output === 'json') return json(section(target, dump)) + '\n';
   switch (target) {
     case 'workloads':
-      return table(['NAMESPACE', 'NAME', 'IP', 'NODE', 'AMBIENT', 'STATE', 'IDENTITY'],
-        arr(dump.workloads).map((w) => [w.namespace, w.name, w.ip, w.node, w.ambient ? 'yes' : 'no',
-          w.error ? `${String(w.state)} (${String((w.error as Obj).code)})` : w.state, w.identity]));
+      return table(
+        ['NAMESPACE', 'NAME', 'IP', 'NODE', 'AMBIENT', 'STATE', 'IDENTITY'],
+        arr(dump.workloads).map((w) => [
+          w.namespace,
+          w.name,
+          w.ip,
+          w.node,
+          w.ambient ? 'yes' : 'no',
+          w.error ? `${String(w.state)} (${String((w.error as Obj).code)})` : w.state,
+          w.identity,
+        ]),
+      );
     case 'services':
-      return table(['NAMESPACE', 'NAME', 'VIPS', 'PORTS', 'ENDPOINTS'],
-        arr(dump.services).map((s) => [s.namespace, s.name, arr(s.vips).join(','),
-          arr(s.ports).map((p) => `${String(p.port)}${p.targetPort !== undefined && p.targetPort !== p.port ? `->${String(p.targetPort)}` : ''}/${String(p.protocol ?? 'TCP')}`).join(','),
-          arr(s.endpoints).map((e) => `${String(e.ip)}${e.ready === false ? '(not ready)' : ''}`).join(',')]));
+      return table(
+        ['NAMESPACE', 'NAME', 'VIPS', 'PORTS', 'ENDPOINTS'],
+        arr(dump.services).map((s) => [
+          s.namespace,
+          s.name,
+          arr(s.vips).join(','),
+          arr(s.ports)
+            .map(
+              (p) =>
+                `${String(p.port)}${p.targetPort !== undefined && p.targetPort !== p.port ? `->${String(p.targetPort)}` : ''}/${String(p.protocol ?? 'TCP')}`,
+            )
+            .join(','),
+          arr(s.endpoints)
+            .map((e) => `${String(e.ip)}${e.ready === false ? '(not ready)' : ''}`)
+            .join(','),
+        ]),
+      );
     case 'policies':
-      return table(['NAMESPACE', 'NAME', 'ACTION', 'SCOPE', 'STATUS', 'RULES', 'ENFORCED', 'ERRORS'],
-        arr(dump.policies).map((p) => [p.namespace, p.name, p.action, p.scope, p.status, p.rules, p.enforcedRules, arr(p.errors).length || '']));
+      return table(
+        ['NAMESPACE', 'NAME', 'ACTION', 'SCOPE', 'STATUS', 'RULES', 'ENFORCED', 'ERRORS'],
+        arr(dump.policies).map((p) => [p.namespace, p.name, p.action, p.scope, p.status, p.rules, p.enforcedRules, arr(p.errors).length || '']),
+      );
     case 'certs':
-      return table(['IDENTITY', 'SERIAL', 'NOT-AFTER', 'STATE', 'NEXT-RENEWAL', 'LAST-ERROR'],
-        arr(dump.certificates).map((c) => [c.id, c.serial, c.notAfter, c.state, c.nextRenewal, c.lastError]));
+      return table(
+        ['IDENTITY', 'SERIAL', 'NOT-AFTER', 'STATE', 'NEXT-RENEWAL', 'LAST-ERROR'],
+        arr(dump.certificates).map((c) => [c.id, c.serial, c.notAfter, c.state, c.nextRenewal, c.lastError]),
+      );
     case 'connections':
-      return table(['ID', 'POD', 'DIR', 'VIA', 'SRC', 'DST', 'ENDPOINT', 'SERVICE', 'PEER', 'SENT', 'RECEIVED', 'STATE', 'REASON'],
-        arr(dump.connections).map((c) => [c.id, c.pod, c.direction, c.via, c.src, c.dst, c.endpoint, c.service, c.peerIdentity, c.bytesSent, c.bytesReceived, c.state, c.reason]));
+      return table(
+        ['ID', 'POD', 'DIR', 'VIA', 'SRC', 'DST', 'ENDPOINT', 'SERVICE', 'PEER', 'SENT', 'RECEIVED', 'STATE', 'REASON'],
+        arr(dump.connections).map((c) => [
+          c.id,
+          c.pod,
+          c.direction,
+          c.via,
+          c.src,
+          c.dst,
+          c.endpoint,
+          c.service,
+          c.peerIdentity,
+          c.bytesSent,
+          c.bytesReceived,
+          c.state,
+          c.reason,
+        ]),
+      );
     case 'config': {
       const r = (dump.readiness ?? {}) as Obj;
       const conns = arr(dump.connections);
       const dp = (dump.datapath ?? null) as Obj | null;
       const rows: unknown[][] = [
-        ['node', dump.node], ['pid', dump.pid],
+        ['node', dump.node],
+        ['pid', dump.pid],
         ['ready', r.ready === undefined ? null : r.ready ? 'yes' : `no (pending: ${arr(r.pending).join(', ')})`],
         ['workloads', `${arr(dump.workloads).length} (${arr(dump.workloads).filter((w) => w.state === 'enrolled').length} enrolled here)`],
-        ['services', arr(dump.services).length], ['policies', arr(dump.policies).length], ['certificates', arr(dump.certificates).length],
+        ['services', arr(dump.services).length],
+        ['policies', arr(dump.policies).length],
+        ['certificates', arr(dump.certificates).length],
         ['connections', `${conns.length} (${conns.filter((c) => c.state === 'open').length} open)`],
-        ['pins', dp?.pins], ['acceleration', dp?.acceleration],
-        ['counters', Object.entries((dump.counters ?? {}) as Obj).map(([k, v]) => `${k}=${String(v)}`).join(' ')],
+        ['pins', dp?.pins],
+        ['acceleration', dp?.acceleration],
+        [
+          'counters',
+          Object.entries((dump.counters ?? {}) as Obj)
+            .map(([k, v]) => `${k}=${String(v)}`)
+            .join(' '),
+        ],
       ];
       return table(['FIELD', 'VALUE'], rows) + 'details: `ambientd inspect config -o json`\n';
     }
@@ -156,10 +232,17 @@ export function decodeBtfStyle(t: string, b: Buffer, off = 0): unknown {
   for (const f of d.fields) {
     const o = off + f.offset;
     switch (f.kind) {
-      case 'ip': out[f.name] = decodeBtfStyle('amb_ip', b, o); break;
-      case 'sockaddr': out[f.name] = decodeBtfStyle('amb_sockaddr', b, o); break;
-      case 'bytes': out[f.name] = [...b.subarray(o, o + f.size)]; break;
-      default: out[f.name] = decodeBtfStyle(f.kind, b, o);
+      case 'ip':
+        out[f.name] = decodeBtfStyle('amb_ip', b, o);
+        break;
+      case 'sockaddr':
+        out[f.name] = decodeBtfStyle('amb_sockaddr', b, o);
+        break;
+      case 'bytes':
+        out[f.name] = [...b.subarray(o, o + f.size)];
+        break;
+      default:
+        out[f.name] = decodeBtfStyle(f.kind, b, o);
     }
   }
   return out;
@@ -170,7 +253,11 @@ export function dumpMapBtfStyle(native: NativeAddon, fd: number, name: MapName):
   return dumpMap(native, fd, name, (t, b) => decodeBtfStyle(t, b));
 }
 
-export interface MapDump { pin: string; bpftool: string; entries: Array<{ key: unknown; value: unknown }> }
+export interface MapDump {
+  pin: string;
+  bpftool: string;
+  entries: Array<{ key: unknown; value: unknown }>;
+}
 
 export function formatMaps(result: Record<string, MapDump>, output: Output): string {
   if (output === 'json') return json(result) + '\n';
@@ -194,7 +281,9 @@ function readMaps(dir: string, output: Output): Record<string, MapDump> {
       // json: bpftool's shape (numbers, byte arrays); table: readable (addresses as text)
       const entries = output === 'json' ? dumpMapBtfStyle(native, fd, name) : dumpMap(native, fd, name);
       result[name] = { pin, bpftool: `bpftool map dump pinned ${pin}`, entries };
-    } finally { native.closeFd(fd); }
+    } finally {
+      native.closeFd(fd);
+    }
   }
   return result;
 }
@@ -212,8 +301,12 @@ export async function runInspect(args: string[]): Promise<void> {
     process.stdout.write(formatMaps(readMaps(dir, a.output), a.output));
     return;
   }
-  const dump = await getJsonInNetns<Obj>(where.netns, '127.0.0.1', 15000, '/config_dump').catch((e: Error) => {
-    throw new AmbientError('USAGE', `no agent answered on 127.0.0.1:15000${a.node ? ` of node ${a.node}` : ''}: ${e.message}`, 'is the agent running? (`ambientd sandbox status`)');
+  const dump = await getJsonInNetns<Partial<ConfigDump>>(where.netns, '127.0.0.1', 15000, '/config_dump').catch((e: Error) => {
+    throw new AmbientError(
+      'USAGE',
+      `no agent answered on 127.0.0.1:15000${a.node ? ` of node ${a.node}` : ''}: ${e.message}`,
+      'is the agent running? (`ambientd sandbox status`)',
+    );
   });
   process.stdout.write(formatDump(a.target, dump, a.output));
 }

@@ -81,8 +81,12 @@ export function createAdminServer(h: AdminHandlers, log: Logger): http.Server {
             setImmediate(() => h.quit());
             return;
           default:
-            if (['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'].includes(url.pathname)) return send(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}` });
-            return send(res, 404, { error: `no such endpoint: ${url.pathname}`, endpoints: ['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'] });
+            if (['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'].includes(url.pathname))
+              return send(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}` });
+            return send(res, 404, {
+              error: `no such endpoint: ${url.pathname}`,
+              endpoints: ['/config_dump', '/healthz/ready', '/logging', '/quitquitquit', '/debug/heap'],
+            });
         }
       } catch (e) {
         log.error('admin request failed', { route, error: e });

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadNative } from './native.js';
+import { OwnedFd } from './handles.js';
 
 export function cleanupPins(dir: string): { dir: string; links: number; pins: number } {
   const native = loadNative();
@@ -17,7 +18,10 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   const walk = (d: string): void => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) { walk(p); dirs.push(p); } else files.push(p);
+      if (e.isDirectory()) {
+        walk(p);
+        dirs.push(p);
+      } else files.push(p);
     }
   };
   walk(dir);
@@ -26,8 +30,9 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   for (const f of files) {
     const fd = native.objGet(f);
     if (fd >= 0) {
-      if (native.linkDetach(fd) === 0) links++;
-      native.closeFd(fd);
+      const pin = new OwnedFd(native, fd, 'fd', 'cleanup', `pin ${f}`);
+      if (native.linkDetach(pin.fd) === 0) links++;
+      pin.close();
     }
     fs.rmSync(f, { force: true });
     pins++;
@@ -46,7 +51,7 @@ export function removeStaleSocket(file: string): 'removed' | 'absent' | 'in use'
   const native = loadNative();
   const fd = native.unixConnect(file, 1000);
   if (fd >= 0) {
-    native.closeFd(fd);
+    new OwnedFd(native, fd, 'socket', 'cleanup', `probe of ${file}`).close();
     return 'in use';
   }
   fs.rmSync(file, { force: true });

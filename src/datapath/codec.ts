@@ -5,6 +5,8 @@
  * a header change that is not mirrored here fails the unit tests.
  */
 import net from 'node:net';
+import { AmbientError } from '../util/errors.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ip' | 'sockaddr' | 'bytes';
 
@@ -30,21 +32,27 @@ export const SOCKADDR_SIZE = 24;
 
 export const STRUCTS = {
   amb_ip: {
-    name: 'amb_ip', size: 20, fields: [
+    name: 'amb_ip',
+    size: 20,
+    fields: [
       { name: 'family', offset: 0, kind: 'u8', size: 1 },
       { name: 'pad', offset: 1, kind: 'bytes', size: 3 },
       { name: 'addr', offset: 4, kind: 'bytes', size: 16 },
     ],
   },
   amb_sockaddr: {
-    name: 'amb_sockaddr', size: 24, fields: [
+    name: 'amb_sockaddr',
+    size: 24,
+    fields: [
       { name: 'ip', offset: 0, kind: 'ip', size: 20 },
       { name: 'port', offset: 20, kind: 'u16', size: 2 },
       { name: 'pad', offset: 22, kind: 'u16', size: 2 },
     ],
   },
   amb_config: {
-    name: 'amb_config', size: 16, fields: [
+    name: 'amb_config',
+    size: 16,
+    fields: [
       { name: 'outbound_port', offset: 0, kind: 'u16', size: 2 },
       { name: 'inbound_port', offset: 2, kind: 'u16', size: 2 },
       { name: 'hbone_port', offset: 4, kind: 'u16', size: 2 },
@@ -54,7 +62,9 @@ export const STRUCTS = {
     ],
   },
   amb_pod: {
-    name: 'amb_pod', size: 40, fields: [
+    name: 'amb_pod',
+    size: 40,
+    fields: [
       { name: 'cgroup_id', offset: 0, kind: 'u64', size: 8 },
       { name: 'flags', offset: 8, kind: 'u32', size: 4 },
       { name: 'pad', offset: 12, kind: 'u32', size: 4 },
@@ -62,7 +72,9 @@ export const STRUCTS = {
     ],
   },
   amb_cgroup_pod: {
-    name: 'amb_cgroup_pod', size: 48, fields: [
+    name: 'amb_cgroup_pod',
+    size: 48,
+    fields: [
       { name: 'v4', offset: 0, kind: 'ip', size: 20 },
       { name: 'v6', offset: 20, kind: 'ip', size: 20 },
       { name: 'flags', offset: 40, kind: 'u32', size: 4 },
@@ -70,7 +82,9 @@ export const STRUCTS = {
     ],
   },
   amb_pod_stats: {
-    name: 'amb_pod_stats', size: 64, fields: [
+    name: 'amb_pod_stats',
+    size: 64,
+    fields: [
       { name: 'captured_out', offset: 0, kind: 'u64', size: 8 },
       { name: 'refused_out', offset: 8, kind: 'u64', size: 8 },
       { name: 'denied_out', offset: 16, kind: 'u64', size: 8 },
@@ -82,13 +96,17 @@ export const STRUCTS = {
     ],
   },
   amb_orig: {
-    name: 'amb_orig', size: 32, fields: [
+    name: 'amb_orig',
+    size: 32,
+    fields: [
       { name: 'dst', offset: 0, kind: 'sockaddr', size: 24 },
       { name: 'cgroup_id', offset: 24, kind: 'u64', size: 8 },
     ],
   },
   amb_orig_dst: {
-    name: 'amb_orig_dst', size: 48, fields: [
+    name: 'amb_orig_dst',
+    size: 48,
+    fields: [
       { name: 'dst', offset: 0, kind: 'sockaddr', size: 24 },
       { name: 'cookie', offset: 24, kind: 'u64', size: 8 },
       { name: 'cgroup_id', offset: 32, kind: 'u64', size: 8 },
@@ -96,7 +114,9 @@ export const STRUCTS = {
     ],
   },
   amb_listener_key: {
-    name: 'amb_listener_key', size: 16, fields: [
+    name: 'amb_listener_key',
+    size: 16,
+    fields: [
       { name: 'cgroup_id', offset: 0, kind: 'u64', size: 8 },
       { name: 'port', offset: 8, kind: 'u16', size: 2 },
       { name: 'pad', offset: 10, kind: 'u16', size: 2 },
@@ -104,7 +124,9 @@ export const STRUCTS = {
     ],
   },
   amb_tuple: {
-    name: 'amb_tuple', size: 44, fields: [
+    name: 'amb_tuple',
+    size: 44,
+    fields: [
       { name: 'local', offset: 0, kind: 'ip', size: 20 },
       { name: 'remote', offset: 20, kind: 'ip', size: 20 },
       { name: 'local_port', offset: 40, kind: 'u16', size: 2 },
@@ -140,7 +162,11 @@ export function writeIp(buf: Buffer, off: number, ip: string): void {
     buf[off] = AF_INET6;
     parseIpv6(ip).copy(buf, off + 4);
   } else {
-    throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
+    throw new AmbientError(
+      'BPF_MAP',
+      `not an IP address: ${JSON.stringify(ip)}`,
+      'a map key or value needs an IPv4 or IPv6 literal; discovery validates pod addresses, so this is a bug: report it',
+    );
   }
 }
 
@@ -166,7 +192,10 @@ function parseIpv6(ip: string): Buffer {
   let tail: number[] = [];
   const lastColon = s.lastIndexOf(':');
   if (s.includes('.', lastColon)) {
-    const v4 = s.slice(lastColon + 1).split('.').map(Number);
+    const v4 = s
+      .slice(lastColon + 1)
+      .split('.')
+      .map(Number);
     tail = [(v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!];
     s = s.slice(0, lastColon + 1) + '0:0';
   }
@@ -175,7 +204,10 @@ function parseIpv6(ip: string): Buffer {
   const r = rest !== undefined && rest !== '' ? rest.split(':') : [];
   const groups = rest === undefined ? h : [...h, ...Array(8 - h.length - r.length).fill('0'), ...r];
   const words = groups.map((g) => parseInt(g, 16));
-  if (tail.length) { words[6] = tail[0]!; words[7] = tail[1]!; }
+  if (tail.length) {
+    words[6] = tail[0]!;
+    words[7] = tail[1]!;
+  }
   for (let i = 0; i < 8; i++) out.writeUInt16BE(words[i] ?? 0, i * 2);
   return out;
 }
@@ -184,12 +216,19 @@ function formatIpv6(b: Buffer): string {
   const words: number[] = [];
   for (let i = 0; i < 8; i++) words.push(b.readUInt16BE(i * 2));
   // longest run of zeros for ::
-  let bestStart = -1, bestLen = 0;
+  let bestStart = -1,
+    bestLen = 0;
   for (let i = 0; i < 8;) {
-    if (words[i] !== 0) { i++; continue; }
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) { bestStart = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = words.map((w) => w.toString(16));
@@ -199,7 +238,10 @@ function formatIpv6(b: Buffer): string {
 
 // ---- structs ---------------------------------------------------------------
 
-export interface Sockaddr { ip: string; port: number }
+export interface Sockaddr {
+  ip: string;
+  port: number;
+}
 
 export function encodeSockaddr(a: Sockaddr): Buffer {
   const b = Buffer.alloc(SOCKADDR_SIZE);
@@ -212,7 +254,13 @@ export function decodeSockaddr(b: Buffer, off = 0): Sockaddr | null {
   return ip === null ? null : { ip, port: b.readUInt16LE(off + 20) };
 }
 
-export interface AmbConfig { outboundPort: number; inboundPort: number; hbonePort: number; mark: number; flags: number }
+export interface AmbConfig {
+  outboundPort: number;
+  inboundPort: number;
+  hbonePort: number;
+  mark: number;
+  flags: number;
+}
 export const CFG_SOCKMAP_ACCEL = 1;
 /** amb_pods / amb_cgroup_pod flags (AMB_POD_* in ambient.h) */
 export const POD_ENROLLED = 1;
@@ -232,7 +280,11 @@ export function decodeConfig(b: Buffer): AmbConfig {
 }
 
 /** amb_pods value: the pod that owns an IP. */
-export interface AmbPod { cgroupId: bigint; flags: number; exemptSrc: string | null }
+export interface AmbPod {
+  cgroupId: bigint;
+  flags: number;
+  exemptSrc: string | null;
+}
 export function encodePod(p: AmbPod): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_pod.size);
   b.writeBigUInt64LE(p.cgroupId, 0);
@@ -245,7 +297,11 @@ export function decodePod(b: Buffer): AmbPod {
 }
 
 /** amb_pod_by_cgroup value: a pod's addresses and state. */
-export interface AmbCgroupPod { v4: string | null; v6: string | null; flags: number }
+export interface AmbCgroupPod {
+  v4: string | null;
+  v6: string | null;
+  flags: number;
+}
 export function encodeCgroupPod(a: AmbCgroupPod): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_cgroup_pod.size);
   if (a.v4) writeIp(b, 0, a.v4);
@@ -258,25 +314,46 @@ export function decodeCgroupPod(b: Buffer): AmbCgroupPod {
 }
 
 export interface AmbPodStats {
-  capturedOut: bigint; refusedOut: bigint; deniedOut: bigint; capturedIn: bigint; hboneIn: bigint; refusedIn: bigint; deniedIn: bigint; bypassIn: bigint;
+  capturedOut: bigint;
+  refusedOut: bigint;
+  deniedOut: bigint;
+  capturedIn: bigint;
+  hboneIn: bigint;
+  refusedIn: bigint;
+  deniedIn: bigint;
+  bypassIn: bigint;
 }
 export function decodePodStats(b: Buffer): AmbPodStats {
   return {
-    capturedOut: b.readBigUInt64LE(0), refusedOut: b.readBigUInt64LE(8), deniedOut: b.readBigUInt64LE(16), capturedIn: b.readBigUInt64LE(24),
-    hboneIn: b.readBigUInt64LE(32), refusedIn: b.readBigUInt64LE(40), deniedIn: b.readBigUInt64LE(48), bypassIn: b.readBigUInt64LE(56),
+    capturedOut: b.readBigUInt64LE(0),
+    refusedOut: b.readBigUInt64LE(8),
+    deniedOut: b.readBigUInt64LE(16),
+    capturedIn: b.readBigUInt64LE(24),
+    hboneIn: b.readBigUInt64LE(32),
+    refusedIn: b.readBigUInt64LE(40),
+    deniedIn: b.readBigUInt64LE(48),
+    bypassIn: b.readBigUInt64LE(56),
   };
 }
 
 /** amb_counters indexes (AMB_CTR_* in ambient.h): datapath refusals by reason. */
 export const DATAPATH_COUNTERS = [
-  'out_no_pod', 'out_ipv6', 'out_protocol', 'out_isolated', 'in_ipv6', 'in_unknown_addr', 'in_isolated', 'orig_dst_full',
+  'out_no_pod',
+  'out_ipv6',
+  'out_protocol',
+  'out_isolated',
+  'in_ipv6',
+  'in_unknown_addr',
+  'in_isolated',
+  'orig_dst_full',
 ] as const;
 export type DatapathCounter = (typeof DATAPATH_COUNTERS)[number];
 
 /** What each refusal means and what to do: logged once per reason by the agent (docs/SECURITY.md). */
 export const DATAPATH_COUNTER_CAUSES: Record<DatapathCounter, string> = {
   out_no_pod: 'connect() on a socket of an enrolled pod by a task outside any pod cgroup (a socket handed out of the pod): refused (EPERM)',
-  out_ipv6: 'an enrolled pod connected to a native IPv6 destination: refused (EPERM) until IPv6 capture exists; dual-stack sockets to IPv4 (v4-mapped) are captured',
+  out_ipv6:
+    'an enrolled pod connected to a native IPv6 destination: refused (EPERM) until IPv6 capture exists; dual-stack sockets to IPv4 (v4-mapped) are captured',
   out_protocol: 'an enrolled pod opened a stream socket of another protocol than TCP (e.g. SCTP): refused (EPERM)',
   out_isolated: 'an isolated pod (its enrollment failed; see its error in /config_dump or /healthz/ready?verbose) tried to connect: refused (EPERM)',
   in_ipv6: 'an IPv6 connection to an enrolled pod: refused (RST) until IPv6 capture exists',
@@ -285,7 +362,12 @@ export const DATAPATH_COUNTER_CAUSES: Record<DatapathCounter, string> = {
   orig_dst_full: 'amb_orig_dst is full (more live captured connections than it holds): new ones are reset; raise its max_entries',
 };
 
-export interface AmbOrigDst { dst: Sockaddr; cookie: bigint; cgroupId: bigint; createdNs: bigint }
+export interface AmbOrigDst {
+  dst: Sockaddr;
+  cookie: bigint;
+  cgroupId: bigint;
+  createdNs: bigint;
+}
 export function decodeOrigDst(b: Buffer): AmbOrigDst | null {
   const dst = decodeSockaddr(b, 0);
   if (!dst) return null;
@@ -299,8 +381,16 @@ export function encodeListenerKey(cgroupId: bigint, port: number): Buffer {
   return b;
 }
 
-export function encodeU32(n: number): Buffer { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; }
-export function encodeU64(n: bigint | number): Buffer { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(n)); return b; }
+export function encodeU32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+export function encodeU64(n: bigint | number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
 
 /** Generic decoder driven by STRUCTS: what `inspect maps` prints, named like bpftool. */
 export function decodeStruct(name: keyof typeof STRUCTS, b: Buffer, off = 0): Record<string, unknown> {
@@ -309,13 +399,29 @@ export function decodeStruct(name: keyof typeof STRUCTS, b: Buffer, off = 0): Re
   for (const f of d.fields) {
     const o = off + f.offset;
     switch (f.kind) {
-      case 'u8': out[f.name] = b.readUInt8(o); break;
-      case 'u16': out[f.name] = b.readUInt16LE(o); break;
-      case 'u32': out[f.name] = b.readUInt32LE(o); break;
-      case 'u64': out[f.name] = b.readBigUInt64LE(o); break;
-      case 'ip': out[f.name] = readIp(b, o); break;
-      case 'sockaddr': { const s = decodeSockaddr(b, o); out[f.name] = s ? `${s.ip}:${s.port}` : null; break; }
-      case 'bytes': out[f.name] = [...b.subarray(o, o + f.size)]; break;
+      case 'u8':
+        out[f.name] = b.readUInt8(o);
+        break;
+      case 'u16':
+        out[f.name] = b.readUInt16LE(o);
+        break;
+      case 'u32':
+        out[f.name] = b.readUInt32LE(o);
+        break;
+      case 'u64':
+        out[f.name] = b.readBigUInt64LE(o);
+        break;
+      case 'ip':
+        out[f.name] = readIp(b, o);
+        break;
+      case 'sockaddr': {
+        const s = decodeSockaddr(b, o);
+        out[f.name] = s ? formatHostPort(s) : null;
+        break;
+      }
+      case 'bytes':
+        out[f.name] = [...b.subarray(o, o + f.size)];
+        break;
     }
   }
   return out;

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one class, the only owner of the loaded object, its pins and links; the enroll/isolate/unenroll ordering described below stays in one place rather than spread over files.
 /**
  * The datapath: loads bpf/ambient.bpf.o through the native addon, keeps its
  * maps pinned under <bpffsDir>/maps, and enrolls, isolates and unenrolls
@@ -22,14 +23,38 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { NativeAddon, MapInfo } from './native-api.js';
-import { loadNative, errnoName } from './native.js';
+import { loadNative } from './native.js';
+import { check, errnoHint, errnoName, nativeError } from './errno.js';
+import { BpfObjectHandle, OwnedFd } from './handles.js';
+import { NetnsHandle } from './netns.js';
 import {
-  MAPS, STRUCTS, type MapName, CFG_SOCKMAP_ACCEL, POD_ENROLLED, POD_ISOLATED, DATAPATH_COUNTERS, encodeConfig, encodeIp,
-  encodeListenerKey, encodePod, encodeCgroupPod, encodeSockaddr, encodeU32, encodeU64, readIp, decodeOrigDst, decodePod,
-  decodePodStats, decodeStruct, type AmbPodStats, type AmbOrigDst, type DatapathCounter, type Sockaddr,
+  MAPS,
+  STRUCTS,
+  type MapName,
+  CFG_SOCKMAP_ACCEL,
+  POD_ENROLLED,
+  POD_ISOLATED,
+  DATAPATH_COUNTERS,
+  encodeConfig,
+  encodeIp,
+  encodeListenerKey,
+  encodePod,
+  encodeCgroupPod,
+  encodeSockaddr,
+  encodeU32,
+  encodeU64,
+  readIp,
+  decodeOrigDst,
+  decodePod,
+  decodePodStats,
+  decodeStruct,
+  type AmbPodStats,
+  type AmbOrigDst,
+  type DatapathCounter,
+  type Sockaddr,
 } from './codec.js';
 import { probeFeatures, requireFeatures, type FeatureCheck } from './features.js';
-import { AmbientError, type ErrorCode } from '../util/errors.js';
+import { AmbientError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
 const PROGS = ['amb_connect4', 'amb_connect6', 'amb_getpeername4', 'amb_getpeername6', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
@@ -68,28 +93,11 @@ export interface Isolation {
 
 export type OriginalDst = Pick<AmbOrigDst, 'dst' | 'cookie' | 'cgroupId' | 'createdNs'>;
 
-const HINTS: Partial<Record<string, string>> = {
-  EPERM: 'needs CAP_BPF/CAP_SYS_ADMIN and CAP_NET_ADMIN (run as root or grant the capabilities)',
-  EACCES: 'needs CAP_BPF/CAP_SYS_ADMIN and CAP_NET_ADMIN; the verifier may also have rejected a program (see the log)',
-  ENOENT: 'a path does not exist: check bpffs is mounted and the netns/cgroup paths are right',
-  ENOSPC: 'a BPF map is full: raise its max_entries or unenroll pods',
-  E2BIG: 'a BPF map is full or a value is too large',
-  EINVAL: 'the kernel rejected the request: it may be older than 5.10 or lack a BPF feature',
-  EBUSY: 'something else holds this hook; remove the other program or run `ambientd cleanup`',
-  EEXIST: 'a stale pin exists; run `ambientd cleanup`',
-};
+/** Kept for importers of the old place: the errno table and nativeError live in ./errno.ts. */
+export { nativeError };
 
-export function nativeError(code: ErrorCode, what: string, rc: number, extraHint?: string): AmbientError {
-  const name = errnoName(rc);
-  const hint = extraHint ?? HINTS[name] ?? 'see the agent log for details';
-  const c: ErrorCode = name === 'EPERM' || (name === 'EACCES' && code !== 'BPF_LOAD') ? 'BPF_PERMISSION' : code;
-  return new AmbientError(c, `${what}: ${name}`, hint, { errno: -rc });
-}
-
-function check(rc: number, code: ErrorCode, what: string): number {
-  if (rc < 0) throw nativeError(code, what, rc);
-  return rc;
-}
+/** The owner of the datapath's own long-lived fds (leak reports). */
+const OWNER = 'datapath';
 
 function safeDirName(key: string): string {
   return key.replace(/\//g, '_').replace(/[^A-Za-z0-9_.-]/g, '-');
@@ -97,26 +105,35 @@ function safeDirName(key: string): string {
 
 export class Datapath {
   readonly features: FeatureCheck[];
-  private readonly progFds = new Map<ProgName, number>();
-  private readonly mapFds = new Map<MapName, number>();
-  private agentSockopsLink = -1;
+  private readonly progFds = new Map<ProgName, OwnedFd>();
+  private readonly mapFds = new Map<MapName, OwnedFd>();
+  private agentSockopsLink: OwnedFd | null = null;
   private linkUpdates = 0;
   private linkUpgrades = 0;
   /** cgroup/getpeername4/6 available (Linux 5.8): apps see their original destination as peer. */
   private getpeername = false;
   private closed = false;
 
-  private constructor(readonly native: NativeAddon, readonly opts: DatapathOptions, private readonly log: Logger, features: FeatureCheck[]) {
+  private constructor(
+    readonly native: NativeAddon,
+    readonly opts: DatapathOptions,
+    private readonly log: Logger,
+    features: FeatureCheck[],
+  ) {
     this.features = features;
   }
 
-  get mapDir(): string { return path.join(this.opts.bpffsDir, 'maps'); }
-  get podDir(): string { return path.join(this.opts.bpffsDir, 'pods'); }
+  get mapDir(): string {
+    return path.join(this.opts.bpffsDir, 'maps');
+  }
+  get podDir(): string {
+    return path.join(this.opts.bpffsDir, 'pods');
+  }
 
   static open(opts: DatapathOptions, log: Logger, native: NativeAddon = loadNative()): Datapath {
     const features = probeFeatures(native);
     if (features.every((f) => f.kind === 'fs' || (!f.ok && f.detail === 'probe failed: errno 1'))) {
-      throw new AmbientError('BPF_PERMISSION', 'cannot load BPF programs: EPERM', HINTS.EPERM!);
+      throw new AmbientError('BPF_PERMISSION', 'cannot load BPF programs: EPERM', errnoHint('EPERM'), { errno: 1 });
     }
     requireFeatures(features);
     if (!fs.existsSync(opts.bpfObject)) {
@@ -126,40 +143,72 @@ export class Datapath {
       fs.mkdirSync(path.join(opts.bpffsDir, 'maps'), { recursive: true });
       fs.mkdirSync(path.join(opts.bpffsDir, 'pods'), { recursive: true });
     } catch (e) {
-      throw new AmbientError('BPF_PIN', `cannot create ${opts.bpffsDir}: ${(e as Error).message}`, 'bpffsDir must be on a mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`)', { cause: e });
+      throw new AmbientError(
+        'BPF_PIN',
+        `cannot create ${opts.bpffsDir}: ${(e as Error).message}`,
+        'bpffsDir must be on a mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`)',
+        { cause: e },
+      );
     }
     const dp = new Datapath(native, opts, log, features);
-    dp.load();
+    try {
+      dp.load();
+    } catch (e) {
+      dp.close();
+      throw e;
+    }
     return dp;
   }
 
   private load(): void {
     const n = this.native;
-    const h = n.objectOpen(this.opts.bpfObject);
-    if (h < 0) throw nativeError('BPF_OBJECT', `cannot open ${this.opts.bpfObject}`, h, 'rebuild the BPF object (`make build`)');
+    const h = BpfObjectHandle.open(n, this.opts.bpfObject, OWNER, 'rebuild the BPF object (`make build`)');
     try {
-      const rc = n.objectLoad(h, this.mapDir);
+      const rc = h.load(this.mapDir);
       if (rc < 0) {
         const log = n.lastLog().split('\n').slice(-25).join('\n');
-        const err = nativeError('BPF_LOAD', `loading ${path.basename(this.opts.bpfObject)} failed`, rc,
-          errnoName(rc) === 'EINVAL' ? `a pinned map under ${this.mapDir} may be incompatible with this build: run \`ambientd cleanup\`; libbpf said:\n${log}` : undefined);
+        const err = nativeError(
+          'BPF_LOAD',
+          `loading ${path.basename(this.opts.bpfObject)} failed`,
+          rc,
+          errnoName(rc) === 'EINVAL'
+            ? `a pinned map under ${this.mapDir} may be incompatible with this build: run \`ambientd cleanup\`; libbpf said:\n${log}`
+            : undefined,
+        );
         if (!err.hint.includes('libbpf said')) (err as { hint: string }).hint += `\nlibbpf said:\n${log}`;
         throw err;
       }
-      for (const p of PROGS) this.progFds.set(p, check(n.objectProgramFd(h, p), 'BPF_LOAD', `program ${p}`));
-      for (const m of Object.keys(MAPS) as MapName[]) this.mapFds.set(m, check(n.objectMapFd(h, m), 'BPF_MAP', `map ${m}`));
+      for (const p of PROGS) this.progFds.set(p, h.programFd(p, OWNER));
+      for (const m of Object.keys(MAPS) as MapName[]) this.mapFds.set(m, h.mapFd(m, OWNER));
+    } catch (e) {
+      this.closeFds();
+      throw e;
     } finally {
-      n.objectClose(h);
+      h.close();
     }
     const accel = this.opts.acceleration === 'sockmap' && this.features.find((f) => f.name.startsWith('program type sk_msg'))?.ok;
-    this.update('amb_config', encodeU32(0), encodeConfig({
-      outboundPort: this.opts.ports.outbound, inboundPort: this.opts.ports.inbound, hbonePort: this.opts.ports.hbone,
-      mark: this.opts.mark, flags: accel ? CFG_SOCKMAP_ACCEL : 0,
-    }));
+    this.update(
+      'amb_config',
+      encodeU32(0),
+      encodeConfig({
+        outboundPort: this.opts.ports.outbound,
+        inboundPort: this.opts.ports.inbound,
+        hbonePort: this.opts.ports.hbone,
+        mark: this.opts.mark,
+        flags: accel ? CFG_SOCKMAP_ACCEL : 0,
+      }),
+    );
     const agentSockops = path.join(this.opts.bpffsDir, 'agent_sockops');
     if (accel) {
       check(this.native.attachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs')), 'BPF_ATTACH', 'attach sk_msg to amb_sock_pairs');
-      if (this.opts.agentCgroup) this.agentSockopsLink = this.pinnedLink(agentSockops, 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'), 'sockops on the agent cgroup');
+      if (this.opts.agentCgroup)
+        this.agentSockopsLink = this.pinnedLink(
+          OWNER,
+          agentSockops,
+          'amb_sockops',
+          () => this.native.linkCgroup(this.prog('amb_sockops'), this.opts.agentCgroup!, 'sockops'),
+          'sockops on the agent cgroup',
+        );
     } else {
       // an earlier agent may have run with acceleration: take it down
       this.native.detachSkMsg(this.prog('amb_sk_msg'), this.map('amb_sock_pairs'));
@@ -169,41 +218,41 @@ export class Datapath {
     this.log.info('datapath loaded', { object: this.opts.bpfObject, pins: this.opts.bpffsDir, acceleration: accel ? 'sockmap' : 'none' });
   }
 
-  /** Adopts a pinned link if there is one, else creates and pins it. Returns its fd. */
   /**
-   * The pinned link at `pin` (adopted from an earlier agent) or a new one.
-   * An adopted link that runs another program than ours (an agent upgrade, or
-   * just an earlier load) gets ours with bpf_link_update: atomic, no moment
-   * without redirection.
+   * The pinned link at `pin` (adopted from an earlier agent) or a new one,
+   * owned by `owner`. An adopted link that runs another program than ours (an
+   * agent upgrade, or just an earlier load) gets ours with bpf_link_update:
+   * atomic, no moment without redirection.
    */
-  private pinnedLink(pin: string, prog: ProgName, create: () => number, what: string): number {
+  private pinnedLink(owner: string, pin: string, prog: ProgName, create: () => number, what: string): OwnedFd {
     if (fs.existsSync(pin)) {
       const fd = this.native.objGet(pin);
       if (fd >= 0) {
-        const li = this.native.linkInfo(fd);
-        const mine = this.native.progInfo(this.prog(prog));
-        if (typeof li !== 'number' && typeof mine !== 'number' && li.progId !== mine.id) {
-          const rc = this.native.linkUpdate(fd, this.prog(prog));
-          if (rc < 0) {
-            this.native.closeFd(fd);
-            throw nativeError('BPF_ATTACH', `update ${what} to this agent's ${prog}`, rc);
+        const link = new OwnedFd(this.native, fd, 'bpf-link', owner, `link ${what}`);
+        try {
+          const li = this.native.linkInfo(link.fd);
+          const mine = this.native.progInfo(this.prog(prog));
+          if (typeof li !== 'number' && typeof mine !== 'number' && li.progId !== mine.id) {
+            check(this.native.linkUpdate(link.fd, this.prog(prog)), 'BPF_ATTACH', `update ${what} to this agent's ${prog}`);
+            this.linkUpdates++;
+            if (li.progTag !== mine.tag) this.linkUpgrades++;
           }
-          this.linkUpdates++;
-          if (li.progTag !== mine.tag) this.linkUpgrades++;
+        } catch (e) {
+          link.close();
+          throw e;
         }
-        return fd;
+        return link;
       }
       fs.rmSync(pin, { force: true });
     }
-    const fd = create();
-    if (fd < 0) throw nativeError('BPF_ATTACH', `attach ${what}`, fd);
-    const rc = this.native.objPin(fd, pin);
+    const link = OwnedFd.take(this.native, create(), 'bpf-link', owner, `link ${what}`, 'BPF_ATTACH');
+    const rc = this.native.objPin(link.fd, pin);
     if (rc < 0) {
-      this.native.linkDetach(fd);
-      this.native.closeFd(fd);
+      this.native.linkDetach(link.fd);
+      link.close();
       throw nativeError('BPF_PIN', `pin ${pin}`, rc);
     }
-    return fd;
+    return link;
   }
 
   /** Adopted links moved to this agent's programs (upgrades: with another program tag, i.e. other code). */
@@ -215,7 +264,7 @@ export class Datapath {
   programs(): Record<string, { id: number; tag: string }> {
     const out: Record<string, { id: number; tag: string }> = {};
     for (const [name, fd] of this.progFds) {
-      const pi = this.native.progInfo(fd);
+      const pi = this.native.progInfo(fd.fd);
       if (typeof pi !== 'number') out[name] = { id: pi.id, tag: pi.tag };
     }
     return out;
@@ -225,20 +274,29 @@ export class Datapath {
     if (!fs.existsSync(pin)) return;
     const fd = this.native.objGet(pin);
     if (fd >= 0) {
-      this.native.linkDetach(fd);
-      this.native.closeFd(fd);
+      const link = new OwnedFd(this.native, fd, 'bpf-link', OWNER, `link ${pin} (removing)`);
+      this.native.linkDetach(link.fd);
+      link.close();
     }
     fs.rmSync(pin, { force: true });
   }
 
-  prog(name: ProgName): number { return this.progFds.get(name)!; }
+  /** The fd of one of this agent's programs (valid while the datapath is open). */
+  prog(name: ProgName): number {
+    const fd = this.progFds.get(name);
+    if (fd === undefined) throw new AmbientError('BPF_LOAD', `program ${name} is not open`, 'the datapath is closed');
+    return fd.fd;
+  }
+  /** The fd of one of the datapath's maps (valid while the datapath is open). */
   map(name: MapName): number {
     const fd = this.mapFds.get(name);
     if (fd === undefined) throw new AmbientError('BPF_MAP', `map ${name} is not open`, 'the datapath is closed');
-    return fd;
+    return fd.fd;
   }
 
-  mapPinPath(name: MapName): string { return path.join(this.mapDir, name); }
+  mapPinPath(name: MapName): string {
+    return path.join(this.mapDir, name);
+  }
 
   update(name: MapName, key: Buffer, value: Buffer, flags = 0): void {
     check(this.native.mapUpdate(this.map(name), key, value, flags), 'BPF_MAP', `update ${name}`);
@@ -267,7 +325,9 @@ export class Datapath {
     this.delete('amb_listeners', encodeListenerKey(cgroupId, port));
   }
 
-  linkDir(key: string): string { return path.join(this.podDir, safeDirName(key)); }
+  linkDir(key: string): string {
+    return path.join(this.podDir, safeDirName(key));
+  }
 
   /** Is this pod's redirection already in place (pinned by an earlier agent)? */
   isPinned(key: string): boolean {
@@ -278,21 +338,30 @@ export class Datapath {
   cgroupIdOf(pod: { key: string; cgroup: string }): bigint {
     const cgid = this.native.cgroupId(pod.cgroup);
     if (typeof cgid === 'number') {
-      throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${pod.key}: cgroup ${pod.cgroup}: ${errnoName(cgid)}`, 'the pod cgroup v2 directory must exist (check cgroupRoot and the pod cgroup path)', { errno: -cgid });
+      throw nativeError(
+        'CGROUP_UNAVAILABLE',
+        `pod ${pod.key}: cgroup ${pod.cgroup}`,
+        cgid,
+        'the pod cgroup v2 directory must exist (check cgroupRoot and the pod cgroup path)',
+      );
     }
     return cgid;
   }
 
   enroll(pod: PodSpec): void {
-    if (!fs.existsSync(pod.netns)) {
-      throw new AmbientError('NETNS_UNAVAILABLE', `pod ${pod.key}: netns ${pod.netns} does not exist`, 'the pod sandbox is gone or the netns path is wrong');
-    }
-    this.writeEntries(pod.cgroupId, pod.ips, POD_ENROLLED, pod.exemptSrc);
+    // held open while the links are made: the sk_lookup link goes on exactly
+    // the namespace that was checked, even if the path is replaced meanwhile
+    const netns = NetnsHandle.open(pod.netns, `pod ${pod.key}`);
     try {
-      this.attach(pod.key, pod.netns, pod.cgroup);
-    } catch (e) {
-      this.unenroll(pod);
-      throw e;
+      this.writeEntries(pod.cgroupId, pod.ips, POD_ENROLLED, pod.exemptSrc);
+      try {
+        this.attach(pod.key, netns, pod.cgroup);
+      } catch (e) {
+        this.unenroll(pod);
+        throw e;
+      }
+    } finally {
+      netns.close();
     }
   }
 
@@ -302,7 +371,10 @@ export class Datapath {
    * attached, as far as its netns and cgroup exist. Never throws: what could
    * not be put in place is returned (and the caller reports it).
    */
-  isolate(pod: { key: string; cgroupId: bigint | null; ips: string[]; netns: string | null; cgroup: string | null; exemptSrc: string | null }, sharedIps: ReadonlySet<string> = new Set()): Isolation {
+  isolate(
+    pod: { key: string; cgroupId: bigint | null; ips: string[]; netns: string | null; cgroup: string | null; exemptSrc: string | null },
+    sharedIps: ReadonlySet<string> = new Set(),
+  ): Isolation {
     const res: Isolation = { outbound: false, inbound: false };
     try {
       if (pod.cgroupId !== null) {
@@ -311,7 +383,7 @@ export class Datapath {
       }
       for (const ip of pod.ips) {
         // an address two live pods claim has no single owner: both are isolated
-        const owner = sharedIps.has(ip) ? 0n : pod.cgroupId ?? 0n;
+        const owner = sharedIps.has(ip) ? 0n : (pod.cgroupId ?? 0n);
         this.update('amb_pods', encodeIp(ip), encodePod({ cgroupId: owner, flags: POD_ISOLATED, exemptSrc: pod.exemptSrc }));
       }
     } catch (e) {
@@ -320,17 +392,36 @@ export class Datapath {
     }
     const dir = this.linkDir(pod.key);
     fs.mkdirSync(dir, { recursive: true });
+    const owner = `isolate ${pod.key}`;
     if (pod.netns && fs.existsSync(pod.netns)) {
+      let netns: NetnsHandle | null = null;
       try {
-        this.closeFd(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), pod.netns!), `sk_lookup on ${pod.netns}`));
+        netns = NetnsHandle.open(pod.netns, owner);
+        const ns = netns;
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sk_lookup'),
+          'amb_sk_lookup',
+          () => this.native.linkNetns(this.prog('amb_sk_lookup'), ns.path),
+          `sk_lookup on ${pod.netns}`,
+        ).close();
         res.inbound = pod.ips.length > 0;
       } catch (e) {
         this.log.error('isolating a pod: sk_lookup not attached', { pod: pod.key, error: (e as Error).message });
+      } finally {
+        netns?.close();
       }
     }
     if (pod.cgroup && pod.cgroupId !== null) {
       try {
-        for (const [name, prog, type] of CONNECT_HOOKS) this.closeFd(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), pod.cgroup!, type), `${type} on ${pod.cgroup}`));
+        for (const [name, prog, type] of CONNECT_HOOKS)
+          this.pinnedLink(
+            owner,
+            path.join(dir, name),
+            prog,
+            () => this.native.linkCgroup(this.prog(prog), pod.cgroup!, type),
+            `${type} on ${pod.cgroup}`,
+          ).close();
         res.outbound = true;
       } catch (e) {
         this.log.error('isolating a pod: connect hooks not attached', { pod: pod.key, error: (e as Error).message });
@@ -348,25 +439,45 @@ export class Datapath {
   }
 
   /** The links of a pod, connect4 last: from then on its connections are captured. */
-  private attach(key: string, netns: string, cgroup: string): void {
+  private attach(key: string, netns: NetnsHandle, cgroup: string): void {
     const dir = this.linkDir(key);
     fs.mkdirSync(dir, { recursive: true });
-    const fds: number[] = [];
+    const owner = `enroll ${key}`;
+    const links: OwnedFd[] = [];
     try {
-      fds.push(this.pinnedLink(path.join(dir, 'sk_lookup'), 'amb_sk_lookup', () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns), `sk_lookup on ${netns}`));
-      fds.push(this.pinnedLink(path.join(dir, 'sockops'), 'amb_sockops', () => this.native.linkCgroup(this.prog('amb_sockops'), cgroup, 'sockops'), `sockops on ${cgroup}`));
+      links.push(
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sk_lookup'),
+          'amb_sk_lookup',
+          () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns.path),
+          `sk_lookup on ${netns.source}`,
+        ),
+      );
+      links.push(
+        this.pinnedLink(
+          owner,
+          path.join(dir, 'sockops'),
+          'amb_sockops',
+          () => this.native.linkCgroup(this.prog('amb_sockops'), cgroup, 'sockops'),
+          `sockops on ${cgroup}`,
+        ),
+      );
       if (this.getpeername) {
-        for (const [name, prog] of [['getpeername4', 'amb_getpeername4'], ['getpeername6', 'amb_getpeername6']] as const) {
-          fds.push(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
+        for (const [name, prog] of [
+          ['getpeername4', 'amb_getpeername4'],
+          ['getpeername6', 'amb_getpeername6'],
+        ] as const) {
+          links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
         }
       }
-      for (const [name, prog, type] of CONNECT_HOOKS) fds.push(this.pinnedLink(path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
+      for (const [name, prog, type] of CONNECT_HOOKS)
+        links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
     } finally {
-      for (const fd of fds) this.closeFd(fd);
+      // the pins hold the links; this agent keeps no fd of a pod's links
+      for (const l of links) l.close();
     }
   }
-
-  private closeFd(fd: number): void { this.native.closeFd(fd); }
 
   private unregisterListeners(cgroupId: bigint): void {
     for (const port of [this.opts.ports.outbound, this.opts.ports.inbound, this.opts.ports.hbone]) this.unregisterListener(cgroupId, port);
@@ -418,14 +529,20 @@ export class Datapath {
     let n = 0;
     for (const e of this.rawEntries('amb_pod_by_cgroup')) {
       const cg = e.key.readBigUInt64LE(0);
-      if (!wantedCgroups.has(cg)) { this.forgetCgroup(cg); n++; }
+      if (!wantedCgroups.has(cg)) {
+        this.forgetCgroup(cg);
+        n++;
+      }
     }
     for (const e of this.rawEntries('amb_pod_stats')) {
       if (!wantedCgroups.has(e.key.readBigUInt64LE(0))) this.delete('amb_pod_stats', e.key);
     }
     for (const e of this.rawEntries('amb_pods')) {
       const ip = readIp(e.key, 0);
-      if (ip === null || !wantedIps.has(ip)) { this.delete('amb_pods', e.key); n++; }
+      if (ip === null || !wantedIps.has(ip)) {
+        this.delete('amb_pods', e.key);
+        n++;
+      }
     }
     return n;
   }
@@ -433,7 +550,10 @@ export class Datapath {
   /** Pod keys (namespace/name) with pinned links (from this or an earlier agent). */
   pinnedPods(): string[] {
     try {
-      return fs.readdirSync(this.podDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name.replace('_', '/'));
+      return fs
+        .readdirSync(this.podDir, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name.replace('_', '/'));
     } catch {
       return [];
     }
@@ -502,16 +622,24 @@ export class Datapath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.agentSockopsLink >= 0) this.native.closeFd(this.agentSockopsLink);
-    for (const fd of this.progFds.values()) this.native.closeFd(fd);
-    for (const fd of this.mapFds.values()) this.native.closeFd(fd);
+    this.closeFds();
+  }
+
+  private closeFds(): void {
+    this.agentSockopsLink?.close();
+    this.agentSockopsLink = null;
+    for (const fd of this.progFds.values()) fd.close();
+    for (const fd of this.mapFds.values()) fd.close();
     this.progFds.clear();
     this.mapFds.clear();
   }
 }
 
 /** The connect hooks of a pod cgroup: [pin name, program, attach type]; connect4 last. */
-const CONNECT_HOOKS = [['connect6', 'amb_connect6', 'connect6'], ['connect4', 'amb_connect4', 'connect4']] as const;
+const CONNECT_HOOKS = [
+  ['connect6', 'amb_connect6', 'connect6'],
+  ['connect4', 'amb_connect4', 'connect4'],
+] as const;
 
 function decodeTyped(t: string, b: Buffer): unknown {
   if (t === 'u32') return b.readUInt32LE(0);
@@ -529,7 +657,12 @@ function sizeOf(t: string): number {
  * Iterates a map through its fd; used by the agent and by `inspect maps`.
  * `decode` turns a key/value buffer of the given type into what is shown.
  */
-export function dumpMap(native: NativeAddon, fd: number, name: MapName, decode: (type: string, b: Buffer) => unknown = decodeTyped): Array<{ key: unknown; value: unknown }> {
+export function dumpMap(
+  native: NativeAddon,
+  fd: number,
+  name: MapName,
+  decode: (type: string, b: Buffer) => unknown = decodeTyped,
+): Array<{ key: unknown; value: unknown }> {
   const spec = MAPS[name];
   const ks = sizeOf(spec.key);
   const vs = sizeOf(spec.value);

@@ -29,7 +29,13 @@ export interface FeatureCheck {
   detail?: string;
 }
 
-interface Spec { name: string; kind: FeatureCheck['kind']; since: string; required: boolean; probe: (n: NativeAddon) => number }
+interface Spec {
+  name: string;
+  kind: FeatureCheck['kind'];
+  since: string;
+  required: boolean;
+  probe: (n: NativeAddon) => number;
+}
 
 const SPECS: Spec[] = [
   { name: 'bpffs mounted at /sys/fs/bpf', kind: 'fs', since: '4.4', required: true, probe: () => (isBpffs('/sys/fs/bpf') ? 1 : 0) },
@@ -40,16 +46,37 @@ const SPECS: Spec[] = [
   { name: 'program type sk_msg', kind: 'prog', since: '4.17', required: false, probe: (n) => n.probeProgType('sk_msg') },
   { name: 'map type sockhash', kind: 'map', since: '4.18', required: true, probe: (n) => n.probeMapType('sockhash') },
   { name: 'map type lru_hash', kind: 'map', since: '4.10', required: true, probe: (n) => n.probeMapType('lru_hash') },
-  { name: 'helper bpf_get_current_ancestor_cgroup_id in cgroup_sock_addr', kind: 'helper', since: '5.7', required: true, probe: (n) => n.probeHelper('cgroup_sock_addr', HELPERS.get_current_ancestor_cgroup_id) },
-  { name: 'helper bpf_sk_lookup_tcp in cgroup_sock_addr', kind: 'helper', since: '5.2', required: true, probe: (n) => n.probeHelper('cgroup_sock_addr', HELPERS.sk_lookup_tcp) },
+  {
+    name: 'helper bpf_get_current_ancestor_cgroup_id in cgroup_sock_addr',
+    kind: 'helper',
+    since: '5.7',
+    required: true,
+    probe: (n) => n.probeHelper('cgroup_sock_addr', HELPERS.get_current_ancestor_cgroup_id),
+  },
+  {
+    name: 'helper bpf_sk_lookup_tcp in cgroup_sock_addr',
+    kind: 'helper',
+    since: '5.2',
+    required: true,
+    probe: (n) => n.probeHelper('cgroup_sock_addr', HELPERS.sk_lookup_tcp),
+  },
   { name: 'helper bpf_sk_assign in sk_lookup', kind: 'helper', since: '5.9', required: true, probe: (n) => n.probeHelper('sk_lookup', HELPERS.sk_assign) },
-  { name: 'helper bpf_msg_redirect_hash in sk_msg', kind: 'helper', since: '4.18', required: false, probe: (n) => n.probeHelper('sk_msg', HELPERS.msg_redirect_hash) },
+  {
+    name: 'helper bpf_msg_redirect_hash in sk_msg',
+    kind: 'helper',
+    since: '4.18',
+    required: false,
+    probe: (n) => n.probeHelper('sk_msg', HELPERS.msg_redirect_hash),
+  },
 ];
 
 function isBpffs(p: string): boolean {
   try {
     const mounts = fs.readFileSync('/proc/self/mounts', 'utf8');
-    return mounts.split('\n').some((l) => { const f = l.split(' '); return f[1] === p && f[2] === 'bpf'; });
+    return mounts.split('\n').some((l) => {
+      const f = l.split(' ');
+      return f[1] === p && f[2] === 'bpf';
+    });
   } catch {
     return false;
   }
@@ -73,7 +100,10 @@ function envDisabled(): Set<string> {
   const v = process.env.AMBIENTD_DISABLE_FEATURES;
   if (!v) return new Set();
   const out = new Set<string>();
-  for (const name of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const name of v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     for (const s of SPECS) if (s.name.includes(name)) out.add(s.name);
   }
   return out;

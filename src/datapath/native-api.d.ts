@@ -1,12 +1,20 @@
 /**
- * The exact surface of the native addon (native/addon.cc, built by node-gyp
- * into build/Release/ambient_native.node). It is deliberately thin: it checks
- * its arguments (throwing TypeError on wrong types), calls libbpf or the
- * kernel, and returns a negative errno on failure instead of throwing.
- * src/datapath/native.ts turns those numbers into typed AmbientErrors.
+ * The exact surface of the native addon (native/*.cc, one file per concern
+ * with native/addon.cc registering them; built by node-gyp into
+ * build/Release/ambient_native.node). It is deliberately thin, and keeps
+ * this contract in every function:
+ *   - it checks its arguments: a wrong JS type throws a TypeError;
+ *   - every other failure (a bad value, the kernel, libbpf) is returned as a
+ *     negative errno, never thrown; ./errno.ts names it and turns it into a
+ *     typed AmbientError (nativeError);
+ *   - setns() happens only on threads the addon creates for one call
+ *     (native/netns_thread.cc), never on Node's main thread or libuv's pool.
  *
  * Every fd returned belongs to the caller, who must close it (closeFd) or hand
- * it to Node (net.Server.listen({fd}), new net.Socket({fd})).
+ * it to Node (net.Server.listen({fd}), new net.Socket({fd})); in the datapath
+ * an OwnedFd (./handles.ts) holds it until then. A netns path argument may be
+ * any path naming a network namespace: /proc/<pid>/ns/net, /run/netns/<name>,
+ * or /proc/self/fd/<fd> of an open namespace fd (NetnsHandle.path, ./netns.ts).
  */
 
 /** Result of a call that returns a value or a negative errno. */
@@ -64,23 +72,32 @@ export interface TcpLiveness {
   userTimeoutMs?: number;
 }
 
-export interface NativeAddon {
-  /** libbpf_get_error-free open of a BPF ELF object; returns a handle > 0. */
-  objectOpen(path: string): number | Errno;
+/** A loaded-or-not BPF ELF object, owned by whoever called objectOpen. */
+export interface BpfObject {
   /**
    * Load all programs and create maps. Every map is pinned at
    * `${mapPinDir}/${mapName}`; an existing compatible pin there is reused
    * (libbpf's bpf_map__set_pin_path semantics), so a restarted agent adopts
    * its maps. mapPinDir must exist on a bpffs.
    */
-  objectLoad(handle: number, mapPinDir: string): 0 | Errno;
+  load(mapPinDir: string): 0 | Errno;
   /** fd of a loaded program by its function name (dup'ed: caller closes). */
-  objectProgramFd(handle: number, progName: string): number | Errno;
+  programFd(progName: string): number | Errno;
   /** fd of a map by name (dup'ed: caller closes). */
-  objectMapFd(handle: number, mapName: string): number | Errno;
-  /** Frees the bpf_object. Pins and dup'ed fds stay valid. */
-  objectClose(handle: number): void;
-  /** The last libbpf/verifier log lines of objectOpen/objectLoad (for errors). */
+  mapFd(mapName: string): number | Errno;
+  /** Frees the bpf_object (idempotent). Pins and dup'ed fds stay valid. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  /**
+   * Opens a BPF ELF object (bpf_object__open_file). The result owns the
+   * libbpf object: close() it (a garbage-collected BpfObject is freed too,
+   * but only as a safety net). No global table of ids: a closed object's
+   * methods return -EBADF.
+   */
+  objectOpen(path: string): BpfObject | Errno;
+  /** The last libbpf/verifier log lines of objectOpen / BpfObject.load (for errors). */
   lastLog(): string;
 
   /** bpf_obj_pin / bpf_obj_get. */
@@ -126,7 +143,7 @@ export interface NativeAddon {
 
   /**
    * Creates a TCP socket inside the network namespace at netnsPath (a
-   * /proc/<pid>/ns/net or /run/netns/<name> path). The setns() happens on a
+   * /proc/<pid>/ns/net, /run/netns/<name> or /proc/self/fd/<fd> path). The setns() happens on a
    * thread the addon creates for this call, never on Node's main thread or
    * libuv's pool; the socket is created non-blocking and CLOEXEC, options are
    * applied, then optional bind/listen. Returns the fd.
@@ -137,7 +154,7 @@ export interface NativeAddon {
   /** Inode number of a netns file (identity of the namespace). */
   netnsInode(path: string): bigint | Errno;
 
-  // ---- socket hand-over between an old and a new agent (src/handover) ----
+  // ---- socket hand-over between an old and a new agent (src/lifecycle/handover.ts) ----
   /** Connects a unix stream socket (non-blocking, CLOEXEC) to path, waiting up to timeoutMs. Returns the fd. */
   unixConnect(path: string, timeoutMs: number): number | Errno;
   /** A listening unix stream socket at path (0600; bound as path.new, then renamed over path). Serve it with net.Server.listen({fd}): libuv then never unlinks the path. */

@@ -5,10 +5,11 @@
  */
 import net from 'node:net';
 import type { NativeAddon, SocketOptions } from './native-api.js';
-import { nativeError } from './datapath.js';
-import { errnoName } from './native.js';
+import { errnoName, errnoNumber, nativeError } from './errno.js';
+import { OwnedFd } from './handles.js';
 import { AmbientError } from '../util/errors.js';
 import type { Sockaddr } from './codec.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export interface PodListener {
   server: net.Server;
@@ -38,14 +39,24 @@ function socketOpts(o: AgentSocketOptions | undefined): Partial<SocketOptions> {
 }
 
 /** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
-export async function listenInNetns(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, onConnection: (s: net.Socket) => void, opts?: AgentSocketOptions): Promise<PodListener> {
-  const fd = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...socketOpts(opts) });
-  if (fd < 0) {
-    throw errnoName(fd) === 'EADDRINUSE'
-      ? new AmbientError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}: EADDRINUSE`, 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config', { errno: -fd })
-      : nativeError('LISTENER_FAILED', `cannot listen on ${bind.ip}:${bind.port} in ${netns}`, fd, 'check the pod netns still exists and the agent has CAP_NET_ADMIN');
-  }
-  return serveListeningFd(fd, bind, onConnection);
+export async function listenInNetns(
+  native: NativeAddon,
+  netns: string,
+  bind: Sockaddr,
+  mark: number,
+  onConnection: (s: net.Socket) => void,
+  opts?: AgentSocketOptions,
+): Promise<PodListener> {
+  const rc = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...socketOpts(opts) });
+  const hint =
+    errnoName(rc) === 'EADDRINUSE'
+      ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
+      : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
+  if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${formatHostPort(bind)} in ${netns}`, rc, hint);
+  const sock = new OwnedFd(native, rc, 'socket', 'listenInNetns', `listener ${formatHostPort(bind)} in ${netns}`);
+  // From server.listen({fd}) on, Node owns the fd: it closes it itself when
+  // its listen() fails, so closing it here too could close a reused number.
+  return serveListeningFd(sock.release(), bind, onConnection);
 }
 
 /**
@@ -70,9 +81,21 @@ export function handleFd(x: net.Server | net.Socket | null | undefined): number 
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
-export class DialError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+/**
+ * A connection that could not be opened from a pod's netns: an AmbientError
+ * (UPSTREAM_FAILED) that also carries the system's name for why, e.g.
+ * ECONNREFUSED or ETIMEDOUT (ECONNFAILED when the system gave none): callers
+ * report `errnoName` as the reason of the failed connection.
+ */
+export class DialError extends AmbientError {
+  constructor(
+    readonly errnoName: string,
+    message: string,
+    hint = 'the destination refused or did not answer; check it listens and policy allows it',
+  ) {
+    const n = errnoNumber(errnoName);
+    super('UPSTREAM_FAILED', message, hint, n !== undefined ? { errno: n } : {});
+    this.name = 'DialError';
   }
 }
 
@@ -81,19 +104,37 @@ export class DialError extends Error {
  * pod's), with the agent's mark on the socket. Resolves once connected.
  * `opts`: buffers and liveness set on the socket as it is made.
  */
-export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: AgentSocketOptions): Promise<net.Socket> {
-  const fd = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
-  if (fd < 0) return Promise.reject(new DialError(errnoName(fd), `socket in ${netns}: ${errnoName(fd)}`));
-  const sock = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+export function dialFromNetns(
+  native: NativeAddon,
+  netns: string,
+  dst: Sockaddr,
+  mark: number,
+  timeoutMs = 10_000,
+  opts?: AgentSocketOptions,
+): Promise<net.Socket> {
+  const rc = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
+  if (rc < 0)
+    return Promise.reject(
+      new DialError(errnoName(rc), `socket in ${netns}: ${errnoName(rc)}`, 'check the pod netns still exists and the agent has CAP_NET_ADMIN'),
+    );
+  const fd = new OwnedFd(native, rc, 'socket', 'dialFromNetns', `socket to ${formatHostPort(dst)} in ${netns}`);
+  let sock: net.Socket;
+  try {
+    sock = new net.Socket({ fd: fd.fd, allowHalfOpen: true, readable: true, writable: true });
+  } catch (e) {
+    fd.close();
+    return Promise.reject(e);
+  }
+  fd.release(); // the net.Socket owns it now
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new DialError('ETIMEDOUT', `connect ${dst.ip}:${dst.port} timed out`));
+      reject(new DialError('ETIMEDOUT', `connect ${formatHostPort(dst)} timed out`));
     }, timeoutMs);
     const onError = (e: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       sock.destroy();
-      reject(new DialError(e.code ?? 'ECONNFAILED', `connect ${dst.ip}:${dst.port}: ${e.code ?? e.message}`));
+      reject(new DialError(e.code ?? 'ECONNFAILED', `connect ${formatHostPort(dst)}: ${e.code ?? e.message}`));
     };
     sock.once('error', onError);
     sock.connect({ port: dst.port, host: dst.ip }, () => {

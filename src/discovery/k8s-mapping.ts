@@ -1,87 +1,76 @@
 /**
- * Kubernetes API objects (raw JSON, as served) -> the mesh model. Pure and
- * strict about the fields the mesh uses; every other field is ignored. A
- * problem throws a FieldError naming the field ("status.podIP: ..."), which
- * the source turns into an EntryError "<Kind> <ns>/<name>: <field>: <problem>".
+ * The one mapper from Kubernetes objects (raw JSON/YAML, as the API server
+ * serves them or as `kubectl get -o yaml` prints them) to the mesh model. Both
+ * workload sources use it: the Kubernetes source on what it lists and watches,
+ * the file source on the objects of the workload file (its compact form is
+ * turned into objects first, see compact.ts). Pure and strict about the
+ * fields the mesh uses; every other field is ignored. A problem throws a
+ * FieldError naming the field ("status.podIP: ..."), which the source turns
+ * into an EntryError "<Kind> <ns>/<name>: <field>: <problem>".
+ *
+ * The rules are Kubernetes' and Istio's:
+ *  - apiVersion is checked for every kind (API_VERSIONS); the Kubernetes
+ *    source fills in the apiVersion/kind the API server leaves out of list
+ *    items (withTypeMeta);
+ *  - namespace and Service names are DNS-1123 labels, other object names
+ *    DNS-1123 subdomains;
+ *  - a pod is ready only with the condition Ready=True; hostNetwork pods,
+ *    pods in phase Succeeded/Failed and pods without an IP are not workloads
+ *    (a skip, not an error);
+ *  - a Service's targetPort is a number, or a port name (an IANA service
+ *    name, so never all digits: the API server rejects `targetPort: "8080"`);
+ *  - an AuthorizationPolicy's deprecated spec.targetRef is folded into
+ *    spec.targetRefs.
+ * Where a pod lives (netns, cgroup) is not the mapper's business: the file
+ * source reads it from annotations, the Kubernetes source from /proc.
  */
 import net from 'node:net';
-import type {
-  AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort,
-} from './model.js';
+import type { AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort } from './model.js';
+import { dnsName, FieldError, ip, isAbsent, isObj, list, obj, oneOf, optBool, optStr, port, portName, show, strMap, type Obj } from '../util/fields.js';
 
-export class FieldError extends Error {
-  constructor(readonly field: string, readonly problem: string) {
-    super(`${field}: ${problem}`);
-    this.name = 'FieldError';
-  }
+export { FieldError } from '../util/fields.js';
+
+/** The kinds the mesh reads, and the apiVersions each is accepted in. */
+export const API_VERSIONS = {
+  Namespace: ['v1'],
+  Pod: ['v1'],
+  Service: ['v1'],
+  EndpointSlice: ['discovery.k8s.io/v1'],
+  AuthorizationPolicy: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
+} as const satisfies Record<string, readonly string[]>;
+
+export type MeshKind = keyof typeof API_VERSIONS;
+
+export function isMeshKind(k: unknown): k is MeshKind {
+  return typeof k === 'string' && Object.prototype.hasOwnProperty.call(API_VERSIONS, k);
 }
 
-type Obj = Record<string, unknown>;
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
-function show(v: unknown): string {
-  const s = v === undefined ? 'undefined' : JSON.stringify(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+/** What differs between the sources' inputs (never the rules). */
+export interface MapOptions {
+  /** hostname suffix of Services (default cluster.local) */
+  clusterDomain?: string;
+  /**
+   * A pod with an IP but without spec.nodeName: the file source reads it as
+   * "on this node" (node null: single-machine files need not name the node);
+   * for the Kubernetes source it is malformed (a pod gets its IP only once
+   * scheduled). Default false.
+   */
+  nodeOptional?: boolean;
 }
 
-function isObj(v: unknown): v is Obj {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
+/**
+ * The object with apiVersion and kind filled in when absent. The API server
+ * leaves them out of the items of a list of built-in kinds; the collection
+ * that was listed says what they are (as client-go's decoder does).
+ */
+export function withTypeMeta(o: unknown, kind: MeshKind, apiVersion: string): unknown {
+  if (!isObj(o) || (!isAbsent(o.apiVersion) && !isAbsent(o.kind))) return o;
+  return { ...o, apiVersion: isAbsent(o.apiVersion) ? apiVersion : o.apiVersion, kind: isAbsent(o.kind) ? kind : o.kind };
 }
 
-function obj(v: unknown, field: string, required: boolean): Obj | undefined {
-  if (v === undefined || v === null) {
-    if (required) throw new FieldError(field, 'missing');
-    return undefined;
-  }
-  if (!isObj(v)) throw new FieldError(field, `must be an object, got ${show(v)}`);
-  return v;
-}
-
-function arr(v: unknown, field: string): unknown[] {
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new FieldError(field, `must be a list, got ${show(v)}`);
-  return v;
-}
-
-function optStr(v: unknown, field: string): string | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw new FieldError(field, `must be a string, got ${show(v)}`);
-  return v;
-}
-
-function name(v: unknown, field: string, re: RegExp, max: number): string {
-  if (typeof v !== 'string' || v === '') throw new FieldError(field, `must be a non-empty string, got ${show(v)}`);
-  if (v.length > max || !re.test(v)) throw new FieldError(field, `${show(v)} is not a valid name`);
-  return v;
-}
-
-function ip(v: unknown, field: string): string {
-  if (typeof v !== 'string' || net.isIP(v) === 0) throw new FieldError(field, `${show(v)} is not an IP address`);
-  return v;
-}
-
-function strMap(v: unknown, field: string): Record<string, string> {
-  if (v === undefined || v === null) return {};
-  if (!isObj(v)) throw new FieldError(field, `must be a map of strings, got ${show(v)}`);
-  const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v)) {
-    if (typeof val !== 'string') throw new FieldError(`${field}.${k}`, `must be a string, got ${show(val)}`);
-    out[k] = val;
-  }
-  return out;
-}
-
-function portNumber(v: unknown, field: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new FieldError(field, `must be a port number 1-65535, got ${show(v)}`);
-  return v;
-}
-
-function protocol(v: unknown, field: string): 'TCP' | 'UDP' | 'SCTP' {
-  if (v === undefined || v === null) return 'TCP';
-  if (v === 'TCP' || v === 'UDP' || v === 'SCTP') return v;
-  throw new FieldError(field, `must be TCP, UDP or SCTP, got ${show(v)}`);
+function typeMeta(o: Obj, kind: MeshKind): void {
+  if (!isAbsent(o.kind) && o.kind !== kind) throw new FieldError('kind', `must be ${kind}, got ${show(o.kind)}`);
+  oneOf(o.apiVersion, 'apiVersion', API_VERSIONS[kind]);
 }
 
 export interface Meta {
@@ -89,15 +78,25 @@ export interface Meta {
   namespace: string;
   uid?: string;
   labels: Record<string, string>;
+  annotations: Record<string, string>;
 }
 
-export function meta(o: unknown, namespaced: boolean): Meta {
+/** Type and object metadata: names by the DNS-1123 rules (a namespace is a label). */
+export function meta(o: unknown, kind: MeshKind): Meta {
   if (!isObj(o)) throw new FieldError('(object)', `must be an object, got ${show(o)}`);
-  const md = obj(o.metadata, 'metadata', true)!;
-  const n = name(md.name, 'metadata.name', namespaced ? DNS_SUBDOMAIN : DNS_LABEL, namespaced ? 253 : 63);
-  const ns = namespaced ? name(md.namespace, 'metadata.namespace', DNS_LABEL, 63) : '';
+  typeMeta(o, kind);
+  const md = obj(o.metadata, 'metadata', true);
+  const namespaced = kind !== 'Namespace';
+  const n = dnsName(md.name, 'metadata.name', namespaced && kind !== 'Service' ? 'subdomain' : 'label');
+  const ns = namespaced ? dnsName(md.namespace, 'metadata.namespace', 'label') : '';
   const uid = optStr(md.uid, 'metadata.uid');
-  return { name: n, namespace: ns, ...(uid ? { uid } : {}), labels: strMap(md.labels, 'metadata.labels') };
+  return {
+    name: n,
+    namespace: ns,
+    ...(uid ? { uid } : {}),
+    labels: strMap(md.labels, 'metadata.labels'),
+    annotations: strMap(md.annotations, 'metadata.annotations'),
+  };
 }
 
 /** "Pod ns/name", "Namespace name", or the best that can be said of a broken object. */
@@ -109,10 +108,12 @@ export function describeObject(kind: string, o: unknown, fallback?: string): str
   return `${kind} ${ns ? `${ns}/` : ''}${n}`;
 }
 
+const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
+
 // ---------------------------------------------------------------- Namespace
 
 export function mapNamespace(o: unknown): NamespaceInfo {
-  const m = meta(o, false);
+  const m = meta(o, 'Namespace');
   return { name: m.name, labels: m.labels };
 }
 
@@ -127,43 +128,38 @@ export type PodSkip =
   /** no status.podIP yet (Pending, not scheduled, sandbox not created) */
   | 'noIP';
 
-export type PodMapping = { pod: PodInfo } | { skip: PodSkip };
+/** A pod (netns/cgroup null: the source says where it lives) and its annotations. */
+export type PodMapping = { pod: PodInfo; annotations: Record<string, string> } | { skip: PodSkip };
 
-/**
- * Maps a v1 Pod. netns/cgroup are left null (filled by the source for local
- * pods); node is spec.nodeName.
- */
-export function mapPod(o: unknown): PodMapping {
-  const m = meta(o, true);
+/** Maps a v1 Pod; node is spec.nodeName (null only with opts.nodeOptional). */
+export function mapPod(o: unknown, opts: MapOptions = {}): PodMapping {
+  const m = meta(o, 'Pod');
   const p = o as Obj;
-  const spec = obj(p.spec, 'spec', true)!;
-  if (spec.hostNetwork !== undefined && spec.hostNetwork !== null && typeof spec.hostNetwork !== 'boolean') {
-    throw new FieldError('spec.hostNetwork', `must be a boolean, got ${show(spec.hostNetwork)}`);
-  }
-  if (spec.hostNetwork === true) return { skip: 'hostNetwork' };
-  const status = obj(p.status, 'status', false) ?? {};
+  const spec = obj(p.spec, 'spec', true);
+  if (optBool(spec.hostNetwork, 'spec.hostNetwork') === true) return { skip: 'hostNetwork' };
+  const status = obj(p.status, 'status') ?? {};
   const phase = optStr(status.phase, 'status.phase');
   if (phase === 'Succeeded' || phase === 'Failed') return { skip: 'terminated' };
 
   const ips: string[] = [];
-  const podIP = status.podIP === undefined || status.podIP === null || status.podIP === '' ? undefined : ip(status.podIP, 'status.podIP');
+  const podIP = isAbsent(status.podIP) || status.podIP === '' ? undefined : ip(status.podIP, 'status.podIP');
   if (podIP) ips.push(podIP);
-  arr(status.podIPs, 'status.podIPs').forEach((e, i) => {
-    const eo = obj(e, `status.podIPs[${i}]`, true)!;
-    const a = ip(eo.ip, `status.podIPs[${i}].ip`);
+  list(status.podIPs, 'status.podIPs').forEach((e, i) => {
+    const a = ip(obj(e, `status.podIPs[${i}]`, true).ip, `status.podIPs[${i}].ip`);
     if (!ips.includes(a)) ips.push(a);
   });
   if (ips.length === 0) return { skip: 'noIP' };
 
+  const saField = !isAbsent(spec.serviceAccountName) ? 'spec.serviceAccountName' : 'spec.serviceAccount';
   const sa = spec.serviceAccountName ?? spec.serviceAccount;
-  const serviceAccount = sa === undefined || sa === null || sa === ''
-    ? 'default'
-    : name(sa, spec.serviceAccountName !== undefined ? 'spec.serviceAccountName' : 'spec.serviceAccount', DNS_SUBDOMAIN, 253);
-  const node = name(spec.nodeName, 'spec.nodeName', DNS_SUBDOMAIN, 253);
+  const serviceAccount = isAbsent(sa) || sa === '' ? 'default' : dnsName(sa, saField, 'subdomain');
+  const node = opts.nodeOptional && isAbsent(spec.nodeName) ? null : dnsName(spec.nodeName, 'spec.nodeName', 'subdomain');
 
+  // Ready only with the condition Ready=True (no condition: not ready, as the
+  // endpoints controller and Istio read it)
   let ready = false;
-  arr(status.conditions, 'status.conditions').forEach((c, i) => {
-    const co = obj(c, `status.conditions[${i}]`, true)!;
+  list(status.conditions, 'status.conditions').forEach((c, i) => {
+    const co = obj(c, `status.conditions[${i}]`, true);
     const type = optStr(co.type, `status.conditions[${i}].type`);
     const st = optStr(co.status, `status.conditions[${i}].status`);
     if (type === 'Ready') ready = st === 'True';
@@ -182,51 +178,74 @@ export function mapPod(o: unknown): PodMapping {
     labels: m.labels,
     ready,
   };
-  return { pod };
+  return { pod, annotations: m.annotations };
 }
 
 // ---------------------------------------------------------------- Service
 
-/** A Service without endpoints (they come from EndpointSlices). */
-export function mapService(o: unknown, clusterDomain = 'cluster.local'): ServiceInfo {
-  const m = meta(o, true);
-  const spec = obj((o as Obj).spec, 'spec', true)!;
+/**
+ * A Service's targetPort (IntOrString): absent or 0 = the port; a number
+ * 1-65535; or the name of a container port, an IANA service name. A string of
+ * digits is neither (Kubernetes' validation rejects it: a port name has at
+ * least one letter).
+ */
+function targetPort(v: unknown, field: string, def: number): number | string {
+  if (isAbsent(v) || v === 0 || v === '') return def;
+  if (typeof v === 'number') return port(v, field);
+  if (typeof v === 'string' && /^[0-9]+$/.test(v)) {
+    throw new FieldError(field, `${show(v)} is a string of digits: write the port as a number (${v}), or a port name (which has at least one letter)`);
+  }
+  if (typeof v === 'string') return portName(v, field);
+  throw new FieldError(field, `must be a port number or a port name, got ${show(v)}`);
+}
+
+/** A Service without endpoints (the Kubernetes source adds them from EndpointSlices, the file source from the selector). */
+export function mapService(o: unknown, opts: MapOptions = {}): ServiceInfo {
+  const m = meta(o, 'Service');
+  const spec = obj((o as Obj).spec, 'spec', true);
   const type = optStr(spec.type, 'spec.type') ?? 'ClusterIP';
   let raw: unknown[];
   let field: string;
-  if (spec.clusterIPs !== undefined && spec.clusterIPs !== null) {
-    raw = arr(spec.clusterIPs, 'spec.clusterIPs');
+  if (!isAbsent(spec.clusterIPs)) {
+    raw = list(spec.clusterIPs, 'spec.clusterIPs');
     field = 'spec.clusterIPs';
   } else {
-    raw = spec.clusterIP === undefined || spec.clusterIP === null ? [] : [spec.clusterIP];
+    raw = isAbsent(spec.clusterIP) ? [] : [spec.clusterIP];
     field = 'spec.clusterIP';
   }
   const vips: string[] = [];
+  let headless = false;
   raw.forEach((v, i) => {
-    if (v === 'None' || v === '') return; // headless / not allocated
+    if (v === 'None') {
+      headless = true;
+      return;
+    }
+    if (v === '') return; // not allocated
     const a = ip(v, field === 'spec.clusterIPs' ? `${field}[${i}]` : field);
     if (!vips.includes(a)) vips.push(a);
   });
   if (type === 'ExternalName') vips.length = 0;
 
-  const ports: ServicePort[] = arr(spec.ports, 'spec.ports').map((p, i) => {
+  const rawPorts = list(spec.ports, 'spec.ports');
+  if (rawPorts.length === 0 && !headless && type !== 'ExternalName')
+    throw new FieldError('spec.ports', 'must list at least one port (only headless and ExternalName Services may have none)');
+  const ports: ServicePort[] = rawPorts.map((p, i) => {
     const f = `spec.ports[${i}]`;
-    const po = obj(p, f, true)!;
-    const port = portNumber(po.port, `${f}.port`);
+    const po = obj(p, f, true);
+    const pn = port(po.port, `${f}.port`);
     const n = optStr(po.name, `${f}.name`);
-    let targetPort: number | string = port;
-    const tp = po.targetPort;
-    if (typeof tp === 'number') targetPort = portNumber(tp, `${f}.targetPort`);
-    else if (typeof tp === 'string' && /^[0-9]+$/.test(tp)) targetPort = portNumber(Number(tp), `${f}.targetPort`);
-    else if (typeof tp === 'string' && tp !== '') targetPort = tp;
-    else if (tp !== undefined && tp !== null && tp !== '' && tp !== 0) throw new FieldError(`${f}.targetPort`, `must be a port number or a port name, got ${show(tp)}`);
-    return { ...(n ? { name: n } : {}), port, targetPort, protocol: protocol(po.protocol, `${f}.protocol`) };
+    return {
+      ...(n ? { name: n } : {}),
+      port: pn,
+      targetPort: targetPort(po.targetPort, `${f}.targetPort`, pn),
+      protocol: oneOf(po.protocol, `${f}.protocol`, PROTOCOLS, 'TCP'),
+    };
   });
-  const selector = spec.selector === undefined || spec.selector === null ? undefined : strMap(spec.selector, 'spec.selector');
+  const selector = isAbsent(spec.selector) ? undefined : strMap(spec.selector, 'spec.selector');
   return {
     name: m.name,
     namespace: m.namespace,
-    hostname: `${m.name}.${m.namespace}.svc.${clusterDomain}`,
+    hostname: `${m.name}.${m.namespace}.svc.${opts.clusterDomain ?? 'cluster.local'}`,
     vips,
     ports,
     ...(selector && Object.keys(selector).length > 0 ? { selector } : {}),
@@ -247,37 +266,34 @@ export interface SliceInfo {
 }
 
 export function mapEndpointSlice(o: unknown): SliceInfo {
-  const m = meta(o, true);
+  const m = meta(o, 'EndpointSlice');
   const s = o as Obj;
   const service = m.labels[SERVICE_NAME_LABEL] || null;
-  const addressType = optStr(s.addressType, 'addressType');
+  const addressType = oneOf(s.addressType, 'addressType', ['IPv4', 'IPv6', 'FQDN'] as const);
   if (addressType === 'FQDN') return { name: m.name, namespace: m.namespace, service, endpoints: [] };
-  if (addressType !== 'IPv4' && addressType !== 'IPv6') throw new FieldError('addressType', `must be IPv4, IPv6 or FQDN, got ${show(addressType)}`);
 
   const ports: Array<{ name?: string; port: number }> = [];
-  arr(s.ports, 'ports').forEach((p, i) => {
-    const po = obj(p, `ports[${i}]`, true)!;
+  list(s.ports, 'ports').forEach((p, i) => {
+    const po = obj(p, `ports[${i}]`, true);
     const n = optStr(po.name, `ports[${i}].name`);
-    protocol(po.protocol, `ports[${i}].protocol`);
-    if (po.port === undefined || po.port === null) return; // "all ports" slice entries: nothing to resolve against
-    ports.push({ ...(n ? { name: n } : {}), port: portNumber(po.port, `ports[${i}].port`) });
+    oneOf(po.protocol, `ports[${i}].protocol`, PROTOCOLS, 'TCP');
+    if (isAbsent(po.port)) return; // "all ports" slice entries: nothing to resolve against
+    ports.push({ ...(n ? { name: n } : {}), port: port(po.port, `ports[${i}].port`) });
   });
 
   const endpoints: Endpoint[] = [];
-  arr(s.endpoints, 'endpoints').forEach((e, i) => {
+  list(s.endpoints, 'endpoints').forEach((e, i) => {
     const f = `endpoints[${i}]`;
-    const eo = obj(e, f, true)!;
-    const addrs = arr(eo.addresses, `${f}.addresses`);
+    const eo = obj(e, f, true);
+    const addrs = list(eo.addresses, `${f}.addresses`);
     if (addrs.length === 0) throw new FieldError(`${f}.addresses`, 'must list at least one address');
-    const cond = obj(eo.conditions, `${f}.conditions`, false) ?? {};
-    const r = cond.ready;
-    if (r !== undefined && r !== null && typeof r !== 'boolean') throw new FieldError(`${f}.conditions.ready`, `must be a boolean, got ${show(r)}`);
-    const ready = r !== false; // nil means ready (discovery.k8s.io/v1 EndpointConditions)
-    const ref = obj(eo.targetRef, `${f}.targetRef`, false);
+    const cond = obj(eo.conditions, `${f}.conditions`) ?? {};
+    const ready = optBool(cond.ready, `${f}.conditions.ready`) !== false; // nil means ready (discovery.k8s.io/v1 EndpointConditions)
+    const ref = obj(eo.targetRef, `${f}.targetRef`);
     let pod: string | undefined;
     if (ref && ref.kind === 'Pod') {
-      const rn = name(ref.name, `${f}.targetRef.name`, DNS_SUBDOMAIN, 253);
-      const rns = ref.namespace === undefined || ref.namespace === null || ref.namespace === '' ? m.namespace : name(ref.namespace, `${f}.targetRef.namespace`, DNS_LABEL, 63);
+      const rn = dnsName(ref.name, `${f}.targetRef.name`, 'subdomain');
+      const rns = isAbsent(ref.namespace) || ref.namespace === '' ? m.namespace : dnsName(ref.namespace, `${f}.targetRef.namespace`, 'label');
       pod = `${rns}/${rn}`;
     }
     const nodeName = optStr(eo.nodeName, `${f}.nodeName`);
@@ -316,21 +332,47 @@ export function mergeEndpoints(slices: SliceInfo[]): Endpoint[] {
 // ---------------------------------------------------------------- AuthorizationPolicy
 
 /**
- * Maps a security.istio.io/v1 AuthorizationPolicy. A missing spec is the
- * empty spec (ALLOW with no rules: allows nothing). The deprecated singular
- * spec.targetRef is folded into targetRefs.
+ * Maps a security.istio.io/v1 (or v1beta1) AuthorizationPolicy. A missing
+ * spec is the empty spec (ALLOW with no rules: allows nothing). The
+ * deprecated singular spec.targetRef is folded into targetRefs.
  */
 export function mapAuthorizationPolicy(o: unknown): AuthorizationPolicy {
-  const m = meta(o, true);
+  const m = meta(o, 'AuthorizationPolicy');
   // The spec goes to the policy engine as written: it validates it with field
   // paths and applies Istio's fail-safe to an invalid policy (an invalid DENY
   // denies, an invalid ALLOW allows nothing). Dropping a malformed policy here
   // would open access instead.
   const raw = (o as Obj).spec;
-  const spec = (raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? { ...(raw as Obj) } : {}) as AuthorizationPolicySpec & { targetRef?: unknown };
-  if (spec.targetRef !== undefined && spec.targetRef !== null) {
+  const spec = (isObj(raw) ? { ...raw } : {}) as AuthorizationPolicySpec & { targetRef?: unknown };
+  if (!isAbsent(spec.targetRef)) {
     spec.targetRefs = [...(Array.isArray(spec.targetRefs) ? spec.targetRefs : []), spec.targetRef];
     delete spec.targetRef;
   }
   return { name: m.name, namespace: m.namespace, spec };
+}
+
+// ---------------------------------------------------------------- any kind
+
+/** What one object of a mesh kind maps to. */
+export type Mapped =
+  | { kind: 'Namespace'; value: NamespaceInfo }
+  | { kind: 'Pod'; value: PodMapping }
+  | { kind: 'Service'; value: ServiceInfo }
+  | { kind: 'EndpointSlice'; value: SliceInfo }
+  | { kind: 'AuthorizationPolicy'; value: AuthorizationPolicy };
+
+/** Maps an object of any mesh kind (by its kind field). */
+export function mapObject(kind: MeshKind, o: unknown, opts: MapOptions = {}): Mapped {
+  switch (kind) {
+    case 'Namespace':
+      return { kind, value: mapNamespace(o) };
+    case 'Pod':
+      return { kind, value: mapPod(o, opts) };
+    case 'Service':
+      return { kind, value: mapService(o, opts) };
+    case 'EndpointSlice':
+      return { kind, value: mapEndpointSlice(o) };
+    case 'AuthorizationPolicy':
+      return { kind, value: mapAuthorizationPolicy(o) };
+  }
 }

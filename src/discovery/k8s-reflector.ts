@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one list+watch state machine (paging, bookmarks, 410 Gone, back-off, stream parsing) over its private fields.
 /**
  * One Kubernetes collection kept in memory by list+watch (a "reflector", in
  * client-go terms), on raw JSON objects so the mapping layer sees exactly what
@@ -26,6 +27,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { AmbientError } from '../util/errors.js';
+import { isAbsent, isObj } from '../util/fields.js';
 import type { Logger } from '../util/log.js';
 
 export type KObject = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -64,8 +67,15 @@ export interface ReflectorOptions {
   handlers: ReflectorHandlers;
 }
 
-/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. */
-export class KubernetesApiError extends Error {
+function apiHint(statusCode: number | undefined): string {
+  if (statusCode === 401) return 'the API server refused the credentials: check the ServiceAccount token (or the kubeconfig user); the watch retries meanwhile';
+  if (statusCode === 403) return 'RBAC forbids it: apply deploy/rbac.yaml (list and watch on the watched resources); the watch retries meanwhile';
+  if (statusCode === 404) return 'the resource is not served (a CRD not installed?); the watch retries meanwhile';
+  return 'the watch retries with back-off and the last state is served; check that the API server is reachable from the node';
+}
+
+/** An API failure: HTTP status (if any), the API Status reason/message, or the transport error. Code K8S_API. */
+export class KubernetesApiError extends AmbientError {
   constructor(
     message: string,
     readonly path: string,
@@ -73,12 +83,17 @@ export class KubernetesApiError extends Error {
     readonly reason?: string,
     opts?: { cause?: unknown },
   ) {
-    super(message, opts);
+    super('K8S_API', message, apiHint(statusCode), opts);
     this.name = 'KubernetesApiError';
   }
 }
 
-class Stopped extends Error {}
+/** The reflector was stopped: ends the loop quietly (never leaves this module). */
+class Stopped extends AmbientError {
+  constructor() {
+    super('K8S_API', 'stopped', 'none: the source was stopped');
+  }
+}
 
 interface WatchOutcome {
   kind: 'closed' | 'gone';
@@ -88,20 +103,20 @@ interface WatchOutcome {
 
 /** Key of an object: "namespace/name", or "name" for cluster-scoped objects; null when unkeyable. */
 export function objectKey(obj: unknown): string | null {
-  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return null;
-  const md = (obj as KObject).metadata;
-  if (!md || typeof md !== 'object' || Array.isArray(md)) return null;
+  if (!isObj(obj)) return null;
+  const md = obj.metadata;
+  if (!isObj(md)) return null;
   const name = md.name;
   const ns = md.namespace;
   if (typeof name !== 'string' || name === '') return null;
-  if (ns === undefined || ns === null || ns === '') return name;
+  if (isAbsent(ns) || ns === '') return name;
   if (typeof ns !== 'string') return null;
   return `${ns}/${name}`;
 }
 
 function rvOf(obj: unknown): string | undefined {
   const md = (obj as KObject | null)?.metadata;
-  const rv = md && typeof md === 'object' ? (md as Record<string, unknown>).resourceVersion : undefined;
+  const rv = isObj(md) ? md.resourceVersion : undefined;
   return typeof rv === 'string' && rv !== '' ? rv : undefined;
 }
 
@@ -115,7 +130,9 @@ function statusText(body: string): { reason?: string; message?: string; code?: n
         ...(typeof s.code === 'number' ? { code: s.code } : {}),
       };
     }
-  } catch { /* not a Status */ }
+  } catch {
+    /* not a Status */
+  }
   return { message: body.slice(0, 200) };
 }
 
@@ -148,15 +165,28 @@ export class Reflector {
       .catch((e: unknown) => this.o.log.error('reflector loop failed; restarting', { resource: this.o.path, error: e }))
       .finally(() => {
         this.running = false;
-        if (!this.stopped) this.restartTimer = setTimeout(() => { this.restartTimer = null; this.start(); }, this.o.backoffMaxMs);
+        if (!this.stopped)
+          this.restartTimer = setTimeout(() => {
+            this.restartTimer = null;
+            this.start();
+          }, this.o.backoffMaxMs);
       });
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.req) { this.req.destroy(); this.req = null; }
-    if (this.sleepTimer) { clearTimeout(this.sleepTimer); this.sleepTimer = null; }
-    if (this.restartTimer) { clearTimeout(this.restartTimer); this.restartTimer = null; }
+    if (this.req) {
+      this.req.destroy();
+      this.req = null;
+    }
+    if (this.sleepTimer) {
+      clearTimeout(this.sleepTimer);
+      this.sleepTimer = null;
+    }
+    if (this.restartTimer) {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+    }
     const wake = this.sleepWake;
     this.sleepWake = null;
     wake?.();
@@ -166,7 +196,11 @@ export class Reflector {
     return new Promise((resolve) => {
       if (this.stopped) return resolve();
       this.sleepWake = resolve;
-      this.sleepTimer = setTimeout(() => { this.sleepTimer = null; this.sleepWake = null; resolve(); }, ms);
+      this.sleepTimer = setTimeout(() => {
+        this.sleepTimer = null;
+        this.sleepWake = null;
+        resolve();
+      }, ms);
     });
   }
 
@@ -177,7 +211,11 @@ export class Reflector {
 
   private fail(err: KubernetesApiError): void {
     this.stats.errors++;
-    try { this.o.handlers.error(err); } catch { /* a handler never takes the loop down */ }
+    try {
+      this.o.handlers.error(err);
+    } catch {
+      /* a handler never takes the loop down */
+    }
   }
 
   private async loop(): Promise<void> {
@@ -209,9 +247,15 @@ export class Reflector {
         if (this.stopped || e instanceof Stopped) return;
         // a watch that had been working before it broke starts the back-off afresh
         const w = this.lastWatch;
-        if (w && (w.events > 0 || Date.now() - w.started >= 1000)) { attempt = 0; gone = 0; }
+        if (w && (w.events > 0 || Date.now() - w.started >= 1000)) {
+          attempt = 0;
+          gone = 0;
+        }
         this.lastWatch = null;
-        const err = e instanceof KubernetesApiError ? e : new KubernetesApiError(`${this.o.kind}: ${(e as Error).message}`, this.o.path, undefined, undefined, { cause: e });
+        const err =
+          e instanceof KubernetesApiError
+            ? e
+            : new KubernetesApiError(`${this.o.kind}: ${(e as Error).message}`, this.o.path, undefined, undefined, { cause: e });
         if (err.statusCode === 404 && this.o.optional) {
           this.becomeAbsent();
           await this.sleep(this.o.absentRetryMs);
@@ -234,7 +278,10 @@ export class Reflector {
     this.rv = null;
     if (!this.absentLogged) {
       this.absentLogged = true;
-      this.o.log.warn(`${this.o.kind} is not served by the API server (CRD not installed?); treating it as empty and retrying`, { resource: this.o.path, retryMs: this.o.absentRetryMs });
+      this.o.log.warn(`${this.o.kind} is not served by the API server (CRD not installed?); treating it as empty and retrying`, {
+        resource: this.o.path,
+        retryMs: this.o.absentRetryMs,
+      });
     }
     if (!this.absent || !this.syncedOnce) {
       this.absent = true;
@@ -250,7 +297,11 @@ export class Reflector {
   }
 
   /** Opens a GET; resolves with the response once headers arrived. */
-  private async request(query: Record<string, string>, timeoutMs: number, untilResponse: boolean): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
+  private async request(
+    query: Record<string, string>,
+    timeoutMs: number,
+    untilResponse: boolean,
+  ): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
     const kc = this.o.kubeConfig;
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new KubernetesApiError('kubeconfig has no current cluster', this.o.path);
@@ -265,11 +316,20 @@ export class Reflector {
       const req = mod.request(url, { method: 'GET', headers, agent: opts.agent, ...(opts.auth ? { auth: opts.auth } : {}) });
       this.req = req;
       // lists: the whole exchange; watches: until the response headers
-      const timer = setTimeout(() => req.destroy(new Error(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => req.destroy(new KubernetesApiError(`no ${untilResponse ? 'response' : 'complete response'} in ${timeoutMs} ms`, this.o.path)),
+        timeoutMs,
+      );
       req.once('close', () => clearTimeout(timer));
       if (untilResponse) req.once('response', () => clearTimeout(timer));
       req.on('socket', (s) => s.setKeepAlive(true, 30_000));
-      req.on('error', (e) => reject(this.stopped ? new Stopped() : new KubernetesApiError(`${this.o.kind}: GET ${url.pathname}: ${e.message}`, this.o.path, undefined, undefined, { cause: e })));
+      req.on('error', (e) =>
+        reject(
+          this.stopped
+            ? new Stopped()
+            : new KubernetesApiError(`${this.o.kind}: GET ${url.pathname}: ${e.message}`, this.o.path, undefined, undefined, { cause: e }),
+        ),
+      );
       req.once('response', (res) => resolve({ req, res }));
       req.end();
     });
@@ -281,7 +341,9 @@ export class Reflector {
       res.on('data', (c: Buffer) => chunks.push(c));
       res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', (e) => reject(e));
-      res.once('close', () => { if (!res.complete) reject(this.stopped ? new Stopped() : new Error('connection closed before the response was complete')); });
+      res.once('close', () => {
+        if (!res.complete) reject(this.stopped ? new Stopped() : new KubernetesApiError('connection closed before the response was complete', this.o.path));
+      });
     });
   }
 
@@ -290,7 +352,9 @@ export class Reflector {
     const code = res.statusCode ?? 0;
     return new KubernetesApiError(
       `${this.o.kind}: ${verb} ${this.o.path}: HTTP ${code}${st.reason ? ` ${st.reason}` : ''}${st.message ? `: ${st.message}` : ''}`,
-      this.o.path, code, st.reason,
+      this.o.path,
+      code,
+      st.reason,
     );
   }
 
@@ -321,7 +385,7 @@ export class Reflector {
       } catch (e) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response is not JSON: ${(e as Error).message}`, this.o.path, 200);
       }
-      if (!doc || typeof doc !== 'object' || !Array.isArray(doc.items)) {
+      if (!isObj(doc) || !Array.isArray(doc.items)) {
         throw new KubernetesApiError(`${this.o.kind}: list ${this.o.path}: response has no "items" list`, this.o.path, 200);
       }
       const md = (doc.metadata ?? {}) as Record<string, unknown>;
@@ -349,15 +413,23 @@ export class Reflector {
     const timeoutSeconds = this.o.watchTimeoutSeconds + Math.floor(Math.random() * this.o.watchTimeoutSeconds);
     const started = Date.now();
     this.stats.watches++;
-    const { req, res } = await this.request({
-      watch: 'true',
-      allowWatchBookmarks: 'true',
-      resourceVersion: this.rv ?? '',
-      timeoutSeconds: String(timeoutSeconds),
-    }, this.o.requestTimeoutMs, true);
+    const { req, res } = await this.request(
+      {
+        watch: 'true',
+        allowWatchBookmarks: 'true',
+        resourceVersion: this.rv ?? '',
+        timeoutSeconds: String(timeoutSeconds),
+      },
+      this.o.requestTimeoutMs,
+      true,
+    );
     if (res.statusCode !== 200) {
       let body = '';
-      try { body = await this.readBody(res); } catch { /* status is enough */ }
+      try {
+        body = await this.readBody(res);
+      } catch {
+        /* status is enough */
+      }
       this.req = null;
       throw this.httpError(res, body, 'watch');
     }
@@ -370,7 +442,16 @@ export class Reflector {
       let gone = false;
       // the server ends the stream after timeoutSeconds; if it does not, the
       // connection is dead (half-open) and is torn down
-      const guard = setTimeout(() => req.destroy(new Error(`watch did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`)), (timeoutSeconds + 30) * 1000);
+      const guard = setTimeout(
+        () =>
+          req.destroy(
+            new KubernetesApiError(
+              `${this.o.kind}: watch ${this.o.path}: did not end ${timeoutSeconds + 30} s after timeoutSeconds=${timeoutSeconds}`,
+              this.o.path,
+            ),
+          ),
+        (timeoutSeconds + 30) * 1000,
+      );
       const finish = (err: Error | null): void => {
         if (done) return;
         done = true;
@@ -379,7 +460,12 @@ export class Reflector {
         if (!res.destroyed) res.destroy();
         if (this.stopped) return reject(new Stopped());
         if (gone) return resolve({ kind: 'gone', events, durationMs: Date.now() - started });
-        if (err) return reject(err instanceof KubernetesApiError ? err : new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: ${err.message}`, this.o.path, undefined, undefined, { cause: err }));
+        if (err)
+          return reject(
+            err instanceof KubernetesApiError
+              ? err
+              : new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: ${err.message}`, this.o.path, undefined, undefined, { cause: err }),
+          );
         resolve({ kind: 'closed', events, durationMs: Date.now() - started });
       };
       const onLine = (line: string): void => {
@@ -423,10 +509,14 @@ export class Reflector {
               finish(null);
               return;
             }
-            finish(new KubernetesApiError(
-              `${this.o.kind}: watch ${this.o.path}: ERROR event: ${typeof st.code === 'number' ? `${st.code} ` : ''}${typeof st.reason === 'string' ? st.reason : ''}${typeof st.message === 'string' ? `: ${st.message}` : ''}`,
-              this.o.path, typeof st.code === 'number' ? st.code : undefined, typeof st.reason === 'string' ? st.reason : undefined,
-            ));
+            finish(
+              new KubernetesApiError(
+                `${this.o.kind}: watch ${this.o.path}: ERROR event: ${typeof st.code === 'number' ? `${st.code} ` : ''}${typeof st.reason === 'string' ? st.reason : ''}${typeof st.message === 'string' ? `: ${st.message}` : ''}`,
+                this.o.path,
+                typeof st.code === 'number' ? st.code : undefined,
+                typeof st.reason === 'string' ? st.reason : undefined,
+              ),
+            );
             return;
           }
           default:
@@ -448,7 +538,7 @@ export class Reflector {
         finish(null);
       });
       res.on('error', (e) => finish(e));
-      res.once('close', () => finish(res.complete ? null : new Error('connection closed')));
+      res.once('close', () => finish(res.complete ? null : new KubernetesApiError(`${this.o.kind}: watch ${this.o.path}: connection closed`, this.o.path)));
     });
   }
 }

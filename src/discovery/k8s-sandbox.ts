@@ -64,7 +64,11 @@ export function scanPodProcesses(procRoot = '/proc'): Map<string, PodProcs> {
     }
     const line = text.split('\n').find((l) => l.startsWith('0::'));
     if (!line) continue;
-    const segs = line.slice(3).trim().split('/').filter((s) => s !== '');
+    const segs = line
+      .slice(3)
+      .trim()
+      .split('/')
+      .filter((s) => s !== '');
     for (let i = 0; i < segs.length; i++) {
       const uid = podUidFromCgroupSegment(segs[i]!);
       if (uid === null) continue;
@@ -110,7 +114,9 @@ function sandboxOf(e: PodProcs, procRoot: string, cgroupRoot: string): PodSandbo
   let cgroup: string | null = null;
   try {
     if (fs.statSync(dir).isDirectory()) cgroup = dir;
-  } catch { /* not there */ }
+  } catch {
+    /* not there */
+  }
   return { netns, cgroup };
 }
 

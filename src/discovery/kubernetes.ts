@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one source over five collections (namespaces, pods, services, EndpointSlices, policies) and their coalesced snapshot; the mapping is in k8s-mapping.ts, list+watch in k8s-reflector.ts.
 /**
  * Kubernetes discovery: namespaces, pods, services + EndpointSlices and Istio
  * AuthorizationPolicies, kept by list+watch (see k8s-reflector.ts) and served
@@ -13,6 +14,9 @@
  *   retry with back-off on their own and the last state keeps being served.
  *   Errors are only emitted when someone listens (an unhandled 'error' event
  *   would throw); they are always logged.
+ * - Objects are mapped by the one mapper both sources use (k8s-mapping.ts);
+ *   list items without apiVersion/kind (the API server leaves them out for
+ *   built-in kinds) get those of the collection that was listed.
  * - A malformed object becomes an EntryError in snapshot.errors
  *   ("<Kind> <ns>/<name>: <field>: <problem>") and is left out; everything
  *   else is served.
@@ -27,25 +31,50 @@
  */
 import { EventEmitter } from 'node:events';
 import { KubeConfig } from '@kubernetes/client-node';
+import { AmbientError } from '../util/errors.js';
+import { FieldError } from '../util/fields.js';
 import { Logger } from '../util/log.js';
 import { emptySnapshot, type AuthorizationPolicy, type EntryError, type MeshSnapshot, type NamespaceInfo, type PodInfo, type ServiceInfo } from './model.js';
 import {
-  describeObject, FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, type PodSkip, type SliceInfo,
+  describeObject,
+  mapAuthorizationPolicy,
+  mapEndpointSlice,
+  mapNamespace,
+  mapPod,
+  mapService,
+  mergeEndpoints,
+  withTypeMeta,
+  type MeshKind,
+  type PodSkip,
+  type SliceInfo,
 } from './k8s-mapping.js';
 import { KubernetesApiError, Reflector, type KObject } from './k8s-reflector.js';
 import { PodSandboxFinder, type PodSandbox } from './k8s-sandbox.js';
+import type { WorkloadSource, WorkloadSourceEvents } from './source.js';
 
 export { findPodSandbox, PodSandboxFinder, podUidFromCgroupSegment, scanPodProcesses, type PodSandbox, type FindPodSandboxOptions } from './k8s-sandbox.js';
 export { KubernetesApiError } from './k8s-reflector.js';
 export {
-  FieldError, mapAuthorizationPolicy, mapEndpointSlice, mapNamespace, mapPod, mapService, mergeEndpoints, SERVICE_NAME_LABEL, type PodMapping, type PodSkip, type SliceInfo,
+  API_VERSIONS,
+  FieldError,
+  mapAuthorizationPolicy,
+  mapEndpointSlice,
+  mapNamespace,
+  mapPod,
+  mapService,
+  mergeEndpoints,
+  SERVICE_NAME_LABEL,
+  type MapOptions,
+  type PodMapping,
+  type PodSkip,
+  type SliceInfo,
 } from './k8s-mapping.js';
 
 export type ResourceName = 'namespaces' | 'pods' | 'services' | 'endpointslices' | 'authorizationpolicies';
 
 export interface WatchedResource {
   name: ResourceName;
-  kind: string;
+  kind: MeshKind;
   /** API group ('' = core) */
   group: string;
   version: string;
@@ -63,8 +92,26 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = Object.freeze([
   { name: 'namespaces', kind: 'Namespace', group: '', version: 'v1', path: '/api/v1/namespaces', namespaced: false, optional: false, verbs: ['list', 'watch'] },
   { name: 'pods', kind: 'Pod', group: '', version: 'v1', path: '/api/v1/pods', namespaced: true, optional: false, verbs: ['list', 'watch'] },
   { name: 'services', kind: 'Service', group: '', version: 'v1', path: '/api/v1/services', namespaced: true, optional: false, verbs: ['list', 'watch'] },
-  { name: 'endpointslices', kind: 'EndpointSlice', group: 'discovery.k8s.io', version: 'v1', path: '/apis/discovery.k8s.io/v1/endpointslices', namespaced: true, optional: false, verbs: ['list', 'watch'] },
-  { name: 'authorizationpolicies', kind: 'AuthorizationPolicy', group: 'security.istio.io', version: 'v1', path: '/apis/security.istio.io/v1/authorizationpolicies', namespaced: true, optional: true, verbs: ['list', 'watch'] },
+  {
+    name: 'endpointslices',
+    kind: 'EndpointSlice',
+    group: 'discovery.k8s.io',
+    version: 'v1',
+    path: '/apis/discovery.k8s.io/v1/endpointslices',
+    namespaced: true,
+    optional: false,
+    verbs: ['list', 'watch'],
+  },
+  {
+    name: 'authorizationpolicies',
+    kind: 'AuthorizationPolicy',
+    group: 'security.istio.io',
+    version: 'v1',
+    path: '/apis/security.istio.io/v1/authorizationpolicies',
+    namespaced: true,
+    optional: true,
+    verbs: ['list', 'watch'],
+  },
 ] as const);
 
 export type LocalPodResolver = (pod: PodInfo) => PodSandbox | null;
@@ -121,12 +168,18 @@ class Collection<T> {
   /** unkeyable objects from the last list (and watch events since) */
   invalid: EntryError[] = [];
 
-  constructor(readonly res: WatchedResource, private readonly map: (raw: KObject) => T, private readonly onEntryError: (e: EntryError) => void) {}
+  constructor(
+    readonly res: WatchedResource,
+    private readonly map: (raw: KObject) => T,
+    private readonly onEntryError: (e: EntryError) => void,
+  ) {}
 
   private build(raw: KObject): Cached<T> {
     const rv = rvOf(raw);
     try {
-      return { rv, value: this.map(raw) };
+      // list items of built-in kinds come without apiVersion/kind: they are what was listed
+      const apiVersion = this.res.group === '' ? this.res.version : `${this.res.group}/${this.res.version}`;
+      return { rv, value: this.map(withTypeMeta(raw, this.res.kind, apiVersion) as KObject) };
     } catch (e) {
       const entry = describeObject(this.res.kind, raw);
       const error = { entry, message: e instanceof FieldError ? e.message : `mapping failed: ${(e as Error).message}` };
@@ -155,7 +208,10 @@ class Collection<T> {
       const prev = this.entries.get(k);
       const rv = rvOf(raw);
       if (prev && rv !== undefined && prev.rv === rv) next.set(k, prev);
-      else { next.set(k, this.build(raw)); changed = true; }
+      else {
+        next.set(k, this.build(raw));
+        changed = true;
+      }
     }
     this.entries = next;
     this.invalid = invalid.map((i) => ({ entry: `${this.res.kind} ${i.where}`, message: i.problem }));
@@ -173,12 +229,15 @@ class Collection<T> {
   }
 }
 
-export interface KubernetesSourceEvents {
-  update: [MeshSnapshot];
+export interface KubernetesSourceEvents extends WorkloadSourceEvents {
+  /** a list/watch failure (the watch retries with back-off; the last state is served) */
   error: [KubernetesApiError];
 }
 
-export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
+export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> implements WorkloadSource {
+  readonly kind = 'kubernetes' as const;
+  /** the whole input is never rejected (malformed objects are entry errors): always null */
+  readonly lastError: AmbientError | null = null;
   private readonly kc: KubeConfig;
   private readonly log: Logger;
   private readonly nodeName: string;
@@ -207,7 +266,12 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
 
   constructor(opts: KubernetesSourceOptions) {
     super();
-    if (typeof opts.nodeName !== 'string' || opts.nodeName === '') throw new TypeError('KubernetesSource: nodeName is required');
+    if (typeof opts.nodeName !== 'string' || opts.nodeName === '')
+      throw new AmbientError(
+        'K8S_CONFIG',
+        'KubernetesSource: nodeName is required',
+        'set "node" in the agent config (the name of this node, spec.nodeName of its pods)',
+      );
     this.nodeName = opts.nodeName;
     this.log = opts.log ?? new Logger('discovery.kubernetes');
     if (opts.kubeConfig) this.kc = opts.kubeConfig;
@@ -215,7 +279,12 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       this.kc = new KubeConfig();
       this.kc.loadFromDefault();
     }
-    if (!this.kc.getCurrentCluster()) throw new TypeError('KubernetesSource: the kubeconfig has no current cluster');
+    if (!this.kc.getCurrentCluster())
+      throw new AmbientError(
+        'K8S_CONFIG',
+        'KubernetesSource: the kubeconfig has no current cluster',
+        'run in a pod with a ServiceAccount token, or set $KUBECONFIG to a kubeconfig with a current context',
+      );
     if (opts.resolveLocalPod) this.resolveLocalPod = opts.resolveLocalPod;
     else {
       const finder = new PodSandboxFinder();
@@ -235,36 +304,52 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     const res = (n: ResourceName): WatchedResource => WATCHED_RESOURCES.find((r) => r.name === n)!;
     this.namespaces = new Collection(res('namespaces'), mapNamespace, entryError);
     this.pods = new Collection(res('pods'), (raw) => this.mapPodValue(raw), entryError);
-    this.services = new Collection(res('services'), (raw) => mapService(raw, this.clusterDomain), entryError);
+    this.services = new Collection(res('services'), (raw) => mapService(raw, { clusterDomain: this.clusterDomain }), entryError);
     this.slices = new Collection(res('endpointslices'), mapEndpointSlice, entryError);
     this.policies = new Collection(res('authorizationpolicies'), mapAuthorizationPolicy, entryError);
     const collections: Record<ResourceName, Collection<unknown>> = {
-      namespaces: this.namespaces, pods: this.pods, services: this.services, endpointslices: this.slices, authorizationpolicies: this.policies,
+      namespaces: this.namespaces,
+      pods: this.pods,
+      services: this.services,
+      endpointslices: this.slices,
+      authorizationpolicies: this.policies,
     } as Record<ResourceName, Collection<unknown>>;
 
     for (const r of WATCHED_RESOURCES) {
       const col = collections[r.name];
-      this.reflectors.set(r.name, new Reflector({
-        kubeConfig: this.kc,
-        path: r.path,
-        kind: r.kind,
-        optional: r.optional,
-        log: this.log,
-        backoffInitialMs: opts.backoffInitialMs ?? 250,
-        backoffMaxMs: opts.backoffMaxMs ?? 30_000,
-        pageSize: opts.pageSize ?? 500,
-        watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 300,
-        absentRetryMs: opts.absentRetryMs ?? 60_000,
-        requestTimeoutMs: opts.requestTimeoutMs ?? 60_000,
-        handlers: {
-          replace: (items, invalid) => { if (col.replace(items, invalid)) this.changed(); },
-          upsert: (k, o) => { if (col.upsert(k, o)) this.changed(); },
-          remove: (k) => { if (col.remove(k)) this.changed(); },
-          invalid: (where, problem) => { col.addInvalid(where, problem); this.changed(); },
-          synced: () => this.onSynced(r.name),
-          error: (e) => this.onError(e),
-        },
-      }));
+      this.reflectors.set(
+        r.name,
+        new Reflector({
+          kubeConfig: this.kc,
+          path: r.path,
+          kind: r.kind,
+          optional: r.optional,
+          log: this.log,
+          backoffInitialMs: opts.backoffInitialMs ?? 250,
+          backoffMaxMs: opts.backoffMaxMs ?? 30_000,
+          pageSize: opts.pageSize ?? 500,
+          watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 300,
+          absentRetryMs: opts.absentRetryMs ?? 60_000,
+          requestTimeoutMs: opts.requestTimeoutMs ?? 60_000,
+          handlers: {
+            replace: (items, invalid) => {
+              if (col.replace(items, invalid)) this.changed();
+            },
+            upsert: (k, o) => {
+              if (col.upsert(k, o)) this.changed();
+            },
+            remove: (k) => {
+              if (col.remove(k)) this.changed();
+            },
+            invalid: (where, problem) => {
+              col.addInvalid(where, problem);
+              this.changed();
+            },
+            synced: () => this.onSynced(r.name),
+            error: (e) => this.onError(e),
+          },
+        }),
+      );
     }
   }
 
@@ -280,10 +365,22 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     return out;
   }
 
+  /** What config_dump shows of the Kubernetes source: the reflectors' counters and resourceVersions. */
+  status(): Record<string, unknown> {
+    return {
+      kind: this.kind,
+      node: this.nodeName,
+      synced: this.synced.size === this.reflectors.size,
+      resources: this.stats(),
+      entryErrors: this.snap.errors,
+      lastError: null,
+    };
+  }
+
   /** Starts every watch; resolves after the initial list of each resource. */
   start(): Promise<void> {
     if (this.startPromise) return this.startPromise;
-    if (this.stopped) return Promise.reject(new Error('KubernetesSource: stopped'));
+    if (this.stopped) return Promise.reject(new AmbientError('K8S_API', 'KubernetesSource: stopped', 'a stopped source does not start again; make a new one'));
     this.startPromise = new Promise<void>((resolve, reject) => {
       this.startResolve = resolve;
       this.startReject = reject;
@@ -297,18 +394,34 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
     if (this.stopped) return;
     this.stopped = true;
     for (const r of this.reflectors.values()) r.stop();
-    if (this.flushTimer) { clearTimeout(this.flushTimer); this.flushTimer = null; }
-    if (this.resolveTimer) { clearTimeout(this.resolveTimer); this.resolveTimer = null; }
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    if (this.resolveTimer) {
+      clearTimeout(this.resolveTimer);
+      this.resolveTimer = null;
+    }
     const reject = this.startReject;
     this.startResolve = this.startReject = null;
-    reject?.(new Error('KubernetesSource stopped before the initial list completed'));
+    reject?.(
+      new AmbientError(
+        'K8S_API',
+        'KubernetesSource stopped before the initial list completed',
+        'the source was stopped (agent shutting down) before its first list; nothing to do',
+      ),
+    );
   }
 
   private onError(e: KubernetesApiError): void {
     if (this.stopped) return;
     this.log.warn('kubernetes watch error; retrying with back-off', { resource: e.path, status: e.statusCode, error: e.message });
     if (this.listenerCount('error') > 0) {
-      try { this.emit('error', e); } catch (err) { this.log.error('error listener threw', { error: err }); }
+      try {
+        this.emit('error', e);
+      } catch (err) {
+        this.log.error('error listener threw', { error: err });
+      }
     }
   }
 
@@ -319,7 +432,11 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       const resolve = this.startResolve;
       this.startResolve = this.startReject = null;
       this.log.info('kubernetes discovery synced', {
-        namespaces: this.snap.namespaces.size, pods: this.snap.pods.size, services: this.snap.services.size, policies: this.snap.policies.size, errors: this.snap.errors.length,
+        namespaces: this.snap.namespaces.size,
+        pods: this.snap.pods.size,
+        services: this.snap.services.size,
+        policies: this.snap.policies.size,
+        errors: this.snap.errors.length,
       });
       resolve();
     }
@@ -328,12 +445,16 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
   private changed(): void {
     this.dirty = true;
     if (this.stopped || this.synced.size < this.reflectors.size || this.flushTimer) return;
-    this.flushTimer = setTimeout(() => { this.flushTimer = null; this.flush(); }, this.coalesceMs);
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, this.coalesceMs);
   }
 
   private mapPodValue(raw: KObject): PodValue {
     const m = mapPod(raw);
     if ('skip' in m) return { skip: m.skip };
+    // where a local pod lives comes from /proc (resolveLocalPod), never from its annotations
     const pod = m.pod;
     if (pod.node !== this.nodeName) return { pod };
     const found = this.resolve(pod);
@@ -354,7 +475,10 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
 
   private scheduleResolve(): void {
     if (this.resolveTimer || this.stopped) return;
-    this.resolveTimer = setTimeout(() => { this.resolveTimer = null; this.retryResolve(); }, this.resolveRetryMs);
+    this.resolveTimer = setTimeout(() => {
+      this.resolveTimer = null;
+      this.retryResolve();
+    }, this.resolveRetryMs);
   }
 
   /** Local pods seen before their sandbox was findable. */
@@ -393,7 +517,8 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       if (!s || s.service === null) continue;
       const k = `${s.namespace}/${s.service}`;
       const l = slicesBySvc.get(k);
-      if (l) l.push(s); else slicesBySvc.set(k, [s]);
+      if (l) l.push(s);
+      else slicesBySvc.set(k, [s]);
     }
     for (const c of this.services.entries.values()) {
       if (!c.value) continue;
@@ -401,9 +526,7 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> {
       snap.services.set(k, { ...c.value, endpoints: mergeEndpoints(slicesBySvc.get(k) ?? []) });
     }
     for (const c of this.policies.entries.values()) if (c.value) snap.policies.set(`${c.value.namespace}/${c.value.name}`, c.value);
-    snap.errors = [
-      ...this.namespaces.errors(), ...this.pods.errors(), ...this.services.errors(), ...this.slices.errors(), ...this.policies.errors(),
-    ];
+    snap.errors = [...this.namespaces.errors(), ...this.pods.errors(), ...this.services.errors(), ...this.slices.errors(), ...this.policies.errors()];
     this.snap = snap;
     try {
       this.emit('update', snap);

@@ -3,6 +3,7 @@
  * and every consumer (agent, proxy, policy, admin) reads. Pure data with
  * indexes; no I/O here.
  */
+import { formatHostPort } from '../util/hostport.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
 
@@ -161,15 +162,20 @@ export class MeshIndex {
   readonly serviceByVip = new Map<string, { service: ServiceInfo; port: ServicePort }>();
   readonly podsByIdentity = new Map<string, PodInfo[]>();
 
-  constructor(readonly snap: MeshSnapshot, trustDomain = 'cluster.local') {
+  constructor(
+    readonly snap: MeshSnapshot,
+    trustDomain = 'cluster.local',
+  ) {
     for (const p of snap.pods.values()) {
       for (const ip of p.ips ?? [p.ip]) this.podByIp.set(ip, p);
       const id = podSpiffeId(p, trustDomain);
       const l = this.podsByIdentity.get(id);
-      if (l) l.push(p); else this.podsByIdentity.set(id, [p]);
+      if (l) l.push(p);
+      else this.podsByIdentity.set(id, [p]);
     }
     for (const s of snap.services.values()) {
-      for (const vip of s.vips) for (const port of s.ports) if (port.protocol === 'TCP') this.serviceByVip.set(`${vip}:${port.port}`, { service: s, port });
+      for (const vip of s.vips)
+        for (const port of s.ports) if (port.protocol === 'TCP') this.serviceByVip.set(formatHostPort({ ip: vip, port: port.port }), { service: s, port });
     }
   }
 

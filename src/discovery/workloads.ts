@@ -3,10 +3,17 @@
  * used by the sandbox and single-machine installs. `workloads` names a file or
  * a directory (every *.json, *.yaml, *.yml in it, in name order). A file holds
  * either
- *   - the compact form: { namespaces: [...], pods: [...] }, or
- *   - Kubernetes-shaped objects (Namespace, Pod, Service, EndpointSlice-free:
- *     endpoints come from the Service selector, AuthorizationPolicy), as a
- *     YAML stream, a `kind: List`, or a JSON array.
+ *   - the compact form: { namespaces: [...], pods: [...] } (compact.ts turns
+ *     each entry into a Kubernetes object), or
+ *   - Kubernetes-shaped objects (Namespace, Pod, Service, AuthorizationPolicy;
+ *     no EndpointSlices: endpoints come from the Service selector), as a YAML
+ *     stream, a `kind: List`, or a JSON array.
+ * Either way every entry goes through the one mapper the Kubernetes source
+ * uses (k8s-mapping.ts), with the same rules. What only the file source does:
+ * a namespaced object without metadata.namespace is in "default" (as kubectl
+ * applies it), a pod without spec.nodeName is on this node, where a pod lives
+ * comes from its ambientd.io/netns and ambientd.io/cgroup annotations, and a
+ * Service's endpoints are the pods its selector matches.
  * Parsing is pure; WorkloadFileSource adds the watching.
  *
  * Bad input never takes the agent down: a malformed entry is reported with its
@@ -14,152 +21,70 @@
  * that had a good version before keeps that version ("last good state").
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import YAML from 'yaml';
 import { parseDocument } from '../config/config.js';
 import { AmbientError } from '../util/errors.js';
-import {
-  emptySnapshot, podKey, type AuthorizationPolicy, type MeshSnapshot, type NamespaceInfo, type PodInfo,
-  type ServiceInfo, type ServicePort,
-} from './model.js';
+import { FieldError, filePath, isAbsent, isObj, type Obj } from '../util/fields.js';
+import { emptySnapshot, podKey, type MeshSnapshot, type PodInfo } from './model.js';
+import { CGROUP_ANNOTATION, compactError, compactNamespace, compactPod, NETNS_ANNOTATION } from './compact.js';
+import { isMeshKind, mapAuthorizationPolicy, mapNamespace, mapPod, mapService, type MapOptions } from './k8s-mapping.js';
+import type { WorkloadSource, WorkloadSourceEvents } from './source.js';
 
 export { DATAPLANE_MODE_LABEL, isEnrolled, podKey } from './model.js';
 export type { NamespaceInfo, PodInfo, EntryError } from './model.js';
+export { CGROUP_ANNOTATION, NETNS_ANNOTATION } from './compact.js';
 export type WorkloadSnapshot = MeshSnapshot;
 
-export const NETNS_ANNOTATION = 'ambientd.io/netns';
-export const CGROUP_ANNOTATION = 'ambientd.io/cgroup';
+/** The kinds a workload file may hold. */
+export const FILE_KINDS = ['Namespace', 'Pod', 'Service', 'AuthorizationPolicy'] as const;
 
-const NAME_RE = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+/** The file source's side of the mapping: no node = this node. */
+const FILE_MAP: MapOptions = { nodeOptional: true };
 
-function labelsOf(v: unknown, where: string): Record<string, string> {
-  if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where} must be a mapping of strings`);
-  const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-    if (typeof val !== 'string') throw new Error(`${where}.${k} must be a string, got ${JSON.stringify(val)}`);
-    out[k] = val;
-  }
-  return out;
+/** Where a file-source pod lives: its annotations (a relative netns is under /run/netns, a relative cgroup under cgroupRoot). */
+export function locateByAnnotations(pod: PodInfo, annotations: Record<string, string>, cgroupRoot: string | null): PodInfo {
+  return {
+    ...pod,
+    netns: filePath(annotations[NETNS_ANNOTATION], `metadata.annotations.${NETNS_ANNOTATION}`, '/run/netns'),
+    cgroup: filePath(annotations[CGROUP_ANNOTATION], `metadata.annotations.${CGROUP_ANNOTATION}`, cgroupRoot),
+  };
 }
 
-function name(v: unknown, field: string): string {
-  if (typeof v !== 'string' || !NAME_RE.test(v) || v.length > 253) throw new Error(`"${field}" must be a DNS-1123 name, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function optPath(v: unknown, field: string, base: string | null): string | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v !== 'string' || v === '') throw new Error(`"${field}" must be a path, got ${JSON.stringify(v)}`);
-  if (path.isAbsolute(v)) return v;
-  if (base === null) throw new Error(`"${field}" must be an absolute path, got ${JSON.stringify(v)}`);
-  return path.join(base, v);
-}
-
-function ip(v: unknown, field: string): string {
-  if (typeof v !== 'string' || !net.isIP(v)) throw new Error(`"${field}" must be an IPv4 or IPv6 address, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function mapping(raw: unknown, what = 'must be a mapping'): Record<string, unknown> {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(what);
-  return raw as Record<string, unknown>;
-}
-
-function onlyKeys(o: Record<string, unknown>, known: string[], where = ''): void {
-  for (const k of Object.keys(o)) if (!known.includes(k)) throw new Error(`unknown field "${where}${k}" (known: ${known.join(', ')})`);
-}
-
-// ---- the compact form ------------------------------------------------------
-
-const POD_FIELDS = ['name', 'namespace', 'serviceAccount', 'node', 'ip', 'netns', 'cgroup', 'labels'];
-
+/**
+ * One compact pod entry as the file source serves it: converted to a v1 Pod,
+ * mapped, located; errors name the compact fields.
+ */
 export function parsePod(raw: unknown, cgroupRoot: string | null): PodInfo {
-  const o = mapping(raw);
-  onlyKeys(o, POD_FIELDS);
-  return {
-    name: name(o.name, 'name'),
-    namespace: name(o.namespace, 'namespace'),
-    serviceAccount: o.serviceAccount === undefined ? 'default' : name(o.serviceAccount, 'serviceAccount'),
-    node: o.node === undefined || o.node === null ? null : name(o.node, 'node'),
-    ip: ip(o.ip, 'ip'),
-    netns: optPath(o.netns, 'netns', '/run/netns'),
-    cgroup: optPath(o.cgroup, 'cgroup', cgroupRoot),
-    labels: labelsOf(o.labels, 'labels'),
-  };
-}
-
-// ---- Kubernetes-shaped objects --------------------------------------------
-
-function meta(o: Record<string, unknown>, namespaced: boolean): { name: string; namespace: string; labels: Record<string, string>; annotations: Record<string, string> } {
-  const m = mapping(o.metadata, '"metadata" must be a mapping');
-  return {
-    name: name(m.name, 'metadata.name'),
-    namespace: namespaced ? name(m.namespace ?? 'default', 'metadata.namespace') : '',
-    labels: labelsOf(m.labels, 'metadata.labels'),
-    annotations: labelsOf(m.annotations, 'metadata.annotations'),
-  };
-}
-
-function k8sPod(o: Record<string, unknown>, cgroupRoot: string | null): PodInfo {
-  const m = meta(o, true);
-  const spec = o.spec === undefined ? {} : mapping(o.spec, '"spec" must be a mapping');
-  const status = mapping(o.status ?? {}, '"status" must be a mapping');
-  const podIP = ip(status.podIP, 'status.podIP');
-  const ips = Array.isArray(status.podIPs) ? (status.podIPs as Array<{ ip?: unknown }>).map((x, i) => ip(x?.ip, `status.podIPs[${i}].ip`)) : [podIP];
-  const conditions = Array.isArray(status.conditions) ? (status.conditions as Array<{ type?: string; status?: string }>) : [];
-  const readyCond = conditions.find((c) => c.type === 'Ready');
-  return {
-    uid: typeof (o.metadata as Record<string, unknown>).uid === 'string' ? ((o.metadata as Record<string, unknown>).uid as string) : undefined,
-    name: m.name, namespace: m.namespace,
-    serviceAccount: spec.serviceAccountName === undefined ? 'default' : name(spec.serviceAccountName, 'spec.serviceAccountName'),
-    node: spec.nodeName === undefined ? null : name(spec.nodeName, 'spec.nodeName'),
-    ip: podIP, ips: ips.includes(podIP) ? [podIP, ...ips.filter((x) => x !== podIP)] : [podIP, ...ips],
-    netns: optPath(m.annotations[NETNS_ANNOTATION], `metadata.annotations.${NETNS_ANNOTATION}`, '/run/netns'),
-    cgroup: optPath(m.annotations[CGROUP_ANNOTATION], `metadata.annotations.${CGROUP_ANNOTATION}`, cgroupRoot),
-    labels: m.labels,
-    ready: readyCond ? readyCond.status === 'True' : true,
-  };
-}
-
-function k8sService(o: Record<string, unknown>): ServiceInfo {
-  const m = meta(o, true);
-  const spec = mapping(o.spec, '"spec" must be a mapping');
-  const vips: string[] = [];
-  if (spec.clusterIP !== undefined && spec.clusterIP !== 'None') vips.push(ip(spec.clusterIP, 'spec.clusterIP'));
-  if (Array.isArray(spec.clusterIPs)) (spec.clusterIPs as unknown[]).forEach((v, i) => { const a = ip(v, `spec.clusterIPs[${i}]`); if (!vips.includes(a)) vips.push(a); });
-  if (!Array.isArray(spec.ports) || spec.ports.length === 0) throw new Error('"spec.ports" must be a non-empty list');
-  const ports: ServicePort[] = (spec.ports as unknown[]).map((raw, i) => {
-    const p = mapping(raw, `"spec.ports[${i}]" must be a mapping`);
-    const port = p.port;
-    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`"spec.ports[${i}].port" must be a port number, got ${JSON.stringify(port)}`);
-    const tp = p.targetPort ?? port;
-    if (!(typeof tp === 'string' && tp !== '') && !(typeof tp === 'number' && Number.isInteger(tp) && tp >= 1 && tp <= 65535)) throw new Error(`"spec.ports[${i}].targetPort" must be a port number or name`);
-    const protocol = (p.protocol ?? 'TCP') as ServicePort['protocol'];
-    if (!['TCP', 'UDP', 'SCTP'].includes(protocol)) throw new Error(`"spec.ports[${i}].protocol" must be TCP, UDP or SCTP`);
-    return { ...(typeof p.name === 'string' ? { name: p.name } : {}), port, targetPort: tp as number | string, protocol };
-  });
-  const selector = spec.selector === undefined ? undefined : labelsOf(spec.selector, 'spec.selector');
-  return { name: m.name, namespace: m.namespace, hostname: `${m.name}.${m.namespace}.svc.cluster.local`, vips, ports, ...(selector ? { selector } : {}), endpoints: [] };
-}
-
-function k8sPolicy(o: Record<string, unknown>): AuthorizationPolicy {
-  const m = meta(o, true);
-  const spec = o.spec === undefined ? {} : mapping(o.spec, '"spec" must be a mapping');
-  return { name: m.name, namespace: m.namespace, spec: spec as AuthorizationPolicy['spec'] };
+  try {
+    const m = mapPod(compactPod(raw), FILE_MAP);
+    if ('skip' in m) throw new FieldError('ip', 'missing'); // the only skip a compact pod (Running, not hostNetwork) can have
+    return locateByAnnotations(m.pod, m.annotations, cgroupRoot);
+  } catch (e) {
+    throw compactError(e);
+  }
 }
 
 /** The objects of one document: a mapping with `kind`, a `kind: List`, or an array. */
 function objectsOf(doc: unknown): unknown[] | null {
   if (Array.isArray(doc)) return doc;
-  if (doc && typeof doc === 'object' && 'kind' in doc) {
-    const d = doc as { kind: unknown; items?: unknown };
-    if (d.kind === 'List' && Array.isArray(d.items)) return d.items;
+  if (isObj(doc) && 'kind' in doc) {
+    if (doc.kind === 'List' && Array.isArray(doc.items)) return doc.items;
     return [doc];
   }
   return null;
+}
+
+/** The object with metadata.namespace "default" when it has none (namespaced kinds, as kubectl applies them). */
+function defaultNamespace(o: Obj): Obj {
+  if (o.kind === 'Namespace' || !isObj(o.metadata)) return o;
+  const ns = o.metadata.namespace;
+  return isAbsent(ns) || ns === '' ? { ...o, metadata: { ...o.metadata, namespace: 'default' } } : o;
+}
+
+function invalid(message: string): AmbientError {
+  return new AmbientError('WORKLOADS_INVALID', message, 'fix the entry; the others are served, and it keeps its last good version meanwhile');
 }
 
 export interface ParseOptions {
@@ -174,122 +99,139 @@ export interface ParseOptions {
  */
 export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {}, into: MeshSnapshot = emptySnapshot(), multi = false): MeshSnapshot {
   const file = opts.file ?? '<workloads>';
-  const list = multi ? (docs as unknown[]) : [docs];
+  const documents = multi ? (docs as unknown[]) : [docs];
   const s = into;
   const prev = opts.previous;
-  const err = (entry: string, e: unknown): void => { s.errors.push({ entry: opts.file && multi ? `${path.basename(file)}: ${entry}` : entry, message: (e as Error).message }); };
+  const cgroupRoot = opts.cgroupRoot ?? null;
+  const err = (entry: string, e: unknown): void => {
+    s.errors.push({ entry: opts.file && multi ? `${path.basename(file)}: ${entry}` : entry, message: e instanceof Error ? e.message : String(e) });
+  };
 
   // Two pods with one IP are both kept, as the Kubernetes API can show them
   // (an IP reused while the old pod object lingers): the agent isolates local
   // ambient pods that share an address (POD_IP_CONFLICT), never leaving one open.
   const addPod = (pod: PodInfo): void => {
     const key = podKey(pod);
-    if (s.pods.has(key)) throw new Error(`duplicate pod "${key}"`);
+    if (s.pods.has(key)) throw invalid(`duplicate pod "${key}"`);
     s.pods.set(key, pod);
   };
-  const keepPrevPod = (key: string | null): void => {
-    const p = key ? prev?.pods.get(key) : undefined;
-    if (p && !s.pods.has(key!)) s.pods.set(key!, p);
+  const addNamespace = (o: unknown): void => {
+    const ns = mapNamespace(o);
+    if (s.namespaces.has(ns.name)) throw invalid(`duplicate namespace "${ns.name}"`);
+    s.namespaces.set(ns.name, ns);
+  };
+  /** a malformed entry keeps its last good version */
+  const keepPrevious = (kind: string, key: string | null): void => {
+    if (!key || !prev) return;
+    const keep = <T>(from: Map<string, T>, to: Map<string, T>): void => {
+      const p = from.get(key);
+      if (p !== undefined && !to.has(key)) to.set(key, p);
+    };
+    if (kind === 'Namespace') keep(prev.namespaces, s.namespaces);
+    else if (kind === 'Pod') keep(prev.pods, s.pods);
+    else if (kind === 'Service') keep(prev.services, s.services);
+    else if (kind === 'AuthorizationPolicy') keep(prev.policies, s.policies);
   };
 
-  for (const doc of list) {
+  for (const doc of documents) {
     if (doc === null || doc === undefined) continue;
     const objs = objectsOf(doc);
     if (objs) {
       objs.forEach((raw, i) => {
-        const o = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : null;
+        const o = isObj(raw) ? defaultNamespace(raw) : null;
         const kind = typeof o?.kind === 'string' ? o.kind : '?';
-        const md = o?.metadata as Record<string, unknown> | undefined;
-        const nm = typeof md?.name === 'string' ? (kind === 'Namespace' ? md.name : `${typeof md.namespace === 'string' ? md.namespace : 'default'}/${md.name}`) : null;
+        const md = isObj(o?.metadata) ? o.metadata : undefined;
+        const nm = typeof md?.name === 'string' ? (kind === 'Namespace' ? md.name : `${String(md.namespace)}/${md.name}`) : null;
         const entry = `${kind}${nm ? ` ${nm}` : ` [${i}]`}`;
         try {
-          if (!o) throw new Error('must be a mapping');
+          if (!o) throw new FieldError('(object)', `must be an object, got ${JSON.stringify(raw) ?? String(raw)}`);
+          if (!isMeshKind(kind) || !(FILE_KINDS as readonly string[]).includes(kind)) {
+            throw invalid(`kind ${JSON.stringify(kind)} is not supported (${FILE_KINDS.join(', ')})`);
+          }
           switch (kind) {
-            case 'Namespace': {
-              const m = meta(o, false);
-              if (s.namespaces.has(m.name)) throw new Error(`duplicate namespace "${m.name}"`);
-              s.namespaces.set(m.name, { name: m.name, labels: m.labels });
+            case 'Namespace':
+              addNamespace(o);
+              break;
+            case 'Pod': {
+              const m = mapPod(o, FILE_MAP);
+              if (!('skip' in m)) addPod(locateByAnnotations(m.pod, m.annotations, cgroupRoot));
               break;
             }
-            case 'Pod': addPod(k8sPod(o, opts.cgroupRoot ?? null)); break;
             case 'Service': {
-              const svc = k8sService(o);
+              const svc = mapService(o, FILE_MAP);
               const key = podKey(svc);
-              if (s.services.has(key)) throw new Error(`duplicate service "${key}"`);
+              if (s.services.has(key)) throw invalid(`duplicate service "${key}"`);
               s.services.set(key, svc);
               break;
             }
             case 'AuthorizationPolicy': {
-              if (o.apiVersion !== undefined && !/^security\.istio\.io\/v1(beta1)?$/.test(String(o.apiVersion))) throw new Error(`apiVersion ${JSON.stringify(o.apiVersion)} is not security.istio.io/v1`);
-              const pol = k8sPolicy(o);
+              const pol = mapAuthorizationPolicy(o);
               const key = podKey(pol);
-              if (s.policies.has(key)) throw new Error(`duplicate policy "${key}"`);
+              if (s.policies.has(key)) throw invalid(`duplicate policy "${key}"`);
               s.policies.set(key, pol);
               break;
             }
-            default:
-              throw new Error(`kind ${JSON.stringify(kind)} is not supported (Namespace, Pod, Service, AuthorizationPolicy)`);
           }
         } catch (e) {
           err(entry, e);
-          if (!nm) return;
-          if (kind === 'Namespace') { const p = prev?.namespaces.get(nm); if (p && !s.namespaces.has(nm)) s.namespaces.set(nm, p); }
-          if (kind === 'Pod') keepPrevPod(nm);
-          if (kind === 'Service') { const p = prev?.services.get(nm); if (p && !s.services.has(nm)) s.services.set(nm, p); }
-          if (kind === 'AuthorizationPolicy') { const p = prev?.policies.get(nm); if (p && !s.policies.has(nm)) s.policies.set(nm, p); }
+          keepPrevious(kind, nm);
         }
       });
       continue;
     }
     // the compact form
-    if (typeof doc !== 'object') {
-      throw new AmbientError('WORKLOADS_INVALID', `${file}: top level must be a mapping with "namespaces" and "pods", or Kubernetes objects`, 'see docs/workloads.md for the format');
+    if (!isObj(doc)) {
+      throw new AmbientError(
+        'WORKLOADS_INVALID',
+        `${file}: top level must be a mapping with "namespaces" and "pods", or Kubernetes objects`,
+        'see docs/workloads.md for the format',
+      );
     }
-    const d = doc as Record<string, unknown>;
-    for (const k of Object.keys(d)) {
-      if (k !== 'namespaces' && k !== 'pods') throw new AmbientError('WORKLOADS_INVALID', `${file}: unknown top-level key "${k}" (expected namespaces, pods, or Kubernetes objects with "kind")`, 'see docs/workloads.md for the format');
+    for (const k of Object.keys(doc)) {
+      if (k !== 'namespaces' && k !== 'pods')
+        throw new AmbientError(
+          'WORKLOADS_INVALID',
+          `${file}: unknown top-level key "${k}" (expected namespaces, pods, or Kubernetes objects with "kind")`,
+          'see docs/workloads.md for the format',
+        );
     }
     const items = (k: 'namespaces' | 'pods'): unknown[] => {
-      const v = d[k];
-      if (v === undefined || v === null) return [];
+      const v = doc[k];
+      if (isAbsent(v)) return [];
       if (!Array.isArray(v)) throw new AmbientError('WORKLOADS_INVALID', `${file}: "${k}" must be a list`, 'see docs/workloads.md for the format');
       return v;
     };
     const rawName = (raw: unknown): string | null => {
-      if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
-        const o = raw as Record<string, unknown>;
-        if (typeof o.name === 'string') return typeof o.namespace === 'string' ? `${o.namespace}/${o.name}` : o.name;
-      }
+      if (isObj(raw) && typeof raw.name === 'string') return typeof raw.namespace === 'string' ? `${raw.namespace}/${raw.name}` : raw.name;
       return null;
     };
     items('namespaces').forEach((raw, i) => {
       const nm = rawName(raw);
       try {
-        const o = mapping(raw);
-        onlyKeys(o, ['name', 'labels']);
-        const ns: NamespaceInfo = { name: name(o.name, 'name'), labels: labelsOf(o.labels, 'labels') };
-        if (s.namespaces.has(ns.name)) throw new Error(`duplicate namespace "${ns.name}"`);
-        s.namespaces.set(ns.name, ns);
+        try {
+          addNamespace(compactNamespace(raw));
+        } catch (e) {
+          throw compactError(e);
+        }
       } catch (e) {
         err(`namespaces[${i}]${nm ? ` (${nm})` : ''}`, e);
-        const p = nm ? prev?.namespaces.get(nm) : undefined;
-        if (p && !s.namespaces.has(p.name)) s.namespaces.set(p.name, p);
+        keepPrevious('Namespace', nm);
       }
     });
     items('pods').forEach((raw, i) => {
       const nm = rawName(raw);
       try {
-        addPod(parsePod(raw, opts.cgroupRoot ?? null));
+        addPod(parsePod(raw, cgroupRoot));
       } catch (e) {
         err(`pods[${i}]${nm ? ` (${nm})` : ''}`, e);
-        keepPrevPod(nm);
+        keepPrevious('Pod', nm);
       }
     });
   }
   return s;
 }
 
-/** Endpoints of selector services: ready pods of the namespace whose labels match. */
+/** Endpoints of selector services (the file has no EndpointSlices): the namespace's pods whose labels match, ready as the pod is. */
 export function resolveEndpoints(s: MeshSnapshot): void {
   for (const svc of s.services.values()) {
     if (!svc.selector || Object.keys(svc.selector).length === 0) continue;
@@ -302,7 +244,11 @@ export function resolveEndpoints(s: MeshSnapshot): void {
 function filesOf(p: string): string[] {
   const st = fs.statSync(p);
   if (!st.isDirectory()) return [p];
-  return fs.readdirSync(p).filter((f) => /\.(json|ya?ml)$/.test(f) && !f.startsWith('.')).sort().map((f) => path.join(p, f));
+  return fs
+    .readdirSync(p)
+    .filter((f) => /\.(json|ya?ml)$/.test(f) && !f.startsWith('.'))
+    .sort()
+    .map((f) => path.join(p, f));
 }
 
 /**
@@ -310,15 +256,20 @@ function filesOf(p: string): string[] {
  * every successful read and 'invalid' (AmbientError) when a file is unusable
  * (the last good snapshot stays in force).
  */
-export class WorkloadFileSource extends EventEmitter {
+export class WorkloadFileSource extends EventEmitter<WorkloadSourceEvents> implements WorkloadSource {
+  readonly kind = 'file' as const;
   private watcher: fs.FSWatcher | null = null;
   private timer: NodeJS.Timeout | null = null;
   private poll: NodeJS.Timeout | null = null;
   private lastText: string | null = null;
+  private stopped = false;
   current: MeshSnapshot = emptySnapshot();
   lastError: AmbientError | null = null;
 
-  constructor(readonly file: string, private readonly cgroupRoot: string | null) {
+  constructor(
+    readonly file: string,
+    private readonly cgroupRoot: string | null,
+  ) {
     super();
   }
 
@@ -328,7 +279,14 @@ export class WorkloadFileSource extends EventEmitter {
     try {
       texts = filesOf(this.file).map((f) => [f, fs.readFileSync(f, 'utf8')]);
     } catch (e) {
-      this.fail(new AmbientError('WORKLOADS_UNREADABLE', `cannot read workload file ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'create the file or fix --workloads; the agent keeps its last good state', { cause: e }));
+      this.fail(
+        new AmbientError(
+          'WORKLOADS_UNREADABLE',
+          `cannot read workload file ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+          'create the file or fix --workloads; the agent keeps its last good state',
+          { cause: e },
+        ),
+      );
       return this.current;
     }
     const joined = texts.map(([f, t]) => `${f}\0${t}`).join('\0\0');
@@ -337,34 +295,57 @@ export class WorkloadFileSource extends EventEmitter {
       const snap = emptySnapshot();
       for (const [f, text] of texts) {
         const multi = !f.endsWith('.json') && /^---/m.test(text);
-        const doc = multi ? YAML.parseAllDocuments(text).map((d) => {
-          if (d.errors.length) throw new AmbientError('WORKLOADS_INVALID', `${f}: not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`, 'fix the syntax; the agent keeps its last good state meanwhile');
-          return d.toJS();
-        }) : parseDocument(text, f, 'WORKLOADS_INVALID');
+        const doc = multi
+          ? YAML.parseAllDocuments(text).map((d) => {
+              if (d.errors.length)
+                throw new AmbientError(
+                  'WORKLOADS_INVALID',
+                  `${f}: not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`,
+                  'fix the syntax; the agent keeps its last good state meanwhile',
+                );
+              return d.toJS() as unknown;
+            })
+          : parseDocument(text, f, 'WORKLOADS_INVALID');
         parseWorkloads(doc, { file: f, cgroupRoot: this.cgroupRoot, previous: this.current }, snap, multi);
       }
       resolveEndpoints(snap);
       this.lastText = joined;
       this.current = snap;
       this.lastError = null;
-      this.emit('update', snap);
+      if (!this.stopped) this.emit('update', snap);
     } catch (e) {
-      this.fail(e instanceof AmbientError ? e : new AmbientError('WORKLOADS_INVALID', String(e), 'fix the workload file'));
+      this.fail(
+        e instanceof AmbientError
+          ? e
+          : new AmbientError('WORKLOADS_INVALID', String(e), 'fix the workload file; the agent keeps its last good state meanwhile', { cause: e }),
+      );
     }
     return this.current;
   }
 
   private fail(err: AmbientError): void {
     this.lastError = err;
-    this.emit('invalid', err);
+    if (!this.stopped) this.emit('invalid', err);
   }
 
-  /** Starts watching (the file's directory, or the directory itself). */
-  start(): void {
+  /**
+   * Reads the file(s) and starts watching (the file's directory, or the
+   * directory itself). The first 'update' (or 'invalid') is emitted before
+   * this returns; the promise is resolved already.
+   */
+  start(): Promise<void> {
+    this.stopped = false;
     this.reload();
     let dir = path.dirname(this.file);
     let base: string | null = path.basename(this.file);
-    try { if (fs.statSync(this.file).isDirectory()) { dir = this.file; base = null; } } catch { /* missing: watch its dir */ }
+    try {
+      if (fs.statSync(this.file).isDirectory()) {
+        dir = this.file;
+        base = null;
+      }
+    } catch {
+      /* missing: watch its dir */
+    }
     try {
       this.watcher = fs.watch(dir, { persistent: false }, (_ev, n) => {
         if (base === null || n === null || n === base) this.schedule();
@@ -376,10 +357,11 @@ export class WorkloadFileSource extends EventEmitter {
     // A slow poll as a safety net (watchers can miss events on some filesystems).
     this.poll = setInterval(() => this.reload(), 2000);
     this.poll.unref();
+    return Promise.resolve();
   }
 
   private schedule(): void {
-    if (this.timer) return;
+    if (this.timer || this.stopped) return;
     // coalesce bursts of events from one write
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -388,9 +370,22 @@ export class WorkloadFileSource extends EventEmitter {
   }
 
   stop(): void {
+    this.stopped = true;
     this.watcher?.close();
     this.watcher = null;
     if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     if (this.poll) clearInterval(this.poll);
+    this.poll = null;
+  }
+
+  /** What config_dump shows of the file source. */
+  status(): Record<string, unknown> {
+    return {
+      kind: this.kind,
+      file: this.file,
+      entryErrors: this.current.errors,
+      lastError: this.lastError?.toJSON() ?? null,
+    };
   }
 }

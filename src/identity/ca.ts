@@ -8,10 +8,26 @@
  * not a CA, random serial).
  */
 import { x509 } from './x509.js';
-import { createPrivateKey, createPublicKey, randomBytes, X509Certificate as NodeX509, KeyObject } from 'node:crypto';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { createPrivateKey, createPublicKey, X509Certificate as NodeX509, KeyObject } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseSpiffeId, validateTrustDomain } from './spiffe.js';
+import { CaError } from './ca-errors.js';
+import {
+  checkWorkloadKey,
+  floorToSecond,
+  isSelfSigned,
+  randomSerialHex,
+  signingAlgFor,
+  spkiDer,
+  splitPemCertificates,
+  toKeyObjectPublic,
+  type PublicKeyInput,
+} from './ca-keys.js';
+import { acquireLock, exists, readIfExists, writeFileAtomic } from './ca-files.js';
+
+export { CaError, type CaErrorCode } from './ca-errors.js';
+export { splitPemCertificates, type PublicKeyInput } from './ca-keys.js';
 
 const subtle = globalThis.crypto.subtle;
 
@@ -23,28 +39,6 @@ const LOCK_FILE = '.ambientd-ca.lock';
 
 export const DEFAULT_WORKLOAD_CERT_LIFETIME_MS = 24 * 3600 * 1000;
 export const DEFAULT_ROOT_LIFETIME_DAYS = 3650;
-
-export type CaErrorCode =
-  | 'CA_INCOMPLETE_LAYOUT'
-  | 'CA_BAD_PEM'
-  | 'CA_KEY_MISMATCH'
-  | 'CA_NOT_A_CA'
-  | 'CA_EXPIRED'
-  | 'CA_UNSUPPORTED_KEY'
-  | 'CA_BAD_CSR'
-  | 'CA_CSR_IDENTITY_MISMATCH'
-  | 'CA_BAD_REQUEST'
-  | 'CA_LOCK_TIMEOUT';
-
-export class CaError extends Error {
-  override readonly name = 'CaError';
-  constructor(readonly code: CaErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
-
-/** Public key forms accepted by `issue()`: PEM (SPKI), DER SPKI, KeyObject or WebCrypto key. */
-export type PublicKeyInput = string | Uint8Array | KeyObject | CryptoKey;
 
 export interface IssueRequest {
   spiffeId: string;
@@ -100,97 +94,6 @@ export type CaSource = 'created' | 'loaded' | 'in-memory';
 
 // ---------------------------------------------------------------------------
 
-const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-/** Splits a PEM bundle into individual certificate PEM blocks (normalised, each ending with \n). */
-export function splitPemCertificates(bundle: string): string[] {
-  return (bundle.match(PEM_CERT_RE) ?? []).map((b) => b.trim() + '\n');
-}
-
-function randomSerialHex(): string {
-  const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f; // positive
-  if (b[0] === 0) b[0] = 0x01; // keep 16 significant bytes, never zero
-  return b.toString('hex');
-}
-
-function floorToSecond(ms: number): Date {
-  return new Date(Math.floor(ms / 1000) * 1000);
-}
-
-interface SigningAlg {
-  importAlg: RsaHashedImportParams | EcKeyImportParams | Algorithm;
-  signAlg: Algorithm | EcdsaParams;
-}
-
-function signingAlgFor(key: KeyObject): SigningAlg {
-  const t = key.asymmetricKeyType;
-  if (t === 'ec') {
-    const curve = key.asymmetricKeyDetails?.namedCurve;
-    const map: Record<string, [string, string]> = {
-      prime256v1: ['P-256', 'SHA-256'],
-      'P-256': ['P-256', 'SHA-256'],
-      secp384r1: ['P-384', 'SHA-384'],
-      'P-384': ['P-384', 'SHA-384'],
-      secp521r1: ['P-521', 'SHA-512'],
-      'P-521': ['P-521', 'SHA-512'],
-    };
-    const m = curve ? map[curve] : undefined;
-    if (!m) throw new CaError('CA_UNSUPPORTED_KEY', `unsupported EC curve ${curve}`);
-    return {
-      importAlg: { name: 'ECDSA', namedCurve: m[0] } as EcKeyImportParams,
-      signAlg: { name: 'ECDSA', hash: m[1] } as EcdsaParams,
-    };
-  }
-  if (t === 'rsa') {
-    return {
-      importAlg: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as RsaHashedImportParams,
-      signAlg: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as Algorithm,
-    };
-  }
-  throw new CaError('CA_UNSUPPORTED_KEY', `unsupported CA key type ${t}`);
-}
-
-function toKeyObjectPublic(input: PublicKeyInput): Promise<KeyObject> | KeyObject {
-  if (input instanceof KeyObject) {
-    return input.type === 'public' ? input : createPublicKey(input);
-  }
-  if (typeof input === 'string') return createPublicKey(input);
-  if (input instanceof Uint8Array) return createPublicKey({ key: Buffer.from(input), format: 'der', type: 'spki' });
-  // WebCrypto key
-  return subtle.exportKey('spki', input as CryptoKey).then((der) =>
-    createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' }),
-  );
-}
-
-function checkWorkloadKey(k: KeyObject): void {
-  const t = k.asymmetricKeyType;
-  if (t === 'ec') {
-    const c = k.asymmetricKeyDetails?.namedCurve;
-    if (c === 'prime256v1' || c === 'secp384r1') return;
-    throw new CaError('CA_UNSUPPORTED_KEY', `unsupported workload EC curve ${c}`);
-  }
-  if (t === 'rsa') {
-    const bits = k.asymmetricKeyDetails?.modulusLength ?? 0;
-    if (bits >= 2048) return;
-    throw new CaError('CA_UNSUPPORTED_KEY', `RSA workload key too small (${bits} bits)`);
-  }
-  throw new CaError('CA_UNSUPPORTED_KEY', `unsupported workload key type ${t}`);
-}
-
-function spkiDer(k: KeyObject): Buffer {
-  return k.export({ format: 'der', type: 'spki' });
-}
-
-function isSelfSigned(pem: string): boolean {
-  try {
-    const c = new NodeX509(pem);
-    return c.subject === c.issuer && c.verify(c.publicKey);
-  } catch {
-    return false;
-  }
-}
-
 // ---------------------------------------------------------------------------
 
 interface CaMaterial {
@@ -220,14 +123,7 @@ export class CertificateAuthority implements CertificateIssuer {
   readonly #caCert: x509.X509Certificate;
   readonly #caSkid: string | undefined;
 
-  private constructor(
-    m: CaMaterial,
-    signingKey: CryptoKey,
-    signAlg: Algorithm | EcdsaParams,
-    trustDomain: string,
-    source: CaSource,
-    dir: string | undefined,
-  ) {
+  private constructor(m: CaMaterial, signingKey: CryptoKey, signAlg: Algorithm | EcdsaParams, trustDomain: string, source: CaSource, dir: string | undefined) {
     this.caCertPem = m.caCertPem;
     this.rootPem = m.rootPem;
     this.#intermediates = m.intermediatesPem;
@@ -294,12 +190,7 @@ export class CertificateAuthority implements CertificateIssuer {
   static async createInMemory(opts: { trustDomain: string; rootLifetimeDays?: number }): Promise<CertificateAuthority> {
     validateTrustDomain(opts.trustDomain);
     const { certPem, keyPkcs8Pem } = await createRoot(opts.trustDomain, opts.rootLifetimeDays ?? DEFAULT_ROOT_LIFETIME_DAYS);
-    return CertificateAuthority.#fromMaterial(
-      materialFromPems(certPem, keyPkcs8Pem, certPem, certPem),
-      opts.trustDomain,
-      'in-memory',
-      undefined,
-    );
+    return CertificateAuthority.#fromMaterial(materialFromPems(certPem, keyPkcs8Pem, certPem, certPem), opts.trustDomain, 'in-memory', undefined);
   }
 
   /** Builds a CA from PEM strings in the plug-in layout (no disk access). */
@@ -325,12 +216,7 @@ export class CertificateAuthority implements CertificateIssuer {
     return CertificateAuthority.#fromMaterial(m, trustDomain, 'loaded', dir);
   }
 
-  static async #fromMaterial(
-    m: CaMaterial,
-    trustDomain: string,
-    source: CaSource,
-    dir: string | undefined,
-  ): Promise<CertificateAuthority> {
+  static async #fromMaterial(m: CaMaterial, trustDomain: string, source: CaSource, dir: string | undefined): Promise<CertificateAuthority> {
     const alg = signingAlgFor(m.caKey);
     const der = m.caKey.export({ format: 'der', type: 'pkcs8' });
     let key: CryptoKey;
@@ -511,10 +397,7 @@ async function createRoot(trustDomain: string, lifetimeDays: number): Promise<{ 
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
-        true,
-      ),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
@@ -522,90 +405,4 @@ async function createRoot(trustDomain: string, lifetimeDays: number): Promise<{ 
   const keyPkcs8Pem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n')}-----END PRIVATE KEY-----\n`;
   pkcs8.fill(0);
   return { certPem: cert.toString('pem').trim() + '\n', keyPkcs8Pem };
-}
-
-// ---------------------------------------------------------------------------
-// file helpers
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.access(p, fsc.F_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function readIfExists(p: string): Promise<string | undefined> {
-  try {
-    return await fsp.readFile(p, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-}
-
-async function writeFileAtomic(p: string, data: string, mode: number): Promise<void> {
-  const tmp = `${p}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
-  try {
-    await fh.writeFile(data);
-    await fh.chmod(mode); // umask-proof
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await fsp.rename(tmp, p);
-  } catch (e) {
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** O_EXCL lock file with stale-lock detection (dead pid on this host, or older than 2 min). */
-async function acquireLock(lockPath: string, timeoutMs: number): Promise<() => Promise<void>> {
-  const deadline = Date.now() + timeoutMs;
-  const token = `${process.pid} ${randomBytes(8).toString('hex')}\n`;
-  for (;;) {
-    try {
-      const fh = await fsp.open(lockPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-      try {
-        await fh.writeFile(token);
-      } finally {
-        await fh.close();
-      }
-      return async () => {
-        const cur = await readIfExists(lockPath);
-        if (cur === token) await fsp.rm(lockPath, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    // Held by someone else: stale?
-    try {
-      const [content, st] = await Promise.all([readIfExists(lockPath), fsp.stat(lockPath)]);
-      const pid = Number.parseInt((content ?? '').split(' ')[0] ?? '', 10);
-      const old = Date.now() - st.mtimeMs > 120_000;
-      const dead = content !== undefined && content.endsWith('\n') && Number.isInteger(pid) && pid > 0 && !pidAlive(pid);
-      if (old || dead) {
-        // Re-check content before removing to avoid deleting a fresh lock.
-        if ((await readIfExists(lockPath)) === content) await fsp.rm(lockPath, { force: true });
-        continue;
-      }
-    } catch {
-      // lock vanished between calls: retry
-    }
-    if (Date.now() > deadline) throw new CaError('CA_LOCK_TIMEOUT', `timed out waiting for ${lockPath}`);
-    await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 50)));
-  }
 }

@@ -13,6 +13,7 @@ import { x509 } from './x509.js';
 import { parseSpiffeId, uriSansFromSubjectAltName } from './spiffe.js';
 import type { CertificateIssuer, IssuedCertificate } from './ca.js';
 import { DEFAULT_WORKLOAD_CERT_LIFETIME_MS } from './ca.js';
+import { AmbientError } from '../util/errors.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 const subtle = globalThis.crypto.subtle;
@@ -90,22 +91,27 @@ export interface IdentityManagerEvents {
   expired: [ExpiredEvent];
 }
 
-export class IdentityManagerClosedError extends Error {
-  override readonly name = 'IdentityManagerClosedError';
-  readonly code = 'IDENTITY_MANAGER_CLOSED';
+export class IdentityManagerClosedError extends AmbientError {
+  declare readonly code: 'CA_CLOSED';
   constructor() {
-    super('IdentityManager is closed');
+    super('CA_CLOSED', 'IdentityManager is closed', 'the agent is stopping: no certificate is issued any more');
+    this.name = 'IdentityManagerClosedError';
   }
 }
 
-export class CertificateIssueError extends Error {
-  override readonly name = 'CertificateIssueError';
-  constructor(
-    readonly code: 'ISSUE_TIMEOUT' | 'ISSUE_BAD_RESPONSE' | 'ISSUE_FAILED',
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+export type CertificateIssueCode = 'CA_ISSUE_TIMEOUT' | 'CA_ISSUE_BAD_RESPONSE' | 'CA_ISSUE_FAILED';
+
+const ISSUE_HINTS: Record<CertificateIssueCode, string> = {
+  CA_ISSUE_TIMEOUT: 'the CA did not answer in time: an overloaded node, or a stuck CA lock in caDir',
+  CA_ISSUE_BAD_RESPONSE: 'the CA returned a certificate that does not fit the request: check the CA in caDir',
+  CA_ISSUE_FAILED: 'the CA refused to issue (see the cause): check the CA in caDir and the identity asked for',
+};
+
+export class CertificateIssueError extends AmbientError {
+  declare readonly code: CertificateIssueCode;
+  constructor(code: CertificateIssueCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, ISSUE_HINTS[code], options?.cause !== undefined ? { cause: options.cause } : {});
+    this.name = 'CertificateIssueError';
   }
 }
 
@@ -158,7 +164,12 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     this.#issuer = opts.issuer;
     this.#lifetimeMs = opts.lifetimeMs ?? DEFAULT_WORKLOAD_CERT_LIFETIME_MS;
     this.#renewFraction = opts.renewFraction ?? 0.5;
-    if (!(this.#renewFraction > 0 && this.#renewFraction < 1)) throw new RangeError('renewFraction must be in (0,1)');
+    if (!(this.#renewFraction > 0 && this.#renewFraction < 1))
+      throw new AmbientError(
+        'CA_BAD_REQUEST',
+        `renewFraction must be in (0,1), got ${this.#renewFraction}`,
+        'renew at a fraction of the lifetime strictly between 0 and 1 (default 0.5)',
+      );
     this.#backoffInitialMs = opts.backoffInitialMs ?? 1000;
     this.#backoffMaxMs = opts.backoffMaxMs ?? 300_000;
     this.#issueTimeoutMs = opts.issueTimeoutMs ?? 30_000;
@@ -289,8 +300,16 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         e.lastError = undefined;
         this.#clearTimers(e);
         e.nextRenewalAt = held.renewAt;
-        longTimer(held.renewAt, () => this.#renewNow(e), (t) => (e.renewTimer = t));
-        longTimer(held.issued.notAfter.getTime(), () => this.#onExpiry(e, held), (t) => (e.expiryTimer = t));
+        longTimer(
+          held.renewAt,
+          () => this.#renewNow(e),
+          (t) => (e.renewTimer = t),
+        );
+        longTimer(
+          held.issued.notAfter.getTime(),
+          () => this.#onExpiry(e, held),
+          (t) => (e.expiryTimer = t),
+        );
         this.emit('issued', {
           id: e.id,
           serial: held.issued.serial,
@@ -311,7 +330,11 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
           const retryInMs = Math.min(this.#backoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
           if (e.renewTimer) clearTimeout(e.renewTimer);
           e.nextRenewalAt = Date.now() + retryInMs;
-          longTimer(e.nextRenewalAt, () => this.#renewNow(e), (t) => (e.renewTimer = t));
+          longTimer(
+            e.nextRenewalAt,
+            () => this.#renewNow(e),
+            (t) => (e.renewTimer = t),
+          );
           this.emit('renewalFailed', {
             id: e.id,
             error,
@@ -351,7 +374,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CertificateIssueError('ISSUE_TIMEOUT', `issuer did not answer within ${this.#issueTimeoutMs} ms`)),
+        () => reject(new CertificateIssueError('CA_ISSUE_TIMEOUT', `issuer did not answer within ${this.#issueTimeoutMs} ms`)),
         this.#issueTimeoutMs,
       );
       timer.unref();
@@ -369,7 +392,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
       ]);
     } catch (err) {
       if (err instanceof CertificateIssueError) throw err;
-      throw new CertificateIssueError('ISSUE_FAILED', `issuing certificate for ${id} failed: ${(err as Error)?.message ?? err}`, {
+      throw new CertificateIssueError('CA_ISSUE_FAILED', `issuing certificate for ${id} failed: ${(err as Error)?.message ?? err}`, {
         cause: err,
       });
     } finally {
@@ -388,16 +411,16 @@ function validateIssued(id: string, issued: IssuedCertificate, privateKey: KeyOb
   try {
     cert = new NodeX509(issued.certPem);
   } catch (e) {
-    throw new CertificateIssueError('ISSUE_BAD_RESPONSE', 'issuer returned an unparsable certificate', { cause: e });
+    throw new CertificateIssueError('CA_ISSUE_BAD_RESPONSE', 'issuer returned an unparsable certificate', { cause: e });
   }
   if (!cert.checkPrivateKey(privateKey)) {
-    throw new CertificateIssueError('ISSUE_BAD_RESPONSE', 'issued certificate does not match the generated key');
+    throw new CertificateIssueError('CA_ISSUE_BAD_RESPONSE', 'issued certificate does not match the generated key');
   }
   if (!uriSansFromSubjectAltName(cert.subjectAltName).includes(id)) {
-    throw new CertificateIssueError('ISSUE_BAD_RESPONSE', `issued certificate does not carry URI SAN ${id}`);
+    throw new CertificateIssueError('CA_ISSUE_BAD_RESPONSE', `issued certificate does not carry URI SAN ${id}`);
   }
   if (!(issued.notAfter instanceof Date) || issued.notAfter.getTime() <= Date.now()) {
-    throw new CertificateIssueError('ISSUE_BAD_RESPONSE', 'issued certificate is already expired');
+    throw new CertificateIssueError('CA_ISSUE_BAD_RESPONSE', 'issued certificate is already expired');
   }
 }
 
@@ -407,9 +430,7 @@ async function buildCsr(id: string, privateKey: KeyObject, publicKey: KeyObject)
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
   try {
     const priv = await subtle.importKey('pkcs8', pkcs8, alg, false, ['sign']);
-    const pub = await subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), alg, true, [
-      'verify',
-    ]);
+    const pub = await subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), alg, true, ['verify']);
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({
       keys: { privateKey: priv, publicKey: pub },
       signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,

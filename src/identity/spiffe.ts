@@ -8,23 +8,23 @@
  * (exactly `ns/<ns>/sa/<sa>`).
  */
 
-export type SpiffeIdErrorCode =
-  | 'SPIFFE_EMPTY'
-  | 'SPIFFE_TOO_LONG'
-  | 'SPIFFE_BAD_SCHEME'
-  | 'SPIFFE_BAD_TRUST_DOMAIN'
-  | 'SPIFFE_BAD_PATH'
-  | 'SPIFFE_NOT_K8S';
+import { AmbientError, type IdentityCode } from '../util/errors.js';
 
-export class SpiffeIdError extends Error {
-  override readonly name = 'SpiffeIdError';
+export type SpiffeIdErrorCode = Extract<IdentityCode, `SPIFFE_${string}`>;
+
+const SPIFFE_HINT =
+  'a workload identity is spiffe://<trust domain>/ns/<namespace>/sa/<service account>: lower-case trust domain [a-z0-9._-], path segments [A-Za-z0-9._-]';
+
+export class SpiffeIdError extends AmbientError {
+  declare readonly code: SpiffeIdErrorCode;
   constructor(
-    readonly code: SpiffeIdErrorCode,
+    code: SpiffeIdErrorCode,
     message: string,
     /** The offending input (truncated to 256 chars). */
     readonly input: string,
   ) {
-    super(message);
+    super(code, message, SPIFFE_HINT);
+    this.name = 'SpiffeIdError';
   }
 }
 
@@ -56,11 +56,7 @@ export function validateTrustDomain(td: string): void {
     throw new SpiffeIdError('SPIFFE_BAD_TRUST_DOMAIN', `trust domain longer than ${MAX_TRUST_DOMAIN_LENGTH}`, clip(td));
   }
   if (!TRUST_DOMAIN_RE.test(td)) {
-    throw new SpiffeIdError(
-      'SPIFFE_BAD_TRUST_DOMAIN',
-      'trust domain may only contain lower-case letters, digits, ".", "-" and "_"',
-      clip(td),
-    );
+    throw new SpiffeIdError('SPIFFE_BAD_TRUST_DOMAIN', 'trust domain may only contain lower-case letters, digits, ".", "-" and "_"', clip(td));
   }
 }
 

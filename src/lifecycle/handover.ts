@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: both ends of the hand-over protocol (client and server) share its framing, checks and deadlines; the records half is in forwarder.ts.
 /**
  * Socket hand-over between a running agent and its successor (a restart or a
  * rolling update), so no connection is refused and none is dropped:
@@ -26,8 +27,9 @@
  * Established connections (TLS + HTTP/2 state in the old process) are not
  * moved: the old process keeps them until they end or drainTimeout passes,
  * and sends the record of each one that closes to the successor
- * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, see
- * RecordForwarder), whose metrics count it: the successor answers the
+ * ("RECORDS 1 <pid> <node>\n" then one JSON line per record, each carrying
+ * its own format version: RecordForwarder in src/lifecycle/forwarder.ts,
+ * the format in src/lifecycle/records.ts), whose metrics count it: the successor answers the
  * metrics port now, so nothing the drained connections carried is lost.
  */
 import fs from 'node:fs';
@@ -38,6 +40,8 @@ import { errnoName } from '../datapath/native.js';
 import { handleFd } from '../datapath/sockets.js';
 import type { Logger } from '../util/log.js';
 import type { PeerCred } from './peer.js';
+import { AmbientError, type LifecycleCode } from '../util/errors.js';
+import { formatHostPort } from '../util/hostport.js';
 
 /** null when the peer may take part in a hand-over, else why not. */
 export type PeerVerifier = (cred: PeerCred, claimedPid?: number) => string | null;
@@ -68,9 +72,29 @@ interface Frame {
   error?: string;
 }
 
-export class HandoverError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+export type HandoverCode = Extract<LifecycleCode, `HANDOVER_${string}`>;
+
+const HANDOVER_HINTS: Record<HandoverCode, string> = {
+  HANDOVER_ABORTED: 'the exchange with the other agent broke off; each side carries on as before (the running agent serves, a new one starts on fresh sockets)',
+  HANDOVER_PROTOCOL: 'the other agent sent a malformed frame or speaks another hand-over version: both agents must be of compatible versions',
+  HANDOVER_PEER: 'only an ambientd agent of this node (uid 0, same executable) may use the hand-over socket',
+  HANDOVER_REFUSED: 'the running agent refused (see the message): a successor for another node, or a hand-over already in progress or done',
+  HANDOVER_RECORD_INVALID: 'a connection record from the agent we replaced failed its checks and was dropped (its bytes are missing from the metrics)',
+  HANDOVER_RECORD_VERSION:
+    'the agent we replaced writes connection records in a format version this agent does not read: they are dropped (their bytes are missing from the metrics); upgrade across one version at a time',
+};
+
+/** A hand-over that failed: `code` says how, `reason` the low-level cause (an errno name, EOF, EPROTO). */
+export class HandoverError extends AmbientError {
+  declare readonly code: HandoverCode;
+  readonly reason: string;
+  constructor(code: HandoverCode, reason: string, message: string, opts: { hint?: string } = {}) {
+    super(code, message, opts.hint ?? HANDOVER_HINTS[code]);
+    this.name = 'HandoverError';
+    this.reason = reason;
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), reason: this.reason };
   }
 }
 
@@ -80,7 +104,12 @@ export class Inherited {
   private done = false;
   readonly rejected: Array<{ entry: HandoverEntry; reason: string }> = [];
 
-  constructor(private readonly native: NativeAddon, private readonly conn: number, readonly fromPid: number, list: Array<{ entry: HandoverEntry; fd: number }>) {
+  constructor(
+    private readonly native: NativeAddon,
+    private readonly conn: number,
+    readonly fromPid: number,
+    list: Array<{ entry: HandoverEntry; fd: number }>,
+  ) {
     for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key), x);
   }
 
@@ -88,7 +117,9 @@ export class Inherited {
     return `${kind}\0${role}\0${key ?? ''}`;
   }
 
-  get size(): number { return this.byKey.size; }
+  get size(): number {
+    return this.byKey.size;
+  }
 
   /**
    * The fd of a listener the old agent had, if it is what we would bind now
@@ -104,8 +135,9 @@ export class Inherited {
     let why: string | null = null;
     if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
     else if (!info.listening) why = 'not a listening socket';
-    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${info.ip}:${info.port}, want ${want.ip}:${want.port}`;
-    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) why = 'in another network namespace (the pod sandbox was re-created)';
+    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
+    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode)
+      why = 'in another network namespace (the pod sandbox was re-created)';
     if (why) {
       this.rejected.push({ entry: x.entry, reason: why });
       this.native.closeFd(x.fd);
@@ -164,7 +196,7 @@ export class Inherited {
 }
 
 function check(r: number, what: string): number {
-  if (r < 0) throw new HandoverError(errnoName(r), `${what}: ${errnoName(r)}`);
+  if (r < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `${what}: ${errnoName(r)}`);
   return r;
 }
 
@@ -175,9 +207,9 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
   while (got < n) {
     const left = Math.max(1, deadline - Date.now());
     const r = native.recvFds(fd, n - got, left);
-    if (typeof r === 'number') throw new HandoverError(errnoName(r), `hand-over read: ${errnoName(r)}`);
+    if (typeof r === 'number') throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `hand-over read: ${errnoName(r)}`);
     fds.push(...r.fds);
-    if (r.data.length === 0) throw new HandoverError('EOF', 'the old agent closed the hand-over connection');
+    if (r.data.length === 0) throw new HandoverError('HANDOVER_ABORTED', 'EOF', 'the old agent closed the hand-over connection');
     parts.push(r.data);
     got += r.data.length;
   }
@@ -190,44 +222,58 @@ function recvExact(native: NativeAddon, fd: number, n: number, fds: number[], de
  * throws HandoverError when one answers but the exchange fails (the caller
  * then starts fresh: nothing was changed on either side).
  */
-export function requestHandover(native: NativeAddon, socketPath: string, node: string, opts: { timeoutMs?: number; verifyPeer?: PeerVerifier } = {}): Inherited | null {
+export function requestHandover(
+  native: NativeAddon,
+  socketPath: string,
+  node: string,
+  opts: { timeoutMs?: number; verifyPeer?: PeerVerifier } = {},
+): Inherited | null {
   const timeoutMs = opts.timeoutMs ?? 5000;
   if (!fs.existsSync(socketPath)) return null;
   const conn = native.unixConnect(socketPath, timeoutMs);
   if (conn < 0) {
     const name = errnoName(conn);
     if (name === 'ECONNREFUSED' || name === 'ENOENT') return null; // stale socket file: nobody serves there
-    throw new HandoverError(name, `connect ${socketPath}: ${name}`);
+    throw new HandoverError('HANDOVER_ABORTED', name, `connect ${socketPath}: ${name}`);
   }
   const received: Array<{ entry: HandoverEntry; fd: number }> = [];
   const stray: number[] = [];
   try {
     // who serves there, from the kernel: sockets are only taken from an agent
     const cred = native.peerCred(conn);
-    if (typeof cred === 'number') throw new HandoverError(errnoName(cred), `SO_PEERCRED: ${errnoName(cred)}`);
+    if (typeof cred === 'number') throw new HandoverError('HANDOVER_PEER', errnoName(cred), `SO_PEERCRED: ${errnoName(cred)}`);
     const why = opts.verifyPeer?.(cred) ?? null;
-    if (why) throw new HandoverError('EPERM', `the process serving ${socketPath} is refused: ${why}`);
+    if (why) throw new HandoverError('HANDOVER_PEER', 'EPERM', `the process serving ${socketPath} is refused: ${why}`);
     check(native.sendFds(conn, Buffer.from(`HELLO ${HANDOVER_VERSION} ${process.pid} ${node}\n`), [], timeoutMs), 'hand-over hello');
     const deadline = Date.now() + timeoutMs;
     let fromPid = 0;
     for (;;) {
       const fds: number[] = [];
       const len = recvExact(native, conn, 4, fds, deadline).readUInt32BE(0);
-      if (len === 0 || len > MAX_FRAME) throw new HandoverError('EPROTO', `hand-over frame of ${len} bytes`);
+      if (len === 0 || len > MAX_FRAME) throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over frame of ${len} bytes`);
       const body = recvExact(native, conn, len, fds, deadline);
       let frame: Frame;
       try {
         frame = JSON.parse(body.toString('utf8')) as Frame;
       } catch {
         stray.push(...fds);
-        throw new HandoverError('EPROTO', 'hand-over frame is not JSON');
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', 'hand-over frame is not JSON');
       }
-      if (frame.v !== HANDOVER_VERSION) { stray.push(...fds); throw new HandoverError('EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`); }
-      if (frame.error) { stray.push(...fds); throw new HandoverError('REFUSED', `the old agent refused: ${frame.error}`); }
+      if (frame.v !== HANDOVER_VERSION) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `hand-over version ${frame.v}, want ${HANDOVER_VERSION}`);
+      }
+      if (frame.error) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_REFUSED', 'REFUSED', `the old agent refused: ${frame.error}`);
+      }
       const entries = frame.entries ?? [];
-      if (entries.length !== fds.length) { stray.push(...fds); throw new HandoverError('EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`); }
+      if (entries.length !== fds.length) {
+        stray.push(...fds);
+        throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `frame has ${entries.length} entries but ${fds.length} fds`);
+      }
       entries.forEach((entry, i) => received.push({ entry, fd: fds[i]! }));
-      if (frame.pid !== cred.pid) throw new HandoverError('EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
+      if (frame.pid !== cred.pid) throw new HandoverError('HANDOVER_PROTOCOL', 'EPROTO', `the frame says pid ${frame.pid} but the kernel says ${cred.pid}`);
       fromPid = frame.pid;
       if (frame.last) break;
     }
@@ -283,12 +329,18 @@ export class HandoverServer {
     const p = this.o.socketPath;
     fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
     const fd = this.o.native.unixListen(p, 16);
-    if (fd < 0) throw new HandoverError(errnoName(fd), `listen on ${p}: ${errnoName(fd)}`);
+    if (fd < 0)
+      throw new HandoverError('HANDOVER_ABORTED', errnoName(fd), `listen on ${p}: ${errnoName(fd)}`, {
+        hint: 'the agent must be able to create handoverSocket (its directory is made 0700); two agents of one node must agree on it',
+      });
     this.boundIno = fs.statSync(p).ino;
     const srv = net.createServer((s) => this.onConnection(s));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ fd }, () => { srv.off('error', reject); resolve(); });
+      srv.listen({ fd }, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
     srv.on('error', (e) => this.o.log.warn('hand-over socket error', { error: e.message }));
     this.server = srv;
@@ -307,7 +359,9 @@ export class HandoverServer {
     if (this.handedTo !== null || this.busy) return;
     try {
       if (fs.statSync(this.o.socketPath).ino === this.boundIno) fs.rmSync(this.o.socketPath, { force: true });
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
 
   private onConnection(s: net.Socket): void {
@@ -324,25 +378,34 @@ export class HandoverServer {
       this.o.onPeerRejected?.(why);
       s.destroy();
     };
-    if (typeof cred === 'number') { refuse(`SO_PEERCRED: ${errnoName(cred)}`); return; }
+    if (typeof cred === 'number') {
+      refuse(`SO_PEERCRED: ${errnoName(cred)}`);
+      return;
+    }
     const early = this.o.verifyPeer?.(cred) ?? null;
-    if (early) { refuse(early); return; }
+    if (early) {
+      refuse(early);
+      return;
+    }
     const send = (frame: Frame, fds: number[]): void => {
       const body = Buffer.from(JSON.stringify(frame));
       const head = Buffer.alloc(4);
       head.writeUInt32BE(body.length, 0);
       const r = this.o.native.sendFds(fd as number, Buffer.concat([head, body]), fds, 5000);
-      if (r < 0) throw new HandoverError(errnoName(r), `hand-over send: ${errnoName(r)}`);
+      if (r < 0) throw new HandoverError('HANDOVER_ABORTED', errnoName(r), `hand-over send: ${errnoName(r)}`);
     };
     const handout = async (): Promise<void> => {
       this.busy = true;
       try {
         const list = await this.o.listeners();
-        if (s.destroyed) throw new HandoverError('EOF', 'the new agent went away');
+        if (s.destroyed) throw new HandoverError('HANDOVER_ABORTED', 'EOF', 'the new agent went away');
         if (list.length === 0) send({ v: HANDOVER_VERSION, pid: process.pid, last: true, entries: [] }, []);
         for (let i = 0; i < list.length; i += FDS_PER_FRAME) {
           const part = list.slice(i, i + FDS_PER_FRAME);
-          send({ v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) }, part.map((x) => x.fd));
+          send(
+            { v: HANDOVER_VERSION, pid: process.pid, last: i + FDS_PER_FRAME >= list.length, entries: part.map((x) => x.entry) },
+            part.map((x) => x.fd),
+          );
         }
         log.info('listening sockets sent to the new agent', { pid: peer, sockets: list.length });
       } catch (e) {
@@ -376,18 +439,34 @@ export class HandoverServer {
           // the agent we replaced, reporting connections that closed while it drained
           peer = Number(rest[1]) || 0;
           const why = this.o.verifyPeer?.(cred, peer) ?? null;
-          if (why) { refuse(why); return; }
-          if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) { this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`); s.destroy(); return; }
+          if (why) {
+            refuse(why);
+            return;
+          }
+          if (rest[0] !== String(HANDOVER_VERSION) || rest[2] !== this.o.node) {
+            this.o.onBadRecord?.(peer, `bad RECORDS header: ${line.slice(0, 100)}`);
+            s.destroy();
+            return;
+          }
           records = true;
         } else if (word === 'HELLO' && !sent) {
           sent = true;
           peer = Number(rest[1]) || 0;
           const why = this.o.verifyPeer?.(cred, peer) ?? null;
-          if (why) { refuse(why); return; }
-          if (fd === null) { s.destroy(); return; }
+          if (why) {
+            refuse(why);
+            return;
+          }
+          if (fd === null) {
+            s.destroy();
+            return;
+          }
           try {
             if (rest[0] !== String(HANDOVER_VERSION)) {
-              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` }, []);
+              send(
+                { v: HANDOVER_VERSION, pid: process.pid, last: true, error: `version ${rest[0]} not supported (this agent speaks ${HANDOVER_VERSION})` },
+                [],
+              );
               s.end();
               return;
             }
@@ -397,7 +476,15 @@ export class HandoverServer {
               return;
             }
             if (this.handedTo !== null || this.busy) {
-              send({ v: HANDOVER_VERSION, pid: process.pid, last: true, error: this.handedTo !== null ? `already handed over to pid ${this.handedTo}` : 'a hand-over is in progress' }, []);
+              send(
+                {
+                  v: HANDOVER_VERSION,
+                  pid: process.pid,
+                  last: true,
+                  error: this.handedTo !== null ? `already handed over to pid ${this.handedTo}` : 'a hand-over is in progress',
+                },
+                [],
+              );
               s.end();
               return;
             }
@@ -418,14 +505,23 @@ export class HandoverServer {
             s.destroy();
           }
         } else if (word === 'ADOPTED' && sent && this.busy) {
-          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
+          if (adoptTimer) {
+            clearTimeout(adoptTimer);
+            adoptTimer = null;
+          }
           this.handedTo = peer;
           this.busy = false;
           s.end('OK\n');
           this.o.onAdopted(peer);
         } else if (word === 'ABORT') {
-          if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
-          if (!this.busy) { s.end(); return; }
+          if (adoptTimer) {
+            clearTimeout(adoptTimer);
+            adoptTimer = null;
+          }
+          if (!this.busy) {
+            s.end();
+            return;
+          }
           this.busy = false;
           this.o.onAborted?.(peer, rest.join(' '));
           s.end();
@@ -433,53 +529,21 @@ export class HandoverServer {
           s.destroy();
         }
       }
-      if (buf.length > MAX_LINE) { this.o.onBadRecord?.(peer, 'line too long'); s.destroy(); }
+      if (buf.length > MAX_LINE) {
+        this.o.onBadRecord?.(peer, 'line too long');
+        s.destroy();
+      }
     });
     s.on('close', () => {
-      if (adoptTimer) { clearTimeout(adoptTimer); adoptTimer = null; }
+      if (adoptTimer) {
+        clearTimeout(adoptTimer);
+        adoptTimer = null;
+      }
       if (sent && this.busy) {
         // the new agent went away without adopting: keep serving
         this.busy = false;
         this.o.onAborted?.(peer, 'connection closed before ADOPTED');
       }
-    });
-  }
-}
-
-/**
- * Old agent, draining: sends each connection record that closes to the
- * successor's hand-over socket (best effort: what cannot be sent is counted
- * by the caller via the returned stats). end() flushes and closes.
- */
-export class RecordForwarder {
-  private sock: net.Socket | null = null;
-  private sent = 0;
-  private lost = 0;
-  private failed = false;
-
-  constructor(private readonly socketPath: string, private readonly node: string) {}
-
-  send(rec: unknown): void {
-    if (this.failed) { this.lost++; return; }
-    if (!this.sock) {
-      const s = net.connect(this.socketPath);
-      s.on('error', () => { this.failed = true; });
-      s.write(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${this.node}\n`);
-      this.sock = s;
-    }
-    this.sock.write(JSON.stringify(rec) + '\n');
-    this.sent++;
-  }
-
-  /** Flushes what was written and closes; resolves within timeoutMs in any case. */
-  end(timeoutMs = 2000): Promise<{ sent: number; lost: number }> {
-    const s = this.sock;
-    const result = (): { sent: number; lost: number } => ({ sent: this.failed ? 0 : this.sent, lost: this.lost + (this.failed ? this.sent : 0) });
-    if (!s) return Promise.resolve(result());
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { s.destroy(); resolve(result()); }, timeoutMs);
-      s.once('close', () => { clearTimeout(t); resolve(result()); });
-      s.end();
     });
   }
 }

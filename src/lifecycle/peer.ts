@@ -8,7 +8,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export interface PeerCred { pid: number; uid: number; gid: number }
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
 
 /** argv of a process, from /proc (null when it is gone or unreadable). */
 function cmdline(pid: number): string[] | null {

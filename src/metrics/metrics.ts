@@ -4,7 +4,8 @@
  * records (ConnectionTracker 'open'/'close') and the mesh model, plus agent
  * health metrics read at scrape time.
  *
- * Istio semantics (see docs: reference "Metrics"):
+ * Istio semantics (see docs: reference "Metrics"); the labels of a record
+ * come from src/metrics/record-view.ts, which also makes the access-log line:
  *  - reporter="source" for outbound records, "destination" for inbound: a
  *    cross-node flow is counted once by each agent.
  *  - opened_total counts on 'open' (response_flags "-": flags are only known
@@ -12,12 +13,10 @@
  *    record's final response_flags. Bytes are application bytes: sent =
  *    client -> destination, received = destination -> client.
  *  - failed_total counts connections that could not be established: denied
- *    (DENY), upstream connect failures (CONNECT) and HBONE TLS failures
- *    (TLS_FAILURE). A reset of an established connection is a close with "-".
- *  - *_workload is the pod's controller name when it can be told from the pod
- *    (a ReplicaSet pod "web-7d4b9c8f6d-x2x9z" with label pod-template-hash
- *    gives "web"), else the pod name.
- *  - principals are SPIFFE ids only on mutual TLS (HBONE) connections.
+ *    (DENY), upstream connect failures (CONNECT), HBONE TLS failures
+ *    (TLS_FAILURE) and a cap of the agent (UO). A reset of an established
+ *    connection is a close with "-".
+ *  - principals are SPIFFE ids only when mutual TLS (HBONE) proves them.
  *  - trusted inputs only (docs/SECURITY.md): the source address is the TCP
  *    peer the kernel reports, never a header; on inbound mTLS the source
  *    workload is the pod at that address only if it has the identity the
@@ -25,135 +24,30 @@
  * Cardinality is bounded: no label carries a port, address or connection id.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ConnectionRecord, ConnectionTracker } from '../proxy/connections.js';
+import type { ConnectionTracker, TrackedConnection } from '../proxy/connections.js';
 import type { MeshIndex, PodInfo } from '../discovery/model.js';
+import { denialReason, ISTIO_LABELS, recordContext, recordView, type IstioLabel, type IstioLabels } from './record-view.js';
 
-export const UNKNOWN = 'unknown';
-export const CLUSTER = 'Kubernetes';
-
-export const ISTIO_LABELS = [
-  'reporter',
-  'source_workload', 'source_canonical_service', 'source_canonical_revision', 'source_workload_namespace', 'source_principal',
-  'source_app', 'source_version', 'source_cluster',
-  'destination_service', 'destination_service_namespace', 'destination_service_name',
-  'destination_workload', 'destination_canonical_service', 'destination_canonical_revision', 'destination_workload_namespace',
-  'destination_principal', 'destination_app', 'destination_version', 'destination_cluster',
-  'request_protocol', 'response_flags', 'connection_security_policy',
-] as const;
-export type IstioLabel = (typeof ISTIO_LABELS)[number];
-export type IstioLabels = Record<IstioLabel, string>;
-
-/** Deployment-style workload name: strips "-<pod-template-hash>-<5 chars>" when the pod says so. */
-export function workloadName(p: PodInfo): string {
-  const hash = p.labels['pod-template-hash'];
-  if (hash) {
-    const suffix = new RegExp(`-${hash.replace(/[^a-z0-9]/gi, '')}-[a-z0-9]{5}$`);
-    if (suffix.test(p.name)) return p.name.replace(suffix, '');
-  }
-  return p.name;
-}
-
-export function canonicalService(p: PodInfo): string {
-  return p.labels['service.istio.io/canonical-name'] || p.labels['app.kubernetes.io/name'] || p.labels.app || workloadName(p);
-}
-
-export function canonicalRevision(p: PodInfo): string {
-  return p.labels['service.istio.io/canonical-revision'] || p.labels['app.kubernetes.io/version'] || p.labels.version || 'latest';
-}
-
-interface Side { workload: string; canonical_service: string; canonical_revision: string; workload_namespace: string; principal: string; app: string; version: string; cluster: string }
-
-function side(p: PodInfo | null | undefined, principal: string | null): Side {
-  if (!p) {
-    return { workload: UNKNOWN, canonical_service: UNKNOWN, canonical_revision: UNKNOWN, workload_namespace: UNKNOWN, principal: principal ?? UNKNOWN, app: UNKNOWN, version: UNKNOWN, cluster: UNKNOWN };
-  }
-  return {
-    workload: workloadName(p), canonical_service: canonicalService(p), canonical_revision: canonicalRevision(p), workload_namespace: p.namespace,
-    principal: principal ?? UNKNOWN, app: p.labels['app.kubernetes.io/name'] || p.labels.app || UNKNOWN,
-    version: p.labels['app.kubernetes.io/version'] || p.labels.version || UNKNOWN, cluster: CLUSTER,
-  };
-}
-
-/** "10.0.0.1:80" / "[fd00::1]:80" / "fd00::1:80" -> the address part. */
-export function ipOf(hostPort: string): string {
-  const m = /^\[(.*)\]:\d+$/.exec(hostPort);
-  if (m) return m[1]!;
-  const i = hostPort.lastIndexOf(':');
-  return i > 0 ? hostPort.slice(0, i) : hostPort;
-}
-
-/** Istio response_flags for a record: "-", DENY, CONNECT or TLS_FAILURE. */
-export function responseFlags(rec: Pick<ConnectionRecord, 'state' | 'reason'>): string {
-  const r = rec.reason ?? '';
-  if (/^denied by policy/.test(r) || /^HBONE_DENIED\b/.test(r)) return 'DENY';
-  // a cap of the agent was hit (limits.*): Envoy's "upstream overflow"
-  if (/^LIMIT_/.test(r)) return 'UO';
-  if (rec.state !== 'failed') return '-';
-  if (/^HBONE_TLS\b/.test(r)) return 'TLS_FAILURE';
-  if (/^HBONE_/.test(r)) return 'CONNECT';
-  if (r === 'no ready endpoint' || r === 'connect failed' || /^E[A-Z0-9]+$/.test(r)) return 'CONNECT';
-  // "reset by client/peer", "client gone", "eof": the connection itself was fine
-  return '-';
-}
-
-export function securityPolicy(rec: Pick<ConnectionRecord, 'via'>): string {
-  return rec.via === 'hbone' || rec.via === 'inbound-hbone' ? 'mutual_tls' : UNKNOWN;
-}
+export {
+  ISTIO_LABELS,
+  UNKNOWN,
+  CLUSTER,
+  workloadName,
+  canonicalService,
+  canonicalRevision,
+  responseFlags,
+  denialReason,
+  type IstioLabel,
+  type IstioLabels,
+  type ResponseFlag,
+} from './record-view.js';
 
 /**
  * The Istio label set of a record, from the record and the mesh model.
  * `spiffeOf` gives a pod's SPIFFE id (the agent's own pods' identities).
  */
-export function istioLabels(rec: ConnectionRecord, index: MeshIndex, spiffeOf: (p: PodInfo) => string): IstioLabels {
-  const mtls = securityPolicy(rec) === 'mutual_tls';
-  const outbound = rec.direction === 'outbound';
-  const podByKey = (k: string): PodInfo | undefined => index.snap.pods.get(k);
-  let src: PodInfo | undefined;
-  let dst: PodInfo | undefined;
-  let srcPrincipal: string | null = null;
-  let dstPrincipal: string | null = null;
-  if (outbound) {
-    src = podByKey(rec.pod) ?? index.podByIp.get(ipOf(rec.src));
-    dst = index.podByIp.get(ipOf(rec.endpoint ?? rec.dst));
-    if (mtls) {
-      srcPrincipal = src ? spiffeOf(src) : null;
-      dstPrincipal = rec.peerIdentity ?? (dst ? spiffeOf(dst) : null);
-    }
-  } else {
-    dst = podByKey(rec.pod) ?? index.podByIp.get(ipOf(rec.dst));
-    src = index.podByIp.get(ipOf(rec.src));
-    if (mtls) {
-      srcPrincipal = rec.peerIdentity;
-      dstPrincipal = dst ? spiffeOf(dst) : null;
-      // an address names a workload only if that workload is who the certificate proved
-      if (src && (!rec.peerIdentity || spiffeOf(src) !== rec.peerIdentity)) src = undefined;
-    }
-  }
-  const svc = rec.service ? index.snap.services.get(rec.service) : undefined;
-  const s = side(src, srcPrincipal);
-  const d = side(dst, dstPrincipal);
-  return {
-    reporter: outbound ? 'source' : 'destination',
-    source_workload: s.workload, source_canonical_service: s.canonical_service, source_canonical_revision: s.canonical_revision,
-    source_workload_namespace: s.workload_namespace, source_principal: s.principal, source_app: s.app, source_version: s.version, source_cluster: s.cluster,
-    destination_service: svc?.hostname ?? UNKNOWN,
-    destination_service_namespace: svc?.namespace ?? (rec.service ? rec.service.split('/')[0]! : UNKNOWN),
-    destination_service_name: svc?.name ?? (rec.service ? rec.service.split('/')[1] ?? UNKNOWN : UNKNOWN),
-    destination_workload: d.workload, destination_canonical_service: d.canonical_service, destination_canonical_revision: d.canonical_revision,
-    destination_workload_namespace: d.workload_namespace, destination_principal: d.principal, destination_app: d.app, destination_version: d.version,
-    destination_cluster: d.cluster,
-    request_protocol: 'tcp',
-    response_flags: responseFlags(rec),
-    connection_security_policy: securityPolicy(rec),
-  };
-}
-
-/** Bounded reason of a denial, for ambientd_denied_connections_total. */
-export function denialReason(rec: Pick<ConnectionRecord, 'reason' | 'via'>): string {
-  const r = rec.reason ?? '';
-  if (/^denied by policy change/.test(r)) return 'policy_revoked';
-  if (/^HBONE_DENIED\b/.test(r)) return 'denied_by_peer';
-  return rec.via === 'inbound-hbone' ? 'policy_hbone' : 'policy_plaintext';
+export function istioLabels(rec: TrackedConnection, index: MeshIndex, spiffeOf: (p: PodInfo) => string): IstioLabels {
+  return recordView(rec, recordContext(index, spiffeOf)).labels;
 }
 
 export interface MetricsSource {
@@ -193,7 +87,10 @@ export class AgentMetrics {
   readonly events: Counter<'reason'>;
   readonly enrollFailures: Counter<'reason'>;
 
-  constructor(private readonly src: MetricsSource, opts: { defaultMetrics?: boolean } = {}) {
+  constructor(
+    private readonly src: MetricsSource,
+    opts: { defaultMetrics?: boolean } = {},
+  ) {
     const r = this.registry;
     const labelNames = [...ISTIO_LABELS];
     const c = (name: string, help: string): Counter<IstioLabel> => new Counter({ name, help, labelNames, registers: [r] });
@@ -202,11 +99,29 @@ export class AgentMetrics {
     this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent by the client towards the destination on TCP connections (Istio standard metric)');
     this.received = c('istio_tcp_received_bytes_total', 'Bytes sent by the destination back to the client on TCP connections (Istio standard metric)');
     this.failed = c('istio_tcp_connections_failed_total', 'TCP connections that could not be established: denied, connect or TLS failure (response_flags)');
-    this.denied = new Counter({ name: 'ambientd_denied_connections_total', help: 'Connections denied by authorization policy, by reason', labelNames: ['reason'], registers: [r] });
-    this.events = new Counter({ name: 'ambientd_agent_events_total', help: 'Agent events and failures by reason (the counters of /config_dump)', labelNames: ['reason'], registers: [r] });
-    this.enrollFailures = new Counter({ name: 'ambientd_pod_enroll_failures_total', help: 'Failed pod enrollments by error code; the pod is isolated (fails closed) until it is enrolled', labelNames: ['reason'], registers: [r] });
+    this.denied = new Counter({
+      name: 'ambientd_denied_connections_total',
+      help: 'Connections denied by authorization policy, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    this.events = new Counter({
+      name: 'ambientd_agent_events_total',
+      help: 'Agent events and failures by reason (the counters of /config_dump)',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    this.enrollFailures = new Counter({
+      name: 'ambientd_pod_enroll_failures_total',
+      help: 'Failed pod enrollments by error code; the pod is isolated (fails closed) until it is enrolled',
+      labelNames: ['reason'],
+      registers: [r],
+    });
     new Counter({
-      name: 'ambientd_datapath_refused_total', help: 'Connections the BPF datapath refused, by reason (amb_counters: native IPv6, isolated pods, addresses no pod owns, ...)', labelNames: ['reason'], registers: [r],
+      name: 'ambientd_datapath_refused_total',
+      help: 'Connections the BPF datapath refused, by reason (amb_counters: native IPv6, isolated pods, addresses no pod owns, ...)',
+      labelNames: ['reason'],
+      registers: [r],
       collect() {
         this.reset();
         const c = src.datapathCounters?.() ?? null;
@@ -214,18 +129,28 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_enrolled_pods', help: 'Local pods enrolled in the mesh (redirection and listeners in place)', registers: [r],
-      collect() { this.set(src.pods().filter((p) => p.state === 'enrolled').length); },
+      name: 'ambientd_enrolled_pods',
+      help: 'Local pods enrolled in the mesh (redirection and listeners in place)',
+      registers: [r],
+      collect() {
+        this.set(src.pods().filter((p) => p.state === 'enrolled').length);
+      },
     });
     new Gauge({
-      name: 'ambientd_pod_state', help: 'State of each local pod (1 for its current state, 0 for the others)', labelNames: ['namespace', 'pod', 'state'], registers: [r],
+      name: 'ambientd_pod_state',
+      help: 'State of each local pod (1 for its current state, 0 for the others)',
+      labelNames: ['namespace', 'pod', 'state'],
+      registers: [r],
       collect() {
         this.reset();
         for (const p of src.pods()) for (const s of POD_STATES) this.set({ namespace: p.namespace, pod: p.name, state: s }, p.state === s ? 1 : 0);
       },
     });
     new Gauge({
-      name: 'ambientd_certificate_expiry_timestamp_seconds', help: 'notAfter of each workload certificate the agent holds, Unix seconds', labelNames: ['identity'], registers: [r],
+      name: 'ambientd_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of each workload certificate the agent holds, Unix seconds',
+      labelNames: ['identity'],
+      registers: [r],
       collect() {
         this.reset();
         for (const cert of src.certificates()) {
@@ -235,7 +160,10 @@ export class AgentMetrics {
       },
     });
     new Counter({
-      name: 'ambientd_bpf_redirect_total', help: 'BPF datapath per-pod counters (captured/refused/bypassed connections), read from the pinned stats map', labelNames: ['namespace', 'pod', 'counter'], registers: [r],
+      name: 'ambientd_bpf_redirect_total',
+      help: 'BPF datapath per-pod counters (captured/refused/bypassed connections), read from the pinned stats map',
+      labelNames: ['namespace', 'pod', 'counter'],
+      registers: [r],
       collect() {
         this.reset();
         for (const p of src.podStats()) {
@@ -248,7 +176,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'istio_tcp_sockets_open', help: 'TCP sockets of the data path open now (ztunnel): source = outbound side, destination = inbound side', labelNames: ['reporter'], registers: [r],
+      name: 'istio_tcp_sockets_open',
+      help: 'TCP sockets of the data path open now (ztunnel): source = outbound side, destination = inbound side',
+      labelNames: ['reporter'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -257,7 +188,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_sessions', help: 'HBONE sessions (HTTP/2 over mutual TLS) open now, by side', labelNames: ['side'], registers: [r],
+      name: 'ambientd_hbone_sessions',
+      help: 'HBONE sessions (HTTP/2 over mutual TLS) open now, by side',
+      labelNames: ['side'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -266,7 +200,10 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_streams', help: 'HBONE streams (tunnelled connections) open now, by side', labelNames: ['side'], registers: [r],
+      name: 'ambientd_hbone_streams',
+      help: 'HBONE streams (tunnelled connections) open now, by side',
+      labelNames: ['side'],
+      registers: [r],
       collect() {
         const x = src.resources?.();
         if (!x) return;
@@ -275,14 +212,19 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'ambientd_hbone_stream_window_bytes', help: 'Per-stream HTTP/2 window every HBONE session advertises now (limits.receiveBuffer split over open streams)', registers: [r],
+      name: 'ambientd_hbone_stream_window_bytes',
+      help: 'Per-stream HTTP/2 window every HBONE session advertises now (limits.receiveBuffer split over open streams)',
+      registers: [r],
       collect() {
         const w = src.resources?.().hbone.streamWindow;
         if (typeof w === 'number') this.set(w);
       },
     });
     new Counter({
-      name: 'ambientd_limit_hits_total', help: 'Connections, sessions or handshakes refused because a limit (limits.*) was hit', labelNames: ['limit'], registers: [r],
+      name: 'ambientd_limit_hits_total',
+      help: 'Connections, sessions or handshakes refused because a limit (limits.*) was hit',
+      labelNames: ['limit'],
+      registers: [r],
       collect() {
         this.reset();
         const x = src.resources?.();
@@ -298,25 +240,29 @@ export class AgentMetrics {
 
   /** Counts every record of the tracker from now on. */
   observe(tracker: ConnectionTracker): void {
-    tracker.on('open', (rec: ConnectionRecord) => this.onOpen(rec));
-    tracker.on('close', (rec: ConnectionRecord) => this.onClose(rec));
+    tracker.on('open', (rec: TrackedConnection) => this.onOpen(rec));
+    tracker.on('close', (rec: TrackedConnection) => this.onClose(rec));
   }
 
-  private labels(rec: ConnectionRecord): IstioLabels {
+  private labels(rec: TrackedConnection): IstioLabels {
     return istioLabels(rec, this.src.index(), (p) => this.src.spiffeOf(p));
   }
 
-  onOpen(rec: ConnectionRecord): void {
+  onOpen(rec: TrackedConnection): void {
     this.opened.inc({ ...this.labels(rec), response_flags: '-' });
   }
 
-  onClose(rec: ConnectionRecord): void {
+  /** A record that ended (here, or at the agent we replaced while it drained). */
+  onClose(rec: TrackedConnection): void {
     const l = this.labels(rec);
     this.closed.inc(l);
-    if (rec.bytesSent > 0) this.sent.inc(l, rec.bytesSent); else this.sent.inc(l, 0);
-    if (rec.bytesReceived > 0) this.received.inc(l, rec.bytesReceived); else this.received.inc(l, 0);
+    if (rec.bytesSent > 0) this.sent.inc(l, rec.bytesSent);
+    else this.sent.inc(l, 0);
+    if (rec.bytesReceived > 0) this.received.inc(l, rec.bytesReceived);
+    else this.received.inc(l, 0);
     if (l.response_flags !== '-') this.failed.inc(l);
-    if (l.response_flags === 'DENY') this.denied.inc({ reason: denialReason(rec) });
+    const why = denialReason(rec);
+    if (why) this.denied.inc({ reason: why });
   }
 
   countEvent(reason: string, n = 1): void {

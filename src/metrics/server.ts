@@ -38,39 +38,50 @@ function guard(server: http.Server): http.Server {
 
 export function createMetricsServer(m: { exposition(): Promise<string>; contentType(): string }, log: Logger): http.Server {
   const paths = ['/metrics', '/stats/prometheus'];
-  return guard(http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://metrics');
-    if (!paths.includes(url.pathname)) return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: ${paths.join(', ')})\n`);
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`, undefined, { allow: 'GET, HEAD' });
-    m.exposition().then((text) => reply(res, 200, text, m.contentType()), (e: Error) => {
-      log.error('metrics collection failed', { error: e.message });
-      reply(res, 500, `metrics collection failed: ${e.message}\n`);
-    });
-  }));
+  return guard(
+    http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://metrics');
+      if (!paths.includes(url.pathname)) return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: ${paths.join(', ')})\n`);
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`, undefined, { allow: 'GET, HEAD' });
+      m.exposition().then(
+        (text) => reply(res, 200, text, m.contentType()),
+        (e: Error) => {
+          log.error('metrics collection failed', { error: e.message });
+          reply(res, 500, `metrics collection failed: ${e.message}\n`);
+        },
+      );
+    }),
+  );
 }
 
 export function formatReadiness(r: Readiness, verbose: boolean): string {
   const head = r.ready ? 'ready\n' : `not ready: ${r.pending.join(', ')}\n`;
   if (!verbose) return head;
-  const lines = r.pods.map((p) => `pod ${p.pod}: ${p.state}${p.error ? ` (${p.error.code}: ${p.error.message}${p.error.hint ? `; hint: ${p.error.hint}` : ''})` : ''}`);
+  const lines = r.pods.map(
+    (p) => `pod ${p.pod}: ${p.state}${p.error ? ` (${p.error.code}: ${p.error.message}${p.error.hint ? `; hint: ${p.error.hint}` : ''})` : ''}`,
+  );
   return head + lines.map((l) => l + '\n').join('');
 }
 
 export function createReadinessServer(ready: () => Readiness, log: Logger): http.Server {
-  return guard(http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://readiness');
-    if (url.pathname !== '/healthz/ready') return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: /healthz/ready)\n`);
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, `method ${req.method} not allowed on /healthz/ready\n`, undefined, { allow: 'GET, HEAD' });
-    let r: Readiness;
-    try {
-      r = ready();
-    } catch (e) {
-      log.error('readiness check failed', { error: (e as Error).message });
-      return reply(res, 500, `not ready: readiness check failed: ${(e as Error).message}\n`);
-    }
-    const status = r.ready ? 200 : 500;
-    const json = url.searchParams.get('format') === 'json' || /application\/json/.test(req.headers.accept ?? '');
-    if (json) return reply(res, status, JSON.stringify(r, null, 2) + '\n', 'application/json');
-    return reply(res, status, formatReadiness(r, url.searchParams.has('verbose')));
-  }));
+  return guard(
+    http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://readiness');
+      if (url.pathname !== '/healthz/ready') return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: /healthz/ready)\n`);
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return reply(res, 405, `method ${req.method} not allowed on /healthz/ready\n`, undefined, { allow: 'GET, HEAD' });
+      let r: Readiness;
+      try {
+        r = ready();
+      } catch (e) {
+        log.error('readiness check failed', { error: (e as Error).message });
+        return reply(res, 500, `not ready: readiness check failed: ${(e as Error).message}\n`);
+      }
+      const status = r.ready ? 200 : 500;
+      const json = url.searchParams.get('format') === 'json' || /application\/json/.test(req.headers.accept ?? '');
+      if (json) return reply(res, status, JSON.stringify(r, null, 2) + '\n', 'application/json');
+      return reply(res, status, formatReadiness(r, url.searchParams.has('verbose')));
+    }),
+  );
 }

@@ -54,305 +54,31 @@
  *  - a policy without a usable namespace cannot be placed: reported, ignored.
  */
 import type { AuthorizationPolicy } from '../discovery/model.js';
-import { IpSet, parseCidr, parseIp, type IpAddr, type IpRange } from './ip.js';
+import { actionOf, checkPolicy, type RemoteIpMode } from './validate.js';
+import { Ctx, compileRule, type CompileCtx, type CompiledRule } from './rules.js';
 import {
-  actionOf, checkPolicy, classifyWhenKey, fieldIsL4, OPERATION_FIELD_LIST, SOURCE_FIELD_LIST,
-  type L4Attr, type RemoteIpMode,
-} from './validate.js';
+  DEFAULT_ROOT_NAMESPACE,
+  DEFAULT_TRUST_DOMAIN,
+  type CompileOptions,
+  type ConnectionAttributes,
+  type Decision,
+  type PolicyDescription,
+  type PolicyScope,
+  type PolicyStats,
+  type PolicyStatus,
+} from './types.js';
 
+export * from './types.js';
 export { checkPolicy, validatePolicy, classifyWhenKey, type CheckOptions, type PolicyCheck, type RemoteIpMode } from './validate.js';
-
-export const DEFAULT_ROOT_NAMESPACE = 'istio-system';
-export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
-
-export interface CompileOptions {
-  /** Istio's root namespace: its policies apply mesh-wide. Default istio-system. */
-  rootNamespace?: string;
-  /**
-   * The mesh trust domain. A principal pattern "cluster.local/ns/…/sa/…"
-   * (five segments, first exactly cluster.local) is rewritten to this trust
-   * domain, as Istio does ("cluster.local" in a policy points at the local
-   * trust domain). Default cluster.local (no rewriting).
-   */
-  trustDomain?: string;
-  /** How remoteIpBlocks / remote.ip are read; default 'source-ip'. */
-  remoteIpBlocks?: RemoteIpMode;
-}
-
-export interface ConnectionAttributes {
-  dst: { namespace: string; labels: Record<string, string>; ip: string; port: number };
-  src: {
-    ip: string;
-    /**
-     * The peer's SPIFFE id, with or without "spiffe://"; null (or '') when the
-     * connection carries no identity (plaintext).
-     */
-    principal: string | null;
-    /**
-     * Used only when the principal is not of the form <td>/ns/<ns>/sa/<sa>;
-     * ignored when principal is null (no identity, no namespace).
-     */
-    namespace: string | null;
-    serviceAccount: string | null;
-  };
-}
-
-export type DecisionReason = 'deny-match' | 'allow-match' | 'no-allow-policies' | 'no-allow-match';
-
-export interface Decision {
-  allow: boolean;
-  /** "namespace/name" of the deciding policy (a matching DENY or ALLOW) */
-  policy: string | null;
-  /** index in spec.rules of the matching rule; null when none, or for an invalid DENY (matches everything) */
-  rule: number | null;
-  reason: DecisionReason;
-}
-
-export type PolicyStatus = 'enforced' | 'invalid-allow-nothing' | 'invalid-deny-all' | 'ignored';
-export type PolicyScope = 'global' | 'global-selector' | 'namespace' | 'workload-selector' | 'none';
-
-export interface PolicyDescription {
-  /** "namespace/name" */
-  policy: string;
-  namespace: string;
-  name: string;
-  /** as written ('ALLOW' when unset) */
-  action: string;
-  scope: PolicyScope;
-  /** the labels it selects on; null for namespace/mesh-wide */
-  selector: Record<string, string> | null;
-  status: PolicyStatus;
-  /** what the status means for traffic */
-  effect: string;
-  /** rules as written, and those enforced at L4 */
-  rules: number;
-  enforcedRules: number;
-  errors: string[];
-  warnings: string[];
-}
-
-export interface PolicyStats {
-  /** policies given */
-  policies: number;
-  enforced: number;
-  /** with validation errors (whatever their status) */
-  invalid: number;
-  /** invalid ones applied fail-safe (allow nothing / deny all) */
-  failSafe: number;
-  ignored: number;
-  allow: number;
-  deny: number;
-  /** policies given, by namespace */
-  byNamespace: Record<string, number>;
-  withWarnings: number;
-}
-
-// ---------------------------------------------------------------------------
-// connection attributes, computed lazily once per evaluation
-
-class Ctx {
-  private idDone = false;
-  private p: string | null = null;
-  private n: string | null = null;
-  private s: string | null = null;
-  private sk: string | null | undefined = undefined;
-  private t: string | null = null;
-  private srcDone = false;
-  private srcA: IpAddr | null = null;
-  private dstDone = false;
-  private dstA: IpAddr | null = null;
-  readonly port: number;
-
-  constructor(private readonly conn: ConnectionAttributes) {
-    this.port = conn.dst.port;
-  }
-
-  private identity(): void {
-    this.idDone = true;
-    const src = this.conn.src;
-    let p = src.principal;
-    if (typeof p !== 'string' || p === '') return;
-    if (p.startsWith('spiffe://')) p = p.slice(9);
-    if (p === '') return;
-    this.p = p;
-    // <td>/ns/<ns>/sa/<sa>, without split(): this runs once per connection
-    const a = p.indexOf('/');
-    this.t = a > 0 ? p.slice(0, a) : a < 0 ? p : null;
-    const b = a >= 0 && p.startsWith('ns/', a + 1) ? p.indexOf('/', a + 4) : -1;
-    if (b > a + 4 && p.startsWith('sa/', b + 1) && p.length > b + 4 && p.indexOf('/', b + 4) < 0) {
-      this.n = p.slice(a + 4, b);
-      this.s = p.slice(b + 4);
-    } else {
-      this.n = typeof src.namespace === 'string' && src.namespace !== '' ? src.namespace : null;
-      this.s = typeof src.serviceAccount === 'string' && src.serviceAccount !== '' ? src.serviceAccount : null;
-    }
-  }
-
-  get saKey(): string | null {
-    if (!this.idDone) this.identity();
-    if (this.sk === undefined) this.sk = this.n !== null && this.s !== null ? `${this.n}/${this.s}` : null;
-    return this.sk;
-  }
-
-  get principal(): string | null { if (!this.idDone) this.identity(); return this.p; }
-  get namespace(): string | null { if (!this.idDone) this.identity(); return this.n; }
-  get trustDomain(): string | null { if (!this.idDone) this.identity(); return this.t; }
-
-  get srcIp(): IpAddr | null {
-    if (!this.srcDone) { this.srcDone = true; this.srcA = parseIp(this.conn.src.ip); }
-    return this.srcA;
-  }
-
-  get dstIp(): IpAddr | null {
-    if (!this.dstDone) { this.dstDone = true; this.dstA = parseIp(this.conn.dst.ip); }
-    return this.dstA;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// matchers
-
-class StrMatcher {
-  private readonly exact = new Set<string>();
-  private readonly prefixes: string[] = [];
-  private readonly suffixes: string[] = [];
-  private presence = false;
-
-  constructor(values: string[]) {
-    for (const v of values) {
-      if (v === '*') this.presence = true;
-      else if (v.startsWith('*')) this.suffixes.push(v.slice(1));
-      else if (v.endsWith('*')) this.prefixes.push(v.slice(0, -1));
-      else this.exact.add(v);
-    }
-  }
-
-  test(v: string): boolean {
-    if (this.presence && v !== '') return true;
-    if (this.exact.has(v)) return true;
-    for (const p of this.prefixes) if (v.startsWith(p)) return true;
-    for (const s of this.suffixes) if (v.endsWith(s)) return true;
-    return false;
-  }
-}
-
-/** One check on the connection; an entry is a conjunction of them. */
-type Pred = (c: Ctx) => boolean;
-
-interface CompileCtx {
-  policyNamespace: string;
-  trustDomain: string;
-  mode: RemoteIpMode;
-}
-
-function rewritePrincipal(v: string, td: string): string {
-  if (td === DEFAULT_TRUST_DOMAIN) return v;
-  const parts = v.split('/');
-  if (parts.length === 5 && parts[0] === DEFAULT_TRUST_DOMAIN) {
-    parts[0] = td;
-    return parts.join('/');
-  }
-  return v;
-}
-
-function strPred(get: (c: Ctx) => string | null, m: StrMatcher, negative: boolean): Pred {
-  return negative
-    ? (c) => { const v = get(c); return v === null || !m.test(v); }
-    : (c) => { const v = get(c); return v !== null && m.test(v); };
-}
-
-function makePred(attr: L4Attr, values: string[], negative: boolean, cc: CompileCtx): Pred {
-  switch (attr) {
-    case 'principal':
-      return strPred((c) => c.principal, new StrMatcher(values.map((v) => rewritePrincipal(v, cc.trustDomain))), negative);
-    case 'namespace':
-      return strPred((c) => c.namespace, new StrMatcher(values), negative);
-    case 'trustDomain':
-      return strPred((c) => c.trustDomain, new StrMatcher(values), negative);
-    case 'serviceAccount': {
-      const set = new Set(values.map((v) => (v.includes('/') ? v : `${cc.policyNamespace}/${v}`)));
-      return negative
-        ? (c) => { const k = c.saKey; return k === null || !set.has(k); }
-        : (c) => { const k = c.saKey; return k !== null && set.has(k); };
-    }
-    case 'sourceIp':
-    case 'destinationIp': {
-      const set = new IpSet(values.map((v) => parseCidr(v)).filter((r): r is IpRange => r !== null));
-      const src = attr === 'sourceIp';
-      return negative
-        ? (c) => { const a = src ? c.srcIp : c.dstIp; return a === null || !set.has(a); }
-        : (c) => { const a = src ? c.srcIp : c.dstIp; return a !== null && set.has(a); };
-    }
-    case 'destinationPort': {
-      const set = new Set(values.map(Number));
-      return negative ? (c) => !set.has(c.port) : (c) => set.has(c.port);
-    }
-  }
-}
-
-function strings(v: unknown): string[] {
-  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
-}
-
-interface CompiledRule {
-  /** index in spec.rules */
-  index: number;
-  /** all must match; each clause is a list of entries (any), each entry a list of preds (all) */
-  clauses: Pred[][][];
-}
-
-/** Compiles one entry (a source or an operation): L4 fields only. */
-function compileEntry(o: Record<string, unknown>, fields: typeof SOURCE_FIELD_LIST, cc: CompileCtx): { preds: Pred[]; http: boolean } {
-  const preds: Pred[] = [];
-  let http = false;
-  for (const [name, def] of fields) {
-    const values = strings(o[name]);
-    if (values.length === 0) continue;
-    if (!fieldIsL4(def, cc.mode)) { http = true; continue; }
-    preds.push(makePred(def.attr!, values, def.negative, cc));
-  }
-  return { preds, http };
-}
-
-/** null: the rule can never match (an ALLOW rule with HTTP attributes). */
-function compileRule(rule: Record<string, unknown>, index: number, deny: boolean, cc: CompileCtx): CompiledRule | null {
-  const clauses: Pred[][][] = [];
-  let http = false;
-  const addClause = (entries: Pred[][]): void => {
-    // an entry with no checks matches everything, and so does its clause
-    if (entries.some((e) => e.length === 0)) return;
-    clauses.push(entries);
-  };
-  for (const [list, key, fields] of [[rule.to, 'operation', OPERATION_FIELD_LIST], [rule.from, 'source', SOURCE_FIELD_LIST]] as const) {
-    if (!Array.isArray(list)) continue;
-    const entries: Pred[][] = [];
-    for (const item of list as Array<Record<string, unknown>>) {
-      const e = compileEntry((item[key] ?? {}) as Record<string, unknown>, fields, cc);
-      if (e.http) http = true;
-      entries.push(e.preds);
-    }
-    if (entries.length > 0) addClause(entries);
-  }
-  if (Array.isArray(rule.when)) {
-    for (const w of rule.when as Array<Record<string, unknown>>) {
-      const cls = classifyWhenKey(String(w.key), cc.mode);
-      if (cls.status !== 'l4') { http = true; continue; }
-      const preds: Pred[] = [];
-      const values = strings(w.values);
-      const notValues = strings(w.notValues);
-      if (values.length > 0) preds.push(makePred(cls.attr, values, false, cc));
-      if (notValues.length > 0) preds.push(makePred(cls.attr, notValues, true, cc));
-      addClause([preds]);
-    }
-  }
-  if (http && !deny) return null;
-  return { index, clauses };
-}
 
 const NO_MATCH = -1;
 const MATCH_WITHOUT_RULE = -2;
 
-const enum Mode { Rules, MatchAll, MatchNone }
+const enum Mode {
+  Rules,
+  MatchAll,
+  MatchNone,
+}
 
 interface CompiledPolicy {
   key: string;
@@ -379,8 +105,15 @@ function matchPolicy(p: CompiledPolicy, c: Ctx): number {
       let ok = false;
       for (const entry of clause) {
         let all = true;
-        for (const pr of entry) if (!pr(c)) { all = false; break; }
-        if (all) { ok = true; break; }
+        for (const pr of entry)
+          if (!pr(c)) {
+            all = false;
+            break;
+          }
+        if (all) {
+          ok = true;
+          break;
+        }
       }
       if (!ok) continue rules;
     }
@@ -426,7 +159,14 @@ export class PolicyIndex {
   private readonly statsValue: PolicyStats;
 
   /** use compilePolicies() */
-  constructor(compiled: CompiledPolicy[], namespaces: string[], descriptions: PolicyDescription[], stats: PolicyStats, rootNamespace: string, trustDomain: string) {
+  constructor(
+    compiled: CompiledPolicy[],
+    namespaces: string[],
+    descriptions: PolicyDescription[],
+    stats: PolicyStats,
+    rootNamespace: string,
+    trustDomain: string,
+  ) {
     this.rootNamespace = rootNamespace;
     this.trustDomain = trustDomain;
     this.descriptions = descriptions;
@@ -436,7 +176,8 @@ export class PolicyIndex {
     compiled.forEach((p, i) => {
       const ns = namespaces[i]!;
       const l = byNs.get(ns);
-      if (l) l.push(p); else byNs.set(ns, [p]);
+      if (l) l.push(p);
+      else byNs.set(ns, [p]);
     });
     for (const [ns, list] of byNs) {
       const b = new Bucket();
@@ -451,12 +192,16 @@ export class PolicyIndex {
         let bestN = Infinity;
         for (const pair of p.selector) {
           const n = freq.get(pairKey(pair[0], pair[1]))!;
-          if (n < bestN) { best = pair; bestN = n; }
+          if (n < bestN) {
+            best = pair;
+            bestN = n;
+          }
         }
         let byValue = b.bySelector.get(best[0]);
-        if (!byValue) b.bySelector.set(best[0], byValue = new Map());
+        if (!byValue) b.bySelector.set(best[0], (byValue = new Map()));
         const l = byValue.get(best[1]);
-        if (l) l.push(p); else byValue.set(best[1], [p]);
+        if (l) l.push(p);
+        else byValue.set(best[1], [p]);
       }
       this.buckets.set(ns, b);
     }
@@ -527,10 +272,14 @@ export class PolicyIndex {
 
 function effectOf(status: PolicyStatus, deny: boolean, note: string): string {
   switch (status) {
-    case 'enforced': return deny ? 'denies matching connections' : 'allows matching connections; others to the selected workloads are denied unless another ALLOW matches';
-    case 'invalid-allow-nothing': return 'invalid ALLOW: applies to the selected workloads and allows nothing (fail-safe)';
-    case 'invalid-deny-all': return 'invalid DENY: denies every connection to the selected workloads (fail-safe)';
-    case 'ignored': return `not enforced at L4: ${note}`;
+    case 'enforced':
+      return deny ? 'denies matching connections' : 'allows matching connections; others to the selected workloads are denied unless another ALLOW matches';
+    case 'invalid-allow-nothing':
+      return 'invalid ALLOW: applies to the selected workloads and allows nothing (fail-safe)';
+    case 'invalid-deny-all':
+      return 'invalid DENY: denies every connection to the selected workloads (fail-safe)';
+    case 'ignored':
+      return `not enforced at L4: ${note}`;
   }
 }
 
@@ -540,7 +289,13 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
   const trustDomain = opts.trustDomain || DEFAULT_TRUST_DOMAIN;
   const mode: RemoteIpMode = opts.remoteIpBlocks ?? 'source-ip';
 
-  interface Entry { p: AuthorizationPolicy; i: number; key: string; ns: string | null; name: string }
+  interface Entry {
+    p: AuthorizationPolicy;
+    i: number;
+    key: string;
+    ns: string | null;
+    name: string;
+  }
   const entries: Entry[] = policies.map((p, i) => {
     const o = (isObject(p) ? p : {}) as Record<string, unknown>;
     const ns = typeof o.namespace === 'string' && o.namespace !== '' ? o.namespace : null;
@@ -552,13 +307,23 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
   const compiled: CompiledPolicy[] = [];
   const compiledNs: string[] = [];
   const descriptions: PolicyDescription[] = [];
-  const stats: PolicyStats = { policies: policies.length, enforced: 0, invalid: 0, failSafe: 0, ignored: 0, allow: 0, deny: 0, byNamespace: {}, withWarnings: 0 };
+  const stats: PolicyStats = {
+    policies: policies.length,
+    enforced: 0,
+    invalid: 0,
+    failSafe: 0,
+    ignored: 0,
+    allow: 0,
+    deny: 0,
+    byNamespace: {},
+    withWarnings: 0,
+  };
 
   for (const e of entries) {
     const chk = checkPolicy(e.p, { remoteIpBlocks: mode });
     const spec = (isObject(e.p) && isObject(e.p.spec) ? e.p.spec : {}) as Record<string, unknown>;
     const action = actionOf(e.p);
-    const actionStr = typeof action === 'string' ? action : JSON.stringify(action) ?? String(action);
+    const actionStr = typeof action === 'string' ? action : (JSON.stringify(action) ?? String(action));
     const hasTargetRefs = (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0) || (spec.targetRef !== undefined && spec.targetRef !== null);
     const hasSelector = spec.selector !== undefined && spec.selector !== null;
     // unrecognised actions fail closed, except a mis-cased "allow" (an invalid ALLOW is fail-safe too)
@@ -570,17 +335,22 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
 
     let status: PolicyStatus;
     let note = '';
-    if (e.ns === null) { status = 'ignored'; note = 'it has no namespace, so it cannot be placed'; }
-    else if (action === 'AUDIT' || action === 'CUSTOM') { status = 'ignored'; note = `action ${action} is not enforced at L4`; }
-    else if (hasTargetRefs && !hasSelector) { status = 'ignored'; note = 'it has targetRefs (enforced by a waypoint)'; }
-    else if (chk.errors.length > 0) status = deny ? 'invalid-deny-all' : 'invalid-allow-nothing';
+    if (e.ns === null) {
+      status = 'ignored';
+      note = 'it has no namespace, so it cannot be placed';
+    } else if (action === 'AUDIT' || action === 'CUSTOM') {
+      status = 'ignored';
+      note = `action ${action} is not enforced at L4`;
+    } else if (hasTargetRefs && !hasSelector) {
+      status = 'ignored';
+      note = 'it has targetRefs (enforced by a waypoint)';
+    } else if (chk.errors.length > 0) status = deny ? 'invalid-deny-all' : 'invalid-allow-nothing';
     else status = 'enforced';
 
     const selectorErrors = chk.errors.some((m) => m.startsWith('spec.selector'));
     const selector = status === 'ignored' ? null : selectorPairs(spec, selectorErrors);
-    const scope: PolicyScope = status === 'ignored' ? 'none'
-      : e.ns === rootNamespace ? (selector ? 'global-selector' : 'global')
-        : (selector ? 'workload-selector' : 'namespace');
+    const scope: PolicyScope =
+      status === 'ignored' ? 'none' : e.ns === rootNamespace ? (selector ? 'global-selector' : 'global') : selector ? 'workload-selector' : 'namespace';
     const rulesWritten = Array.isArray(spec.rules) ? spec.rules.length : 0;
 
     let cp: CompiledPolicy | null = null;
@@ -602,14 +372,22 @@ export function compilePolicies(policies: AuthorizationPolicy[], opts: CompileOp
     if (cp) {
       compiled.push(cp);
       compiledNs.push(e.ns!);
-      if (deny) stats.deny++; else stats.allow++;
+      if (deny) stats.deny++;
+      else stats.allow++;
     }
     descriptions.push({
-      policy: e.key, namespace: e.ns ?? '', name: e.name, action: actionStr, scope,
+      policy: e.key,
+      namespace: e.ns ?? '',
+      name: e.name,
+      action: actionStr,
+      scope,
       selector: selector ? Object.fromEntries(selector) : null,
-      status, effect: effectOf(status, deny, note),
-      rules: rulesWritten, enforcedRules: cp ? cp.rules.length : 0,
-      errors: chk.errors, warnings: chk.warnings,
+      status,
+      effect: effectOf(status, deny, note),
+      rules: rulesWritten,
+      enforcedRules: cp ? cp.rules.length : 0,
+      errors: chk.errors,
+      warnings: chk.warnings,
     });
   }
   return new PolicyIndex(compiled, compiledNs, descriptions, stats, rootNamespace, trustDomain);

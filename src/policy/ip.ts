@@ -25,7 +25,10 @@ function v4ToNumber(s: string): number {
   let part = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c === 46 /* . */) { n = n * 256 + part; part = 0; } else part = part * 10 + (c - 48);
+    if (c === 46 /* . */) {
+      n = n * 256 + part;
+      part = 0;
+    } else part = part * 10 + (c - 48);
   }
   return n * 256 + part;
 }
@@ -144,12 +147,22 @@ export class IpSet {
     const r4 = ranges.filter((r): r is Extract<IpRange, { v4: true }> => r.v4).sort((a, b) => a.lo - b.lo);
     for (const r of r4) {
       const last = this.v4hi.length - 1;
-      if (last >= 0 && r.lo <= this.v4hi[last]! + 1) { if (r.hi > this.v4hi[last]!) this.v4hi[last] = r.hi; } else { this.v4lo.push(r.lo); this.v4hi.push(r.hi); }
+      if (last >= 0 && r.lo <= this.v4hi[last]! + 1) {
+        if (r.hi > this.v4hi[last]!) this.v4hi[last] = r.hi;
+      } else {
+        this.v4lo.push(r.lo);
+        this.v4hi.push(r.hi);
+      }
     }
     const r6 = ranges.filter((r): r is Extract<IpRange, { v4: false }> => !r.v4).sort((a, b) => (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0));
     for (const r of r6) {
       const last = this.v6hi.length - 1;
-      if (last >= 0 && r.lo <= this.v6hi[last]! + 1n) { if (r.hi > this.v6hi[last]!) this.v6hi[last] = r.hi; } else { this.v6lo.push(r.lo); this.v6hi.push(r.hi); }
+      if (last >= 0 && r.lo <= this.v6hi[last]! + 1n) {
+        if (r.hi > this.v6hi[last]!) this.v6hi[last] = r.hi;
+      } else {
+        this.v6lo.push(r.lo);
+        this.v6hi.push(r.hi);
+      }
     }
   }
 
@@ -159,13 +172,21 @@ export class IpSet {
       let l = 0;
       let h = lo.length - 1;
       // last range whose lo <= a.n
-      while (l <= h) { const m = (l + h) >> 1; if (lo[m]! <= a.n) l = m + 1; else h = m - 1; }
+      while (l <= h) {
+        const m = (l + h) >> 1;
+        if (lo[m]! <= a.n) l = m + 1;
+        else h = m - 1;
+      }
       return h >= 0 && a.n <= this.v4hi[h]!;
     }
     const lo = this.v6lo;
     let l = 0;
     let h = lo.length - 1;
-    while (l <= h) { const m = (l + h) >> 1; if (lo[m]! <= a.n) l = m + 1; else h = m - 1; }
+    while (l <= h) {
+      const m = (l + h) >> 1;
+      if (lo[m]! <= a.n) l = m + 1;
+      else h = m - 1;
+    }
     return h >= 0 && a.n <= this.v6hi[h]!;
   }
 

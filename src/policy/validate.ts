@@ -15,6 +15,8 @@
  * business (fail-safe, see there); this file only reports.
  */
 import type { AuthorizationPolicy } from '../discovery/model.js';
+import { isLabelKeyName, isLabelKeyPrefix, isLabelValue } from '../util/dns1123.js';
+import { collect, isAbsent, isObj, nonEmptyStr } from '../util/fields.js';
 import { parseCidr } from './ip.js';
 
 /**
@@ -40,14 +42,7 @@ export interface PolicyCheck {
 export type ValueKind = 'pattern' | 'trustDomain' | 'serviceAccount' | 'ip' | 'port' | 'string';
 
 /** L4 attributes a rule can match on (the engine's vocabulary). */
-export type L4Attr =
-  | 'principal'
-  | 'namespace'
-  | 'serviceAccount'
-  | 'trustDomain'
-  | 'sourceIp'
-  | 'destinationIp'
-  | 'destinationPort';
+export type L4Attr = 'principal' | 'namespace' | 'serviceAccount' | 'trustDomain' | 'sourceIp' | 'destinationIp' | 'destinationPort';
 
 interface FieldDef {
   kind: ValueKind;
@@ -146,18 +141,11 @@ const TO_KEYS = ['operation'];
 const WHEN_KEYS = ['key', 'values', 'notValues'];
 
 function q(v: unknown): string {
-  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+  const s = typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
   return s.length > 200 ? s.slice(0, 200) + '…' : s;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** null and undefined both mean "not set" (Kubernetes prunes nulls). */
-function isSet(v: unknown): boolean {
-  return v !== undefined && v !== null;
-}
+// null and undefined both mean "not set" (Kubernetes prunes nulls): isAbsent().
 
 function unknownKeys(o: Record<string, unknown>, known: readonly string[], path: string, errors: string[]): void {
   for (const k in o) {
@@ -167,24 +155,20 @@ function unknownKeys(o: Record<string, unknown>, known: readonly string[], path:
   }
 }
 
-const LABEL_NAME = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 function labelKeyProblem(k: string): string | null {
   if (k === '') return 'empty label key';
   if (k.includes('*')) return 'wildcard is not supported in selector';
   const slash = k.indexOf('/');
   const name = slash >= 0 ? k.slice(slash + 1) : k;
   const prefix = slash >= 0 ? k.slice(0, slash) : null;
-  if (prefix !== null && (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return 'label key prefix is not a DNS subdomain';
-  if (!LABEL_NAME.test(name)) return 'not a valid label key';
+  if (prefix !== null && !isLabelKeyPrefix(prefix)) return 'label key prefix is not a DNS subdomain';
+  if (!isLabelKeyName(name)) return 'not a valid label key';
   return null;
 }
 
 function labelValueProblem(v: string): string | null {
   if (v.includes('*')) return 'wildcard is not supported in selector';
-  if (v === '') return null;
-  if (!LABEL_NAME.test(v)) return 'not a valid label value';
+  if (!isLabelValue(v)) return 'not a valid label value';
   return null;
 }
 
@@ -225,7 +209,7 @@ export function valueProblem(kind: ValueKind, v: string): string | null {
 
 /** Checks a list of strings; returns the list (strings only) or null when not a list. */
 function checkList(v: unknown, kind: ValueKind, path: string, errors: string[]): string[] | null {
-  if (!isSet(v)) return null;
+  if (isAbsent(v)) return null;
   if (!Array.isArray(v)) {
     errors.push(`${path}: must be a list of strings, got ${q(v)}`);
     return null;
@@ -252,7 +236,7 @@ function nonEmpty(v: unknown): boolean {
 /** The action as written ('ALLOW' when unset). */
 export function actionOf(p: AuthorizationPolicy): unknown {
   const spec = (p as { spec?: unknown }).spec;
-  if (!isObject(spec) || !isSet(spec.action)) return 'ALLOW';
+  if (!isObj(spec) || isAbsent(spec.action)) return 'ALLOW';
   return spec.action;
 }
 
@@ -270,11 +254,11 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
   const mode: RemoteIpMode = opts.remoteIpBlocks ?? 'source-ip';
   const errors: string[] = [];
   const warnings: string[] = [];
-  if (!isObject(p)) return { errors: [`policy: must be a mapping, got ${q(p)}`], warnings };
-  if (typeof p.name !== 'string' || p.name === '') errors.push(`name: must be a non-empty string, got ${q(p.name)}`);
-  if (typeof p.namespace !== 'string' || p.namespace === '') errors.push(`namespace: must be a non-empty string, got ${q(p.namespace)}`);
+  if (!isObj(p)) return { errors: [`policy: must be a mapping, got ${q(p)}`], warnings };
+  collect(errors, () => nonEmptyStr(p.name, 'name'));
+  collect(errors, () => nonEmptyStr(p.namespace, 'namespace'));
   const spec: unknown = p.spec;
-  if (!isObject(spec)) {
+  if (!isObj(spec)) {
     errors.push(`spec: must be a mapping, got ${q(spec)}`);
     return { errors, warnings };
   }
@@ -283,25 +267,29 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
   // action
   const action = actionOf(p);
   if (action === 'AUDIT' || action === 'CUSTOM') errors.push(`spec.action: ${q(action)} is not supported at L4 (ALLOW or DENY)`);
-  else if (action !== 'ALLOW' && action !== 'DENY') errors.push(`spec.action: ${q(action)} is not an action (ALLOW or DENY; AUDIT and CUSTOM are not supported at L4)`);
-  if (isSet(spec.provider) && action !== 'CUSTOM') errors.push(`spec.provider: only allowed with action CUSTOM`);
+  else if (action !== 'ALLOW' && action !== 'DENY')
+    errors.push(`spec.action: ${q(action)} is not an action (ALLOW or DENY; AUDIT and CUSTOM are not supported at L4)`);
+  if (!isAbsent(spec.provider) && action !== 'CUSTOM') errors.push(`spec.provider: only allowed with action CUSTOM`);
 
   // selector / targetRefs
-  const hasTargetRefs = (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0) || isSet(spec.targetRef);
-  if (isSet(spec.selector)) {
+  const hasTargetRefs = (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0) || !isAbsent(spec.targetRef);
+  if (!isAbsent(spec.selector)) {
     if (hasTargetRefs) errors.push(`spec.targetRefs: only one of targetRefs or selector can be set`);
     const sel = spec.selector;
-    if (!isObject(sel)) {
+    if (!isObj(sel)) {
       errors.push(`spec.selector: must be a mapping, got ${q(sel)}`);
     } else {
       unknownKeys(sel, SELECTOR_KEYS, 'spec.selector', errors);
       const ml = sel.matchLabels;
-      if (isSet(ml) && !isObject(ml)) {
+      if (!isAbsent(ml) && !isObj(ml)) {
         errors.push(`spec.selector.matchLabels: must be a mapping of strings, got ${q(ml)}`);
-      } else if (isObject(ml) && Object.keys(ml).length > 0) {
+      } else if (isObj(ml) && Object.keys(ml).length > 0) {
         for (const [k, v] of Object.entries(ml)) {
           const path = `spec.selector.matchLabels[${q(k)}]`;
-          if (typeof v !== 'string') { errors.push(`${path}: must be a string, got ${q(v)}`); continue; }
+          if (typeof v !== 'string') {
+            errors.push(`${path}: must be a string, got ${q(v)}`);
+            continue;
+          }
           const kp = labelKeyProblem(k);
           if (kp) errors.push(`${path}: ${kp}`);
           const vp = labelValueProblem(v);
@@ -312,13 +300,13 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       }
     }
   }
-  if (isSet(spec.targetRefs) && !Array.isArray(spec.targetRefs)) errors.push(`spec.targetRefs: must be a list, got ${q(spec.targetRefs)}`);
+  if (!isAbsent(spec.targetRefs) && !Array.isArray(spec.targetRefs)) errors.push(`spec.targetRefs: must be a list, got ${q(spec.targetRefs)}`);
   if (Array.isArray(spec.targetRefs)) {
     spec.targetRefs.forEach((r, i) => {
-      if (!isObject(r) || typeof r.name !== 'string' || r.name === '') errors.push(`spec.targetRefs[${i}]: must be a mapping with a name`);
+      if (!isObj(r) || typeof r.name !== 'string' || r.name === '') errors.push(`spec.targetRefs[${i}]: must be a mapping with a name`);
     });
   }
-  if (isSet(spec.targetRef) && (!isObject(spec.targetRef) || typeof spec.targetRef.name !== 'string' || spec.targetRef.name === '')) {
+  if (!isAbsent(spec.targetRef) && (!isObj(spec.targetRef) || typeof spec.targetRef.name !== 'string' || spec.targetRef.name === '')) {
     errors.push(`spec.targetRef: must be a mapping with a name`);
   }
   if (hasTargetRefs) warnings.push('spec.targetRefs: the policy targets a waypoint (targetRefs); not enforced at L4');
@@ -327,7 +315,7 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
   const actionName = action === 'DENY' ? 'DENY' : 'ALLOW';
   // what HTTP attributes do at L4 only matters if the policy is enforced at L4
   const l4 = !hasTargetRefs && action !== 'AUDIT' && action !== 'CUSTOM';
-  if (!isSet(spec.rules)) {
+  if (isAbsent(spec.rules)) {
     if (action === 'DENY') warnings.push('spec.rules: DENY policy without rules never matches (Istio rejects it; add `rules: [{}]` to deny everything)');
     return { errors, warnings };
   }
@@ -335,23 +323,33 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
     errors.push(`spec.rules: must be a list, got ${q(spec.rules)}`);
     return { errors, warnings };
   }
-  if (spec.rules.length === 0 && action === 'DENY') warnings.push('spec.rules: DENY policy with empty rules never matches (add `rules: [{}]` to deny everything)');
+  if (spec.rules.length === 0 && action === 'DENY')
+    warnings.push('spec.rules: DENY policy with empty rules never matches (add `rules: [{}]` to deny everything)');
 
   spec.rules.forEach((rule: unknown, i: number) => {
     const rp = `spec.rules[${i}]`;
-    if (!isObject(rule)) { errors.push(`${rp}: must be a mapping, got ${q(rule)}`); return; }
+    if (!isObj(rule)) {
+      errors.push(`${rp}: must be a mapping, got ${q(rule)}`);
+      return;
+    }
     unknownKeys(rule, RULE_KEYS, rp, errors);
 
-    if (isSet(rule.from)) {
+    if (!isAbsent(rule.from)) {
       if (!Array.isArray(rule.from)) errors.push(`${rp}.from: must be a list, got ${q(rule.from)}`);
       else if (rule.from.length === 0) errors.push(`${rp}.from: must not be empty (leave it out to match any source)`);
       else {
         rule.from.forEach((f: unknown, j: number) => {
           const fp = `${rp}.from[${j}]`;
-          if (!isObject(f)) { errors.push(`${fp}: must be a mapping, got ${q(f)}`); return; }
+          if (!isObj(f)) {
+            errors.push(`${fp}: must be a mapping, got ${q(f)}`);
+            return;
+          }
           unknownKeys(f, FROM_KEYS, fp, errors);
           const src = f.source;
-          if (!isObject(src)) { errors.push(`${fp}.source: ${isSet(src) ? `must be a mapping, got ${q(src)}` : 'required'}`); return; }
+          if (!isObj(src)) {
+            errors.push(`${fp}.source: ${!isAbsent(src) ? `must be a mapping, got ${q(src)}` : 'required'}`);
+            return;
+          }
           const sp = `${fp}.source`;
           unknownKeys(src, SOURCE_KEYS, sp, errors);
           let any = false;
@@ -363,24 +361,32 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
             }
           }
           if (!any) errors.push(`${sp}: must not be empty`);
-          if ((nonEmpty(src.serviceAccounts) || nonEmpty(src.notServiceAccounts)) &&
-              (nonEmpty(src.principals) || nonEmpty(src.notPrincipals) || nonEmpty(src.namespaces) || nonEmpty(src.notNamespaces))) {
+          if (
+            (nonEmpty(src.serviceAccounts) || nonEmpty(src.notServiceAccounts)) &&
+            (nonEmpty(src.principals) || nonEmpty(src.notPrincipals) || nonEmpty(src.namespaces) || nonEmpty(src.notNamespaces))
+          ) {
             errors.push(`${sp}: cannot set serviceAccounts with namespaces or principals`);
           }
         });
       }
     }
 
-    if (isSet(rule.to)) {
+    if (!isAbsent(rule.to)) {
       if (!Array.isArray(rule.to)) errors.push(`${rp}.to: must be a list, got ${q(rule.to)}`);
       else if (rule.to.length === 0) errors.push(`${rp}.to: must not be empty (leave it out to match any operation)`);
       else {
         rule.to.forEach((t: unknown, j: number) => {
           const tp = `${rp}.to[${j}]`;
-          if (!isObject(t)) { errors.push(`${tp}: must be a mapping, got ${q(t)}`); return; }
+          if (!isObj(t)) {
+            errors.push(`${tp}: must be a mapping, got ${q(t)}`);
+            return;
+          }
           unknownKeys(t, TO_KEYS, tp, errors);
           const op = t.operation;
-          if (!isObject(op)) { errors.push(`${tp}.operation: ${isSet(op) ? `must be a mapping, got ${q(op)}` : 'required'}`); return; }
+          if (!isObj(op)) {
+            errors.push(`${tp}.operation: ${!isAbsent(op) ? `must be a mapping, got ${q(op)}` : 'required'}`);
+            return;
+          }
           const op_ = `${tp}.operation`;
           unknownKeys(op, OPERATION_KEYS, op_, errors);
           let any = false;
@@ -396,20 +402,27 @@ export function checkPolicy(p: AuthorizationPolicy, opts: CheckOptions = {}): Po
       }
     }
 
-    if (isSet(rule.when)) {
+    if (!isAbsent(rule.when)) {
       if (!Array.isArray(rule.when)) errors.push(`${rp}.when: must be a list, got ${q(rule.when)}`);
       else {
         rule.when.forEach((w: unknown, j: number) => {
           const wp = `${rp}.when[${j}]`;
-          if (!isObject(w)) { errors.push(`${wp}: must be a mapping, got ${q(w)}`); return; }
+          if (!isObj(w)) {
+            errors.push(`${wp}: must be a mapping, got ${q(w)}`);
+            return;
+          }
           unknownKeys(w, WHEN_KEYS, wp, errors);
-          if (typeof w.key !== 'string' || w.key === '') { errors.push(`${wp}.key: must be a non-empty string, got ${q(w.key)}`); return; }
-          const cls = classifyWhenKey(w.key, mode);
-          if (cls.status === 'error') { errors.push(`${wp}.key: ${cls.message}`); return; }
+          const key = collect(errors, () => nonEmptyStr(w.key, `${wp}.key`));
+          if (key === undefined) return;
+          const cls = classifyWhenKey(key, mode);
+          if (cls.status === 'error') {
+            errors.push(`${wp}.key: ${cls.message}`);
+            return;
+          }
           const vals = checkList(w.values, cls.kind, `${wp}.values`, errors);
           const nvals = checkList(w.notValues, cls.kind, `${wp}.notValues`, errors);
-          if ((vals?.length ?? 0) === 0 && (nvals?.length ?? 0) === 0) errors.push(`${wp}: at least one of values or notValues must be set for key ${q(w.key)}`);
-          if (l4 && cls.status === 'http') warnings.push(httpWarning(actionName, i, `${wp}.key`, `${q(w.key)}`));
+          if ((vals?.length ?? 0) === 0 && (nvals?.length ?? 0) === 0) errors.push(`${wp}: at least one of values or notValues must be set for key ${q(key)}`);
+          if (l4 && cls.status === 'http') warnings.push(httpWarning(actionName, i, `${wp}.key`, `${q(key)}`));
         });
       }
     }

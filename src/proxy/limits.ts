@@ -15,6 +15,7 @@
  *                 does not acknowledge it in time loses its session.
  */
 import type * as http2 from 'node:http2';
+import { AmbientError } from '../util/errors.js';
 
 export interface Limits {
   /** node-wide bytes HBONE peers may send ahead of the apps, split over open streams */
@@ -65,7 +66,9 @@ export const CONNECTION_STATE_BYTES = 16 * 1024;
  * connections hold at most what flow control lets into flight.
  */
 export function memoryBound(limits: Pick<Limits, 'receiveBuffer' | 'minStreamWindow'>, load: { streams: number; connections: number }): number {
-  return Math.max(limits.receiveBuffer, load.streams * limits.minStreamWindow) + load.streams * STREAM_OVERHEAD_BYTES + load.connections * CONNECTION_STATE_BYTES;
+  return (
+    Math.max(limits.receiveBuffer, load.streams * limits.minStreamWindow) + load.streams * STREAM_OVERHEAD_BYTES + load.connections * CONNECTION_STATE_BYTES
+  );
 }
 
 /**
@@ -77,22 +80,42 @@ export class Limiter {
   private used = 0;
   private readonly queue: Array<{ grant: (ok: boolean) => void; timer: NodeJS.Timeout }> = [];
   hits = 0;
-  constructor(readonly name: string, readonly max: number, readonly maxQueue = 0) {}
-  get inUse(): number { return this.used; }
-  get waiting(): number { return this.queue.length; }
+  constructor(
+    readonly name: string,
+    readonly max: number,
+    readonly maxQueue = 0,
+  ) {}
+  get inUse(): number {
+    return this.used;
+  }
+  get waiting(): number {
+    return this.queue.length;
+  }
   /** true when a slot was taken (call release() once when done), false when full (counted). */
   tryAcquire(): boolean {
-    if (this.used >= this.max) { this.hits++; return false; }
+    if (this.used >= this.max) {
+      this.hits++;
+      return false;
+    }
     this.used++;
     return true;
   }
   /** A slot now, or when one frees within timeoutMs; false (counted) when the queue is full or the wait times out. */
   acquire(timeoutMs: number): Promise<boolean> {
-    if (this.used < this.max) { this.used++; return Promise.resolve(true); }
-    if (this.queue.length >= this.maxQueue) { this.hits++; return Promise.resolve(false); }
+    if (this.used < this.max) {
+      this.used++;
+      return Promise.resolve(true);
+    }
+    if (this.queue.length >= this.maxQueue) {
+      this.hits++;
+      return Promise.resolve(false);
+    }
     return new Promise((resolve) => {
       const entry = {
-        grant: (ok: boolean): void => { clearTimeout(entry.timer); resolve(ok); },
+        grant: (ok: boolean): void => {
+          clearTimeout(entry.timer);
+          resolve(ok);
+        },
         timer: setTimeout(() => {
           const i = this.queue.indexOf(entry);
           if (i >= 0) this.queue.splice(i, 1);
@@ -105,7 +128,10 @@ export class Limiter {
   }
   release(): void {
     const next = this.queue.shift();
-    if (next) { next.grant(true); return; } // the slot passes to the next waiter
+    if (next) {
+      next.grant(true);
+      return;
+    } // the slot passes to the next waiter
     if (this.used > 0) this.used--;
   }
 }
@@ -114,10 +140,16 @@ export class Limiter {
 export class KeyedLimiter {
   private readonly used = new Map<string, number>();
   hits = 0;
-  constructor(readonly name: string, readonly max: number) {}
+  constructor(
+    readonly name: string,
+    readonly max: number,
+  ) {}
   tryAcquire(key: string): boolean {
     const n = this.used.get(key) ?? 0;
-    if (n >= this.max) { this.hits++; return false; }
+    if (n >= this.max) {
+      this.hits++;
+      return false;
+    }
     this.used.set(key, n + 1);
     return true;
   }
@@ -126,7 +158,9 @@ export class KeyedLimiter {
     if (n <= 1) this.used.delete(key);
     else this.used.set(key, n - 1);
   }
-  get keys(): number { return this.used.size; }
+  get keys(): number {
+    return this.used.size;
+  }
 }
 
 /** Largest power of two <= n (n >= 1). */
@@ -150,14 +184,23 @@ export class WindowBudget {
   changes = 0;
   private pending: NodeJS.Immediate | null = null;
 
-  constructor(private readonly limits: Pick<Limits, 'receiveBuffer' | 'streamWindow' | 'minStreamWindow'>, private readonly ackTimeoutMs = 5000) {
+  constructor(
+    private readonly limits: Pick<Limits, 'receiveBuffer' | 'streamWindow' | 'minStreamWindow'>,
+    private readonly ackTimeoutMs = 5000,
+  ) {
     this.current = this.target();
   }
 
   /** The window to advertise now. */
-  get window(): number { return this.current; }
-  get openStreams(): number { return this.open; }
-  get sessionCount(): number { return this.sessions.size; }
+  get window(): number {
+    return this.current;
+  }
+  get openStreams(): number {
+    return this.open;
+  }
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
 
   private target(): number {
     const share = pow2floor(this.limits.receiveBuffer / Math.max(1, this.open));
@@ -185,7 +228,10 @@ export class WindowBudget {
 
   private schedule(): void {
     if (this.pending) return;
-    this.pending = setImmediate(() => { this.pending = null; this.apply(); });
+    this.pending = setImmediate(() => {
+      this.pending = null;
+      this.apply();
+    });
     this.pending.unref?.();
   }
 
@@ -201,7 +247,9 @@ export class WindowBudget {
     if (s.destroyed || s.closed) return;
     let timer: NodeJS.Timeout | null = null;
     try {
-      const ok = s.settings({ initialWindowSize: this.current }, () => { if (timer) clearTimeout(timer); });
+      const ok = s.settings({ initialWindowSize: this.current }, () => {
+        if (timer) clearTimeout(timer);
+      });
       void ok;
     } catch {
       return; // too many unacknowledged SETTINGS, or closing: the session goes anyway
@@ -210,9 +258,18 @@ export class WindowBudget {
       if (s.destroyed) return;
       // a peer that keeps the larger window by not acknowledging loses its session
       this.settingsTimeouts++;
-      s.destroy(new Error('SETTINGS not acknowledged in time'), 4 /* SETTINGS_TIMEOUT */);
+      s.destroy(
+        new AmbientError(
+          'HBONE_TIMEOUT',
+          'SETTINGS not acknowledged in time',
+          'the peer did not acknowledge a flow-control change within 5 s: its session is ended',
+        ),
+        4 /* SETTINGS_TIMEOUT */,
+      );
     }, this.ackTimeoutMs);
     timer.unref();
-    s.once('close', () => { if (timer) clearTimeout(timer); });
+    s.once('close', () => {
+      if (timer) clearTimeout(timer);
+    });
   }
 }

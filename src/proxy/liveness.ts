@@ -22,6 +22,7 @@
  * half an hour.
  */
 import type { TcpLiveness } from '../datapath/native-api.js';
+import { AmbientError } from '../util/errors.js';
 
 export interface LivenessParams {
   pingIntervalMs: number;
@@ -45,22 +46,36 @@ export function livenessParams(peerTimeoutMs: number = DEFAULT_PEER_TIMEOUT_MS):
  * stays unanswered longer than the timeout. Returns a stop function (also
  * called when the session closes).
  */
-export function keepPinging(session: { ping(cb: (err: Error | null) => void): boolean; destroy(err?: Error): void; destroyed: boolean; once(ev: 'close', l: () => void): unknown }, p: Pick<LivenessParams, 'pingIntervalMs' | 'pingTimeoutMs'>, onTimeout?: () => void): () => void {
+export function keepPinging(
+  session: { ping(cb: (err: Error | null) => void): boolean; destroy(err?: Error): void; destroyed: boolean; once(ev: 'close', l: () => void): unknown },
+  p: Pick<LivenessParams, 'pingIntervalMs' | 'pingTimeoutMs'>,
+  onTimeout?: () => void,
+): () => void {
   let outstandingSince = 0;
   const timer = setInterval(() => {
     if (session.destroyed) return;
     if (outstandingSince > 0) {
       if (Date.now() - outstandingSince > p.pingTimeoutMs) {
         onTimeout?.();
-        session.destroy(new Error('HBONE peer did not answer PING in time'));
+        session.destroy(
+          new AmbientError(
+            'HBONE_TIMEOUT',
+            'HBONE peer did not answer PING in time',
+            'the peer or the network between is gone (peerTimeout): its session and streams are ended',
+          ),
+        );
       }
       return;
     }
     outstandingSince = Date.now();
     let sent = false;
     try {
-      sent = session.ping((err) => { if (!err) outstandingSince = 0; });
-    } catch { /* closing */ }
+      sent = session.ping((err) => {
+        if (!err) outstandingSince = 0;
+      });
+    } catch {
+      /* closing */
+    }
     if (!sent) outstandingSince = 0;
   }, p.pingIntervalMs);
   timer.unref();

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the three paths of a captured connection (outbound, inbound plaintext, inbound HBONE) share one context, policy re-check and record keeping; service choice and Forwarded parsing are in services.ts and forwarded.ts.
 /**
  * What the agent does with a captured connection:
  *
@@ -28,11 +29,16 @@ import { HbonePool, type HboneStream } from './hbone/client.js';
 import { HboneServer, type HboneServerEvent } from './hbone/server.js';
 import { HboneError } from './hbone/common.js';
 import { resetSocket, spliceStreamSocket } from './hbone/tunnel.js';
-import type { ConnectionRecord, ConnectionTracker } from './connections.js';
+import type { ConnectionTracker, TrackedConnection } from './connections.js';
+import { parseForwardedFor } from './forwarded.js';
+import { chooseEndpoint } from './services.js';
+import { CLIENT_GONE, CLOSED, dialFailed, hboneFailed, type Outcome } from './outcome.js';
+import { formatHostPort, type HostPort } from '../util/hostport.js';
 import { relay } from './relay.js';
 import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
 import { livenessParams, type LivenessParams } from './liveness.js';
 import type { Logger } from '../util/log.js';
+import { AmbientError } from '../util/errors.js';
 
 export interface MeshPod {
   key: string;
@@ -84,9 +90,15 @@ interface LiveInbound {
   pod: MeshPod;
   dst: Sockaddr;
   src: { ip: string; id: string | null };
-  rec: ConnectionRecord | null;
+  rec: TrackedConnection | null;
   /** closes it: RST to the client (plaintext) or RST_STREAM (HBONE) */
   kill(): void;
+}
+
+/** A service VIP's connection: the service and the endpoint chosen. */
+interface ServiceVia {
+  service?: string;
+  endpoint?: HostPort;
 }
 
 function baggage(p: PodInfo): string {
@@ -112,7 +124,9 @@ export class MeshProxy {
   /** Counts a data-path socket until it closes. */
   private trackSocket(sock: net.Socket, reporter: SocketReporter): void {
     this.socketsOpen[reporter]++;
-    sock.once('close', () => { this.socketsOpen[reporter]--; });
+    sock.once('close', () => {
+      this.socketsOpen[reporter]--;
+    });
   }
 
   /** Sockets of the data path open now, by reporter. */
@@ -130,7 +144,11 @@ export class MeshProxy {
     if (!(await this.dials.acquire(5000))) {
       this.d.count('limit_dials');
       this.d.onLimit?.('limit_dials', `${this.dials.max} connections are already being opened and ${this.dials.maxQueue} wait (limits.maxPendingDials)`);
-      throw Object.assign(new Error(`${this.dials.max} connections are being opened already (maxPendingDials)`), { code: 'LIMIT_DIALS' });
+      throw new AmbientError(
+        'LIMIT_DIALS',
+        `${this.dials.max} connections are being opened already (maxPendingDials)`,
+        'raise limits.maxPendingDials, or look for a destination that stopped answering SYNs',
+      );
     }
     let s: net.Socket;
     try {
@@ -163,7 +181,9 @@ export class MeshProxy {
   private own(client: net.Socket): void {
     this.clients.add(client);
     client.once('close', () => this.clients.delete(client));
-    client.on('error', () => { /* reported through the relay */ });
+    client.on('error', () => {
+      /* reported through the relay */
+    });
     client.setNoDelay(true);
   }
 
@@ -180,13 +200,20 @@ export class MeshProxy {
       windows: this.windows,
       liveness: this.liveness,
       // liveness options come from the HBONE listener (socketOptions('hbone')), inherited by what it accepts
-      tuneSocket: (s) => { this.trackSocket(s, 'destination'); },
+      tuneSocket: (s) => {
+        this.trackSocket(s, 'destination');
+      },
       trustDomain: d.trustDomain,
       // a stalled or truncated handshake holds a socket at most this long
       handshakeTimeoutMs: 5000,
       getServerCert: async (localAddress) => {
         const pod = d.localPodByIp(localAddress);
-        if (!pod) throw new Error(`no enrolled pod has address ${localAddress}`);
+        if (!pod)
+          throw new AmbientError(
+            'HBONE_IDENTITY',
+            `no enrolled pod has address ${localAddress}`,
+            'an HBONE connection arrived for an address no enrolled pod of this node has (the pod is gone or not enrolled yet)',
+          );
         const c = await d.identities.get(pod.identity);
         return { key: c.keyPem, cert: c.chainPem, ca: c.rootPem };
       },
@@ -201,22 +228,41 @@ export class MeshProxy {
         const r = d.authorize({ pod: pod.info, ip: target.ip, port: target.port }, src);
         if (!r.allow) {
           d.count('policy_denied');
-          d.log.info('connection denied by policy', { pod: pod.key, src: src.ip, peer: peer.id, dst: `${target.ip}:${target.port}`, policy: r.policy, reason: r.reason, via: 'hbone' });
+          d.log.info('connection denied by policy', {
+            pod: pod.key,
+            src: src.ip,
+            peer: peer.id,
+            dst: formatHostPort(target),
+            policy: r.policy,
+            reason: r.reason,
+            via: 'hbone',
+          });
         }
         return r.allow ? 'allow' : 'deny';
       },
       connectTarget: async (target, ctx) => {
         const pod = d.localPodByIp(ctx.local.ip);
-        if (!pod || !pod.info.netns) throw new Error(`no enrolled pod has address ${ctx.local.ip}`);
+        if (!pod || !pod.info.netns)
+          throw new AmbientError(
+            'UPSTREAM_FAILED',
+            `no enrolled pod has address ${ctx.local.ip}`,
+            'the destination pod was unenrolled while its tunnel was opened',
+          );
         const sock = await this.dial(pod.info.netns, target, 'app', 'destination');
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {
-          pod, dst: target, src: { ip: ctx.remote.ip, id: ctx.peer.id }, rec: null,
+          pod,
+          dst: target,
+          src: { ip: ctx.remote.ip, id: ctx.peer.id },
+          rec: null,
           kill: () => resetSocket(sock), // the splice turns it into RST_STREAM towards the client
         };
         this.live.add(entry);
         this.liveByTunnel.set(key, entry);
-        sock.once('close', () => { this.live.delete(entry); this.liveByTunnel.delete(key); });
+        sock.once('close', () => {
+          this.live.delete(entry);
+          this.liveByTunnel.delete(key);
+        });
         return sock;
       },
       onConnection: (ev) => this.onServerEvent(ev),
@@ -260,7 +306,7 @@ export class MeshProxy {
     const d = this.d;
     this.own(client);
     this.trackSocket(client, 'source');
-    const src = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
+    const src: HostPort = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     let orig: OriginalDst | null = null;
     try {
       orig = d.originalDst(src);
@@ -269,7 +315,10 @@ export class MeshProxy {
     }
     if (!orig) {
       d.count('original_dst_unknown');
-      d.log.once('original_dst_unknown', 'warn', 'outbound connection without an original destination (not made by a captured connect of this pod): reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      d.log.once('original_dst_unknown', 'warn', 'outbound connection without an original destination (not made by a captured connect of this pod): reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+      });
       resetSocket(client);
       return;
     }
@@ -277,7 +326,10 @@ export class MeshProxy {
     // this pod's: a connection of any other origin is never forwarded as the pod
     if (pod.cgroupId === null || orig.cgroupId !== pod.cgroupId) {
       d.count('original_dst_foreign');
-      d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', { pod: pod.key, src: `${src.ip}:${src.port}` });
+      d.log.once('original_dst_foreign', 'warn', 'outbound connection whose original destination belongs to another pod: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+      });
       resetSocket(client);
       return;
     }
@@ -287,7 +339,11 @@ export class MeshProxy {
     const ageNs = process.hrtime.bigint() - orig.createdNs;
     if (ageNs > ORIGINAL_DST_MAX_AGE_NS || ageNs < -1_000_000_000n) {
       d.count('original_dst_stale');
-      d.log.once('original_dst_stale', 'warn', 'outbound connection whose original-destination entry is too old to be its own: reset', { pod: pod.key, src: `${src.ip}:${src.port}`, ageMs: Number(ageNs / 1_000_000n) });
+      d.log.once('original_dst_stale', 'warn', 'outbound connection whose original-destination entry is too old to be its own: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        ageMs: Number(ageNs / 1_000_000n),
+      });
       resetSocket(client);
       return;
     }
@@ -295,19 +351,27 @@ export class MeshProxy {
     client.pause();
     const index = d.index();
     // a service VIP: pick a ready endpoint (round robin), keep the service name
-    const svc = index.serviceByVip.get(`${dst.ip}:${dst.port}`);
+    // (the model keys VIPs by "ip:port"; src/discovery/model.ts writes that key)
+    const svc = index.serviceByVip.get(formatHostPort(dst));
     let target: Sockaddr = dst;
-    let via: { service?: string; endpoint?: string } = {};
+    let via: ServiceVia = {};
     if (svc) {
       const ep = this.pickEndpoint(svc.service, svc.port);
       if (!ep) {
         d.count('service_no_endpoint');
-        const rec = d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', service: `${svc.service.namespace}/${svc.service.name}` });
-        this.failOutbound(rec, client, 'no ready endpoint', `service ${svc.service.hostname}:${svc.port.port} has no ready endpoint`);
+        const rec = d.tracker.begin({
+          pod: pod.key,
+          direction: 'outbound',
+          src,
+          dst,
+          via: 'passthrough',
+          service: `${svc.service.namespace}/${svc.service.name}`,
+        });
+        this.failOutbound(rec, client, { kind: 'no_endpoint' }, `service ${svc.service.hostname} port ${svc.port.port} has no ready endpoint`);
         return;
       }
       target = ep;
-      via = { service: `${svc.service.namespace}/${svc.service.name}`, endpoint: `${ep.ip}:${ep.port}` };
+      via = { service: `${svc.service.namespace}/${svc.service.name}`, endpoint: ep };
     }
     const dstPod = index.podByIp.get(target.ip);
     if (dstPod && index.enrolled(dstPod)) this.outboundHbone(pod, client, src, dst, target, dstPod, via);
@@ -323,42 +387,59 @@ export class MeshProxy {
     return chooseEndpoint(svc, port, n);
   }
 
-  private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: { service?: string; endpoint?: string }): void {
-    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'passthrough', ...via });
-    this.dial(pod.info.netns!, target, 'remote', 'source').then((up) => {
-      if (client.destroyed) { up.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
-      up.setNoDelay(true);
-      relay(client, up, rec, this.d.tracker);
-      client.resume();
-    }, (e: { code?: string; message: string }) => this.failOutbound(rec, client, e.code ?? 'connect failed', e.message));
+  private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: ServiceVia): void {
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'passthrough', ...via });
+    this.dial(pod.info.netns!, target, 'remote', 'source').then(
+      (up) => {
+        if (client.destroyed) {
+          up.destroy();
+          this.d.tracker.finish(rec, CLIENT_GONE);
+          return;
+        }
+        up.setNoDelay(true);
+        relay(client, up, rec, this.d.tracker);
+        client.resume();
+      },
+      (e: unknown) => this.failOutbound(rec, client, dialFailed(e), (e as Error)?.message ?? String(e)),
+    );
   }
 
-  private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, dstPod: PodInfo, via: { service?: string; endpoint?: string }): void {
+  private outboundHbone(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, dstPod: PodInfo, via: ServiceVia): void {
     const dstId = this.spiffeOf(dstPod);
-    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src: `${src.ip}:${src.port}`, dst: `${dst.ip}:${dst.port}`, via: 'hbone', peerIdentity: dstId, ...via });
-    this.poolFor(pod).connect({
-      srcId: pod.identity,
-      dstId,
-      dstAddr: { ip: target.ip, port: this.d.ports.hbone },
-      target,
-      headers: { forwardedFor: src, baggage: baggage(pod.info) },
-    }).then((stream: HboneStream) => {
-      if (client.destroyed) { stream.destroy(); this.d.tracker.finish(rec, 'failed', 'client gone'); return; }
-      spliceStreamSocket(stream, client, (r) => {
-        this.d.tracker.finish(rec, r.resetBy ? 'failed' : 'closed', r.resetBy ? `reset by ${r.resetBy === 'socket' ? 'client' : 'peer'}` : 'eof', { sent: r.bytesSocketToStream, received: r.bytesStreamToSocket });
-      });
-      client.resume();
-    }, (e: unknown) => {
-      const code = e instanceof HboneError ? `${e.code}${e.status ? ` ${e.status}` : ''}` : 'HBONE_ERROR';
-      this.d.count(e instanceof HboneError ? `hbone_client_${e.code.toLowerCase()}` : 'hbone_client_error');
-      this.failOutbound(rec, client, code, (e as Error).message);
-    });
+    const rec = this.d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'hbone', peerIdentity: dstId, ...via });
+    this.poolFor(pod)
+      .connect({
+        srcId: pod.identity,
+        dstId,
+        dstAddr: { ip: target.ip, port: this.d.ports.hbone },
+        target,
+        headers: { forwardedFor: src, baggage: baggage(pod.info) },
+      })
+      .then(
+        (stream: HboneStream) => {
+          if (client.destroyed) {
+            stream.destroy();
+            this.d.tracker.finish(rec, CLIENT_GONE);
+            return;
+          }
+          spliceStreamSocket(stream, client, (r) => {
+            const end: Outcome = r.resetBy ? { kind: 'reset', by: r.resetBy === 'socket' ? 'client' : 'peer' } : CLOSED;
+            this.d.tracker.finish(rec, end, { sent: r.bytesSocketToStream, received: r.bytesStreamToSocket });
+          });
+          client.resume();
+        },
+        (e: unknown) => {
+          const end = hboneFailed(e);
+          this.d.count(e instanceof HboneError ? `hbone_client_${end.code.toLowerCase()}` : 'hbone_client_error');
+          this.failOutbound(rec, client, end, (e as Error)?.message ?? String(e));
+        },
+      );
   }
 
-  private failOutbound(rec: ConnectionRecord, client: net.Socket, reason: string, message: string): void {
+  private failOutbound(rec: TrackedConnection, client: net.Socket, end: Outcome, message: string): void {
     this.d.count('upstream_connect_failed');
-    this.d.log.debug('outbound connection failed', { conn: rec.id, dst: rec.dst, reason, error: message });
-    this.d.tracker.finish(rec, 'failed', reason);
+    this.d.log.debug('outbound connection failed', { conn: rec.id, dst: formatHostPort(rec.dst), outcome: end, error: message });
+    this.d.tracker.finish(rec, end);
     resetSocket(client);
   }
 
@@ -366,54 +447,85 @@ export class MeshProxy {
     const d = this.d;
     this.own(client);
     this.trackSocket(client, 'destination');
-    const dst = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
-    const src = `${client.remoteAddress}:${client.remotePort}`;
+    const dst: HostPort = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
+    const src: HostPort = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
     if (dst.ip !== pod.info.ip || own.has(dst.port)) {
       d.count('inbound_bad_destination');
-      d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}` });
+      d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        dst: formatHostPort(dst),
+      });
       resetSocket(client);
       return;
     }
-    const peer = { ip: client.remoteAddress ?? '', id: null };
+    const peer = { ip: src.ip, id: null };
     const decision = d.authorize({ pod: pod.info, ip: dst.ip, port: dst.port }, peer);
     if (!decision.allow) {
       d.count('policy_denied');
-      d.log.info('connection denied by policy', { pod: pod.key, src, dst: `${dst.ip}:${dst.port}`, policy: decision.policy, reason: decision.reason, via: 'plaintext' });
-      const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
-      d.tracker.finish(rec, 'failed', `denied by policy${decision.policy ? ` ${decision.policy}` : ''} (${decision.reason})`);
+      d.log.info('connection denied by policy', {
+        pod: pod.key,
+        src: formatHostPort(src),
+        dst: formatHostPort(dst),
+        policy: decision.policy,
+        reason: decision.reason,
+        via: 'plaintext',
+      });
+      const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst, via: 'inbound-plaintext' });
+      d.tracker.finish(rec, { kind: 'denied', policy: decision.policy, why: decision.reason });
       resetSocket(client);
       return;
     }
-    const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst: `${dst.ip}:${dst.port}`, via: 'inbound-plaintext' });
+    const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst, via: 'inbound-plaintext' });
     client.pause();
-    this.dial(pod.info.netns!, dst, 'app', 'destination').then((up) => {
-      if (client.destroyed) { up.destroy(); d.tracker.finish(rec, 'failed', 'client gone'); return; }
-      up.setNoDelay(true);
-      const entry: LiveInbound = { pod, dst, src: peer, rec, kill: () => { resetSocket(client); resetSocket(up); } };
-      this.live.add(entry);
-      client.once('close', () => this.live.delete(entry));
-      relay(client, up, rec, d.tracker);
-      client.resume();
-    }, (e: { code?: string }) => {
-      d.count('app_connect_failed');
-      d.tracker.finish(rec, 'failed', e.code ?? 'connect failed');
-      resetSocket(client);
-    });
+    this.dial(pod.info.netns!, dst, 'app', 'destination').then(
+      (up) => {
+        if (client.destroyed) {
+          up.destroy();
+          d.tracker.finish(rec, CLIENT_GONE);
+          return;
+        }
+        up.setNoDelay(true);
+        const entry: LiveInbound = {
+          pod,
+          dst,
+          src: peer,
+          rec,
+          kill: () => {
+            resetSocket(client);
+            resetSocket(up);
+          },
+        };
+        this.live.add(entry);
+        client.once('close', () => this.live.delete(entry));
+        relay(client, up, rec, d.tracker);
+        client.resume();
+      },
+      (e: unknown) => {
+        d.count('app_connect_failed');
+        d.tracker.finish(rec, dialFailed(e));
+        resetSocket(client);
+      },
+    );
   }
 
   /** HBONE server tunnels become connection records; rejections are counted by reason. */
-  private readonly serverRecs = new Map<string, ConnectionRecord>();
+  private readonly serverRecs = new Map<string, TrackedConnection>();
   private onServerEvent(ev: HboneServerEvent): void {
     const d = this.d;
     switch (ev.type) {
       case 'tunnel_open': {
         const pod = d.localPodByIp(ev.ctx.local.ip);
-        const claimed = ev.ctx.forwarded ? forwardedFor(ev.ctx.forwarded) : null;
         const rec = d.tracker.begin({
-          pod: pod?.key ?? ev.ctx.local.ip, direction: 'inbound', src: `${ev.ctx.remote.ip}:${ev.ctx.remote.port}`,
-          ...(claimed ? { claimedSrc: claimed } : {}),
-          dst: `${ev.ctx.target.ip}:${ev.ctx.target.port}`, via: 'inbound-hbone', peerIdentity: ev.ctx.peer.id, peerCertSerial: ev.ctx.peer.serial,
+          pod: pod?.key ?? ev.ctx.local.ip,
+          direction: 'inbound',
+          src: ev.ctx.remote,
+          claimedSrc: ev.ctx.forwarded ? parseForwardedFor(ev.ctx.forwarded) : null,
+          dst: ev.ctx.target,
+          via: 'inbound-hbone',
+          peerIdentity: ev.ctx.peer.id,
+          peerCertSerial: ev.ctx.peer.serial,
         });
         this.serverRecs.set(`${ev.ctx.connectionId}/${ev.ctx.streamId}`, rec);
         const live = this.liveByTunnel.get(`${ev.ctx.connectionId}/${ev.ctx.streamId}`);
@@ -425,23 +537,33 @@ export class MeshProxy {
         const rec = this.serverRecs.get(k);
         if (!rec) return;
         this.serverRecs.delete(k);
-        d.tracker.finish(rec, ev.resetBy ? 'failed' : 'closed', ev.resetBy ? `reset by ${ev.resetBy}` : 'eof', { sent: ev.bytesFromClient, received: ev.bytesToClient });
+        d.tracker.finish(rec, ev.resetBy ? { kind: 'reset', by: ev.resetBy } : CLOSED, { sent: ev.bytesFromClient, received: ev.bytesToClient });
         return;
       }
       case 'reject':
         d.count(`hbone_rejected_${ev.reason}`);
-        if (ev.reason === 'denied' && ev.target && ev.local) {
+        if (ev.reason === 'denied' && ev.target && ev.local && ev.remote) {
           // like a denied plaintext connection: a failed record (config_dump, metrics with response_flags DENY)
           const pod = d.localPodByIp(ev.local.ip);
-          const claimed = ev.forwarded ? forwardedFor(ev.forwarded) : null;
           const rec = d.tracker.begin({
-            pod: pod?.key ?? ev.local.ip, direction: 'inbound', src: ev.remote ? `${ev.remote.ip}:${ev.remote.port}` : 'unknown:0',
-            ...(claimed ? { claimedSrc: claimed } : {}),
-            dst: `${ev.target.ip}:${ev.target.port}`, via: 'inbound-hbone', peerIdentity: ev.peer?.id ?? null,
+            pod: pod?.key ?? ev.local.ip,
+            direction: 'inbound',
+            src: ev.remote,
+            claimedSrc: ev.forwarded ? parseForwardedFor(ev.forwarded) : null,
+            dst: ev.target,
+            via: 'inbound-hbone',
+            peerIdentity: ev.peer?.id ?? null,
           });
-          d.tracker.finish(rec, 'failed', 'denied by policy (HBONE 401)');
+          d.tracker.finish(rec, { kind: 'denied', policy: null, why: 'HBONE 401' });
         }
-        d.log.once(`hbone_rejected_${ev.reason}`, 'warn', 'HBONE request rejected', { reason: ev.reason, message: ev.message, status: ev.status, remote: ev.remote, peer: ev.peer?.id, target: ev.target });
+        d.log.once(`hbone_rejected_${ev.reason}`, 'warn', 'HBONE request rejected', {
+          reason: ev.reason,
+          message: ev.message,
+          status: ev.status,
+          remote: ev.remote,
+          peer: ev.peer?.id,
+          target: ev.target,
+        });
         return;
       default:
         return;
@@ -460,8 +582,15 @@ export class MeshProxy {
       closed++;
       this.live.delete(c);
       this.d.count('policy_revoked');
-      this.d.log.info('live connection closed: denied by a policy change', { pod: c.pod.key, src: c.src.ip, peer: c.src.id, dst: `${c.dst.ip}:${c.dst.port}`, policy: r.policy, reason: r.reason });
-      if (c.rec) c.rec.reason = `denied by policy change${r.policy ? ` (${r.policy})` : ''}`;
+      this.d.log.info('live connection closed: denied by a policy change', {
+        pod: c.pod.key,
+        src: c.src.ip,
+        peer: c.src.id,
+        dst: formatHostPort(c.dst),
+        policy: r.policy,
+        reason: r.reason,
+      });
+      if (c.rec) this.d.tracker.revoke(c.rec, r.policy);
       c.kill();
     }
     return closed;
@@ -478,34 +607,4 @@ export class MeshProxy {
     this.pools.clear();
     await this.hbone.close({ graceMs: opts.force ? 0 : 1000 }).catch(() => undefined);
   }
-}
-
-/**
- * The n-th choice (round robin) among a service port's ready endpoints, with
- * the target port resolved (a number, or a name looked up in the endpoint's
- * ports); endpoints that cannot serve a named port are skipped. Null when no
- * ready endpoint can serve it.
- */
-export function chooseEndpoint(s: ServiceInfo, port: ServicePort, n: number): Sockaddr | null {
-  const ready = s.endpoints.filter((e) => e.ready);
-  for (let i = 0; i < ready.length; i++) {
-    const ep = ready[(n + i) % ready.length]!;
-    if (typeof port.targetPort === 'number') return { ip: ep.ip, port: port.targetPort };
-    const named = ep.ports?.find((p) => p.name === port.targetPort);
-    if (named) return { ip: ep.ip, port: named.port };
-  }
-  return null;
-}
-
-/**
- * `for="10.0.0.1:1234"` → 10.0.0.1:1234: what an HBONE peer *claims* its
- * client was (kept as a record's claimedSrc, never used to decide). Bounded
- * and checked: anything that is not an address (and port) is dropped.
- */
-export function forwardedFor(v: string): string | null {
-  if (v.length > 256) return null;
-  const m = /for="?\[?([0-9a-fA-F.:]{2,45}?)\]?(?::(\d{1,5}))?"?(?:[;,]|$)/.exec(v);
-  if (!m || net.isIP(m[1]!) === 0) return null;
-  if (m[2] && Number(m[2]) > 65535) return null;
-  return m[2] ? (net.isIPv6(m[1]!) ? `[${m[1]}]:${m[2]}` : `${m[1]}:${m[2]}`) : m[1]!;
 }

@@ -2,11 +2,15 @@
  * Typed errors with stable codes and a hint that tells the operator what to do.
  * Every error the agent reports (logs, admin, CLI exit) is an AmbientError.
  */
-export type ErrorCode =
-  | 'CONFIG_INVALID'
-  | 'CONFIG_UNREADABLE'
-  | 'WORKLOADS_INVALID'
-  | 'WORKLOADS_UNREADABLE'
+/**
+ * Stable codes, one family per subsystem. A code is never renamed or reused:
+ * dashboards, alerts and scripts match on it. Add a code to its family.
+ */
+export type ConfigCode = 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' | 'USAGE';
+
+export type DiscoveryCode = 'WORKLOADS_INVALID' | 'WORKLOADS_UNREADABLE' | 'K8S_API' | 'K8S_OBJECT_INVALID' | 'K8S_CONFIG';
+
+export type DatapathCode =
   | 'NATIVE_UNAVAILABLE'
   | 'BPF_PERMISSION'
   | 'BPF_OBJECT'
@@ -17,16 +21,63 @@ export type ErrorCode =
   | 'KERNEL_FEATURE_MISSING'
   | 'NETNS_UNAVAILABLE'
   | 'CGROUP_UNAVAILABLE'
-  | 'LISTENER_FAILED'
-  | 'POD_IP_CONFLICT'
-  | 'POD_UNSUPPORTED'
-  | 'HANDOVER_ABORTED'
-  | 'CA_UNAVAILABLE'
-  | 'ORIGINAL_DST_UNKNOWN'
+  | 'HANDLE_CLOSED';
+
+export type CaptureCode = 'LISTENER_FAILED' | 'POD_IP_CONFLICT' | 'POD_UNSUPPORTED' | 'ORIGINAL_DST_UNKNOWN' | 'CAPTURE_RELEASED';
+
+export type ProxyCode =
   | 'UPSTREAM_FAILED'
-  | 'SANDBOX_MISSING'
-  | 'SANDBOX_INVALID'
-  | 'USAGE';
+  | 'HBONE_DENIED'
+  | 'HBONE_BAD_REQUEST'
+  | 'HBONE_UNAVAILABLE'
+  | 'HBONE_STATUS'
+  | 'HBONE_TLS'
+  | 'HBONE_CONNECT'
+  | 'HBONE_TIMEOUT'
+  | 'HBONE_REFUSED'
+  | 'HBONE_CLOSED'
+  | 'HBONE_ABORTED'
+  | 'HBONE_IDENTITY'
+  | 'HBONE_BAD_ARGUMENT'
+  | 'HBONE_POOL_CLOSED'
+  | 'LIMIT_DIALS';
+
+export type IdentityCode =
+  | 'CA_UNAVAILABLE'
+  | 'CA_INCOMPLETE_LAYOUT'
+  | 'CA_BAD_PEM'
+  | 'CA_KEY_MISMATCH'
+  | 'CA_NOT_A_CA'
+  | 'CA_EXPIRED'
+  | 'CA_UNSUPPORTED_KEY'
+  | 'CA_BAD_CSR'
+  | 'CA_CSR_IDENTITY_MISMATCH'
+  | 'CA_BAD_REQUEST'
+  | 'CA_LOCK_TIMEOUT'
+  | 'CA_ISSUE_TIMEOUT'
+  | 'CA_ISSUE_BAD_RESPONSE'
+  | 'CA_ISSUE_FAILED'
+  | 'CA_CLOSED'
+  | 'SPIFFE_EMPTY'
+  | 'SPIFFE_TOO_LONG'
+  | 'SPIFFE_BAD_SCHEME'
+  | 'SPIFFE_BAD_TRUST_DOMAIN'
+  | 'SPIFFE_BAD_PATH'
+  | 'SPIFFE_NOT_K8S';
+
+export type LifecycleCode =
+  | 'HANDOVER_ABORTED'
+  | 'HANDOVER_PROTOCOL'
+  | 'HANDOVER_PEER'
+  | 'HANDOVER_REFUSED'
+  | 'AGENT_INTERNAL'
+  | 'AGENT_PHASE'
+  | 'HANDOVER_RECORD_INVALID'
+  | 'HANDOVER_RECORD_VERSION';
+
+export type ToolsCode = 'SANDBOX_MISSING' | 'SANDBOX_INVALID' | 'DEMO_CLAIM_FALSE' | 'TOOL_FAILED' | 'TOOLS_NOT_INSTALLED';
+
+export type ErrorCode = ConfigCode | DiscoveryCode | DatapathCode | CaptureCode | ProxyCode | IdentityCode | LifecycleCode | ToolsCode;
 
 export class AmbientError extends Error {
   readonly code: ErrorCode;

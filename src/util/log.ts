@@ -47,14 +47,25 @@ export class Logger {
   once(key: string, l: Exclude<Level, 'off'>, msg: string, fields: Record<string, unknown> = {}): void {
     const seen = (this.root ?? this).seen;
     const k = `${this.scope}\0${key}`;
-    if (seen.has(k) || seen.size >= ONCE_KEYS) { this.log('debug', msg, fields); return; }
+    if (seen.has(k) || seen.size >= ONCE_KEYS) {
+      this.log('debug', msg, fields);
+      return;
+    }
     seen.add(k);
     this.log(l, msg, { ...fields, note: 'logged once; later occurrences at debug, counted in the metrics' });
   }
-  debug(msg: string, f?: Record<string, unknown>): void { this.log('debug', msg, f); }
-  info(msg: string, f?: Record<string, unknown>): void { this.log('info', msg, f); }
-  warn(msg: string, f?: Record<string, unknown>): void { this.log('warn', msg, f); }
-  error(msg: string, f?: Record<string, unknown>): void { this.log('error', msg, f); }
+  debug(msg: string, f?: Record<string, unknown>): void {
+    this.log('debug', msg, f);
+  }
+  info(msg: string, f?: Record<string, unknown>): void {
+    this.log('info', msg, f);
+  }
+  warn(msg: string, f?: Record<string, unknown>): void {
+    this.log('warn', msg, f);
+  }
+  error(msg: string, f?: Record<string, unknown>): void {
+    this.log('error', msg, f);
+  }
 }
 
 function replacer(_k: string, v: unknown): unknown {

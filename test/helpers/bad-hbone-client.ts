@@ -10,27 +10,47 @@ import path from 'node:path';
 
 const [mode, host, portS, certDir] = process.argv.slice(2);
 const port = Number(portS);
-const print = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
+const print = (o: unknown): void => {
+  process.stdout.write(JSON.stringify(o) + '\n');
+};
 
 function raw(bytes: Buffer): void {
   const s = net.connect(port, host!, () => s.write(bytes));
   let got = 0;
-  s.on('data', (c: Buffer) => { got += c.length; });
+  s.on('data', (c: Buffer) => {
+    got += c.length;
+  });
   s.on('error', (e: NodeJS.ErrnoException) => print({ outcome: 'error', code: e.code, got }));
   s.on('close', () => print({ outcome: 'closed', got }));
-  s.setTimeout(15_000, () => { print({ outcome: 'timeout', got }); s.destroy(); });
+  s.setTimeout(15_000, () => {
+    print({ outcome: 'timeout', got });
+    s.destroy();
+  });
 }
 
 function h2(opts: tls.ConnectionOptions): void {
   const session = http2.connect(`https://${host}:${port}`, {
-    ...opts, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', servername: '', rejectUnauthorized: false,
+    ...opts,
+    ALPNProtocols: ['h2'],
+    minVersion: 'TLSv1.3',
+    servername: '',
+    rejectUnauthorized: false,
   });
   session.on('error', (e: NodeJS.ErrnoException) => print({ outcome: 'session-error', code: e.code, message: e.message }));
   session.on('goaway', (code, _last, data) => print({ outcome: 'goaway', code, reason: data?.toString() }));
   const req = session.request({ ':method': 'CONNECT', ':authority': `${host}:8080` });
-  req.on('response', (h) => { print({ outcome: 'response', status: h[':status'] }); session.destroy(); });
-  req.on('error', (e: NodeJS.ErrnoException) => { print({ outcome: 'stream-error', code: e.code }); session.destroy(); });
-  setTimeout(() => { print({ outcome: 'timeout' }); session.destroy(); }, 10_000).unref();
+  req.on('response', (h) => {
+    print({ outcome: 'response', status: h[':status'] });
+    session.destroy();
+  });
+  req.on('error', (e: NodeJS.ErrnoException) => {
+    print({ outcome: 'stream-error', code: e.code });
+    session.destroy();
+  });
+  setTimeout(() => {
+    print({ outcome: 'timeout' });
+    session.destroy();
+  }, 10_000).unref();
 }
 
 switch (mode) {

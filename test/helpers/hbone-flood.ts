@@ -13,8 +13,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const [mode, ...a] = process.argv.slice(2);
-const print = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
-const count = (m: Record<string, number>, k: string): void => { m[k] = (m[k] ?? 0) + 1; };
+const print = (o: unknown): void => {
+  process.stdout.write(JSON.stringify(o) + '\n');
+};
+const count = (m: Record<string, number>, k: string): void => {
+  m[k] = (m[k] ?? 0) + 1;
+};
 
 if (mode === 'streams') {
   const [certDir, host, authority, nS, holdS, concS] = a;
@@ -22,19 +26,32 @@ if (mode === 'streams') {
   const hold = Number(holdS);
   const concurrency = Number(concS ?? n);
   const session = http2.connect(`https://${host}:15008`, {
-    key: fs.readFileSync(path.join(certDir!, 'key.pem')), cert: fs.readFileSync(path.join(certDir!, 'cert.pem')),
-    ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', servername: '', rejectUnauthorized: false,
-    maxSessionMemory: 1000, peerMaxConcurrentStreams: 100_000,
+    key: fs.readFileSync(path.join(certDir!, 'key.pem')),
+    cert: fs.readFileSync(path.join(certDir!, 'cert.pem')),
+    ALPNProtocols: ['h2'],
+    minVersion: 'TLSv1.3',
+    servername: '',
+    rejectUnauthorized: false,
+    maxSessionMemory: 1000,
+    peerMaxConcurrentStreams: 100_000,
   });
   const statuses: Record<string, number> = {};
   const errors: Record<string, number> = {};
   session.on('error', (e: NodeJS.ErrnoException) => count(errors, `session:${e.code ?? e.message}`));
   // the server may end an abusive session: report what happened until then
-  session.on('close', () => { print({ statuses, errors, opened, sessionClosed: true }); process.exit(0); });
+  session.on('close', () => {
+    print({ statuses, errors, opened, sessionClosed: true });
+    process.exit(0);
+  });
   let opened = 0;
   let settled = 0;
   const held: http2.ClientHttp2Stream[] = [];
-  const finish = (): void => { setTimeout(() => { print({ statuses, errors, opened }); process.exit(0); }, hold); };
+  const finish = (): void => {
+    setTimeout(() => {
+      print({ statuses, errors, opened });
+      process.exit(0);
+    }, hold);
+  };
   // keeps `concurrency` streams in flight; an answered one is closed (or, with
   // concurrency == n, held) and the next one opened, until n were opened
   const next = (): void => {
@@ -49,19 +66,41 @@ if (mode === 'streams') {
       return;
     }
     let seen = false;
-    const settleOnce = (ok: boolean): void => { if (!seen) { seen = true; settle(ok, req); } };
-    req.on('response', (h) => { count(statuses, String(h[':status'])); settleOnce(true); });
-    req.on('error', (e: NodeJS.ErrnoException) => { count(errors, e.code ?? e.message); settleOnce(false); });
-    req.on('close', () => { if (!seen) count(errors, `closed:${req.rstCode}`); settleOnce(false); });
+    const settleOnce = (ok: boolean): void => {
+      if (!seen) {
+        seen = true;
+        settle(ok, req);
+      }
+    };
+    req.on('response', (h) => {
+      count(statuses, String(h[':status']));
+      settleOnce(true);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      count(errors, e.code ?? e.message);
+      settleOnce(false);
+    });
+    req.on('close', () => {
+      if (!seen) count(errors, `closed:${req.rstCode}`);
+      settleOnce(false);
+    });
   };
   const settle = (_ok: boolean, req: http2.ClientHttp2Stream | null): void => {
     settled++;
-    if (req) { if (concurrency >= n) held.push(req); else req.destroy(); }
+    if (req) {
+      if (concurrency >= n) held.push(req);
+      else req.destroy();
+    }
     if (settled === n) finish();
     else next();
   };
-  session.once('connect', () => { for (let i = 0; i < Math.min(concurrency, n); i++) next(); });
-  setTimeout(() => { print({ statuses, errors, opened, timeout: true }); process.exit(0); }, 110_000).unref();
+  session.once('connect', () => {
+    for (let i = 0; i < Math.min(concurrency, n); i++) next();
+  });
+  setTimeout(() => {
+    print({ statuses, errors, opened, timeout: true });
+    process.exit(0);
+  }, 110_000).unref();
 } else if (mode === 'handshakes') {
   const [host, nS, holdS] = a;
   const n = Number(nS);
@@ -70,7 +109,9 @@ if (mode === 'streams') {
   for (let i = 0; i < n; i++) {
     const s = net.connect(15008, host!, () => s.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03])));
     s.on('error', () => {});
-    s.on('close', () => { closedEarly++; });
+    s.on('close', () => {
+      closedEarly++;
+    });
     socks.push(s);
   }
   setTimeout(() => {

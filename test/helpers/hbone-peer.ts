@@ -11,18 +11,32 @@ import http2 from 'node:http2';
 import fs from 'node:fs';
 import path from 'node:path';
 
-interface Req { authority: string; headers?: Record<string, string>; send?: string; times?: number }
+interface Req {
+  authority: string;
+  headers?: Record<string, string>;
+  send?: string;
+  times?: number;
+}
 
 const [certDir, host, portS, json] = process.argv.slice(2);
 const reqs = JSON.parse(json!) as Req[];
-const print = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
+const print = (o: unknown): void => {
+  process.stdout.write(JSON.stringify(o) + '\n');
+};
 
 const session = http2.connect(`https://${host}:${portS}`, {
-  key: fs.readFileSync(path.join(certDir!, 'key.pem')), cert: fs.readFileSync(path.join(certDir!, 'cert.pem')),
-  ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', servername: '', rejectUnauthorized: false,
+  key: fs.readFileSync(path.join(certDir!, 'key.pem')),
+  cert: fs.readFileSync(path.join(certDir!, 'cert.pem')),
+  ALPNProtocols: ['h2'],
+  minVersion: 'TLSv1.3',
+  servername: '',
+  rejectUnauthorized: false,
   settings: { enablePush: false },
 });
-session.on('error', (e: NodeJS.ErrnoException) => { print({ sessionError: e.code ?? e.message }); process.exit(1); });
+session.on('error', (e: NodeJS.ErrnoException) => {
+  print({ sessionError: e.code ?? e.message });
+  process.exit(1);
+});
 
 function one(r: Req): Promise<void> {
   return new Promise((resolve) => {

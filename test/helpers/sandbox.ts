@@ -2,7 +2,7 @@
 import { getJsonInNetns } from '../../src/util/netns-http.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { sandboxDown, TIME_SCALE, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxDown, TIME_SCALE, type SandboxState } from '../../tools/sandbox/index.js';
 
 /** Polls fn until it returns something truthy (or throws after timeoutMs). */
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8000): Promise<T> {

@@ -7,17 +7,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod } from '../../src/sandbox/podproc.js';
+import { sandboxUp, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import { loadNative } from '../../src/datapath/native.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 import { CLI } from '../helpers/paths.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
-interface Dump { connections: ConnectionRecord[] }
+type Dump = Pick<ConfigDump, 'connections'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 
 before(async () => {
@@ -128,10 +128,16 @@ test('a closed connection leaves one access-log JSON line with src, dst, identit
   assert.equal(r.stdout, payload);
   const dst = `${pod('n1-p2').ip}:8081`;
   const rec = await until('the connection closed in config_dump', async () =>
-    (await dump('n1')).connections.filter((c) => c.dst === dst && c.state === 'closed' && c.bytesSent === payload.length).pop());
-  const line = await until('the access-log line', () => fs.readFileSync(node('n1').log, 'utf8').split('\n')
-    .filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    .find((j) => j.scope === 'ambientd.access' && j.connectionId === rec.id));
+    (await dump('n1')).connections.filter((c) => c.dst === dst && c.state === 'closed' && c.bytesSent === payload.length).pop(),
+  );
+  const line = await until('the access-log line', () =>
+    fs
+      .readFileSync(node('n1').log, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((j) => j.scope === 'ambientd.access' && j.connectionId === rec.id),
+  );
   assert.equal(line.level, 'info');
   assert.equal(line.msg, 'connection');
   assert.equal(line.direction, 'outbound');

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one test per claim of docs/SECURITY.md, all on the one sandbox built in before(); split, the claims would scatter and each file would build its own sandbox.
 // The zero-trust promise, attacked (docs/SECURITY.md names each of these
 // tests): from inside an enrolled pod (other socket families and syscalls,
 // a pre-bound agent port), as a peer holding a valid mesh certificate
@@ -13,16 +14,24 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, sandboxApply, setEnrollment, startAgent, stopAgent, restartAgent, waitAgentReady, sandboxStatus, isProcessAlive,
+  sandboxUp,
+  sandboxApply,
+  setEnrollment,
+  startAgent,
+  stopAgent,
+  restartAgent,
+  waitAgentReady,
+  sandboxStatus,
+  isProcessAlive,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../src/sandbox/podproc.js';
+} from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
@@ -31,24 +40,21 @@ const SOCKPROBE = path.join(ROOT, 'test', 'helpers', 'sockprobe.py');
 const HBONE_PEER = path.join(ROOT, 'dist', 'test', 'helpers', 'hbone-peer.js');
 const FAKE_AGENT = path.join(ROOT, 'dist', 'test', 'helpers', 'fake-agent', 'cli.js');
 
-interface Workload { name: string; namespace: string; state: string; error?: { code: string; message: string; hint: string }; preexistingReset?: number; isolation?: { outbound: boolean; inbound: boolean } }
-interface Dump {
-  phase: string;
-  workloads: Workload[];
-  connections: ConnectionRecord[];
-  counters: Record<string, number>;
-  hbone: { server: { streams: { tunnelsOpened: number; upstreamsOpen: number } } };
-  datapath: { refused: Record<string, string>; originalDstEntries: number };
-  readiness: { ready: boolean; pods: Array<{ pod: string; state: string; error?: { code: string } }> };
-}
+type Workload = ConfigDump['workloads'][number];
+type Dump = Pick<ConfigDump, 'phase' | 'workloads' | 'connections' | 'counters' | 'hbone' | 'datapath' | 'readiness'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
 const workload = async (n: string, name: string): Promise<Workload | undefined> => (await dump(n)).workloads.find((w) => w.name === name);
-const refused = async (n: string, reason: string): Promise<number> => Number((await dump(n)).datapath.refused[reason] ?? 0);
+const refused = async (n: string, reason: string): Promise<number> => Number((await dump(n)).datapath!.refused![reason] ?? 0);
 const counter = async (n: string, reason: string): Promise<number> => (await dump(n)).counters[reason] ?? 0;
 
-interface Probe { ok: boolean; peer?: [string, number]; got?: string; error?: string }
+interface Probe {
+  ok: boolean;
+  peer?: [string, number];
+  got?: string;
+  error?: string;
+}
 async function probe(from: PodRef, mode: string, host: string, port: number, payload = `p-${crypto.randomBytes(4).toString('hex')}`): Promise<Probe> {
   const r = await runInPod(from, ['python3', SOCKPROBE, mode, host, String(port), payload], { timeoutMs: 20_000 });
   assert.ok(r.stdout.trim(), `sockprobe ${mode}: ${r.stderr}`);
@@ -87,24 +93,48 @@ async function meshCert(id: string): Promise<string> {
   return dir;
 }
 
-interface PeerResult { authority: string; status: number; reason: string | null; echo: string; error?: string; timeout?: boolean }
+interface PeerResult {
+  authority: string;
+  status: number;
+  reason: string | null;
+  echo: string;
+  error?: string;
+  timeout?: boolean;
+}
 /** CONNECT requests from inside `from`, over one HBONE session to `to`:15008, with a mesh certificate. */
-async function hbonePeer(from: PodRef, certDir: string, to: string, reqs: Array<{ authority: string; headers?: Record<string, string>; send?: string; times?: number }>): Promise<PeerResult[]> {
+async function hbonePeer(
+  from: PodRef,
+  certDir: string,
+  to: string,
+  reqs: Array<{ authority: string; headers?: Record<string, string>; send?: string; times?: number }>,
+): Promise<PeerResult[]> {
   const r = await runInPod(from, [process.execPath, HBONE_PEER, certDir, to, '15008', JSON.stringify(reqs)], { timeoutMs: 120_000 });
-  const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PeerResult & { sessionError?: string });
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as PeerResult & { sessionError?: string });
   assert.ok(!lines.some((l) => l.sessionError), `HBONE session: ${r.stdout}${r.stderr}`);
   return lines;
 }
 
 /** A held connection from `from` to host:port (a tick every 20 ms); `exit` says how it ended. */
-async function hold(from: PodRef, host: string, port: number): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; out: string; at: number }> }> {
-  const proc = await startInPod(from, [process.execPath, '-e', `
+async function hold(
+  from: PodRef,
+  host: string,
+  port: number,
+): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; out: string; at: number }> }> {
+  const proc = await startInPod(from, [
+    process.execPath,
+    '-e',
+    `
     const s = require('net').connect(${port}, '${host}', () => { process.stdout.write('listening\\n'); });
     s.on('data', () => {});
     s.on('error', (e) => { console.log('error', e.code); process.exit(3); });
     s.on('close', () => { console.log('closed'); process.exit(4); });
     setInterval(() => s.write('tick\\n'), 20);
-  `]);
+  `,
+  ]);
   procs.push(proc);
   let out = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -123,7 +153,10 @@ function serveInNode(n: string, argv: string[]): Promise<ChildProcess> {
   procs.push(child);
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${argv.join(' ')}: not listening`)), 10_000);
-    child.stdout!.once('data', () => { clearTimeout(t); resolve(child); });
+    child.stdout!.once('data', () => {
+      clearTimeout(t);
+      resolve(child);
+    });
   });
 }
 
@@ -161,7 +194,10 @@ test('AF_INET6 sockets: a v4-mapped connect is captured into HBONE (nothing in c
   assert.equal(rec.via, 'hbone');
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a.ip && p.dst === b.ip) || (p.src === b.ip && p.dst === a.ip));
   assert.ok(pkts.length > 5, `captured the pods' traffic (${pkts.length} packets; tcpdump: ${td.stderr()})`);
-  assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'only HBONE between the nodes');
+  assert.ok(
+    pkts.every((p) => p.sport === 15008 || p.dport === 15008),
+    'only HBONE between the nodes',
+  );
   assert.equal(Buffer.concat(pkts.map((p) => p.payload)).indexOf(marker), -1, 'the payload is never in clear');
 
   // fail closed: the agent is gone, the pinned hooks stay
@@ -186,7 +222,12 @@ test('native IPv6 into and out of an enrolled pod is refused, never passed throu
   const plain = pod('n1-p2');
   const nodeNs = node('n1').netns;
   // an IPv6 path that works: pod <-> its node over the veth (ULA addresses, no DAD)
-  const addrs: Array<[string, string, string]> = [[nodeNs, 'vp1', 'fd00:1::1/64'], [a.netns, 'eth0', 'fd00:1::2/64'], [nodeNs, 'vp2', 'fd00:2::1/64'], [plain.netns, 'eth0', 'fd00:2::2/64']];
+  const addrs: Array<[string, string, string]> = [
+    [nodeNs, 'vp1', 'fd00:1::1/64'],
+    [a.netns, 'eth0', 'fd00:1::2/64'],
+    [nodeNs, 'vp2', 'fd00:2::1/64'],
+    [plain.netns, 'eth0', 'fd00:2::2/64'],
+  ];
   for (const [ns, dev, addr] of addrs) assert.equal(spawnSync('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev, 'nodad']).status, 0);
   const v6server = `
 import socket
@@ -214,7 +255,7 @@ while True:
     assert.equal((JSON.parse(toAmbient.stdout) as Probe).error, 'ECONNREFUSED', 'inbound native IPv6 refused (RST)');
     assert.equal(await refused('n1', 'out_ipv6'), out0 + 1, 'counted: out_ipv6');
     assert.equal(await refused('n1', 'in_ipv6'), in0 + 1, 'counted: in_ipv6');
-    assert.ok(await metric('n1', 'ambientd_datapath_refused_total', { reason: 'out_ipv6' }) >= 1, 'and exported');
+    assert.ok((await metric('n1', 'ambientd_datapath_refused_total', { reason: 'out_ipv6' })) >= 1, 'and exported');
     // loopback stays in the pod
     assert.equal((await probe(a, 'v6', '::1', 9090)).ok, true, '::1 inside the pod is not touched');
   } finally {
@@ -234,7 +275,10 @@ while True:
   }
   // a socket made in the pod, connected by a task that left the pod's cgroup (an fd handed out): refused, not passed
   const noPod0 = await refused('n1', 'out_no_pod');
-  const escaped = await runInPod(a, ['python3', '-c', `
+  const escaped = await runInPod(a, [
+    'python3',
+    '-c',
+    `
 import socket, os
 s = socket.socket()
 open('${path.join(st.cgroupRoot, 'cgroup.procs')}', 'w').write(str(os.getpid()))
@@ -242,7 +286,8 @@ try:
     s.connect(('${b.ip}', 8080)); print('connected')
 except OSError as e:
     print('error', e.errno)
-`]);
+`,
+  ]);
   assert.match(escaped.stdout, /error 1\b/, `EPERM: ${escaped.stdout}${escaped.stderr}`);
   assert.equal(await refused('n1', 'out_no_pod'), noPod0 + 1, 'counted: out_no_pod');
   // an address of the enrolled pod's netns that no pod owns: refused, never handed to the app
@@ -258,7 +303,7 @@ except OSError as e:
     spawnSync('ip', ['-n', a.netns, 'addr', 'del', `${extra}/32`, 'dev', 'eth0']);
   }
   // nothing leaks from the original-destination table: one entry per live captured socket
-  await until('original-destination entries gone with their sockets', async () => (await dump('n1')).datapath.originalDstEntries === 0);
+  await until('original-destination entries gone with their sockets', async () => (await dump('n1')).datapath!.originalDstEntries === 0);
   await legitFlows();
 });
 
@@ -266,7 +311,9 @@ test('a forged Forwarded header is only recorded as claimed: an ipBlocks ALLOW d
   const b = pod('n2-p1');
   const attacker = pod('n1-p2'); // outside the mesh, but holding a valid mesh certificate
   const cert = await meshCert(`spiffe://cluster.local/ns/${attacker.namespace}/sa/${attacker.serviceAccount}`);
-  const file = await apply('allow-ipblocks', `
+  const file = await apply(
+    'allow-ipblocks',
+    `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: allow-ipblocks, namespace: ambient-demo }
@@ -274,7 +321,8 @@ spec:
   selector: { matchLabels: { app: n2-p1 } }
   action: ALLOW
   rules: [ { from: [ { source: { ipBlocks: ["10.99.0.0/16", "${pod('n1-p1').ip}/32"] } } ] } ]
-`);
+`,
+  );
   try {
     await until('policy on n2', async () => !(await reaches('n2-p2', 'n2-p1')));
     const forged = await hbonePeer(attacker, cert, b.ip, [
@@ -282,13 +330,23 @@ spec:
       { authority: `${b.ip}:8080`, headers: { forwarded: `for="${pod('n1-p1').ip}"` } },
       { authority: `${b.ip}:8080` },
     ]);
-    assert.deepEqual(forged.map((x) => x.status), [401, 401, 401], 'denied with and without the forged header');
+    assert.deepEqual(
+      forged.map((x) => x.status),
+      [401, 401, 401],
+      'denied with and without the forged header',
+    );
     const recs = await until('denials recorded', async () => {
       const d = (await dump('n2')).connections.filter((c) => c.via === 'inbound-hbone' && c.src.startsWith(`${attacker.ip}:`) && c.state === 'failed');
       return d.length >= 3 ? d : undefined;
     });
-    assert.ok(recs.every((c) => c.src.startsWith(`${attacker.ip}:`)), 'the source is the TCP peer, never the header');
-    assert.ok(recs.some((c) => c.claimedSrc === '10.99.1.1:4242'), 'what the peer claimed is kept apart, as claimedSrc');
+    assert.ok(
+      recs.every((c) => c.src.startsWith(`${attacker.ip}:`)),
+      'the source is the TCP peer, never the header',
+    );
+    assert.ok(
+      recs.some((c) => c.claimedSrc === '10.99.1.1:4242'),
+      'what the peer claimed is kept apart, as claimedSrc',
+    );
     assert.ok(await reaches('n1-p1', 'n2-p1'), 'the address the ALLOW names (the real TCP peer) still gets in');
   } finally {
     fs.rmSync(file, { force: true });
@@ -299,28 +357,55 @@ spec:
   const stolen = await meshCert(`spiffe://cluster.local/ns/ambient-demo/sa/${pod('n1-p1').serviceAccount}`);
   const ok = await hbonePeer(attacker, stolen, b.ip, [{ authority: `${b.ip}:8080`, headers: { forwarded: `for="${pod('n1-p1').ip}:1"` }, send: 'hi' }]);
   assert.equal(ok[0]!.status, 200);
-  const rec = await until('tunnel recorded', async () => (await dump('n2')).connections.find((c) => c.via === 'inbound-hbone' && c.src.startsWith(`${attacker.ip}:`) && c.state !== 'open' && c.claimedSrc === `${pod('n1-p1').ip}:1`));
+  const rec = await until('tunnel recorded', async () =>
+    (await dump('n2')).connections.find(
+      (c) => c.via === 'inbound-hbone' && c.src.startsWith(`${attacker.ip}:`) && c.state !== 'open' && c.claimedSrc === `${pod('n1-p1').ip}:1`,
+    ),
+  );
   assert.equal(rec.claimedSrc, `${pod('n1-p1').ip}:1`);
   assert.equal(rec.peerIdentity, `spiffe://cluster.local/ns/ambient-demo/sa/${pod('n1-p1').serviceAccount}`);
   const m = await httpInNetns(node('n2').netnsPath, '127.0.0.1', 15020, '/metrics');
-  const line = m.body.split('\n').find((l) => l.startsWith('istio_tcp_connections_opened_total{') && l.includes('reporter="destination"') && l.includes(`source_principal="spiffe://cluster.local/ns/ambient-demo/sa/${pod('n1-p1').serviceAccount}"`) && l.includes('source_workload="unknown"'));
+  const line = m.body
+    .split('\n')
+    .find(
+      (l) =>
+        l.startsWith('istio_tcp_connections_opened_total{') &&
+        l.includes('reporter="destination"') &&
+        l.includes(`source_principal="spiffe://cluster.local/ns/ambient-demo/sa/${pod('n1-p1').serviceAccount}"`) &&
+        l.includes('source_workload="unknown"'),
+    );
   assert.ok(line, 'the source workload is unknown: the address (n1-p2) does not have the identity that was proven');
   await legitFlows();
 });
 
-test('the agent\'s own ports are never a destination: CONNECT to each gets 400 and dials nothing; after 20 000 connections from B, 200 CONNECTs to B:15001 forward nothing as B', async () => {
+test("the agent's own ports are never a destination: CONNECT to each gets 400 and dials nothing; after 20 000 connections from B, 200 CONNECTs to B:15001 forward nothing as B", async () => {
   const b = pod('n2-p1');
   const attacker = pod('n1-p2');
   const cert = await meshCert(`spiffe://cluster.local/ns/${attacker.namespace}/sa/${attacker.serviceAccount}`);
   const before = await dump('n2');
   const ports = [15001, 15006, 15008, 15000, 15020, 15021];
-  const res = await hbonePeer(attacker, cert, b.ip, ports.map((p) => ({ authority: `${b.ip}:${p}`, send: 'x' })));
-  assert.deepEqual(res.map((x) => [x.status, x.reason]), ports.map(() => [400, 'agent_port']));
+  const res = await hbonePeer(
+    attacker,
+    cert,
+    b.ip,
+    ports.map((p) => ({ authority: `${b.ip}:${p}`, send: 'x' })),
+  );
+  assert.deepEqual(
+    res.map((x) => [x.status, x.reason]),
+    ports.map(() => [400, 'agent_port']),
+  );
   const after1 = await dump('n2');
-  assert.equal((after1.counters.hbone_rejected_agent_port ?? 0) - (before.counters.hbone_rejected_agent_port ?? 0), ports.length, 'each counted with its reason');
-  assert.equal(after1.hbone.server.streams.tunnelsOpened, before.hbone.server.streams.tunnelsOpened, 'no tunnel opened');
-  assert.equal(after1.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length,
-    before.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length, 'nothing was dialled');
+  assert.equal(
+    (after1.counters.hbone_rejected_agent_port ?? 0) - (before.counters.hbone_rejected_agent_port ?? 0),
+    ports.length,
+    'each counted with its reason',
+  );
+  assert.equal(after1.hbone!.server.streams.tunnelsOpened, before.hbone!.server.streams.tunnelsOpened, 'no tunnel opened');
+  assert.equal(
+    after1.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length,
+    before.connections.filter((c) => c.direction === 'inbound' && c.state === 'closed' && c.src.startsWith(`${attacker.ip}:`)).length,
+    'nothing was dialled',
+  );
   // the plaintext path keeps refusing them too (steered to 15006, reset there)
   const bad0 = await counter('n2', 'inbound_bad_destination');
   assert.equal((await probe(attacker, 'v4', b.ip, 15001)).ok, false);
@@ -333,22 +418,37 @@ test('the agent\'s own ports are never a destination: CONNECT to each gets 400 a
   assert.equal((await probe(b, 'v4', '127.0.0.1', 15006)).ok, false, 'B -> 127.0.0.1:15006: reset');
 
   // 20 000 captured connections from B leave no original-destination entry behind...
-  const burst = await runInPod(b, ['python3', '-c', `
+  const burst = await runInPod(
+    b,
+    [
+      'python3',
+      '-c',
+      `
 import socket
 for i in range(20000):
     s = socket.socket(); s.connect(('${pod('n2-p2').ip}', 8080)); s.recv(64); s.close()
 print('done', flush=True)
-`], { timeoutMs: 240_000 });
+`,
+    ],
+    { timeoutMs: 240_000 },
+  );
   assert.match(burst.stdout, /done/, burst.stderr);
-  await until('entries deleted with their sockets', async () => (await dump('n2')).datapath.originalDstEntries === 0, 15_000);
+  await until('entries deleted with their sockets', async () => (await dump('n2')).datapath!.originalDstEntries === 0, 15_000);
   // ...so 200 CONNECTs to B:15001 have nothing to ride on, and are refused anyway
   const outBefore = (await dump('n2')).connections.filter((c) => c.pod === `${b.namespace}/${b.name}` && c.direction === 'outbound').length;
   const attack = await hbonePeer(attacker, cert, b.ip, [{ authority: `${b.ip}:15001`, send: 'GET / HTTP/1.0\r\n\r\n', times: 200 }]);
   assert.equal(attack.length, 200);
-  assert.ok(attack.every((x) => x.status === 400), 'all refused');
+  assert.ok(
+    attack.every((x) => x.status === 400),
+    'all refused',
+  );
   const d = await dump('n2');
-  assert.equal(d.connections.filter((c) => c.pod === `${b.namespace}/${b.name}` && c.direction === 'outbound').length, outBefore, 'no connection was forwarded as B');
-  assert.equal((d.counters.original_dst_foreign ?? 0), 0);
+  assert.equal(
+    d.connections.filter((c) => c.pod === `${b.namespace}/${b.name}` && c.direction === 'outbound').length,
+    outBefore,
+    'no connection was forwarded as B',
+  );
+  assert.equal(d.counters.original_dst_foreign ?? 0, 0);
   await legitFlows();
 });
 
@@ -359,7 +459,9 @@ test('a pod whose IP is reused stays captured: two live pods with one IP are bot
   const twinCg = path.join(path.dirname(a.cgroup), 'n1-p1-twin');
   fs.mkdirSync(twinCg, { recursive: true });
   const twin: PodRef = { name: 'n1-p1-twin', netnsPath: a.netnsPath, cgroup: twinCg };
-  const file = await apply('twin', `
+  const file = await apply(
+    'twin',
+    `
 apiVersion: v1
 kind: Pod
 metadata:
@@ -369,14 +471,18 @@ metadata:
   annotations: { ambientd.io/netns: ${a.netnsPath}, ambientd.io/cgroup: ${twinCg} }
 spec: { nodeName: n1, serviceAccountName: sa-twin }
 status: { podIP: ${a.ip}, podIPs: [ { ip: ${a.ip} } ], conditions: [ { type: Ready, status: "True" } ] }
-`);
+`,
+  );
   try {
-    await until('both isolated', async () => (await workload('n1', 'n1-p1'))?.state === 'isolated' && (await workload('n1', 'n1-p1-twin'))?.state === 'isolated');
+    await until(
+      'both isolated',
+      async () => (await workload('n1', 'n1-p1'))?.state === 'isolated' && (await workload('n1', 'n1-p1-twin'))?.state === 'isolated',
+    );
     for (const name of ['n1-p1', 'n1-p1-twin']) assert.equal((await workload('n1', name))!.error!.code, 'POD_IP_CONFLICT', name);
     const ready = JSON.parse((await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15021, '/healthz/ready?format=json')).body) as Dump['readiness'];
     assert.equal(ready.ready, true, 'the node stays ready');
     assert.equal(ready.pods.find((p) => p.pod === 'ambient-demo/n1-p1')?.error?.code, 'POD_IP_CONFLICT');
-    assert.ok(await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'POD_IP_CONFLICT' }) >= 2, 'counted');
+    assert.ok((await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'POD_IP_CONFLICT' })) >= 2, 'counted');
     // failed closed, both ways, never open
     assert.equal((await probe(a, 'v4', b.ip, 8080)).error, 'EPERM', 'n1-p1 outbound refused');
     assert.equal((await probe(twin, 'v4', b.ip, 8080)).error, 'EPERM', 'the twin outbound refused');
@@ -392,8 +498,11 @@ status: { podIP: ${a.ip}, podIPs: [ { ip: ${a.ip} } ], conditions: [ { type: Rea
     assert.ok(rec, 'captured as the twin');
     assert.equal(rec.via, 'hbone');
     assert.equal(rec.bytesSent, 'from-the-twin'.length);
-    assert.ok(await reaches('n2-p1', 'n1-p1'), 'inbound to the address reaches the app through the twin\'s listeners');
-    assert.ok((await dump('n1')).connections.some((c) => c.pod === 'ambient-demo/n1-p1-twin' && c.via === 'inbound-hbone'), 'inbound captured by the twin');
+    assert.ok(await reaches('n2-p1', 'n1-p1'), "inbound to the address reaches the app through the twin's listeners");
+    assert.ok(
+      (await dump('n1')).connections.some((c) => c.pod === 'ambient-demo/n1-p1-twin' && c.via === 'inbound-hbone'),
+      'inbound captured by the twin',
+    );
   } finally {
     fs.rmSync(file, { force: true });
     await until('twin gone', async () => (await workload('n1', 'n1-p1-twin')) === undefined);
@@ -409,13 +518,17 @@ test('enrollment fails closed: an app that pre-binds 15001 leaves its pod isolat
   const plainDst = pod('n2-p2');
   await setEnrollment('n1-p1', false);
   await until('n1-p1 not enrolled', async () => (await workload('n1', 'n1-p1'))?.state === 'not-enrolled');
-  const squatter = await startInPod(a, ['python3', '-c', `
+  const squatter = await startInPod(a, [
+    'python3',
+    '-c',
+    `
 import socket
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('0.0.0.0', 15001)); l.listen()
 print('listening', flush=True)
 while True:
     c, peer = l.accept(); print('accepted', peer, flush=True); c.close()
-`]);
+`,
+  ]);
   procs.push(squatter);
   let squatted = '';
   squatter.stdout!.on('data', (c: Buffer) => (squatted += c.toString()));
@@ -426,7 +539,10 @@ while True:
   const logStart = fs.statSync(logFile).size;
   try {
     await setEnrollment('n1-p1', true);
-    const w = await until('n1-p1 isolated', async () => { const x = await workload('n1', 'n1-p1'); return x?.state === 'isolated' ? x : undefined; });
+    const w = await until('n1-p1 isolated', async () => {
+      const x = await workload('n1', 'n1-p1');
+      return x?.state === 'isolated' ? x : undefined;
+    });
     assert.equal(w.error!.code, 'LISTENER_FAILED');
     assert.match(w.error!.message, /EADDRINUSE/);
     assert.match(w.error!.hint, /15001/);
@@ -447,11 +563,15 @@ while True:
     const v = await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15021, '/healthz/ready?verbose');
     assert.equal(v.status, 200);
     assert.match(v.body, /pod ambient-demo\/n1-p1: isolated \(LISTENER_FAILED: .*EADDRINUSE.*; hint: .*15001/);
-    assert.ok(await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'LISTENER_FAILED' }) >= 1);
+    assert.ok((await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'LISTENER_FAILED' })) >= 1);
     await new Promise((r) => setTimeout(r, 3500)); // two retries at least (1 s, 2 s), still failing
-    assert.ok(await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'LISTENER_FAILED' }) >= 3, 'retried with back-off');
+    assert.ok((await metric('n1', 'ambientd_pod_enroll_failures_total', { reason: 'LISTENER_FAILED' })) >= 3, 'retried with back-off');
     const log = fs.readFileSync(logFile, 'utf8').slice(logStart);
-    assert.equal(log.split('\n').filter((l) => l.includes('"level":"error"') && l.includes('pod enrollment failed') && l.includes('ambient-demo/n1-p1')).length, 1, 'logged once with the cause');
+    assert.equal(
+      log.split('\n').filter((l) => l.includes('"level":"error"') && l.includes('pod enrollment failed') && l.includes('ambient-demo/n1-p1')).length,
+      1,
+      'logged once with the cause',
+    );
     assert.ok(await reaches('n1-p2', 'n2-p1'), 'the other pods keep flowing');
   } finally {
     squatter.kill('SIGKILL');
@@ -510,7 +630,10 @@ spec:
     assert.ok([3, 4].includes(d.code!), d.out);
     await until('the old agent drained and exited', () => !isProcessAlive(r.oldPid!), 10_000);
     // its record reached the successor, which counts the revocation
-    await until('revocation counted by the new agent', async () => (await metric('n1', 'ambientd_denied_connections_total', { reason: 'policy_revoked' })) >= 1);
+    await until(
+      'revocation counted by the new agent',
+      async () => (await metric('n1', 'ambientd_denied_connections_total', { reason: 'policy_revoked' })) >= 1,
+    );
     assert.ok(Date.now() - t1 < 60_000);
   } finally {
     fs.rmSync(file, { force: true });
@@ -524,11 +647,25 @@ test('the hand-over socket only talks to an agent: another uid cannot connect, a
   const pid = agentPid('n1');
   const rejected0 = await counter('n1', 'handover_peer_rejected');
   // another uid: the socket file (0600, in a 0700 directory) does not even open
-  const nobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e',
-    `const s = require('net').connect(${JSON.stringify(sock)}); s.on('connect', () => { console.log('connected'); process.exit(0); }); s.on('error', (e) => { console.log('error', e.code); process.exit(0); });`], { encoding: 'utf8' });
+  const nobody = spawnSync(
+    'setpriv',
+    [
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      process.execPath,
+      '-e',
+      `const s = require('net').connect(${JSON.stringify(sock)}); s.on('connect', () => { console.log('connected'); process.exit(0); }); s.on('error', (e) => { console.log('error', e.code); process.exit(0); });`,
+    ],
+    { encoding: 'utf8' },
+  );
   assert.match(nobody.stdout, /error (EACCES|EPERM)\b/, `uid 65534: ${nobody.stdout}${nobody.stderr}`);
   // root, but not an agent: refused before any socket is handed out
-  const py = spawnSync('python3', ['-c', `
+  const py = spawnSync(
+    'python3',
+    [
+      '-c',
+      `
 import socket, os, struct
 s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(${JSON.stringify(sock)})
 s.sendall(('HELLO 1 %d n1\\n' % os.getpid()).encode())
@@ -537,15 +674,59 @@ try:
     print('got', len(d))
 except OSError as e:
     print('error', e.errno)
-`], { encoding: 'utf8' });
+`,
+    ],
+    { encoding: 'utf8' },
+  );
   assert.match(py.stdout, /got 0|error 104/, `a non-agent process gets nothing: ${py.stdout}${py.stderr}`);
   // an agent process that claims another pid
   const liar = spawnSync(process.execPath, [FAKE_AGENT, 'agent', 'raw', sock, 'n1', `HELLO 1 ${pid} n1`], { encoding: 'utf8' });
   assert.deepEqual(JSON.parse(liar.stdout), { closed: true });
   await until('refusals counted', async () => (await counter('n1', 'handover_peer_rejected')) >= rejected0 + 2);
-  assert.ok(await metric('n1', 'ambientd_agent_events_total', { reason: 'handover_peer_rejected' }) >= 2);
+  assert.ok((await metric('n1', 'ambientd_agent_events_total', { reason: 'handover_peer_rejected' })) >= 2);
   assert.equal(agentPid('n1'), pid);
   assert.ok(isProcessAlive(pid), 'the agent keeps serving');
   assert.equal((await dump('n1')).phase, 'running');
+  await legitFlows();
+});
+
+test("an uncaught exception ends the agent at once (exit 70, AGENT_INTERNAL logged): the pod's traffic is refused, never sent around the mesh, until a new agent starts", async () => {
+  const a = pod('n1-p1');
+  const b = pod('n2-p1');
+  // a preload that throws from a timer once the agent is ready, and notes the exit code
+  const exitFile = path.join(tmp, 'fault-exit-code');
+  const preload = path.join(tmp, 'fault-after-ready.mjs');
+  fs.writeFileSync(
+    preload,
+    `import fs from 'node:fs';
+const ready = process.env.AMBIENTD_READY_FILE;
+process.on('exit', (code) => fs.writeFileSync(${JSON.stringify(exitFile)}, String(code)));
+const t = setInterval(() => {
+  if (!ready || !fs.existsSync(ready)) return;
+  clearInterval(t);
+  setTimeout(() => { throw new Error('injected fault after ready'); }, 300);
+}, 50);
+`,
+  );
+  const logBefore = fs.statSync(node('n1').log).size;
+  await stopAgent('n1');
+  try {
+    const pid = await startAgent('n1', { env: { NODE_OPTIONS: `--import=${preload}` } });
+    await until('the faulty agent exited', () => !isProcessAlive(pid), 30_000);
+    assert.equal(fs.readFileSync(exitFile, 'utf8'), '70', 'exit code 70 (EX_SOFTWARE): the supervisor restarts it');
+    const log = fs.readFileSync(node('n1').log, 'utf8').slice(logBefore);
+    assert.match(log, /uncaught exception: exiting/);
+    assert.match(log, /AGENT_INTERNAL/);
+    assert.match(log, /injected fault after ready/);
+    assert.equal((await probe(a, 'v4', b.ip, 8080)).error, 'ECONNREFUSED', 'AF_INET: refused');
+    assert.equal((await probe(a, 'v6mapped', b.ip, 8080)).error, 'ECONNREFUSED', 'dual-stack socket: refused');
+    assert.equal(await reaches('n2-p2', 'n1-p1'), false, 'inbound plaintext to the enrolled pod: refused');
+    assert.ok(await reaches('n1-p2', 'n2-p2'), 'pods outside the mesh are unaffected');
+  } finally {
+    await stopAgent('n1');
+    await startAgent('n1');
+    await waitAgentReady('n1');
+  }
+  assert.equal((await probe(a, 'v4', b.ip, 8080)).ok, true, 'captured again with a new agent');
   await legitFlows();
 });

@@ -5,9 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { tearDown } from '../helpers/sandbox.js';
-import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
+import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
 import { CLI } from '../helpers/paths.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -17,12 +17,24 @@ const procs: ChildProcess[] = [];
 /** What the agent could leave behind on the node, as comparable text. */
 function nodeState(): Record<string, unknown> {
   const n1 = st.nodes[0]!;
-  const ourProgs = new Set((JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>)
-    .filter((p) => p.name?.startsWith('amb_')).map((p) => p.id));
+  const ourProgs = new Set(
+    (JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>)
+      .filter((p) => p.name?.startsWith('amb_'))
+      .map((p) => p.id),
+  );
   const links = (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ prog_id: number; type: string }>)
-    .filter((l) => ourProgs.has(l.prog_id)).map((l) => l.type).sort();
+    .filter((l) => ourProgs.has(l.prog_id))
+    .map((l) => l.type)
+    .sort();
   const cgroupAttach = Object.fromEntries(st.pods.map((p) => [p.name, execFileSync('bpftool', ['cgroup', 'show', p.cgroup], { encoding: 'utf8' }).trim()]));
-  const listeners = Object.fromEntries(st.pods.map((p) => [p.name, execFileSync('ip', ['netns', 'exec', p.netns, 'ss', '-Hltn'], { encoding: 'utf8' }).split('\n').filter((l) => /:1500[168]\b/.test(l)).length]));
+  const listeners = Object.fromEntries(
+    st.pods.map((p) => [
+      p.name,
+      execFileSync('ip', ['netns', 'exec', p.netns, 'ss', '-Hltn'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => /:1500[168]\b/.test(l)).length,
+    ]),
+  );
   const rules = st.pods.map((p) => execFileSync('ip', ['-n', p.netns, 'rule', 'show'], { encoding: 'utf8' })).join('\n');
   const pins = fs.existsSync(n1.bpffsDir) ? fs.readdirSync(n1.bpffsDir, { recursive: true }).map(String).sort() : [];
   return { links, cgroupAttach, listeners, rules, pins };

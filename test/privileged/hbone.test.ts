@@ -9,27 +9,22 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
+import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
-import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../src/sandbox/pcap.js';
+import { readTcpPackets, hasTls13ServerHello, captureNodeLink } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-hbone-'));
 
-interface Dump {
-  connections: ConnectionRecord[];
-  certificates: Array<{ id: string; serial: string | null; notAfter: string | null; state: string }>;
-  counters: Record<string, number>;
-}
+type Dump = Pick<ConfigDump, 'connections' | 'certificates' | 'counters'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const id = (p: string): string => `spiffe://cluster.local/ns/${pod(p).namespace}/sa/${pod(p).serviceAccount}`;
 const normSerial = (s: string | null | undefined): string => (s ?? '').replace(/:/g, '').replace(/^0+/, '').toLowerCase();
-
 
 before(async () => {
   st = await sandboxUp({ nodes: 2, pods: 2, agents: true });
@@ -58,7 +53,10 @@ test('on the wire between the nodes: only TLS 1.3 on port 15008, none of the pay
   const b = pod('n2-p1').ip;
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a && p.dst === b) || (p.src === b && p.dst === a));
   assert.ok(pkts.length > 5, `captured the pods' traffic (${pkts.length} packets; tcpdump: ${dump1.stderr()})`);
-  assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'every packet between the pods is on port 15008');
+  assert.ok(
+    pkts.every((p) => p.sport === 15008 || p.dport === 15008),
+    'every packet between the pods is on port 15008',
+  );
   assert.ok(!pkts.some((p) => p.dport === 8080 || p.sport === 8080), 'nothing reached port 8080 in the clear');
   const toServer = Buffer.concat(pkts.filter((p) => p.dst === b).map((p) => p.payload));
   const toClient = Buffer.concat(pkts.filter((p) => p.dst === a).map((p) => p.payload));
@@ -78,17 +76,23 @@ test('ambient -> ambient across nodes: 8 MiB echoed intact both ways, over HBONE
   assert.equal(out.peerIdentity, id('n2-p1'), 'client side verified the server identity');
   assert.equal(out.bytesSent, 8 * 1024 * 1024);
   assert.equal(out.bytesReceived, 8 * 1024 * 1024);
-  const inb = await until('inbound record closed', async () => (await dump('n2')).connections.find((c) => c.dst === `${pod('n2-p1').ip}:8081` && c.via === 'inbound-hbone' && c.state === 'closed'));
+  const inb = await until('inbound record closed', async () =>
+    (await dump('n2')).connections.find((c) => c.dst === `${pod('n2-p1').ip}:8081` && c.via === 'inbound-hbone' && c.state === 'closed'),
+  );
   assert.equal(inb.peerIdentity, id('n1-p1'), 'the server-side agent saw the client SPIFFE id');
   assert.equal(inb.src.split(':')[0], pod('n1-p1').ip, 'original source from the Forwarded header');
   assert.equal(inb.bytesSent, 8 * 1024 * 1024);
 });
 
 test('a server-speaks-first protocol works through the tunnel', async () => {
-  const r = await runInPod(pod('n1-p1'), [process.execPath, '-e', `
+  const r = await runInPod(pod('n1-p1'), [
+    process.execPath,
+    '-e',
+    `
     const s = require('net').connect(8080, '${pod('n2-p1').ip}');
     s.once('data', (d) => { console.log(d.toString().trim()); s.destroy(); });
-  `]);
+  `,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`^hello from ${pod('n2-p1').ip.replace(/\./g, '\\.')}:8080`));
 });
@@ -96,7 +100,10 @@ test('a server-speaks-first protocol works through the tunnel', async () => {
 test('half-close: the client ends its side and still reads the whole answer', async () => {
   const r = await nettool(pod('n1-p1'), 'blob', pod('n2-p1').ip, 9000, 3_000_000);
   assert.equal(r.code, 0, r.stderr);
-  const [sent, received] = r.stdout.trim().split('\n').map((l) => l.split(' ').slice(1).join(' '));
+  const [sent, received] = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ').slice(1).join(' '));
   assert.equal(received, sent);
 });
 
@@ -114,7 +121,10 @@ test('ambient -> non-ambient stays plaintext passthrough; non-ambient -> ambient
 test('bad input on 15008 is refused, counted, and the agent keeps serving', async () => {
   const foreign = await CertificateAuthority.createInMemory({ trustDomain: 'evil.local' });
   const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const issued = await foreign.issue({ spiffeId: 'spiffe://evil.local/ns/ambient-demo/sa/sa-n1-p1', publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string });
+  const issued = await foreign.issue({
+    spiffeId: 'spiffe://evil.local/ns/ambient-demo/sa/sa-n1-p1',
+    publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string,
+  });
   fs.writeFileSync(path.join(tmp, 'key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
   fs.writeFileSync(path.join(tmp, 'cert.pem'), issued.chainPem);
   const client = path.join(ROOT, 'dist', 'test', 'helpers', 'bad-hbone-client.js');
@@ -131,11 +141,17 @@ test('bad input on 15008 is refused, counted, and the agent keeps serving', asyn
   }
   const c = await until('rejections counted', async () => {
     const x = (await dump('n2')).counters;
-    const rejected = Object.entries(x).filter(([k]) => k.startsWith('hbone_rejected_')).reduce((n, [k, v]) => n + v - (before[k] ?? 0), 0);
+    const rejected = Object.entries(x)
+      .filter(([k]) => k.startsWith('hbone_rejected_'))
+      .reduce((n, [k, v]) => n + v - (before[k] ?? 0), 0);
     return rejected >= 4 && x;
   });
   assert.ok((c.hbone_rejected_no_client_cert ?? 0) > (before.hbone_rejected_no_client_cert ?? 0), JSON.stringify(c));
-  assert.ok((c.hbone_rejected_bad_trust_domain ?? 0) + (c.hbone_rejected_untrusted_cert ?? 0) > (before.hbone_rejected_bad_trust_domain ?? 0) + (before.hbone_rejected_untrusted_cert ?? 0), JSON.stringify(c));
+  assert.ok(
+    (c.hbone_rejected_bad_trust_domain ?? 0) + (c.hbone_rejected_untrusted_cert ?? 0) >
+      (before.hbone_rejected_bad_trust_domain ?? 0) + (before.hbone_rejected_untrusted_cert ?? 0),
+    JSON.stringify(c),
+  );
   // still serving
   const r = await nettool(pod('n1-p1'), 'send', target, 8081, 'after-bad-input');
   assert.equal(r.code, 0);
@@ -153,12 +169,16 @@ test('certificate rotation under a live connection: new connections get the new 
   }
   const src = pod('n1-p1');
   const dst = pod('n2-p1');
-  const long = await startInPod(src, [process.execPath, '-e', `
+  const long = await startInPod(src, [
+    process.execPath,
+    '-e',
+    `
     const s = require('net').connect(8081, '${dst.ip}', () => console.log('listening'));
     let n = 0; s.on('data', (d) => { n += d.length; });
     setInterval(() => { s.write('x'.repeat(100)); console.log('echoed ' + n); }, 100);
     s.on('close', () => { console.log('closed'); process.exit(3); });
-  `]);
+  `,
+  ]);
   procs.push(long);
   let lastEchoed = 0;
   let closed = false;
@@ -175,10 +195,14 @@ test('certificate rotation under a live connection: new connections get the new 
   });
   const s1 = normSerial(first.peerCertSerial);
   assert.ok(s1.length > 0);
-  await until('n1-p1 certificate renewed', async () => {
-    const c = (await dump('n1')).certificates.find((x) => x.id === id('n1-p1'));
-    return c && normSerial(c.serial) !== s1;
-  }, 10_000);
+  await until(
+    'n1-p1 certificate renewed',
+    async () => {
+      const c = (await dump('n1')).certificates.find((x) => x.id === id('n1-p1'));
+      return c && normSerial(c.serial) !== s1;
+    },
+    10_000,
+  );
   // past the first certificate's notAfter
   await new Promise((r) => setTimeout(r, 4500));
   const s2 = normSerial((await dump('n1')).certificates.find((x) => x.id === id('n1-p1'))!.serial);

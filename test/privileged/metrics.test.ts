@@ -9,24 +9,25 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer } from '../../src/sandbox/podproc.js';
+import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-metrics-'));
 
-interface Dump {
-  policies: Array<{ name: string }>;
-  workloads: Array<{ name: string; state: string; error?: { code: string } }>;
-  readiness: { ready: boolean; pods: Array<{ pod: string; state: string }> };
-}
+type Dump = Pick<ConfigDump, 'policies' | 'workloads' | 'readiness'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const id = (p: string): string => `spiffe://cluster.local/ns/${pod(p).namespace}/sa/${pod(p).serviceAccount}`;
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 function parse(text: string): Sample[] {
   const out: Sample[] = [];
   for (const line of text.split('\n')) {
@@ -61,15 +62,27 @@ before(async () => {
 after(() => tearDown(procs, tmp));
 
 const side = (p: string): Record<string, string> => ({
-  workload: p, canonical_service: p, canonical_revision: 'latest', workload_namespace: pod(p).namespace, principal: id(p), app: p, version: 'unknown', cluster: 'Kubernetes',
+  workload: p,
+  canonical_service: p,
+  canonical_revision: 'latest',
+  workload_namespace: pod(p).namespace,
+  principal: id(p),
+  app: p,
+  version: 'unknown',
+  cluster: 'Kubernetes',
 });
 function flowLabels(reporter: 'source' | 'destination'): Record<string, string> {
   const l: Record<string, string> = { reporter };
   for (const [k, v] of Object.entries(side('n1-p1'))) l[`source_${k}`] = v;
   for (const [k, v] of Object.entries(side('n2-p1'))) l[`destination_${k}`] = v;
   return {
-    ...l, destination_service: 'unknown', destination_service_name: 'unknown', destination_service_namespace: 'unknown',
-    request_protocol: 'tcp', response_flags: '-', connection_security_policy: 'mutual_tls',
+    ...l,
+    destination_service: 'unknown',
+    destination_service_name: 'unknown',
+    destination_service_namespace: 'unknown',
+    request_protocol: 'tcp',
+    response_flags: '-',
+    connection_security_policy: 'mutual_tls',
   };
 }
 
@@ -77,13 +90,21 @@ test('HBONE n1-p1 -> n2-p1: counted once by each agent, exact Istio labels, exac
   const N = 123_457;
   const r = await nettool(pod('n1-p1'), 'echo', pod('n2-p1').ip, 8081, N);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  for (const [n, reporter] of [['n1', 'source'], ['n2', 'destination']] as const) {
+  for (const [n, reporter] of [
+    ['n1', 'source'],
+    ['n2', 'destination'],
+  ] as const) {
     const want = flowLabels(reporter);
     const s = await until(`${n} counted the close`, async () => {
       const x = (await scrape(n)).samples;
       return series(x, 'istio_tcp_connections_closed_total', { reporter, source_workload: 'n1-p1', destination_workload: 'n2-p1' }).length ? x : undefined;
     });
-    for (const name of ['istio_tcp_connections_opened_total', 'istio_tcp_connections_closed_total', 'istio_tcp_sent_bytes_total', 'istio_tcp_received_bytes_total']) {
+    for (const name of [
+      'istio_tcp_connections_opened_total',
+      'istio_tcp_connections_closed_total',
+      'istio_tcp_sent_bytes_total',
+      'istio_tcp_received_bytes_total',
+    ]) {
       const got = series(s, name, { source_workload: 'n1-p1', destination_workload: 'n2-p1' });
       assert.equal(got.length, 1, `${n} ${name}: one series (${JSON.stringify(got.map((g) => g.labels))})`);
       assert.deepEqual(got[0]!.labels, want, `${n} ${name} labels`);
@@ -95,11 +116,25 @@ test('HBONE n1-p1 -> n2-p1: counted once by each agent, exact Istio labels, exac
     assert.equal(v('istio_tcp_received_bytes_total'), N, `${n} received bytes`);
     assert.equal(series(s, 'istio_tcp_connections_failed_total', { source_workload: 'n1-p1', destination_workload: 'n2-p1' }).length, 0);
     // the other reporter never shows up on this agent for this flow
-    assert.equal(series(s, 'istio_tcp_connections_opened_total', { reporter: reporter === 'source' ? 'destination' : 'source', source_workload: 'n1-p1', destination_workload: 'n2-p1' }).length, 0);
+    assert.equal(
+      series(s, 'istio_tcp_connections_opened_total', {
+        reporter: reporter === 'source' ? 'destination' : 'source',
+        source_workload: 'n1-p1',
+        destination_workload: 'n2-p1',
+      }).length,
+      0,
+    );
     // agent health metrics
     assert.ok(series(s, 'ambientd_enrolled_pods', {})[0]!.value >= 1);
-    assert.ok(series(s, 'ambientd_certificate_expiry_timestamp_seconds', { identity: id(reporter === 'source' ? 'n1-p1' : 'n2-p1') })[0]!.value > Date.now() / 1000);
-    assert.ok(series(s, 'ambientd_bpf_redirect_total', { pod: reporter === 'source' ? 'n1-p1' : 'n2-p1', counter: reporter === 'source' ? 'captured_out' : 'hbone_in' })[0]!.value >= 1);
+    assert.ok(
+      series(s, 'ambientd_certificate_expiry_timestamp_seconds', { identity: id(reporter === 'source' ? 'n1-p1' : 'n2-p1') })[0]!.value > Date.now() / 1000,
+    );
+    assert.ok(
+      series(s, 'ambientd_bpf_redirect_total', {
+        pod: reporter === 'source' ? 'n1-p1' : 'n2-p1',
+        counter: reporter === 'source' ? 'captured_out' : 'hbone_in',
+      })[0]!.value >= 1,
+    );
     assert.ok(series(s, 'process_resident_memory_bytes', {}).length === 1, 'default process metrics');
   }
   const alt = await scrape('n1', '/stats/prometheus');
@@ -108,7 +143,9 @@ test('HBONE n1-p1 -> n2-p1: counted once by each agent, exact Istio labels, exac
 
 test('a denied connection: response_flags DENY on both reporters, failed and denied counters', async () => {
   const f = path.join(tmp, 'deny.yaml');
-  fs.writeFileSync(f, `
+  fs.writeFileSync(
+    f,
+    `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: deny-8080, namespace: ambient-demo }
@@ -116,14 +153,17 @@ spec:
   selector: { matchLabels: { app: n2-p1 } }
   action: DENY
   rules: [{ to: [{ operation: { ports: ["8080"] } }] }]
-`);
+`,
+  );
   assert.deepEqual((await sandboxApply(f)).errors, []);
   await until('policy on n2', async () => (await dump('n2')).policies.some((p) => p.name === 'deny-8080'));
   const r = await nettool(pod('n1-p1'), 'send', pod('n2-p1').ip, 8080, 'ping');
   assert.ok(!r.stdout.startsWith('hello'), 'denied');
   const n1 = await until('n1 counted the denial', async () => {
     const s = (await scrape('n1')).samples;
-    return series(s, 'istio_tcp_connections_failed_total', { reporter: 'source', response_flags: 'DENY', destination_workload: 'n2-p1' }).length ? s : undefined;
+    return series(s, 'istio_tcp_connections_failed_total', { reporter: 'source', response_flags: 'DENY', destination_workload: 'n2-p1' }).length
+      ? s
+      : undefined;
   });
   const f1 = series(n1, 'istio_tcp_connections_failed_total', { reporter: 'source', response_flags: 'DENY', destination_workload: 'n2-p1' })[0]!;
   assert.equal(f1.value, 1);
@@ -131,7 +171,9 @@ spec:
   assert.equal(series(n1, 'ambientd_denied_connections_total', { reason: 'denied_by_peer' })[0]?.value, 1);
   const n2 = await until('n2 counted the denial', async () => {
     const s = (await scrape('n2')).samples;
-    return series(s, 'istio_tcp_connections_failed_total', { reporter: 'destination', response_flags: 'DENY', source_workload: 'n1-p1' }).length ? s : undefined;
+    return series(s, 'istio_tcp_connections_failed_total', { reporter: 'destination', response_flags: 'DENY', source_workload: 'n1-p1' }).length
+      ? s
+      : undefined;
   });
   const f2 = series(n2, 'istio_tcp_connections_failed_total', { reporter: 'destination', response_flags: 'DENY', source_workload: 'n1-p1' })[0]!;
   assert.equal(f2.value, 1);

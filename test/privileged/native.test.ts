@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one suite over the native addon's whole surface, sharing the object, pins, cgroup and netns made in before() and removed in after(); split, every file would repeat that fixture.
 /**
  * Privileged tests of the native addon against the real kernel: BPF object
  * load + pinning, map elements, links on a throw-away cgroup and netns, and
@@ -18,9 +19,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
-import { handleFd } from '../../src/datapath/sockets.js';
-import { TIME_SCALE } from '../../src/sandbox/topology.js';
-import type { NativeAddon } from '../../src/datapath/native.js';
+import { DialError, dialFromNetns, handleFd } from '../../src/datapath/sockets.js';
+import { NetnsHandle } from '../../src/datapath/netns.js';
+import { AmbientError } from '../../src/util/errors.js';
+import { TIME_SCALE } from '../../tools/sandbox/index.js';
+import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
 
 const execFileP = promisify(execFile);
 
@@ -94,11 +97,12 @@ function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
       else lines.push(line);
     }
   });
-  return () => new Promise<string>((resolve) => {
-    const line = lines.shift();
-    if (line !== undefined) resolve(line);
-    else waiting.push(resolve);
-  });
+  return () =>
+    new Promise<string>((resolve) => {
+      const line = lines.shift();
+      if (line !== undefined) resolve(line);
+      else waiting.push(resolve);
+    });
 }
 
 /** Netns inode of every thread of this process. */
@@ -124,8 +128,8 @@ describe('native addon (privileged)', () => {
   let tmpDir = '';
   let objPath = '';
   let a: NativeAddon;
-  let handle = 0;
-  const handles = new Set<number>();
+  let handle: BpfObject;
+  const handles = new Set<BpfObject>();
   const fds = new Set<number>();
   const skMsgAttached: Array<[number, number]> = [];
   let nsCreated = false;
@@ -141,15 +145,15 @@ describe('native addon (privileged)', () => {
     fds.delete(fd);
     assert.equal(a.closeFd(fd), 0);
   }
-  function open(file: string): number {
+  function open(file: string): BpfObject {
     const h = a.objectOpen(file);
-    assert.ok(h > 0, `objectOpen(${file}): ${errnoName(h)}\n${a.lastLog()}`);
+    assert.ok(typeof h === 'object', `objectOpen(${file}): ${errnoName(h as number)}\n${a.lastLog()}`);
     handles.add(h);
     return h;
   }
-  function close(h: number): void {
+  function close(h: BpfObject): void {
     handles.delete(h);
-    a.objectClose(h);
+    h.close();
   }
   function inNs(cmd: string, args: string[]): string {
     return sh('ip', ['netns', 'exec', nsName, cmd, ...args]);
@@ -159,8 +163,7 @@ describe('native addon (privileged)', () => {
     a = loadNative();
     tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-native-'));
     objPath = path.join(tmpDir, 'ambient.bpf.o');
-    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu',
-      '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', objPath]);
+    sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', objPath]);
     fs.mkdirSync(pinDir);
     fs.mkdirSync(cgDir);
     sh('ip', ['netns', 'add', nsName]);
@@ -170,9 +173,13 @@ describe('native addon (privileged)', () => {
 
   after(() => {
     tryAll([
-      ...skMsgAttached.map(([p, m]) => () => void a.detachSkMsg(p, m)),
+      ...skMsgAttached.map(
+        ([p, m]) =>
+          () =>
+            void a.detachSkMsg(p, m),
+      ),
       ...[...fds].map((fd) => () => void a.closeFd(fd)),
-      ...[...handles].map((h) => () => a.objectClose(h)),
+      ...[...handles].map((h) => () => h.close()),
       () => fs.rmSync(pinDir, { recursive: true, force: true }),
       () => nsCreated && sh('ip', ['netns', 'delete', nsName]),
       () => fs.existsSync(cgDir) && fs.rmdirSync(cgDir),
@@ -185,8 +192,8 @@ describe('native addon (privileged)', () => {
 
   it('loads the object and pins every map under the pin dir', () => {
     handle = open(objPath);
-    const r = a.objectLoad(handle, pinDir);
-    assert.equal(r, 0, `objectLoad: ${errnoName(r)}\n${a.lastLog()}`);
+    const r = handle.load(pinDir);
+    assert.equal(r, 0, `load: ${errnoName(r)}\n${a.lastLog()}`);
 
     const expectType: Record<(typeof PROGS)[number], number> = {
       amb_connect4: PROG_TYPE.cgroup_sock_addr,
@@ -195,7 +202,7 @@ describe('native addon (privileged)', () => {
       amb_sk_lookup: PROG_TYPE.sk_lookup,
     };
     for (const name of PROGS) {
-      const fd = own(a.objectProgramFd(handle, name), name);
+      const fd = own(handle.programFd(name), name);
       const info = a.progInfo(fd);
       assert.ok(typeof info === 'object', `progInfo(${name}) = ${String(info)}`);
       assert.equal(info.name, name);
@@ -206,7 +213,7 @@ describe('native addon (privileged)', () => {
       release(fd);
     }
     for (const name of MAPS) {
-      const fd = own(a.objectMapFd(handle, name), name);
+      const fd = own(handle.mapFd(name), name);
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
       assert.equal(info.name, name);
@@ -216,25 +223,32 @@ describe('native addon (privileged)', () => {
       assert.equal(a.progInfo(fd), -E.EINVAL, 'progInfo of a map fd');
       release(fd);
     }
-    const config = own(a.objectMapFd(handle, 'amb_config'), 'amb_config');
+    const config = own(handle.mapFd('amb_config'), 'amb_config');
     const ci = a.mapInfo(config);
     assert.ok(typeof ci === 'object');
     assert.deepEqual([ci.type, ci.keySize, ci.valueSize, ci.maxEntries], [MAP_TYPE_ARRAY, 4, 16, 1]);
     release(config);
-    const listeners = own(a.objectMapFd(handle, 'amb_listeners'), 'amb_listeners');
+    const listeners = own(handle.mapFd('amb_listeners'), 'amb_listeners');
     const li = a.mapInfo(listeners);
     assert.ok(typeof li === 'object');
     assert.deepEqual([li.type, li.keySize, li.valueSize], [MAP_TYPE_SOCKHASH, 16, 8]);
     release(listeners);
 
-    assert.equal(a.objectProgramFd(handle, 'no_such_prog'), -E.ENOENT);
-    assert.equal(a.objectMapFd(handle, 'no_such_map'), -E.ENOENT);
-    assert.equal(a.objectProgramFd(987654, 'amb_connect4'), -E.EBADF);
-    assert.equal(a.objectLoad(987654, pinDir), -E.EBADF);
+    assert.equal(handle.programFd('no_such_prog'), -E.ENOENT);
+    assert.equal(handle.mapFd('no_such_map'), -E.ENOENT);
+    // a closed object: every method says EBADF, close() again is a no-op
+    const closed = open(objPath);
+    close(closed);
+    close(closed);
+    assert.equal(closed.programFd('amb_connect4'), -E.EBADF);
+    assert.equal(closed.mapFd('amb_pods'), -E.EBADF);
+    assert.equal(closed.load(pinDir), -E.EBADF);
+    // the object is the handle: a method called on anything else throws
+    assert.throws(() => handle.programFd.call({}, 'amb_connect4'), TypeError);
   });
 
   it('amb_pods: update / lookup / nextKey / delete round trip', () => {
-    const fd = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd = own(handle.mapFd('amb_pods'), 'amb_pods');
     try {
       const info = a.mapInfo(fd);
       assert.ok(typeof info === 'object');
@@ -275,12 +289,12 @@ describe('native addon (privileged)', () => {
   });
 
   it('a second load with the same pin dir reuses the pinned maps', () => {
-    const fd1 = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fd1 = own(handle.mapFd('amb_pods'), 'amb_pods');
     const h2 = open(objPath);
     try {
-      const r = a.objectLoad(h2, pinDir);
-      assert.equal(r, 0, `objectLoad (reuse): ${errnoName(r)}\n${a.lastLog()}`);
-      const fd2 = own(a.objectMapFd(h2, 'amb_pods'), 'amb_pods (2)');
+      const r = h2.load(pinDir);
+      assert.equal(r, 0, `load (reuse): ${errnoName(r)}\n${a.lastLog()}`);
+      const fd2 = own(h2.mapFd('amb_pods'), 'amb_pods (2)');
       const i1 = a.mapInfo(fd1);
       const i2 = a.mapInfo(fd2);
       assert.ok(typeof i1 === 'object' && typeof i2 === 'object');
@@ -301,13 +315,13 @@ describe('native addon (privileged)', () => {
       close(h2);
       release(fd1);
     }
-    // objectClose leaves the pins (and the first object's maps) alone.
+    // close() leaves the pins (and the first object's maps) alone.
     assert.ok(fs.existsSync(`${pinDir}/amb_pods`));
   });
 
   it('objGet / objPin / closeFd', () => {
     const pinned = own(a.objGet(`${pinDir}/amb_pods`), 'objGet amb_pods');
-    const fromObj = own(a.objectMapFd(handle, 'amb_pods'), 'amb_pods');
+    const fromObj = own(handle.mapFd('amb_pods'), 'amb_pods');
     const ip = a.mapInfo(pinned);
     const io = a.mapInfo(fromObj);
     assert.ok(typeof ip === 'object' && typeof io === 'object');
@@ -317,7 +331,7 @@ describe('native addon (privileged)', () => {
     assert.equal(ip.valueSize, POD_SIZE);
     release(fromObj);
 
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const progPin = `${pinDir}/test_prog_pin`;
     assert.equal(a.objPin(prog, progPin), 0);
     assert.equal(a.objPin(prog, progPin), -E.EEXIST);
@@ -337,11 +351,11 @@ describe('native addon (privileged)', () => {
     assert.equal(a.mapInfo(pinned), -E.EBADF);
   });
 
-  it('objectLoad failures return an errno and leave a libbpf log', () => {
+  it('BpfObject.load failures return an errno and leave a libbpf log', () => {
     // Pin dir that does not exist: the maps cannot be pinned.
     const h = open(objPath);
     try {
-      const r = a.objectLoad(h, `${pinDir}/missing/dir`);
+      const r = h.load(`${pinDir}/missing/dir`);
       assert.ok(r < 0, `expected an errno, got ${r}`);
       assert.match(a.lastLog(), /amb_/);
     } finally {
@@ -351,7 +365,9 @@ describe('native addon (privileged)', () => {
     // A program the verifier rejects: lastLog() holds the verifier's reason.
     const src = path.join(tmpDir, 'bad.bpf.c');
     const obj = path.join(tmpDir, 'bad.bpf.o');
-    fs.writeFileSync(src, `
+    fs.writeFileSync(
+      src,
+      `
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } bad_map SEC(".maps");
@@ -361,13 +377,14 @@ SEC("sk_lookup") int bad_prog(struct bpf_sk_lookup *ctx) {
   return *v ? SK_PASS : SK_DROP; /* no NULL check */
 }
 char LICENSE[] SEC("license") = "GPL";
-`);
+`,
+    );
     sh('clang', ['-g', '-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', src, '-o', obj]);
     const badDir = `${pinDir}/bad`;
     fs.mkdirSync(badDir);
     const hb = open(obj);
     try {
-      const r = a.objectLoad(hb, badDir);
+      const r = hb.load(badDir);
       assert.ok(r < 0, `verifier should reject bad_prog, got ${r}`);
       const log = a.lastLog();
       assert.match(log, /bad_prog/);
@@ -490,7 +507,7 @@ char LICENSE[] SEC("license") = "GPL";
       ['amb_connect4', 'connect4', 'cgroup_inet4_connect'],
       ['amb_sockops', 'sockops', 'cgroup_sock_ops'],
     ] as const) {
-      const prog = own(a.objectProgramFd(handle, progName), progName);
+      const prog = own(handle.programFd(progName), progName);
       const pi = a.progInfo(prog);
       assert.ok(typeof pi === 'object');
       const link = own(a.linkCgroup(prog, cgDir, type), `linkCgroup ${type}`);
@@ -505,7 +522,7 @@ char LICENSE[] SEC("license") = "GPL";
       release(prog);
     }
 
-    const prog = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
+    const prog = own(handle.programFd('amb_connect4'), 'amb_connect4');
     assert.equal(a.linkCgroup(prog, cgDir, 'bogus'), -E.EINVAL);
     assert.equal(a.linkCgroup(prog, `${cgDir}/missing`, 'connect4'), -E.ENOENT);
     assert.equal(a.linkCgroup(prog, '/proc/self/status', 'connect4'), -E.ENOTDIR);
@@ -514,8 +531,8 @@ char LICENSE[] SEC("license") = "GPL";
   });
 
   it('linkUpdate swaps the program of a live link; linkInfo reports it', () => {
-    const p1 = own(a.objectProgramFd(handle, 'amb_connect4'), 'amb_connect4');
-    const p2 = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const p1 = own(handle.programFd('amb_connect4'), 'amb_connect4');
+    const p2 = own(handle.programFd('amb_sockops'), 'amb_sockops');
     const link = own(a.linkCgroup(p1, cgDir, 'connect4'), 'linkCgroup');
     const i1 = a.progInfo(p1);
     const li = a.linkInfo(link);
@@ -541,11 +558,17 @@ char LICENSE[] SEC("license") = "GPL";
     const sock = path.join(tmpDir, 'h.sock');
     const lfd = a.unixListen(sock, 4);
     assert.ok(lfd >= 0, errnoName(lfd));
-    assert.equal((fs.statSync(sock).mode & 0o777), 0o600);
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
     assert.ok(!fs.existsSync(`${sock}.new`), 'bound under a temporary name, then renamed');
     // the Node server accepts; the native client sends; a plain read gets the bytes
     const got = new Promise<string>((resolve) => {
-      const srv = net.createServer((c) => c.once('data', (d) => { resolve(d.toString()); c.destroy(); srv.close(); }));
+      const srv = net.createServer((c) =>
+        c.once('data', (d) => {
+          resolve(d.toString());
+          c.destroy();
+          srv.close();
+        }),
+      );
       srv.listen({ fd: lfd });
     });
     const cfd = a.unixConnect(sock, 1000);
@@ -566,13 +589,22 @@ char LICENSE[] SEC("license") = "GPL";
     // socketInfo: a TCP listener, a non-socket
     const info = a.socketInfo(tfd);
     assert.ok(typeof info === 'object');
-    assert.deepEqual({ family: info.family, listening: info.listening, ip: info.ip, port: info.port }, { family: 4, listening: true, ip: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port });
+    assert.deepEqual(
+      { family: info.family, listening: info.listening, ip: info.ip, port: info.port },
+      { family: 4, listening: true, ip: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port },
+    );
     assert.equal(info.netnsInode, BigInt(fs.statSync('/proc/self/ns/net').ino));
     const file = fs.openSync(sock.replace('h.sock', 'plain'), 'w');
     assert.equal(a.socketInfo(file), -E.ENOTSOCK);
     // peerCred: who is on the other end of a unix socket, from the kernel
     const lfd2 = a.unixListen(sock, 4);
-    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd2 }); });
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((c) => {
+        resolve(c);
+        srv.close();
+      });
+      srv.listen({ fd: lfd2 });
+    });
     const cfd2 = a.unixConnect(sock, 1000);
     const server = await accepted;
     const cred = a.peerCred(handleFd(server)!);
@@ -585,7 +617,17 @@ char LICENSE[] SEC("license") = "GPL";
     fs.closeSync(file);
     tcp.close();
     const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const call of [() => x.unixListen(1, 1), () => x.unixConnect(sock, '1'), () => x.sendFds(1, 'x', [], 1), () => x.sendFds(1, Buffer.from('x'), 1, 1), () => x.recvFds('1', 1, 1), () => x.socketInfo('1'), () => x.linkUpdate(1), () => x.linkInfo(null), () => x.peerCred('1')]) {
+    for (const call of [
+      () => x.unixListen(1, 1),
+      () => x.unixConnect(sock, '1'),
+      () => x.sendFds(1, 'x', [], 1),
+      () => x.sendFds(1, Buffer.from('x'), 1, 1),
+      () => x.recvFds('1', 1, 1),
+      () => x.socketInfo('1'),
+      () => x.linkUpdate(1),
+      () => x.linkInfo(null),
+      () => x.peerCred('1'),
+    ]) {
       assert.throws(call, TypeError, call.toString());
     }
   });
@@ -593,7 +635,7 @@ char LICENSE[] SEC("license") = "GPL";
   it('linkNetns attaches amb_sk_lookup to the netns', () => {
     type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
     const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     const pi = a.progInfo(prog);
     assert.ok(typeof pi === 'object');
     const ino = a.netnsInode(nsPath);
@@ -611,21 +653,75 @@ char LICENSE[] SEC("license") = "GPL";
     release(link);
     release(prog);
 
-    const sockops = own(a.objectProgramFd(handle, 'amb_sockops'), 'amb_sockops');
+    const sockops = own(handle.programFd('amb_sockops'), 'amb_sockops');
     assert.ok(a.linkNetns(sockops, nsPath) < 0, 'a sockops program cannot be an sk_lookup link');
     release(sockops);
     assert.equal(a.linkNetns(1, '/run/netns/ambientd-no-such-netns'), -E.ENOENT);
   });
 
+  it('a /proc/self/fd/N netns path (NetnsHandle.path) works for socketInNetns, tcpSockets, dialFromNetns and linkNetns', async () => {
+    type Link = { id: number; prog_id: number; type: string; netns_ino?: number };
+    const links = (): Link[] => JSON.parse(sh('bpftool', ['-j', 'link', 'show']).trim() || '[]') as Link[];
+    const ns = NetnsHandle.open(nsPath, 'native.test');
+    try {
+      assert.match(ns.path, /^\/proc\/self\/fd\/\d+$/);
+      assert.equal(a.netnsInode(ns.path), a.netnsInode(nsPath), 'the fd path names the same namespace');
+
+      // socketInNetns: the socket is made in the namespace the fd names
+      const fd = own(
+        a.socketInNetns(ns.path, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15077 }, listen: 8 }),
+        'socketInNetns via the fd path',
+      );
+      const si = a.socketInfo(fd);
+      assert.ok(typeof si === 'object', errnoName(si as number));
+      assert.deepEqual([si.listening, si.ip, si.port, si.netnsInode], [true, '127.0.0.1', 15077, ns.inode]);
+      assert.match(inNs('ss', ['-Hltn', 'sport = :15077']), /15077/, 'listening inside the netns');
+
+      // tcpSockets: the addon's thread enters the same namespace
+      const socks = a.tcpSockets(ns.path, 1 << 10);
+      assert.ok(Array.isArray(socks), errnoName(socks as number));
+      assert.ok(
+        socks.some((x) => x.sport === 15077),
+        JSON.stringify(socks, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+      );
+      release(fd);
+
+      // dialFromNetns: connects from inside it; a refusal is a DialError
+      // (an AmbientError, UPSTREAM_FAILED) that keeps the errno name callers report
+      await assert.rejects(dialFromNetns(a, ns.path, { ip: '127.0.0.1', port: 15078 }, 0, 5000 * TIME_SCALE), (e: unknown) => {
+        assert.ok(e instanceof DialError && e instanceof AmbientError, String(e));
+        assert.equal(e.code, 'UPSTREAM_FAILED');
+        assert.equal(e.errnoName, 'ECONNREFUSED');
+        assert.equal(e.errno, E.ECONNREFUSED);
+        return true;
+      });
+
+      // linkNetns: the sk_lookup link goes on that namespace
+      const prog = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
+      const pi = a.progInfo(prog);
+      assert.ok(typeof pi === 'object');
+      const link = own(a.linkNetns(prog, ns.path), 'linkNetns via the fd path');
+      const mine = links().filter((l) => l.prog_id === pi.id && l.netns_ino);
+      assert.equal(mine.length, 1, JSON.stringify(mine));
+      assert.equal(BigInt(mine[0]!.netns_ino ?? -1), ns.inode);
+      assert.equal(a.linkDetach(link), 0);
+      release(link);
+      release(prog);
+    } finally {
+      ns.close();
+    }
+    assert.equal(a.socketInNetns('/proc/self/fd/987654', { family: 4 }), -E.ENOENT, 'a closed fd path names nothing');
+  });
+
   it('attachSkMsg / detachSkMsg on the sockhash', () => {
-    const prog = own(a.objectProgramFd(handle, 'amb_sk_msg'), 'amb_sk_msg');
-    const map = own(a.objectMapFd(handle, 'amb_sock_pairs'), 'amb_sock_pairs');
+    const prog = own(handle.programFd('amb_sk_msg'), 'amb_sk_msg');
+    const map = own(handle.mapFd('amb_sock_pairs'), 'amb_sock_pairs');
     assert.equal(a.attachSkMsg(prog, map), 0);
     skMsgAttached.push([prog, map]);
     assert.equal(a.detachSkMsg(prog, map), 0);
     skMsgAttached.pop();
     assert.equal(a.detachSkMsg(prog, map), -E.ENOENT, 'nothing left to detach');
-    const notSkMsg = own(a.objectProgramFd(handle, 'amb_sk_lookup'), 'amb_sk_lookup');
+    const notSkMsg = own(handle.programFd('amb_sk_lookup'), 'amb_sk_lookup');
     assert.equal(a.attachSkMsg(notSkMsg, map), -E.EINVAL, 'only sk_msg programs');
     release(notSkMsg);
     release(map);
@@ -633,9 +729,29 @@ char LICENSE[] SEC("license") = "GPL";
   });
 
   it('socketInNetns sets keepalive, TCP_USER_TIMEOUT and buffers, and a listener passes them on to what it accepts', async () => {
-    const lfd = own(a.socketInNetns(nsPath, { family: 4, reuseAddr: true, bind: { ip: '127.0.0.1', port: 15099 }, listen: 16, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000, sndBuf: 65536, rcvBuf: 65536 }), 'listener');
+    const lfd = own(
+      a.socketInNetns(nsPath, {
+        family: 4,
+        reuseAddr: true,
+        bind: { ip: '127.0.0.1', port: 15099 },
+        listen: 16,
+        keepIdleMs: 15000,
+        keepIntervalMs: 5000,
+        keepCount: 3,
+        userTimeoutMs: 30000,
+        sndBuf: 65536,
+        rcvBuf: 65536,
+      }),
+      'listener',
+    );
     assert.deepEqual(a.tcpLiveness(lfd), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 });
-    const accepted = new Promise<net.Socket>((resolve) => { const srv = net.createServer((c) => { resolve(c); srv.close(); }); srv.listen({ fd: lfd }); });
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((c) => {
+        resolve(c);
+        srv.close();
+      });
+      srv.listen({ fd: lfd });
+    });
     fds.delete(lfd);
     const cfd = own(a.socketInNetns(nsPath, { family: 4, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3 }), 'client');
     const c = new net.Socket({ fd: cfd });
@@ -643,7 +759,11 @@ char LICENSE[] SEC("license") = "GPL";
     c.connect(15099, '127.0.0.1');
     c.on('error', () => undefined);
     const srvSide = await accepted;
-    assert.deepEqual(a.tcpLiveness(handleFd(srvSide)!), { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 }, 'inherited: no call per connection');
+    assert.deepEqual(
+      a.tcpLiveness(handleFd(srvSide)!),
+      { keepalive: true, keepIdleMs: 15000, keepIntervalMs: 5000, keepCount: 3, userTimeoutMs: 30000 },
+      'inherited: no call per connection',
+    );
     assert.deepEqual(a.tcpLiveness(cfd), { keepalive: true, keepIdleMs: 2000, keepIntervalMs: 1000, keepCount: 3, userTimeoutMs: 0 });
     srvSide.destroy();
     c.destroy();
@@ -651,7 +771,7 @@ char LICENSE[] SEC("license") = "GPL";
     assert.equal(a.tcpLiveness(987654), -E.EBADF);
   });
 
-  it('tcpSockets / destroyTcpSockets: list a netns\'s TCP sockets (both families, mark, cookie) and reset one', async () => {
+  it("tcpSockets / destroyTcpSockets: list a netns's TCP sockets (both families, mark, cookie) and reset one", async () => {
     // inside the test netns: a listener and two connections to it, one of them from a marked AF_INET6 socket (v4-mapped)
     const py = `
 import socket, sys, time
@@ -676,7 +796,10 @@ except OSError as e:
       assert.ok(listen, 'the listener');
       const plain = all.find((x) => x.state === 1 && x.sport === plainPort);
       const marked = all.find((x) => x.state === 1 && x.sport === markedPort);
-      assert.ok(plain && marked, JSON.stringify(all, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+      assert.ok(
+        plain && marked,
+        JSON.stringify(all, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+      );
       assert.deepEqual([plain.family, plain.src, plain.dst, plain.dport, plain.mark], [4, '127.0.0.1', '127.0.0.1', 9999, 0]);
       assert.deepEqual([marked.family, marked.src, marked.dport, marked.mark], [6, '::ffff:127.0.0.1', 9999, 0x539]);
       assert.equal(typeof plain.cookie, 'bigint');
@@ -693,7 +816,12 @@ except OSError as e:
       assert.equal(a.tcpSockets(nsPath, 0), -E.EINVAL);
       assert.equal(a.destroyTcpSockets(nsPath, [{ ...plain, src: 'not-an-ip' }]), -E.EINVAL);
       const x = a as unknown as Record<string, (...args: unknown[]) => unknown>;
-      for (const call of [() => x.tcpSockets(1, 1), () => x.tcpSockets(nsPath, '1'), () => x.destroyTcpSockets(nsPath, 'x'), () => x.destroyTcpSockets(nsPath, [{ ...plain, cookie: 1 }])]) {
+      for (const call of [
+        () => x.tcpSockets(1, 1),
+        () => x.tcpSockets(nsPath, '1'),
+        () => x.destroyTcpSockets(nsPath, 'x'),
+        () => x.destroyTcpSockets(nsPath, [{ ...plain, cookie: 1 }]),
+      ]) {
         assert.throws(call, TypeError, call.toString());
       }
       // the threads that entered the netns are gone: no thread of this process is in it
@@ -701,8 +829,18 @@ except OSError as e:
       const nsIno = a.netnsInode(nsPath) as bigint;
       const end = Date.now() + 5000 * TIME_SCALE;
       while (threadNetnsInodes().has(nsIno) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-      const inNs = fs.readdirSync('/proc/self/task').filter((t) => { try { return fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true }).ino === nsIno; } catch { return false; } });
-      assert.deepEqual(inNs.map((t) => `${t}:${fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim()}`), [], 'no thread of this process is left in the netns');
+      const inNs = fs.readdirSync('/proc/self/task').filter((t) => {
+        try {
+          return fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true }).ino === nsIno;
+        } catch {
+          return false;
+        }
+      });
+      assert.deepEqual(
+        inNs.map((t) => `${t}:${fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim()}`),
+        [],
+        'no thread of this process is left in the netns',
+      );
     } finally {
       child.kill('SIGKILL');
     }
@@ -746,11 +884,12 @@ except OSError as e:
     const calls: Array<() => unknown> = [
       () => x.objectOpen(42),
       () => x.objectOpen(),
-      () => x.objectLoad('1', pinDir),
-      () => x.objectLoad(handle, 1),
-      () => x.objectProgramFd(handle, null),
-      () => x.objectMapFd('h', 'amb_pods'),
-      () => x.objectClose('h'),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).load(1),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).programFd(null),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      () => (handle as any).mapFd(),
       () => x.objPin(1, 2),
       () => x.objGet(undefined),
       () => x.closeFd('3'),

@@ -11,29 +11,29 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  sandboxUp, startAgent, restartAgent, waitAgentReady, isProcessAlive, sandboxStatus, setEnrollment, type SandboxState,
-} from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, runInPod, startInPod } from '../../src/sandbox/podproc.js';
+  sandboxUp,
+  startAgent,
+  restartAgent,
+  waitAgentReady,
+  isProcessAlive,
+  sandboxStatus,
+  setEnrollment,
+  type SandboxState,
+} from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
-import { captureNodeLink, readTcpPackets } from '../../src/sandbox/pcap.js';
+import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { errnoName, loadNative } from '../../src/datapath/native.js';
 import { requestHandover } from '../../src/lifecycle/handover.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-restart-'));
 
-interface Dump {
-  pid: number;
-  workloads: Array<{ name: string; state: string }>;
-  datapath: { programs: Record<string, { id: number; tag: string }>; adoptedLinks: { updated: number; upgraded: number } };
-  connections: ConnectionRecord[];
-  counters: Record<string, number>;
-  handover: { socket: string | null; from: number | null; adopted: number; rejected: unknown[]; unused: number; handedTo: number | null; draining: boolean; recordsImported: number };
-}
+type Dump = Pick<ConfigDump, 'pid' | 'workloads' | 'datapath' | 'connections' | 'counters' | 'handover'>;
 const { pod, node, dump } = sandboxView<Dump>(() => st);
 const agentPid = (n: string): number => sandboxStatus().nodes.find((x) => x.name === n)!.agentPid!;
 const handoverSocket = (n: string): string => path.join(path.dirname(node(n).config), 'handover.sock');
@@ -52,10 +52,17 @@ function fakeAgent(args: string[], input = ''): Promise<{ code: number | null; s
   });
 }
 
-const LINK_PROG: Record<string, string> = { sk_lookup: 'amb_sk_lookup', sockops: 'amb_sockops', getpeername4: 'amb_getpeername4', getpeername6: 'amb_getpeername6', connect4: 'amb_connect4', connect6: 'amb_connect6' };
+const LINK_PROG: Record<string, string> = {
+  sk_lookup: 'amb_sk_lookup',
+  sockops: 'amb_sockops',
+  getpeername4: 'amb_getpeername4',
+  getpeername6: 'amb_getpeername6',
+  connect4: 'amb_connect4',
+  connect6: 'amb_connect6',
+};
 
 /** Every pinned link of a pod runs the given agent's program (by id). */
-function assertLinksRun(podName: string, programs: Dump['datapath']['programs']): void {
+function assertLinksRun(podName: string, programs: NonNullable<Dump['datapath']>['programs']): void {
   const native = loadNative();
   const p = pod(podName);
   const dir = path.join(node(p.node).bpffsDir, 'pods', `${p.namespace}_${p.name}`);
@@ -108,7 +115,11 @@ test('rolling restart of both agents under load: the stream, the held connection
   assert.equal(j.error, undefined);
   assert.ok(j.end.sum_received.seconds >= 13, `the stream ran its 14 s (${j.end.sum_received.seconds} s)`);
   assert.ok(j.end.sum_received.bytes > 100 * 1024 * 1024, `bytes arrived (${j.end.sum_received.bytes})`);
-  for (const [name, r] of [['HBONE hold', h], ['inbound plaintext hold', hp], ['own-pod hold', hs]] as const) {
+  for (const [name, r] of [
+    ['HBONE hold', h],
+    ['inbound plaintext hold', hp],
+    ['own-pod hold', hs],
+  ] as const) {
     assert.equal(r.code, 0, `${name}: ${r.stdout} ${r.stderr}`);
     const x = JSON.parse(r.stdout) as { rounds: number; error: string | null };
     assert.equal(x.error, null, name);
@@ -124,7 +135,10 @@ test('rolling restart of both agents under load: the stream, the held connection
   for (const n of ['n1', 'n2']) assert.ok(fs.statSync(handoverSocket(n)).isSocket(), `${n}: hand-over socket in place`);
 
   // the new agents took every listening socket over (1 enrolled pod x 3 + readiness, metrics, admin)
-  for (const [n, old] of [['n1', oldPids.n1], ['n2', oldPids.n2]] as const) {
+  for (const [n, old] of [
+    ['n1', oldPids.n1],
+    ['n2', oldPids.n2],
+  ] as const) {
     const d = await dump(n);
     assert.equal(d.pid, agentPid(n));
     assert.equal(d.handover.from, old);
@@ -132,14 +146,21 @@ test('rolling restart of both agents under load: the stream, the held connection
     assert.deepEqual(d.handover.rejected, []);
     assert.equal(d.counters.handover_adopted, 1);
     // the adopted pinned links now run this agent's programs (bpf_link_update), same code
-    assertLinksRun(`${n}-p1`, d.datapath.programs);
-    assert.equal(d.datapath.adoptedLinks.upgraded, 0);
+    assertLinksRun(`${n}-p1`, d.datapath!.programs);
+    assert.equal(d.datapath!.adoptedLinks.upgraded, 0);
   }
   // the stream was carried to its end by the old agents, which reported it to their successors:
   // the new n1 agent's Istio metrics hold its bytes (Prometheus scrapes the new agent now)
   const metrics = (await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15020, '/metrics')).body;
-  const sentToB = metrics.split('\n')
-    .filter((l) => l.startsWith('istio_tcp_sent_bytes_total{') && l.includes('reporter="source"') && l.includes('source_workload="n1-p1"') && l.includes('destination_workload="n2-p1"'))
+  const sentToB = metrics
+    .split('\n')
+    .filter(
+      (l) =>
+        l.startsWith('istio_tcp_sent_bytes_total{') &&
+        l.includes('reporter="source"') &&
+        l.includes('source_workload="n1-p1"') &&
+        l.includes('destination_workload="n2-p1"'),
+    )
     .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
   assert.ok(sentToB >= j.end.sum_received.bytes, `n1's new agent counts the drained stream: ${sentToB} >= ${j.end.sum_received.bytes} bytes`);
   assert.ok((await dump('n1')).handover.recordsImported >= 3, 'records of the drained connections reached the new agent');
@@ -151,7 +172,10 @@ test('rolling restart of both agents under load: the stream, the held connection
   await td.stop();
   const pkts = readTcpPackets(pcap).filter((p) => (p.src === a.ip && p.dst === b.ip) || (p.src === b.ip && p.dst === a.ip));
   assert.ok(pkts.length > 1000, `captured the pods' traffic (${pkts.length} packets)`);
-  assert.ok(pkts.every((p) => p.sport === 15008 || p.dport === 15008), 'between the enrolled pods, every packet is on 15008');
+  assert.ok(
+    pkts.every((p) => p.sport === 15008 || p.dport === 15008),
+    'between the enrolled pods, every packet is on 15008',
+  );
   assert.equal(Buffer.concat(pkts.map((p) => p.payload)).indexOf('round '), -1, 'no application bytes in clear');
 });
 
@@ -210,7 +234,10 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   assert.ok(g >= 0);
   native.sendFds(g, Buffer.from('GET / HTTP/1.1\r\n\r\n'), [], 1000);
   const eof = native.recvFds(g, 64, 2000);
-  assert.ok(typeof eof === 'number' ? errnoName(eof) === 'ECONNRESET' : eof.data.length === 0, `closed without an answer (${typeof eof === 'number' ? errnoName(eof) : eof.data.toString()})`);
+  assert.ok(
+    typeof eof === 'number' ? errnoName(eof) === 'ECONNRESET' : eof.data.length === 0,
+    `closed without an answer (${typeof eof === 'number' ? errnoName(eof) : eof.data.toString()})`,
+  );
   native.closeFd(g);
   await until('refusal counted', async () => ((await dump('n1')).counters.handover_peer_rejected ?? 0) > rejectedBefore);
   // garbage from an agent process: closed
@@ -222,9 +249,12 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   // connection records that are not JSON or not records are counted and dropped
   const importedBefore = (await dump('n1')).handover.recordsImported;
   const invalidBefore = (await dump('n1')).counters.handover_record_invalid ?? 0;
+  const versionBefore = (await dump('n1')).counters.handover_record_unknown_version ?? 0;
   const rec = await fakeAgent(['records', sock, 'n1', '{not json', '{"id":1,"state":"open"}']);
   assert.equal(rec.code, 0, rec.stderr);
   await until('bad records counted', async () => ((await dump('n1')).counters.handover_record_invalid ?? 0) >= invalidBefore + 2);
+  // the second has no record format version (what an agent from before versioned records sends): counted as such too
+  assert.equal((await dump('n1')).counters.handover_record_unknown_version ?? 0, versionBefore + 1);
   assert.equal((await dump('n1')).handover.recordsImported, importedBefore);
 
   // a successor for another node is refused
@@ -272,7 +302,9 @@ test('upgrade: a new agent with other BPF code swaps it into the pinned links wh
   // the "new version": the same source built at -O1 (other instructions, so other program tags)
   const variant = path.join(tmp, 'ambient-O1.bpf.o');
   const arch = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
-  const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], { stdio: 'inherit' });
+  const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], {
+    stdio: 'inherit',
+  });
   assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'clang -O1');
   const cfgFile = node('n1').config;
   const orig = fs.readFileSync(cfgFile, 'utf8');
@@ -288,10 +320,10 @@ test('upgrade: a new agent with other BPF code swaps it into the pinned links wh
     assert.equal(rr.code, 0, `no connection failed during the upgrade: ${rr.stdout}`);
     const d = await dump('n1');
     assert.equal(d.pid, r.newPid);
-    const changed = Object.keys(d.datapath.programs).filter((k) => d.datapath.programs[k]!.tag !== before.datapath.programs[k]?.tag);
+    const changed = Object.keys(d.datapath!.programs).filter((k) => d.datapath!.programs[k]!.tag !== before.datapath!.programs[k]?.tag);
     assert.ok(changed.length > 0, 'the -O1 build has other program tags');
-    assert.ok(d.datapath.adoptedLinks.upgraded > 0, `links moved to the new code: ${JSON.stringify(d.datapath.adoptedLinks)}`);
-    assertLinksRun('n1-p1', d.datapath.programs);
+    assert.ok(d.datapath!.adoptedLinks.upgraded > 0, `links moved to the new code: ${JSON.stringify(d.datapath!.adoptedLinks)}`);
+    assertLinksRun('n1-p1', d.datapath!.programs);
     assert.equal((await nettool(a, 'send', b.ip, 7000, 'after upgrade')).stdout, 'after upgrade');
   } finally {
     // back to the tree's build (and its programs in the links)

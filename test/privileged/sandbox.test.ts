@@ -12,9 +12,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import YAML from 'yaml';
 import { execa } from 'execa';
-import {
-  AmbientError,
-} from '../../src/util/errors.js';
+import { AmbientError } from '../../src/util/errors.js';
 import {
   DEFAULT_CGROUP_ROOT,
   DEFAULT_STATE_DIR,
@@ -34,7 +32,7 @@ import {
   stopAgent,
   waitAgentReady,
   type SandboxState,
-} from '../../src/sandbox/topology.js';
+} from '../../tools/sandbox/index.js';
 
 const STATE_DIR = '/run/ambientd-sandbox-test';
 const CGROUP_ROOT = DEFAULT_CGROUP_ROOT;
@@ -46,7 +44,11 @@ const isRoot = process.getuid?.() === 0;
 
 async function sandboxNetns(): Promise<string[]> {
   const { stdout } = await execa('ip', ['netns', 'list']);
-  return stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith('ambs-')).sort();
+  return stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.startsWith('ambs-'))
+    .sort();
 }
 
 const SERVER = `
@@ -132,10 +134,13 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
 
   await t.test('plan and render are pure and follow the design', () => {
     const s = planSandbox({ nodes: 2, pods: 3, stateDir: '/x', cgroupRoot: '/cg', bpffsRoot: '/bpf' });
-    assert.deepEqual(s.nodes.map((n) => [n.name, n.netns, n.ip, n.cgroup, n.config, n.bpffsDir]), [
-      ['n1', 'ambs-n1', '10.100.0.1', '/cg/ambientd-sandbox/n1/agent', '/x/n1/agent.yaml', '/bpf/ambientd-sandbox/n1'],
-      ['n2', 'ambs-n2', '10.100.0.2', '/cg/ambientd-sandbox/n2/agent', '/x/n2/agent.yaml', '/bpf/ambientd-sandbox/n2'],
-    ]);
+    assert.deepEqual(
+      s.nodes.map((n) => [n.name, n.netns, n.ip, n.cgroup, n.config, n.bpffsDir]),
+      [
+        ['n1', 'ambs-n1', '10.100.0.1', '/cg/ambientd-sandbox/n1/agent', '/x/n1/agent.yaml', '/bpf/ambientd-sandbox/n1'],
+        ['n2', 'ambs-n2', '10.100.0.2', '/cg/ambientd-sandbox/n2/agent', '/x/n2/agent.yaml', '/bpf/ambientd-sandbox/n2'],
+      ],
+    );
     const p = s.pods.find((x) => x.name === 'n2-p3')!;
     assert.equal(p.ip, '10.244.2.4');
     assert.equal(p.namespace, 'ambient-demo');
@@ -147,8 +152,14 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
       { name: 'plain', labels: {} },
     ]);
     assert.deepEqual(doc.pods[0], {
-      name: 'n1-p1', namespace: 'ambient-demo', serviceAccount: 'sa-n1-p1', node: 'n1', ip: '10.244.1.2',
-      netns: '/run/netns/ambs-n1-p1', cgroup: '/cg/ambientd-sandbox/n1/pods/n1-p1', labels: { app: 'n1-p1', tier: 'echo' },
+      name: 'n1-p1',
+      namespace: 'ambient-demo',
+      serviceAccount: 'sa-n1-p1',
+      node: 'n1',
+      ip: '10.244.1.2',
+      netns: '/run/netns/ambs-n1-p1',
+      cgroup: '/cg/ambientd-sandbox/n1/pods/n1-p1',
+      labels: { app: 'n1-p1', tier: 'echo' },
     });
   });
 
@@ -158,8 +169,10 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     await assert.rejects(sandboxUp({ ...OPTS, pods: 201 }), /pods must be an integer from 1 to 200/);
     await assert.rejects(sandboxUp({ ...OPTS, pods: 1.5 }), /pods must be an integer/);
     assert.deepEqual(await sandboxNetns(), []);
-    assert.throws(() => sandboxStatus(OPTS), (e: unknown) => e instanceof SandboxNotFoundError && e instanceof AmbientError
-      && e.code === 'SANDBOX_MISSING' && e.hint.includes('ambientd sandbox up'));
+    assert.throws(
+      () => sandboxStatus(OPTS),
+      (e: unknown) => e instanceof SandboxNotFoundError && e instanceof AmbientError && e.code === 'SANDBOX_MISSING' && e.hint.includes('ambientd sandbox up'),
+    );
   });
 
   let state!: SandboxState;
@@ -195,7 +208,17 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     assert.match(route.stdout, /10\.244\.1\.2 dev vp1/);
     const podRoute = await execa('ip', ['-n', 'ambs-n2-p2', 'route', 'show']);
     assert.match(podRoute.stdout, /default via 169\.254\.1\.1 dev eth0/);
-    const sys = await execa('ip', ['netns', 'exec', 'ambs-n2', 'sysctl', '-n', 'net.ipv4.ip_forward', 'net.ipv4.conf.vp2.proxy_arp', 'net.ipv4.conf.all.rp_filter', 'net.ipv4.neigh.vp2.proxy_delay']);
+    const sys = await execa('ip', [
+      'netns',
+      'exec',
+      'ambs-n2',
+      'sysctl',
+      '-n',
+      'net.ipv4.ip_forward',
+      'net.ipv4.conf.vp2.proxy_arp',
+      'net.ipv4.conf.all.rp_filter',
+      'net.ipv4.neigh.vp2.proxy_delay',
+    ]);
     assert.deepEqual(sys.stdout.split('\n'), ['1', '1', '0', '0']);
     const br = await execa('ip', ['-n', 'ambs-fabric', '-br', 'link', 'show', 'master', 'br0']);
     assert.match(br.stdout, /^n1@/m);
@@ -204,16 +227,22 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
 
   await t.test('status lists nodes and pods with namespaces and enrollment', () => {
     const s = sandboxStatus(OPTS);
-    assert.deepEqual(s.nodes.map((n) => ({ name: n.name, netns: n.netns, ip: n.ip, agentPid: n.agentPid })), [
-      { name: 'n1', netns: 'ambs-n1', ip: '10.100.0.1', agentPid: null },
-      { name: 'n2', netns: 'ambs-n2', ip: '10.100.0.2', agentPid: null },
-    ]);
-    assert.deepEqual(s.pods.map((p) => [p.name, p.node, p.namespace, p.serviceAccount, p.ip, p.ambient]), [
-      ['n1-p1', 'n1', 'ambient-demo', 'sa-n1-p1', '10.244.1.2', true],
-      ['n1-p2', 'n1', 'plain', 'sa-n1-p2', '10.244.1.3', false],
-      ['n2-p1', 'n2', 'ambient-demo', 'sa-n2-p1', '10.244.2.2', true],
-      ['n2-p2', 'n2', 'plain', 'sa-n2-p2', '10.244.2.3', false],
-    ]);
+    assert.deepEqual(
+      s.nodes.map((n) => ({ name: n.name, netns: n.netns, ip: n.ip, agentPid: n.agentPid })),
+      [
+        { name: 'n1', netns: 'ambs-n1', ip: '10.100.0.1', agentPid: null },
+        { name: 'n2', netns: 'ambs-n2', ip: '10.100.0.2', agentPid: null },
+      ],
+    );
+    assert.deepEqual(
+      s.pods.map((p) => [p.name, p.node, p.namespace, p.serviceAccount, p.ip, p.ambient]),
+      [
+        ['n1-p1', 'n1', 'ambient-demo', 'sa-n1-p1', '10.244.1.2', true],
+        ['n1-p2', 'n1', 'plain', 'sa-n1-p2', '10.244.1.3', false],
+        ['n2-p1', 'n2', 'ambient-demo', 'sa-n2-p1', '10.244.2.2', true],
+        ['n2-p2', 'n2', 'plain', 'sa-n2-p2', '10.244.2.3', false],
+      ],
+    );
     assert.deepEqual(s.pods, state.pods);
   });
 
@@ -225,7 +254,9 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     }
     const connect = async (from: { pod?: string; node?: string }, to: string) => {
       const argv = [process.execPath, '-e', CLIENT, to];
-      const r = from.pod ? await execInPodCapture(from.pod, argv, { ...OPTS, timeoutMs: 15_000 }) : await execInNode(from.node!, argv, { ...OPTS, timeoutMs: 15_000 });
+      const r = from.pod
+        ? await execInPodCapture(from.pod, argv, { ...OPTS, timeoutMs: 15_000 })
+        : await execInNode(from.node!, argv, { ...OPTS, timeoutMs: 15_000 });
       assert.equal(r.exitCode, 0, `${JSON.stringify(from)} -> ${to}: ${r.stderr}`);
       return JSON.parse(r.stdout) as { from: string; to: string };
     };
@@ -256,7 +287,8 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
 
   await t.test('enroll / unenroll rewrite the workload file atomically', async () => {
     const file = path.join(STATE_DIR, 'mesh', '00-workloads.json');
-    const labelsOf = (name: string) => (YAML.parse(fs.readFileSync(file, 'utf8')).pods as Array<{ name: string; labels: Record<string, string> }>).find((p) => p.name === name)!.labels;
+    const labelsOf = (name: string) =>
+      (YAML.parse(fs.readFileSync(file, 'utf8')).pods as Array<{ name: string; labels: Record<string, string> }>).find((p) => p.name === name)!.labels;
     assert.deepEqual(labelsOf('n1-p2'), { app: 'n1-p2', tier: 'echo' });
 
     const enrolled = await setEnrollment('n1-p2', true, OPTS);
@@ -267,10 +299,22 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     assert.equal(out.ambient, false, 'label none opts out even in an ambient namespace');
     assert.deepEqual(labelsOf('n1-p1'), { app: 'n1-p1', tier: 'echo', 'istio.io/dataplane-mode': 'none' });
 
-    assert.deepEqual(sandboxStatus(OPTS).pods.map((p) => [p.name, p.ambient]), [['n1-p1', false], ['n1-p2', true], ['n2-p1', true], ['n2-p2', false]]);
+    assert.deepEqual(
+      sandboxStatus(OPTS).pods.map((p) => [p.name, p.ambient]),
+      [
+        ['n1-p1', false],
+        ['n1-p2', true],
+        ['n2-p1', true],
+        ['n2-p2', false],
+      ],
+    );
     await setEnrollment('n1-p1', true, OPTS);
     assert.equal(sandboxStatus(OPTS).pods[0]!.ambient, true);
-    assert.deepEqual(fs.readdirSync(STATE_DIR).filter((f) => f.includes('.tmp')), [], 'no temp files left');
+    assert.deepEqual(
+      fs.readdirSync(STATE_DIR).filter((f) => f.includes('.tmp')),
+      [],
+      'no temp files left',
+    );
     await assert.rejects(setEnrollment('nope', true, OPTS), /unknown pod "nope"/);
   });
 
@@ -291,7 +335,10 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     assert.match(fs.readFileSync(path.join(STATE_DIR, 'n1', 'agent.log'), 'utf8'), /fake agent ok agent --config \S+n1\/agent\.yaml[\s\S]*SIGTERM/);
 
     await startAgent('n2', { ...OPTS, repoRoot: fakeRoot, env: { FAKE_AGENT_MODE: 'crash' } });
-    await assert.rejects(waitAgentReady('n2', 10_000, OPTS), (e: unknown) => e instanceof SandboxAgentError && /exited before becoming ready/.test(e.message) && e.logTail.includes('boom: fake agent failure'));
+    await assert.rejects(
+      waitAgentReady('n2', 10_000, OPTS),
+      (e: unknown) => e instanceof SandboxAgentError && /exited before becoming ready/.test(e.message) && e.logTail.includes('boom: fake agent failure'),
+    );
 
     await startAgent('n2', { ...OPTS, repoRoot: fakeRoot, env: { FAKE_AGENT_MODE: 'hang' } });
     await assert.rejects(waitAgentReady('n2', 500, OPTS), /not ready after 500 ms/);
@@ -331,7 +378,13 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     children.push(stray);
     await new Promise((res) => stray.once('spawn', res));
     // 'spawn' fires before the wrapper moved itself into the pod cgroup: wait for that
-    const inPodCgroup = (): boolean => { try { return fs.readFileSync(`/proc/${stray.pid}/cgroup`, 'utf8').includes('/n1-p7'); } catch { return false; } };
+    const inPodCgroup = (): boolean => {
+      try {
+        return fs.readFileSync(`/proc/${stray.pid}/cgroup`, 'utf8').includes('/n1-p7');
+      } catch {
+        return false;
+      }
+    };
     for (const end = Date.now() + 5000; !inPodCgroup() && Date.now() < end;) await new Promise((res) => setTimeout(res, 10));
     assert.ok(inPodCgroup(), 'the stray process is in the pod cgroup');
     await execa('ip', ['rule', 'add', 'priority', '32001', 'fwmark', '0x539', 'lookup', '539']);

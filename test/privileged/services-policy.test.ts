@@ -7,24 +7,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../src/sandbox/topology.js';
-import { nettool, nettoolServer, startInPod } from '../../src/sandbox/podproc.js';
+import { sandboxUp, sandboxApply, setEnrollment, type SandboxState } from '../../tools/sandbox/index.js';
+import { nettool, nettoolServer, startInPod } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
-import type { ConnectionRecord } from '../../src/proxy/connections.js';
+import type { ConfigDump } from '../../src/agent/index.js';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-svc-'));
 
-interface Dump {
-  connections: ConnectionRecord[];
-  services: Array<{ name: string; vips: string[]; endpoints: Array<{ ip: string; ready: boolean }> }>;
-  policies: Array<{ name: string; namespace: string }>;
-  workloads: Array<{ name: string; state: string }>;
-  counters: Record<string, number>;
-}
+type Dump = Pick<ConfigDump, 'connections' | 'services' | 'policies' | 'workloads' | 'counters'>;
 const { pod, dump } = sandboxView<Dump>(() => st);
-
 
 async function apply(name: string, yaml: string): Promise<void> {
   const f = path.join(tmp, `${name}.yaml`);
@@ -50,7 +43,9 @@ async function reaches(from: string, to: string): Promise<boolean> {
 after(() => tearDown(procs, tmp));
 
 test('a Service VIP spreads connections over ready endpoints on both nodes, keeping the service name', async () => {
-  await apply('svc', `
+  await apply(
+    'svc',
+    `
 apiVersion: v1
 kind: Service
 metadata: { name: echo, namespace: ambient-demo }
@@ -58,7 +53,8 @@ spec:
   clusterIP: 10.96.0.10
   selector: { tier: echo }
   ports: [ { name: tcp-echo, port: 80, targetPort: 8080 } ]
-`);
+`,
+  );
   await until('service known on n1', async () => (await dump('n1')).services.find((s) => s.name === 'echo' && s.endpoints.length === 2));
   const seen = new Set<string>();
   for (let i = 0; i < 6; i++) {
@@ -69,14 +65,22 @@ spec:
   assert.deepEqual([...seen].sort(), [pod('n1-p1').ip, pod('n2-p1').ip].sort(), 'both endpoints answered');
   const recs = (await dump('n1')).connections.filter((c) => c.service === 'ambient-demo/echo');
   assert.equal(recs.length, 6);
-  assert.ok(recs.every((c) => c.dst === '10.96.0.10:80'), 'records keep the VIP the client dialled');
-  assert.ok(recs.some((c) => c.endpoint === `${pod('n2-p1').ip}:8080` && c.via === 'hbone'), 'the remote endpoint is reached over HBONE');
+  assert.ok(
+    recs.every((c) => c.dst === '10.96.0.10:80'),
+    'records keep the VIP the client dialled',
+  );
+  assert.ok(
+    recs.some((c) => c.endpoint === `${pod('n2-p1').ip}:8080` && c.via === 'hbone'),
+    'the remote endpoint is reached over HBONE',
+  );
 });
 
 test('ALLOW by principal across nodes: the named identity gets in, everything else is refused', async () => {
   await setEnrollment('n2-p2', true); // a second mesh identity (namespace plain, sa-n2-p2)
   await until('n2-p2 enrolled', async () => (await dump('n2')).workloads.find((w) => w.name === 'n2-p2' && w.state === 'enrolled'));
-  await apply('allow-n1-p1', `
+  await apply(
+    'allow-n1-p1',
+    `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: allow-n1-p1, namespace: ambient-demo }
@@ -85,7 +89,8 @@ spec:
   action: ALLOW
   rules:
   - from: [ { source: { principals: [ "cluster.local/ns/ambient-demo/sa/sa-n1-p1" ] } } ]
-`);
+`,
+  );
   await until('policy known on n2', async () => (await dump('n2')).policies.find((p) => p.name === 'allow-n1-p1'));
   assert.equal(await reaches('n1-p1', 'n2-p1'), true, 'the allowed principal, across nodes over HBONE');
   assert.equal(await reaches('n2-p2', 'n2-p1'), false, 'another mesh identity is denied (HBONE 401)');
@@ -101,7 +106,9 @@ spec:
 });
 
 test('DENY by namespace beats everything else', async () => {
-  await apply('deny-plain', `
+  await apply(
+    'deny-plain',
+    `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: deny-plain, namespace: ambient-demo }
@@ -110,28 +117,38 @@ spec:
   action: DENY
   rules:
   - from: [ { source: { namespaces: [ plain ] } } ]
-`);
+`,
+  );
   await until('policy known on n1', async () => (await dump('n1')).policies.find((p) => p.name === 'deny-plain'));
   assert.equal(await reaches('n2-p2', 'n1-p1'), false, 'namespace plain (mesh identity) is denied');
   assert.equal(await reaches('n2-p1', 'n1-p1'), true, 'namespace ambient-demo is not');
 });
 
 test('a policy applied while a long connection runs closes it within 1 s', async () => {
-  const long = await startInPod(pod('n2-p1'), [process.execPath, '-e', `
+  const long = await startInPod(pod('n2-p1'), [
+    process.execPath,
+    '-e',
+    `
     const s = require('net').connect(8081, '${pod('n1-p1').ip}', () => console.log('listening'));
     s.on('data', () => {});
     const t = setInterval(() => s.write('x'), 20);
     s.on('error', () => {});
     s.on('close', () => { clearInterval(t); console.log('closed ' + Date.now()); setTimeout(() => process.exit(0), 10); });
-  `]);
+  `,
+  ]);
   procs.push(long);
   let closedAt = 0;
-  long.stdout!.on('data', (c: Buffer) => { const m = /closed (\d+)/.exec(c.toString()); if (m) closedAt = Number(m[1]); });
+  long.stdout!.on('data', (c: Buffer) => {
+    const m = /closed (\d+)/.exec(c.toString());
+    if (m) closedAt = Number(m[1]);
+  });
   await until('tunnel open', async () => (await dump('n1')).connections.find((c) => c.state === 'open' && c.dst === `${pod('n1-p1').ip}:8081`));
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(closedAt, 0, 'still open before the policy');
   const t0 = Date.now();
-  await apply('deny-all-to-n1-p1', `
+  await apply(
+    'deny-all-to-n1-p1',
+    `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: deny-all-to-n1-p1, namespace: ambient-demo }
@@ -139,7 +156,8 @@ spec:
   selector: { matchLabels: { app: n1-p1 } }
   action: DENY
   rules: [ {} ]
-`);
+`,
+  );
   await until('the long connection closed', async () => closedAt > 0, 5000);
   const ms = closedAt - t0;
   assert.ok(ms <= 1000, `closed ${ms} ms after the policy was applied`);

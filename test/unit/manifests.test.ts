@@ -16,8 +16,13 @@ import { parseConfig } from '../../src/config/config.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
 
+// parsed YAML/JSON of any shape, read field by field by the assertions
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Obj = Record<string, any>;
-interface Doc { file: string; obj: Obj }
+interface Doc {
+  file: string;
+  obj: Obj;
+}
 
 function loadAll(): Doc[] {
   const out: Doc[] = [];
@@ -39,7 +44,7 @@ async function validate(obj: Obj): Promise<void> {
   const { apiVersion, kind } = obj;
   assert.equal(typeof apiVersion, 'string', 'apiVersion');
   assert.match(kind, /^[A-Z][A-Za-z0-9]*$/, 'kind');
-  const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, any>;
+  const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const Model = mod[kind];
   assert.equal(typeof Model, 'function', `no model for ${apiVersion} ${kind}`);
   new Model(obj).validate(); // throws on a schema violation
@@ -57,8 +62,14 @@ test('deploy/ holds the expected manifests', () => {
   const files = new Set(docs.map((d) => d.file));
   for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/example-namespace.yaml', 'deploy/uninstall.yaml']) assert.ok(files.has(f), f);
   assert.deepEqual(docs.map((d) => `${d.obj.kind}/${d.obj.metadata?.name}`).sort(), [
-    'ClusterRole/ambientd', 'ClusterRoleBinding/ambientd', 'ConfigMap/ambientd-config', 'DaemonSet/ambientd', 'DaemonSet/ambientd-cleanup',
-    'Namespace/ambientd-system', 'Namespace/demo', 'ServiceAccount/ambientd',
+    'ClusterRole/ambientd',
+    'ClusterRoleBinding/ambientd',
+    'ConfigMap/ambientd-config',
+    'DaemonSet/ambientd',
+    'DaemonSet/ambientd-cleanup',
+    'Namespace/ambientd-system',
+    'Namespace/demo',
+    'ServiceAccount/ambientd',
   ]);
 });
 
@@ -174,7 +185,11 @@ test('DaemonSet: probes on 15021, Prometheus scrape on 15020, grace period, reso
   assert.equal(c.readinessProbe.httpGet.path, '/healthz/ready');
   assert.equal(c.livenessProbe.tcpSocket.port, 15021);
   assert.deepEqual(
-    { scrape: tpl.metadata.annotations['prometheus.io/scrape'], port: tpl.metadata.annotations['prometheus.io/port'], path: tpl.metadata.annotations['prometheus.io/path'] },
+    {
+      scrape: tpl.metadata.annotations['prometheus.io/scrape'],
+      port: tpl.metadata.annotations['prometheus.io/port'],
+      path: tpl.metadata.annotations['prometheus.io/path'],
+    },
     { scrape: 'true', port: '15020', path: '/metrics' },
   );
   assert.equal(tpl.spec.terminationGracePeriodSeconds, 3630);
@@ -204,7 +219,10 @@ test('DaemonSet uses the ServiceAccount that deploy/rbac.yaml defines and binds'
   const ds = daemonSet();
   const sa = ds.spec.template.spec.serviceAccountName;
   const accounts = docs.filter((d) => d.file === 'deploy/rbac.yaml' && d.obj.kind === 'ServiceAccount');
-  assert.ok(accounts.some((d) => d.obj.metadata.name === sa && d.obj.metadata.namespace === ds.metadata.namespace), `ServiceAccount ${sa}`);
+  assert.ok(
+    accounts.some((d) => d.obj.metadata.name === sa && d.obj.metadata.namespace === ds.metadata.namespace),
+    `ServiceAccount ${sa}`,
+  );
   const binding = find('ClusterRoleBinding', 'ambientd')[0]!.obj;
   assert.ok(binding.subjects.some((s: Obj) => s.kind === 'ServiceAccount' && s.name === sa && s.namespace === ds.metadata.namespace));
 });

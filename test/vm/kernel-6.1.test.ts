@@ -68,7 +68,13 @@ function parseTap(text: string): { results: TapResult[]; totals: Record<string, 
 }
 
 function envFile(text: string): Record<string, string> {
-  return Object.fromEntries(text.split('\n').map((l) => /^([A-Z_]+)=(.*)$/.exec(l)).filter((m) => m !== null).map((m) => [m[1]!, m[2]!]));
+  return Object.fromEntries(
+    text
+      .split('\n')
+      .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
+      .filter((m) => m !== null)
+      .map((m) => [m[1]!, m[2]!]),
+  );
 }
 
 /** Runs a script; its stderr (and stdout unless captured) is copied to ours line by line, prefixed. */
@@ -82,7 +88,13 @@ function runScript(cmd: string, args: string[], prefix: string, timeoutMs: numbe
       const text = pending[which] + s;
       const cut = flush ? text.length : text.lastIndexOf('\n') + 1;
       pending[which] = text.slice(cut);
-      if (cut > 0) process.stderr.write(text.slice(0, cut).replace(/\r/g, '').replace(/^(?=.)/gm, prefix) + (flush && !text.endsWith('\n') ? '\n' : ''));
+      if (cut > 0)
+        process.stderr.write(
+          text
+            .slice(0, cut)
+            .replace(/\r/g, '')
+            .replace(/^(?=.)/gm, prefix) + (flush && !text.endsWith('\n') ? '\n' : ''),
+        );
     };
     child.stdout.setEncoding('utf8').on('data', (s: string) => echo('out', s));
     child.stderr.setEncoding('utf8').on('data', (s: string) => echo('err', s));
@@ -99,7 +111,7 @@ function runScript(cmd: string, args: string[], prefix: string, timeoutMs: numbe
 
 let env: Record<string, string> = {};
 
-test('prepare: Debian 12\'s 6.1 kernel package, unpacked, and an initramfs for it', { timeout: 15 * 60_000 }, async () => {
+test("prepare: Debian 12's 6.1 kernel package, unpacked, and an initramfs for it", { timeout: 15 * 60_000 }, async () => {
   assert.equal(process.getuid?.(), 0, 'needs root (apt-get download, qemu with 9p as root)');
   const t0 = Date.now();
   const r = await runScript(PREPARE, [], 'vm/prepare| ', 15 * 60_000);
@@ -117,45 +129,55 @@ test('the static kernel audit of bpf/ambient.bpf.o fits Linux 6.1', () => {
   assert.match(r.stdout, /required path needs Linux 5\.\d+ \(target 6\.1\)/);
 });
 
-test(`inside a VM running Debian's 6.1 kernel: ${VM_TESTS.map((f) => path.basename(f)).join(' + ')} pass`, { timeout: (VM_TIMEOUT_S + 300) * 1000 }, async () => {
-  assert.ok(env.KVER, 'the prepare test passed');
-  for (const f of [NATIVE, BPF_OBJECT, ...VM_TESTS.map((f) => path.join(ROOT, f))]) {
-    assert.ok(fs.existsSync(f), `${f} is missing: run \`make build\` first`);
-  }
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-vm-'));
-  const script = [
-    'echo "AMBIENTD-VM-UNAME=$(uname -r)"',
-    'echo "AMBIENTD-VM-NODE=$(node --version)"',
-    // spec for people reading the log, TAP (to the share) for the assertions below
-    `exec node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination=${SHARE}/results.tap ${VM_TESTS.join(' ')}`,
-  ].join('\n');
-  const t0 = Date.now();
-  const r = await runScript(RUN, ['--out', out, '--timeout', String(VM_TIMEOUT_S), '--', 'bash', '-c', script], 'vm| ', (VM_TIMEOUT_S + 280) * 1000);
-  const secs = ((Date.now() - t0) / 1000).toFixed(0);
-  const read = (f: string): string => { try { return fs.readFileSync(path.join(out, f), 'utf8'); } catch { return ''; } };
-  const accel = read('accel').trim() || '?';
-  const outLog = read('out.log');
-  const consoleLog = read('console.log');
+test(
+  `inside a VM running Debian's 6.1 kernel: ${VM_TESTS.map((f) => path.basename(f)).join(' + ')} pass`,
+  { timeout: (VM_TIMEOUT_S + 300) * 1000 },
+  async () => {
+    assert.ok(env.KVER, 'the prepare test passed');
+    for (const f of [NATIVE, BPF_OBJECT, ...VM_TESTS.map((f) => path.join(ROOT, f))]) {
+      assert.ok(fs.existsSync(f), `${f} is missing: run \`make build\` first`);
+    }
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-vm-'));
+    const script = [
+      'echo "AMBIENTD-VM-UNAME=$(uname -r)"',
+      'echo "AMBIENTD-VM-NODE=$(node --version)"',
+      // spec for people reading the log, TAP (to the share) for the assertions below
+      `exec node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination=${SHARE}/results.tap ${VM_TESTS.join(' ')}`,
+    ].join('\n');
+    const t0 = Date.now();
+    const r = await runScript(RUN, ['--out', out, '--timeout', String(VM_TIMEOUT_S), '--', 'bash', '-c', script], 'vm| ', (VM_TIMEOUT_S + 280) * 1000);
+    const secs = ((Date.now() - t0) / 1000).toFixed(0);
+    const read = (f: string): string => {
+      try {
+        return fs.readFileSync(path.join(out, f), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    const accel = read('accel').trim() || '?';
+    const outLog = read('out.log');
+    const consoleLog = read('console.log');
 
-  // What ran where, and per-test results from inside the VM.
-  const uname = /^AMBIENTD-VM-UNAME=(.*)$/m.exec(outLog)?.[1] ?? /^AMBIENTD-VM-READY kernel=(\S+)/m.exec(consoleLog)?.[1] ?? '';
-  const tap = parseTap(read('results.tap'));
-  const summary = [
-    `kernel ${uname || '?'} (${env.KPKG} ${env.KVERSION}), ${accel.toUpperCase()}, VM ${read('seconds').trim() || secs} s, run.sh exit ${r.code}, output in ${out}`,
-    ...tap.results.map((x) => `${'  '.repeat(x.depth)}${x.ok ? (x.directive ? '-' : '✔') : '✖'} ${x.name}${x.directive ? ` # ${x.directive}` : ''}`),
-    `totals: ${JSON.stringify(tap.totals)}`,
-    ...tap.results.filter((x) => !x.ok).map((x) => `--- ✖ ${x.name}\n${x.detail.slice(0, 4000)}`),
-  ].join('\n');
-  process.stderr.write(`\n=== results inside the VM ===\n${summary}\n`);
+    // What ran where, and per-test results from inside the VM.
+    const uname = /^AMBIENTD-VM-UNAME=(.*)$/m.exec(outLog)?.[1] ?? /^AMBIENTD-VM-READY kernel=(\S+)/m.exec(consoleLog)?.[1] ?? '';
+    const tap = parseTap(read('results.tap'));
+    const summary = [
+      `kernel ${uname || '?'} (${env.KPKG} ${env.KVERSION}), ${accel.toUpperCase()}, VM ${read('seconds').trim() || secs} s, run.sh exit ${r.code}, output in ${out}`,
+      ...tap.results.map((x) => `${'  '.repeat(x.depth)}${x.ok ? (x.directive ? '-' : '✔') : '✖'} ${x.name}${x.directive ? ` # ${x.directive}` : ''}`),
+      `totals: ${JSON.stringify(tap.totals)}`,
+      ...tap.results.filter((x) => !x.ok).map((x) => `--- ✖ ${x.name}\n${x.detail.slice(0, 4000)}`),
+    ].join('\n');
+    process.stderr.write(`\n=== results inside the VM ===\n${summary}\n`);
 
-  assert.notEqual(r.code, 125, `the VM did not report an exit code (crash, boot failure or hard timeout):\n${consoleLog.slice(-3000)}`);
-  assert.match(uname, /^6\.1\./, 'the tests ran on a 6.1 kernel');
-  assert.equal(uname, env.KVER, 'the kernel prepare.sh unpacked');
-  assert.notEqual(r.code, 124, `the tests hit the VM's ${VM_TIMEOUT_S} s timeout`);
-  assert.ok((tap.totals.pass ?? 0) > 0, `tests passed inside the VM: ${JSON.stringify(tap.totals)}\n${outLog.slice(-3000)}`);
-  assert.equal(tap.totals.fail, 0, `failed inside the VM:\n${summary}`);
-  assert.equal(tap.totals.cancelled ?? 0, 0, `cancelled inside the VM:\n${summary}`);
-  assert.equal(r.code, 0, 'node --test inside the VM exited 0');
-  assert.match(consoleLog, /reboot: Power down/, 'the VM powered off cleanly');
-  fs.rmSync(out, { recursive: true, force: true });
-});
+    assert.notEqual(r.code, 125, `the VM did not report an exit code (crash, boot failure or hard timeout):\n${consoleLog.slice(-3000)}`);
+    assert.match(uname, /^6\.1\./, 'the tests ran on a 6.1 kernel');
+    assert.equal(uname, env.KVER, 'the kernel prepare.sh unpacked');
+    assert.notEqual(r.code, 124, `the tests hit the VM's ${VM_TIMEOUT_S} s timeout`);
+    assert.ok((tap.totals.pass ?? 0) > 0, `tests passed inside the VM: ${JSON.stringify(tap.totals)}\n${outLog.slice(-3000)}`);
+    assert.equal(tap.totals.fail, 0, `failed inside the VM:\n${summary}`);
+    assert.equal(tap.totals.cancelled ?? 0, 0, `cancelled inside the VM:\n${summary}`);
+    assert.equal(r.code, 0, 'node --test inside the VM exited 0');
+    assert.match(consoleLog, /reboot: Power down/, 'the VM powered off cleanly');
+    fs.rmSync(out, { recursive: true, force: true });
+  },
+);

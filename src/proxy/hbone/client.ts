@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: HbonePool is one state machine over its private session pool (keys, stream counts, drains, resets, timers); the options and the TLS handshake are in client-options.ts and client-connect.ts, and cutting the class further would hand its pool around.
 /**
  * HBONE client: pooled HTTP/2 CONNECT over mutual TLS 1.3.
  *
@@ -8,10 +9,8 @@
  * destination identity; no SNI is sent.
  */
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import * as http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
-import type { Duplex } from 'node:stream';
 import { parseSpiffeId } from '../../identity/spiffe.js';
 import {
   assertHostPort,
@@ -25,88 +24,14 @@ import {
   HboneError,
   hboneSettings,
   noop,
-  peerUriSans,
   type HostPort,
-  type PemInput,
 } from './common.js';
 import { resetStream } from './tunnel.js';
-import type { WindowBudget } from '../limits.js';
+import { mtlsHandshake, withDeadline } from './client-connect.js';
+import type { ClientCert, HboneConnectRequest, HbonePoolOptions, HbonePoolStats, HboneStream } from './client-options.js';
 import { keepPinging } from '../liveness.js';
 
-export interface ClientCert {
-  key: PemInput;
-  /** Leaf + intermediates. */
-  cert: PemInput;
-  /** Trust roots for verifying servers; falls back to the pool's rootPem. */
-  ca?: PemInput | PemInput[];
-  /** If given, sessions using this certificate stop taking new streams at this time. */
-  notAfter?: Date;
-}
-
-export interface HbonePoolOptions {
-  getClientCert(srcId: string): ClientCert | Promise<ClientCert>;
-  /** Trust root(s) for server verification (unless the ClientCert carries `ca`). */
-  rootPem?: PemInput | PemInput[];
-  /**
-   * Creates the TCP socket to the HBONE endpoint (e.g. inside the source pod's
-   * netns, with SO_MARK). May return a connecting socket. Default: net.connect.
-   */
-  createSocket?(dst: HostPort, info: { srcId: string; dstId: string }): net.Socket | Promise<net.Socket>;
-  /** Default 100 (also capped by the server's SETTINGS_MAX_CONCURRENT_STREAMS). */
-  maxStreamsPerSession?: number;
-  /** Default 5 min. */
-  idleTimeoutMs?: number;
-  /** Default 10 s. */
-  pingIntervalMs?: number;
-  /** Session is destroyed if a PING is not answered within this. Default 20 s. */
-  pingTimeoutMs?: number;
-  /** TCP connect + TLS handshake + 200 response. Default 10 s. */
-  connectTimeoutMs?: number;
-  /** The node-wide per-stream window (flow control bounded by a receive budget). Default: fixed windows. */
-  windows?: WindowBudget;
-}
-
-export interface HboneConnectRequest {
-  srcId: string;
-  /** Expected SPIFFE id of the server (exact URI SAN match). */
-  dstId: string;
-  /** HBONE endpoint, normally <pod ip>:15008. */
-  dstAddr: HostPort;
-  /** Tunnel target, sent as :authority. */
-  target: HostPort;
-  headers?: {
-    /** Original client address: {ip, port} or a ready `for=` value. */
-    forwardedFor?: HostPort | string;
-    baggage?: string;
-    /** Extra request headers. */
-    extra?: http2.OutgoingHttpHeaders;
-  };
-  signal?: AbortSignal;
-  timeoutMs?: number;
-}
-
-/** The tunnel: a Duplex (HTTP/2 stream) with a few read-only extras. */
-export interface HboneStream extends Duplex {
-  readonly hbone: {
-    responseHeaders: http2.IncomingHttpHeaders;
-    traceparent: string;
-    /** Identity the server proved (equals dstId). */
-    peerId: string;
-  };
-}
-
-export interface HbonePoolStats {
-  sessions: number;
-  /** Streams currently open (including ones waiting for their response). */
-  activeStreams: number;
-  sessionsOpened: number;
-  streamsOpened: number;
-  /** streams refused before the server answered (GOAWAY, REFUSED_STREAM) and tried again */
-  retries: number;
-  /** sessions retired because their streams were reset so often the server would end them */
-  resetDrains: number;
-  failures: Record<string, number>;
-}
+export type { ClientCert, HbonePoolOptions, HboneConnectRequest, HboneStream, HbonePoolStats } from './client-options.js';
 
 interface PooledSession {
   key: string;
@@ -146,15 +71,6 @@ function traceparent(): string {
 function forwardedValue(f: HostPort | string): string {
   if (typeof f === 'string') return f.startsWith('for=') ? f : `for="${f}"`;
   return `for="${formatHostPort(f)}"`;
-}
-
-function tlsError(err: NodeJS.ErrnoException & { reason?: string }): HboneError {
-  const code = err.code ?? '';
-  if (err instanceof HboneError) return err;
-  if (['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EADDRNOTAVAIL', 'EPIPE'].includes(code)) {
-    return new HboneError('HBONE_CONNECT', `connect failed: ${err.message}`, { reason: code, cause: err });
-  }
-  return new HboneError('HBONE_TLS', `TLS failed: ${err.message}`, { reason: err.reason ?? (code || 'tls_error'), cause: err });
 }
 
 export class HbonePool {
@@ -279,9 +195,8 @@ export class HbonePool {
     stream.on('error', noop); // callers attach their own; avoid crashes before they do
 
     const responseHeaders = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
-        if (timer) clearTimeout(timer);
+        clearTimeout(timer);
         stream.off('response', onResponse);
         stream.off('close', onClose);
         req.signal?.removeEventListener('abort', onAbort);
@@ -302,10 +217,8 @@ export class HbonePool {
         const opts = { status, ...(reason ? { reason } : {}) };
         const what = `${formatHostPort(req.dstAddr)} -> ${formatHostPort(req.target)}`;
         if (status === 401) fail(new HboneError('HBONE_DENIED', `HBONE ${what}: 401 denied${reason ? ` (${reason})` : ''}`, opts));
-        else if (status === 400)
-          fail(new HboneError('HBONE_BAD_REQUEST', `HBONE ${what}: 400 bad request${reason ? ` (${reason})` : ''}`, opts));
-        else if (status === 503)
-          fail(new HboneError('HBONE_UNAVAILABLE', `HBONE ${what}: 503 unavailable${reason ? ` (${reason})` : ''}`, opts));
+        else if (status === 400) fail(new HboneError('HBONE_BAD_REQUEST', `HBONE ${what}: 400 bad request${reason ? ` (${reason})` : ''}`, opts));
+        else if (status === 503) fail(new HboneError('HBONE_UNAVAILABLE', `HBONE ${what}: 503 unavailable${reason ? ` (${reason})` : ''}`, opts));
         else fail(new HboneError('HBONE_STATUS', `HBONE ${what}: unexpected status ${status}`, opts));
       };
       const onClose = (): void => {
@@ -326,7 +239,8 @@ export class HbonePool {
       stream.once('close', onClose);
       req.signal?.addEventListener('abort', onAbort, { once: true });
       const left = deadline - Date.now();
-      timer = setTimeout(() => fail(new HboneError('HBONE_TIMEOUT', `no response within ${timeoutMs} ms`)), Math.max(0, left));
+      // the handlers above run on later events only: the timer is set before any can call cleanup()
+      const timer = setTimeout(() => fail(new HboneError('HBONE_TIMEOUT', `no response within ${timeoutMs} ms`)), Math.max(0, left));
       timer.unref();
     });
 
@@ -464,18 +378,15 @@ export class HbonePool {
     this.#all.add(ps);
     // The whole setup (cert lookup, socket creation, TLS, h2) is bounded; a
     // late success after the deadline is torn down inside #establish.
-    ps.ready = withDeadline(
-      this.#establish(ps, req),
-      Date.now() + this.#connectTimeoutMs,
-      undefined,
-      `HBONE session to ${formatHostPort(req.dstAddr)}`,
-    ).catch((err: unknown) => {
-      ps.closed = true;
-      this.#all.delete(ps);
-      this.#remove(ps);
-      this.#clearTimers(ps);
-      throw err;
-    });
+    ps.ready = withDeadline(this.#establish(ps, req), Date.now() + this.#connectTimeoutMs, undefined, `HBONE session to ${formatHostPort(req.dstAddr)}`).catch(
+      (err: unknown) => {
+        ps.closed = true;
+        this.#all.delete(ps);
+        this.#remove(ps);
+        this.#clearTimers(ps);
+        throw err;
+      },
+    );
     ps.ready.catch(noop);
     return ps;
   }
@@ -511,51 +422,7 @@ export class HbonePool {
     // the session (every stream, every socket joined to them) ends with it
     raw.allowHalfOpen = false;
 
-    const expected = req.dstId;
-    const tlsSock = tls.connect({
-      socket: raw,
-      key: cc.key,
-      cert: cc.cert,
-      ca,
-      servername: '',
-      ALPNProtocols: ['h2'],
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
-      ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384',
-      rejectUnauthorized: true,
-      checkServerIdentity: (_host, cert) => {
-        const sans = peerUriSans(cert);
-        if (sans.includes(expected)) return undefined;
-        return new HboneError('HBONE_TLS', `server identity mismatch: expected ${expected}, got [${sans.join(', ')}]`, {
-          reason: 'san_mismatch',
-        });
-      },
-    });
-    tlsSock.on('error', noop);
-
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        tlsSock.destroy();
-        reject(new HboneError('HBONE_TIMEOUT', `TLS handshake with ${formatHostPort(req.dstAddr)} timed out`));
-      }, timeoutMs);
-      timer.unref();
-      const onErr = (err: NodeJS.ErrnoException): void => {
-        clearTimeout(timer);
-        tlsSock.off('secureConnect', onOk);
-        tlsSock.destroy();
-        reject(tlsError(err));
-      };
-      const onClose = (): void => onErr(Object.assign(new Error('connection closed during TLS handshake'), { code: 'ECONNRESET' }));
-      const onOk = (): void => {
-        clearTimeout(timer);
-        tlsSock.off('error', onErr);
-        tlsSock.off('close', onClose);
-        resolve();
-      };
-      tlsSock.once('secureConnect', onOk);
-      tlsSock.once('error', onErr);
-      tlsSock.once('close', onClose);
-    });
+    const tlsSock = await mtlsHandshake(raw, cc, ca, req.dstId, req.dstAddr, timeoutMs);
     if (ps.closed) {
       tlsSock.destroy();
       throw new HboneError('HBONE_TIMEOUT', 'session setup abandoned');
@@ -575,8 +442,12 @@ export class HbonePool {
     });
     ps.session = session;
     session.on('error', noop);
-    tlsSock.once('end', () => { if (!session.destroyed) session.destroy(); });
-    tlsSock.once('close', () => { if (!session.destroyed) session.destroy(); });
+    tlsSock.once('end', () => {
+      if (!session.destroyed) session.destroy();
+    });
+    tlsSock.once('close', () => {
+      if (!session.destroyed) session.destroy();
+    });
     session.on('frameError', noop);
     session.on('goaway', (code: number, _last: number, data?: Buffer) => {
       const txt = data && data.length > 0 ? data.toString('utf8', 0, Math.min(data.length, 256)) : undefined;
@@ -619,7 +490,9 @@ export class HbonePool {
       windows.add(session);
       try {
         session.settings({ initialWindowSize: windows.window });
-      } catch { /* closed meanwhile */ }
+      } catch {
+        /* closed meanwhile */
+      }
     }
 
     // Keep-alive pings: an unanswered one ends the session and its streams.
@@ -644,36 +517,4 @@ export class HbonePool {
     }
     return session;
   }
-}
-
-function withDeadline<T>(p: Promise<T>, deadline: number, signal: AbortSignal | undefined, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => {
-        cleanup();
-        reject(new HboneError('HBONE_TIMEOUT', `${what} not established in time`));
-      },
-      Math.max(0, deadline - Date.now()),
-    );
-    timer.unref();
-    const onAbort = (): void => {
-      cleanup();
-      reject(new HboneError('HBONE_ABORTED', 'aborted'));
-    };
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        cleanup();
-        resolve(v);
-      },
-      (e: unknown) => {
-        cleanup();
-        reject(e);
-      },
-    );
-  });
 }

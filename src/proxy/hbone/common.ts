@@ -5,6 +5,8 @@
 import * as net from 'node:net';
 import * as http2 from 'node:http2';
 import { uriSansFromSubjectAltName } from '../../identity/spiffe.js';
+import { AmbientError, type ProxyCode } from '../../util/errors.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../../util/hostport.js';
 
 export const HBONE_PORT = 15008;
 export const HBONE_ALPN = 'h2';
@@ -35,10 +37,8 @@ export const GOAWAY_REASON_PREFIX = 'hbone-reject:';
 /** PEM text (one or more blocks). */
 export type PemInput = string | Buffer;
 
-export interface HostPort {
-  ip: string;
-  port: number;
-}
+// one address type and one way to write and read it (src/util/hostport.ts)
+export { formatHostPort, type HostPort };
 
 /** Strips an IPv4-mapped IPv6 prefix and canonicalises IPv6 text. Returns '' for non-IPs. */
 export function normalizeIp(ip: string | undefined): string {
@@ -62,10 +62,6 @@ export function normalizeIp(ip: string | undefined): string {
   return '';
 }
 
-export function formatHostPort(hp: HostPort): string {
-  return net.isIPv6(hp.ip) ? `[${hp.ip}]:${hp.port}` : `${hp.ip}:${hp.port}`;
-}
-
 function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
 }
@@ -73,30 +69,14 @@ function validPort(p: number): boolean {
 /** Parses `<ip>:<port>` / `[<ipv6>]:<port>` strictly (no host names). */
 export function parseAuthority(authority: string | undefined): HostPort | undefined {
   if (typeof authority !== 'string' || authority.length === 0 || authority.length > 64) return undefined;
-  let host: string;
-  let portStr: string;
-  if (authority.startsWith('[')) {
-    const end = authority.indexOf(']');
-    if (end < 0 || authority[end + 1] !== ':') return undefined;
-    host = authority.slice(1, end);
-    portStr = authority.slice(end + 2);
-    if (!net.isIPv6(host)) return undefined;
-  } else {
-    const colon = authority.lastIndexOf(':');
-    if (colon <= 0) return undefined;
-    host = authority.slice(0, colon);
-    portStr = authority.slice(colon + 1);
-    if (!net.isIPv4(host)) return undefined;
-  }
-  if (!/^[0-9]{1,5}$/.test(portStr)) return undefined;
-  const port = Number(portStr);
-  if (!validPort(port)) return undefined;
-  return { ip: normalizeIp(host), port };
+  const hp = parseHostPort(authority);
+  if (!hp || !validPort(hp.port)) return undefined;
+  return { ip: normalizeIp(hp.ip), port: hp.port };
 }
 
 export function assertHostPort(hp: HostPort, what: string): void {
   if (!hp || typeof hp.ip !== 'string' || net.isIP(hp.ip) === 0 || !validPort(hp.port)) {
-    throw new TypeError(`${what} must be {ip, port} with a literal IP address, got ${JSON.stringify(hp)}`);
+    throw new HboneError('HBONE_BAD_ARGUMENT', `${what} must be {ip, port} with a literal IP address, got ${JSON.stringify(hp)}`);
   }
 }
 
@@ -105,49 +85,49 @@ export function peerUriSans(cert: { subjectaltname?: string } | undefined | null
   return uriSansFromSubjectAltName(cert?.subjectaltname);
 }
 
-export type HboneErrorCode =
-  /** 401 from the server (policy). */
-  | 'HBONE_DENIED'
-  /** 400 from the server. */
-  | 'HBONE_BAD_REQUEST'
-  /** 503 from the server (destination unreachable). */
-  | 'HBONE_UNAVAILABLE'
-  /** Any other non-200 status. */
-  | 'HBONE_STATUS'
-  /** TLS failure: handshake, chain verification, SAN mismatch, ALPN, or the server rejected our identity. */
-  | 'HBONE_TLS'
-  /** TCP connect to the HBONE endpoint failed. */
-  | 'HBONE_CONNECT'
-  | 'HBONE_TIMEOUT'
-  /** Stream refused (REFUSED_STREAM / GOAWAY before processing); safe to retry. */
-  | 'HBONE_REFUSED'
-  /** Session or stream closed/reset before a response arrived. */
-  | 'HBONE_CLOSED'
-  | 'HBONE_ABORTED'
-  /** Could not obtain our own certificate. */
-  | 'HBONE_IDENTITY'
-  /** Invalid srcId/dstId/address passed to connect(). */
-  | 'HBONE_BAD_ARGUMENT'
-  | 'HBONE_POOL_CLOSED';
+export type HboneErrorCode = Extract<ProxyCode, `HBONE_${string}`>;
 
-export class HboneError extends Error {
-  override readonly name = 'HboneError';
+/** What to do about each HBONE failure (the operator reads it with the code). */
+const HBONE_HINTS: Record<HboneErrorCode, string> = {
+  HBONE_DENIED:
+    'an AuthorizationPolicy at the destination denied this source (401): see the policies selecting the destination pod (config_dump policies on its node)',
+  HBONE_BAD_REQUEST:
+    'the destination agent refused the request (400, see the reason): a tunnel targets the address it arrived on and never a port of the agent itself',
+  HBONE_UNAVAILABLE: 'the destination agent could not reach the app (503): is it listening on that port inside the pod?',
+  HBONE_STATUS: 'the peer answered with an unexpected HTTP status: is an HBONE (ztunnel-compatible) agent listening on 15008 there?',
+  HBONE_TLS:
+    "mutual TLS failed (see the reason): both sides need certificates of the mesh root and trust domain, and the server's URI SAN must be the destination's SPIFFE id",
+  HBONE_CONNECT: "the destination's port 15008 cannot be reached: is its node agent running and the pod enrolled?",
+  HBONE_TIMEOUT: 'the peer did not answer in time: a network partition, or an overloaded peer agent',
+  HBONE_REFUSED: 'the peer is draining or restarting (GOAWAY, REFUSED_STREAM): the stream is tried again on a new session',
+  HBONE_CLOSED: 'the session ended before the answer: the peer agent restarted or the network failed',
+  HBONE_ABORTED: 'the client went away while its tunnel was being opened',
+  HBONE_IDENTITY: 'no certificate for this identity: see config_dump certificates and the CA (caDir)',
+  HBONE_BAD_ARGUMENT: 'an invalid SPIFFE id or address was given to connect(): a bug in the caller',
+  HBONE_POOL_CLOSED: 'the source pod was unenrolled or the agent is stopping',
+};
+
+/** Every HboneErrorCode (wire checks of records read them). */
+export const HBONE_ERROR_CODES = Object.keys(HBONE_HINTS) as readonly HboneErrorCode[];
+
+export class HboneError extends AmbientError {
+  declare readonly code: HboneErrorCode;
   /** HTTP status for HBONE_DENIED / HBONE_BAD_REQUEST / HBONE_UNAVAILABLE / HBONE_STATUS. */
   readonly status: number | undefined;
   /** Machine-readable detail (e.g. 'san_mismatch', 'no_client_cert', TLS error code). */
   readonly reason: string | undefined;
-  constructor(
-    readonly code: HboneErrorCode,
-    message: string,
-    opts: { status?: number; reason?: string; cause?: unknown } = {},
-  ) {
-    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+  constructor(code: HboneErrorCode, message: string, opts: { status?: number; reason?: string; cause?: unknown; hint?: string } = {}) {
+    super(code, message, opts.hint ?? HBONE_HINTS[code], opts.cause !== undefined ? { cause: opts.cause } : {});
+    this.name = 'HboneError';
     this.status = opts.status;
     this.reason = opts.reason;
   }
   /** True when nothing reached the destination and another attempt may succeed. */
   get retryable(): boolean {
     return this.code === 'HBONE_REFUSED' || this.code === 'HBONE_CONNECT' || this.code === 'HBONE_TIMEOUT';
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), ...(this.status !== undefined ? { status: this.status } : {}), ...(this.reason !== undefined ? { reason: this.reason } : {}) };
   }
 }
 

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: HboneServer is one state machine over its private fields (sockets, sessions, streams, limits, counters); what needs none of them is in server-options.ts and server-session.ts, and cutting the class further would hand those fields around.
 /**
  * HBONE server: HTTP/2 CONNECT over mutual TLS 1.3 (Istio ambient / ztunnel
  * compatible inbound on :15008).
@@ -11,194 +12,47 @@
  * whose single SPIFFE URI SAN is in our trust domain. Verification failures
  * are answered with an HTTP/2 GOAWAY(INADEQUATE_SECURITY) carrying the reason
  * as debug data, before any stream is processed, and counted.
+ *
+ * The options, events and the default app connection are in
+ * server-options.ts; the checks and answers that need no server state (TLS
+ * options, the client's certificate, the CONNECT request, GOAWAY) in
+ * server-session.ts.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import * as http2 from 'node:http2';
-import { constants as cryptoConstants } from 'node:crypto';
-import { tryParseSpiffeId, validateTrustDomain } from '../../identity/spiffe.js';
-import {
-  GOAWAY_REASON_PREFIX,
-  GOAWAY_REJECT_CODE,
-  H2,
-  HBONE_CONNECTION_WINDOW,
-  HBONE_MAX_CONCURRENT_STREAMS,
-  HBONE_MAX_SESSION_MEMORY_MB,
-  hboneSettings,
-  normalizeIp,
-  noop,
-  parseAuthority,
-  peerUriSans,
-  type HostPort,
-  type PemInput,
-} from './common.js';
+import { validateTrustDomain } from '../../identity/spiffe.js';
+import { GOAWAY_REJECT_CODE, H2, HBONE_CONNECTION_WINDOW, HBONE_MAX_CONCURRENT_STREAMS, normalizeIp, noop, type HostPort } from './common.js';
 import { spliceStreamSocket } from './tunnel.js';
-import { KeyedLimiter, Limiter, type WindowBudget } from '../limits.js';
-import { keepPinging, type LivenessParams } from '../liveness.js';
+import { KeyedLimiter, Limiter } from '../limits.js';
+import { keepPinging } from '../liveness.js';
+import { AmbientError } from '../../util/errors.js';
+import { formatHostPort } from '../../util/hostport.js';
+import {
+  defaultConnectTarget,
+  HBONE_REJECT_REASONS,
+  type AuthorizeDecision,
+  type HboneRejectReason,
+  type HboneServerEvent,
+  type HboneServerOptions,
+  type HboneServerStats,
+  type HboneStreamContext,
+  type PeerInfo,
+  type ServerCert,
+} from './server-options.js';
+import { answerRejected, checkConnect, checkPeer, goawayAndClose, pemKey, tlsServerOptions } from './server-session.js';
 
-export interface ServerCert {
-  key: PemInput;
-  /** Leaf certificate followed by intermediates. */
-  cert: PemInput;
-  /** Trust root(s) used to verify client certificates. */
-  ca: PemInput | PemInput[];
-}
-
-export interface PeerInfo {
-  /** The client's SPIFFE id (its only URI SAN). */
-  id: string;
-  trustDomain: string;
-  namespace: string;
-  serviceAccount: string;
-  /** Client certificate serial (hex, upper case as reported by OpenSSL). */
-  serial: string;
-}
-
-export interface HboneStreamContext {
-  connectionId: number;
-  streamId: number;
-  peer: PeerInfo;
-  target: HostPort;
-  /** Local end of the HBONE TCP connection (the destination pod IP:15008). */
-  local: HostPort;
-  /** Remote end of the HBONE TCP connection (source node / pod). */
-  remote: HostPort;
-  forwarded: string | undefined;
-  baggage: string | undefined;
-  traceparent: string | undefined;
-  headers: http2.IncomingHttpHeaders;
-  /** Aborted when the client resets the stream or the server closes. */
-  signal: AbortSignal;
-}
-
-export type AuthorizeDecision = 'allow' | 'deny';
-
-export const HBONE_REJECT_REASONS = [
-  // connection level
-  'no_client_cert',
-  'bad_trust_domain',
-  'cert_expired',
-  'untrusted_cert',
-  'bad_identity',
-  'no_server_cert',
-  'tls_error',
-  'tls_timeout',
-  'bad_alpn',
-  'bad_preface',
-  'h2_error',
-  'server_closing',
-  'limit_handshakes',
-  'limit_peer_sessions',
-  'ping_timeout',
-  // stream level
-  'not_connect',
-  'bad_authority',
-  'authority_mismatch',
-  'agent_port',
-  'limit_streams',
-  'denied',
-  'upstream_unreachable',
-  'limit_dials',
-  'internal_error',
-] as const;
-export type HboneRejectReason = (typeof HBONE_REJECT_REASONS)[number];
-
-export type HboneServerEvent =
-  | {
-      type: 'connection_open';
-      connectionId: number;
-      peer: PeerInfo;
-      local: HostPort;
-      remote: HostPort;
-    }
-  | { type: 'connection_close'; connectionId: number; peer: PeerInfo; streams: number; durationMs: number }
-  | { type: 'tunnel_open'; ctx: HboneStreamContext }
-  | {
-      type: 'tunnel_close';
-      ctx: HboneStreamContext;
-      /** Bytes the client sent to the destination. */
-      bytesFromClient: number;
-      /** Bytes the destination sent to the client. */
-      bytesToClient: number;
-      durationMs: number;
-      /** Set when the tunnel ended with a reset instead of FINs both ways. */
-      resetBy: 'client' | 'upstream' | 'server' | undefined;
-    }
-  | {
-      type: 'reject';
-      scope: 'connection' | 'stream';
-      reason: HboneRejectReason;
-      message: string;
-      status?: number;
-      local?: HostPort;
-      remote?: HostPort;
-      peer?: PeerInfo;
-      target?: HostPort;
-      /** the request's Forwarded header (what the peer claims), for the record */
-      forwarded?: string;
-    };
-
-export interface HboneServerOptions {
-  /** Certificate to present on a connection that arrived on `localAddress`. */
-  getServerCert(localAddress: string, localPort: number): ServerCert | Promise<ServerCert>;
-  trustDomain: string;
-  /**
-   * Targets refused outright (400, before policy and before any dial), e.g.
-   * the ports of the agent itself: returns the reject reason, or null.
-   */
-  refuseTarget?(target: HostPort): 'agent_port' | null;
-  /** Policy hook; default allows. A thrown error answers 503 (internal_error). */
-  authorize?(peer: PeerInfo, target: HostPort, ctx: HboneStreamContext): AuthorizeDecision | Promise<AuthorizeDecision>;
-  /**
-   * Opens the connection to the application. Must resolve with a *connected*
-   * socket (create it with allowHalfOpen: true). Default: net.connect(target).
-   */
-  connectTarget?(target: HostPort, ctx: HboneStreamContext): Promise<net.Socket>;
-  /** Tunnel / connection / rejection events (metrics, access log). Must not throw. */
-  onConnection?(event: HboneServerEvent): void;
-  /** Extra headers on the 200 response (e.g. destination baggage). */
-  responseHeaders?(ctx: HboneStreamContext): http2.OutgoingHttpHeaders | undefined;
-  /** TLS handshake deadline. Default 10 s. */
-  handshakeTimeoutMs?: number;
-  /** Default connectTarget timeout. Default 10 s. */
-  connectTimeoutMs?: number;
-  /** Streams per connection. Default 100. */
-  maxConcurrentStreams?: number;
-  /** TCP keep-alive on accepted sockets when no `tuneSocket` is given (0 disables). Default 30 s. */
-  keepAliveMs?: number;
-  /** Sets liveness options (keepalive, TCP_USER_TIMEOUT) on each accepted socket. */
-  tuneSocket?(socket: net.Socket): void;
-  /** HTTP/2 PING both ways: an unanswered PING ends the session. Default: none from this side. */
-  liveness?: LivenessParams;
-  /** TLS handshakes in progress at once; more are closed at once (limit_handshakes). Default 128. */
-  maxHandshakes?: number;
-  /** Connections open at once from one peer address; more are closed (limit_peer_sessions). Default 16. */
-  maxSessionsPerPeer?: number;
-  /** The node-wide per-stream window (flow control bounded by a receive budget). Default: fixed windows. */
-  windows?: WindowBudget;
-}
-
-export interface HboneServerStats {
-  connections: {
-    /** TCP connections handed to the server. */
-    accepted: number;
-    /** TCP connections currently open (any phase). */
-    open: number;
-    /** Authenticated HTTP/2 sessions currently open. */
-    established: number;
-    /** TLS handshakes in progress. */
-    handshaking: number;
-  };
-  streams: {
-    total: number;
-    /** HTTP/2 streams currently open. */
-    active: number;
-    tunnelsOpened: number;
-    /** Sockets to applications currently open. */
-    upstreamsOpen: number;
-  };
-  rejections: Record<HboneRejectReason, number>;
-}
+export {
+  HBONE_REJECT_REASONS,
+  type AuthorizeDecision,
+  type HboneRejectReason,
+  type HboneServerEvent,
+  type HboneServerOptions,
+  type HboneServerStats,
+  type HboneStreamContext,
+  type PeerInfo,
+  type ServerCert,
+} from './server-options.js';
 
 interface Conn {
   id: number;
@@ -210,46 +64,9 @@ interface Conn {
   started: number;
 }
 
-const TLS13_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384';
 /** on an accepted socket: frees its TLS-handshake slot (called once the session starts, or at close) */
 const HANDSHAKE_DONE = Symbol('hbone.handshakeDone');
 const MAX_CACHED_CONTEXTS = 64;
-
-function pemKey(p: PemInput | PemInput[]): string {
-  return Array.isArray(p) ? p.map((x) => x.toString()).join('') : p.toString();
-}
-
-function defaultConnectTarget(timeoutMs: number) {
-  return (target: HostPort, ctx: HboneStreamContext): Promise<net.Socket> =>
-    new Promise<net.Socket>((resolve, reject) => {
-      const sock = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
-      let timer: NodeJS.Timeout | undefined;
-      const cleanup = (): void => {
-        if (timer) clearTimeout(timer);
-        sock.off('error', fail);
-        ctx.signal.removeEventListener('abort', onAbort);
-      };
-      const fail = (err: Error): void => {
-        cleanup();
-        sock.on('error', noop);
-        sock.destroy();
-        reject(err);
-      };
-      const onAbort = (): void => fail(Object.assign(new Error('stream closed while connecting'), { code: 'ABORT_ERR' }));
-      timer = setTimeout(
-        () => fail(Object.assign(new Error(`connect to ${target.ip}:${target.port} timed out`), { code: 'ETIMEDOUT' })),
-        timeoutMs,
-      );
-      timer.unref();
-      if (ctx.signal.aborted) return onAbort();
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      sock.once('error', fail);
-      sock.once('connect', () => {
-        cleanup();
-        resolve(sock);
-      });
-    });
-}
 
 export class HboneServer {
   readonly #opts: HboneServerOptions;
@@ -297,21 +114,42 @@ export class HboneServer {
     const remote: HostPort = { ip: normalizeIp(socket.remoteAddress), port: socket.remotePort ?? 0 };
     // caps: connections per peer address, TLS handshakes in progress
     if (!this.#perPeer.tryAcquire(remote.ip)) {
-      this.#reject({ scope: 'connection', reason: 'limit_peer_sessions', message: `${remote.ip} already has ${this.#perPeer.max} connections open (maxSessionsPerPeer)`, local, remote });
+      this.#reject({
+        scope: 'connection',
+        reason: 'limit_peer_sessions',
+        message: `${remote.ip} already has ${this.#perPeer.max} connections open (maxSessionsPerPeer)`,
+        local,
+        remote,
+      });
       socket.destroy();
       return;
     }
     if (!this.#handshakes.tryAcquire()) {
       this.#perPeer.release(remote.ip);
-      this.#reject({ scope: 'connection', reason: 'limit_handshakes', message: `${this.#handshakes.max} TLS handshakes already in progress (maxHandshakes)`, local, remote });
+      this.#reject({
+        scope: 'connection',
+        reason: 'limit_handshakes',
+        message: `${this.#handshakes.max} TLS handshakes already in progress (maxHandshakes)`,
+        local,
+        remote,
+      });
       socket.destroy();
       return;
     }
     let handshaking = true;
-    const handshakeDone = (): void => { if (handshaking) { handshaking = false; this.#handshakes.release(); } };
+    const handshakeDone = (): void => {
+      if (handshaking) {
+        handshaking = false;
+        this.#handshakes.release();
+      }
+    };
     (socket as net.Socket & { [HANDSHAKE_DONE]?: () => void })[HANDSHAKE_DONE] = handshakeDone;
     this.#sockets.add(socket);
-    socket.once('close', () => { this.#sockets.delete(socket); handshakeDone(); this.#perPeer.release(remote.ip); });
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      handshakeDone();
+      this.#perPeer.release(remote.ip);
+    });
     socket.setNoDelay(true);
     if (this.#opts.tuneSocket) this.#opts.tuneSocket(socket);
     else {
@@ -467,29 +305,7 @@ export class HboneServer {
       this.#h2servers.set(key, hit);
       return hit;
     }
-    const srv = http2.createSecureServer({
-      key: sc.key,
-      cert: sc.cert,
-      ca: sc.ca,
-      requestCert: true,
-      // Verification result is enforced in #onSession (before any frame is
-      // processed) so the rejection can be classified, counted and explained.
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
-      ciphers: TLS13_CIPHERS,
-      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
-      handshakeTimeout: this.#opts.handshakeTimeoutMs ?? 10_000,
-      allowHTTP1: false,
-      unknownProtocolTimeout: 1000,
-      // with a window budget sessions start at its floor and are raised in
-      // #onSession (raising takes effect at once; lowering needs the peer's ACK)
-      settings: this.#opts.windows
-        ? { ...hboneSettings(this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS), initialWindowSize: 65_535 }
-        : hboneSettings(this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS),
-      maxSessionMemory: HBONE_MAX_SESSION_MEMORY_MB,
-      peerMaxConcurrentStreams: this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS,
-    });
+    const srv = http2.createSecureServer(tlsServerOptions(sc, this.#opts));
     srv.on('session', (s: http2.ServerHttp2Session) => this.#onSession(s));
     srv.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.#onStream(stream, headers));
     srv.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
@@ -523,40 +339,6 @@ export class HboneServer {
     return srv;
   }
 
-  #checkPeer(sock: tls.TLSSocket): { peer: PeerInfo } | { reason: HboneRejectReason; message: string } {
-    const cert = sock.getPeerCertificate(false);
-    if (!cert || !cert.raw) return { reason: 'no_client_cert', message: 'client presented no certificate' };
-    const spiffe = peerUriSans(cert).filter((u) => u.startsWith('spiffe://'));
-    if (spiffe.length !== 1) {
-      return {
-        reason: 'bad_identity',
-        message: `client certificate must carry exactly one SPIFFE URI SAN, found ${spiffe.length}`,
-      };
-    }
-    const id = tryParseSpiffeId(spiffe[0]!);
-    if (!id) return { reason: 'bad_identity', message: `invalid SPIFFE id ${JSON.stringify(spiffe[0]!.slice(0, 200))}` };
-    if (id.trustDomain !== this.#opts.trustDomain) {
-      return {
-        reason: 'bad_trust_domain',
-        message: `client trust domain ${id.trustDomain} is not ${this.#opts.trustDomain}`,
-      };
-    }
-    if (!sock.authorized) {
-      const code = String(sock.authorizationError ?? 'unknown');
-      if (code === 'CERT_HAS_EXPIRED') return { reason: 'cert_expired', message: `client certificate expired (${cert.valid_to})` };
-      return { reason: 'untrusted_cert', message: `client certificate not trusted: ${code}` };
-    }
-    return {
-      peer: {
-        id: spiffe[0]!,
-        trustDomain: id.trustDomain,
-        namespace: id.namespace,
-        serviceAccount: id.serviceAccount,
-        serial: cert.serialNumber,
-      },
-    };
-  }
-
   #onSession(session: http2.ServerHttp2Session): void {
     const sock = session.socket as tls.TLSSocket;
     const local: HostPort = { ip: normalizeIp(sock.localAddress), port: sock.localPort ?? 0 };
@@ -565,8 +347,12 @@ export class HboneServer {
     const raw = (sock as unknown as { _parent?: net.Socket & { [HANDSHAKE_DONE]?: () => void } })._parent;
     raw?.[HANDSHAKE_DONE]?.();
     // the peer's end (FIN, RST, TLS error) ends every stream of the session
-    sock.once('end', () => { if (!session.destroyed) session.destroy(); });
-    sock.once('close', () => { if (!session.destroyed) session.destroy(); });
+    sock.once('end', () => {
+      if (!session.destroyed) session.destroy();
+    });
+    sock.once('close', () => {
+      if (!session.destroyed) session.destroy();
+    });
     let counted = false;
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (counted) return;
@@ -585,14 +371,14 @@ export class HboneServer {
     if (this.#closing) {
       counted = true;
       this.#reject({ scope: 'connection', reason: 'server_closing', message: 'server is shutting down', local, remote });
-      this.#goawayAndClose(session, H2.NGHTTP2_NO_ERROR, 'server_closing');
+      goawayAndClose(session, H2.NGHTTP2_NO_ERROR, 'server_closing');
       return;
     }
-    const res = this.#checkPeer(sock);
+    const res = checkPeer(sock, this.#opts.trustDomain);
     if ('reason' in res) {
       counted = true;
       this.#reject({ scope: 'connection', reason: res.reason, message: res.message, local, remote });
-      this.#goawayAndClose(session, GOAWAY_REJECT_CODE, res.reason);
+      goawayAndClose(session, GOAWAY_REJECT_CODE, res.reason);
       return;
     }
     const conn: Conn = { id: ++this.#connSeq, peer: res.peer, local, remote, session, streams: 0, started: Date.now() };
@@ -602,10 +388,21 @@ export class HboneServer {
       windows.add(session);
       try {
         session.settings({ initialWindowSize: windows.window });
-      } catch { /* closing */ }
+      } catch {
+        /* closing */
+      }
     }
     if (this.#opts.liveness) {
-      keepPinging(session, this.#opts.liveness, () => this.#reject({ scope: 'connection', reason: 'ping_timeout', message: `no PING answer within ${this.#opts.liveness!.pingTimeoutMs} ms`, local, remote, peer: res.peer }));
+      keepPinging(session, this.#opts.liveness, () =>
+        this.#reject({
+          scope: 'connection',
+          reason: 'ping_timeout',
+          message: `no PING answer within ${this.#opts.liveness!.pingTimeoutMs} ms`,
+          local,
+          remote,
+          peer: res.peer,
+        }),
+      );
     }
     let total = 0;
     session.on('stream', () => total++);
@@ -633,23 +430,6 @@ export class HboneServer {
     this.#emit({ type: 'connection_open', connectionId: conn.id, peer: res.peer, local, remote });
   }
 
-  /** GOAWAY with the reason as debug data, then close; force-destroy shortly after. */
-  #goawayAndClose(session: http2.ServerHttp2Session, code: number, reason: string): void {
-    try {
-      session.goaway(code, 0, Buffer.from(GOAWAY_REASON_PREFIX + reason));
-    } catch {
-      /* destroyed */
-    }
-    const t = setTimeout(() => session.destroy(), 1000);
-    t.unref();
-    session.once('close', () => clearTimeout(t));
-    try {
-      session.close();
-    } catch {
-      session.destroy();
-    }
-  }
-
   #rejectStream(
     stream: http2.ServerHttp2Stream,
     conn: Conn | undefined,
@@ -668,20 +448,7 @@ export class HboneServer {
       ...(target ? { target } : {}),
       ...(forwarded !== undefined ? { forwarded } : {}),
     });
-    if (!stream.destroyed && !stream.closed && !stream.headersSent) {
-      try {
-        stream.respond({ ':status': status, 'x-hbone-reason': reason }, { endStream: true });
-      } catch {
-        /* stream went away */
-      }
-    }
-    stream.resume(); // discard request body
-    // If the client never closes its side, reset after a while.
-    const t = setTimeout(() => {
-      if (!stream.closed) stream.close(H2.NGHTTP2_NO_ERROR);
-    }, 5000);
-    t.unref();
-    stream.once('close', () => clearTimeout(t));
+    answerRejected(stream, status, reason);
   }
 
   #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -689,7 +456,10 @@ export class HboneServer {
     this.#streamsActive++;
     const windows = this.#opts.windows;
     windows?.streamOpened();
-    stream.once('close', () => { this.#streamsActive--; windows?.streamClosed(); });
+    stream.once('close', () => {
+      this.#streamsActive--;
+      windows?.streamClosed();
+    });
     stream.on('error', noop); // outcome handled via 'close'
     const conn = this.#conns.get(stream.session as http2.ServerHttp2Session);
     if (!conn) {
@@ -700,39 +470,26 @@ export class HboneServer {
     // the cap is enforced here too, for every stream
     const maxStreams = this.#opts.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS;
     if (conn.streams >= maxStreams) {
-      this.#reject({ scope: 'stream', reason: 'limit_streams', message: `session already has ${maxStreams} streams (maxStreamsPerSession)`, local: conn.local, remote: conn.remote, peer: conn.peer });
+      this.#reject({
+        scope: 'stream',
+        reason: 'limit_streams',
+        message: `session already has ${maxStreams} streams (maxStreamsPerSession)`,
+        local: conn.local,
+        remote: conn.remote,
+        peer: conn.peer,
+      });
       stream.close(H2.NGHTTP2_REFUSED_STREAM);
       return;
     }
     conn.streams++;
     stream.once('close', () => conn.streams--);
 
-    if (headers[':method'] !== 'CONNECT') {
-      this.#rejectStream(stream, conn, 400, 'not_connect', `method ${String(headers[':method'])} is not CONNECT`);
+    const req = checkConnect(headers, conn.local, this.#opts.refuseTarget);
+    if ('reason' in req) {
+      this.#rejectStream(stream, conn, 400, req.reason, req.message, req.target);
       return;
     }
-    const authority = headers[':authority'];
-    const target = parseAuthority(typeof authority === 'string' ? authority : undefined);
-    if (!target) {
-      this.#rejectStream(stream, conn, 400, 'bad_authority', `:authority ${JSON.stringify(authority)} is not <ip>:<port>`);
-      return;
-    }
-    if (target.ip !== conn.local.ip) {
-      this.#rejectStream(
-        stream,
-        conn,
-        400,
-        'authority_mismatch',
-        `:authority ip ${target.ip} differs from the connection's local address ${conn.local.ip}`,
-        target,
-      );
-      return;
-    }
-    const refused = this.#opts.refuseTarget?.(target) ?? null;
-    if (refused) {
-      this.#rejectStream(stream, conn, 400, refused, `${target.ip}:${target.port} is a port of the agent itself, never a tunnel target`, target);
-      return;
-    }
+    const target = req.target;
     const abort = new AbortController();
     this.#streamAborts.add(abort);
     stream.once('close', () => {
@@ -770,7 +527,7 @@ export class HboneServer {
         return;
       }
       if (decision !== 'allow') {
-        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${ctx.target.ip}:${ctx.target.port}`, ctx.target, ctx.forwarded);
+        this.#rejectStream(stream, conn, 401, 'denied', `${ctx.peer.id} may not reach ${formatHostPort(ctx.target)}`, ctx.target, ctx.forwarded);
         return;
       }
     }
@@ -780,13 +537,13 @@ export class HboneServer {
       upstream = await this.#connectTarget(ctx.target, ctx);
     } catch (err) {
       if (gone()) return;
-      const limited = (err as { code?: string })?.code === 'LIMIT_DIALS';
+      const limited = err instanceof AmbientError && err.code === 'LIMIT_DIALS';
       this.#rejectStream(
         stream,
         conn,
         503,
         limited ? 'limit_dials' : 'upstream_unreachable',
-        `cannot reach ${ctx.target.ip}:${ctx.target.port}: ${(err as Error)?.message ?? err}`,
+        `cannot reach ${formatHostPort(ctx.target)}: ${(err as Error)?.message ?? err}`,
         ctx.target,
       );
       return;

@@ -67,11 +67,7 @@ export interface SpliceResult {
  * both sides have closed. The socket should be connected and is switched to
  * allowHalfOpen.
  */
-export function spliceStreamSocket(
-  stream: http2.Http2Stream | Duplex,
-  sock: net.Socket,
-  onDone?: (r: SpliceResult) => void,
-): void {
+export function spliceStreamSocket(stream: http2.Http2Stream | Duplex, sock: net.Socket, onDone?: (r: SpliceResult) => void): void {
   const h2s = stream as http2.Http2Stream;
   const started = Date.now();
   sock.allowHalfOpen = true;

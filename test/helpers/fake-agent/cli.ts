@@ -14,7 +14,9 @@ import { requestHandover, HANDOVER_VERSION } from '../../../src/lifecycle/handov
 import { verifyAgentPeer } from '../../../src/lifecycle/peer.js';
 
 const [, , word, mode, socket, node, ...rest] = process.argv;
-const print = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
+const print = (o: unknown): void => {
+  process.stdout.write(JSON.stringify(o) + '\n');
+};
 const native = loadNative();
 
 if (word !== 'agent' || !socket || !node) {
@@ -24,7 +26,10 @@ if (word !== 'agent' || !socket || !node) {
 
 if (mode === 'records') {
   const fd = native.unixConnect(socket, 2000);
-  if (fd < 0) { print({ error: `connect ${fd}` }); process.exit(1); }
+  if (fd < 0) {
+    print({ error: `connect ${fd}` });
+    process.exit(1);
+  }
   native.sendFds(fd, Buffer.from(`RECORDS ${HANDOVER_VERSION} ${process.pid} ${node}\n${rest.map((l) => l + '\n').join('')}`), [], 2000);
   // wait for the agent to read it all (it closes on bad input) or 1 s
   const r = native.recvFds(fd, 64, 1000);
@@ -32,10 +37,16 @@ if (mode === 'records') {
   print({ sent: rest.length, closed: typeof r !== 'number' && r.data.length === 0 });
 } else if (mode === 'raw') {
   const fd = native.unixConnect(socket, 2000);
-  if (fd < 0) { print({ error: `connect ${fd}` }); process.exit(1); }
+  if (fd < 0) {
+    print({ error: `connect ${fd}` });
+    process.exit(1);
+  }
   native.sendFds(fd, Buffer.from(`${(rest[0] ?? '').replace('$PID', String(process.pid))}\n`), [], 2000);
   const head = native.recvFds(fd, 4, 2000);
-  if (typeof head === 'number' || head.data.length < 4) { print({ closed: true }); process.exit(0); }
+  if (typeof head === 'number' || head.data.length < 4) {
+    print({ closed: true });
+    process.exit(0);
+  }
   const body = native.recvFds(fd, head.data.readUInt32BE(0), 2000);
   native.closeFd(fd);
   print({ frame: typeof body === 'number' ? null : JSON.parse(body.data.toString()) });
@@ -47,7 +58,10 @@ if (mode === 'records') {
     print({ error: (e as Error).message });
     process.exit(0);
   }
-  if (!inh) { print({ error: 'nobody serves there' }); process.exit(0); }
+  if (!inh) {
+    print({ error: 'nobody serves there' });
+    process.exit(0);
+  }
   print({ size: inh.size, fromPid: inh.fromPid });
   const taken = inh;
   let buf = '';
@@ -57,8 +71,16 @@ if (mode === 'records') {
     while ((nl = buf.indexOf('\n')) >= 0) {
       const cmd = buf.slice(0, nl).trim();
       buf = buf.slice(nl + 1);
-      if (cmd === 'abort') { taken.abort('test: pretend to crash'); print({ aborted: true }); process.exit(0); }
-      if (cmd === 'adopt') { taken.closeRest(); print({ ack: taken.ack() }); process.exit(0); }
+      if (cmd === 'abort') {
+        taken.abort('test: pretend to crash');
+        print({ aborted: true });
+        process.exit(0);
+      }
+      if (cmd === 'adopt') {
+        taken.closeRest();
+        print({ ack: taken.ack() });
+        process.exit(0);
+      }
       if (cmd === 'hang') print({ hanging: true }); // keeps the sockets and never adopts
     }
   });

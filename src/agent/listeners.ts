@@ -1,0 +1,104 @@
+/**
+ * Where the agent's listening sockets come from: the predecessor's, handed
+ * over (same address and port, and for a pod the same netns), or new ones
+ * (node ports on the node; pod ports inside the pod's netns, through its
+ * handle). accept() failures on any of them are counted and logged once.
+ */
+import type http from 'node:http';
+import type { NativeAddon } from '../datapath/native-api.js';
+import { handleFd, listenInNetns, serveListeningFd, type AgentSocketOptions, type PodListener } from '../datapath/sockets.js';
+import type { HandoverEntry } from '../lifecycle/handover.js';
+import { AmbientError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { Handover } from './handover.js';
+import type { ListenRequest } from './pod-capture.js';
+import { formatHostPort } from '../util/hostport.js';
+
+export type NodeRole = 'readiness' | 'metrics' | 'admin';
+
+export interface ListenersDeps {
+  native: NativeAddon;
+  mark: number;
+  handover: Pick<Handover, 'take' | 'adopted'>;
+  /** liveness and buffer options of a new socket (MeshProxy.socketOptions; the proxy exists before any pod listens) */
+  socketOptions(kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions;
+  count(reason: string): void;
+  log: Logger;
+  /** fds open now and the limit (for the out-of-fds log line) */
+  fds(): { fds: number | null; fdLimit: number | null };
+}
+
+export class Listeners {
+  constructor(private readonly d: ListenersDeps) {}
+
+  /**
+   * accept() failed on a listener (EMFILE/ENFILE: out of fds): libuv drops the
+   * pending connections (they see a reset: closed, never open) and accepts
+   * again as soon as fds are free; we count it and log it once, never exit.
+   */
+  acceptError(e: NodeJS.ErrnoException, where: string): void {
+    const code = e.code ?? 'ERROR';
+    const outOfFds = code === 'EMFILE' || code === 'ENFILE';
+    this.d.count(outOfFds ? 'accept_out_of_fds' : 'accept_failed');
+    this.d.log.once(`accept:${code}`, 'error', 'accept() failed: pending connections were refused; accepting resumes by itself', {
+      listener: where,
+      error: code,
+      ...this.d.fds(),
+      hint: outOfFds
+        ? 'the agent ran out of file descriptors: raise its nofile limit (the agent raises the soft limit to the hard one at start), or lower limits.*'
+        : 'see the error',
+    });
+  }
+
+  /** A node port (readiness, metrics, admin). */
+  async node(server: http.Server, port: number, address: string, what: NodeRole, setting: string): Promise<void> {
+    const fd = this.d.handover.take('node', what, { ip: address, port });
+    if (fd !== null) this.d.handover.adopted();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new AmbientError(
+            'LISTENER_FAILED',
+            `${what} listener ${formatHostPort({ ip: address, port })}: ${e.code}`,
+            `another agent runs in this network namespace (hand-over needs handoverSocket set alike on both), or change ${setting}`,
+            { cause: e },
+          ),
+        ),
+      );
+      if (fd !== null) server.listen({ fd }, () => resolve());
+      else server.listen(port, address, () => resolve());
+    });
+    server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, what));
+  }
+
+  /** A pod's listener (PodCapture's `listen`). */
+  async pod(req: ListenRequest): Promise<PodListener> {
+    const fd = this.d.handover.take('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
+    let l: PodListener;
+    if (fd !== null) {
+      l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => {
+        this.d.native.closeFd(fd);
+        throw e;
+      });
+      this.d.handover.adopted();
+    } else {
+      // outbound: the app in this pod (bounded buffers); inbound: plaintext clients; hbone: peers (TCP_USER_TIMEOUT)
+      const kind = req.role === 'outbound' ? 'app' : req.role === 'hbone' ? 'hbone' : 'remote';
+      l = await listenInNetns(this.d.native, req.netns.path, req.bind, this.d.mark, req.onConnection, this.d.socketOptions(kind));
+    }
+    l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${req.key} ${req.role}`));
+    return l;
+  }
+
+  /** The node ports' listening sockets, for a successor. */
+  static nodeEntries(servers: Array<[NodeRole, http.Server | null]>): Array<{ entry: HandoverEntry; fd: number }> {
+    const out: Array<{ entry: HandoverEntry; fd: number }> = [];
+    for (const [role, srv] of servers) {
+      const fd = handleFd(srv);
+      const a = srv?.address();
+      if (fd === null || !a || typeof a === 'string') continue;
+      out.push({ entry: { kind: 'node', role, ip: a.address, port: a.port }, fd });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * An address and port as a value: what records, logs and metrics carry, and
+ * the one place it is written as text ("10.0.0.1:80", "[fd00::1]:80") and read
+ * back.
+ */
+import net from 'node:net';
+
+export interface HostPort {
+  readonly ip: string;
+  readonly port: number;
+}
+
+export function hostPort(ip: string, port: number): HostPort {
+  return { ip, port };
+}
+
+/** "ip:port", with brackets around an IPv6 address. */
+export function formatHostPort(a: HostPort): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** Reads "ip:port" or "[ipv6]:port"; null unless the address is an IP and the port 0-65535. */
+export function parseHostPort(text: string): HostPort | null {
+  let ip: string;
+  let port: string;
+  if (text.startsWith('[')) {
+    const end = text.indexOf(']:');
+    if (end < 0) return null;
+    ip = text.slice(1, end);
+    port = text.slice(end + 2);
+    if (net.isIPv6(ip) === false) return null;
+  } else {
+    const i = text.lastIndexOf(':');
+    if (i < 0) return null;
+    ip = text.slice(0, i);
+    port = text.slice(i + 1);
+    if (!net.isIPv4(ip)) return null;
+  }
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) return null;
+  return { ip, port: Number(port) };
+}
+
+export function sameHostPort(a: HostPort, b: HostPort): boolean {
+  return a.ip === b.ip && a.port === b.port;
+}
