@@ -52,6 +52,22 @@ function fakeAgent(args: string[], input = ''): Promise<{ code: number | null; s
   });
 }
 
+/** What the agents of both nodes logged that explains a lost connection (warnings, errors, drains, resets), for failure messages. */
+function notableAgentLines(): string {
+  return ['n1', 'n2']
+    .map((n) => {
+      let text = '';
+      try {
+        text = fs.readFileSync(node(n).log, 'utf8');
+      } catch {
+        return `${n}: (no agent log)`;
+      }
+      const lines = text.split('\n').filter((l) => /warn|error|drain|reset|exit|goaway|starting agent/i.test(l));
+      return `--- ${n} agent log (notable lines, last 40):\n${lines.slice(-40).join('\n')}`;
+    })
+    .join('\n');
+}
+
 const LINK_PROG: Record<string, string> = {
   sk_lookup: 'amb_sk_lookup',
   sockops: 'amb_sockops',
@@ -112,7 +128,7 @@ test('rolling restart of both agents under load: the stream, the held connection
   const [ip, h, hs, hp, rt] = await Promise.all([iperf, hold, holdSameNode, holdPlain, rate]);
   assert.equal(ip.code, 0, `iperf3: ${ip.stdout.slice(-500)} ${ip.stderr}`);
   const j = JSON.parse(ip.stdout) as { error?: string; end: { sum_received: { bytes: number; seconds: number } } };
-  assert.equal(j.error, undefined);
+  assert.equal(j.error, undefined, `iperf3 reported an error (its connections were cut):\n${notableAgentLines()}`);
   assert.ok(j.end.sum_received.seconds >= 13, `the stream ran its 14 s (${j.end.sum_received.seconds} s)`);
   assert.ok(j.end.sum_received.bytes > 100 * 1024 * 1024, `bytes arrived (${j.end.sum_received.bytes})`);
   for (const [name, r] of [
@@ -122,11 +138,11 @@ test('rolling restart of both agents under load: the stream, the held connection
   ] as const) {
     assert.equal(r.code, 0, `${name}: ${r.stdout} ${r.stderr}`);
     const x = JSON.parse(r.stdout) as { rounds: number; error: string | null };
-    assert.equal(x.error, null, name);
+    assert.equal(x.error, null, `${name}\n${notableAgentLines()}`);
     assert.ok(x.rounds > 100, `${name}: ${x.rounds} round trips over 14 s`);
   }
   const rr = JSON.parse(rt.stdout) as { attempted: number; ok: number; failed: number; errors: Record<string, number>; windowMs: number };
-  assert.equal(rr.failed, 0, `no new connection failed during the restarts: ${rt.stdout}`);
+  assert.equal(rr.failed, 0, `no new connection failed during the restarts: ${rt.stdout}\n${notableAgentLines()}`);
   assert.equal(rr.ok, 2400);
 
   // the old agents drained and exited by themselves once their connections ended
