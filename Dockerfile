@@ -1,9 +1,13 @@
-# ambientd node agent image (not built on the development machine: it has no
-# container engine). BPF objects, the native addon and the TypeScript are all
-# built here, at image build time, never on the node.
+# ambientd node agent image: `make image` (docs/IMAGE.md). BPF objects, the
+# native addon and the TypeScript are all built here, at image build time,
+# never on the node. A standard Dockerfile: it builds unmodified against the
+# official node images; on the development machine against local stand-ins.
 FROM node:20-bookworm AS build
+# clang/llvm pinned to one Debian package version (bookworm's): the BPF
+# object, and so what the kernel's verifier sees, depends on the compiler.
+ARG LLVM_DEB_VERSION=1:14.0.6-12
 RUN apt-get update \
- && apt-get install -y --no-install-recommends clang-14 llvm-14 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
+ && apt-get install -y --no-install-recommends clang-14=${LLVM_DEB_VERSION} llvm-14=${LLVM_DEB_VERSION} libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json binding.gyp ./
@@ -23,9 +27,12 @@ RUN clang-14 -g -O2 -target bpf -Wall -Werror -I/usr/include/$(uname -m)-linux-g
  && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
-# libbpf runtime for the addon; bpftool and iproute2 for operators.
+# Only what the agent needs: libbpf (and libelf) for the addon; nsenter (the
+# DaemonSet's command) is in util-linux, which the base already has. The
+# agent runs no other program; bpftool/iproute2 for operators are on the
+# node, and `ambientd inspect` decodes the pinned maps itself.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libbpf1 libelf1 bpftool iproute2 \
+ && apt-get install -y --no-install-recommends libbpf1 libelf1 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ambientd
 COPY --from=build /src/package.json ./

@@ -5,7 +5,7 @@ CLANG ?= clang
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INC)
 NODE := node
 
-.PHONY: all deps build bpf native ts demo test lint format test-unit test-privileged test-vm test-demo bench audit clean sandbox-down
+.PHONY: all deps build bpf native ts demo test lint format test-unit test-privileged test-vm test-demo bench audit clean sandbox-down image image-bases
 
 all: build
 
@@ -59,6 +59,15 @@ test-vm:
 
 bench: build
 	$(NODE) dist/bench/run.js
+
+# The container image (docs/IMAGE.md): installs podman/buildah/runc/debootstrap
+# if missing, builds the local base images if missing, then the Dockerfile.
+image:
+	./scripts/image/build.sh
+
+# only the local stand-ins for node:20-bookworm(-slim); FORCE=1 rebuilds them
+image-bases:
+	./scripts/image/bases.sh $(if $(FORCE),--force)
 
 sandbox-down:
 	-$(NODE) dist/src/cli.js sandbox down

@@ -148,6 +148,21 @@ CONF
   in_root useradd --uid 1000 --gid node --shell /bin/bash --create-home node
   : >"$root/etc/resolv.conf"
   umount "$root/proc"
+  # The build base only (the runtime base stays clean): if this host's npm
+  # trusts an extra CA (cafile, e.g. a TLS-intercepting egress proxy's), npm in
+  # the build stage must too. A Node setting, so no Dockerfile change.
+  local extra=()
+  if [ "$slim" = 0 ]; then
+    local cafile
+    cafile=$(npm config get cafile 2>/dev/null || true)
+    case "$cafile" in null | undefined | '') ;; *)
+      if [ -f "$cafile" ]; then
+        install -m 0644 "$cafile" "$root/usr/local/share/ambientd-host-npm-ca.pem"
+        extra+=(--change "ENV NODE_EXTRA_CA_CERTS=/usr/local/share/ambientd-host-npm-ca.pem")
+      fi
+      ;;
+    esac
+  fi
   local tarball="$CACHE/base-$slim.tar"
   tar -C "$root" --numeric-owner -cf "$tarball" .
   rm -rf "$root"
@@ -158,6 +173,7 @@ CONF
     --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --change "ENV NODE_VERSION=$NODE_VERSION" \
     --change "ENV npm_config_nodedir=/usr/local" \
+    "${extra[@]}" \
     --change 'CMD ["node"]' \
     --message "ambientd local stand-in for $name (scripts/image/bases.sh)" \
     "$tarball" "localhost/$name" >/dev/null
