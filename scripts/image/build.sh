@@ -21,3 +21,4 @@ podman build "${args[@]}" $(ulimit_flags) -t "$IMAGE" -f "$REPO_ROOT/Dockerfile"
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 log "built $IMAGE in ${secs%.*} s"
 "$IMAGE_DIR/sizes.sh"
+rm_podman_cgroups

@@ -37,3 +37,14 @@ ulimit_flags() {
 }
 
 have_image() { podman image exists "$1"; }
+
+# podman's cgroupfs manager creates <controller>/libpod_parent{,/conmon} and
+# never removes them; remove them again when empty (rmdir refuses otherwise,
+# so a container running meanwhile keeps its cgroups).
+rm_podman_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/*/libpod_parent/conmon /sys/fs/cgroup/*/libpod_parent /sys/fs/cgroup/unified/libpod_parent/conmon /sys/fs/cgroup/unified/libpod_parent; do
+    [ -d "$d" ] && rmdir "$d" 2>/dev/null
+  done
+  return 0
+}
