@@ -11,6 +11,11 @@
 #  - nsenter --cgroup=/proc/<helper>/ns/cgroup instead of /proc/1/ns/cgroup:
 #    PID 1 of this machine refuses even root's access to its /proc/1/ns/*;
 #    the helper is a `sleep` in the host (initial) cgroup namespace
+# Variations (for the bad-input cases), all optional:
+#   TRY_CAPS=BPF,NET_ADMIN,...   capabilities added (default: the manifest's five)
+#   TRY_NO_MOUNT=/sys/fs/bpf     leave out the mount with this target
+#   TRY_NO_NSENTER=1             start node directly: the container's own cgroup namespace
+#   TRY_ARGS="--cgroup-root /sys/fs/cgroup"   more agent flags
 # Must run under the machine-wide lock: flock /tmp/ambientd-privileged.lock.
 # Leaves nothing behind (container, sandbox, helper).
 source "$(dirname "$0")/lib.sh"
@@ -18,7 +23,7 @@ cd "$REPO_ROOT"
 CLI="node dist/src/cli.js"
 T=$CACHE/try
 NAME=ambientd-try-n1
-CAPS=BPF,NET_ADMIN,SYS_ADMIN,SYS_PTRACE,SYS_RESOURCE
+CAPS=${TRY_CAPS:-BPF,NET_ADMIN,SYS_ADMIN,SYS_PTRACE,SYS_RESOURCE}
 helper=""
 cleanup() {
   podman logs "$NAME" >"$T/agent.log" 2>&1 || true
@@ -36,15 +41,21 @@ read -r netns config ready < <(node -e '
   const n = s.nodes[0]; console.log(n.netnsPath, n.config, n.readyFile);')
 sleep 3600 &
 helper=$!
+mounts=()
+for m in /sys/fs/bpf:/sys/fs/bpf /sys/fs/cgroup:/sys/fs/cgroup /run/netns:/run/netns:ro,rslave \
+  "$T/ca:/var/lib/ambientd/ca" "$T/run:/run/ambientd" /run/ambientd-sandbox:/run/ambientd-sandbox; do
+  target=${m#*:}
+  target=${target%%:*}
+  [ "$target" = "${TRY_NO_MOUNT:-}" ] || mounts+=(-v "$m")
+done
+entry=(--entrypoint nsenter "$IMAGE" "--cgroup=/proc/$helper/ns/cgroup" -- node)
+[ -n "${TRY_NO_NSENTER:-}" ] && entry=(--entrypoint node "$IMAGE")
 start=$(date +%s%N)
-# shellcheck disable=SC2046
+# shellcheck disable=SC2046,SC2086
 podman run -d --name "$NAME" --network "ns:$netns" --pid host --cgroupns private --read-only $(ulimit_flags) \
-  --cap-drop all --cap-add "$CAPS" \
-  -v /sys/fs/bpf:/sys/fs/bpf -v /sys/fs/cgroup:/sys/fs/cgroup -v /run/netns:/run/netns:ro,rslave \
-  -v "$T/ca:/var/lib/ambientd/ca" -v "$T/run:/run/ambientd" --tmpfs /tmp:size=16m \
-  -v /run/ambientd-sandbox:/run/ambientd-sandbox \
+  --cap-drop all ${CAPS:+--cap-add "$CAPS"} "${mounts[@]}" --tmpfs /tmp:size=16m \
   -e AMBIENTD_SANDBOX_NODE=n1 -e "AMBIENTD_READY_FILE=$ready" \
-  --entrypoint nsenter "$IMAGE" "--cgroup=/proc/$helper/ns/cgroup" -- node /opt/ambientd/dist/src/cli.js agent --config "$config" >/dev/null
+  "${entry[@]}" /opt/ambientd/dist/src/cli.js agent --config "$config" ${TRY_ARGS:-} >/dev/null
 for _ in $(seq 1 300); do
   [ -f "$ready" ] && break
   [ "$(podman inspect -f '{{.State.Running}}' "$NAME")" = true ] || break
