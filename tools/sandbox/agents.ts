@@ -17,6 +17,85 @@ export function agentEntrypoint(repoRoot: string): string {
   return path.join(repoRoot, 'dist', 'src', 'cli.js');
 }
 
+/** The capabilities deploy/ambientd.yaml adds (it drops ALL first). */
+export const DAEMONSET_CAPABILITIES = ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'SYS_RESOURCE'] as const;
+
+/** A hard rlimit of this process from /proc/self/limits ('unlimited' as Infinity). */
+function hardLimit(name: string): number {
+  const line = fs
+    .readFileSync('/proc/self/limits', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(name));
+  const v = line?.slice(26).trim().split(/\s+/)[1];
+  return v === undefined || v === 'unlimited' ? Infinity : Number(v);
+}
+
+/**
+ * The shell command that runs a node's agent from a container image the way
+ * the DaemonSet does (docs/IMAGE.md): the manifest's capabilities (not
+ * privileged), host pid, a private cgroup namespace left with nsenter, a
+ * read-only root, the hostPath mounts. The node's netns instead of the host
+ * network, the sandbox state directory mounted at its own path (agent.yaml,
+ * workloads, CA, hand-over socket), and nsenter's target is the launching
+ * shell (in the host cgroup namespace) rather than /proc/1, whose namespaces
+ * this development machine's init does not let even root open. podman runs in
+ * the foreground (signals are passed on); the container is removed on exit.
+ */
+export function containerAgentCommand(node: SandboxNode, repoRoot: string, image: string, env: Record<string, string>): string[] {
+  const stateDir = path.dirname(path.dirname(node.config));
+  // CAP_SYS_RESOURCE may be missing from the host's bounding set: no rlimit above the host's;
+  // rootful podman lowers its own nproc to 32768 (scripts/image/lib.sh)
+  const nofile = hardLimit('Max open files');
+  const nproc = Math.min(hardLimit('Max processes'), 32768);
+  const conf = process.env.CONTAINERS_CONF ?? path.join(repoRoot, 'scripts', 'image', 'containers.conf');
+  const args = [
+    'podman',
+    'run',
+    '--rm',
+    '--name',
+    `ambientd-sandbox-${node.name}-${Date.now()}`,
+    '--label',
+    `ambientd-sandbox=${stateDir}`,
+    `--network=ns:${node.netnsPath}`,
+    '--pid=host',
+    '--cgroupns=private',
+    '--read-only',
+    ...(Number.isFinite(nofile) ? [`--ulimit=nofile=${nofile}:${nofile}`] : []),
+    `--ulimit=nproc=${nproc}:${nproc}`,
+    '--cap-drop=all',
+    `--cap-add=${DAEMONSET_CAPABILITIES.join(',')}`,
+    '-v',
+    '/sys/fs/bpf:/sys/fs/bpf',
+    '-v',
+    '/sys/fs/cgroup:/sys/fs/cgroup',
+    '-v',
+    '/run/netns:/run/netns:ro,rslave',
+    '-v',
+    `${stateDir}:${stateDir}`,
+    '--tmpfs',
+    '/tmp:size=16m',
+    ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
+    '--entrypoint',
+    'nsenter',
+    image,
+    '--cgroup=/proc/$$/ns/cgroup',
+    '--',
+    'node',
+    '/opt/ambientd/dist/src/cli.js',
+    'agent',
+    '--config',
+    node.config,
+  ].map((a) => (a === '--cgroup=/proc/$$/ns/cgroup' ? a : shellQuote(a)));
+  const script = `echo $$ > ${shellQuote(path.join(node.cgroup, 'cgroup.procs'))} && CONTAINERS_CONF=${shellQuote(conf)} exec ${args.join(' ')}`;
+  return ['sh', '-c', script];
+}
+
+/** The image startAgent runs the agent from, or undefined for the checkout. */
+export function agentImage(opts: StartAgentOptions): string | undefined {
+  const image = opts.image ?? process.env.AMBIENTD_SANDBOX_IMAGE;
+  return image ? image : undefined;
+}
+
 /** The shell command startAgent runs (exported for docs and tests). */
 export function agentCommand(node: SandboxNode, repoRoot: string, launcher: 'nsenter' | 'ip-netns-exec' = 'nsenter'): string[] {
   const enter = launcher === 'nsenter' ? `nsenter ${shellQuote(`--net=${node.netnsPath}`)} --` : `ip netns exec ${shellQuote(node.netns)}`;
@@ -59,19 +138,22 @@ export async function startAgent(node: string, opts: StartAgentOptions = {}): Pr
     throw usage(`sandbox: the agent of ${n.name} is already running (pid ${n.agentPid})`, `stop it first (stopAgent / kill ${n.agentPid})`);
   }
   const repoRoot = path.resolve(opts.repoRoot ?? state.repoRoot ?? defaultRepoRoot());
+  const image = agentImage(opts);
   const entry = agentEntrypoint(repoRoot);
-  if (!fs.existsSync(entry)) throw new SandboxError(`agent entry point ${entry} does not exist`, 'build it first: `npm run build`');
+  if (!image && !fs.existsSync(entry)) throw new SandboxError(`agent entry point ${entry} does not exist`, 'build it first: `npm run build`');
   await fsp.rm(n.readyFile, { force: true });
   await fsp.mkdir(path.dirname(n.log), { recursive: true });
   const fd = fs.openSync(n.log, 'a');
   let child: ChildProcess;
   try {
     fs.writeSync(fd, `--- ambientd sandbox: starting agent of ${n.name} at ${new Date().toISOString()} ---\n`);
-    const [cmd, ...args] = agentCommand(n, repoRoot, opts.launcher);
+    const agentEnv: Record<string, string> = { AMBIENTD_SANDBOX_NODE: n.name, AMBIENTD_READY_FILE: n.readyFile, ...opts.env };
+    if (image && process.env.AMBIENTD_TIME_SCALE) agentEnv.AMBIENTD_TIME_SCALE = process.env.AMBIENTD_TIME_SCALE;
+    const [cmd, ...args] = image ? containerAgentCommand(n, repoRoot, image, agentEnv) : agentCommand(n, repoRoot, opts.launcher);
     child = spawn(cmd!, args, {
       detached: true,
       stdio: ['ignore', fd, fd],
-      env: { ...process.env, AMBIENTD_SANDBOX_NODE: n.name, AMBIENTD_READY_FILE: n.readyFile, ...opts.env },
+      env: { ...process.env, ...agentEnv },
     });
   } finally {
     fs.closeSync(fd);
@@ -143,6 +225,17 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
   return { oldPid, newPid, readyMs };
 }
 
+/** True if process pid started after process ref (both alive; /proc/<pid>/stat field 22). */
+function startedAfter(pid: number, ref: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  const start = (p: number): number => Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+  try {
+    return start(pid) >= start(ref);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Waits until the agent writes <stateDir>/n<i>/agent.ready. Throws
  * SandboxAgentError (with the tail of agent.log) if the agent process dies
@@ -152,11 +245,12 @@ export async function waitAgentReady(node: string, timeoutMs = 30_000 * TIME_SCA
   const n = findNode(loadState(opts), node);
   if (n.agentPid === null) throw usage(`sandbox: the agent of ${n.name} was not started`, 'start it with startAgent / `ambientd sandbox up`');
   const deadline = Date.now() + timeoutMs;
-  // the file holds the ready agent's pid (after a restart the old one may still run)
+  // the file holds the ready agent's pid (after a restart the old one may still run); from an
+  // image, agentPid is podman's and the agent is another process, started after it
   const ready = (): boolean => {
     try {
       const t = fs.readFileSync(n.readyFile, 'utf8').trim();
-      return t === '' || t === String(n.agentPid);
+      return t === '' || t === String(n.agentPid) || startedAfter(Number(t), n.agentPid!);
     } catch {
       return false;
     }

@@ -225,6 +225,12 @@ export interface StartAgentOptions {
   launcher?: 'nsenter' | 'ip-netns-exec';
   /** start even though the node's agent runs (restartAgent: it hands over to the new one) */
   alongside?: boolean;
+  /**
+   * Run the agent from this container image (podman, the way the DaemonSet runs it:
+   * docs/IMAGE.md) instead of the checkout's dist/. Default: $AMBIENTD_SANDBOX_IMAGE; unset or
+   * empty: the checkout.
+   */
+  image?: string;
 }
 
 export interface SandboxDownReport {

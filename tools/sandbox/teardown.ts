@@ -4,6 +4,7 @@
  * bpffs dir, host ip rules with the mesh mark, the state dir), also without a
  * state file after a crash; idempotent.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -166,6 +167,11 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
   report.killed.push(...agents);
   if ((await waitDead(agents, 5000)).length > 0) report.leftovers.push(`agent processes ${agents.join(', ')}`);
 
+  // 1b. agents run from an image (AMBIENTD_SANDBOX_IMAGE): their podman is in the sandbox cgroup,
+  // the agent is not; a draining old one is no longer in the state. Remove every container
+  // labelled with this state directory.
+  report.killed.push(...removeAgentContainers(paths.stateDir));
+
   // 2. anything else in the sandbox cgroups.
   for (const base of cgBases) {
     for (const pid of await killCgroupTree(base)) if (!report.killed.includes(pid)) report.killed.push(pid);
@@ -207,4 +213,19 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
   // 7. state dir.
   await fsp.rm(paths.stateDir, { recursive: true, force: true });
   return report;
+}
+
+/** Removes the containers startAgent ran for this state directory (label ambientd-sandbox=<stateDir>); their agent pids. */
+function removeAgentContainers(stateDir: string): number[] {
+  if (!fs.existsSync('/usr/bin/podman')) return [];
+  const env = { ...process.env, CONTAINERS_CONF: process.env.CONTAINERS_CONF ?? path.resolve(import.meta.dirname, '../../../scripts/image/containers.conf') };
+  const ps = spawnSync('podman', ['ps', '-a', '--filter', `label=ambientd-sandbox=${stateDir}`, '--format', '{{.ID}} {{.Pid}}'], {
+    env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  const rows = (ps.stdout ?? '').split('\n').filter((l) => l.trim() !== '');
+  if (rows.length === 0) return [];
+  spawnSync('podman', ['rm', '-f', '-t', '2', ...rows.map((r) => r.split(' ')[0]!)], { env, encoding: 'utf8', timeout: 60_000 });
+  return rows.map((r) => Number(r.split(' ')[1])).filter((p) => p > 0);
 }
