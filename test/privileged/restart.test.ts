@@ -316,7 +316,8 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
 
 test('upgrade: a new agent with other BPF code swaps it into the pinned links while 200 connections/s flow', async () => {
   // the "new version": the same source built at -O1 (other instructions, so other program tags)
-  const variant = path.join(tmp, 'ambient-O1.bpf.o');
+  // (in the node's state directory: an agent run from the image, AMBIENTD_SANDBOX_IMAGE, sees that, not /tmp)
+  const variant = path.join(path.dirname(node('n1').config), 'ambient-O1.bpf.o');
   const arch = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
   const cc = spawn('clang', ['-g', '-O1', '-target', 'bpf', '-Wall', `-I${arch}`, '-c', path.join(ROOT, 'bpf', 'ambient.bpf.c'), '-o', variant], {
     stdio: 'inherit',

@@ -212,9 +212,10 @@ export async function restartAgent(node: string, opts: RestartAgentOptions = {})
     if (!(await stopAgent(node, 'SIGTERM', { ...opts, timeoutMs: 60_000 })))
       throw new SandboxError(`the agent of ${n.name} (pid ${oldPid}) did not exit`, 'kill it (`ambientd sandbox agent <node> kill`)');
   }
-  const newPid = await startAgent(node, { ...opts, alongside: handover });
+  let newPid = await startAgent(node, { ...opts, alongside: handover });
   await waitAgentReady(node, opts.readyTimeoutMs ?? 30_000 * TIME_SCALE, opts);
   const readyMs = Date.now() - t0;
+  newPid = findNode(loadState(opts), node).agentPid ?? newPid; // from an image: the agent's, not podman's
   if (oldPid !== null && handover) {
     try {
       process.kill(oldPid, 'SIGTERM');
@@ -247,16 +248,24 @@ export async function waitAgentReady(node: string, timeoutMs = 30_000 * TIME_SCA
   const deadline = Date.now() + timeoutMs;
   // the file holds the ready agent's pid (after a restart the old one may still run); from an
   // image, agentPid is podman's and the agent is another process, started after it
+  let containerAgent: number | null = null;
   const ready = (): boolean => {
     try {
       const t = fs.readFileSync(n.readyFile, 'utf8').trim();
-      return t === '' || t === String(n.agentPid) || startedAfter(Number(t), n.agentPid!);
+      if (t === '' || t === String(n.agentPid)) return true;
+      if (startedAfter(Number(t), n.agentPid!)) containerAgent = Number(t);
+      return containerAgent !== null;
     } catch {
       return false;
     }
   };
   for (;;) {
-    if (ready()) return;
+    if (ready()) {
+      // from an image: from now on the state names the agent itself (signals, dumps, restarts),
+      // not podman; podman exits when the agent does
+      if (containerAgent !== null) await updateState(opts, (s) => void (findNode(s, n.name).agentPid = containerAgent));
+      return;
+    }
     if (!isProcessAlive(n.agentPid)) {
       // It may have written the file just before exiting.
       if (ready()) return;
