@@ -693,9 +693,10 @@ except OSError as e:
 test("an uncaught exception ends the agent at once (exit 70, AGENT_INTERNAL logged): the pod's traffic is refused, never sent around the mesh, until a new agent starts", async () => {
   const a = pod('n1-p1');
   const b = pod('n2-p1');
-  // a preload that throws from a timer once the agent is ready, and notes the exit code
-  const exitFile = path.join(tmp, 'fault-exit-code');
-  const preload = path.join(tmp, 'fault-after-ready.mjs');
+  // a preload that throws from a timer once the agent is ready, and notes the exit code (in the
+  // node's state directory: an agent run from the image, AMBIENTD_SANDBOX_IMAGE, sees that, not /tmp)
+  const exitFile = path.join(path.dirname(node('n1').config), 'fault-exit-code');
+  const preload = path.join(path.dirname(node('n1').config), 'fault-after-ready.mjs');
   fs.writeFileSync(
     preload,
     `import fs from 'node:fs';

@@ -5,11 +5,20 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
+import {
+  agentImage,
+  containerCliArgv,
+  containersConf,
+  sandboxUp,
+  startAgent,
+  stopAgent,
+  waitAgentReady,
+  type SandboxState,
+} from '../../tools/sandbox/index.js';
 import { tearDown } from '../helpers/sandbox.js';
 import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
 import { CLI } from '../helpers/paths.js';
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, SpawnSyncReturns } from 'node:child_process';
 
 let st: SandboxState;
 const procs: ChildProcess[] = [];
@@ -63,15 +72,28 @@ test('cleanup after the agent ran leaves the node exactly as before; twice is sa
 
   // ... until cleanup removes it
   const bpffs = st.nodes[0]!.bpffsDir;
-  const r1 = spawnSync(process.execPath, [CLI, 'cleanup', '--bpffs', bpffs], { encoding: 'utf8' });
+  const r1 = runCleanup(bpffs);
   assert.equal(r1.status, 0, r1.stderr);
   assert.match(r1.stdout, /removed [1-9]\d* links/);
   const afterState = nodeState();
   assert.deepEqual(afterState, { ...baseline, pins: [] }, 'nothing of the agent is left');
-  const r2 = spawnSync(process.execPath, [CLI, 'cleanup', '--bpffs', bpffs], { encoding: 'utf8' });
+  const r2 = runCleanup(bpffs);
   assert.equal(r2.status, 0, r2.stderr);
   assert.match(r2.stdout, /removed 0 links and 0 pins/);
   const ok = await nettool(st.pods[0]!, 'send', st.pods[1]!.ip, 8080, 'direct');
   assert.equal(ok.code, 0, 'the pod talks directly again');
   assert.match(ok.stdout, new RegExp(`to ${st.pods[0]!.ip.replace(/\./g, '\\.')}\\n`), 'no agent in between');
 });
+
+/**
+ * `ambientd cleanup --bpffs DIR`: from the checkout, or with AMBIENTD_SANDBOX_IMAGE from the image
+ * the way deploy/uninstall.yaml runs it (capabilities BPF, NET_ADMIN, SYS_ADMIN; bpffs mounted;
+ * host network). Its /run/ambientd hostPath is left out: the host has none, and this cleanup
+ * names no hand-over socket there.
+ */
+function runCleanup(bpffs: string): SpawnSyncReturns<string> {
+  const image = agentImage({});
+  if (!image) return spawnSync(process.execPath, [CLI, 'cleanup', '--bpffs', bpffs], { encoding: 'utf8' });
+  const [cmd, ...args] = containerCliArgv(image, ['BPF', 'NET_ADMIN', 'SYS_ADMIN'], ['/sys/fs/bpf'], ['cleanup', '--bpffs', bpffs]);
+  return spawnSync(cmd!, args, { encoding: 'utf8', env: { ...process.env, CONTAINERS_CONF: containersConf() } });
+}

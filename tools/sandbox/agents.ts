@@ -47,7 +47,7 @@ export function containerAgentCommand(node: SandboxNode, repoRoot: string, image
   // rootful podman lowers its own nproc to 32768 (scripts/image/lib.sh)
   const nofile = hardLimit('Max open files');
   const nproc = Math.min(hardLimit('Max processes'), 32768);
-  const conf = process.env.CONTAINERS_CONF ?? path.join(repoRoot, 'scripts', 'image', 'containers.conf');
+  const conf = containersConf();
   const args = [
     'podman',
     'run',
@@ -88,6 +88,42 @@ export function containerAgentCommand(node: SandboxNode, repoRoot: string, image
   ].map((a) => (a === '--cgroup=/proc/$$/ns/cgroup' ? a : shellQuote(a)));
   const script = `echo $$ > ${shellQuote(path.join(node.cgroup, 'cgroup.procs'))} && CONTAINERS_CONF=${shellQuote(conf)} exec ${args.join(' ')}`;
   return ['sh', '-c', script];
+}
+
+/** The repository's podman settings (scripts/image/containers.conf: runc, cgroupfs), unless CONTAINERS_CONF is set. */
+export function containersConf(): string {
+  return process.env.CONTAINERS_CONF ?? path.resolve(import.meta.dirname, '..', '..', '..', 'scripts', 'image', 'containers.conf');
+}
+
+/**
+ * argv of a one-off `podman run` of the image's CLI with host network and pid
+ * and the given capabilities and bind mounts (host path = container path), as
+ * the uninstall DaemonSet runs `ambientd cleanup`. Run it with
+ * env CONTAINERS_CONF=containersConf().
+ */
+export function containerCliArgv(image: string, caps: readonly string[], mounts: readonly string[], cliArgs: readonly string[]): string[] {
+  const nofile = hardLimit('Max open files');
+  const nproc = Math.min(hardLimit('Max processes'), 32768);
+  return [
+    'podman',
+    'run',
+    '--rm',
+    '--network=host',
+    '--pid=host',
+    '--read-only',
+    '--tmpfs',
+    '/tmp:size=1m',
+    ...(Number.isFinite(nofile) ? [`--ulimit=nofile=${nofile}:${nofile}`] : []),
+    `--ulimit=nproc=${nproc}:${nproc}`,
+    '--cap-drop=all',
+    `--cap-add=${caps.join(',')}`,
+    ...mounts.flatMap((m) => ['-v', `${m}:${m}`]),
+    '--entrypoint',
+    'node',
+    image,
+    '/opt/ambientd/dist/src/cli.js',
+    ...cliArgs,
+  ];
 }
 
 /** The image startAgent runs the agent from, or undefined for the checkout. */

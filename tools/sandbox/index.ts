@@ -35,5 +35,18 @@ export { SANDBOX_LOCK } from './state.js';
 export { sandboxUp } from './up.js';
 export { formatSandboxStatus, sandboxApply, sandboxStatus, setEnrollment } from './status.js';
 export { execInNode, execInPod, execInPodCapture, spawnInPod } from './exec.js';
-export { agentCommand, agentEntrypoint, restartAgent, startAgent, stopAgent, waitAgentReady, type RestartAgentOptions } from './agents.js';
+export {
+  agentCommand,
+  agentEntrypoint,
+  agentImage,
+  containerAgentCommand,
+  containerCliArgv,
+  containersConf,
+  DAEMONSET_CAPABILITIES,
+  restartAgent,
+  startAgent,
+  stopAgent,
+  waitAgentReady,
+  type RestartAgentOptions,
+} from './agents.js';
 export { sandboxDown } from './teardown.js';

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { liveAgentPid } from './agents.js';
+import { containersConf, liveAgentPid } from './agents.js';
 import { ipBatch, run, sleep, waitDead } from './helpers.js';
 import { MESH_MARK, SANDBOX_DIR_NAME, SandboxError, type SandboxDownOptions, type SandboxDownReport, type SandboxState } from './model.js';
 import { listSandboxNetns } from './network.js';
@@ -218,7 +218,7 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
 /** Removes the containers startAgent ran for this state directory (label ambientd-sandbox=<stateDir>); their agent pids. */
 function removeAgentContainers(stateDir: string): number[] {
   if (!fs.existsSync('/usr/bin/podman')) return [];
-  const env = { ...process.env, CONTAINERS_CONF: process.env.CONTAINERS_CONF ?? path.resolve(import.meta.dirname, '../../../scripts/image/containers.conf') };
+  const env = { ...process.env, CONTAINERS_CONF: containersConf() };
   const ps = spawnSync('podman', ['ps', '-a', '--filter', `label=ambientd-sandbox=${stateDir}`, '--format', '{{.ID}} {{.Pid}}'], {
     env,
     encoding: 'utf8',
