@@ -28,7 +28,7 @@ RUN clang-14 -g -O2 -target bpf -Wall -Werror -I/usr/include/$(uname -m)-linux-g
 
 FROM node:20-bookworm-slim
 # Only what the agent needs: libbpf (and libelf) for the addon; nsenter (the
-# DaemonSet's command) is in util-linux, which the base already has. The
+# DaemonSet's entrypoint bin/enter-host-cgroupns) is in util-linux, which the base already has. The
 # agent runs no other program; bpftool/iproute2 for operators are on the
 # node, and `ambientd inspect` decodes the pinned maps itself.
 RUN apt-get update \
@@ -40,7 +40,10 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/build/Release/ambient_native.node ./build/Release/ambient_native.node
 COPY --from=build /src/bpf/ambient.bpf.o ./bpf/ambient.bpf.o
 COPY --from=build /src/dist/src ./dist/src
+# the DaemonSet's command: enter the host cgroup namespace, or let the agent say why not
+COPY scripts/image/enter-host-cgroupns.sh ./bin/enter-host-cgroupns
 # Runs as root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN (setns, cgroup attach),
-# CAP_SYS_PTRACE (/proc/<pid>/ns/net of pods) — see the DaemonSet in deploy/.
+# CAP_SYS_PTRACE (/proc/<pid>/ns/net of pods) — see the DaemonSet in deploy/,
+# whose command is bin/enter-host-cgroupns /proc/1/ns/cgroup node dist/src/cli.js.
 ENTRYPOINT ["node", "/opt/ambientd/dist/src/cli.js"]
 CMD ["agent", "--config", "/etc/ambientd/agent.yaml"]

@@ -70,10 +70,20 @@ async function cmdAgent(args: string[]): Promise<void> {
     return;
   }
   const { loadConfig } = await import('./config/config.js');
-  const cfg = loadConfig(config, overrides);
+  const loaded = loadConfig(config, overrides);
+  // before anything else: the capabilities, mounts and cgroup namespace the agent needs (src/agent/preflight.ts);
+  // a failure names what is missing and the manifest line, and the agent exits having changed nothing
+  const { preflight, describePreflight, PREFLIGHT_EXIT_CODE } = await import('./agent/preflight.js');
+  const checked = preflight(loaded);
+  if (checked.errors.length > 0) {
+    process.stderr.write(`ambientd: ${describePreflight(checked.errors)}\n`);
+    process.exit(PREFLIGHT_EXIT_CODE);
+  }
+  const cfg = checked.cgroupRoot === loaded.cgroupRoot ? loaded : Object.freeze({ ...loaded, cgroupRoot: checked.cgroupRoot });
   const { Logger } = await import('./util/log.js');
   const { Agent } = await import('./agent/index.js');
   const log = new Logger('ambientd', cfg.logLevel);
+  for (const note of checked.notes) log.info(note);
   const agent = new Agent({ config: cfg, log });
   let stopping = false;
   // a successor took our sockets and we drained: done

@@ -4,6 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
   agentImage,
@@ -87,13 +89,18 @@ test('cleanup after the agent ran leaves the node exactly as before; twice is sa
 
 /**
  * `ambientd cleanup --bpffs DIR`: from the checkout, or with AMBIENTD_SANDBOX_IMAGE from the image
- * the way deploy/uninstall.yaml runs it (capabilities BPF, NET_ADMIN, SYS_ADMIN; bpffs mounted;
- * host network). Its /run/ambientd hostPath is left out: the host has none, and this cleanup
- * names no hand-over socket there.
+ * the way deploy/uninstall.yaml runs it (its capabilities, host network, read-only root and
+ * mounts, read from the manifest by containerCliArgv). Its /run/ambientd hostPath is a scratch
+ * directory: this cleanup names no hand-over socket there.
  */
 function runCleanup(bpffs: string): SpawnSyncReturns<string> {
   const image = agentImage({});
   if (!image) return spawnSync(process.execPath, [CLI, 'cleanup', '--bpffs', bpffs], { encoding: 'utf8' });
-  const [cmd, ...args] = containerCliArgv(image, ['BPF', 'NET_ADMIN', 'SYS_ADMIN'], ['/sys/fs/bpf'], ['cleanup', '--bpffs', bpffs]);
-  return spawnSync(cmd!, args, { encoding: 'utf8', env: { ...process.env, CONTAINERS_CONF: containersConf() } });
+  const run = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-cleanup-run-'));
+  try {
+    const [cmd, ...args] = containerCliArgv(image, ['cleanup', '--bpffs', bpffs], { hostPaths: { run } });
+    return spawnSync(cmd!, args, { encoding: 'utf8', env: { ...process.env, CONTAINERS_CONF: containersConf() } });
+  } finally {
+    fs.rmSync(run, { recursive: true, force: true });
+  }
 }

@@ -11,119 +11,13 @@ import { isProcessAlive, shellQuote, sleep, tailFile, usage, waitDead } from './
 import { SANDBOX_DIR_NAME, SandboxAgentError, SandboxError, TIME_SCALE, type SandboxNode, type SandboxPathOptions, type StartAgentOptions } from './model.js';
 import { defaultRepoRoot } from './plan.js';
 import { findNode, loadState, updateState } from './state.js';
+import { containerAgentCommand } from './container.js';
+
+export { containerAgentCommand, containerCliArgv, containersConf } from './container.js';
 
 /** The agent entry point: <repoRoot>/dist/src/cli.js. */
 export function agentEntrypoint(repoRoot: string): string {
   return path.join(repoRoot, 'dist', 'src', 'cli.js');
-}
-
-/** The capabilities deploy/ambientd.yaml adds (it drops ALL first). */
-export const DAEMONSET_CAPABILITIES = ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'SYS_RESOURCE'] as const;
-
-/** A hard rlimit of this process from /proc/self/limits ('unlimited' as Infinity). */
-function hardLimit(name: string): number {
-  const line = fs
-    .readFileSync('/proc/self/limits', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(name));
-  const v = line?.slice(26).trim().split(/\s+/)[1];
-  return v === undefined || v === 'unlimited' ? Infinity : Number(v);
-}
-
-/**
- * The shell command that runs a node's agent from a container image the way
- * the DaemonSet does (docs/IMAGE.md): the manifest's capabilities (not
- * privileged), host pid, a private cgroup namespace left with nsenter, a
- * read-only root, the hostPath mounts. The node's netns instead of the host
- * network, the sandbox state directory mounted at its own path (agent.yaml,
- * workloads, CA, hand-over socket), and nsenter's target is the launching
- * shell (in the host cgroup namespace) rather than /proc/1, whose namespaces
- * this development machine's init does not let even root open. podman runs in
- * the foreground (signals are passed on); the container is removed on exit.
- */
-export function containerAgentCommand(node: SandboxNode, repoRoot: string, image: string, env: Record<string, string>): string[] {
-  const stateDir = path.dirname(path.dirname(node.config));
-  // CAP_SYS_RESOURCE may be missing from the host's bounding set: no rlimit above the host's;
-  // rootful podman lowers its own nproc to 32768 (scripts/image/lib.sh)
-  const nofile = hardLimit('Max open files');
-  const nproc = Math.min(hardLimit('Max processes'), 32768);
-  const conf = containersConf();
-  const args = [
-    'podman',
-    'run',
-    '--rm',
-    '--name',
-    `ambientd-sandbox-${node.name}-${Date.now()}`,
-    '--label',
-    `ambientd-sandbox=${stateDir}`,
-    `--network=ns:${node.netnsPath}`,
-    '--pid=host',
-    '--cgroupns=private',
-    '--read-only',
-    ...(Number.isFinite(nofile) ? [`--ulimit=nofile=${nofile}:${nofile}`] : []),
-    `--ulimit=nproc=${nproc}:${nproc}`,
-    '--cap-drop=all',
-    `--cap-add=${DAEMONSET_CAPABILITIES.join(',')}`,
-    '-v',
-    '/sys/fs/bpf:/sys/fs/bpf',
-    '-v',
-    '/sys/fs/cgroup:/sys/fs/cgroup',
-    '-v',
-    '/run/netns:/run/netns:ro,rslave',
-    '-v',
-    `${stateDir}:${stateDir}`,
-    '--tmpfs',
-    '/tmp:size=16m',
-    ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
-    '--entrypoint',
-    'nsenter',
-    image,
-    '--cgroup=/proc/$$/ns/cgroup',
-    '--',
-    'node',
-    '/opt/ambientd/dist/src/cli.js',
-    'agent',
-    '--config',
-    node.config,
-  ].map((a) => (a === '--cgroup=/proc/$$/ns/cgroup' ? a : shellQuote(a)));
-  const script = `echo $$ > ${shellQuote(path.join(node.cgroup, 'cgroup.procs'))} && CONTAINERS_CONF=${shellQuote(conf)} exec ${args.join(' ')}`;
-  return ['sh', '-c', script];
-}
-
-/** The repository's podman settings (scripts/image/containers.conf: runc, cgroupfs), unless CONTAINERS_CONF is set. */
-export function containersConf(): string {
-  return process.env.CONTAINERS_CONF ?? path.resolve(import.meta.dirname, '..', '..', '..', 'scripts', 'image', 'containers.conf');
-}
-
-/**
- * argv of a one-off `podman run` of the image's CLI with host network and pid
- * and the given capabilities and bind mounts (host path = container path), as
- * the uninstall DaemonSet runs `ambientd cleanup`. Run it with
- * env CONTAINERS_CONF=containersConf().
- */
-export function containerCliArgv(image: string, caps: readonly string[], mounts: readonly string[], cliArgs: readonly string[]): string[] {
-  const nofile = hardLimit('Max open files');
-  const nproc = Math.min(hardLimit('Max processes'), 32768);
-  return [
-    'podman',
-    'run',
-    '--rm',
-    '--network=host',
-    '--pid=host',
-    '--read-only',
-    '--tmpfs',
-    '/tmp:size=1m',
-    ...(Number.isFinite(nofile) ? [`--ulimit=nofile=${nofile}:${nofile}`] : []),
-    `--ulimit=nproc=${nproc}:${nproc}`,
-    '--cap-drop=all',
-    `--cap-add=${caps.join(',')}`,
-    ...mounts.flatMap((m) => ['-v', `${m}:${m}`]),
-    '--entrypoint',
-    'node',
-    image,
-    '/opt/ambientd/dist/src/cli.js',
-    ...cliArgs,
-  ];
 }
 
 /** The image startAgent runs the agent from, or undefined for the checkout. */

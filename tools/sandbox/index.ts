@@ -35,18 +35,15 @@ export { SANDBOX_LOCK } from './state.js';
 export { sandboxUp } from './up.js';
 export { formatSandboxStatus, sandboxApply, sandboxStatus, setEnrollment } from './status.js';
 export { execInNode, execInPod, execInPodCapture, spawnInPod } from './exec.js';
+export { agentCommand, agentEntrypoint, agentImage, restartAgent, startAgent, stopAgent, waitAgentReady, type RestartAgentOptions } from './agents.js';
 export {
-  agentCommand,
-  agentEntrypoint,
-  agentImage,
   containerAgentCommand,
   containerCliArgv,
   containersConf,
-  DAEMONSET_CAPABILITIES,
-  restartAgent,
-  startAgent,
-  stopAgent,
-  waitAgentReady,
-  type RestartAgentOptions,
-} from './agents.js';
+  manifestContainerRun,
+  podmanRunFlags,
+  sandboxHostPaths,
+  type ContainerAgentOptions,
+  type ContainerRun,
+} from './container.js';
 export { sandboxDown } from './teardown.js';
