@@ -98,6 +98,10 @@ export interface PreflightProbes {
   readLink(p: string): string | null;
   /** set by enter-host-cgroupns when nsenter could not enter the host cgroup namespace */
   cgroupnsEntryError(): string | null;
+  /** true in a container (an overlay root, or a Kubernetes pod) */
+  inContainer(): boolean;
+  /** the mountinfo "root" (the path inside its file system) of the mount holding p: "/" for a file system's own root, the directory for a bind mount */
+  mountRoot(p: string): string | null;
 }
 
 export const BPF_FS_MAGIC = 0xcafe4a11;
@@ -161,6 +165,33 @@ export const systemProbes: PreflightProbes = {
     }
   },
   cgroupnsEntryError: () => process.env.AMBIENTD_CGROUPNS_ERROR || null,
+  // A container's root is an overlay (podman, containerd, CRI-O); kubelet also sets KUBERNETES_SERVICE_HOST in
+  // every container. Not /proc/1/root (closed on some hosts), /.dockerenv (development machines that are
+  // themselves containers have it, with an ext4 root) nor /run/.containerenv (podman --read-only has none).
+  inContainer() {
+    const rootLine = (systemProbes.read('/proc/self/mountinfo') ?? '')
+      .split('\n')
+      .filter((l) => l.split(' ')[4] === '/')
+      .pop();
+    return rootLine?.split(' - ')[1]?.startsWith('overlay ') === true || Boolean(process.env.KUBERNETES_SERVICE_HOST);
+  },
+  mountRoot(p) {
+    const text = systemProbes.read('/proc/self/mountinfo');
+    if (text === null) return null;
+    const unescape = (f: string): string => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const dir = nearestExisting(p, systemProbes.isDirectory);
+    let best: { point: string; root: string } | null = null;
+    for (const line of text.split('\n')) {
+      const f = line.split(' ');
+      if (f.length < 5) continue;
+      const root = unescape(f[3]!);
+      const point = unescape(f[4]!);
+      const under = point === '/' || dir === point || dir.startsWith(point + '/');
+      // later lines mount over earlier ones at the same point
+      if (under && (best === null || point.length >= best.point.length)) best = { point, root };
+    }
+    return best?.root ?? null;
+  },
 };
 
 /** The settings the checks need (a subset of AgentConfig). */
@@ -314,31 +345,42 @@ export function preflight(settings: PreflightSettings, probes: PreflightProbes =
     );
   }
 
-  // state: the CA directory and the hand-over socket's directory are writable (not the read-only root)
-  const caError = probes.writableError(settings.caDir);
-  if (caError !== null) {
-    errors.push(
-      new PreflightError(
-        'PREFLIGHT_MOUNT_MISSING',
-        'ca',
-        `caDir ${settings.caDir} is not writable (${caError}): the built-in CA keeps its root there across restarts`,
-        "mount a host directory at caDir (the container's root file system is read-only)",
-      ),
-    );
-  }
-  if (settings.handoverSocket !== null) {
-    const runDir = path.dirname(settings.handoverSocket);
-    const runError = probes.writableError(runDir);
-    if (runError !== null) {
+  // state: the CA directory and the hand-over socket's directory are writable (not the read-only root) and, in a
+  // container, the host's (a bind mount): the CA's root and the hand-over socket must outlive the container
+  const inContainer = probes.inContainer();
+  const stateDir = (item: 'ca' | 'run', dir: string, what: string, why: string, hint: string): void => {
+    const error = probes.writableError(dir);
+    if (error !== null) {
+      errors.push(new PreflightError('PREFLIGHT_MOUNT_MISSING', item, `${what} ${dir} is not writable (${error}): ${why}`, hint));
+      return;
+    }
+    const root = inContainer ? probes.mountRoot(dir) : null;
+    if (root === '/') {
       errors.push(
         new PreflightError(
           'PREFLIGHT_MOUNT_MISSING',
-          'run',
-          `the hand-over socket's directory ${runDir} is not writable (${runError}): restarts could not pass the listening sockets on`,
-          'mount a host directory there, shared by the old and the new agent pod',
+          item,
+          `${what} ${dir} is in the container's own file system, not a directory mounted from the host: ${why}`,
+          hint,
         ),
       );
     }
+  };
+  stateDir(
+    'ca',
+    settings.caDir,
+    'caDir',
+    'the built-in CA keeps its root there across restarts',
+    "mount a host directory at caDir (the container's root file system is read-only)",
+  );
+  if (settings.handoverSocket !== null) {
+    stateDir(
+      'run',
+      path.dirname(settings.handoverSocket),
+      "the hand-over socket's directory",
+      'restarts could not pass the listening sockets on',
+      'mount a host directory there, shared by the old and the new agent pod',
+    );
   }
   return { errors, cgroupRoot, notes };
 }

@@ -41,6 +41,9 @@ function probes(o: Partial<PreflightProbes> & { fs?: Record<string, number>; dir
     read: (p) => files[p] ?? null,
     readLink: (p) => (p === '/proc/self/ns/cgroup' || p === '/proc/1/ns/cgroup' ? 'cgroup:[4026531835]' : null),
     cgroupnsEntryError: () => null,
+    inContainer: () => true,
+    // the ca and run hostPaths are bind mounts (their root is the host directory)
+    mountRoot: (p) => (p === settings.caDir || p === '/run/ambientd' ? p : '/'),
     ...o,
   };
 }
@@ -91,6 +94,13 @@ test('each missing mount is named with its volume and mountPath', () => {
     ],
     ['ca', { writableError: (p) => (p === settings.caDir ? 'EROFS' : null) }, 'ca', /caDir \/var\/lib\/ambientd\/ca is not writable \(EROFS\)/],
     ['run', { writableError: (p) => (p === '/run/ambientd' ? 'EROFS' : null) }, 'run', /directory \/run\/ambientd is not writable \(EROFS\)/],
+    // a writable /run of the container's own (podman's tmpfs): the socket would not be shared with the next agent
+    [
+      'run (own tmpfs)',
+      { mountRoot: (p) => (p === settings.caDir ? p : '/') },
+      'run',
+      /\/run\/ambientd is in the container's own file system, not a directory mounted from the host/,
+    ],
     // the container's own cgroup view (cgroup2, but the agent's host path is not in it)
     [
       'cgroup',
@@ -111,6 +121,10 @@ test('each missing mount is named with its volume and mountPath', () => {
     assert.ok(r.errors[0]!.hint.endsWith(manifestLine(item as 'bpffs')), r.errors[0]!.hint);
     assert.match(r.errors[0]!.hint, new RegExp(`volumeMounts: \\{name: ${item}, mountPath: `));
   }
+});
+
+test('outside a container (the checkout, the sandbox) the state directories need only be writable', () => {
+  assert.deepEqual(preflight(settings, probes({ inContainer: () => false, mountRoot: () => '/' })).errors, []);
 });
 
 test('a hybrid host: cgroup v2 at <cgroupRoot>/unified is used, with a note; no cgroup v2 at all is an error naming cgroupRoot', () => {
