@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config/config.js';
@@ -28,8 +29,10 @@ function loadAll(): Doc[] {
   const out: Doc[] = [];
   for (const name of fs.readdirSync(DEPLOY).sort()) {
     if (!/\.ya?ml$/.test(name)) continue; // grafana/ is a directory of JSON
+    if (name === 'kustomization.yaml') continue; // the kustomize base: rendered and compared below
     const file = path.join('deploy', name);
-    for (const d of parseAllDocuments(fs.readFileSync(path.join(DEPLOY, name), 'utf8'))) {
+    // YAML 1.1, as Kubernetes (go-yaml) reads manifests: `defaultMode: 0400` is octal (256), not 400
+    for (const d of parseAllDocuments(fs.readFileSync(path.join(DEPLOY, name), 'utf8'), { version: '1.1' })) {
       assert.equal(d.errors.length, 0, `${file}: ${d.errors.map((e) => e.message).join('; ')}`);
       const obj = d.toJS() as Obj | null;
       if (obj === null) continue; // empty document
@@ -226,3 +229,33 @@ test('DaemonSet uses the ServiceAccount that deploy/rbac.yaml defines and binds'
   const binding = find('ClusterRoleBinding', 'ambientd')[0]!.obj;
   assert.ok(binding.subjects.some((s: Obj) => s.kind === 'ServiceAccount' && s.name === sa && s.namespace === ds.metadata.namespace));
 });
+
+/**
+ * deploy/kustomization.yaml, rendered with `kubectl kustomize` (scripts/install-kubectl.sh installs a
+ * kubectl when there is none): exactly the objects of its resources, so every check above holds for
+ * the rendered base too; each validates against the schema. Skipped without a kubectl.
+ */
+const KUBECTL = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' });
+test(
+  'kustomize base: `kubectl kustomize deploy` renders exactly the objects of ambientd.yaml and rbac.yaml, each valid',
+  { skip: KUBECTL.status === 0 ? false : 'no kubectl here (scripts/install-kubectl.sh installs one)' },
+  async () => {
+    const base = parseAllDocuments(fs.readFileSync(path.join(DEPLOY, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Obj;
+    assert.equal(base.kind, 'Kustomization');
+    assert.deepEqual(base.resources, ['ambientd.yaml', 'rbac.yaml']);
+    const r = spawnSync('kubectl', ['kustomize', DEPLOY], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, `kubectl kustomize: ${r.stderr}`);
+    const rendered = parseAllDocuments(r.stdout, { version: '1.1' }).map((d) => d.toJS() as Obj);
+    const key = (o: Obj): string => `${o.kind}/${o.metadata?.namespace ?? ''}/${o.metadata?.name}`;
+    const expected = docs.filter((d) => (base.resources as string[]).includes(path.basename(d.file))).map((d) => d.obj);
+    assert.deepEqual(rendered.map(key).sort(), expected.map(key).sort());
+    for (const o of rendered) {
+      assert.deepEqual(
+        o,
+        expected.find((e) => key(e) === key(o)),
+        key(o),
+      );
+      await assert.doesNotReject(validate(o), key(o));
+    }
+  },
+);
