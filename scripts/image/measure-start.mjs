@@ -1,5 +1,6 @@
 // Start to ready of one sandbox node's agent, from the checkout and from the
-// image, in the same run: 2 pods (1 enrolled) and 200 pods (100 enrolled).
+// image, in the same run: 2 pods with none enrolled, 2 pods (1 enrolled) and
+// 200 pods (100 enrolled); CASES=0,1,100 (enrolled counts) picks some.
 // Each: stop the agent, remove the pods' pinned links (a cold start: it must
 // attach everything again), start, wait for the ready file. Median of ROUNDS.
 // Run under the machine-wide lock, after `make image` and a build of dist/:
@@ -8,16 +9,24 @@ import fs from 'node:fs';
 import process from 'node:process';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
-import { sandboxDown, sandboxUp, startAgent, stopAgent, waitAgentReady } from '../../dist/tools/sandbox/index.js';
+import { sandboxDown, sandboxUp, setEnrollment, startAgent, stopAgent, waitAgentReady } from '../../dist/tools/sandbox/index.js';
 
 const IMAGE = process.env.IMAGE ?? 'localhost/ambientd:0.1.0';
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
-for (const pods of [2, 200]) {
+const CASES = [
+  { pods: 2, enrolled: 0 },
+  { pods: 2, enrolled: 1 },
+  { pods: 200, enrolled: 100 },
+].filter((c) => (process.env.CASES ?? '0,1,100').split(',').map(Number).includes(c.enrolled));
+
+for (const { pods, enrolled: want } of CASES) {
   const st = await sandboxUp({ nodes: 1, pods, agents: false });
   const n = st.nodes[0];
-  const enrolled = st.pods.filter((p) => p.ambient).length;
+  // 0 enrolled: the sandbox's one ambient pod is taken out of the mesh before any agent runs
+  if (want === 0) for (const p of st.pods.filter((x) => x.ambient)) await setEnrollment(p.name, false);
+  const enrolled = want === 0 ? 0 : st.pods.filter((p) => p.ambient).length;
   const res = {};
   try {
     for (let r = 0; r < ROUNDS; r++) {
