@@ -50,7 +50,10 @@ Restart: start the new agent while the old one runs (DaemonSet maxSurge); it tak
 socket over --handover-socket, then the old one stops accepting and drains. On SIGTERM without a
 successor the agent stops accepting (new connections are refused: fail closed) and drains for at
 most --drain-timeout. Pinned redirection stays either way so enrolled pods fail closed until an
-agent returns. \`ambientd cleanup\` removes it.`;
+agent returns. \`ambientd cleanup\` removes it.
+Start-up: before anything else the agent checks its capabilities, the bpffs, the cgroup v2 root (on hybrid
+hosts <cgroupRoot>/unified is used), /run/netns, the CA and hand-over directories and the host cgroup
+namespace; a failure exits 78 naming what is missing and the line of deploy/ambientd.yaml (PREFLIGHT_*).`;
 }
 
 function fail(e: unknown): never {
