@@ -27,9 +27,9 @@ RUN clang-14 -g -O2 -target bpf -Wall -Werror -I/usr/include/$(uname -m)-linux-g
  && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
-# Only what the agent needs: libbpf (and libelf) for the addon; nsenter (the
-# DaemonSet's entrypoint bin/enter-host-cgroupns) is in util-linux, which the base already has. The
-# agent runs no other program; bpftool/iproute2 for operators are on the
+# Only what the agent needs: libbpf (and libelf) for the addon; nsenter (run
+# by bin/enter-host-cgroupns, the DaemonSet's command) is in util-linux, which
+# the base already has. The agent runs no other program; bpftool/iproute2 for operators are on the
 # node, and `ambientd inspect` decodes the pinned maps itself.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 \
