@@ -33,7 +33,8 @@ export type ManifestItem =
   | { kind: 'capability'; capability: Capability }
   | { kind: 'mount'; volume: string; mountPath: string; hostPath: string }
   | { kind: 'command'; command: readonly string[] }
-  | { kind: 'config'; key: string; value: string };
+  | { kind: 'config'; key: string; value: string }
+  | { kind: 'podSpec'; field: string; value: boolean };
 
 /** The DaemonSet's entrypoint: enter the host cgroup namespace, then run the agent (scripts/image/enter-host-cgroupns). */
 export const HOST_CGROUPNS_ENTRYPOINT = '/opt/ambientd/bin/enter-host-cgroupns';
@@ -51,6 +52,7 @@ export const MANIFEST_ITEMS = {
   run: { kind: 'mount', volume: 'run', mountPath: '/run/ambientd', hostPath: '/run/ambientd' },
   hostCgroupns: { kind: 'command', command: [HOST_CGROUPNS_ENTRYPOINT, '/proc/1/ns/cgroup', 'node', '/opt/ambientd/dist/src/cli.js'] },
   cgroupRoot: { kind: 'config', key: 'cgroupRoot', value: '/sys/fs/cgroup' },
+  hostPID: { kind: 'podSpec', field: 'hostPID', value: true },
 } as const satisfies Record<string, ManifestItem>;
 
 export type ManifestItemName = keyof typeof MANIFEST_ITEMS;
@@ -67,6 +69,8 @@ export function manifestLine(name: ManifestItemName): string {
       return `${MANIFEST_FILE}: ${CONTAINER}, command: [${item.command.join(', ')}]`;
     case 'config':
       return `${MANIFEST_FILE}: ConfigMap ambientd-config, agent.yaml: ${item.key}: ${item.value}`;
+    case 'podSpec':
+      return `${MANIFEST_FILE}: DaemonSet ambientd, template.spec.${item.field}: ${item.value}`;
   }
 }
 
@@ -98,6 +102,8 @@ export interface PreflightProbes {
   readLink(p: string): string | null;
   /** set by enter-host-cgroupns when nsenter could not enter the host cgroup namespace */
   cgroupnsEntryError(): string | null;
+  /** this process's pid (1 in a pid namespace of its own) */
+  pid(): number;
   /** true in a container (an overlay root, or a Kubernetes pod) */
   inContainer(): boolean;
   /** the mountinfo "root" (the path inside its file system) of the mount holding p: "/" for a file system's own root, the directory for a bind mount */
@@ -165,6 +171,7 @@ export const systemProbes: PreflightProbes = {
     }
   },
   cgroupnsEntryError: () => process.env.AMBIENTD_CGROUPNS_ERROR || null,
+  pid: () => process.pid,
   // A container's root is an overlay (podman, containerd, CRI-O); kubelet also sets KUBERNETES_SERVICE_HOST in
   // every container. Not /proc/1/root (closed on some hosts), /.dockerenv (development machines that are
   // themselves containers have it, with an ext4 root) nor /run/.containerenv (podman --read-only has none).
@@ -262,6 +269,19 @@ export function preflight(settings: PreflightSettings, probes: PreflightProbes =
         cap,
         `capability CAP_${cap} is not in the agent's effective set (CapEff ${eff.toString(16).padStart(16, '0')}); the agent needs it to ${CAP_USE[cap]}`,
         `grant CAP_${cap} to the agent's container`,
+      ),
+    );
+  }
+
+  // host pid: pods are found through /proc/<pid>; pid 1 is then the node's init, never the agent (in a pid
+  // namespace of its own the entrypoint execs into the agent as pid 1, and /proc/1/ns/cgroup is its own)
+  if (probes.pid() === 1) {
+    errors.push(
+      new PreflightError(
+        'PREFLIGHT_PID_NAMESPACE',
+        'hostPID',
+        "the agent is pid 1: it runs in a pid namespace of its own, where pods' processes and the host's cgroup namespace are not visible",
+        "run the agent in the host's pid namespace",
       ),
     );
   }

@@ -76,7 +76,7 @@ export type LifecycleCode =
   | 'HANDOVER_RECORD_VERSION';
 
 /** The agent's start-up checks (src/agent/preflight.ts): what the node or the manifest does not grant. */
-export type PreflightCode = 'PREFLIGHT_CAPABILITY_MISSING' | 'PREFLIGHT_MOUNT_MISSING' | 'PREFLIGHT_CGROUP_NAMESPACE';
+export type PreflightCode = 'PREFLIGHT_CAPABILITY_MISSING' | 'PREFLIGHT_MOUNT_MISSING' | 'PREFLIGHT_CGROUP_NAMESPACE' | 'PREFLIGHT_PID_NAMESPACE';
 
 export type ToolsCode = 'SANDBOX_MISSING' | 'SANDBOX_INVALID' | 'DEMO_CLAIM_FALSE' | 'TOOL_FAILED' | 'TOOLS_NOT_INSTALLED';
 

@@ -179,6 +179,9 @@ test("every manifest line the start-up checks name is in deploy/ambientd.yaml (s
       case 'config':
         assert.equal(agentYaml[item.key], item.value, line);
         break;
+      case 'podSpec':
+        assert.equal((spec as unknown as Record<string, unknown>)[item.field], item.value, line);
+        break;
     }
   }
 });

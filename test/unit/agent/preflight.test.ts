@@ -41,6 +41,7 @@ function probes(o: Partial<PreflightProbes> & { fs?: Record<string, number>; dir
     read: (p) => files[p] ?? null,
     readLink: (p) => (p === '/proc/self/ns/cgroup' || p === '/proc/1/ns/cgroup' ? 'cgroup:[4026531835]' : null),
     cgroupnsEntryError: () => null,
+    pid: () => 4242,
     inContainer: () => true,
     // the ca and run hostPaths are bind mounts (their root is the host directory)
     mountRoot: (p) => (p === settings.caDir || p === '/run/ambientd' ? p : '/'),
@@ -172,6 +173,15 @@ test('a private cgroup namespace: by namespace inode, by pid 1 outside it when /
     assert.match(r.errors[0]!.message, why);
     assert.ok(r.errors[0]!.hint.endsWith(command), r.errors[0]!.hint);
   }
+});
+
+test('a pid namespace of its own (no hostPID): the agent is pid 1, named with the pod spec line', () => {
+  const r = preflight(settings, probes({ pid: () => 1 }));
+  assert.deepEqual(
+    r.errors.map((e) => [e.code, e.item]),
+    [['PREFLIGHT_PID_NAMESPACE', 'hostPID']],
+  );
+  assert.ok(r.errors[0]!.hint.endsWith('deploy/ambientd.yaml: DaemonSet ambientd, template.spec.hostPID: true'), r.errors[0]!.hint);
 });
 
 test('several failures are reported together, each on its own line', () => {
