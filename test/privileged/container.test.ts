@@ -149,6 +149,15 @@ test("in the container's private cgroup namespace (no enter-host-cgroupns) the a
   assertRefusedToStart(r, ['hostCgroupns'], /PREFLIGHT_CGROUP_NAMESPACE: the agent runs in a private cgroup namespace/);
 });
 
+test(
+  'in a pid namespace of its own (no hostPID) the agent exits, naming template.spec.hostPID (and the cgroup namespace it could not enter)',
+  { skip },
+  async () => {
+    const r = await runAgent({ noHostPid: true });
+    assertRefusedToStart(r, ['hostPID', 'hostCgroupns'], /PREFLIGHT_PID_NAMESPACE: the agent is pid 1/);
+  },
+);
+
 /** A greeting from `to` came back to `from`. */
 async function reaches(from: string, to: string): Promise<{ ok: boolean; detail: string }> {
   const a = st.pods.find((p) => p.name === from)!;

@@ -117,6 +117,11 @@ test('the container tests leave out one capability, one mount or the host cgroup
     noNs.join(' '),
   );
   assert.ok(!noNs.includes('/proc/$$/ns/cgroup'));
+  const noPid = podmanWords(containerAgentCommand(node, ROOT, 'img', {}, { name: 'x', noHostPid: true })[2]!);
+  assert.deepEqual(
+    base.filter((w) => !noPid.includes(w)),
+    ['--pid=host'],
+  );
 });
 
 test('`ambientd cleanup` from the image runs as deploy/uninstall.yaml: its capabilities, host network, read-only root, mounts', () => {

@@ -121,6 +121,8 @@ export interface ContainerRunOptions {
   dropVolumes?: readonly string[];
   /** more bind mounts (host path = container path) */
   extraMounts?: readonly string[];
+  /** false: a pid namespace of the container's own even where the manifest has hostPID */
+  hostPid?: boolean;
 }
 
 /** A hard rlimit of this process from /proc/self/limits ('unlimited' as Infinity). */
@@ -148,7 +150,7 @@ export function podmanRunFlags(run: ContainerRun, opts: ContainerRunOptions = {}
   const drop = new Set(opts.dropCapabilities ?? []);
   const dropVolumes = new Set(opts.dropVolumes ?? []);
   const caps = run.capabilities.filter((c) => !drop.has(c));
-  const flags = [...(run.hostPid ? ['--pid=host'] : []), ...(run.readOnlyRoot ? ['--read-only'] : []), '--cap-drop=all'];
+  const flags = [...(run.hostPid && opts.hostPid !== false ? ['--pid=host'] : []), ...(run.readOnlyRoot ? ['--read-only'] : []), '--cap-drop=all'];
   if (caps.length > 0) flags.push(`--cap-add=${caps.join(',')}`);
   for (const m of run.mounts) {
     if (dropVolumes.has(m.volume)) continue;
@@ -169,6 +171,8 @@ export interface ContainerAgentOptions {
   dropVolumes?: readonly string[];
   /** start `node` directly: the container's private cgroup namespace (no enter-host-cgroupns) */
   noHostCgroupns?: boolean;
+  /** a pid namespace of the container's own (no --pid=host) */
+  noHostPid?: boolean;
   /** more agent flags, after --config */
   agentArgs?: readonly string[];
   /** container name (default ambientd-sandbox-<node>-<ms>) */
@@ -220,7 +224,13 @@ export function containerAgentCommand(
     `--network=ns:${node.netnsPath}`,
     '--cgroupns=private',
     ...ulimitFlags(),
-    ...podmanRunFlags(run, { hostPaths, dropCapabilities: opts.dropCapabilities, dropVolumes: opts.dropVolumes, extraMounts: [stateDir] }),
+    ...podmanRunFlags(run, {
+      hostPaths,
+      dropCapabilities: opts.dropCapabilities,
+      dropVolumes: opts.dropVolumes,
+      extraMounts: [stateDir],
+      hostPid: !opts.noHostPid,
+    }),
     ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
     '--entrypoint',
     command[0]!,
