@@ -24,7 +24,7 @@ import type { PodListener } from '../datapath/sockets.js';
 import type { PodInfo } from '../discovery/model.js';
 import type { HandoverEntry } from '../lifecycle/handover.js';
 import type { MeshPod } from '../proxy/mesh.js';
-import { LIVE_STATES, retryDelayMs, socketsToReset } from '../capture/plan.js';
+import { LIVE_STATES, PROBE_SNAT_IPS, retryDelayMs, socketsToReset } from '../capture/plan.js';
 import { AmbientError, errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ipsOf } from './reconciler.js';
@@ -88,9 +88,6 @@ export interface CaptureDeps {
   log: Logger;
   now(): number;
 }
-
-/** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
-const PROBE_SNAT_IP = '169.254.7.127';
 
 const noNetnsPath = (key: string): AmbientError =>
   new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
@@ -375,7 +372,7 @@ export class PodCapture implements MeshPod {
       fail(socks);
       return;
     }
-    const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, PROBE_SNAT_IP].filter((x): x is string => !!x) });
+    const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, ...PROBE_SNAT_IPS].filter((x): x is string => !!x) });
     if (stale.length === 0) {
       this.preexistingReset = 0;
       return;
