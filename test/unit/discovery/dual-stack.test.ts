@@ -15,6 +15,8 @@ import { PROBE_SNAT_IPS, socketsToReset, TCP } from '../../../src/capture/plan.j
 import { AmbientError } from '../../../src/util/errors.js';
 import { clone, fixture } from './fake-k8s-api.js';
 import { allowRule } from '../policy/helpers.js';
+import { parsePod, parseWorkloads } from '../../../src/discovery/workloads.js';
+import { planSandbox, renderWorkloads } from '../../../tools/sandbox/plan.js';
 
 test('canonical addresses: IPv6 compressed lower case, v4-mapped is IPv4, zones and brackets refused with a reason', () => {
   assert.equal(canonicalIp('FD00:0:0:0:0:0:0:0001'), 'fd00::1');
@@ -205,4 +207,31 @@ test('kubelet probes: the IPv6 probe address (ztunnel fd16:9254:7127:1337:ffff:f
     ['fd00::9'],
     'only the foreign IPv6 peer is reset: the probe and the pod itself are kept',
   );
+});
+
+test('workload file: a compact pod lists every address in `ips`; errors name the compact field; the sandbox plan writes them per --ip-family', () => {
+  const p = parsePod({ name: 'a', namespace: 'x', ip: '10.0.0.1', ips: ['10.0.0.1', 'FD00::1'], netns: 'a', cgroup: '/cg/a' }, '/sys/fs/cgroup');
+  assert.deepEqual(p.ips, ['10.0.0.1', 'fd00::1']);
+  assert.throws(
+    () => parsePod({ name: 'a', namespace: 'x', ip: '10.0.0.1', ips: ['10.0.0.1', '10.0.0.2'] }, null),
+    /^FieldError: ips\[1\]\.ip: 10\.0\.0\.2 is a second IPv4 address/,
+  );
+  assert.throws(() => parsePod({ name: 'a', namespace: 'x', ip: '10.0.0.1', ips: 'fd00::1' }, null), /^FieldError: ips: must be a list/);
+
+  const plan = (ipFamily?: 'ipv4' | 'ipv6' | 'dual') => planSandbox({ nodes: 2, pods: 2, stateDir: '/tmp/x', ...(ipFamily ? { ipFamily } : {}) });
+  const v4 = plan();
+  assert.equal(v4.ipFamily, undefined, 'ipv4 is the default');
+  assert.equal(v4.pods[0]!.ips, undefined);
+  assert.equal(v4.nodes[0]!.ip6, undefined);
+  const dual = plan('dual');
+  assert.deepEqual(dual.pods[0]!.ips, ['10.244.1.2', 'fd00:10:244:1::2']);
+  assert.equal(dual.nodes[1]!.ip6, 'fd00:10:100::2');
+  const six = plan('ipv6');
+  assert.equal(six.pods[3]!.ip, 'fd00:10:244:2::3');
+  assert.deepEqual(six.pods[3]!.ips, ['fd00:10:244:2::3']);
+  // what the agents read back
+  const snap = parseWorkloads(JSON.parse(renderWorkloads(dual)), { cgroupRoot: '/sys/fs/cgroup' });
+  assert.deepEqual(snap.errors, []);
+  assert.deepEqual(snap.pods.get('ambient-demo/n1-p1')!.ips, ['10.244.1.2', 'fd00:10:244:1::2']);
+  assert.throws(() => planSandbox({ ipFamily: 'ipv5' as 'ipv4' }), /ip-family must be one of ipv4, ipv6, dual/);
 });
