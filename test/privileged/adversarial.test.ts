@@ -639,8 +639,8 @@ test('the hand-over socket only talks to an agent: another uid cannot connect, a
       `
 import socket, os, struct
 s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(${JSON.stringify(sock)})
-s.sendall(('HELLO 1 %d n1\\n' % os.getpid()).encode())
 try:
+    s.sendall(('HELLO 1 %d n1\\n' % os.getpid()).encode())
     d = s.recv(64)
     print('got', len(d))
 except OSError as e:
@@ -649,7 +649,8 @@ except OSError as e:
     ],
     { encoding: 'utf8' },
   );
-  assert.match(py.stdout, /got 0|error 104/, `a non-agent process gets nothing: ${py.stdout}${py.stderr}`);
+  // the agent may close before the HELLO is even written (EPIPE, 32) or after (EOF, or ECONNRESET 104): nothing either way
+  assert.match(py.stdout, /got 0|error (104|32)\b/, `a non-agent process gets nothing: ${py.stdout}${py.stderr}`);
   // an agent process that claims another pid
   const liar = spawnSync(process.execPath, [FAKE_AGENT, 'agent', 'raw', sock, 'n1', `HELLO 1 ${pid} n1`], { encoding: 'utf8' });
   assert.deepEqual(JSON.parse(liar.stdout), { closed: true });
