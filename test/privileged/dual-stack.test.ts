@@ -13,15 +13,15 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { restartAgent, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
+import { restartAgent, sandboxApply, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { getJsonInNetns } from '../../src/util/netns-http.js';
 import { nettool, nettoolServer, runInPod } from '../../tools/sandbox/podproc.js';
-import { sandboxView, tearDown } from '../helpers/sandbox.js';
+import { sandboxView, tearDown, until } from '../helpers/sandbox.js';
 import { captureNodeLink, hasTls13ServerHello, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { formatHostPort } from '../../src/util/hostport.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 
-type Dump = Pick<ConfigDump, 'workloads' | 'connections' | 'counters'>;
+type Dump = Pick<ConfigDump, 'workloads' | 'connections' | 'counters' | 'services' | 'policies'>;
 type Pod = SandboxState['pods'][number];
 
 const v6 = (p: Pod): string => (p.ips ?? [p.ip]).find((a) => a.includes(':'))!;
@@ -133,6 +133,63 @@ function suite(family: 'dual' | 'ipv6'): void {
   });
 
   if (family === 'dual') {
+    test('dual: a dual-stack Service: its IPv6 VIP goes to IPv6 endpoints over HBONE, the record keeps the VIP; an IPv6 ipBlocks DENY refuses IPv6 peers only', async () => {
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-v6svc-'));
+      const apply = async (name: string, yaml: string): Promise<void> => {
+        const f = path.join(tmp, `${name}.yaml`);
+        fs.writeFileSync(f, yaml);
+        assert.deepEqual((await sandboxApply(f)).errors, [], `${name} applies cleanly`);
+      };
+      try {
+        await apply(
+          'svc',
+          `
+apiVersion: v1
+kind: Service
+metadata: { name: echo6, namespace: ambient-demo }
+spec:
+  clusterIPs: [10.96.0.60, "fd00:10:96::60"]
+  ipFamilies: [IPv4, IPv6]
+  selector: { app: n2-p1 }
+  ports: [ { name: tcp-echo, port: 80, targetPort: 8080 } ]
+`,
+        );
+        await until('service known on n1', async () =>
+          (await dump('n1')).services?.find((s) => s.name === 'echo6' && s.endpoints.some((e) => e.ip.includes(':'))),
+        );
+        const r = await nettool(pod('n1-p1'), 'send', 'fd00:10:96::60', 80, 'via-vip6');
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(r.stdout.startsWith(`hello from [${v6(pod('n2-p1'))}]:8080`), `an IPv6 endpoint answered the IPv6 VIP: ${r.stdout}`);
+        const rec = (await dump('n1')).connections.find((c) => c.service === 'ambient-demo/echo6' && c.state === 'closed');
+        assert.ok(rec);
+        assert.equal(rec.dst, '[fd00:10:96::60]:80', 'the record keeps the VIP the client dialled');
+        assert.equal(rec.endpoint, `[${v6(pod('n2-p1'))}]:8080`);
+        assert.equal(rec.via, 'hbone');
+
+        // n1-p2 (outside the mesh) reaches n2-p1 in plaintext, from its IPv6 or its IPv4 address
+        await apply(
+          'deny6',
+          `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-node1-v6, namespace: ambient-demo }
+spec:
+  selector: { matchLabels: { app: n2-p1 } }
+  action: DENY
+  rules: [ { from: [ { source: { ipBlocks: ["${v6(pod('n1-p2'))}/128"] } } ] } ]
+`,
+        );
+        await until('policy known on n2', async () => (await dump('n2')).policies?.some((p) => p.name === 'deny-node1-v6'));
+        const denied = await nettool(pod('n1-p2'), 'send', v6(pod('n2-p1')), 8080, 'x');
+        assert.ok(!(denied.code === 0 && denied.stdout.startsWith('hello')), `the IPv6 peer is denied: ${denied.stdout}`);
+        const allowed = await nettool(pod('n1-p2'), 'send', v4(pod('n2-p1'))!, 8080, 'x');
+        assert.equal(allowed.code, 0, allowed.stderr);
+        assert.ok(allowed.stdout.startsWith(`hello from ${v4(pod('n2-p1'))}:8080`), 'the same pod over IPv4 never matches an IPv6 block');
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+
     test('dual: IPv4 is captured as before, beside IPv6 (one set of listeners per family)', async () => {
       const r = await nettool(pod('n1-p1'), 'send', v4(pod('n2-p1'))!, 8080, 'ping-v4');
       assert.equal(r.code, 0, r.stderr);

@@ -15,7 +15,7 @@ import { PROBE_SNAT_IPS, socketsToReset, TCP } from '../../../src/capture/plan.j
 import { AmbientError } from '../../../src/util/errors.js';
 import { clone, fixture } from './fake-k8s-api.js';
 import { allowRule } from '../policy/helpers.js';
-import { parsePod, parseWorkloads } from '../../../src/discovery/workloads.js';
+import { parsePod, parseWorkloads, resolveEndpoints } from '../../../src/discovery/workloads.js';
 import { planSandbox, renderWorkloads } from '../../../tools/sandbox/plan.js';
 
 test('canonical addresses: IPv6 compressed lower case, v4-mapped is IPv4, zones and brackets refused with a reason', () => {
@@ -234,4 +234,24 @@ test('workload file: a compact pod lists every address in `ips`; errors name the
   assert.deepEqual(snap.errors, []);
   assert.deepEqual(snap.pods.get('ambient-demo/n1-p1')!.ips, ['10.244.1.2', 'fd00:10:244:1::2']);
   assert.throws(() => planSandbox({ ipFamily: 'ipv5' as 'ipv4' }), /ip-family must be one of ipv4, ipv6, dual/);
+});
+
+test('workload file: a selector Service has each dual-stack pod as an endpoint in both families', () => {
+  const snap = emptySnapshot();
+  const pod = parsePod({ name: 'a', namespace: 'x', ip: '10.0.0.1', ips: ['10.0.0.1', 'fd00::1'], labels: { app: 'a' } }, null);
+  snap.pods.set('x/a', pod);
+  snap.services.set('x/s', {
+    name: 's',
+    namespace: 'x',
+    hostname: 's.x.svc.cluster.local',
+    vips: ['10.96.0.1', 'fd00:96::1'],
+    ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }],
+    selector: { app: 'a' },
+    endpoints: [],
+  });
+  resolveEndpoints(snap);
+  assert.deepEqual(
+    snap.services.get('x/s')!.endpoints.map((e) => e.ip),
+    ['10.0.0.1', 'fd00::1'],
+  );
 });
