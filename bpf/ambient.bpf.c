@@ -12,7 +12,8 @@
  *   amb_connect6   cgroup/connect6: the same for AF_INET6 sockets. A
  *                  v4-mapped destination (::ffff:a.b.c.d) is IPv4 on the
  *                  wire and is captured exactly like connect4; a native IPv6
- *                  destination is refused (EPERM) until dual-stack capture.
+ *                  destination is rewritten to [<pod IPv6>]:15001 (refused,
+ *                  EPERM, when the pod has no IPv6 address).
  *   amb_getpeername4/6  getpeername() of a captured socket returns the
  *                  original destination.
  *   amb_sockops    sockops on the pod cgroup (and the agent's, for sk_msg):
@@ -22,10 +23,11 @@
  *                  closes; puts both ends of in-pod connections in a sockhash.
  *   amb_sk_msg     sk_msg on that sockhash: app<->agent bytes skip the TCP
  *                  stack (optional, AMB_CFG_SOCKMAP_ACCEL).
- *   amb_sk_lookup  sk_lookup on the pod netns: TCP to the pod IP goes to the
- *                  agent's HBONE (15008) or plaintext (15006) listener; with no
- *                  listener, to an isolated pod, to an address no pod owns or
- *                  over IPv6 the lookup fails and the kernel answers RST.
+ *   amb_sk_lookup  sk_lookup on the pod netns: TCP to a pod IP (either
+ *                  family) goes to the agent's HBONE (15008) or plaintext
+ *                  (15006) listener of that family; with no listener, to an
+ *                  isolated pod or to an address no pod owns the lookup fails
+ *                  and the kernel answers RST.
  *
  * Every path that cannot capture refuses: the program only runs for enrolled
  * pods (it is attached to their cgroups and netns), so "nothing matched"
@@ -58,6 +60,14 @@ static __always_inline void ip4_set(struct amb_ip *ip, __u32 addr_be)
 	__builtin_memset(ip, 0, sizeof(*ip));
 	ip->family = AMB_AF_INET;
 	__builtin_memcpy(ip->addr, &addr_be, 4);
+}
+
+static __always_inline void ip6_set(struct amb_ip *ip, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+{
+	__u32 a[4] = {a0, a1, a2, a3};
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->family = AMB_AF_INET6;
+	__builtin_memcpy(ip->addr, a, 16);
 }
 
 static __always_inline __u32 ip4_get(const struct amb_ip *ip)
@@ -238,21 +248,59 @@ int amb_connect6(struct bpf_sock_addr *ctx)
 		return ALLOW;
 	}
 
-	/* Native IPv6: loopback and unspecified stay in the pod... */
+	/* Native IPv6: loopback and unspecified stay in the pod. */
 	if (a0 == 0 && a1 == 0 && a2 == 0 && (a3 == 0 || a3 == bpf_htonl(1)))
 		return ALLOW;
-	/* ... and so does the pod's own IPv6 address, if it has one. */
-	if (pod->v6.family == AMB_AF_INET6) {
-		__u32 p[4];
-		__builtin_memcpy(p, pod->v6.addr, 16);
-		if (a0 == p[0] && a1 == p[1] && a2 == p[2] && a3 == p[3])
-			return ALLOW;
+	/* A pod without an IPv6 address has no IPv6 listener to capture to:
+	 * refused (fail closed, never passed through). */
+	if (pod->v6.family != AMB_AF_INET6) {
+		counter(AMB_CTR_OUT_IPV6);
+		COUNT(cgid, denied_out);
+		return REFUSE;
 	}
-	/* Anything else would leave the pod outside the mesh: refused until
-	 * IPv6 capture exists (fail closed, never passed through). */
-	counter(AMB_CTR_OUT_IPV6);
-	COUNT(cgid, denied_out);
-	return REFUSE;
+	__u32 p[4];
+	__builtin_memcpy(p, pod->v6.addr, 16);
+	/* The pod talking to itself stays in the pod. */
+	if (a0 == p[0] && a1 == p[1] && a2 == p[2] && a3 == p[3])
+		return ALLOW;
+	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED)) {
+		counter(AMB_CTR_OUT_ISOLATED);
+		COUNT(cgid, denied_out);
+		return REFUSE;
+	}
+	if (ctx->protocol != IPPROTO_TCP) {
+		counter(AMB_CTR_OUT_PROTOCOL);
+		COUNT(cgid, denied_out);
+		return REFUSE;
+	}
+	struct amb_orig orig = {};
+	ip6_set(&orig.dst.ip, a0, a1, a2, a3);
+	orig.dst.port = bpf_ntohs((__u16)ctx->user_port);
+	orig.cgroup_id = cgid;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_update_elem(&amb_orig_by_cookie, &cookie, &orig, BPF_ANY);
+
+	/* Rewritten to the agent's IPv6 outbound listener on the pod's own IPv6
+	 * address (not ::1: the app socket's local address, the key of
+	 * amb_orig_dst, must be unique across pods). With no listener there the
+	 * kernel refuses it (fail closed). */
+	struct bpf_sock_tuple tuple = {};
+	__builtin_memcpy(tuple.ipv6.daddr, p, 16);
+	__builtin_memcpy(tuple.ipv6.saddr, p, 16);
+	tuple.ipv6.dport = bpf_htons(cfg->outbound_port);
+	struct bpf_sock *l = bpf_sk_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (l) {
+		bpf_sk_release(l);
+		COUNT(cgid, captured_out);
+	} else {
+		COUNT(cgid, refused_out);
+	}
+	ctx->user_ip6[0] = p[0];
+	ctx->user_ip6[1] = p[1];
+	ctx->user_ip6[2] = p[2];
+	ctx->user_ip6[3] = p[3];
+	ctx->user_port = bpf_htons(cfg->outbound_port);
+	return ALLOW;
 }
 
 /* Original destination of a captured socket by its local address. */
@@ -263,6 +311,17 @@ static __always_inline struct amb_orig_dst *orig_of(__u32 src_ip, __u32 src_port
 	key.port = (__u16)src_port;
 	struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
 	if (!o || o->dst.ip.family != AMB_AF_INET)
+		return 0;
+	return o;
+}
+
+static __always_inline struct amb_orig_dst *orig_of6(const __u32 *src, __u32 src_port)
+{
+	struct amb_sockaddr key = {};
+	ip6_set(&key.ip, src[0], src[1], src[2], src[3]);
+	key.port = (__u16)src_port;
+	struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
+	if (!o || o->dst.ip.family != AMB_AF_INET6)
 		return 0;
 	return o;
 }
@@ -286,34 +345,58 @@ int amb_getpeername4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* The same for a dual-stack socket captured through a v4-mapped connect. */
+/* The same for AF_INET6 sockets: captured through a v4-mapped connect, or
+ * native IPv6 (the peer is then [<pod IPv6>]:15001). */
 SEC("cgroup/getpeername6")
 int amb_getpeername6(struct bpf_sock_addr *ctx)
 {
 	struct amb_config *cfg = config();
 	if (!cfg || ctx->user_port != bpf_htons(cfg->outbound_port))
 		return 1;
-	if (!is_v4_mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
-		return 1;
+	__u32 u0 = ctx->user_ip6[0];
+	__u32 u1 = ctx->user_ip6[1];
+	__u32 u2 = ctx->user_ip6[2];
+	__u32 u3 = ctx->user_ip6[3];
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 1;
-	__u32 src = sk->src_ip4;
-	if (src != ctx->user_ip6[3])
+	if (is_v4_mapped(u0, u1, u2)) {
+		__u32 src = sk->src_ip4;
+		if (src != u3)
+			return 1;
+		struct amb_orig_dst *o = orig_of(src, sk->src_port);
+		if (!o)
+			return 1;
+		ctx->user_ip6[3] = ip4_get(&o->dst.ip);
+		ctx->user_port = bpf_htons(o->dst.port);
 		return 1;
-	struct amb_orig_dst *o = orig_of(src, sk->src_port);
+	}
+	/* native IPv6: captured sockets talk to the agent on their own address */
+	__u32 src[4];
+	src[0] = sk->src_ip6[0];
+	src[1] = sk->src_ip6[1];
+	src[2] = sk->src_ip6[2];
+	src[3] = sk->src_ip6[3];
+	if (src[0] != u0 || src[1] != u1 || src[2] != u2 || src[3] != u3)
+		return 1;
+	struct amb_orig_dst *o = orig_of6(src, sk->src_port);
 	if (!o)
 		return 1;
-	ctx->user_ip6[3] = ip4_get(&o->dst.ip);
+	__u32 d[4];
+	__builtin_memcpy(d, o->dst.ip.addr, 16);
+	ctx->user_ip6[0] = d[0];
+	ctx->user_ip6[1] = d[1];
+	ctx->user_ip6[2] = d[2];
+	ctx->user_ip6[3] = d[3];
 	ctx->user_port = bpf_htons(o->dst.port);
 	return 1;
 }
 
-/* The IPv4 local address of a sock_ops socket: AF_INET, or AF_INET6 v4-mapped.
- * Every field is read unconditionally: clang would otherwise merge the loads
- * of the two branches into one load from a computed ctx pointer, which the
- * verifier refuses. */
-static __always_inline int sockops_local4(struct bpf_sock_ops *skops, __u32 *ip)
+/* The local address of a sock_ops socket as the agent sees it: IPv4 for
+ * AF_INET and AF_INET6 v4-mapped, IPv6 otherwise. Every field is read
+ * unconditionally: clang would otherwise merge the loads of the branches into
+ * one load from a computed ctx pointer, which the verifier refuses. */
+static __always_inline int sockops_local(struct bpf_sock_ops *skops, struct amb_ip *ip)
 {
 	__u32 family = skops->family;
 	__u32 l4 = skops->local_ip4;
@@ -327,11 +410,15 @@ static __always_inline int sockops_local4(struct bpf_sock_ops *skops, __u32 *ip)
 	AMB_KEEP(a2);
 	AMB_KEEP(a3);
 	if (family == AMB_AF_INET) {
-		*ip = l4;
+		ip4_set(ip, l4);
 		return 1;
 	}
 	if (family == AMB_AF_INET6 && is_v4_mapped(a0, a1, a2)) {
-		*ip = a3;
+		ip4_set(ip, a3);
+		return 1;
+	}
+	if (family == AMB_AF_INET6) {
+		ip6_set(ip, a0, a1, a2, a3);
 		return 1;
 	}
 	return 0;
@@ -364,11 +451,9 @@ int amb_sockops(struct bpf_sock_ops *skops)
 			return 1;
 		__u64 cookie = bpf_get_socket_cookie(skops);
 		bpf_map_delete_elem(&amb_orig_by_cookie, &cookie);
-		__u32 local = 0;
-		if (!sockops_local4(skops, &local))
-			return 1;
 		struct amb_sockaddr key = {};
-		ip4_set(&key.ip, local);
+		if (!sockops_local(skops, &key.ip))
+			return 1;
 		key.port = (__u16)skops->local_port;
 		struct amb_orig_dst *o = bpf_map_lookup_elem(&amb_orig_dst, &key);
 		if (o && o->cookie == cookie)
@@ -381,10 +466,8 @@ int amb_sockops(struct bpf_sock_ops *skops)
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		__u64 cookie = bpf_get_socket_cookie(skops);
 		struct amb_orig *o = bpf_map_lookup_elem(&amb_orig_by_cookie, &cookie);
-		__u32 local = 0;
-		if (o && sockops_local4(skops, &local)) {
-			struct amb_sockaddr key = {};
-			ip4_set(&key.ip, local);
+		struct amb_sockaddr key = {};
+		if (o && sockops_local(skops, &key.ip)) {
 			key.port = (__u16)skops->local_port;
 			struct amb_orig_dst v = {};
 			v.dst = o->dst;
@@ -430,20 +513,73 @@ int amb_sk_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
+/* Steers an inbound SYN to the pod's agent listener of its family
+ * (family_key: 0 for IPv4, AMB_AF_INET6), or refuses it. */
+static __always_inline int steer(struct bpf_sk_lookup *ctx, struct amb_pod *pod, __u8 family_key)
+{
+	__u64 cgid = pod->cgroup_id;
+	struct amb_config *cfg = config();
+	if (!cfg)
+		return SK_DROP;
+	struct amb_listener_key key = {};
+	key.cgroup_id = cgid;
+	key.family = family_key;
+	int hbone = ctx->local_port == cfg->hbone_port;
+	key.port = hbone ? cfg->hbone_port : cfg->inbound_port;
+	struct bpf_sock *sk = bpf_map_lookup_elem(&amb_listeners, &key);
+	if (!sk) {
+		/* Fail closed: no agent listener, the lookup fails, the kernel sends RST. */
+		COUNT(cgid, refused_in);
+		return SK_DROP;
+	}
+	long err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		COUNT(cgid, refused_in);
+		return SK_DROP;
+	}
+	if (hbone)
+		COUNT(cgid, hbone_in);
+	else
+		COUNT(cgid, captured_in);
+	return SK_PASS;
+}
+
 static __always_inline int sk_lookup6(struct bpf_sk_lookup *ctx)
 {
 	__u32 l0 = ctx->local_ip6[0], l1 = ctx->local_ip6[1], l2 = ctx->local_ip6[2], l3 = ctx->local_ip6[3];
+	__u32 r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1], r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
 	/* loopback stays in the pod */
 	if (l0 == 0 && l1 == 0 && l2 == 0 && l3 == bpf_htonl(1))
 		return SK_PASS;
-	/* the pod talking to itself */
-	if (l0 == ctx->remote_ip6[0] && l1 == ctx->remote_ip6[1] && l2 == ctx->remote_ip6[2] &&
-	    l3 == ctx->remote_ip6[3])
+	/* the pod talking to itself, and the agent reaching the app from inside the pod */
+	if (l0 == r0 && l1 == r1 && l2 == r2 && l3 == r3)
 		return SK_PASS;
-	/* IPv6 into an enrolled pod (its link-local address, an address the
-	 * mesh does not know): refused until dual-stack capture exists */
-	counter(AMB_CTR_IN_IPV6);
-	return SK_DROP;
+	struct amb_ip local;
+	ip6_set(&local, l0, l1, l2, l3);
+	struct amb_pod *pod = bpf_map_lookup_elem(&amb_pods, &local);
+	if (!pod) {
+		/* an IPv6 address no pod owns (the link-local one, ...): refused */
+		counter(AMB_CTR_IN_IPV6);
+		return SK_DROP;
+	}
+	__u64 cgid = pod->cgroup_id;
+	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || !cgid) {
+		counter(AMB_CTR_IN_ISOLATED);
+		if (cgid)
+			COUNT(cgid, denied_in);
+		return SK_DROP;
+	}
+	/* Traffic from this node's IPv6 address and IPv6 kubelet probes is not captured. */
+	__u32 e[4];
+	__builtin_memcpy(e, pod->exempt_src.addr, 16);
+	if ((pod->exempt_src.family == AMB_AF_INET6 && r0 == e[0] && r1 == e[1] && r2 == e[2] && r3 == e[3]) ||
+	    (r0 == bpf_htonl(AMB_PROBE_SNAT_IP6_0) && r1 == bpf_htonl(AMB_PROBE_SNAT_IP6_1) &&
+	     r2 == bpf_htonl(AMB_PROBE_SNAT_IP6_2) && r3 == bpf_htonl(AMB_PROBE_SNAT_IP6_3))) {
+		COUNT(cgid, bypass_in);
+		return SK_PASS;
+	}
+	return steer(ctx, pod, AMB_AF_INET6);
 }
 
 SEC("sk_lookup")
@@ -485,31 +621,7 @@ int amb_sk_lookup(struct bpf_sk_lookup *ctx)
 		COUNT(cgid, bypass_in);
 		return SK_PASS;
 	}
-	struct amb_config *cfg = config();
-	if (!cfg)
-		return SK_DROP;
-
-	struct amb_listener_key key = {};
-	key.cgroup_id = cgid;
-	int hbone = ctx->local_port == cfg->hbone_port;
-	key.port = hbone ? cfg->hbone_port : cfg->inbound_port;
-	struct bpf_sock *sk = bpf_map_lookup_elem(&amb_listeners, &key);
-	if (!sk) {
-		/* Fail closed: no agent listener, the lookup fails, the kernel sends RST. */
-		COUNT(cgid, refused_in);
-		return SK_DROP;
-	}
-	long err = bpf_sk_assign(ctx, sk, 0);
-	bpf_sk_release(sk);
-	if (err) {
-		COUNT(cgid, refused_in);
-		return SK_DROP;
-	}
-	if (hbone)
-		COUNT(cgid, hbone_in);
-	else
-		COUNT(cgid, captured_in);
-	return SK_PASS;
+	return steer(ctx, pod, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -30,6 +30,12 @@
 
 /* Kubelet probes are SNATed to this address by Istio's CNI; never captured. */
 #define AMB_PROBE_SNAT_IP4 0xA9FE077F /* 169.254.7.127, host order */
+/* ... and to this one over IPv6 (ztunnel's fd16:9254:7127:1337:ffff:ffff:ffff:ffff),
+ * as four 32-bit words in host order */
+#define AMB_PROBE_SNAT_IP6_0 0xFD169254
+#define AMB_PROBE_SNAT_IP6_1 0x71271337
+#define AMB_PROBE_SNAT_IP6_2 0xFFFFFFFF
+#define AMB_PROBE_SNAT_IP6_3 0xFFFFFFFF
 
 /* How deep in the cgroup v2 tree we look for a pod's cgroup (k8s: ~3-5). */
 #define AMB_MAX_CGROUP_LEVEL 10
@@ -82,7 +88,7 @@ struct amb_cgroup_pod {
 struct amb_pod_stats {
 	__u64 captured_out; /* connect() rewritten to the outbound listener */
 	__u64 refused_out;  /* ... while no outbound listener existed (fail closed: ECONNREFUSED) */
-	__u64 denied_out;   /* connect() refused outright (EPERM): isolated pod, native IPv6, other protocol */
+	__u64 denied_out;   /* connect() refused (EPERM): isolated pod, a family it has no address of, other protocol */
 	__u64 captured_in;  /* inbound SYN steered to the plaintext listener */
 	__u64 hbone_in;     /* inbound SYN steered to the HBONE listener */
 	__u64 refused_in;   /* inbound SYN refused: no listener (fail closed) */
@@ -93,10 +99,10 @@ struct amb_pod_stats {
 /* amb_counters[AMB_CTR_*]: refusals by reason, also those no pod can be
  * charged with (an address no pod owns, a task in no pod's cgroup). */
 #define AMB_CTR_OUT_NO_POD 0      /* connect() from an enrolled cgroup by a task of no known pod */
-#define AMB_CTR_OUT_IPV6 1        /* connect() to a native IPv6 destination */
+#define AMB_CTR_OUT_IPV6 1        /* connect() to a native IPv6 destination from a pod without an IPv6 address */
 #define AMB_CTR_OUT_PROTOCOL 2    /* a stream socket of another protocol than TCP */
 #define AMB_CTR_OUT_ISOLATED 3    /* connect() from an isolated pod */
-#define AMB_CTR_IN_IPV6 4         /* inbound IPv6 SYN to an enrolled pod */
+#define AMB_CTR_IN_IPV6 4         /* inbound IPv6 SYN to an IPv6 address no pod owns (link-local, ...) */
 #define AMB_CTR_IN_UNKNOWN_ADDR 5 /* inbound SYN to an address no pod owns, in an enrolled netns */
 #define AMB_CTR_IN_ISOLATED 6     /* inbound SYN to an isolated pod */
 #define AMB_CTR_ORIG_DST_FULL 7   /* amb_orig_dst full: the connection cannot be forwarded (the agent resets it) */
@@ -120,11 +126,13 @@ struct amb_orig_dst {
 	__u64 created_ns; /* bpf_ktime_get_ns() when established */
 };
 
-/* amb_listeners: (pod, role port) -> the agent's listening socket in that pod. */
+/* amb_listeners: (pod, role port, family) -> the agent's listening socket in that pod. */
 struct amb_listener_key {
 	__u64 cgroup_id; /* the pod */
 	__u16 port;      /* inbound_port or hbone_port (or outbound_port), host order */
-	__u16 pad;
+	__u8 family;     /* 0: the IPv4 listener (also v4-mapped); AMB_AF_INET6: the IPv6 one.
+	                  * 0, not AMB_AF_INET, so IPv4 keys are those of earlier agents (hand-over) */
+	__u8 pad;
 	__u32 pad2;
 };
 

@@ -12,7 +12,7 @@ const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
 Usage:
   ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
-  ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
+  ambientd sandbox up [--nodes N] [--pods P] [--no-agents] [--ip-family ipv4|ipv6|dual]
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
   ambientd sandbox enroll <pod> | unenroll <pod>

@@ -135,7 +135,7 @@ export function formatDump(target: Exclude<Target, 'maps'>, dump: DumpLike, outp
         arr(dump.workloads).map((w) => [
           w.namespace,
           w.name,
-          w.ip,
+          Array.isArray(w.ips) && w.ips.length > 1 ? w.ips.join(',') : w.ip,
           w.node,
           w.ambient ? 'yes' : 'no',
           w.error ? `${String(w.state)} (${String((w.error as Obj).code)})` : w.state,

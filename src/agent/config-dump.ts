@@ -9,6 +9,7 @@ import type { FeatureCheck } from '../datapath/features.js';
 import {
   isEnrolled,
   podKey,
+  podIps,
   podSpiffeId,
   type AuthorizationPolicySpec,
   type EntryError,
@@ -36,6 +37,8 @@ export interface WorkloadDump {
   identity: string;
   node: string | null;
   ip: string;
+  /** every address (status.podIPs, one of each family), ip first */
+  ips: string[];
   netns: string | null;
   cgroup: string | null;
   labels: Record<string, string>;
@@ -137,6 +140,7 @@ function workload(parts: ConfigDumpParts, p: PodInfo): WorkloadDump {
     identity: podSpiffeId(p, cfg.trustDomain),
     node: p.node,
     ip: p.ip,
+    ips: podIps(p),
     netns: p.netns,
     cgroup: p.cgroup,
     labels: p.labels,

@@ -24,12 +24,13 @@ import type { PodListener } from '../datapath/sockets.js';
 import type { PodInfo } from '../discovery/model.js';
 import type { HandoverEntry } from '../lifecycle/handover.js';
 import type { MeshPod } from '../proxy/mesh.js';
-import { LIVE_STATES, retryDelayMs, socketsToReset } from '../capture/plan.js';
+import { LIVE_STATES, PROBE_SNAT_IPS, retryDelayMs, socketsToReset } from '../capture/plan.js';
 import { AmbientError, errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ipsOf } from './reconciler.js';
 import type { IdentityLease, IdentityLeases } from './identity-lease.js';
 import { formatHostPort } from '../util/hostport.js';
+import { ipFamily } from '../util/address.js';
 
 /**
  * enrolled: captured. isolated: enrollment failed and the pod fails closed
@@ -88,9 +89,6 @@ export interface CaptureDeps {
   log: Logger;
   now(): number;
 }
-
-/** Istio's CNI SNATs kubelet probes to this address; the datapath never captures it. */
-const PROBE_SNAT_IP = '169.254.7.127';
 
 const noNetnsPath = (key: string): AmbientError =>
   new AmbientError('NETNS_UNAVAILABLE', `pod ${key} has no netns path`, 'set "netns" for local pods in the workload file');
@@ -264,13 +262,9 @@ export class PodCapture implements MeshPod {
       this.held = ipsOf(p);
       const cgroupId = dp.cgroupIdOf({ key, cgroup: p.cgroup });
       this.cgroup = cgroupId;
-      const v4 = this.held.find((ip) => !ip.includes(':'));
-      if (!v4)
-        throw new AmbientError(
-          'POD_UNSUPPORTED',
-          `pod ${key} has only IPv6 addresses (${this.held.join(', ')}); IPv6 capture is not built yet`,
-          'the pod is isolated (its TCP is refused) until IPv6 capture lands; give it an IPv4 address to enroll it',
-        );
+      // one set of listeners per family the pod has (status.podIPs: at most one address of each)
+      const v4 = this.held.find((ip) => ipFamily(ip) === 4);
+      const v6 = this.held.find((ip) => ipFamily(ip) === 6);
       const { outbound, inbound, hbone } = d.ports;
       const listen = async (role: PodRole, bind: { ip: string; port: number }, onConnection: (s: net.Socket) => void): Promise<PodListener> => {
         const l = await d.listen({ key, role, bind, netns, onConnection });
@@ -279,13 +273,22 @@ export class PodCapture implements MeshPod {
         if (this.life !== 'live') this.closeListeners();
         return l;
       };
-      const out = await listen('outbound', { ip: v4, port: outbound }, (s) => d.proxy.outbound(this, s));
-      const inb = await listen('inbound', { ip: '127.0.0.1', port: inbound }, (s) => d.proxy.inbound(this, s));
-      const hb = await listen('hbone', { ip: v4, port: hbone }, (s) => d.proxy.hbone(s));
+      const registered: Array<[number, number, 4 | 6]> = [];
+      for (const [ip, loopback, family] of [
+        [v4, '127.0.0.1', 4],
+        [v6, '::1', 6],
+      ] as const) {
+        if (ip === undefined) continue;
+        // outbound on the pod's own address (connect4/6 rewrite to it: the app socket's address keys its
+        // original destination, unique across pods), inbound on loopback (only sk_lookup hands it SYNs),
+        // HBONE on the pod's address
+        const out = await listen('outbound', { ip, port: outbound }, (s) => d.proxy.outbound(this, s));
+        const inb = await listen('inbound', { ip: loopback, port: inbound }, (s) => d.proxy.inbound(this, s));
+        const hb = await listen('hbone', { ip, port: hbone }, (s) => d.proxy.hbone(s));
+        registered.push([outbound, out.fd, family], [inbound, inb.fd, family], [hbone, hb.fd, family]);
+      }
       this.assertLive('enroll');
-      dp.registerListener(cgroupId, outbound, out.fd);
-      dp.registerListener(cgroupId, inbound, inb.fd);
-      dp.registerListener(cgroupId, hbone, hb.fd);
+      for (const [port, fd, family] of registered) dp.registerListener(cgroupId, port, fd, family);
       dp.enroll({ key, cgroupId, ips: this.held, netns: netns.path, cgroup: p.cgroup, exemptSrc: d.nodeIP });
       this.stateValue = 'enrolled';
       this.failures = 0;
@@ -293,7 +296,7 @@ export class PodCapture implements MeshPod {
       if (firstCapture) this.resetPreexisting();
       // fetched ahead (after redirection is active) so the first connection does not wait for it
       d.prefetch(this.identity);
-      d.log.info('pod enrolled', { pod: key, ip: v4, adopted: !firstCapture, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+      d.log.info('pod enrolled', { pod: key, ips: this.held, adopted: !firstCapture, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
     } catch (e) {
       if (this.life !== 'live') return;
       const err = e instanceof AmbientError ? e : new AmbientError('LISTENER_FAILED', errorMessage(e), 'see the agent log');
@@ -375,7 +378,7 @@ export class PodCapture implements MeshPod {
       fail(socks);
       return;
     }
-    const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, PROBE_SNAT_IP].filter((x): x is string => !!x) });
+    const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, ...PROBE_SNAT_IPS].filter((x): x is string => !!x) });
     if (stale.length === 0) {
       this.preexistingReset = 0;
       return;

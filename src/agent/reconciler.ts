@@ -15,7 +15,7 @@
  *             (labels, readiness) while enrolled, waiting for its retry, or
  *             still in conflict
  */
-import { isEnrolled, podSpiffeId, type MeshSnapshot, type PodInfo } from '../discovery/model.js';
+import { isEnrolled, podIps, podSpiffeId, type MeshSnapshot, type PodInfo } from '../discovery/model.js';
 import { conflictingIps } from '../capture/plan.js';
 
 /** What the reconciler needs of a pod captured now. */
@@ -70,7 +70,7 @@ export interface ReconcileInput {
   now: number;
 }
 
-export const ipsOf = (p: PodInfo): string[] => [...new Set([p.ip, ...(p.ips ?? [])])];
+export const ipsOf = (p: PodInfo): string[] => podIps(p);
 
 export function isLocalPod(p: PodInfo, node: string): boolean {
   return p.node === null || p.node === node;

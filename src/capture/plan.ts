@@ -44,6 +44,13 @@ export const LIVE_STATES = [TCP.ESTABLISHED, TCP.SYN_SENT, TCP.SYN_RECV, TCP.FIN
   0,
 );
 
+/**
+ * Istio's CNI SNATs kubelet probes to these addresses (IPv4, and IPv6 as
+ * ztunnel has it); the datapath never captures them (bpf/ambient.h
+ * AMB_PROBE_SNAT_IP4/6) and enrollment never resets their connections.
+ */
+export const PROBE_SNAT_IPS = ['169.254.7.127', 'fd16:9254:7127:1337:ffff:ffff:ffff:ffff'] as const;
+
 function unmapped(ip: string): string {
   return ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }

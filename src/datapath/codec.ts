@@ -119,7 +119,8 @@ export const STRUCTS = {
     fields: [
       { name: 'cgroup_id', offset: 0, kind: 'u64', size: 8 },
       { name: 'port', offset: 8, kind: 'u16', size: 2 },
-      { name: 'pad', offset: 10, kind: 'u16', size: 2 },
+      { name: 'family', offset: 10, kind: 'u8', size: 1 },
+      { name: 'pad', offset: 11, kind: 'u8', size: 1 },
       { name: 'pad2', offset: 12, kind: 'u32', size: 4 },
     ],
   },
@@ -353,10 +354,12 @@ export type DatapathCounter = (typeof DATAPATH_COUNTERS)[number];
 export const DATAPATH_COUNTER_CAUSES: Record<DatapathCounter, string> = {
   out_no_pod: 'connect() on a socket of an enrolled pod by a task outside any pod cgroup (a socket handed out of the pod): refused (EPERM)',
   out_ipv6:
-    'an enrolled pod connected to a native IPv6 destination: refused (EPERM) until IPv6 capture exists; dual-stack sockets to IPv4 (v4-mapped) are captured',
+    'an enrolled pod without an IPv6 address connected to a native IPv6 destination: refused (EPERM); give the pod an IPv6 address (status.podIPs) to have its IPv6 captured',
   out_protocol: 'an enrolled pod opened a stream socket of another protocol than TCP (e.g. SCTP): refused (EPERM)',
-  out_isolated: 'an isolated pod (its enrollment failed; see its error in /config_dump or /healthz/ready?verbose) tried to connect: refused (EPERM)',
-  in_ipv6: 'an IPv6 connection to an enrolled pod: refused (RST) until IPv6 capture exists',
+  out_isolated:
+    'an isolated pod (its enrollment failed; see its error in /config_dump or /healthz/ready?verbose), or an IPv6-only pod to an IPv4 destination, tried to connect: refused (EPERM)',
+  in_ipv6:
+    "an IPv6 connection to an address of an enrolled pod's netns that no pod owns (its link-local address, an address missing from status.podIPs): refused (RST)",
   in_unknown_addr: 'a connection to an address of an enrolled pod netns that no pod owns: refused (RST)',
   in_isolated: 'a connection to an isolated pod (its enrollment failed) or to an address two pods claim: refused (RST)',
   orig_dst_full: 'amb_orig_dst is full (more live captured connections than it holds): new ones are reset; raise its max_entries',
@@ -374,10 +377,16 @@ export function decodeOrigDst(b: Buffer): AmbOrigDst | null {
   return { dst, cookie: b.readBigUInt64LE(24), cgroupId: b.readBigUInt64LE(32), createdNs: b.readBigUInt64LE(40) };
 }
 
-export function encodeListenerKey(cgroupId: bigint, port: number): Buffer {
+/**
+ * A pod's listener of one role and family. IPv4's family byte is 0 (not
+ * AF_INET), as in the keys of agents before IPv6 capture: their hand-over
+ * keeps working unchanged.
+ */
+export function encodeListenerKey(cgroupId: bigint, port: number, family: 4 | 6 = 4): Buffer {
   const b = Buffer.alloc(STRUCTS.amb_listener_key.size);
   b.writeBigUInt64LE(cgroupId, 0);
   b.writeUInt16LE(port, 8);
+  if (family === 6) b.writeUInt8(AF_INET6, 10);
   return b;
 }
 

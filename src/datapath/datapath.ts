@@ -318,11 +318,12 @@ export class Datapath {
   }
 
   /** Registers an agent listener (fd) for a pod and role port in amb_listeners. */
-  registerListener(cgroupId: bigint, port: number, fd: number): void {
-    this.update('amb_listeners', encodeListenerKey(cgroupId, port), encodeU64(fd));
+  /** A pod's listener of one role port and family (sk_lookup steers each family's SYNs to its own). */
+  registerListener(cgroupId: bigint, port: number, fd: number, family: 4 | 6 = 4): void {
+    this.update('amb_listeners', encodeListenerKey(cgroupId, port, family), encodeU64(fd));
   }
-  unregisterListener(cgroupId: bigint, port: number): void {
-    this.delete('amb_listeners', encodeListenerKey(cgroupId, port));
+  unregisterListener(cgroupId: bigint, port: number, family: 4 | 6 = 4): void {
+    this.delete('amb_listeners', encodeListenerKey(cgroupId, port, family));
   }
 
   linkDir(key: string): string {
@@ -480,7 +481,8 @@ export class Datapath {
   }
 
   private unregisterListeners(cgroupId: bigint): void {
-    for (const port of [this.opts.ports.outbound, this.opts.ports.inbound, this.opts.ports.hbone]) this.unregisterListener(cgroupId, port);
+    for (const port of [this.opts.ports.outbound, this.opts.ports.inbound, this.opts.ports.hbone])
+      for (const family of [4, 6] as const) this.unregisterListener(cgroupId, port, family);
   }
 
   /**

@@ -19,7 +19,7 @@ export const NETNS_ANNOTATION = 'ambientd.io/netns';
 export const CGROUP_ANNOTATION = 'ambientd.io/cgroup';
 
 export const COMPACT_NAMESPACE_FIELDS = ['name', 'labels'] as const;
-export const COMPACT_POD_FIELDS = ['name', 'namespace', 'serviceAccount', 'node', 'ip', 'netns', 'cgroup', 'labels', 'ready'] as const;
+export const COMPACT_POD_FIELDS = ['name', 'namespace', 'serviceAccount', 'node', 'ip', 'ips', 'netns', 'cgroup', 'labels', 'ready'] as const;
 
 const set = (o: Obj, k: string, v: unknown): void => {
   if (!isAbsent(v)) o[k] = v;
@@ -58,7 +58,10 @@ export function compactPod(raw: unknown): Obj {
     spec,
     status: {
       phase: 'Running',
-      ...(isAbsent(o.ip) ? {} : { podIP: o.ip, podIPs: [{ ip: o.ip }] }),
+      // `ips`: every address of a dual-stack pod (status.podIPs, one of each family), `ip` first
+      ...(isAbsent(o.ip)
+        ? {}
+        : { podIP: o.ip, podIPs: Array.isArray(o.ips) ? o.ips.map((ip: unknown) => ({ ip })) : isAbsent(o.ips) ? [{ ip: o.ip }] : o.ips }),
       conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
     },
   };
@@ -75,6 +78,7 @@ const RENAMES: ReadonlyArray<readonly [string, string]> = [
   ['spec.serviceAccountName', 'serviceAccount'],
   ['spec.nodeName', 'node'],
   ['status.podIPs[0].ip', 'ip'],
+  ['status.podIPs', 'ips'],
   ['status.podIP', 'ip'],
   ['status.conditions', 'ready'],
 ];
@@ -83,7 +87,7 @@ const RENAMES: ReadonlyArray<readonly [string, string]> = [
 export function renameField(field: string): string {
   for (const [from, to] of RENAMES) {
     if (field === from) return to;
-    if (field.startsWith(`${from}.`)) return `${to}${field.slice(from.length)}`;
+    if (field.startsWith(`${from}.`) || field.startsWith(`${from}[`)) return `${to}${field.slice(from.length)}`;
   }
   return field;
 }

@@ -24,7 +24,7 @@
  * Where a pod lives (netns, cgroup) is not the mapper's business: the file
  * source reads it from annotations, the Kubernetes source from /proc.
  */
-import net from 'node:net';
+import { FAMILY_NAME, ipFamily } from '../util/address.js';
 import type { AuthorizationPolicy, AuthorizationPolicySpec, Endpoint, NamespaceInfo, PodInfo, ServiceInfo, ServicePort } from './model.js';
 import { dnsName, FieldError, ip, isAbsent, isObj, list, obj, oneOf, optBool, optStr, port, portName, show, strMap, type Obj } from '../util/fields.js';
 
@@ -145,8 +145,14 @@ export function mapPod(o: unknown, opts: MapOptions = {}): PodMapping {
   const podIP = isAbsent(status.podIP) || status.podIP === '' ? undefined : ip(status.podIP, 'status.podIP');
   if (podIP) ips.push(podIP);
   list(status.podIPs, 'status.podIPs').forEach((e, i) => {
-    const a = ip(obj(e, `status.podIPs[${i}]`, true).ip, `status.podIPs[${i}].ip`);
-    if (!ips.includes(a)) ips.push(a);
+    const f = `status.podIPs[${i}].ip`;
+    const a = ip(obj(e, `status.podIPs[${i}]`, true).ip, f);
+    if (ips.includes(a)) return; // podIPs[0] repeats podIP
+    // Kubernetes allows one address of each family (dual-stack): two of one family is malformed
+    const same = ips.find((x) => ipFamily(x) === ipFamily(a));
+    if (same !== undefined)
+      throw new FieldError(f, `${a} is a second ${FAMILY_NAME[ipFamily(a)]} address (already ${same}): a pod has at most one address of each family`);
+    ips.push(a);
   });
   if (ips.length === 0) return { skip: 'noIP' };
 
@@ -213,6 +219,10 @@ export function mapService(o: unknown, opts: MapOptions = {}): ServiceInfo {
     raw = isAbsent(spec.clusterIP) ? [] : [spec.clusterIP];
     field = 'spec.clusterIP';
   }
+  // spec.ipFamilies: the families of spec.clusterIPs, in order (dual-stack: one VIP of each)
+  const families = list(spec.ipFamilies, 'spec.ipFamilies').map((f, i) => oneOf(f, `spec.ipFamilies[${i}]`, ['IPv4', 'IPv6'] as const));
+  if (families.length > 2 || (families.length === 2 && families[0] === families[1]))
+    throw new FieldError('spec.ipFamilies', `${show(families)}: at most one of each family (IPv4, IPv6)`);
   const vips: string[] = [];
   let headless = false;
   raw.forEach((v, i) => {
@@ -221,8 +231,13 @@ export function mapService(o: unknown, opts: MapOptions = {}): ServiceInfo {
       return;
     }
     if (v === '') return; // not allocated
-    const a = ip(v, field === 'spec.clusterIPs' ? `${field}[${i}]` : field);
-    if (!vips.includes(a)) vips.push(a);
+    const f = field === 'spec.clusterIPs' ? `${field}[${i}]` : field;
+    const a = ip(v, f);
+    if (vips.includes(a)) return;
+    const fam = FAMILY_NAME[ipFamily(a)];
+    if (vips.some((x) => ipFamily(x) === ipFamily(a))) throw new FieldError(f, `${a} is a second ${fam} cluster IP: a Service has at most one of each family`);
+    if (families.length > i && families[i] !== fam) throw new FieldError(f, `${a} is ${fam}, but spec.ipFamilies[${i}] is ${families[i]}`);
+    vips.push(a);
   });
   if (type === 'ExternalName') vips.length = 0;
 
@@ -299,7 +314,7 @@ export function mapEndpointSlice(o: unknown): SliceInfo {
     const nodeName = optStr(eo.nodeName, `${f}.nodeName`);
     addrs.forEach((a, j) => {
       const addr = ip(a, `${f}.addresses[${j}]`);
-      if ((net.isIPv4(addr) ? 'IPv4' : 'IPv6') !== addressType) throw new FieldError(`${f}.addresses[${j}]`, `${addr} is not an ${addressType} address`);
+      if (FAMILY_NAME[ipFamily(addr)] !== addressType) throw new FieldError(`${f}.addresses[${j}]`, `${addr} is not an ${addressType} address`);
       endpoints.push({
         ip: addr,
         ready,

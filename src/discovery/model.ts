@@ -155,6 +155,11 @@ export function podSpiffeId(p: { namespace: string; serviceAccount: string }, tr
   return `spiffe://${trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`;
 }
 
+/** Every address of a pod (status.podIPs: at most one of each family), the primary first. */
+export function podIps(p: { ip: string; ips?: string[] }): string[] {
+  return [...new Set([p.ip, ...(p.ips ?? [])])];
+}
+
 /** Indexes over a snapshot, rebuilt when it changes. */
 export class MeshIndex {
   readonly podByIp = new Map<string, PodInfo>();
@@ -167,7 +172,7 @@ export class MeshIndex {
     trustDomain = 'cluster.local',
   ) {
     for (const p of snap.pods.values()) {
-      for (const ip of p.ips ?? [p.ip]) this.podByIp.set(ip, p);
+      for (const ip of podIps(p)) this.podByIp.set(ip, p);
       const id = podSpiffeId(p, trustDomain);
       const l = this.podsByIdentity.get(id);
       if (l) l.push(p);

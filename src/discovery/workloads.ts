@@ -27,7 +27,7 @@ import YAML from 'yaml';
 import { parseDocument } from '../config/config.js';
 import { AmbientError } from '../util/errors.js';
 import { FieldError, filePath, isAbsent, isObj, type Obj } from '../util/fields.js';
-import { emptySnapshot, podKey, type MeshSnapshot, type PodInfo } from './model.js';
+import { emptySnapshot, podIps, podKey, type MeshSnapshot, type PodInfo } from './model.js';
 import { CGROUP_ANNOTATION, compactError, compactNamespace, compactPod, NETNS_ANNOTATION } from './compact.js';
 import { isMeshKind, mapAuthorizationPolicy, mapNamespace, mapPod, mapService, type MapOptions } from './k8s-mapping.js';
 import type { WorkloadSource, WorkloadSourceEvents } from './source.js';
@@ -231,13 +231,18 @@ export function parseWorkloads(docs: unknown | unknown[], opts: ParseOptions = {
   return s;
 }
 
-/** Endpoints of selector services (the file has no EndpointSlices): the namespace's pods whose labels match, ready as the pod is. */
+/**
+ * Endpoints of selector services (the file has no EndpointSlices): every
+ * address of the namespace's pods whose labels match (a dual-stack pod is an
+ * endpoint in each family, as the EndpointSlice controller makes one slice
+ * per family), ready as the pod is.
+ */
 export function resolveEndpoints(s: MeshSnapshot): void {
   for (const svc of s.services.values()) {
     if (!svc.selector || Object.keys(svc.selector).length === 0) continue;
     svc.endpoints = [...s.pods.values()]
       .filter((p) => p.namespace === svc.namespace && Object.entries(svc.selector!).every(([k, v]) => p.labels[k] === v))
-      .map((p) => ({ ip: p.ip, ready: p.ready !== false, pod: podKey(p), ...(p.node ? { node: p.node } : {}) }));
+      .flatMap((p) => podIps(p).map((ip) => ({ ip, ready: p.ready !== false, pod: podKey(p), ...(p.node ? { node: p.node } : {}) })));
   }
 }
 

@@ -110,11 +110,12 @@ export class Inherited {
     readonly fromPid: number,
     list: Array<{ entry: HandoverEntry; fd: number }>,
   ) {
-    for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key), x);
+    for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key, x.entry.ip), x);
   }
 
-  private static id(kind: string, role: string, key?: string): string {
-    return `${kind}\0${role}\0${key ?? ''}`;
+  /** A listener is one role of one pod (or the node) in one family: a dual-stack pod has one of each. */
+  private static id(kind: string, role: string, key: string | undefined, ip: string): string {
+    return `${kind}\0${role}\0${key ?? ''}\0${ip.includes(':') ? 6 : 4}`;
   }
 
   get size(): number {
@@ -127,7 +128,7 @@ export class Inherited {
    * caller binds a new socket). The fd then belongs to the caller.
    */
   take(kind: 'pod' | 'node', role: string, want: { ip: string; port: number; key?: string; netnsInode?: bigint | null }): number | null {
-    const id = Inherited.id(kind, role, want.key);
+    const id = Inherited.id(kind, role, want.key, want.ip);
     const x = this.byKey.get(id);
     if (!x) return null;
     this.byKey.delete(id);

@@ -23,7 +23,7 @@ import type { NativeAddon } from '../datapath/native-api.js';
 import { dialFromNetns, type AgentSocketOptions } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
 import type { OriginalDst } from '../datapath/datapath.js';
-import { podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
+import { podIps, podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
 import type { IdentityManager } from '../identity/manager.js';
 import { HbonePool, type HboneStream } from './hbone/client.js';
 import { HboneServer, type HboneServerEvent } from './hbone/server.js';
@@ -34,6 +34,7 @@ import { parseForwardedFor } from './forwarded.js';
 import { chooseEndpoint } from './services.js';
 import { CLIENT_GONE, CLOSED, dialFailed, hboneFailed, type Outcome } from './outcome.js';
 import { formatHostPort, type HostPort } from '../util/hostport.js';
+import { FAMILY_NAME, ipFamily, type IpFamily } from '../util/address.js';
 import { relay } from './relay.js';
 import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
 import { livenessParams, type LivenessParams } from './liveness.js';
@@ -356,7 +357,7 @@ export class MeshProxy {
     let target: Sockaddr = dst;
     let via: ServiceVia = {};
     if (svc) {
-      const ep = this.pickEndpoint(svc.service, svc.port);
+      const ep = this.pickEndpoint(svc.service, svc.port, ipFamily(dst.ip));
       if (!ep) {
         d.count('service_no_endpoint');
         const rec = d.tracker.begin({
@@ -373,6 +374,20 @@ export class MeshProxy {
       target = ep;
       via = { service: `${svc.service.namespace}/${svc.service.name}`, endpoint: ep };
     }
+    // the agent dials from the pod's own address of the target's family: a
+    // family the pod does not have cannot be reached (refused, never sent from another address)
+    const family = ipFamily(target.ip);
+    if (!podIps(pod.info).some((ip) => ipFamily(ip) === family)) {
+      d.count('family_unavailable');
+      const rec = d.tracker.begin({ pod: pod.key, direction: 'outbound', src, dst, via: 'passthrough', ...via });
+      this.failOutbound(
+        rec,
+        client,
+        { kind: 'upstream_failed', errno: 'ENETUNREACH' },
+        `pod ${pod.key} has no ${FAMILY_NAME[family]} address (${podIps(pod.info).join(', ')}): ${formatHostPort(target)} is unreachable from it`,
+      );
+      return;
+    }
     const dstPod = index.podByIp.get(target.ip);
     if (dstPod && index.enrolled(dstPod)) this.outboundHbone(pod, client, src, dst, target, dstPod, via);
     else this.outboundPassthrough(pod, client, src, dst, target, via);
@@ -380,11 +395,11 @@ export class MeshProxy {
 
   private readonly rr = new Map<string, number>();
   /** A ready endpoint of a service port, round robin; null when none is ready. */
-  pickEndpoint(svc: ServiceInfo, port: ServicePort): Sockaddr | null {
+  pickEndpoint(svc: ServiceInfo, port: ServicePort, family?: IpFamily): Sockaddr | null {
     const key = `${svc.namespace}/${svc.name}:${port.port}`;
     const n = this.rr.get(key) ?? 0;
     this.rr.set(key, n + 1);
-    return chooseEndpoint(svc, port, n);
+    return chooseEndpoint(svc, port, n, family);
   }
 
   private outboundPassthrough(pod: MeshPod, client: net.Socket, src: Sockaddr, dst: Sockaddr, target: Sockaddr, via: ServiceVia): void {
@@ -450,7 +465,7 @@ export class MeshProxy {
     const dst: HostPort = { ip: client.localAddress ?? '', port: client.localPort ?? 0 };
     const src: HostPort = { ip: client.remoteAddress ?? '', port: client.remotePort ?? 0 };
     const own = new Set([d.ports.outbound, d.ports.inbound, d.ports.hbone]);
-    if (dst.ip !== pod.info.ip || own.has(dst.port)) {
+    if (!podIps(pod.info).includes(dst.ip) || own.has(dst.port)) {
       d.count('inbound_bad_destination');
       d.log.once('inbound_bad_destination', 'warn', 'inbound connection to an agent port or foreign address: reset', {
         pod: pod.key,

@@ -6,7 +6,7 @@
  * Stable codes, one family per subsystem. A code is never renamed or reused:
  * dashboards, alerts and scripts match on it. Add a code to its family.
  */
-export type ConfigCode = 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' | 'USAGE';
+export type ConfigCode = 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' | 'USAGE' | 'ADDRESS_INVALID';
 
 export type DiscoveryCode = 'WORKLOADS_INVALID' | 'WORKLOADS_UNREADABLE' | 'K8S_API' | 'K8S_OBJECT_INVALID' | 'K8S_CONFIG';
 

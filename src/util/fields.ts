@@ -6,9 +6,9 @@
  * number 1-65535, got 0"). Callers decide what a FieldError becomes (an entry
  * skipped, a file rejected, a policy marked invalid) with `collect`.
  */
-import net from 'node:net';
 import path from 'node:path';
 import { AmbientError, type ErrorCode } from './errors.js';
+import { badIpReason, canonicalIp } from './address.js';
 import { DNS1123_LABEL_RULE, DNS1123_SUBDOMAIN_RULE, IANA_SVC_NAME_RULE, isDns1123Label, isDns1123Subdomain, isIanaSvcName } from './dns1123.js';
 
 export type Obj = Record<string, unknown>;
@@ -99,9 +99,11 @@ export function oneOf<T extends string>(v: unknown, field: string, values: reado
   throw new FieldError(field, `must be one of ${values.join(', ')}, got ${show(v)}`);
 }
 
+/** An IP address of either family, in its canonical text (src/util/address.ts: IPv6 compressed lower case, v4-mapped as IPv4). */
 export function ip(v: unknown, field: string): string {
-  if (typeof v !== 'string' || net.isIP(v) === 0) throw new FieldError(field, `${show(v)} is not an IP address`);
-  return v;
+  const c = typeof v === 'string' ? canonicalIp(v) : null;
+  if (c === null) throw new FieldError(field, `${show(v)} ${badIpReason(v) ?? 'is not an IP address'}`);
+  return c;
 }
 
 /** A DNS-1123 label (namespace names, Service names). */

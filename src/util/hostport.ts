@@ -4,6 +4,8 @@
  * back.
  */
 import net from 'node:net';
+import { badHostPortReason, canonicalIp } from './address.js';
+import { AmbientError } from './errors.js';
 
 export interface HostPort {
   readonly ip: string;
@@ -42,4 +44,23 @@ export function parseHostPort(text: string): HostPort | null {
 
 export function sameHostPort(a: HostPort, b: HostPort): boolean {
   return a.ip === b.ip && a.port === b.port;
+}
+
+/**
+ * Reads "ip:port" or "[ipv6]:port" into its canonical address (IPv6 compressed
+ * lower case, v4-mapped as IPv4) or throws ADDRESS_INVALID saying what is
+ * wrong ("fd00::1:80" is IPv6 without brackets, ...). `what` names the input.
+ */
+export function readHostPort(text: string, what: string): HostPort {
+  const hp = parseHostPort(text);
+  const ip = hp ? canonicalIp(hp.ip) : null;
+  if (!hp || ip === null) {
+    const why = badHostPortReason(text) ?? 'is not "ip:port" or "[ipv6]:port"';
+    throw new AmbientError(
+      'ADDRESS_INVALID',
+      `${what}: ${JSON.stringify(text)} ${why}`,
+      'write an IPv4 address as "10.0.0.1:80" and an IPv6 one as "[fd00::1]:80"',
+    );
+  }
+  return { ip, port: hp.port };
 }

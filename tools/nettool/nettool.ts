@@ -24,7 +24,17 @@ function listen(port: number, onConn: (s: net.Socket) => void): void {
     s.on('error', () => s.destroy());
     onConn(s);
   });
-  srv.listen(port, '0.0.0.0', () => process.stdout.write('listening\n'));
+  // both families ("::", dual-stack) where the netns has IPv6, else IPv4 only
+  srv.once('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EAFNOSUPPORT' && e.code !== 'EADDRNOTAVAIL') throw e;
+    srv.listen(port, '0.0.0.0', () => process.stdout.write('listening\n'));
+  });
+  srv.listen({ port, host: '::', ipv6Only: false }, () => process.stdout.write('listening\n'));
+}
+
+/** An IPv4 peer of a dual-stack socket as IPv4 ("::ffff:10.0.0.1" -> "10.0.0.1"), as the rest of the mesh writes it. */
+function plainIp(ip: string | undefined): string {
+  return ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : (ip ?? '');
 }
 
 function connect(host: string, port: number): Promise<net.Socket> {
@@ -44,7 +54,7 @@ async function main(argv: string[]): Promise<void> {
     case 'serve': {
       const greet = a.includes('--greet');
       listen(Number(a[0]), (s) => {
-        if (greet) s.write(`hello from ${formatHostPort({ ip: s.localAddress ?? '', port: s.localPort ?? 0 })} to ${s.remoteAddress}\n`);
+        if (greet) s.write(`hello from ${formatHostPort({ ip: plainIp(s.localAddress), port: s.localPort ?? 0 })} to ${plainIp(s.remoteAddress)}\n`);
         s.pipe(s);
       });
       return;

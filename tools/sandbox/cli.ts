@@ -4,14 +4,25 @@
  */
 import { intFlag, parse, usage } from '../../src/util/args.js';
 import * as sb from './index.js';
+import type { SandboxIpFamily } from './model.js';
 
 export async function runSandboxCommand(args: string[]): Promise<void> {
   const sub = args[0];
   const rest = args.slice(1);
   switch (sub) {
     case 'up': {
-      const { values } = parse(rest, { nodes: { type: 'string' }, pods: { type: 'string' }, 'no-agents': { type: 'boolean' } });
-      const st = await sb.sandboxUp({ nodes: intFlag(values.nodes, 'nodes') ?? 2, pods: intFlag(values.pods, 'pods') ?? 2, agents: !values['no-agents'] });
+      const { values } = parse(rest, {
+        nodes: { type: 'string' },
+        pods: { type: 'string' },
+        'no-agents': { type: 'boolean' },
+        'ip-family': { type: 'string' },
+      });
+      const st = await sb.sandboxUp({
+        nodes: intFlag(values.nodes, 'nodes') ?? 2,
+        pods: intFlag(values.pods, 'pods') ?? 2,
+        agents: !values['no-agents'],
+        ...(values['ip-family'] !== undefined ? { ipFamily: values['ip-family'] as SandboxIpFamily } : {}),
+      });
       printStatus(st);
       return;
     }

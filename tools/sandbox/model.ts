@@ -68,6 +68,11 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   handoverTimeout?: string;
   /** more agent settings written to every agent.yaml (e.g. { peerTimeout: '4s', limits: {...} }) */
   agentSettings?: Record<string, unknown>;
+  /**
+   * the pods' address families (see IpFamily); default ipv4: the whole suite
+   * and the 6.1 VM run are proven on it, dual and ipv6 are opt-in until they are
+   */
+  ipFamily?: SandboxIpFamily;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
   lockTimeoutMs?: number;
 }
@@ -79,6 +84,16 @@ export interface SandboxDownOptions extends SandboxPathOptions {
   graceMs?: number;
 }
 
+/**
+ * The pods' address families: ipv4 (10.244.<node>.<pod+1>), ipv6
+ * (fd00:10:244:<node>::<pod+1> only) or dual (both, IPv4 first). With IPv6
+ * the node fabric carries both families (fd00:10:100::<node>).
+ */
+export const SANDBOX_IP_FAMILIES = ['ipv4', 'ipv6', 'dual'] as const;
+export type SandboxIpFamily = (typeof SANDBOX_IP_FAMILIES)[number];
+/** The link-local gateway of the pods' IPv6 default route (each node's vp<j> holds it). */
+export const POD_GATEWAY_IP6 = 'fe80::1';
+
 export interface SandboxNode {
   name: string;
   /** netns name (`ip netns exec <netns>`) */
@@ -86,6 +101,8 @@ export interface SandboxNode {
   /** /run/netns/<netns> */
   netnsPath: string;
   ip: string;
+  /** the node's IPv6 fabric address (ipFamily ipv6/dual) */
+  ip6?: string;
   agentPid: number | null;
   /** the agent's cgroup v2 directory */
   cgroup: string;
@@ -103,7 +120,10 @@ export interface SandboxPod {
   node: string;
   namespace: string;
   serviceAccount: string;
+  /** the primary address (IPv6 in an ipv6 sandbox) */
   ip: string;
+  /** every address, ip first (absent: [ip]) */
+  ips?: string[];
   /** netns name (`ip netns exec <netns>`) */
   netns: string;
   /** /run/netns/<netns> (what the workload file carries) */
@@ -137,6 +157,8 @@ export interface SandboxState {
   handoverTimeout?: string;
   /** more settings of every agent.yaml */
   agentSettings?: Record<string, unknown>;
+  /** absent: ipv4 */
+  ipFamily?: SandboxIpFamily;
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
   pods: SandboxPod[];
@@ -149,6 +171,7 @@ export interface WorkloadPod {
   serviceAccount: string;
   node: string;
   ip: string;
+  ips?: string[];
   netns: string;
   cgroup: string;
   labels: Record<string, string>;

@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { chunk, concurrency, ipBatch, pool, run, sysctlIn } from './helpers.js';
-import { FABRIC_BRIDGE, FABRIC_NETNS, NETNS_PREFIX, NETNS_RUN_DIR, POD_GATEWAY_IP, type SandboxState } from './model.js';
+import { FABRIC_BRIDGE, FABRIC_NETNS, NETNS_PREFIX, NETNS_RUN_DIR, POD_GATEWAY_IP, POD_GATEWAY_IP6, type SandboxState } from './model.js';
 
 /** Every `ambs-*` netns, also files left without a mount. */
 export async function listSandboxNetns(): Promise<string[]> {
@@ -72,30 +72,48 @@ export async function buildNetwork(state: SandboxState): Promise<void> {
       state.nodes.flatMap((n) => [`link set ${n.name} master ${FABRIC_BRIDGE}`, `link set ${n.name} up`]),
     ),
   );
+  const v4 = (ips: string[]): string | undefined => ips.find((a) => !a.includes(':'));
+  const v6 = (ips: string[]): string | undefined => ips.find((a) => a.includes(':'));
   for (const n of state.nodes) {
     const pods = podsOf.get(n.name)!;
     const lines = ['link set lo up', `addr add ${n.ip}/24 dev eth0`, 'link set eth0 up'];
-    pods.forEach((p, idx) => lines.push(`link set vp${idx + 1} up`, `route add ${p.ip}/32 dev vp${idx + 1}`));
+    // IPv6 (ipFamily ipv6/dual): the fabric carries both families; every vp<j> holds the pods'
+    // link-local gateway fe80::1 (no DAD: the same address on each link, as Calico's)
+    if (n.ip6) lines.push(`addr add ${n.ip6}/64 dev eth0 nodad`);
+    pods.forEach((p, idx) => {
+      const ips = p.ips ?? [p.ip];
+      lines.push(`link set vp${idx + 1} up`);
+      const a4 = v4(ips);
+      if (a4) lines.push(`route add ${a4}/32 dev vp${idx + 1}`);
+      const a6 = v6(ips);
+      if (a6) lines.push(`addr add ${POD_GATEWAY_IP6}/64 dev vp${idx + 1} nodad`, `route add ${a6}/128 dev vp${idx + 1}`);
+    });
     lines.push(`route add ${POD_GATEWAY_IP}/32 dev lo scope link`);
     for (const other of state.nodes) {
-      if (other !== n) lines.push(`route add 10.244.${other.name.slice(1)}.0/24 via ${other.ip} dev eth0`);
+      if (other === n) continue;
+      lines.push(`route add 10.244.${other.name.slice(1)}.0/24 via ${other.ip} dev eth0`);
+      if (n.ip6 && other.ip6) lines.push(`route add fd00:10:244:${other.name.slice(1)}::/64 via ${other.ip6} dev eth0`);
     }
     // proxy_delay=0: otherwise the kernel delays each proxy ARP reply by up to 0.8 s (Calico does the same).
-    const proxyArp = pods.map((_p, idx) => `net.ipv4.conf.vp${idx + 1}.proxy_arp=1 net.ipv4.neigh.vp${idx + 1}.proxy_delay=0`).join(' ');
+    const proxyArp =
+      pods.map((_p, idx) => `net.ipv4.conf.vp${idx + 1}.proxy_arp=1 net.ipv4.neigh.vp${idx + 1}.proxy_delay=0`).join(' ') +
+      (n.ip6 ? ' net.ipv6.conf.all.forwarding=1' : '');
     snippets.push(
       step(n.netns, lines) + `ip netns exec ${n.netns} sysctl -q -w ${proxyArp} || { echo "sandbox: sysctl in netns ${n.netns} failed" >&2; exit 1; }\n`,
     );
   }
   for (const p of state.pods) {
-    snippets.push(
-      step(p.netns, [
-        'link set lo up',
-        `addr add ${p.ip}/32 dev eth0`,
-        'link set eth0 up',
-        `route add ${POD_GATEWAY_IP} dev eth0 scope link`,
-        `route add default via ${POD_GATEWAY_IP} dev eth0`,
-      ]),
-    );
+    const ips = p.ips ?? [p.ip];
+    const a4 = v4(ips);
+    const a6 = v6(ips);
+    const lines = ['link set lo up'];
+    if (a4) lines.push(`addr add ${a4}/32 dev eth0`);
+    // nodad: the address is usable at once (a tentative one cannot be bound), as CNIs add pod addresses
+    if (a6) lines.push(`addr add ${a6}/128 dev eth0 nodad`);
+    lines.push('link set eth0 up');
+    if (a4) lines.push(`route add ${POD_GATEWAY_IP} dev eth0 scope link`, `route add default via ${POD_GATEWAY_IP} dev eth0`);
+    if (a6) lines.push(`route add ::/0 via ${POD_GATEWAY_IP6} dev eth0`);
+    snippets.push(step(p.netns, lines));
   }
   const k = Math.min(snippets.length, Math.max(2, Math.min(32, os.availableParallelism() * 2)));
   const scripts = Array.from({ length: k }, (_, i) => snippets.filter((_s, idx) => idx % k === i).join(''));

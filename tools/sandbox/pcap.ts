@@ -1,12 +1,13 @@
 /**
  * Wire checks of the sandbox (tests, demo): tcpdump on the link between a
  * node and the fabric bridge, and a minimal pcap (libpcap format, Ethernet,
- * IPv4, TCP) reader.
+ * IPv4 or IPv6, TCP) reader.
  */
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { TIME_SCALE } from './model.js';
 import { AmbientError } from '../../src/util/errors.js';
+import { canonicalIp } from '../../src/util/address.js';
 
 async function until(what: string, fn: () => boolean, timeoutMs = 8000): Promise<void> {
   const end = Date.now() + timeoutMs * TIME_SCALE;
@@ -39,15 +40,33 @@ export function readTcpPackets(file: string): TcpPacket[] {
     const pkt = b.subarray(off + 16, off + 16 + incl);
     off += 16 + incl;
     let ip = 0;
+    let type = 0;
     if (linktype === 1) {
       // Ethernet
-      if (pkt.length < 14 || pkt.readUInt16BE(12) !== 0x0800) continue;
+      if (pkt.length < 14) continue;
+      type = pkt.readUInt16BE(12);
       ip = 14;
     } else if (linktype === 113) {
       // Linux cooked
-      if (pkt.length < 16 || pkt.readUInt16BE(14) !== 0x0800) continue;
+      if (pkt.length < 16) continue;
+      type = pkt.readUInt16BE(14);
       ip = 16;
     } else continue;
+    if (type === 0x86dd) {
+      // IPv6 with TCP as the next header (the sandbox sends no extension headers)
+      if (pkt.length < ip + 40 || pkt[ip]! >> 4 !== 6 || pkt[ip + 6] !== 6) continue;
+      const tcp6 = ip + 40;
+      const doff6 = (pkt[tcp6 + 12]! >> 4) * 4;
+      out.push({
+        src: ipv6Text(pkt.subarray(ip + 8, ip + 24)),
+        dst: ipv6Text(pkt.subarray(ip + 24, ip + 40)),
+        sport: pkt.readUInt16BE(tcp6),
+        dport: pkt.readUInt16BE(tcp6 + 2),
+        payload: pkt.subarray(tcp6 + doff6, tcp6 + pkt.readUInt16BE(ip + 4)),
+      });
+      continue;
+    }
+    if (type !== 0x0800) continue;
     if (pkt[ip]! >> 4 !== 4 || pkt[ip + 9] !== 6) continue;
     const ihl = (pkt[ip]! & 0x0f) * 4;
     const total = pkt.readUInt16BE(ip + 2);
@@ -62,6 +81,12 @@ export function readTcpPackets(file: string): TcpPacket[] {
     });
   }
   return out;
+}
+
+/** 16 bytes as canonical IPv6 text (what the agent's records show). */
+function ipv6Text(b: Buffer): string {
+  const groups = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2).toString(16)).join(':');
+  return canonicalIp(groups) ?? groups;
 }
 
 /** TLS 1.3 negotiated: a ServerHello (handshake type 2) carrying supported_versions (0x002b) = 0x0304. */

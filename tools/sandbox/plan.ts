@@ -20,6 +20,7 @@ import {
   NETNS_RUN_DIR,
   PLAIN_NAMESPACE,
   SANDBOX_DIR_NAME,
+  SANDBOX_IP_FAMILIES,
   type SandboxAgentConfig,
   type SandboxNode,
   type SandboxPathOptions,
@@ -69,6 +70,9 @@ function checkCount(what: string, v: unknown, max: number): number {
 export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
   const nodeCount = checkCount('nodes', opts.nodes ?? 2, MAX_NODES);
   const podCount = checkCount('pods', opts.pods ?? 2, MAX_PODS);
+  const ipFamily = opts.ipFamily ?? 'ipv4';
+  if (!(SANDBOX_IP_FAMILIES as readonly string[]).includes(ipFamily))
+    throw usage(`sandbox: ip-family must be one of ${SANDBOX_IP_FAMILIES.join(', ')}, got ${JSON.stringify(ipFamily)}`, 'pass --ip-family ipv4, ipv6 or dual');
   const { stateDir, cgroupRoot, bpffsRoot } = resolvePaths(opts);
   const cgBase = path.join(cgroupRoot, SANDBOX_DIR_NAME);
   const bpfBase = path.join(bpffsRoot, SANDBOX_DIR_NAME);
@@ -87,6 +91,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
       netns: `${NETNS_PREFIX}${name}`,
       netnsPath: path.join(NETNS_RUN_DIR, `${NETNS_PREFIX}${name}`),
       ip: `10.100.0.${i}`,
+      ...(ipFamily !== 'ipv4' ? { ip6: `fd00:10:100::${i}` } : {}),
       agentPid: null,
       cgroup: path.join(cgBase, name, 'agent'),
       config: path.join(dir, 'agent.yaml'),
@@ -98,12 +103,16 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
       const pod = `${name}-p${j}`;
       const namespace = j % 2 === 1 ? AMBIENT_NAMESPACE : PLAIN_NAMESPACE;
       const labels = { app: pod, tier: 'echo' };
+      const v4 = `10.244.${i}.${j + 1}`;
+      const v6 = `fd00:10:244:${i}::${(j + 1).toString(16)}`;
+      const ips = ipFamily === 'ipv4' ? [v4] : ipFamily === 'ipv6' ? [v6] : [v4, v6];
       pods.push({
         name: pod,
         node: name,
         namespace,
         serviceAccount: `sa-${pod}`,
-        ip: `10.244.${i}.${j + 1}`,
+        ip: ips[0]!,
+        ...(ipFamily !== 'ipv4' ? { ips } : {}),
         netns: `${NETNS_PREFIX}${pod}`,
         netnsPath: path.join(NETNS_RUN_DIR, `${NETNS_PREFIX}${pod}`),
         cgroup: path.join(cgBase, name, 'pods', pod),
@@ -124,6 +133,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     drainTimeout: opts.drainTimeout ?? '5s',
     ...(opts.handoverTimeout ? { handoverTimeout: opts.handoverTimeout } : {}),
     ...(opts.agentSettings ? { agentSettings: opts.agentSettings } : {}),
+    ...(ipFamily !== 'ipv4' ? { ipFamily } : {}),
     namespaces,
     nodes,
     pods,
@@ -139,6 +149,7 @@ export function workloadsDocument(state: SandboxState): WorkloadsDocument {
       serviceAccount: p.serviceAccount,
       node: p.node,
       ip: p.ip,
+      ...(p.ips ? { ips: [...p.ips] } : {}),
       netns: p.netnsPath,
       cgroup: p.cgroup,
       labels: { ...p.labels },

@@ -23,8 +23,8 @@ export class FakeDatapath implements CaptureDatapath {
     if (pod.cgroup.includes('missing')) throw new AmbientError('CGROUP_UNAVAILABLE', `pod ${pod.key}: cgroup ${pod.cgroup}: ENOENT`, 'test');
     return BigInt(pod.cgroup.length);
   }
-  registerListener(cgroupId: bigint, port: number, fd: number): void {
-    this.calls.push(['registerListener', cgroupId, port, fd]);
+  registerListener(cgroupId: bigint, port: number, fd: number, family: 4 | 6 = 4): void {
+    this.calls.push(['registerListener', cgroupId, port, fd, family]);
   }
   enroll(pod: { key: string; netns: string; ips: string[] }): void {
     this.calls.push(['enroll', pod.key, pod.netns, pod.ips]);

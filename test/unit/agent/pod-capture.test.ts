@@ -192,15 +192,48 @@ test('detach (the agent stops): listeners and handle close, the datapath keeps t
   assert.equal(w.dp.named('unenroll').length, 0, 'a detached capture is not released');
 });
 
-test('an IPv6-only pod: POD_UNSUPPORTED (not a kernel problem), isolated (fails closed), nothing listens', async () => {
+test('IPv6-only and dual-stack pods: one set of listeners per family (outbound and HBONE on the pod address, inbound on loopback), each registered with its family', async () => {
   const w = captureWorld();
   const c = capture(w, pod('v6', { ip: 'fd00::5', ips: ['fd00::5'] }));
   await c.enroll();
-  assert.equal(c.state, 'isolated');
-  assert.equal(c.error?.code, 'POD_UNSUPPORTED');
-  assert.match(c.error!.message, /only IPv6 addresses \(fd00::5\)/);
-  assert.match(c.error!.hint ?? '', /isolated/);
-  assert.equal(w.listens.length, 0, 'no listener for it');
-  assert.equal(w.dp.named('enroll').length, 0);
-  assert.equal(w.dp.named('isolate').length, 1, 'its TCP is refused by the datapath');
+  assert.equal(c.state, 'enrolled');
+  assert.deepEqual(
+    w.listens.map((l) => [l.role, l.bind.ip, l.bind.port]),
+    [
+      ['outbound', 'fd00::5', 15001],
+      ['inbound', '::1', 15006],
+      ['hbone', 'fd00::5', 15008],
+    ],
+  );
+  assert.deepEqual(
+    w.dp.named('registerListener').map((r) => [r[2], r[4]]),
+    [
+      [15001, 6],
+      [15006, 6],
+      [15008, 6],
+    ],
+  );
+  assert.deepEqual(w.dp.named('enroll')[0]![3], ['fd00::5']);
+
+  const w2 = captureWorld();
+  const d = capture(w2, pod('dual', { ip: '10.0.0.5', ips: ['10.0.0.5', 'fd00::5'] }));
+  await d.enroll();
+  assert.equal(d.state, 'enrolled');
+  assert.deepEqual(
+    w2.listens.map((l) => [l.role, l.bind.ip]),
+    [
+      ['outbound', '10.0.0.5'],
+      ['inbound', '127.0.0.1'],
+      ['hbone', '10.0.0.5'],
+      ['outbound', 'fd00::5'],
+      ['inbound', '::1'],
+      ['hbone', 'fd00::5'],
+    ],
+  );
+  assert.deepEqual(
+    w2.dp.named('registerListener').map((r) => r[4]),
+    [4, 4, 4, 6, 6, 6],
+  );
+  assert.deepEqual(w2.dp.named('enroll')[0]![3], ['10.0.0.5', 'fd00::5']);
+  assert.equal(d.handoverEntries().length, 6, 'every listener is handed over, told apart by its address');
 });

@@ -105,5 +105,9 @@ test('structs encode ports in host order and decode back', () => {
   assert.deepEqual(decodePod(encodePod(pod)), pod);
   assert.deepEqual(decodeCgroupPod(encodeCgroupPod({ v4: '10.244.1.2', v6: null, flags: 2 })), { v4: '10.244.1.2', v6: null, flags: 2 });
   const lk = encodeListenerKey(99n, 15006);
-  assert.deepEqual(decodeStruct('amb_listener_key', lk), { cgroup_id: 99n, port: 15006, pad: 0, pad2: 0 });
+  assert.deepEqual(decodeStruct('amb_listener_key', lk), { cgroup_id: 99n, port: 15006, family: 0, pad: 0, pad2: 0 });
+  assert.deepEqual(lk, Buffer.from([99, 0, 0, 0, 0, 0, 0, 0, 0x9e, 0x3a, 0, 0, 0, 0, 0, 0]), 'the IPv4 key is the one agents before IPv6 wrote (hand-over)');
+  assert.deepEqual(decodeStruct('amb_listener_key', encodeListenerKey(99n, 15008, 6)), { cgroup_id: 99n, port: 15008, family: 10, pad: 0, pad2: 0 });
+  assert.deepEqual(decodeCgroupPod(encodeCgroupPod({ v4: null, v6: 'fd00::5', flags: 1 })), { v4: null, v6: 'fd00::5', flags: 1 });
+  assert.deepEqual(decodeSockaddr(encodeSockaddr({ ip: 'fd00:10:244:2::14', port: 8080 })), { ip: 'fd00:10:244:2::14', port: 8080 });
 });

@@ -80,6 +80,17 @@ test("an entry too old to be this connection's: reset, counted", async () => {
   await mesh.close({ force: true });
 });
 
+test('a destination of a family the pod does not have: reset, counted, recorded with ENETUNREACH, never dialled from another address', async () => {
+  const { mesh, counts, tracker } = proxy(entry({ dst: { ip: 'fd00::9', port: 80 } }));
+  assert.equal(await outbound(mesh), 'ECONNRESET');
+  assert.deepEqual(counts, ['family_unavailable', 'upstream_connect_failed']);
+  const recs = tracker.list();
+  assert.equal(recs.length, 1);
+  assert.deepEqual(recs[0]!.dst, { ip: 'fd00::9', port: 80 });
+  assert.deepEqual(recs[0]!.outcome, { kind: 'upstream_failed', errno: 'ENETUNREACH' });
+  await mesh.close({ force: true });
+});
+
 test('Forwarded is parsed as a bounded claim: addresses (and ports) only', () => {
   assert.equal(forwardedFor('for="10.99.1.1:4242"'), '10.99.1.1:4242');
   assert.equal(forwardedFor('for=10.99.1.1'), '10.99.1.1');
