@@ -10,8 +10,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
-import { promisify } from 'node:util';
-import { generateKeyPair } from 'node:crypto';
 import type { AgentConfig } from '../config/config.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
 import { loadNative } from '../datapath/native.js';
@@ -19,8 +17,8 @@ import type { NativeAddon } from '../datapath/native-api.js';
 import { WorkloadFileSource } from '../discovery/workloads.js';
 import { emptySnapshot, MeshIndex, podSpiffeId, type MeshSnapshot } from '../discovery/model.js';
 import type { WorkloadSource } from '../discovery/source.js';
-import { CertificateAuthority } from '../identity/ca.js';
-import { IdentityManager } from '../identity/manager.js';
+import type { IdentityManager } from '../identity/manager.js';
+import { openIdentities } from './identities.js';
 import { createAdminServer } from '../admin/server.js';
 import { attachAccessLog } from '../admin/access-log.js';
 import { AgentMetrics } from '../metrics/metrics.js';
@@ -30,7 +28,7 @@ import { ActivePolicies } from '../policy/active.js';
 import { ConnectionTracker } from '../proxy/connections.js';
 import { livenessParams } from '../proxy/liveness.js';
 import { MeshProxy } from '../proxy/mesh.js';
-import { AmbientError, errorMessage } from '../util/errors.js';
+import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { CaptureSet } from './captures.js';
 import { buildConfigDump, type ConfigDump } from './config-dump.js';
@@ -65,14 +63,6 @@ export interface AgentInputs {
 const LIMIT_HINTS: Record<string, string> = {
   limit_dials: 'too many connections being opened at once: raise limits.maxPendingDials, or look for a destination that stopped answering SYNs',
 };
-
-/** An ECDSA P-256 key pair in PEM (for the X.509 warm-up at start). */
-const generateEcKey = (): Promise<{ publicKey: string }> =>
-  promisify(generateKeyPair)('ec', {
-    namedCurve: 'P-256',
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  }) as Promise<{ publicKey: string; privateKey: string }>;
 
 export class Agent {
   readonly tracker = new ConnectionTracker();
@@ -248,26 +238,8 @@ export class Agent {
     this.metricsServer = createMetricsServer(this.metrics, log);
     await this.listeners.node(this.metricsServer, cfg.ports.metrics, cfg.metricsAddress, 'metrics', 'ports.metrics');
 
-    const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {
-      throw new AmbientError(
-        'CA_UNAVAILABLE',
-        `built-in CA at ${cfg.caDir}: ${e.message}`,
-        'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)',
-        { cause: e },
-      );
-    });
-    const identities = new IdentityManager({ issuer: ca, lifetimeMs: cfg.certLifetimeMs });
+    const identities = await openIdentities(cfg, log);
     this.identities = identities;
-    // Warm the key generation and X.509 code once before serving: the first
-    // issuance compiles a lot of JavaScript, and would otherwise delay the first
-    // enrollment by a few hundred ms.
-    await ca
-      .issue({
-        spiffeId: `spiffe://${cfg.trustDomain}/ns/ambientd-system/sa/ambientd-warmup`,
-        publicKey: (await generateEcKey()).publicKey,
-        lifetimeMs: 60_000,
-      })
-      .catch(() => undefined);
     identities.on('renewalFailed', (ev) => {
       this.count('certificate_renewal_failed');
       log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error });

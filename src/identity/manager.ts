@@ -240,11 +240,12 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     return out;
   }
 
-  /** Stops all timers; pending get() calls still settle; later get() calls reject. */
+  /** Stops all timers and closes the issuer; pending get() calls still settle; later get() calls reject. */
   close(): void {
     this.#closed = true;
     for (const e of this.#entries.values()) this.#clearTimers(e);
     this.#entries.clear();
+    this.#issuer.close?.();
   }
 
   get closed(): boolean {
