@@ -33,6 +33,8 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/build/Release/ambient_native.node ./build/Release/ambient_native.node
 COPY --from=build /src/bpf/ambient.bpf.o ./bpf/ambient.bpf.o
 COPY --from=build /src/dist/src ./dist/src
+# the vendored Istio certificate API (and its license), loaded at run time by `ambientd ca` and an agent with caAddress
+COPY --from=build /src/src/ca/proto ./dist/src/ca/proto
 # Runs as root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN (setns, cgroup attach),
 # CAP_SYS_PTRACE (/proc/<pid>/ns/net of pods) — see the DaemonSet in deploy/.
 ENTRYPOINT ["node", "/opt/ambientd/dist/src/cli.js"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * ambientd command line: `agent`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
+ * ambientd command line: `agent`, `ca`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
  * Every failure prints "CODE: message" and a hint, and exits non-zero.
  */
 import fs from 'node:fs';
@@ -12,6 +12,7 @@ const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
 Usage:
   ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
+  ambientd ca --ca-dir DIR [--auth kubernetes|sandbox] [flags]   (the cluster CA: no node holds a CA key)
   ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
@@ -248,6 +249,15 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'agent':
       return cmdAgent(rest);
+    case 'ca': {
+      const { parseCaArgs, runCa, CA_HELP } = await import('./ca/cli.js');
+      const o = parseCaArgs(rest);
+      if (o === null) {
+        process.stdout.write(CA_HELP + '\n');
+        return;
+      }
+      return runCa(o);
+    }
     case 'sandbox':
       if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) {
         process.stdout.write(USAGE + '\n');
