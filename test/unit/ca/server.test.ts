@@ -202,3 +202,37 @@ test('TLS: a client that does not trust the CA root cannot talk to it', async (t
   assert.equal(e.code, grpc.status.UNAVAILABLE);
   assert.equal(await h.metric('issued', 'OK'), 0);
 });
+
+test('two replicas on the same CA material: stateless, either one serves, both chains end in the same root', async (t) => {
+  const a = await startCa(t);
+  const { CaServer } = await import('../../../src/ca/server.js');
+  const { servingCertificate } = await import('../../../src/ca/serving.js');
+  const { SandboxAuthenticator } = await import('../../../src/ca/auth-sandbox.js');
+  const replica = new CaServer({
+    signer: a.ca,
+    authenticator: new SandboxAuthenticator({ publicKey: a.keys.publicKeyPem, audience: 'istio-ca' }),
+    pods: a.pods,
+    trustedNodeAccounts: [`${AGENT.namespace}/${AGENT.serviceAccount}`],
+    tls: await servingCertificate(a.ca, ['127.0.0.1']),
+  });
+  const port = await replica.listen('127.0.0.1:0');
+  t.after(() => replica.close(100));
+  const { Client } = loadCaService();
+  const b = new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(a.ca.rootPem)));
+  t.after(() => b.close());
+  const { csr } = await makeCsr({ uris: [WEB] });
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${a.token('node-a')}`);
+  const fromB = await new Promise<{ cert_chain: string[] }>((resolve, reject) =>
+    (b as unknown as Record<string, (...x: unknown[]) => void>).CreateCertificate!(
+      { csr, metadata: { fields: { ImpersonatedIdentity: { stringValue: WEB } } } },
+      md,
+      { deadline: Date.now() + 5000 },
+      (e: Error | null, r: { cert_chain: string[] }) => (e ? reject(e) : resolve(r)),
+    ),
+  );
+  const fromA = await a.call({ csr, impersonate: WEB }, a.token('node-a'));
+  assert.equal(fromA.cert_chain.at(-1), fromB.cert_chain.at(-1));
+  assert.notEqual(new X509Certificate(fromA.cert_chain[0]!).serialNumber, new X509Certificate(fromB.cert_chain[0]!).serialNumber);
+  assert.equal((await replica.registry.getSingleMetric('ambientd_ca_requests_total')!.get()).values.find((v) => v.labels.result === 'issued')?.value, 1);
+});
