@@ -12,7 +12,7 @@ const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
 Usage:
   ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
-  ambientd ca --ca-dir DIR [--auth kubernetes|sandbox] [flags]   (the cluster CA: no node holds a CA key)
+  ambientd ca --ca-dir DIR | --ca-secret-namespace NS [--auth kubernetes|sandbox] [flags]   (the cluster CA: no node holds a CA key)
   ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]

@@ -16,7 +16,7 @@ import type { WorkloadSource } from '../discovery/source.js';
 
 export const CA_HELP = `ambientd ca — the cluster CA: signs workload certificates for node agents (no node holds a CA key)
 
-Usage: ambientd ca --ca-dir DIR [--auth kubernetes|sandbox] [flags]
+Usage: ambientd ca --ca-dir DIR | --ca-secret-namespace NS [--auth kubernetes|sandbox] [flags]
 
 Serves Istio's certificate API (istio.v1.auth.IstioCertificateService/CreateCertificate) over TLS.
 A node agent authenticates with a bearer token that says which node it runs on, and gets only the
@@ -26,9 +26,12 @@ identities (spiffe://TD/ns/<ns>/sa/<sa>) of pods scheduled on that node. Anythin
 CA material.
 
   --listen HOST:PORT           gRPC+TLS address [0.0.0.0:15012]
-  --ca-dir DIR                 CA material: an Istio plug-in layout (ca-cert.pem, ca-key.pem,
-                               root-cert.pem, cert-chain.pem), or an empty directory where a root
-                               is created (required)
+  --ca-dir DIR                 CA material in a directory: an Istio plug-in layout (ca-cert.pem,
+                               ca-key.pem, root-cert.pem, cert-chain.pem), or an empty directory
+                               where a root is created
+  --ca-secret-namespace NS     or in Secrets of NS: the plug-in Secret "cacerts" if present, else
+                               "ambientd-ca-root", created with a new root on first start (several
+                               replicas starting at once end with one root)
   --trust-domain TD            SPIFFE trust domain [cluster.local]
   --auth M                     how callers prove their node: kubernetes (projected ServiceAccount
                                token, checked by TokenReview) | sandbox (a node token signed by the
@@ -48,12 +51,13 @@ CA material.
   --log-level L                debug, info, warn, error, off [info]
   -h, --help                   this help
 
-Kubernetes: the CA needs RBAC create on tokenreviews and list/watch on pods; agents mount a projected
+Kubernetes: the CA needs RBAC create on tokenreviews, list/watch on pods, get/create on its Secrets; agents mount a projected
 token with the audience above and the root as caRootCert (see docs/CA.md).`;
 
 export interface CaCliOptions {
   listen: string;
-  caDir: string;
+  caDir: string | null;
+  caSecretNamespace: string | null;
   trustDomain: string;
   auth: 'kubernetes' | 'sandbox';
   tokenAudience: string;
@@ -78,6 +82,7 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
       options: {
         listen: { type: 'string' },
         'ca-dir': { type: 'string' },
+        'ca-secret-namespace': { type: 'string' },
         'trust-domain': { type: 'string' },
         auth: { type: 'string' },
         'token-audience': { type: 'string' },
@@ -103,7 +108,11 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
   const str = (k: string): string | undefined => values[k] as string | undefined;
   const listen = str('listen') ?? '0.0.0.0:15012';
   if (!parseDialAddress(listen) && !/^\[?[0-9a-fA-F:.]*\]?:0$/.test(listen)) bad(`--listen must be HOST:PORT, got ${JSON.stringify(listen)}`);
-  const caDir = str('ca-dir') ?? bad('--ca-dir is required');
+  const caDir = str('ca-dir') ?? null;
+  const caSecretNamespace = str('ca-secret-namespace') ?? null;
+  if ((caDir === null) === (caSecretNamespace === null)) bad('give one of --ca-dir and --ca-secret-namespace (where the CA key is)');
+  if (caSecretNamespace !== null && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(caSecretNamespace))
+    bad(`--ca-secret-namespace must be a namespace name, got ${JSON.stringify(caSecretNamespace)}`);
   const auth = str('auth') ?? 'kubernetes';
   if (auth !== 'kubernetes' && auth !== 'sandbox') bad(`--auth must be kubernetes or sandbox, got ${JSON.stringify(auth)}`);
   const source = str('source') ?? (auth === 'kubernetes' ? 'kubernetes' : 'file');
@@ -130,6 +139,7 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
   return {
     listen,
     caDir,
+    caSecretNamespace,
     trustDomain: str('trust-domain') ?? 'cluster.local',
     auth: auth as 'kubernetes' | 'sandbox',
     tokenAudience: str('token-audience') ?? 'istio-ca',
@@ -157,8 +167,19 @@ export async function runCa(o: CaCliOptions): Promise<void> {
   const { servingCertificate } = await import('./serving.js');
   const log = new Logger('ambientd.ca', o.logLevel);
 
-  const signer = await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain: o.trustDomain });
-  log.info('CA material', { caDir: o.caDir, source: signer.source, notAfter: signer.notAfter.toISOString() });
+  let signer: import('../identity/ca.js').CertificateAuthority;
+  if (o.caDir !== null) {
+    signer = await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain: o.trustDomain });
+    log.info('CA material', { caDir: o.caDir, source: signer.source, notAfter: signer.notAfter.toISOString() });
+  } else {
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const { httpSecretApi, loadOrCreateFromSecrets } = await import('./secret-store.js');
+    const kc = new KubeConfig();
+    kc.loadFromDefault();
+    const r = await loadOrCreateFromSecrets(httpSecretApi(kc), { namespace: o.caSecretNamespace!, trustDomain: o.trustDomain });
+    signer = r.ca;
+    log.info('CA material', { secret: `${o.caSecretNamespace}/${r.secret}`, source: r.source, notAfter: signer.notAfter.toISOString() });
+  }
 
   let authenticator: Authenticator | undefined;
   if (o.auth === 'sandbox') {

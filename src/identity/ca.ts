@@ -410,7 +410,8 @@ function materialFromPems(caCertPem: string, caKeyPem: string, rootPem?: string,
   return { caCertPem: caCert, caKey: key, rootPem: rootList.join(''), intermediatesPem: intermediates };
 }
 
-async function createRoot(trustDomain: string, lifetimeDays: number): Promise<{ certPem: string; keyPkcs8Pem: string }> {
+/** A new self-signed ECDSA P-256 root: certificate and PKCS#8 key, PEM (the cluster CA stores them in a Secret). */
+export async function createRoot(trustDomain: string, lifetimeDays: number = DEFAULT_ROOT_LIFETIME_DAYS): Promise<{ certPem: string; keyPkcs8Pem: string }> {
   if (!(lifetimeDays > 0)) throw new CaError('CA_BAD_REQUEST', `invalid root lifetime ${lifetimeDays}`);
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
   const keys = (await subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;

@@ -20,6 +20,7 @@ test('ca flags: defaults, and every mistake is a typed error', () => {
   assert.deepEqual(parseCaArgs(['--ca-dir', '/ca']), {
     listen: '0.0.0.0:15012',
     caDir: '/ca',
+    caSecretNamespace: null,
     trustDomain: 'cluster.local',
     auth: 'kubernetes',
     tokenAudience: 'istio-ca',
@@ -33,10 +34,13 @@ test('ca flags: defaults, and every mistake is a typed error', () => {
     metricsPort: 15014,
     logLevel: 'info',
   });
+  assert.equal(parseCaArgs(['--ca-secret-namespace', 'ambientd-system'])?.caSecretNamespace, 'ambientd-system');
   const sandbox = parseCaArgs(['--ca-dir', '/ca', '--auth', 'sandbox', '--sandbox-token-key', '/k.pem', '--workloads', '/w', '--listen', '127.0.0.1:0']);
   assert.equal(sandbox?.source, 'file');
   const errors: Array<[string[], RegExp]> = [
-    [[], /--ca-dir is required/],
+    [[], /give one of --ca-dir and --ca-secret-namespace/],
+    [['--ca-dir', '/ca', '--ca-secret-namespace', 'ns'], /give one of/],
+    [['--ca-secret-namespace', 'Not_A_Namespace'], /must be a namespace name/],
     [['--ca-dir', '/ca', '--auth', 'x509'], /--auth must be kubernetes or sandbox/],
     [['--ca-dir', '/ca', '--auth', 'sandbox', '--workloads', '/w'], /--sandbox-token-key is required/],
     [['--ca-dir', '/ca', '--source', 'file'], /--workloads is required/],
@@ -64,10 +68,10 @@ test('ambientd ca --help; ambientd --help lists it', () => {
   assert.match(r.stdout, /istio\.v1\.auth\.IstioCertificateService\/CreateCertificate/);
   assert.match(r.stdout, /--trusted-node-account NS\/SA/);
   const all = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
-  assert.match(all.stdout, /ambientd ca --ca-dir DIR/);
+  assert.match(all.stdout, /ambientd ca --ca-dir DIR \| --ca-secret-namespace NS/);
   const bad = spawnSync(process.execPath, [CLI, 'ca'], { encoding: 'utf8' });
   assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /^ambientd: CA_SERVER_CONFIG: --ca-dir is required\n {2}hint: /);
+  assert.match(bad.stderr, /^ambientd: CA_SERVER_CONFIG: give one of --ca-dir and --ca-secret-namespace .*\n {2}hint: /);
 });
 
 test('ambientd ca as a process: sandbox tokens, the workload file as pod index, an agent client gets and is refused certificates', async (t) => {
