@@ -192,3 +192,26 @@ test('issuedFrom: a chain that does not end in the trust bundle, or does not lin
   assert.equal(issuedFrom({ cert_chain: [issued.certPem] }, a.rootPem).chainPem, issued.certPem);
   assert.throws(() => issuedFrom({ cert_chain: [] }, a.rootPem), /empty cert_chain/);
 });
+
+test('agent wiring: with caAddress the identities come from the cluster CA and no caDir is touched; without it, the built-in CA', async (t) => {
+  const { openIdentities } = await import('../../../src/agent/identities.js');
+  const { Logger } = await import('../../../src/util/log.js');
+  const c = await client(t);
+  const caDir = path.join(c.dir, 'ca-dir-never-created');
+  const log = new Logger('test', 'off');
+  const remote = await openIdentities(
+    { caAddress: c.h.address, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    log,
+  );
+  t.after(() => remote.close());
+  const cert = await remote.get(WEB);
+  assert.equal(cert.rootPem, c.h.ca.rootPem);
+  assert.equal(fs.existsSync(caDir), false, 'no CA directory (no key) on the node');
+  const builtIn = await openIdentities(
+    { caAddress: null, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    log,
+  );
+  t.after(() => builtIn.close());
+  assert.notEqual((await builtIn.get(WEB)).rootPem, c.h.ca.rootPem);
+  assert.ok(fs.existsSync(path.join(caDir, 'ca-key.pem')));
+});
