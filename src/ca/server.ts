@@ -35,6 +35,8 @@ import { IMPERSONATED_IDENTITY, loadCaService, structString, type IstioCertifica
 
 export const DEFAULT_MAX_CERT_LIFETIME_MS = 7 * 24 * 3_600_000;
 export const DEFAULT_CERT_LIFETIME_MS = 24 * 3_600_000;
+/** Largest CreateCertificate request accepted (RESOURCE_EXHAUSTED above). */
+export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface CaServerOptions {
   /** the signer: CA material loaded from a plug-in layout or created */
@@ -61,7 +63,8 @@ export class CaServer {
   readonly #o: CaServerOptions;
   readonly #log: Logger;
   readonly #trusted: ReadonlySet<string>;
-  readonly #server = new grpc.Server();
+  // a CSR is about 1 KiB: a 64 KiB cap keeps a caller from making the CA parse megabytes
+  readonly #server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
   readonly #requests: Counter<'result' | 'code'>;
   readonly #duration: Histogram<'result'>;
   #port = 0;

@@ -236,3 +236,10 @@ test('two replicas on the same CA material: stateless, either one serves, both c
   assert.notEqual(new X509Certificate(fromA.cert_chain[0]!).serialNumber, new X509Certificate(fromB.cert_chain[0]!).serialNumber);
   assert.equal((await replica.registry.getSingleMetric('ambientd_ca_requests_total')!.get()).values.find((v) => v.labels.result === 'issued')?.value, 1);
 });
+
+test('a request over 64 KiB is refused before any parsing (RESOURCE_EXHAUSTED)', async (t) => {
+  const h = await startCa(t);
+  const e = await refusal(h.call({ csr: 'x'.repeat(100 * 1024), impersonate: WEB }, h.token('node-a')));
+  assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED);
+  assert.equal(await h.metric('issued', 'OK'), 0);
+});
