@@ -20,8 +20,13 @@ import { CaError } from '../identity/ca-errors.js';
 const OID_SAN = '2.5.29.17';
 const OID_BASIC_CONSTRAINTS = '2.5.29.19';
 
-/** Checks `pem` for `identity` in `trustDomain`; throws CA_BAD_CSR (unreadable, bad signature) or CA_CSR_REJECTED. */
-export async function checkCsr(pem: string, identity: string, trustDomain: string): Promise<void> {
+/**
+ * Checks `pem` for `identity` in `trustDomain`; throws CA_BAD_CSR (unreadable,
+ * bad signature) or CA_CSR_REJECTED. Returns the CSR's public key (SPKI DER),
+ * the one thing the signed certificate takes from it (the signer checks the
+ * key type).
+ */
+export async function checkCsr(pem: string, identity: string, trustDomain: string): Promise<Uint8Array> {
   let req: x509.Pkcs10CertificateRequest;
   try {
     req = new x509.Pkcs10CertificateRequest(pem);
@@ -57,4 +62,5 @@ export async function checkCsr(pem: string, identity: string, trustDomain: strin
       throw new CaServiceError('CA_CSR_REJECTED', `the CSR asks for an extra SAN (${n.type}: ${n.value}); only the URI SAN ${identity} is signed`);
     }
   }
+  return new Uint8Array(req.publicKey.rawData);
 }

@@ -143,8 +143,9 @@ export class CaServer {
       caller = await this.#o.authenticator.authenticate(bearerToken(call.metadata.get('authorization')));
       const grant = authorize(caller, requested, { trustDomain: this.#o.signer.trustDomain, trustedNodeAccounts: this.#trusted, pods: this.#o.pods });
       const csr = typeof req.csr === 'string' ? req.csr : '';
-      await checkCsr(csr, grant.identity, this.#o.signer.trustDomain);
-      const issued = await this.#o.signer.issue({ spiffeId: grant.identity, csr, lifetimeMs: this.#lifetime(req.validity_duration) });
+      // the CSR is parsed and its signature verified once, here; the signer gets its key
+      const publicKey = await checkCsr(csr, grant.identity, this.#o.signer.trustDomain);
+      const issued = await this.#o.signer.issue({ spiffeId: grant.identity, publicKey, lifetimeMs: this.#lifetime(req.validity_duration) });
       const chain = [...splitPemCertificates(issued.chainPem), rootOf(issued.chainPem, issued.rootPem)];
       this.#finish(started, 'issued', 'OK');
       this.#log.info('certificate issued', {
