@@ -5,8 +5,8 @@
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AmbientError, isAmbientError } from './util/errors.js';
+import { parse, usage } from './util/args.js';
 
 const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
@@ -61,25 +61,6 @@ function fail(e: unknown): never {
   }
   process.stderr.write(`ambientd: ${(e as Error)?.stack ?? String(e)}\n`);
   process.exit(1);
-}
-
-function usage(msg: string): AmbientError {
-  return new AmbientError('USAGE', msg, 'run `ambientd --help`');
-}
-
-function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals = false) {
-  try {
-    return parseArgs({ args, options, allowPositionals, strict: true });
-  } catch (e) {
-    throw usage((e as Error).message);
-  }
-}
-
-function intFlag(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw usage(`--${name} must be an integer, got ${JSON.stringify(v)}`);
-  return n;
 }
 
 async function cmdAgent(args: string[]): Promise<void> {
@@ -153,91 +134,6 @@ async function loadTool<T>(command: string, rel: string, load: () => Promise<T>)
   return load();
 }
 
-async function cmdSandbox(args: string[]): Promise<void> {
-  const sb = await loadTool('sandbox', '../tools/sandbox/index.js', () => import('../tools/sandbox/index.js'));
-  const sub = args[0];
-  const rest = args.slice(1);
-  switch (sub) {
-    case 'up': {
-      const { values } = parse(rest, { nodes: { type: 'string' }, pods: { type: 'string' }, 'no-agents': { type: 'boolean' } });
-      const st = await sb.sandboxUp({ nodes: intFlag(values.nodes, 'nodes') ?? 2, pods: intFlag(values.pods, 'pods') ?? 2, agents: !values['no-agents'] });
-      printStatus(st);
-      return;
-    }
-    case 'status': {
-      const { values } = parse(rest, { json: { type: 'boolean' } });
-      const st = sb.sandboxStatus();
-      if (values.json) process.stdout.write(JSON.stringify(st, null, 2) + '\n');
-      else printStatus(st);
-      return;
-    }
-    case 'exec': {
-      const dash = rest.indexOf('--');
-      const pod = rest[0];
-      const argv = dash >= 0 ? rest.slice(dash + 1) : rest.slice(1);
-      if (!pod || pod === '--' || argv.length === 0) throw usage('usage: ambientd sandbox exec <pod> -- COMMAND [ARGS...]');
-      const code = await sb.execInPod(pod, argv);
-      process.exit(code);
-    }
-    // falls through (process.exit above never returns)
-    case 'enroll':
-    case 'unenroll': {
-      const pod = rest[0];
-      if (!pod) throw usage(`usage: ambientd sandbox ${sub} <pod>`);
-      await sb.setEnrollment(pod, sub === 'enroll');
-      process.stdout.write(`${pod}: ${sub === 'enroll' ? 'enrolled (istio.io/dataplane-mode=ambient)' : 'unenrolled (istio.io/dataplane-mode=none)'}\n`);
-      return;
-    }
-    case 'apply': {
-      const { values } = parse(rest, { filename: { type: 'string', short: 'f' } });
-      if (!values.filename) throw usage('usage: ambientd sandbox apply -f FILE (Service, AuthorizationPolicy, Namespace, Pod objects)');
-      const r = await sb.sandboxApply(values.filename);
-      process.stdout.write(`applied ${values.filename} -> ${r.path}\n`);
-      for (const e of r.errors) process.stderr.write(`  rejected ${e.entry}: ${e.message}\n`);
-      if (r.errors.length) process.exitCode = 1;
-      return;
-    }
-    case 'agent': {
-      const [node, action] = rest;
-      if (!node || !['start', 'stop', 'kill', 'restart'].includes(action ?? ''))
-        throw usage('usage: ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]');
-      if (action === 'restart') {
-        const r = await sb.restartAgent(node, { handover: !rest.includes('--no-handover') });
-        process.stdout.write(
-          `${node}: agent restarted: pid ${r.newPid} ready after ${r.readyMs} ms${r.oldPid !== null ? `; pid ${r.oldPid} ${rest.includes('--no-handover') ? 'stopped first' : 'handed over and drains'}` : ''}\n`,
-        );
-        return;
-      }
-      if (action === 'start') {
-        await sb.startAgent(node);
-        await sb.waitAgentReady(node, 20_000);
-      } else await sb.stopAgent(node, action === 'kill' ? 'SIGKILL' : 'SIGTERM');
-      process.stdout.write(`${node}: agent ${action === 'start' ? 'started' : action === 'kill' ? 'killed' : 'stopped'}\n`);
-      return;
-    }
-    case 'down':
-      await sb.sandboxDown();
-      process.stdout.write('sandbox removed\n');
-      return;
-    default:
-      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, apply, agent, down)`);
-  }
-}
-
-function printStatus(st: {
-  nodes: Array<{ name: string; netns: string; ip: string; agentPid: number | null }>;
-  pods: Array<{ name: string; node: string; namespace: string; serviceAccount: string; ip: string; ambient: boolean }>;
-}): void {
-  const lines = ['NODE  NETNS            IP            AGENT'];
-  for (const n of st.nodes) lines.push(`${n.name.padEnd(5)} ${n.netns.padEnd(16)} ${n.ip.padEnd(13)} ${n.agentPid ?? '-'}`);
-  lines.push('', 'POD       NODE  NAMESPACE     SERVICEACCOUNT  IP            AMBIENT');
-  for (const p of st.pods)
-    lines.push(
-      `${p.name.padEnd(9)} ${p.node.padEnd(5)} ${p.namespace.padEnd(13)} ${p.serviceAccount.padEnd(15)} ${p.ip.padEnd(13)} ${p.ambient ? 'yes' : 'no'}`,
-    );
-  process.stdout.write(lines.join('\n') + '\n');
-}
-
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -263,7 +159,7 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(USAGE + '\n');
         return;
       }
-      return cmdSandbox(rest);
+      return (await loadTool('sandbox', '../tools/sandbox/cli.js', () => import('../tools/sandbox/cli.js'))).runSandboxCommand(rest);
     case 'demo': {
       const { runDemo, DemoClaimError } = await loadTool('demo', '../tools/demo/demo.js', () => import('../tools/demo/demo.js'));
       try {

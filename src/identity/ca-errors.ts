@@ -1,19 +1,13 @@
 /**
  * The CA's errors: AmbientErrors with a code per way it fails and a hint.
  */
-import { AmbientError } from '../util/errors.js';
+import { AmbientError, type IdentityCode } from '../util/errors.js';
 
-export type CaErrorCode =
-  | 'CA_INCOMPLETE_LAYOUT'
-  | 'CA_BAD_PEM'
-  | 'CA_KEY_MISMATCH'
-  | 'CA_NOT_A_CA'
-  | 'CA_EXPIRED'
-  | 'CA_UNSUPPORTED_KEY'
-  | 'CA_BAD_CSR'
-  | 'CA_CSR_IDENTITY_MISMATCH'
-  | 'CA_BAD_REQUEST'
-  | 'CA_LOCK_TIMEOUT';
+/** The built-in CA's codes: IdentityCode's CA_* ones, less those of the issuing client (manager.ts) and the agent. */
+export type CaErrorCode = Exclude<
+  Extract<IdentityCode, `CA_${string}`>,
+  'CA_UNAVAILABLE' | 'CA_ISSUE_TIMEOUT' | 'CA_ISSUE_BAD_RESPONSE' | 'CA_ISSUE_FAILED' | 'CA_CLOSED'
+>;
 
 const CA_HINTS: Record<CaErrorCode, string> = {
   CA_INCOMPLETE_LAYOUT:
