@@ -8,10 +8,13 @@
  *   - the node: extra "authentication.kubernetes.io/node-name" (Kubernetes
  *     >= 1.30 puts it in bound tokens), else the spec.nodeName of the bound
  *     pod in the CA's pod index, whose uid must match the token's.
+ * An accepted token is remembered for cacheTtlMs (30 s) by its SHA-256, so an
+ * agent asking for many identities at once costs one TokenReview.
  * A token the API server does not accept is refused with its reason; one for
  * another audience (status.audiences) too. An API server that cannot be
  * asked gives CA_AUTH_UNAVAILABLE (UNAVAILABLE: the agent retries).
  */
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -43,14 +46,44 @@ export interface KubernetesAuthenticatorOptions {
   /** the audience the token must be for (Istio's default: "istio-ca") */
   audience: string;
   pods?: PodLookup;
+  /**
+   * How long an accepted token is remembered (default 30 s; 0: every request
+   * is reviewed). An agent asks for all its pods' identities at once with one
+   * token: one TokenReview instead of one per pod. Refusals are never cached.
+   */
+  cacheTtlMs?: number;
+  /** most tokens remembered (default 1000; the oldest go first) */
+  cacheSize?: number;
+  now?: () => number;
 }
 
 export class KubernetesAuthenticator implements Authenticator {
   readonly kind = 'kubernetes' as const;
+  /** sha256(token) -> the caller it proved, until `until` */
+  readonly #cache = new Map<string, { caller: Caller; until: number }>();
   constructor(private readonly o: KubernetesAuthenticatorOptions) {}
+
+  /** TokenReviews made (the cache's effect, for tests and metrics) */
+  reviews = 0;
 
   async authenticate(token: string | undefined): Promise<Caller> {
     if (!token) throw new CaServiceError('CA_AUTH_MISSING', 'no bearer token');
+    const now = (this.o.now ?? Date.now)();
+    const key = createHash('sha256').update(token).digest('base64');
+    const hit = this.#cache.get(key);
+    if (hit && hit.until > now) return { ...hit.caller };
+    if (hit) this.#cache.delete(key);
+    const caller = await this.#review(token);
+    const ttl = this.o.cacheTtlMs ?? 30_000;
+    if (ttl > 0) {
+      if (this.#cache.size >= (this.o.cacheSize ?? 1000)) this.#cache.delete(this.#cache.keys().next().value!);
+      this.#cache.set(key, { caller, until: now + ttl });
+    }
+    return { ...caller };
+  }
+
+  async #review(token: string): Promise<Caller> {
+    this.reviews++;
     const st = await this.o.review(token, [this.o.audience]);
     if (st.authenticated !== true) {
       const why = st.error ?? 'not authenticated';

@@ -146,3 +146,30 @@ test('kubernetes: the CA with the wrong credentials of its own gets no TokenRevi
     await reviews.close();
   }
 });
+
+test('kubernetes: an accepted token is remembered for cacheTtlMs (one TokenReview for many identities); refusals never are', async (t) => {
+  const reviews = new FakeTokenReviewApi();
+  await reviews.listen();
+  t.after(() => reviews.close());
+  let now = 1_000_000;
+  const auth = new KubernetesAuthenticator({ review: httpTokenReviewer(reviews.kubeConfig()), audience: AUDIENCE, cacheTtlMs: 30_000, now: () => now });
+  for (let i = 0; i < 5; i++) assert.equal((await auth.authenticate('agent-node-a')).node, 'node-a');
+  assert.equal(reviews.requests.length, 1);
+  now += 29_000;
+  await auth.authenticate('agent-node-a');
+  assert.equal(reviews.requests.length, 1);
+  now += 2_000; // past the TTL: reviewed again
+  await auth.authenticate('agent-node-a');
+  assert.equal(reviews.requests.length, 2);
+  for (let i = 0; i < 3; i++) await assert.rejects(auth.authenticate('agent-expired'));
+  assert.equal(reviews.requests.length, 5);
+  // a caller object handed out is a copy: changing it changes nothing remembered
+  const c = await auth.authenticate('agent-node-a');
+  c.node = 'node-b';
+  assert.equal((await auth.authenticate('agent-node-a')).node, 'node-a');
+  // cacheTtlMs 0: every request reviewed
+  const none = new KubernetesAuthenticator({ review: httpTokenReviewer(reviews.kubeConfig()), audience: AUDIENCE, cacheTtlMs: 0 });
+  await none.authenticate('agent-node-b');
+  await none.authenticate('agent-node-b');
+  assert.equal(none.reviews, 2);
+});
