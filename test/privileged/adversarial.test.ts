@@ -27,9 +27,9 @@ import {
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
+import { holdTicking, issueMeshCert, type HeldConnection } from '../helpers/peers.js';
 import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
-import { CertificateAuthority } from '../../src/identity/ca.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 
@@ -83,15 +83,7 @@ async function apply(name: string, yaml: string): Promise<string> {
 }
 
 /** A mesh certificate (signed by the sandbox's CA, as every agent's) for any identity. */
-async function meshCert(id: string): Promise<string> {
-  const ca = await CertificateAuthority.loadOrCreate(path.join(st.stateDir, 'ca'), { trustDomain: 'cluster.local' });
-  const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const issued = await ca.issue({ spiffeId: id, publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string });
-  const dir = fs.mkdtempSync(path.join(tmp, 'cert-'));
-  fs.writeFileSync(path.join(dir, 'key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  fs.writeFileSync(path.join(dir, 'cert.pem'), issued.chainPem);
-  return dir;
-}
+const meshCert = (id: string): Promise<string> => issueMeshCert(st.stateDir, tmp, id);
 
 interface PeerResult {
   authority: string;
@@ -118,29 +110,8 @@ async function hbonePeer(
   return lines;
 }
 
-/** A held connection from `from` to host:port (a tick every 20 ms); `exit` says how it ended. */
-async function hold(
-  from: PodRef,
-  host: string,
-  port: number,
-): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; out: string; at: number }> }> {
-  const proc = await startInPod(from, [
-    process.execPath,
-    '-e',
-    `
-    const s = require('net').connect(${port}, '${host}', () => { process.stdout.write('listening\\n'); });
-    s.on('data', () => {});
-    s.on('error', (e) => { console.log('error', e.code); process.exit(3); });
-    s.on('close', () => { console.log('closed'); process.exit(4); });
-    setInterval(() => s.write('tick\\n'), 20);
-  `,
-  ]);
-  procs.push(proc);
-  let out = '';
-  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  const exit = new Promise<{ code: number | null; out: string; at: number }>((r) => proc.on('exit', (code) => r({ code, out, at: Date.now() })));
-  return { proc, exit };
-}
+/** A connection held from `from` (a tick every 20 ms); `exit` says how it ended and when. */
+const hold = (from: PodRef, host: string, port: number): Promise<HeldConnection> => holdTicking(from, host, port, procs);
 
 /** Runs argv in a node's netns (the node itself, not a pod). */
 function inNode(n: string, argv: string[]): { status: number | null; stdout: string; stderr: string } {

@@ -7,13 +7,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { sandboxUp, startAgent, stopAgent, waitAgentReady, sandboxStatus, type SandboxState } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, podArgv, type PodRef } from '../../tools/sandbox/podproc.js';
 import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
+import { holdTicking, issueMeshCert, type HeldConnection } from '../helpers/peers.js';
 import { ROOT } from '../helpers/paths.js';
-import { CertificateAuthority } from '../../src/identity/ca.js';
 import type { ConfigDump } from '../../src/agent/index.js';
 import { DEFAULT_LIMITS, memoryBound } from '../../src/proxy/limits.js';
 
@@ -72,38 +71,9 @@ async function assertClean(what: string, base: Baseline, netnses: string[], port
 }
 
 /** A connection held from `from` (a tick every 20 ms); `exit` says how it ended and when. */
-async function hold(
-  from: PodRef,
-  host: string,
-  port: number,
-): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; out: string; at: number }> }> {
-  const proc = await startInPod(from, [
-    process.execPath,
-    '-e',
-    `
-    const s = require('net').connect(${port}, '${host}', () => { process.stdout.write('listening\\n'); });
-    s.on('data', () => {});
-    s.on('error', (e) => { console.log('error', e.code); process.exit(3); });
-    s.on('close', () => { console.log('closed'); process.exit(4); });
-    setInterval(() => s.write('tick\\n'), 20);
-  `,
-  ]);
-  procs.push(proc);
-  let out = '';
-  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  const exit = new Promise<{ code: number | null; out: string; at: number }>((r) => proc.on('exit', (code) => r({ code, out, at: Date.now() })));
-  return { proc, exit };
-}
+const hold = (from: PodRef, host: string, port: number): Promise<HeldConnection> => holdTicking(from, host, port, procs);
 
-async function meshCert(id: string): Promise<string> {
-  const ca = await CertificateAuthority.loadOrCreate(path.join(st.stateDir, 'ca'), { trustDomain: 'cluster.local' });
-  const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const issued = await ca.issue({ spiffeId: id, publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string });
-  const dir = fs.mkdtempSync(path.join(tmp, 'cert-'));
-  fs.writeFileSync(path.join(dir, 'key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  fs.writeFileSync(path.join(dir, 'cert.pem'), issued.chainPem);
-  return dir;
-}
+const meshCert = (id: string): Promise<string> => issueMeshCert(st.stateDir, tmp, id);
 
 async function restart(n: string): Promise<void> {
   await stopAgent(n, 'SIGKILL');

@@ -13,23 +13,11 @@ import {
 import { createMetricsServer, createReadinessServer, formatReadiness, type Readiness } from '../../../src/metrics/server.js';
 import { ConnectionTracker, type TrackedConnection } from '../../../src/proxy/connections.js';
 import { outcomeReason, outcomeState, type Outcome } from '../../../src/proxy/outcome.js';
-import { hp, tracked } from '../proxy/fixtures.js';
-import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { hp, pod, spiffe, tracked } from '../proxy/fixtures.js';
+import { MeshIndex, emptySnapshot } from '../../../src/discovery/model.js';
 import { Logger } from '../../../src/util/log.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-
-const pod = (name: string, ns: string, ip: string, labels: Record<string, string> = {}): PodInfo => ({
-  name,
-  namespace: ns,
-  serviceAccount: `sa-${name}`,
-  node: null,
-  ip,
-  netns: null,
-  cgroup: null,
-  labels,
-});
-const spiffe = (p: PodInfo): string => `spiffe://cluster.local/ns/${p.namespace}/sa/${p.serviceAccount}`;
 
 function model(): MeshIndex {
   const s = emptySnapshot();

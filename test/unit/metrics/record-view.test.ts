@@ -5,22 +5,10 @@ import assert from 'node:assert/strict';
 import { recordContext, recordView, responseFlags, sidesOf, workloadName, UNKNOWN } from '../../../src/metrics/record-view.js';
 import { istioLabels } from '../../../src/metrics/metrics.js';
 import { accessLogEntry } from '../../../src/admin/access-log.js';
-import { MeshIndex, emptySnapshot, type PodInfo } from '../../../src/discovery/model.js';
+import { MeshIndex, emptySnapshot } from '../../../src/discovery/model.js';
 import type { TrackedConnection } from '../../../src/proxy/connections.js';
 import type { Outcome } from '../../../src/proxy/outcome.js';
-import { hp, tracked } from '../proxy/fixtures.js';
-
-const pod = (name: string, ns: string, ip: string, labels: Record<string, string> = {}): PodInfo => ({
-  name,
-  namespace: ns,
-  serviceAccount: `sa-${name}`,
-  node: null,
-  ip,
-  netns: null,
-  cgroup: null,
-  labels,
-});
-const spiffe = (p: PodInfo): string => `spiffe://cluster.local/ns/${p.namespace}/sa/${p.serviceAccount}`;
+import { hp, pod, spiffe, tracked } from '../proxy/fixtures.js';
 
 function model(): MeshIndex {
   const s = emptySnapshot();

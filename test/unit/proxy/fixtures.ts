@@ -3,6 +3,7 @@
 import { parseHostPort, type HostPort } from '../../../src/util/hostport.js';
 import type { TrackedConnection } from '../../../src/proxy/connections.js';
 import { AmbientError } from '../../../src/util/errors.js';
+import type { PodInfo } from '../../../src/discovery/model.js';
 
 /** "10.0.0.1:80" / "[::1]:80" as a HostPort (a test typo fails loudly). */
 export function hp(text: string): HostPort {
@@ -33,3 +34,18 @@ export function tracked(r: Partial<TrackedConnection>): TrackedConnection {
     ...r,
   };
 }
+
+/** A remote pod of the mesh model (no node, netns or cgroup), service account `sa-<name>`. */
+export const pod = (name: string, ns: string, ip: string, labels: Record<string, string> = {}): PodInfo => ({
+  name,
+  namespace: ns,
+  serviceAccount: `sa-${name}`,
+  node: null,
+  ip,
+  netns: null,
+  cgroup: null,
+  labels,
+});
+
+/** The SPIFFE id of a pod in the cluster.local trust domain. */
+export const spiffe = (p: PodInfo): string => `spiffe://cluster.local/ns/${p.namespace}/sa/${p.serviceAccount}`;
