@@ -13,12 +13,16 @@ const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 Usage:
   ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
   ambientd ca --ca-dir DIR | --ca-secret-namespace NS [--auth kubernetes|sandbox] [flags]   (the cluster CA: no node holds a CA key)
-  ambientd sandbox up [--nodes N] [--pods P] [--no-agents]
+  ambientd sandbox up [--nodes N] [--pods P] [--no-agents] [--ca cluster|embedded]
+                   cluster (default): \`ambientd ca\` runs in its own netns (10.100.0.254:15012), each agent
+                   gets its node's token and the root, no node holds a CA key; embedded: the quick mode,
+                   every agent signs with one shared CA directory
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
   ambientd sandbox enroll <pod> | unenroll <pod>
   ambientd sandbox apply -f FILE   (Services, AuthorizationPolicies, ... as Kubernetes YAML)
   ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]
+  ambientd sandbox ca start|stop|metrics   (the sandbox's cluster CA process)
   ambientd sandbox down
   ambientd demo
   ambientd inspect workloads|services|policies|certs|connections|maps|config [--node NAME] [-o json|table]

@@ -18,7 +18,7 @@ import { WorkloadFileSource } from '../discovery/workloads.js';
 import { emptySnapshot, MeshIndex, podSpiffeId, type MeshSnapshot } from '../discovery/model.js';
 import type { WorkloadSource } from '../discovery/source.js';
 import type { IdentityManager } from '../identity/manager.js';
-import { openIdentities } from './identities.js';
+import { openIdentities, waitForCertificates } from './identities.js';
 import { createAdminServer } from '../admin/server.js';
 import { attachAccessLog } from '../admin/access-log.js';
 import { AgentMetrics } from '../metrics/metrics.js';
@@ -78,6 +78,8 @@ export class Agent {
   private source: WorkloadSource | null;
   private datapath: Datapath | null = null;
   private identities: IdentityManager | null = null;
+  /** true once a certificate could be had (at once with the built-in CA) */
+  private certificatesReady = false;
   private mesh: MeshProxy | null = null;
   private captures: CaptureSet | null = null;
   private admin: http.Server | null = null;
@@ -244,6 +246,21 @@ export class Agent {
       this.count('certificate_renewal_failed');
       log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error });
     });
+    identities.on('issueFailed', (ev) => {
+      // no certificate: the identity's connections fail closed until a retry succeeds
+      this.count('certificate_issue_failed');
+      log.once(
+        `certificate_issue_failed\0${ev.id}\0${(ev.error as { code?: string }).code ?? ''}`,
+        'warn',
+        'no certificate for an identity (its connections are refused; retrying)',
+        {
+          id: ev.id,
+          attempt: ev.attempt,
+          retryInMs: ev.retryInMs,
+          error: ev.error,
+        },
+      );
+    });
     // a drain or stop came while the CA loaded: nothing more is built (stop() closes what is)
     if (!this.lifecycle.is('starting')) return;
     const mesh = new MeshProxy({
@@ -334,6 +351,9 @@ export class Agent {
     // rejected input's empty one: that would unenroll every pinned pod)
     if (!this.snapshots.scheduled(source.current) && !source.lastError) this.snapshots.schedule(source.current);
     await this.settle();
+    // with a cluster CA, ready means certificates can be had (token, bundle, CA all work)
+    if (cfg.caAddress !== null && !(await waitForCertificates(identities, cfg, log, () => this.lifecycle.is('starting')))) return;
+    this.certificatesReady = true;
     // a drain or stop came first: it takes it from here
     if (!this.lifecycle.is('starting')) return;
     await this.handover.finish();
@@ -368,7 +388,7 @@ export class Agent {
     return readiness({
       phase: this.phase,
       datapath: this.datapath !== null,
-      ca: this.identities !== null,
+      ca: this.identities !== null && this.certificatesReady,
       adminListening: this.admin?.listening ?? false,
       metricsListening: this.metricsServer?.listening ?? false,
       proxy: this.mesh !== null,

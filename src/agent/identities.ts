@@ -8,6 +8,7 @@
  * still-valid certificate when renewal fails.
  */
 import { generateKeyPair } from 'node:crypto';
+import fs from 'node:fs';
 import { promisify } from 'node:util';
 import type { AgentConfig } from '../config/config.js';
 import { CertificateAuthority } from '../identity/ca.js';
@@ -54,4 +55,58 @@ export async function openIdentities(
     })
     .catch(() => undefined);
   return identities;
+}
+
+/**
+ * The agent's own SPIFFE id, from the subject of its CA token (a projected
+ * ServiceAccount token or the sandbox's node token: both JWTs with
+ * sub "system:serviceaccount:<ns>:<sa>"); null if the file is not such a
+ * token. The payload is only read, not verified: the CA verifies it.
+ */
+export function ownIdentityFromToken(tokenFile: string, trustDomain: string): string | null {
+  try {
+    const payload = fs.readFileSync(tokenFile, 'utf8').trim().split('.')[1] ?? '';
+    const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+    const m = typeof sub === 'string' ? /^system:serviceaccount:([a-z0-9][-a-z0-9]*):([a-z0-9][-a-z0-9.]*)$/.exec(sub) : null;
+    return m ? `spiffe://${trustDomain}/ns/${m[1]}/sa/${m[2]}` : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * With a cluster CA: resolves once the agent can get a certificate (its own
+ * identity, which any authenticated ServiceAccount may have), so readiness
+ * means "certificates can be had": token, trust bundle, address and the CA
+ * all work. Retries every retryMs (failures back off in the IdentityManager)
+ * until it succeeds or active() turns false; logs the reason once.
+ */
+export async function waitForCertificates(
+  identities: IdentityManager,
+  cfg: Pick<AgentConfig, 'caTokenFile' | 'trustDomain'>,
+  log: Logger,
+  active: () => boolean,
+  retryMs = 250,
+): Promise<boolean> {
+  let reported = false;
+  while (active()) {
+    const own = ownIdentityFromToken(cfg.caTokenFile, cfg.trustDomain);
+    try {
+      if (own === null)
+        throw new AmbientError(
+          'CA_CLIENT_CONFIG',
+          `${cfg.caTokenFile} is not a ServiceAccount token (JWT with sub system:serviceaccount:NS:SA)`,
+          'give the agent its projected CA token (caTokenFile)',
+        );
+      await identities.get(own);
+      identities.forget(own);
+      if (reported) log.info('the cluster CA issues certificates again');
+      return true;
+    } catch (e) {
+      if (!reported) log.warn('not ready: no certificate from the cluster CA yet (retrying)', { error: e });
+      reported = true;
+    }
+    await new Promise((r) => setTimeout(r, retryMs));
+  }
+  return false;
 }

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { RemoteCaIssuer, issuedFrom } from '../../../src/identity/ca-client.js';
-import { IdentityManager, type IssuedEvent, type RenewalFailedEvent } from '../../../src/identity/manager.js';
+import { IdentityManager, type IssuedEvent, type IssueFailedEvent, type RenewalFailedEvent } from '../../../src/identity/manager.js';
 import { CertificateAuthority } from '../../../src/identity/ca.js';
 import { RemoteCaError } from '../../../src/ca/errors.js';
 import { id, makeCsr, startCa, TD, type CaHarness } from '../ca/harness.js';
@@ -151,10 +151,20 @@ test('client: a refusal reaches the caller with the CA code (a pod of another no
 test('client: the token file is re-read on every request (an expired token is refused, a fresh one works)', async (t) => {
   const c = await client(t);
   fs.writeFileSync(c.tokenFile, c.h.token('node-a', { now: Date.now() - 48 * 3_600_000 }));
-  const m = c.manager();
+  const m = c.manager({ backoffInitialMs: 200 });
+  const failed: IssueFailedEvent[] = [];
+  m.on('issueFailed', (e) => failed.push(e));
   const err = (await m.get(WEB).catch((e: unknown) => e)) as Error & { cause?: RemoteCaError };
   assert.equal(err.cause?.serverCode, 'CA_AUTH_EXPIRED');
+  assert.deepEqual(
+    failed.map((f) => [f.id, f.attempt, f.retryInMs]),
+    [[WEB, 1, 200]],
+  );
+  // within the back-off the CA is not asked again: get() fails at once
+  await assert.rejects(m.get(WEB), /retrying in the background/);
   fs.writeFileSync(c.tokenFile, c.h.token('node-a'));
+  // the background retry reads the fresh token: the certificate comes without a new get()
+  await nextEvent<IssuedEvent>(m, 'issued', (e) => e.id === WEB && !e.renewal);
   assert.ok((await m.get(WEB)).certPem);
 });
 
