@@ -221,3 +221,78 @@ export async function waitCaReady(opts: SandboxPathOptions = {}, timeoutMs = 30_
     await sleep(100);
   }
 }
+
+/** One certificate request made by askCaAsNode. */
+export interface CaAttempt {
+  ok: boolean;
+  serial?: string;
+  /** the client's error code (CA_ISSUE_FAILED, ...) */
+  code?: string;
+  /** the gRPC status (7 PERMISSION_DENIED, 16 UNAUTHENTICATED, ...) */
+  grpc?: number;
+  /** the CA's own code of the refusal (CA_NODE_DENIED, ...) */
+  server?: string;
+  message?: string;
+}
+
+/**
+ * Asks the CA for certificates from inside node `node`'s netns, with the
+ * agent's own client and `tokenFile` (default: the node's token): what root
+ * on that node can do. For the tests and the demo's attack.
+ */
+export async function askCaAsNode(node: string, ids: string[], opts: SandboxPathOptions & { tokenFile?: string } = {}): Promise<Record<string, CaAttempt>> {
+  const state = loadState(opts);
+  const cp = controlPlaneOf(state);
+  const n = state.nodes.find((x) => x.name === node);
+  if (!n) throw new SandboxError(`unknown node ${node}`, 'see `ambientd sandbox status`');
+  const f = nodeCaFiles(state.stateDir, node);
+  const dist = path.join(state.repoRoot, 'dist', 'src', 'identity');
+  const script = `
+    const { RemoteCaIssuer } = await import(${JSON.stringify(path.join(dist, 'ca-client.js'))});
+    const { IdentityManager } = await import(${JSON.stringify(path.join(dist, 'manager.js'))});
+    const m = new IdentityManager({ issuer: new RemoteCaIssuer({ address: ${JSON.stringify(cp.address)}, rootFile: ${JSON.stringify(f.rootCert)}, tokenFile: ${JSON.stringify(opts.tokenFile ?? f.token)} }) });
+    const out = {};
+    for (const id of ${JSON.stringify(ids)}) {
+      try { const c = await m.get(id); out[id] = { ok: true, serial: c.serial }; }
+      catch (e) { out[id] = { ok: false, code: e.code, grpc: e.cause?.grpcCode, server: e.cause?.serverCode, message: e.message }; }
+    }
+    m.close();
+    console.log(JSON.stringify(out));
+    process.exit(0);`;
+  const r = await execa('nsenter', [`--net=${n.netnsPath}`, '--', process.execPath, '--input-type=module', '-e', script], { reject: false, timeout: 60_000 });
+  if (r.exitCode !== 0) throw new SandboxError(`asking the CA from ${node} failed: ${String(r.stderr)}`, 'read the error above');
+  return JSON.parse(String(r.stdout)) as Record<string, CaAttempt>;
+}
+
+/**
+ * Files a node can read that hold a private key or the CA's or token signing
+ * key: everything under the node's state dir and the mesh dir. Empty when no
+ * node holds a key (a node's own pods' keys live only in its agent's memory).
+ */
+export function nodeKeyLeaks(state: SandboxState): string[] {
+  const cp = state.controlPlane;
+  const body = (file: string): string | null => {
+    try {
+      return fs.readFileSync(file, 'utf8').replace(/-----[^-]+-----|\s/g, '');
+    } catch {
+      return null;
+    }
+  };
+  const secrets = cp ? [body(path.join(cp.caDir, 'ca-key.pem')), body(cp.tokenKey)].filter((s): s is string => !!s) : [];
+  const walk = (dir: string): string[] => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+    return entries.flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.isFile() ? [path.join(dir, e.name)] : []));
+  };
+  const leaks: string[] = [];
+  for (const f of [...state.nodes.flatMap((n) => walk(path.dirname(n.config))), ...walk(state.meshDir)]) {
+    const text = fs.readFileSync(f, 'latin1');
+    const flat = text.replace(/\s/g, '');
+    if (/PRIVATE KEY/.test(text) || secrets.some((s) => flat.includes(s))) leaks.push(f);
+  }
+  return leaks;
+}

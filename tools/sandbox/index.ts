@@ -38,4 +38,17 @@ export { formatSandboxStatus, sandboxApply, sandboxStatus, setEnrollment } from 
 export { execInNode, execInPod, execInPodCapture, spawnInPod } from './exec.js';
 export { agentCommand, agentEntrypoint, restartAgent, startAgent, stopAgent, waitAgentReady, type RestartAgentOptions } from './agents.js';
 export { sandboxDown } from './teardown.js';
-export { caCommand, caHttp, caMetrics, liveCaPid, mintNodeToken, nodeCaFiles, startCa, stopCa, waitCaReady } from './control-plane.js';
+export {
+  askCaAsNode,
+  caCommand,
+  caHttp,
+  caMetrics,
+  liveCaPid,
+  nodeKeyLeaks,
+  mintNodeToken,
+  nodeCaFiles,
+  startCa,
+  stopCa,
+  waitCaReady,
+  type CaAttempt,
+} from './control-plane.js';

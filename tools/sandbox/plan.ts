@@ -137,7 +137,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     namespaces,
     nodes,
     pods,
-    ...(opts.ca === 'embedded' ? {} : { controlPlane: planControlPlane(stateDir, cgroupRoot) }),
+    ...(caMode === 'embedded' ? {} : { controlPlane: planControlPlane(stateDir, cgroupRoot) }),
   };
 }
 
