@@ -74,9 +74,11 @@ function checkCount(what: string, v: unknown, max: number): number {
 export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
   const nodeCount = checkCount('nodes', opts.nodes ?? 2, MAX_NODES);
   const podCount = checkCount('pods', opts.pods ?? 2, MAX_PODS);
-  if (opts.ca !== undefined && opts.ca !== 'cluster' && opts.ca !== 'embedded')
+  // AMBIENTD_SANDBOX_CA=embedded: the whole suite (tests, demo, benchmarks) on the embedded CA, for comparison
+  const caMode = opts.ca ?? (process.env.AMBIENTD_SANDBOX_CA || undefined);
+  if (caMode !== undefined && caMode !== 'cluster' && caMode !== 'embedded')
     throw usage(
-      `sandbox: --ca must be cluster or embedded, got ${JSON.stringify(opts.ca)}`,
+      `sandbox: --ca must be cluster or embedded, got ${JSON.stringify(caMode)}`,
       'cluster (default): the CA runs in its own netns; embedded: every agent signs',
     );
   const { stateDir, cgroupRoot, bpffsRoot } = resolvePaths(opts);
