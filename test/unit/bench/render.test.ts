@@ -216,6 +216,7 @@ test('bench render: section 12 (the cluster CA)', () => {
   assert.ok(md.some((l) => l.startsWith('## 12. The cluster CA')));
   assert.ok(md.includes('| one request after another (ms, client side) | 4 | 20.0 | 40.0 | 40.0 | 40.0 |'), md.join('\n'));
   assert.ok(md.some((l) => l.includes('600 certificates in 10.0 s = **60.0 certificates/s**')));
+  assert.ok(md.some((l) => l.includes('mean over all 904 issued requests') && l.endsWith(': 5.5 ms.')));
   assert.ok(md.includes('| cluster | 2/3 | 40 | 60 | 40, 60, - |'));
   assert.ok(md.includes('| embedded | 100 (50) | 1200 | - |'));
 });

@@ -225,3 +225,25 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   assert.notEqual((await builtIn.get(WEB)).rootPem, c.h.ca.rootPem);
   assert.ok(fs.existsSync(path.join(caDir, 'ca-key.pem')));
 });
+
+test('agent readiness with a cluster CA: ready only once a certificate can be had (its own identity, from the token subject)', async (t) => {
+  const { waitForCertificates, ownIdentityFromToken } = await import('../../../src/agent/identities.js');
+  const { Logger } = await import('../../../src/util/log.js');
+  const c = await client(t);
+  const cfg = { caTokenFile: c.tokenFile, trustDomain: TD };
+  assert.equal(ownIdentityFromToken(c.tokenFile, TD), `spiffe://${TD}/ns/ambientd-system/sa/ambientd`);
+  assert.equal(ownIdentityFromToken(path.join(c.dir, 'missing'), TD), null);
+  const m = c.manager({ backoffInitialMs: 50 });
+  // an expired token: not ready, and it keeps trying
+  fs.writeFileSync(c.tokenFile, c.h.token('node-a', { now: Date.now() - 48 * 3_600_000 }));
+  let ready: boolean | undefined;
+  const waiting = waitForCertificates(m, cfg, new Logger('test', 'off'), () => true, 20).then((r) => (ready = r));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(ready, undefined, 'not ready with a refused token');
+  // a good token: ready, and the probe identity is not kept
+  fs.writeFileSync(c.tokenFile, c.h.token('node-a'));
+  assert.equal(await waiting, true);
+  assert.equal(m.peek(`spiffe://${TD}/ns/ambientd-system/sa/ambientd`), undefined);
+  // a stopping agent stops waiting
+  assert.equal(await waitForCertificates(m, cfg, new Logger('test', 'off'), () => false), false);
+});
