@@ -155,6 +155,9 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
   };
 }
 
+/** What the CA watches (node authorization needs pods only): its RBAC is list/watch on pods and nothing else (deploy/ca.yaml). */
+export const CA_WATCHED_RESOURCES = ['pods'] as const;
+
 /** A node name no real node has: the CA has no local pods. */
 export const NO_LOCAL_NODE = '(ambientd ca: no local pods)';
 
@@ -193,7 +196,7 @@ export async function runCa(o: CaCliOptions): Promise<void> {
     source = new WorkloadFileSource(o.workloads!, null);
   } else {
     const { KubernetesSource } = await import('../discovery/kubernetes.js');
-    source = new KubernetesSource({ nodeName: NO_LOCAL_NODE, resolveLocalPod: () => null, log: log.child('pods') });
+    source = new KubernetesSource({ nodeName: NO_LOCAL_NODE, resolveLocalPod: () => null, resources: CA_WATCHED_RESOURCES, log: log.child('pods') });
   }
   source.on('error', (e) => log.warn('pod source', { error: e }));
   source.on('invalid', (e) => log.warn('pod source rejected its input; the last good pod index stays', { error: e }));

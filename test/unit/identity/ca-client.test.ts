@@ -200,7 +200,7 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   const caDir = path.join(c.dir, 'ca-dir-never-created');
   const log = new Logger('test', 'off');
   const remote = await openIdentities(
-    { caAddress: c.h.address, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    { caAddress: c.h.address, caRootCert: c.rootFile, caTokenFile: c.tokenFile, clusterId: null, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
     log,
   );
   t.after(() => remote.close());
@@ -208,7 +208,7 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   assert.equal(cert.rootPem, c.h.ca.rootPem);
   assert.equal(fs.existsSync(caDir), false, 'no CA directory (no key) on the node');
   const builtIn = await openIdentities(
-    { caAddress: null, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    { caAddress: null, caRootCert: c.rootFile, caTokenFile: c.tokenFile, clusterId: null, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
     log,
   );
   t.after(() => builtIn.close());
