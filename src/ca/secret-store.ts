@@ -12,7 +12,9 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { splitPemCertificates } from '../identity/ca-keys.js';
 import { CertificateAuthority, createRoot, CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE } from '../identity/ca.js';
 import { CaServiceError } from './errors.js';
 import { KubernetesApiError } from '../discovery/k8s-reflector.js';
@@ -55,6 +57,9 @@ export async function loadOrCreateFromSecrets(
       caKeyPem: key,
       ...(d[ROOT_CERT_FILE] ? { rootCertPem: d[ROOT_CERT_FILE] } : {}),
       ...(d[CERT_CHAIN_FILE] ? { certChainPem: d[CERT_CHAIN_FILE] } : {}),
+    }).then((ca) => {
+      checkSignsUnderTrustedRoot(ca, `Secret ${o.namespace}/${name}`);
+      return ca;
     });
   };
   const p = await api.get(o.namespace, plugin);
@@ -68,6 +73,23 @@ export async function loadOrCreateFromSecrets(
   const winner = await api.get(o.namespace, root);
   if (!winner) throw new CaServiceError('CA_SERVER_CONFIG', `Secret ${o.namespace}/${root} was reported to exist but cannot be read`);
   return { ca: await fromData(winner, root), source: 'loaded', secret: root };
+}
+
+/**
+ * The CA must sign under a root it publishes: the top of its chain (ca-cert.pem and cert-chain.pem) is one of the
+ * roots of root-cert.pem or signed by one. Else every certificate it signs would be refused by the agents (their
+ * bundle is root-cert.pem): during a rotation that means root-cert.pem was not updated before ca-cert.pem/ca-key.pem.
+ */
+export function checkSignsUnderTrustedRoot(ca: Pick<CertificateAuthority, 'caCertPem' | 'intermediatesPem' | 'rootPem'>, where: string): void {
+  const chain = splitPemCertificates(ca.intermediatesPem);
+  const top = new X509Certificate(chain.length > 0 ? chain[chain.length - 1]! : ca.caCertPem);
+  const roots = splitPemCertificates(ca.rootPem).map((p) => new X509Certificate(p));
+  if (roots.some((r) => r.raw.equals(top.raw) || (top.checkIssued(r) && top.verify(r.publicKey)))) return;
+  throw new CaServiceError(
+    'CA_SERVER_CONFIG',
+    `${where}: ${CA_CERT_FILE} does not chain to a root of ${ROOT_CERT_FILE}: agents would refuse every certificate it signs ` +
+      `(rotation: add the new root to ${ROOT_CERT_FILE} first, then switch ${CA_CERT_FILE} and ${CA_KEY_FILE}; docs/CA.md)`,
+  );
 }
 
 /**
