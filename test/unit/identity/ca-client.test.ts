@@ -215,3 +215,43 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   assert.notEqual((await builtIn.get(WEB)).rootPem, c.h.ca.rootPem);
   assert.ok(fs.existsSync(path.join(caDir, 'ca-key.pem')));
 });
+
+test('clusterId: sent as the ClusterID header (what istiod reads in multi-cluster meshes); none without it', async (t) => {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadCaService } = await import('../../../src/ca/proto.js');
+  const { servingCertificate } = await import('../../../src/ca/serving.js');
+  const ca = await CertificateAuthority.createInMemory({ trustDomain: TD });
+  const seen: Array<string | undefined> = [];
+  const server = new grpc.Server();
+  server.addService(loadCaService().definition, {
+    CreateCertificate: (call: { metadata: { get(k: string): unknown[] } }, cb: (e: { code: number; details: string }) => void) => {
+      seen.push(call.metadata.get('clusterid')[0] as string | undefined);
+      cb({ code: grpc.status.PERMISSION_DENIED, details: 'recorded' });
+    },
+  });
+  const tls = await servingCertificate(ca, ['127.0.0.1']);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certChainPem) }]),
+      (e, p) => (e ? reject(e) : resolve(p)),
+    ),
+  );
+  t.after(() => server.forceShutdown());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-client-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'root'), ca.rootPem);
+  fs.writeFileSync(path.join(dir, 'token'), 'tok');
+  const { csr } = await makeCsr({ uris: [WEB] });
+  for (const clusterId of ['cluster-east', undefined]) {
+    const issuer = new RemoteCaIssuer({
+      address: `127.0.0.1:${port}`,
+      rootFile: path.join(dir, 'root'),
+      tokenFile: path.join(dir, 'token'),
+      ...(clusterId ? { clusterId } : {}),
+    });
+    await assert.rejects(issuer.issue({ spiffeId: WEB, publicKeyPem: '', csrPem: csr }), /recorded/);
+    issuer.close();
+  }
+  assert.deepEqual(seen, ['cluster-east', undefined]);
+});
