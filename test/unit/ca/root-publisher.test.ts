@@ -6,125 +6,22 @@
  * the ConfigMap follows the Secret through a rotation (old, old+new, new).
  */
 import { test } from 'node:test';
+import net from 'node:net';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { createRoot } from '../../../src/identity/ca.js';
 import { canonicalBundle, httpConfigMapApi, publishTrustBundle, ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY, syncTrustBundle } from '../../../src/ca/root-publisher.js';
 import { httpSecretApi, ROOT_SECRET } from '../../../src/ca/secret-store.js';
 import { TD } from './harness.js';
+import { FakeConfigApi, NS } from './fake-config-api.js';
 
-const NS = 'ambientd-system';
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-/** ConfigMaps and Secrets in memory, with resourceVersions; `holdGets` GETs of the ConfigMap are held until that many arrived (forces a race). */
-class FakeApi {
-  readonly objects = new Map<string, Obj>();
-  readonly log: string[] = [];
-  rv = 100;
-  holdGets = 0;
-  private held: Array<() => void> = [];
-  readonly server = http.createServer((req, res) => this.handle(req, res));
-  port = 0;
-
-  async listen(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  async close(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-  kubeConfig(): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'f', server: `http://127.0.0.1:${this.port}`, skipTLSVerify: true }],
-      users: [{ name: 'ca', token: 'ca-token' }],
-      contexts: [{ name: 'f', cluster: 'f', user: 'ca' }],
-      currentContext: 'f',
-    });
-    return kc;
-  }
-  /** what a kubectl edit of the Secret does */
-  putSecret(name: string, data: Record<string, string>): void {
-    const encoded = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
-    this.objects.set(`secrets/${NS}/${name}`, {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name, namespace: NS, resourceVersion: String(++this.rv) },
-      data: encoded,
-    });
-  }
-  configMap(): Obj | undefined {
-    return this.objects.get(`configmaps/${NS}/${ROOT_CONFIGMAP}`);
-  }
-  private handle(req: http.IncomingMessage, out: http.ServerResponse): void {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const reply = (code: number, body: unknown): void => {
-        out.writeHead(code, { 'content-type': 'application/json' });
-        out.end(JSON.stringify(body));
-      };
-      const status = (code: number, reason: string, message: string) =>
-        reply(code, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason, message, code });
-      if (req.headers.authorization !== 'Bearer ca-token') return status(401, 'Unauthorized', 'Unauthorized');
-      const m = /^\/api\/v1\/namespaces\/([^/]+)\/(configmaps|secrets)(?:\/([^/]+))?$/.exec(req.url ?? '');
-      if (!m) return status(404, 'NotFound', 'not found');
-      const [, ns, kind, name] = m;
-      const body = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString('utf8')) as Obj) : undefined;
-      this.log.push(`${req.method} ${kind}${name ? `/${name}` : ''}`);
-      const key = (n: string): string => `${kind}/${ns}/${n}`;
-      if (req.method === 'GET' && name) {
-        const answer = (): void => {
-          const o = this.objects.get(key(name));
-          if (o) reply(200, o);
-          else status(404, 'NotFound', `${kind} "${name}" not found`);
-        };
-        if (kind === 'configmaps' && this.holdGets > 0) {
-          this.held.push(answer);
-          if (this.held.length >= this.holdGets) {
-            this.holdGets = 0;
-            for (const h of this.held.splice(0)) h();
-          }
-          return;
-        }
-        return answer();
-      }
-      if (req.method === 'POST' && !name && kind === 'configmaps') {
-        const n = body!.metadata.name as string;
-        if (this.objects.has(key(n))) return status(409, 'AlreadyExists', `configmaps "${n}" already exists`);
-        const o = { ...body, metadata: { ...body!.metadata, resourceVersion: String(++this.rv) } };
-        this.objects.set(key(n), o);
-        return reply(201, o);
-      }
-      if (req.method === 'PUT' && name && kind === 'configmaps') {
-        const cur = this.objects.get(key(name));
-        if (!cur) return status(404, 'NotFound', `configmaps "${name}" not found`);
-        if (body!.metadata.resourceVersion !== cur.metadata.resourceVersion)
-          return status(
-            409,
-            'Conflict',
-            `Operation cannot be fulfilled on configmaps "${name}": the object has been modified; please apply your changes to the latest version and try again`,
-          );
-        const o = { ...body, metadata: { ...body!.metadata, resourceVersion: String(++this.rv) } };
-        this.objects.set(key(name), o);
-        return reply(200, o);
-      }
-      status(405, 'MethodNotAllowed', 'not allowed');
-    });
-  }
-}
-
-async function fake(t: { after(fn: () => Promise<void>): void }): Promise<FakeApi> {
-  const f = new FakeApi();
+async function fake(t: { after(fn: () => Promise<void>): void }): Promise<FakeConfigApi> {
+  const f = new FakeConfigApi();
   await f.listen();
   t.after(() => f.close());
   return f;
 }
 
-const bundleOf = (f: FakeApi): string | undefined => f.configMap()?.data[ROOT_CONFIGMAP_KEY];
+const bundleOf = (f: FakeConfigApi): string | undefined => f.configMap()?.data[ROOT_CONFIGMAP_KEY];
 
 test('root ConfigMap: created with the bundle, unchanged when equal, updated when the bundle changes (resourceVersion carried)', async (t) => {
   const f = await fake(t);
@@ -216,4 +113,87 @@ test('root ConfigMap follows the Secret through a rotation (old, old+new, new), 
   f.putSecret('cacerts', secret(plug, plug.certPem));
   assert.equal(await syncTrustBundle(secrets, maps, o), 'updated');
   assert.equal(bundleOf(f), plug.certPem);
+});
+
+test('ambientd ca as a process with the key in Secrets: creates the root Secret, publishes the bundle, is ready, follows a Secret edit without a restart', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { createInterface } = await import('node:readline');
+  const { generateSandboxKey, mintSandboxToken } = await import('../../../src/ca/auth-sandbox.js');
+  const { RemoteCaIssuer } = await import('../../../src/identity/ca-client.js');
+  const { IdentityManager } = await import('../../../src/identity/manager.js');
+  const { CLI } = await import('../../helpers/paths.js');
+  const f = await fake(t);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-ca-secrets-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  f.writeKubeconfig(path.join(dir, 'kubeconfig'));
+  const keys = generateSandboxKey();
+  fs.writeFileSync(path.join(dir, 'sandbox-key.pub'), keys.publicKeyPem);
+  fs.writeFileSync(path.join(dir, 'workloads.yaml'), 'pods:\n  - { name: web-1, namespace: demo, serviceAccount: web, node: n1, ip: 10.0.1.2 }\n');
+  const metricsPort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const args = ['ca', '--ca-secret-namespace', NS, '--auth', 'sandbox', '--sandbox-token-key', path.join(dir, 'sandbox-key.pub')];
+  args.push('--workloads', path.join(dir, 'workloads.yaml'), '--listen', '127.0.0.1:0', '--server-name', '127.0.0.1');
+  args.push('--metrics-port', String(metricsPort), '--root-sync-interval', '1s');
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, KUBECONFIG: path.join(dir, 'kubeconfig') },
+  });
+  t.after(() => void child.kill('SIGKILL'));
+  const lines: Array<Record<string, unknown>> = [];
+  const waitLog = (pred: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const found = lines.find(pred);
+      if (found) return resolve(found);
+      const timer = setTimeout(() => reject(new Error(`no ${what} in 15 s: ${JSON.stringify(lines)}`)), 15_000);
+      const on = (l: Record<string, unknown>): void => {
+        if (!pred(l)) return;
+        clearTimeout(timer);
+        resolve(l);
+      };
+      waiters.add(on);
+    });
+  const waiters = new Set<(l: Record<string, unknown>) => void>();
+  createInterface({ input: child.stderr! }).on('line', (l) => {
+    let j: Record<string, unknown>;
+    try {
+      j = JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      j = { msg: l }; // a fatal error is printed as text
+    }
+    lines.push(j);
+    for (const w of waiters) w(j);
+  });
+  const serving = await waitLog((l) => l.msg === 'serving IstioCertificateService', 'serving');
+  await waitLog((l) => l.msg === 'pod index synced', 'pod index synced');
+  const ready = await fetch(`http://127.0.0.1:${metricsPort}/healthz/ready`);
+  assert.deepEqual([ready.status, await ready.text()], [200, 'ready\n']);
+  // the root was created in the Secret, and its bundle published to the ConfigMap the agents mount
+  const secret = f.secretData(ROOT_SECRET)!;
+  assert.ok(secret['ca-key.pem'], 'the key is in the Secret');
+  assert.equal(bundleOf(f), secret['root-cert.pem']);
+  // an agent with that ConfigMap as its bundle gets a certificate from the process
+  const rootFile = path.join(dir, 'root-cert.pem');
+  const tokenFile = path.join(dir, 'n1.token');
+  fs.writeFileSync(rootFile, bundleOf(f)!);
+  fs.writeFileSync(
+    tokenFile,
+    mintSandboxToken(keys.privateKeyPem, { namespace: 'ambientd-system', serviceAccount: 'ambientd', node: 'n1', audience: 'istio-ca' }),
+  );
+  const m = new IdentityManager({ issuer: new RemoteCaIssuer({ address: `127.0.0.1:${serving.port as number}`, rootFile, tokenFile }) });
+  t.after(() => m.close());
+  assert.match((await m.get('spiffe://cluster.local/ns/demo/sa/web')).certPem, /BEGIN CERTIFICATE/);
+  // rotation step 2 by `kubectl patch`: the running CA publishes old + new at its next resync
+  const next = await createRoot(TD, 30);
+  f.putSecret(ROOT_SECRET, { ...secret, 'root-cert.pem': secret['root-cert.pem']! + next.certPem });
+  await waitLog((l) => l.msg === 'trust bundle published' && l.result === 'updated', 'the updated bundle');
+  assert.equal(bundleOf(f), secret['root-cert.pem']! + next.certPem);
+  child.kill('SIGTERM');
+  assert.equal(await new Promise((resolve) => child.once('exit', (c) => resolve(c))), 0);
 });
