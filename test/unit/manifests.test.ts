@@ -347,17 +347,43 @@ test('CA RBAC: exactly tokenreviews create and pods list/watch cluster-wide; get
       for (const r of d.obj.rules) assert.ok(!r.resources.includes('secrets') && !r.resources.includes('*'), `${d.obj.kind} ${d.obj.metadata.name}`);
 });
 
-test('agent: no DaemonSet volume holds a CA key (no Secret, no CA hostPath); the CA is the configured issuer', () => {
-  const pod = daemonSet().spec.template.spec;
-  for (const v of pod.volumes) {
-    assert.equal(v.secret, undefined, `${v.name} is a Secret volume`);
-    for (const s of v.projected?.sources ?? []) assert.equal(s.secret, undefined, `${v.name} projects a Secret`);
-    assert.ok(!/ca/.test(v.hostPath?.path ?? ''), `${v.name}: hostPath ${v.hostPath?.path}`);
+/** Where a pod could read a CA key: Secret volumes (plain or projected), env from a Secret, a hostPath of a CA directory. */
+function keySources(pod: Obj): string[] {
+  const out: string[] = [];
+  for (const v of pod.volumes ?? []) {
+    if (v.secret) out.push(`volume ${v.name}: Secret ${v.secret.secretName}`);
+    for (const src of v.projected?.sources ?? []) if (src.secret) out.push(`volume ${v.name}: projected Secret ${src.secret.name}`);
+    if (/(^|\/)(ca|cacerts|pki)(\/|$)/.test(v.hostPath?.path ?? '')) out.push(`volume ${v.name}: hostPath ${v.hostPath.path}`);
   }
-  for (const c of [...pod.containers, ...(pod.initContainers ?? [])])
-    for (const e of c.env ?? []) assert.equal(e.valueFrom?.secretKeyRef, undefined, `${c.name}: env ${e.name} from a Secret`);
+  for (const c of [...(pod.containers ?? []), ...(pod.initContainers ?? [])]) {
+    for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) out.push(`${c.name}: env ${e.name} from Secret ${e.valueFrom.secretKeyRef.name}`);
+    for (const e of c.envFrom ?? []) if (e.secretRef) out.push(`${c.name}: envFrom Secret ${e.secretRef.name}`);
+  }
+  return out;
+}
+
+test('agent: no DaemonSet volume holds a CA key (no Secret, no CA hostPath); the CA is the configured issuer', () => {
+  assert.deepEqual(keySources(daemonSet().spec.template.spec), []);
   const cfg = agentConfig();
   assert.notEqual(cfg.caAddress, null, 'certificates come from the cluster CA, not the built-in one');
+});
+
+test('the key check catches what the old manifest had and its variants', () => {
+  const pod = structuredClone(daemonSet().spec.template.spec);
+  pod.volumes.push(
+    { name: 'cacerts', secret: { secretName: 'cacerts', optional: true } },
+    { name: 'ca', hostPath: { path: '/var/lib/ambientd/ca', type: 'DirectoryOrCreate' } },
+    { name: 'mixed', projected: { sources: [{ secret: { name: 'ambientd-ca-root' } }] } },
+  );
+  pod.containers[0].env.push({ name: 'KEY', valueFrom: { secretKeyRef: { name: 'cacerts', key: 'ca-key.pem' } } });
+  pod.containers[0].envFrom = [{ secretRef: { name: 'ambientd-ca-root' } }];
+  assert.deepEqual(keySources(pod), [
+    'volume cacerts: Secret cacerts',
+    'volume ca: hostPath /var/lib/ambientd/ca',
+    'volume mixed: projected Secret ambientd-ca-root',
+    'ambientd: env KEY from Secret cacerts',
+    'ambientd: envFrom Secret ambientd-ca-root',
+  ]);
 });
 
 test('agent ↔ CA: address and port of the Service, a name in the CA certificate, token audience, trusted node account, root ConfigMap', () => {
