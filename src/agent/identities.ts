@@ -25,14 +25,24 @@ const generateEcKey = (): Promise<{ publicKey: string }> =>
   }) as Promise<{ publicKey: string; privateKey: string }>;
 
 export async function openIdentities(
-  cfg: Pick<AgentConfig, 'caAddress' | 'caRootCert' | 'caTokenFile' | 'caDir' | 'trustDomain' | 'certLifetimeMs'>,
+  cfg: Pick<AgentConfig, 'caAddress' | 'caRootCert' | 'caTokenFile' | 'clusterId' | 'caDir' | 'trustDomain' | 'certLifetimeMs'>,
   log: Logger,
 ): Promise<IdentityManager> {
   if (cfg.caAddress !== null) {
     // loaded only with a cluster CA: the built-in path needs no gRPC
     const { RemoteCaIssuer } = await import('../identity/ca-client.js');
-    const issuer = new RemoteCaIssuer({ address: cfg.caAddress, rootFile: cfg.caRootCert, tokenFile: cfg.caTokenFile });
-    log.info('certificates from the cluster CA', { caAddress: cfg.caAddress, caRootCert: cfg.caRootCert, caTokenFile: cfg.caTokenFile });
+    const issuer = new RemoteCaIssuer({
+      address: cfg.caAddress,
+      rootFile: cfg.caRootCert,
+      tokenFile: cfg.caTokenFile,
+      ...(cfg.clusterId !== null ? { clusterId: cfg.clusterId } : {}),
+    });
+    log.info('certificates from the cluster CA', {
+      caAddress: cfg.caAddress,
+      caRootCert: cfg.caRootCert,
+      caTokenFile: cfg.caTokenFile,
+      clusterId: cfg.clusterId,
+    });
     return new IdentityManager({ issuer, lifetimeMs: cfg.certLifetimeMs });
   }
   const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {

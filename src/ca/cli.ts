@@ -47,12 +47,22 @@ CA material.
                                [ambientd-ca, ambientd-ca.ambientd-system, ambientd-ca.ambientd-system.svc]
   --cert-lifetime D            lifetime when a request asks for none [24h]
   --max-cert-lifetime D        longer requests are clamped to this [7d]
+  --serving-cert-lifetime D    lifetime of the CA's own TLS certificate, renewed at half-life [30d]
+  --root-configmap NAME        with --ca-secret-namespace: publish the trust bundle (root-cert.pem of the
+                               CA Secret: every trusted root) into this ConfigMap, key root-cert.pem, at
+                               start and every --root-sync-interval; agents mount it as caRootCert;
+                               empty: not published [ambientd-ca-root-cert]
+  --root-configmap-namespace NS  the agents' namespace [the --ca-secret-namespace]
+  --root-sync-interval D       how often the ConfigMap is checked against the Secret [1m]
   --metrics-port N             GET /metrics and /healthz/ready on 0.0.0.0:N; 0: off [15014]
+                               (ready: the key is loaded, the pod index synced, a serving
+                               certificate valid; else 503 naming what is missing)
   --log-level L                debug, info, warn, error, off [info]
   -h, --help                   this help
 
-Kubernetes: the CA needs RBAC create on tokenreviews, list/watch on pods, get/create on its Secrets; agents mount a projected
-token with the audience above and the root as caRootCert (see docs/CA.md).`;
+Kubernetes (deploy/ca.yaml): the CA needs RBAC create on tokenreviews, list/watch on pods, get on its two Secrets and
+create on secrets, get/update on its ConfigMap and create on configmaps; agents mount a projected token with the
+audience above and the published ConfigMap as caRootCert (see docs/CA.md).`;
 
 export interface CaCliOptions {
   listen: string;
@@ -70,6 +80,11 @@ export interface CaCliOptions {
   maxCertLifetimeMs: number;
   metricsPort: number;
   logLevel: Level;
+  servingCertLifetimeMs: number;
+  /** the ConfigMap the trust bundle is published to (null: not published); only with --ca-secret-namespace */
+  rootConfigMap: string | null;
+  rootConfigMapNamespace: string | null;
+  rootSyncIntervalMs: number;
 }
 
 /** Reads the flags of `ambientd ca`; null for --help. Throws USAGE / CA_SERVER_CONFIG. */
@@ -95,6 +110,10 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
         'max-cert-lifetime': { type: 'string' },
         'metrics-port': { type: 'string' },
         'log-level': { type: 'string' },
+        'serving-cert-lifetime': { type: 'string' },
+        'root-configmap': { type: 'string' },
+        'root-configmap-namespace': { type: 'string' },
+        'root-sync-interval': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -136,6 +155,15 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
     bad(`--metrics-port must be 0..65535, got ${JSON.stringify(str('metrics-port'))}`);
   const logLevel = str('log-level') ?? 'info';
   if (!isLevel(logLevel)) bad(`--log-level must be debug, info, warn, error or off, got ${JSON.stringify(logLevel)}`);
+  const dnsName = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+  const rootConfigMapFlag = str('root-configmap');
+  const rootConfigMapNamespace = str('root-configmap-namespace') ?? caSecretNamespace;
+  if (rootConfigMapFlag !== undefined && rootConfigMapFlag !== '' && !dnsName.test(rootConfigMapFlag))
+    bad(`--root-configmap must be a ConfigMap name (or empty: not published), got ${JSON.stringify(rootConfigMapFlag)}`);
+  if (rootConfigMapNamespace !== null && !dnsName.test(rootConfigMapNamespace))
+    bad(`--root-configmap-namespace must be a namespace name, got ${JSON.stringify(rootConfigMapNamespace)}`);
+  if (caSecretNamespace === null && rootConfigMapFlag) bad('--root-configmap needs --ca-secret-namespace (the bundle is published from the CA Secret)');
+  const rootConfigMap = caSecretNamespace === null || rootConfigMapFlag === '' ? null : (rootConfigMapFlag ?? 'ambientd-ca-root-cert');
   return {
     listen,
     caDir,
@@ -152,8 +180,15 @@ export function parseCaArgs(args: string[]): CaCliOptions | null {
     maxCertLifetimeMs: duration('max-cert-lifetime', 7 * 24 * 3_600_000),
     metricsPort,
     logLevel: logLevel as Level,
+    servingCertLifetimeMs: duration('serving-cert-lifetime', 30 * 24 * 3_600_000),
+    rootConfigMap,
+    rootConfigMapNamespace: rootConfigMap === null ? null : rootConfigMapNamespace,
+    rootSyncIntervalMs: duration('root-sync-interval', 60_000),
   };
 }
+
+/** What the CA watches (node authorization needs pods only): its RBAC is list/watch on pods and nothing else (deploy/ca.yaml). */
+export const CA_WATCHED_RESOURCES = ['pods'] as const;
 
 /** A node name no real node has: the CA has no local pods. */
 export const NO_LOCAL_NODE = '(ambientd ca: no local pods)';
@@ -164,22 +199,40 @@ export async function runCa(o: CaCliOptions): Promise<void> {
   const { CertificateAuthority } = await import('../identity/ca.js');
   const { NodePodIndex } = await import('./pod-index.js');
   const { CaServer } = await import('./server.js');
-  const { servingCertificate } = await import('./serving.js');
+  const { ServingCertificateRenewer } = await import('./serving.js');
+  const { healthHandler } = await import('./health.js');
   const log = new Logger('ambientd.ca', o.logLevel);
 
+  // readiness first: 503 (with what is missing) until the key is loaded, the pod index synced and a serving certificate made
+  const health = { keyLoaded: false, podsSynced: false, servingValid: false };
+  let server: import('./server.js').CaServer | null = null;
+  let renewer: import('./serving.js').ServingCertificateRenewer | null = null;
+  let metrics: http.Server | null = null;
+  if (o.metricsPort !== 0) {
+    metrics = http.createServer(
+      healthHandler(
+        () => ({ ...health, servingValid: renewer?.valid ?? false }),
+        () => server?.registry ?? null,
+      ),
+    );
+    await new Promise<void>((resolve, reject) => metrics!.once('error', reject).listen(o.metricsPort, '0.0.0.0', () => resolve()));
+  }
+
   let signer: import('../identity/ca.js').CertificateAuthority;
+  let kc: import('@kubernetes/client-node').KubeConfig | null = null;
   if (o.caDir !== null) {
     signer = await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain: o.trustDomain });
     log.info('CA material', { caDir: o.caDir, source: signer.source, notAfter: signer.notAfter.toISOString() });
   } else {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { httpSecretApi, loadOrCreateFromSecrets } = await import('./secret-store.js');
-    const kc = new KubeConfig();
+    kc = new KubeConfig();
     kc.loadFromDefault();
     const r = await loadOrCreateFromSecrets(httpSecretApi(kc), { namespace: o.caSecretNamespace!, trustDomain: o.trustDomain });
     signer = r.ca;
     log.info('CA material', { secret: `${o.caSecretNamespace}/${r.secret}`, source: r.source, notAfter: signer.notAfter.toISOString() });
   }
+  health.keyLoaded = true;
 
   let authenticator: Authenticator | undefined;
   if (o.auth === 'sandbox') {
@@ -193,20 +246,30 @@ export async function runCa(o: CaCliOptions): Promise<void> {
     source = new WorkloadFileSource(o.workloads!, null);
   } else {
     const { KubernetesSource } = await import('../discovery/kubernetes.js');
-    source = new KubernetesSource({ nodeName: NO_LOCAL_NODE, resolveLocalPod: () => null, log: log.child('pods') });
+    source = new KubernetesSource({ nodeName: NO_LOCAL_NODE, resolveLocalPod: () => null, resources: CA_WATCHED_RESOURCES, log: log.child('pods') });
   }
   source.on('error', (e) => log.warn('pod source', { error: e }));
   source.on('invalid', (e) => log.warn('pod source rejected its input; the last good pod index stays', { error: e }));
   if (o.auth === 'kubernetes') {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const { KubernetesAuthenticator, httpTokenReviewer } = await import('./auth-kubernetes.js');
-    const kc = new KubeConfig();
-    kc.loadFromDefault();
-    authenticator = new KubernetesAuthenticator({ review: httpTokenReviewer(kc), audience: o.tokenAudience, pods: (ns, name) => pods.pod(ns, name) });
+    const reviewKc = new KubeConfig();
+    reviewKc.loadFromDefault();
+    authenticator = new KubernetesAuthenticator({ review: httpTokenReviewer(reviewKc), audience: o.tokenAudience, pods: (ns, name) => pods.pod(ns, name) });
   }
 
-  const tls = await servingCertificate(signer, o.serverNames);
-  const server = new CaServer({
+  renewer = new ServingCertificateRenewer({
+    signer,
+    names: o.serverNames,
+    lifetimeMs: o.servingCertLifetimeMs,
+    onRenewed: (c) => {
+      server?.setServingCertificate(c);
+      log.info('serving certificate renewed', { notAfter: c.notAfter.toISOString() });
+    },
+    onError: (e) => log.error('serving certificate renewal failed; the current one stays, retrying', { error: e }),
+  });
+  const tls = await renewer.start();
+  server = new CaServer({
     signer,
     authenticator: authenticator!,
     pods,
@@ -216,31 +279,49 @@ export async function runCa(o: CaCliOptions): Promise<void> {
     maxCertLifetimeMs: o.maxCertLifetimeMs,
     log,
   });
-  // serve at once: requests before the pod index is synced get UNAVAILABLE (agents retry)
+  // serve at once: requests before the pod index is synced get UNAVAILABLE (agents retry); readiness says 503 meanwhile
   const port = await server.listen(o.listen);
-  log.info('serving IstioCertificateService', { listen: o.listen, port, auth: o.auth, trustedNodeAccounts: o.trustedNodeAccounts, serverNames: o.serverNames });
+  log.info('serving IstioCertificateService', {
+    listen: o.listen,
+    port,
+    auth: o.auth,
+    trustedNodeAccounts: o.trustedNodeAccounts,
+    serverNames: o.serverNames,
+    servingNotAfter: tls.notAfter.toISOString(),
+  });
 
-  let metrics: http.Server | null = null;
-  if (o.metricsPort !== 0) {
-    metrics = http.createServer((req, res) => {
-      if (req.url === '/metrics') {
-        void server.registry.metrics().then((text) => {
-          res.writeHead(200, { 'content-type': server.registry.contentType });
-          res.end(text);
+  // root distribution: the Secret's trust bundle into the agents' ConfigMap, at start and at every resync
+  let publishTimer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  if (kc !== null && o.rootConfigMap !== null) {
+    const { httpSecretApi } = await import('./secret-store.js');
+    const { httpConfigMapApi, syncTrustBundle } = await import('./root-publisher.js');
+    const secrets = httpSecretApi(kc);
+    const maps = httpConfigMapApi(kc);
+    const target = `${o.rootConfigMapNamespace}/${o.rootConfigMap}`;
+    const sync = async (): Promise<void> => {
+      try {
+        const r = await syncTrustBundle(secrets, maps, {
+          secretNamespace: o.caSecretNamespace!,
+          configMapNamespace: o.rootConfigMapNamespace!,
+          configMap: o.rootConfigMap!,
         });
-      } else if (req.url?.startsWith('/healthz/ready')) {
-        res.writeHead(pods.synced ? 200 : 503, { 'content-type': 'text/plain' });
-        res.end(pods.synced ? 'ready\n' : 'pod index not synced\n');
-      } else {
-        res.writeHead(404);
-        res.end();
+        if (r === 'no-secret') log.warn('no CA Secret to publish the trust bundle from; the ConfigMap is left as it is', { configMap: target });
+        else if (r !== 'unchanged') log.info('trust bundle published', { configMap: target, result: r });
+      } catch (e) {
+        log.error('publishing the trust bundle failed; retrying at the next resync', { configMap: target, error: e });
       }
-    });
-    await new Promise<void>((resolve, reject) => metrics!.once('error', reject).listen(o.metricsPort, '0.0.0.0', () => resolve()));
+      if (!stopped) {
+        publishTimer = setTimeout(() => void sync(), o.rootSyncIntervalMs);
+        publishTimer.unref();
+      }
+    };
+    await sync();
   }
 
   await source.start();
   pods.follow(source);
+  health.podsSynced = true;
   log.info('pod index synced', { nodes: pods.nodes, source: o.source });
 
   await new Promise<void>((resolve) => {
@@ -251,6 +332,9 @@ export async function runCa(o: CaCliOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  stopped = true;
+  if (publishTimer) clearTimeout(publishTimer);
+  renewer.stop();
   source.stop();
   metrics?.close();
   await server.close();

@@ -68,9 +68,11 @@ export class CaServer {
   readonly #requests: Counter<'result' | 'code'>;
   readonly #duration: Histogram<'result'>;
   #port = 0;
+  readonly #identity = new MemoryIdentityProvider();
 
   constructor(o: CaServerOptions) {
     this.#o = o;
+    this.#identity.set(o.tls);
     this.#log = o.log ?? new Logger('ambientd.ca', 'info');
     this.#trusted = new Set(o.trustedNodeAccounts);
     this.registry = o.registry ?? new Registry();
@@ -97,11 +99,11 @@ export class CaServer {
 
   /** Listens on `address` ("host:port", port 0 for any); resolves with the port. */
   listen(address: string): Promise<number> {
-    const creds = grpc.ServerCredentials.createSsl(
-      null,
-      [{ private_key: Buffer.from(this.#o.tls.keyPem), cert_chain: Buffer.from(this.#o.tls.certChainPem) }],
-      false,
-    );
+    // a certificate provider, not fixed credentials: setServingCertificate() swaps the certificate of the bound
+    // server (new handshakes get the new one). grpc-js's createCertificateProviderServerCredentials hands its
+    // first argument to the constructor as the identity provider (its own argument names say "ca" first):
+    // (identity, no client-certificate provider, no client certificate required).
+    const creds = grpc.experimental.createCertificateProviderServerCredentials(this.#identity, null as unknown as grpc.experimental.CertificateProvider, false);
     return new Promise((resolve, reject) => {
       this.#server.bindAsync(address, creds, (err, port) => {
         if (err) return reject(new CaServiceError('CA_SERVER_CONFIG', `cannot listen on ${address}: ${err.message}`, { cause: err }));
@@ -109,6 +111,11 @@ export class CaServer {
         resolve(port);
       });
     });
+  }
+
+  /** Serves a new TLS certificate (a renewal): handshakes from now on get it; established connections keep theirs. */
+  setServingCertificate(tls: { certChainPem: string; keyPem: string }): void {
+    this.#identity.set(tls);
   }
 
   get port(): number {
@@ -207,4 +214,29 @@ export function rootOf(chainPem: string, rootsPem: string): string {
   }
   if (roots.length === 0) throw new CaServiceError('CA_SERVER_CONFIG', 'the CA has no root certificate');
   return roots[0]!;
+}
+
+/** The CA's serving certificate as a grpc-js certificate provider: set() reaches every listener (the bound server). */
+class MemoryIdentityProvider implements grpc.experimental.CertificateProvider {
+  #latest: grpc.experimental.IdentityCertificateUpdate | null = null;
+  readonly #listeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
+
+  set(tls: { certChainPem: string; keyPem: string }): void {
+    this.#latest = { certificate: Buffer.from(tls.certChainPem), privateKey: Buffer.from(tls.keyPem) };
+    for (const l of this.#listeners) l(this.#latest);
+  }
+  addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.#listeners.add(l);
+    // later, not now: grpc-js registers its own watcher only after adding this listener
+    queueMicrotask(() => {
+      if (this.#latest && this.#listeners.has(l)) l(this.#latest);
+    });
+  }
+  removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.#listeners.delete(l);
+  }
+  addCaCertificateListener(): void {
+    // no client certificates: callers authenticate with a bearer token
+  }
+  removeCaCertificateListener(): void {}
 }

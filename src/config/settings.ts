@@ -389,6 +389,14 @@ export const SETTINGS = {
     default: '/var/run/secrets/tokens/ambientd-ca',
     help: "with caAddress: the node's bearer token for the CA (a projected ServiceAccount token for the CA's audience; sandbox: the node token); re-read per request",
   }),
+  clusterId: setting({
+    kind: optional(textThat('a cluster name (letters, digits, ".", "_", "-")', (s) => /^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$/.test(s) && s.length <= 253)),
+    flag: 'cluster-id',
+    arg: 'ID',
+    default: null,
+    shown: '[unset: no ClusterID header]',
+    help: 'with caAddress: sent to the CA as the "ClusterID" header; istiod needs its cluster name (CLUSTER_ID, "Kubernetes" by default) in multi-cluster meshes',
+  }),
   readyFile: setting({
     kind: optional(text),
     flag: 'ready-file',

@@ -59,6 +59,7 @@ export class RemoteCaIssuer implements CertificateIssuer {
   readonly #host: string;
   #channel: Channel | undefined;
   #closed = false;
+  #bundle: { key: string; pem: string } | undefined;
 
   constructor(o: RemoteCaOptions) {
     this.#o = o;
@@ -98,6 +99,34 @@ export class RemoteCaIssuer implements CertificateIssuer {
       });
     });
     return issuedFrom(res, roots);
+  }
+
+  /**
+   * The trust bundle as the root file holds it now: what the agent's HBONE
+   * connections verify peers with (IdentityManager), so a root added by a
+   * rotation is trusted as soon as the kubelet updates the file, and a removed
+   * one stops being trusted, without waiting for the local certificate's
+   * renewal. Re-read when the file changes (stat: inode, size, mtime; the
+   * kubelet swaps a symlink); a file that cannot be read or holds no
+   * certificate keeps the last good bundle (never an empty trust set).
+   */
+  trustBundle(): string | undefined {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.#o.rootFile);
+    } catch {
+      return this.#bundle?.pem;
+    }
+    const key = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    if (this.#bundle?.key === key) return this.#bundle.pem;
+    try {
+      const pem = fs.readFileSync(this.#o.rootFile, 'utf8');
+      const certs = splitPemCertificates(pem);
+      if (certs.length > 0) this.#bundle = { key, pem: certs.join('') };
+    } catch {
+      // keep the last good bundle
+    }
+    return this.#bundle?.pem;
   }
 
   /** Closes the channel; later issue() calls fail. */

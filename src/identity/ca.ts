@@ -80,6 +80,14 @@ export interface CertificateIssuer {
   /** When true, the caller must supply `csrPem` (e.g. istiod's CreateCertificate). */
   readonly requiresCsr?: boolean;
   issue(req: CertificateSigningRequest): Promise<IssuedCertificate>;
+  /**
+   * The trust roots as they are now, when they can change after a certificate
+   * was issued (a cluster CA's bundle file during a root rotation): the
+   * IdentityManager hands this, not the bundle of issuance time, as rootPem, so
+   * a peer certificate from a newly added root verifies before the local one
+   * is renewed. Undefined: use the issued certificate's rootPem.
+   */
+  trustBundle?(): string | undefined;
   /** Releases what the issuer holds (a remote CA's channel); IdentityManager.close() calls it. */
   close?(): void;
 }

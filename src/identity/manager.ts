@@ -258,7 +258,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         failedAttempts: e.failures,
         lastError: e.lastError ?? null,
         chainPem: c?.chainPem ?? null,
-        rootPem: c?.rootPem ?? null,
+        rootPem: c ? (this.#issuer.trustBundle?.() ?? c.rootPem) : null,
       });
     }
     return out;
@@ -291,7 +291,8 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
       id: e.id,
       certPem: c.certPem,
       chainPem: c.chainPem,
-      rootPem: c.rootPem,
+      // the roots as they are now (a rotation adds or removes one), else those of issuance
+      rootPem: this.#issuer.trustBundle?.() ?? c.rootPem,
       serial: c.serial,
       notBefore: c.notBefore,
       notAfter: c.notAfter,

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { KubernetesSource } from '../../../src/discovery/kubernetes.js';
+import { CA_WATCHED_RESOURCES } from '../../../src/ca/cli.js';
 import { KubernetesAuthenticator, httpTokenReviewer } from '../../../src/ca/auth-kubernetes.js';
 import { NodePodIndex } from '../../../src/ca/pod-index.js';
 import { ERROR_CODE_METADATA } from '../../../src/ca/errors.js';
@@ -31,9 +32,12 @@ async function k8sCa(t: { after(fn: () => Promise<void> | void): void }) {
     kubeConfig: kubeConfigFor(api),
     nodeName: 'ambientd-ca', // no pod is local to the CA
     resolveLocalPod: () => null,
+    resources: CA_WATCHED_RESOURCES,
     log: new Logger('test', 'off'),
   });
   await src.start();
+  // least privilege: the CA lists and watches pods and nothing else (its RBAC in deploy/ca.yaml)
+  assert.deepEqual([...new Set(api.requests.map((r) => r.res))], ['pods']);
   const index = new NodePodIndex(TD);
   const unfollow = index.follow(src);
   t.after(async () => {

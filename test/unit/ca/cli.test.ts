@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -33,8 +34,17 @@ test('ca flags: defaults, and every mistake is a typed error', () => {
     maxCertLifetimeMs: 7 * 24 * 3_600_000,
     metricsPort: 15014,
     logLevel: 'info',
+    servingCertLifetimeMs: 30 * 24 * 3_600_000,
+    rootConfigMap: null,
+    rootConfigMapNamespace: null,
+    rootSyncIntervalMs: 60_000,
   });
-  assert.equal(parseCaArgs(['--ca-secret-namespace', 'ambientd-system'])?.caSecretNamespace, 'ambientd-system');
+  const k8s = parseCaArgs(['--ca-secret-namespace', 'ambientd-system']);
+  assert.equal(k8s?.caSecretNamespace, 'ambientd-system');
+  // with the key in Secrets the trust bundle is published, by default into the agents' (the Secrets') namespace
+  assert.deepEqual([k8s?.rootConfigMap, k8s?.rootConfigMapNamespace], ['ambientd-ca-root-cert', 'ambientd-system']);
+  assert.equal(parseCaArgs(['--ca-secret-namespace', 'ambientd-system', '--root-configmap', ''])?.rootConfigMap, null);
+  assert.equal(parseCaArgs(['--ca-secret-namespace', 'a', '--root-configmap-namespace', 'b'])?.rootConfigMapNamespace, 'b');
   const sandbox = parseCaArgs(['--ca-dir', '/ca', '--auth', 'sandbox', '--sandbox-token-key', '/k.pem', '--workloads', '/w', '--listen', '127.0.0.1:0']);
   assert.equal(sandbox?.source, 'file');
   const errors: Array<[string[], RegExp]> = [
@@ -48,6 +58,10 @@ test('ca flags: defaults, and every mistake is a typed error', () => {
     [['--ca-dir', '/ca', '--cert-lifetime', '10ms'], /at least 1s/],
     [['--ca-dir', '/ca', '--listen', 'here'], /--listen must be HOST:PORT/],
     [['--ca-dir', '/ca', '--log-level', 'loud'], /--log-level/],
+    [['--ca-dir', '/ca', '--root-configmap', 'roots'], /--root-configmap needs --ca-secret-namespace/],
+    [['--ca-secret-namespace', 'a', '--root-configmap', 'Roots!'], /--root-configmap must be a ConfigMap name/],
+    [['--ca-secret-namespace', 'a', '--root-configmap-namespace', 'B'], /--root-configmap-namespace must be a namespace name/],
+    [['--ca-dir', '/ca', '--serving-cert-lifetime', '0s'], /--serving-cert-lifetime must be a duration/],
   ];
   for (const [args, re] of errors)
     assert.throws(
@@ -89,6 +103,12 @@ test('ambientd ca as a process: sandbox tokens, the workload file as pod index, 
       '',
     ].join('\n'),
   );
+  const metricsPort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
   const child = spawn(
     process.execPath,
     [
@@ -107,7 +127,7 @@ test('ambientd ca as a process: sandbox tokens, the workload file as pod index, 
       '--server-name',
       '127.0.0.1',
       '--metrics-port',
-      '0',
+      String(metricsPort),
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -130,6 +150,9 @@ test('ambientd ca as a process: sandbox tokens, the workload file as pod index, 
     });
   });
   assert.ok(port > 0);
+  // ready: key loaded, pod index synced, serving certificate made
+  const ready = await fetch(`http://127.0.0.1:${metricsPort}/healthz/ready`);
+  assert.deepEqual([ready.status, await ready.text()], [200, 'ready\n']);
   // the root was created in --ca-dir: the agent's trust bundle
   const rootFile = path.join(dir, 'ca', 'root-cert.pem');
   const tokenFile = path.join(dir, 'n1.token');

@@ -153,3 +153,20 @@ test('secret store: API errors are typed K8S_API (wrong credentials)', async (t)
     (e: Error & { code?: string }) => e.code === 'K8S_API' && /GET Secret ambientd-system\/cacerts: HTTP 401: Unauthorized/.test(e.message),
   );
 });
+
+test('secret store: a Secret whose signer does not chain to a root of root-cert.pem is refused (a rotation done in the wrong order)', async (t) => {
+  const f = await fake(t);
+  const api = httpSecretApi(f.kubeConfig());
+  const { createRoot } = await import('../../../src/identity/ca.js');
+  const [oldRoot, newRoot] = [await createRoot(TD, 30), await createRoot(TD, 30)];
+  // the new root signs, but only the old one is published: agents would refuse everything
+  await api.create(NS, 'cacerts', { 'ca-cert.pem': newRoot.certPem, 'ca-key.pem': newRoot.keyPkcs8Pem, 'root-cert.pem': oldRoot.certPem });
+  await assert.rejects(
+    loadOrCreateFromSecrets(api, { namespace: NS, trustDomain: TD }),
+    (e: Error & { code?: string }) => e.code === 'CA_SERVER_CONFIG' && /ca-cert.pem does not chain to a root of root-cert.pem/.test(e.message),
+  );
+  // new signing, both trusted (step 3 of a rotation): accepted
+  await api.create(NS, 'step3', { 'ca-cert.pem': newRoot.certPem, 'ca-key.pem': newRoot.keyPkcs8Pem, 'root-cert.pem': newRoot.certPem + oldRoot.certPem });
+  const r = await loadOrCreateFromSecrets(api, { namespace: NS, trustDomain: TD, pluginSecret: 'step3' });
+  assert.equal(r.ca.rootPem, newRoot.certPem + oldRoot.certPem);
+});

@@ -59,6 +59,7 @@ test('defaults: the whole config from the two required settings', () => {
     caAddress: null,
     caRootCert: '/var/run/secrets/ambientd/ca/root-cert.pem',
     caTokenFile: '/var/run/secrets/tokens/ambientd-ca',
+    clusterId: null,
     readyFile: null,
     handoverSocket: '/run/ambientd/handover.sock',
     drainTimeoutMs: 30_000,

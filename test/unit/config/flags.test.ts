@@ -45,6 +45,7 @@ const SAMPLES: Record<string, [string[], unknown]> = {
   caAddress: [['--ca-address', 'ambientd-ca.ambientd-system.svc:15012'], 'ambientd-ca.ambientd-system.svc:15012'],
   caRootCert: [['--ca-root-cert', '/etc/ca/root-cert.pem'], '/etc/ca/root-cert.pem'],
   caTokenFile: [['--ca-token-file', '/run/token'], '/run/token'],
+  clusterId: [['--cluster-id', 'Kubernetes'], 'Kubernetes'],
   readyFile: [['--ready-file', '/tmp/ready'], '/tmp/ready'],
   handoverSocket: [['--handover-socket', ''], null],
   drainTimeoutMs: [['--drain-timeout', '1h'], 3_600_000],

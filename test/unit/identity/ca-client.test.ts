@@ -210,7 +210,7 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   const caDir = path.join(c.dir, 'ca-dir-never-created');
   const log = new Logger('test', 'off');
   const remote = await openIdentities(
-    { caAddress: c.h.address, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    { caAddress: c.h.address, caRootCert: c.rootFile, caTokenFile: c.tokenFile, clusterId: null, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
     log,
   );
   t.after(() => remote.close());
@@ -218,7 +218,7 @@ test('agent wiring: with caAddress the identities come from the cluster CA and n
   assert.equal(cert.rootPem, c.h.ca.rootPem);
   assert.equal(fs.existsSync(caDir), false, 'no CA directory (no key) on the node');
   const builtIn = await openIdentities(
-    { caAddress: null, caRootCert: c.rootFile, caTokenFile: c.tokenFile, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
+    { caAddress: null, caRootCert: c.rootFile, caTokenFile: c.tokenFile, clusterId: null, caDir, trustDomain: TD, certLifetimeMs: 3_600_000 },
     log,
   );
   t.after(() => builtIn.close());
@@ -246,4 +246,44 @@ test('agent readiness with a cluster CA: ready only once a certificate can be ha
   assert.equal(m.peek(`spiffe://${TD}/ns/ambientd-system/sa/ambientd`), undefined);
   // a stopping agent stops waiting
   assert.equal(await waitForCertificates(m, cfg, new Logger('test', 'off'), () => false), false);
+});
+
+test('clusterId: sent as the ClusterID header (what istiod reads in multi-cluster meshes); none without it', async (t) => {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadCaService } = await import('../../../src/ca/proto.js');
+  const { servingCertificate } = await import('../../../src/ca/serving.js');
+  const ca = await CertificateAuthority.createInMemory({ trustDomain: TD });
+  const seen: Array<string | undefined> = [];
+  const server = new grpc.Server();
+  server.addService(loadCaService().definition, {
+    CreateCertificate: (call: { metadata: { get(k: string): unknown[] } }, cb: (e: { code: number; details: string }) => void) => {
+      seen.push(call.metadata.get('clusterid')[0] as string | undefined);
+      cb({ code: grpc.status.PERMISSION_DENIED, details: 'recorded' });
+    },
+  });
+  const tls = await servingCertificate(ca, ['127.0.0.1']);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certChainPem) }]),
+      (e, p) => (e ? reject(e) : resolve(p)),
+    ),
+  );
+  t.after(() => server.forceShutdown());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-client-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'root'), ca.rootPem);
+  fs.writeFileSync(path.join(dir, 'token'), 'tok');
+  const { csr } = await makeCsr({ uris: [WEB] });
+  for (const clusterId of ['cluster-east', undefined]) {
+    const issuer = new RemoteCaIssuer({
+      address: `127.0.0.1:${port}`,
+      rootFile: path.join(dir, 'root'),
+      tokenFile: path.join(dir, 'token'),
+      ...(clusterId ? { clusterId } : {}),
+    });
+    await assert.rejects(issuer.issue({ spiffeId: WEB, publicKeyPem: '', csrPem: csr }), /recorded/);
+    issuer.close();
+  }
+  assert.deepEqual(seen, ['cluster-east', undefined]);
 });
