@@ -42,6 +42,8 @@ COPY --from=build /src/bpf/ambient.bpf.o ./bpf/ambient.bpf.o
 COPY --from=build /src/dist/src ./dist/src
 # the DaemonSet's command: enter the host cgroup namespace, or let the agent say why not
 COPY scripts/image/enter-host-cgroupns.sh ./bin/enter-host-cgroupns
+# the vendored Istio certificate API (and its license), loaded at run time by `ambientd ca` and an agent with caAddress
+COPY --from=build /src/src/ca/proto ./dist/src/ca/proto
 # Runs as root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN (setns, cgroup attach),
 # CAP_SYS_PTRACE (/proc/<pid>/ns/net of pods) — see the DaemonSet in deploy/,
 # whose command is bin/enter-host-cgroupns /proc/1/ns/cgroup node dist/src/cli.js.

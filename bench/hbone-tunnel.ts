@@ -41,7 +41,9 @@ export interface Tunnel {
 const spiffe = (ns: string, sa: string): string => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
 
 async function writeCerts(stateDir: string): Promise<{ dir: string; files: (id: string) => { key: string; cert: string; root: string } }> {
-  const ca = await CertificateAuthority.loadOrCreate(path.join(stateDir, 'ca'), { trustDomain: TRUST_DOMAIN });
+  // the sandbox's mesh CA: the cluster CA's material (default) or the embedded one
+  const cluster = path.join(stateDir, 'control-plane', 'ca');
+  const ca = await CertificateAuthority.loadOrCreate(fs.existsSync(cluster) ? cluster : path.join(stateDir, 'ca'), { trustDomain: TRUST_DOMAIN });
   const ids = new IdentityManager({ issuer: ca });
   const dir = path.join(stateDir, 'bench-tunnel');
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -33,7 +33,9 @@ export const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,S
             restart (10: refused connections at 200/s during agent restarts with/without hand-over,
                      start-up time to ready with 100 enrolled pods),
             lifecycle (11: detection after peer death and partition, a non-reading app, keepalive/PING
-                       CPU with 10 000 idle connections, 10-minute soak; --soak-seconds N to change it)
+                       CPU with 10 000 idle connections, 10-minute soak; --soak-seconds N to change it),
+            ca (12: cluster CA issuance p50/p99 and certificates/s, enrollment -> first HBONE connection
+                and a 100-pod node start-up, cluster CA vs embedded)
   the report goes to FILE (default: bench/RESULTS.md for a full run), the raw results as JSON next to
   it (FILE.md -> FILE.json); node dist/bench/render.js FILE.json renders them again
 `;

@@ -24,7 +24,7 @@ import { AmbientError } from '../src/util/errors.js';
 
 export const RESULTS_VERSION = 1;
 
-export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle'] as const;
+export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchResults {
@@ -44,6 +44,36 @@ export interface BenchResults {
   restart?: RestartResults;
   /** section 11 */
   lifecycle?: LifecycleResults;
+  /** section 12 */
+  ca?: CaResults;
+}
+
+// ---------------------------------------------------------------------------
+// section 12: the cluster CA
+// ---------------------------------------------------------------------------
+
+/** cluster: `ambientd ca` in its own process and netns (the sandbox default); embedded: each agent signs */
+export type CaMode = 'cluster' | 'embedded';
+
+export interface CaResults {
+  quick: boolean;
+  /** from node n1's netns, a new key + CSR + CreateCertificate + chain check per request (bench/ca-client.ts) */
+  issuance: {
+    /** one request after another, ms each */
+    sequentialMs: number[];
+    concurrency: number;
+    /** certificates issued by `concurrency` callers in `concurrentSeconds` */
+    concurrentCerts: number;
+    concurrentSeconds: number;
+    errors: number;
+    /** the CA's own handling time (ambientd_ca_request_duration_seconds sum / count, issued), ms */
+    caMeanMs: number | null;
+    caIssued: number | null;
+  } | null;
+  /** a plain pod of n1 enrolled while it loops connections to an ambient pod of n2: enrollment -> end of its first HBONE connection, ms (null: none in 30 s) */
+  firstConnection: Array<{ ca: CaMode; samplesMs: Array<number | null> }>;
+  /** 1 node, `pods` pods (half ambient): agent start -> ready, and -> every ambient pod's certificate held, ms */
+  startup: Array<{ ca: CaMode; pods: number; ambientPods: number; readyMs: number; allCertsMs: number | null }>;
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
  *   sections: same-node (1-2, bench/same-node.ts), enroll (3, bench/enroll.ts),
  *             hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
  *             observability (9, bench/observability.ts), restart (10, bench/restart.ts),
- *             lifecycle (11, bench/lifecycle.ts)
+ *             lifecycle (11, bench/lifecycle.ts), ca (12, bench/ca.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -30,6 +30,9 @@
  *      8 MiB), the CPU cost of keepalive and PING with 10 000 idle connections,
  *      and a soak (200 new connections/s, 100 held, an agent restart every
  *      minute) with the slopes of fds, RSS and live heap
+ *   12. the cluster CA in its own process: issuance p50/p99 and certificates/s,
+ *      enrollment -> first HBONE connection and the start-up of a node with 100
+ *      pods, each with the cluster CA and with the embedded one
  *
  * Each section returns its figures as data (bench/results.ts); once all have
  * run, the renderer (bench/render/) writes them as markdown to
@@ -62,6 +65,7 @@ import { policySetupBench } from './policy-setup.js';
 import { observabilityBench } from './observability.js';
 import { restartBench } from './restart.js';
 import { lifecycleBench } from './lifecycle.js';
+import { caBench } from './ca.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STATE_DIR = '/run/ambientd-sandbox-bench';
@@ -121,6 +125,7 @@ async function main(): Promise<void> {
     observability: async () => void (results.observability = await observabilityBench({ quick: o.quick })),
     restart: async () => void (results.restart = await restartBench({ quick: o.quick, stateDir: STATE_DIR, log })),
     lifecycle: async () => void (results.lifecycle = await lifecycleBench({ quick: o.quick, ...(o.soakSeconds ? { soakSeconds: o.soakSeconds } : {}) })),
+    ca: async () => void (results.ca = await caBench({ quick: o.quick }, STATE_DIR, log)),
   };
   try {
     // in the order of SECTIONS (the report's), whatever the order of --only

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * ambientd command line: `agent`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
+ * ambientd command line: `agent`, `ca`, `sandbox ...`, `demo`, `inspect`, `cleanup`.
  * Every failure prints "CODE: message" and a hint, and exits non-zero.
  */
 import fs from 'node:fs';
@@ -12,12 +12,17 @@ const USAGE = `ambientd — sidecar-less service mesh node agent (eBPF datapath)
 
 Usage:
   ambientd agent [--config FILE] [--node NAME] [--source file|kubernetes] [--workloads PATH] [flags]
-  ambientd sandbox up [--nodes N] [--pods P] [--no-agents] [--ip-family ipv4|ipv6|dual]
+  ambientd ca --ca-dir DIR | --ca-secret-namespace NS [--auth kubernetes|sandbox] [flags]   (the cluster CA: no node holds a CA key)
+  ambientd sandbox up [--nodes N] [--pods P] [--no-agents] [--ip-family ipv4|ipv6|dual] [--ca cluster|embedded]
+                   cluster (default): \`ambientd ca\` runs in its own netns (10.100.0.254:15012), each agent
+                   gets its node's token and the root, no node holds a CA key; embedded: the quick mode,
+                   every agent signs with one shared CA directory
   ambientd sandbox status [--json]
   ambientd sandbox exec <pod> -- COMMAND [ARGS...]
   ambientd sandbox enroll <pod> | unenroll <pod>
   ambientd sandbox apply -f FILE   (Services, AuthorizationPolicies, ... as Kubernetes YAML)
   ambientd sandbox agent <node> start|stop|kill|restart [--no-handover]
+  ambientd sandbox ca start|stop|metrics   (the sandbox's cluster CA process)
   ambientd sandbox down
   ambientd demo
   ambientd inspect workloads|services|policies|certs|connections|maps|config [--node NAME] [-o json|table]
@@ -157,6 +162,15 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'agent':
       return cmdAgent(rest);
+    case 'ca': {
+      const { parseCaArgs, runCa, CA_HELP } = await import('./ca/cli.js');
+      const o = parseCaArgs(rest);
+      if (o === null) {
+        process.stdout.write(CA_HELP + '\n');
+        return;
+      }
+      return runCa(o);
+    }
     case 'sandbox':
       if (rest[0] === '--help' || rest[0] === '-h' || rest.length === 0) {
         process.stdout.write(USAGE + '\n');

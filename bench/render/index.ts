@@ -3,10 +3,11 @@
  * bench/RESULTS.md. Pure: no I/O, nothing read from the machine it runs on, so
  * the same JSON always renders to the same markdown. One module per section
  * (same-node.ts: 1-2, enroll.ts: 3, hbone.ts: 4-7, policy.ts: 8,
- * observability.ts: 9, restart.ts: 10, lifecycle.ts: 11); this one writes the
+ * observability.ts: 9, restart.ts: 10, lifecycle.ts: 11, ca.ts: 12); this one writes the
  * header and "How to read" and puts them together.
  */
 import { SECTIONS, type BackgroundLoad, type BenchResults, type RunInfo } from '../results.js';
+import { caMarkdown } from './ca.js';
 import { enrollMarkdown, enrollText } from './enroll.js';
 import { hboneHeaderLine, hboneMarkdown, hboneText } from './hbone.js';
 import { lifecycleMarkdown } from './lifecycle.js';
@@ -15,7 +16,7 @@ import { policyMarkdown } from './policy.js';
 import { restartMarkdown } from './restart.js';
 import { sameNodeHeaderLine, sameNodeMarkdown, sameNodeText } from './same-node.js';
 
-export { enrollMarkdown, hboneMarkdown, lifecycleMarkdown, observabilityMarkdown, policyMarkdown, restartMarkdown, sameNodeMarkdown };
+export { caMarkdown, enrollMarkdown, hboneMarkdown, lifecycleMarkdown, observabilityMarkdown, policyMarkdown, restartMarkdown, sameNodeMarkdown };
 
 /** "pid 123 `cmd` 45% of a core, ..." */
 export function backgroundText(bg: BackgroundLoad): string[] {
@@ -86,6 +87,7 @@ export function renderResults(r: BenchResults): string {
   if (r.observability) md.push('', observabilityMarkdown(r.observability, '## 9.').join('\n'));
   if (r.restart) md.push('', restartMarkdown(r.restart, '## 10.').join('\n'));
   if (r.lifecycle) md.push('', lifecycleMarkdown(r.lifecycle, '## 11.').join('\n'));
+  if (r.ca) md.push('', caMarkdown(r.ca, '## 12.').join('\n'));
   return md.join('\n');
 }
 
@@ -106,5 +108,7 @@ export function sectionSummary(r: BenchResults, section: (typeof SECTIONS)[numbe
       return r.restart ? [restartMarkdown(r.restart).join('\n')] : [];
     case 'lifecycle':
       return r.lifecycle ? [lifecycleMarkdown(r.lifecycle).join('\n')] : [];
+    case 'ca':
+      return r.ca ? [caMarkdown(r.ca).join('\n')] : [];
   }
 }

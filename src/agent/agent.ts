@@ -10,8 +10,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
-import { promisify } from 'node:util';
-import { generateKeyPair } from 'node:crypto';
 import type { AgentConfig } from '../config/config.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
 import { loadNative } from '../datapath/native.js';
@@ -19,8 +17,8 @@ import type { NativeAddon } from '../datapath/native-api.js';
 import { WorkloadFileSource } from '../discovery/workloads.js';
 import { emptySnapshot, MeshIndex, podSpiffeId, type MeshSnapshot } from '../discovery/model.js';
 import type { WorkloadSource } from '../discovery/source.js';
-import { CertificateAuthority } from '../identity/ca.js';
-import { IdentityManager } from '../identity/manager.js';
+import type { IdentityManager } from '../identity/manager.js';
+import { openIdentities, waitForCertificates } from './identities.js';
 import { createAdminServer } from '../admin/server.js';
 import { attachAccessLog } from '../admin/access-log.js';
 import { AgentMetrics } from '../metrics/metrics.js';
@@ -30,7 +28,7 @@ import { ActivePolicies } from '../policy/active.js';
 import { ConnectionTracker } from '../proxy/connections.js';
 import { livenessParams } from '../proxy/liveness.js';
 import { MeshProxy } from '../proxy/mesh.js';
-import { AmbientError, errorMessage } from '../util/errors.js';
+import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { CaptureSet } from './captures.js';
 import { buildConfigDump, type ConfigDump } from './config-dump.js';
@@ -66,14 +64,6 @@ const LIMIT_HINTS: Record<string, string> = {
   limit_dials: 'too many connections being opened at once: raise limits.maxPendingDials, or look for a destination that stopped answering SYNs',
 };
 
-/** An ECDSA P-256 key pair in PEM (for the X.509 warm-up at start). */
-const generateEcKey = (): Promise<{ publicKey: string }> =>
-  promisify(generateKeyPair)('ec', {
-    namedCurve: 'P-256',
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  }) as Promise<{ publicKey: string; privateKey: string }>;
-
 export class Agent {
   readonly tracker = new ConnectionTracker();
   readonly metrics: AgentMetrics;
@@ -88,6 +78,8 @@ export class Agent {
   private source: WorkloadSource | null;
   private datapath: Datapath | null = null;
   private identities: IdentityManager | null = null;
+  /** true once a certificate could be had (at once with the built-in CA) */
+  private certificatesReady = false;
   private mesh: MeshProxy | null = null;
   private captures: CaptureSet | null = null;
   private admin: http.Server | null = null;
@@ -248,29 +240,26 @@ export class Agent {
     this.metricsServer = createMetricsServer(this.metrics, log);
     await this.listeners.node(this.metricsServer, cfg.ports.metrics, cfg.metricsAddress, 'metrics', 'ports.metrics');
 
-    const ca = await CertificateAuthority.loadOrCreate(cfg.caDir, { trustDomain: cfg.trustDomain }).catch((e: Error) => {
-      throw new AmbientError(
-        'CA_UNAVAILABLE',
-        `built-in CA at ${cfg.caDir}: ${e.message}`,
-        'the CA directory must be writable by the agent (or hold an Istio plug-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)',
-        { cause: e },
-      );
-    });
-    const identities = new IdentityManager({ issuer: ca, lifetimeMs: cfg.certLifetimeMs });
+    const identities = await openIdentities(cfg, log);
     this.identities = identities;
-    // Warm the key generation and X.509 code once before serving: the first
-    // issuance compiles a lot of JavaScript, and would otherwise delay the first
-    // enrollment by a few hundred ms.
-    await ca
-      .issue({
-        spiffeId: `spiffe://${cfg.trustDomain}/ns/ambientd-system/sa/ambientd-warmup`,
-        publicKey: (await generateEcKey()).publicKey,
-        lifetimeMs: 60_000,
-      })
-      .catch(() => undefined);
     identities.on('renewalFailed', (ev) => {
       this.count('certificate_renewal_failed');
       log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error });
+    });
+    identities.on('issueFailed', (ev) => {
+      // no certificate: the identity's connections fail closed until a retry succeeds
+      this.count('certificate_issue_failed');
+      log.once(
+        `certificate_issue_failed\0${ev.id}\0${(ev.error as { code?: string }).code ?? ''}`,
+        'warn',
+        'no certificate for an identity (its connections are refused; retrying)',
+        {
+          id: ev.id,
+          attempt: ev.attempt,
+          retryInMs: ev.retryInMs,
+          error: ev.error,
+        },
+      );
     });
     // a drain or stop came while the CA loaded: nothing more is built (stop() closes what is)
     if (!this.lifecycle.is('starting')) return;
@@ -362,6 +351,9 @@ export class Agent {
     // rejected input's empty one: that would unenroll every pinned pod)
     if (!this.snapshots.scheduled(source.current) && !source.lastError) this.snapshots.schedule(source.current);
     await this.settle();
+    // with a cluster CA, ready means certificates can be had (token, bundle, CA all work)
+    if (cfg.caAddress !== null && !(await waitForCertificates(identities, cfg, log, () => this.lifecycle.is('starting')))) return;
+    this.certificatesReady = true;
     // a drain or stop came first: it takes it from here
     if (!this.lifecycle.is('starting')) return;
     await this.handover.finish();
@@ -396,7 +388,7 @@ export class Agent {
     return readiness({
       phase: this.phase,
       datapath: this.datapath !== null,
-      ca: this.identities !== null,
+      ca: this.identities !== null && this.certificatesReady,
       adminListening: this.admin?.listening ?? false,
       metricsListening: this.metricsServer?.listening ?? false,
       proxy: this.mesh !== null,

@@ -16,6 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { AmbientError } from '../util/errors.js';
 import { FieldError, int, port as portNumber, show, str } from '../util/fields.js';
+import { parseDialAddress } from '../util/hostport.js';
 import { DNS1123_LABEL_RULE, DNS1123_SUBDOMAIN_RULE, isDns1123Label, isDns1123Subdomain } from '../util/dns1123.js';
 import { LEVELS } from '../util/log.js';
 import { DEFAULT_LIMITS, type Limits } from '../proxy/limits.js';
@@ -363,6 +364,38 @@ export const SETTINGS = {
     arg: 'D',
     default: 24 * 3_600_000,
     help: 'workload certificate lifetime, renewed at half-life',
+  }),
+  caAddress: setting({
+    kind: optional(textThat('host:port (an IP or DNS name and a port)', (s) => parseDialAddress(s) !== null)),
+    flag: 'ca-address',
+    arg: 'ADDR',
+    default: null,
+    shown: '[unset: the built-in CA in caDir signs]',
+    help:
+      'HOST:PORT of the cluster CA the agent gets its certificates from (`ambientd ca`, or istiod:15012): Istio CreateCertificate over TLS, ' +
+      'no CA key on the node; renewal at half-life, back-off, a valid certificate kept when renewal fails',
+  }),
+  caRootCert: setting({
+    kind: absolutePath(),
+    flag: 'ca-root-cert',
+    arg: 'FILE',
+    default: '/var/run/secrets/ambientd/ca/root-cert.pem',
+    help: 'with caAddress: the trust bundle (PEM roots, e.g. a ConfigMap like istio-ca-root-cert): verifies the CA and is the mesh root; re-read per request',
+  }),
+  caTokenFile: setting({
+    kind: absolutePath(),
+    flag: 'ca-token-file',
+    arg: 'FILE',
+    default: '/var/run/secrets/tokens/ambientd-ca',
+    help: "with caAddress: the node's bearer token for the CA (a projected ServiceAccount token for the CA's audience; sandbox: the node token); re-read per request",
+  }),
+  clusterId: setting({
+    kind: optional(textThat('a cluster name (letters, digits, ".", "_", "-")', (s) => /^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$/.test(s) && s.length <= 253)),
+    flag: 'cluster-id',
+    arg: 'ID',
+    default: null,
+    shown: '[unset: no ClusterID header]',
+    help: 'with caAddress: sent to the CA as the "ClusterID" header; istiod needs its cluster name (CLUSTER_ID, "Kubernetes" by default) in multi-cluster meshes',
   }),
   readyFile: setting({
     kind: optional(text),

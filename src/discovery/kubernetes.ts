@@ -135,6 +135,8 @@ export interface KubernetesSourceOptions {
   absentRetryMs?: number;
   /** list page size (default 500) */
   pageSize?: number;
+  /** the resources to watch (default: all of WATCHED_RESOURCES); the cluster CA watches only pods, so its RBAC has nothing else */
+  resources?: readonly ResourceName[];
   /** server-side watch timeout, randomised in [t, 2t) (default 300 s) */
   watchTimeoutSeconds?: number;
   /** timeout of a list page / of a watch's response headers (default 60 s) */
@@ -315,7 +317,9 @@ export class KubernetesSource extends EventEmitter<KubernetesSourceEvents> imple
       authorizationpolicies: this.policies,
     } as Record<ResourceName, Collection<unknown>>;
 
+    const wanted = new Set<ResourceName>(opts.resources ?? WATCHED_RESOURCES.map((r) => r.name));
     for (const r of WATCHED_RESOURCES) {
+      if (!wanted.has(r.name)) continue;
       const col = collections[r.name];
       this.reflectors.set(
         r.name,

@@ -80,6 +80,16 @@ export interface CertificateIssuer {
   /** When true, the caller must supply `csrPem` (e.g. istiod's CreateCertificate). */
   readonly requiresCsr?: boolean;
   issue(req: CertificateSigningRequest): Promise<IssuedCertificate>;
+  /**
+   * The trust roots as they are now, when they can change after a certificate
+   * was issued (a cluster CA's bundle file during a root rotation): the
+   * IdentityManager hands this, not the bundle of issuance time, as rootPem, so
+   * a peer certificate from a newly added root verifies before the local one
+   * is renewed. Undefined: use the issued certificate's rootPem.
+   */
+  trustBundle?(): string | undefined;
+  /** Releases what the issuer holds (a remote CA's channel); IdentityManager.close() calls it. */
+  close?(): void;
 }
 
 export interface LoadOrCreateOptions {
@@ -255,14 +265,39 @@ export class CertificateAuthority implements CertificateIssuer {
       throw new CaError('CA_BAD_REQUEST', 'either publicKey or csr is required');
     }
 
+    return this.#sign(spki, [{ type: 'url', value: r.spiffeId }], r.lifetimeMs, r.notBefore, r.notAfter);
+  }
+
+  /**
+   * A TLS server certificate for a service of the mesh's control plane (the
+   * cluster CA's own gRPC endpoint): DNS and IP SANs, serverAuth, signed by
+   * this CA so that agents verify it with the trust bundle.
+   */
+  async issueServer(req: { publicKey: PublicKeyInput; dnsNames?: string[]; ipAddresses?: string[]; lifetimeMs?: number }): Promise<IssuedCertificate> {
+    const names: x509.JsonGeneralName[] = [
+      ...(req.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+      ...(req.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
+    ];
+    if (names.length === 0) throw new CaError('CA_BAD_REQUEST', 'a server certificate needs at least one DNS name or IP address');
+    let k: KeyObject;
+    try {
+      k = await toKeyObjectPublic(req.publicKey);
+    } catch (e) {
+      throw new CaError('CA_BAD_REQUEST', 'cannot parse public key', { cause: e });
+    }
+    checkWorkloadKey(k);
+    return this.#sign(spkiDer(k), names, req.lifetimeMs);
+  }
+
+  async #sign(spki: Buffer, sans: x509.JsonGeneralName[], lifetimeMs?: number, nb?: Date, na?: Date): Promise<IssuedCertificate> {
     const now = Date.now();
-    const lifetime = r.lifetimeMs ?? DEFAULT_WORKLOAD_CERT_LIFETIME_MS;
+    const lifetime = lifetimeMs ?? DEFAULT_WORKLOAD_CERT_LIFETIME_MS;
     if (!(lifetime > 0) || !Number.isFinite(lifetime)) throw new CaError('CA_BAD_REQUEST', `invalid lifetime ${lifetime}`);
-    let notBefore = r.notBefore ?? floorToSecond(now - Math.min(60_000, Math.floor(lifetime / 20)));
-    let notAfter = r.notAfter ?? floorToSecond(now + lifetime);
+    let notBefore = nb ?? floorToSecond(now - Math.min(60_000, Math.floor(lifetime / 20)));
+    let notAfter = na ?? floorToSecond(now + lifetime);
     if (notAfter.getTime() > this.notAfter.getTime()) notAfter = this.notAfter;
     if (notBefore.getTime() < this.notBefore.getTime()) notBefore = this.notBefore;
-    if (notAfter.getTime() <= now && r.notAfter === undefined) {
+    if (notAfter.getTime() <= now && na === undefined) {
       throw new CaError('CA_EXPIRED', `CA certificate expired at ${this.notAfter.toISOString()}`);
     }
 
@@ -272,7 +307,7 @@ export class CertificateAuthority implements CertificateIssuer {
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       // Empty subject => SAN must be critical (RFC 5280 4.2.1.6).
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: r.spiffeId }], true),
+      new x509.SubjectAlternativeNameExtension(sans, true),
     ];
     if (this.#caSkid) extensions.push(new x509.AuthorityKeyIdentifierExtension(this.#caSkid));
     const cert = await x509.X509CertificateGenerator.create({
@@ -383,7 +418,8 @@ function materialFromPems(caCertPem: string, caKeyPem: string, rootPem?: string,
   return { caCertPem: caCert, caKey: key, rootPem: rootList.join(''), intermediatesPem: intermediates };
 }
 
-async function createRoot(trustDomain: string, lifetimeDays: number): Promise<{ certPem: string; keyPkcs8Pem: string }> {
+/** A new self-signed ECDSA P-256 root: certificate and PKCS#8 key, PEM (the cluster CA stores them in a Secret). */
+export async function createRoot(trustDomain: string, lifetimeDays: number = DEFAULT_ROOT_LIFETIME_DAYS): Promise<{ certPem: string; keyPkcs8Pem: string }> {
   if (!(lifetimeDays > 0)) throw new CaError('CA_BAD_REQUEST', `invalid root lifetime ${lifetimeDays}`);
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
   const keys = (await subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;

@@ -61,6 +61,14 @@ export interface IdentityManagerOptions {
   backoffMaxMs?: number;
   /** Abort an issuer call after this long. Default 30 s. */
   issueTimeoutMs?: number;
+  /**
+   * A first issuance that failed (no certificate yet: the CA is down, or
+   * refuses) is retried in the background with the same doubling back-off,
+   * capped at this (default 30 s), so a pod gets its certificate soon after
+   * the CA is back without waiting for a connection. Meanwhile get() fails
+   * at once with the last error instead of asking the CA again.
+   */
+  pendingBackoffMaxMs?: number;
 }
 
 export interface IssuedEvent {
@@ -79,6 +87,13 @@ export interface RenewalFailedEvent {
   currentSerial: string;
   currentNotAfter: Date;
 }
+/** A first issuance failed: the identity has no certificate (its connections fail closed); retried in retryInMs. */
+export interface IssueFailedEvent {
+  id: string;
+  error: Error;
+  attempt: number;
+  retryInMs: number;
+}
 export interface ExpiredEvent {
   id: string;
   serial: string;
@@ -88,6 +103,7 @@ export interface ExpiredEvent {
 export interface IdentityManagerEvents {
   issued: [IssuedEvent];
   renewalFailed: [RenewalFailedEvent];
+  issueFailed: [IssueFailedEvent];
   expired: [ExpiredEvent];
 }
 
@@ -156,6 +172,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
   readonly #backoffInitialMs: number;
   readonly #backoffMaxMs: number;
   readonly #issueTimeoutMs: number;
+  readonly #pendingBackoffMaxMs: number;
   readonly #entries = new Map<string, Entry>();
   #closed = false;
 
@@ -173,6 +190,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     this.#backoffInitialMs = opts.backoffInitialMs ?? 1000;
     this.#backoffMaxMs = opts.backoffMaxMs ?? 300_000;
     this.#issueTimeoutMs = opts.issueTimeoutMs ?? 30_000;
+    this.#pendingBackoffMaxMs = Math.min(this.#backoffMaxMs, opts.pendingBackoffMaxMs ?? 30_000);
   }
 
   /**
@@ -200,6 +218,12 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     }
     const cur = e.current;
     if (cur && Date.now() < cur.issued.notAfter.getTime()) return this.#snapshot(e, cur);
+    // no certificate yet and the last try failed: fail at once until the background retry (back-off)
+    if (!cur && !e.inflight && e.failures > 0 && e.nextRenewalAt !== undefined && Date.now() < e.nextRenewalAt)
+      throw new CertificateIssueError(
+        'CA_ISSUE_FAILED',
+        `no certificate for ${id} yet (attempt ${e.failures} failed: ${e.lastError}); retrying in the background`,
+      );
     const held = await this.#issue(e);
     return this.#snapshot(e, held);
   }
@@ -234,17 +258,18 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         failedAttempts: e.failures,
         lastError: e.lastError ?? null,
         chainPem: c?.chainPem ?? null,
-        rootPem: c?.rootPem ?? null,
+        rootPem: c ? (this.#issuer.trustBundle?.() ?? c.rootPem) : null,
       });
     }
     return out;
   }
 
-  /** Stops all timers; pending get() calls still settle; later get() calls reject. */
+  /** Stops all timers and closes the issuer; pending get() calls still settle; later get() calls reject. */
   close(): void {
     this.#closed = true;
     for (const e of this.#entries.values()) this.#clearTimers(e);
     this.#entries.clear();
+    this.#issuer.close?.();
   }
 
   get closed(): boolean {
@@ -266,7 +291,8 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
       id: e.id,
       certPem: c.certPem,
       chainPem: c.chainPem,
-      rootPem: c.rootPem,
+      // the roots as they are now (a rotation adds or removes one), else those of issuance
+      rootPem: this.#issuer.trustBundle?.() ?? c.rootPem,
       serial: c.serial,
       notBefore: c.notBefore,
       notAfter: c.notAfter,
@@ -343,6 +369,17 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
             currentSerial: e.current.issued.serial,
             currentNotAfter: e.current.issued.notAfter,
           });
+        } else {
+          // No certificate at all: retry in the background, sooner than a renewal (capped lower).
+          const retryInMs = Math.min(this.#pendingBackoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
+          if (e.renewTimer) clearTimeout(e.renewTimer);
+          e.nextRenewalAt = Date.now() + retryInMs;
+          longTimer(
+            e.nextRenewalAt,
+            () => this.#renewNow(e),
+            (t) => (e.renewTimer = t),
+          );
+          this.emit('issueFailed', { id: e.id, error, attempt: e.failures, retryInMs });
         }
         throw error;
       },

@@ -65,6 +65,26 @@ export type IdentityCode =
   | 'SPIFFE_BAD_PATH'
   | 'SPIFFE_NOT_K8S';
 
+/** The cluster CA (`ambientd ca`, src/ca/) and the agent's client of it (src/identity/ca-client.ts). */
+export type CaServiceCode =
+  | 'CA_AUTH_MISSING'
+  | 'CA_AUTH_INVALID'
+  | 'CA_AUTH_EXPIRED'
+  | 'CA_AUTH_AUDIENCE'
+  | 'CA_AUTH_NO_NODE'
+  | 'CA_AUTH_UNAVAILABLE'
+  | 'CA_IMPERSONATION_DENIED'
+  | 'CA_NODE_DENIED'
+  | 'CA_FOREIGN_TRUST_DOMAIN'
+  | 'CA_CSR_REJECTED'
+  | 'CA_NOT_READY'
+  | 'CA_SERVER_CONFIG'
+  | 'CA_REMOTE_UNAVAILABLE'
+  | 'CA_REMOTE_DENIED'
+  | 'CA_REMOTE_REJECTED'
+  | 'CA_REMOTE_FAILED'
+  | 'CA_CLIENT_CONFIG';
+
 export type LifecycleCode =
   | 'HANDOVER_ABORTED'
   | 'HANDOVER_PROTOCOL'
@@ -80,7 +100,8 @@ export type PreflightCode = 'PREFLIGHT_CAPABILITY_MISSING' | 'PREFLIGHT_MOUNT_MI
 
 export type ToolsCode = 'SANDBOX_MISSING' | 'SANDBOX_INVALID' | 'DEMO_CLAIM_FALSE' | 'TOOL_FAILED' | 'TOOLS_NOT_INSTALLED';
 
-export type ErrorCode = ConfigCode | DiscoveryCode | DatapathCode | CaptureCode | ProxyCode | IdentityCode | LifecycleCode | PreflightCode | ToolsCode;
+export type ErrorCode =
+  ConfigCode | DiscoveryCode | DatapathCode | CaptureCode | ProxyCode | IdentityCode | CaServiceCode | LifecycleCode | PreflightCode | ToolsCode;
 
 export class AmbientError extends Error {
   readonly code: ErrorCode;

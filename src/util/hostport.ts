@@ -64,3 +64,17 @@ export function readHostPort(text: string, what: string): HostPort {
   }
   return { ip, port: hp.port };
 }
+
+/**
+ * Reads an address to dial: "ip:port", "[ipv6]:port" or "dns-name:port"
+ * (istiod.istio-system.svc:15012); null unless the port is 1-65535 and the
+ * host an IP or a DNS name.
+ */
+export function parseDialAddress(text: string): { host: string; port: number } | null {
+  const ip = parseHostPort(text);
+  if (ip) return ip.port > 0 ? { host: ip.ip, port: ip.port } : null;
+  const m = /^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):(\d{1,5})$/.exec(text);
+  if (!m || net.isIP(m[1]!) !== 0) return null;
+  const port = Number(m[3]);
+  return port > 0 && port <= 65535 ? { host: m[1]!, port } : null;
+}

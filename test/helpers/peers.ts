@@ -7,12 +7,14 @@ import { CertificateAuthority } from '../../src/identity/ca.js';
 import { startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 
 /**
- * A valid mesh certificate for `id`, issued by the sandbox's CA (in
+ * A valid mesh certificate for `id`, issued by the sandbox's CA (the cluster
+ * CA's material in <stateDir>/control-plane/ca, or with --ca embedded
  * <stateDir>/ca): what a peer holding a stolen or its own identity presents.
  * Returns a directory under `tmp` with key.pem and cert.pem.
  */
 export async function issueMeshCert(stateDir: string, tmp: string, id: string): Promise<string> {
-  const ca = await CertificateAuthority.loadOrCreate(path.join(stateDir, 'ca'), { trustDomain: 'cluster.local' });
+  const cluster = path.join(stateDir, 'control-plane', 'ca');
+  const ca = await CertificateAuthority.loadOrCreate(fs.existsSync(cluster) ? cluster : path.join(stateDir, 'ca'), { trustDomain: 'cluster.local' });
   const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const issued = await ca.issue({ spiffeId: id, publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string });
   const dir = fs.mkdtempSync(path.join(tmp, 'cert-'));

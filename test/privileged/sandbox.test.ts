@@ -180,7 +180,22 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     const t0 = Date.now();
     state = await sandboxUp({ ...OPTS, nodes: 2, pods: 2, agents: false });
     t.diagnostic(`up 2x2 took ${Date.now() - t0} ms`);
-    assert.deepEqual(await sandboxNetns(), ['ambs-fabric', 'ambs-n1', 'ambs-n1-p1', 'ambs-n1-p2', 'ambs-n2', 'ambs-n2-p1', 'ambs-n2-p2']);
+    // ambs-cp: the control plane (the cluster CA), on the fabric like the nodes
+    assert.deepEqual(await sandboxNetns(), ['ambs-cp', 'ambs-fabric', 'ambs-n1', 'ambs-n1-p1', 'ambs-n1-p2', 'ambs-n2', 'ambs-n2-p1', 'ambs-n2-p2']);
+    assert.ok(state.controlPlane && state.controlPlane.caPid !== null, 'the CA runs (also without agents)');
+    const caPing = await execa('ip', [
+      'netns',
+      'exec',
+      'ambs-n1',
+      'curl',
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://${state.controlPlane.ip}:15014/healthz/ready`,
+    ]);
+    assert.equal(caPing.stdout, '200', 'a node reaches the CA over the fabric');
     for (const n of ['n1', 'n2']) {
       assert.ok(fs.statSync(path.join(CG_BASE, n, 'agent')).isDirectory());
       for (const j of [1, 2]) assert.ok(fs.statSync(path.join(CG_BASE, n, 'pods', `${n}-p${j}`)).isDirectory());
@@ -197,7 +212,10 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
         logLevel: 'info',
         readyFile: path.join(STATE_DIR, n, 'agent.ready'),
         trustDomain: 'cluster.local',
-        caDir: path.join(STATE_DIR, 'ca'),
+        // the cluster CA: its address, the root and this node's own token; no CA key, no caDir
+        caAddress: '10.100.0.254:15012',
+        caRootCert: path.join(STATE_DIR, n, 'ca', 'root-cert.pem'),
+        caTokenFile: path.join(STATE_DIR, n, 'ca', 'token'),
         handoverSocket: path.join(STATE_DIR, n, 'handover.sock'),
         drainTimeout: '5s',
       });
@@ -370,7 +388,7 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
     const ms = Date.now() - t0;
     t.diagnostic(`up 2x25 (50 pods) took ${ms} ms`);
     assert.ok(ms < 30_000, `building 50 pods took ${ms} ms`);
-    assert.equal((await sandboxNetns()).length, 1 + 2 + 50);
+    assert.equal((await sandboxNetns()).length, 1 + 1 + 2 + 50);
     const r = await execInPodCapture('n2-p25', ['bash', '-c', 'exec 3<>/dev/tcp/10.244.1.26/9 || exit 9'], { ...OPTS, timeoutMs: 10_000 });
     assert.match(r.stderr, /Connection refused/, 'cross node reachability: RST from the far pod');
     // a stray process in a pod plus an ip rule with our mark, then "crash"
@@ -393,7 +411,7 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
 
     const report = await sandboxDown(OPTS);
     assert.deepEqual(report.leftovers, []);
-    assert.equal(report.netns.length, 53);
+    assert.equal(report.netns.length, 54);
     assert.equal(report.ipRules, 1);
     assert.ok(report.killed.includes(stray.pid!));
     assert.deepEqual(await sandboxNetns(), []);

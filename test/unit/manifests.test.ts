@@ -13,6 +13,9 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config/config.js';
+import { CA_WATCHED_RESOURCES, parseCaArgs, type CaCliOptions } from '../../src/ca/cli.js';
+import { ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY } from '../../src/ca/root-publisher.js';
+import { PLUGIN_SECRET, ROOT_SECRET } from '../../src/ca/secret-store.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -63,17 +66,28 @@ const daemonSet = (): Obj => {
 
 test('deploy/ holds the expected manifests', () => {
   const files = new Set(docs.map((d) => d.file));
-  for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/example-namespace.yaml', 'deploy/uninstall.yaml']) assert.ok(files.has(f), f);
+  for (const f of ['deploy/ambientd.yaml', 'deploy/rbac.yaml', 'deploy/ca.yaml', 'deploy/example-namespace.yaml', 'deploy/uninstall.yaml'])
+    assert.ok(files.has(f), f);
   assert.deepEqual(docs.map((d) => `${d.obj.kind}/${d.obj.metadata?.name}`).sort(), [
     'ClusterRole/ambientd',
+    'ClusterRole/ambientd-ca',
     'ClusterRoleBinding/ambientd',
+    'ClusterRoleBinding/ambientd-ca',
     'ConfigMap/ambientd-config',
     'DaemonSet/ambientd',
     'DaemonSet/ambientd-cleanup',
+    'Deployment/ambientd-ca',
     'Namespace/ambientd-system',
     'Namespace/demo',
+    'PodDisruptionBudget/ambientd-ca',
+    'Role/ambientd-ca',
+    'RoleBinding/ambientd-ca',
+    'Service/ambientd-ca',
     'ServiceAccount/ambientd',
+    'ServiceAccount/ambientd-ca',
   ]);
+  // the CA's objects are in their own file
+  for (const d of docs.filter((x) => x.obj.metadata?.name === 'ambientd-ca')) assert.equal(d.file, 'deploy/ca.yaml', `${d.obj.kind}`);
 });
 
 test('every object validates against the Kubernetes schema', async () => {
@@ -136,7 +150,7 @@ test('DaemonSet: host namespaces, no privileged mode, capabilities', () => {
   for (const m of pod.containers.flatMap((c: Obj) => c.volumeMounts ?? [])) assert.notEqual(m.mountPropagation, 'Bidirectional', m.mountPath);
 });
 
-test('DaemonSet: bpffs and cgroup2 from the host, config and CA mounted', () => {
+test('DaemonSet: bpffs and cgroup2 from the host, config mounted', () => {
   const pod = daemonSet().spec.template.spec;
   const c = pod.containers[0];
   const volumes = new Map<string, Obj>(pod.volumes.map((v: Obj) => [v.name, v]));
@@ -147,10 +161,6 @@ test('DaemonSet: bpffs and cgroup2 from the host, config and CA mounted', () => 
   assert.equal(hostPathAt('/sys/fs/bpf'), '/sys/fs/bpf');
   assert.equal(hostPathAt('/sys/fs/cgroup'), '/sys/fs/cgroup');
   assert.equal(hostPathAt('/run/netns'), '/run/netns');
-  assert.equal(hostPathAt('/var/lib/ambientd/ca'), '/var/lib/ambientd/ca');
-  const cacerts = [...volumes.values()].find((v) => v.secret?.secretName === 'cacerts');
-  assert.ok(cacerts, 'cacerts Secret volume');
-  assert.equal(cacerts.secret.optional, true);
   const cfg = c.volumeMounts.find((vm: Obj) => vm.mountPath === '/etc/ambientd');
   assert.equal(volumes.get(cfg.name)?.configMap?.name, find('ConfigMap')[0]!.obj.metadata.name);
 });
@@ -168,7 +178,7 @@ test('DaemonSet: agent args, node from the downward API, config the agent accept
   assert.equal(cfg.source, 'kubernetes');
   assert.equal(cfg.cgroupRoot, '/sys/fs/cgroup');
   assert.equal(cfg.bpffsDir, '/sys/fs/bpf/ambientd');
-  assert.equal(cfg.caDir, '/var/lib/ambientd/ca');
+  assert.equal(cfg.caAddress, `ambientd-ca.${daemonSet().metadata.namespace}.svc:15012`);
   assert.equal(cfg.adminAddress, '127.0.0.1');
   assert.deepEqual({ ...cfg.ports }, { outbound: 15001, inbound: 15006, hbone: 15008, admin: 15000, metrics: 15020, readiness: 15021 });
   // the hand-over socket is on a hostPath both the old and the new pod mount
@@ -237,12 +247,12 @@ test('DaemonSet uses the ServiceAccount that deploy/rbac.yaml defines and binds'
  */
 const KUBECTL = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' });
 test(
-  'kustomize base: `kubectl kustomize deploy` renders exactly the objects of ambientd.yaml and rbac.yaml, each valid',
+  'kustomize base: `kubectl kustomize deploy` renders exactly the objects of ambientd.yaml, rbac.yaml and ca.yaml, each valid',
   { skip: KUBECTL.status === 0 ? false : 'no kubectl here (scripts/install-kubectl.sh installs one)' },
   async () => {
     const base = parseAllDocuments(fs.readFileSync(path.join(DEPLOY, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Obj;
     assert.equal(base.kind, 'Kustomization');
-    assert.deepEqual(base.resources, ['ambientd.yaml', 'rbac.yaml']);
+    assert.deepEqual(base.resources, ['ambientd.yaml', 'rbac.yaml', 'ca.yaml']);
     const r = spawnSync('kubectl', ['kustomize', DEPLOY], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, `kubectl kustomize: ${r.stderr}`);
     const rendered = parseAllDocuments(r.stdout, { version: '1.1' }).map((d) => d.toJS() as Obj);
@@ -259,3 +269,182 @@ test(
     }
   },
 );
+
+// ---------------------------------------------------------------------------
+// The cluster CA (deploy/ca.yaml) and the agent's side of it (deploy/ambientd.yaml)
+
+const NS = 'ambientd-system';
+const caDeployment = (): Obj => {
+  const d = find('Deployment', 'ambientd-ca');
+  assert.equal(d.length, 1, 'one Deployment ambientd-ca');
+  return d[0]!.obj;
+};
+/** what `ambientd ca` makes of the Deployment's args (the same parser as the process) */
+const caOptions = (): CaCliOptions => {
+  const c = caDeployment().spec.template.spec.containers[0];
+  assert.deepEqual(c.command, ['node', '/opt/ambientd/dist/src/cli.js']);
+  assert.equal(c.args[0], 'ca');
+  return parseCaArgs(c.args.slice(1))!;
+};
+/** the agent's settings: the ConfigMap plus the DaemonSet's two flags, through the agent's own parser */
+const agentConfig = () => {
+  const agentYaml = find('ConfigMap', 'ambientd-config')[0]!.obj.data['agent.yaml'];
+  return parseConfig({ ...(parseAllDocuments(agentYaml)[0]!.toJS() as Obj), node: 'node-1', nodeIP: '10.0.0.1' }, 'agent.yaml');
+};
+/** the DaemonSet volume mounted at the directory of `file`, and the file's name in it */
+const volumeOf = (file: string): { volume: Obj; name: string } => {
+  const pod = daemonSet().spec.template.spec;
+  const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.mountPath === path.dirname(file));
+  assert.ok(mount, `a volume is mounted at ${path.dirname(file)}`);
+  return { volume: pod.volumes.find((v: Obj) => v.name === mount.name), name: path.basename(file) };
+};
+
+test('CA Deployment: 2 replicas of `ambientd ca` (Kubernetes authenticator, key in Secrets, pod watch), readiness on /healthz/ready', () => {
+  const d = caDeployment();
+  assert.equal(d.spec.replicas, 2);
+  const o = caOptions();
+  assert.equal(o.auth, 'kubernetes');
+  assert.equal(o.source, 'kubernetes', 'the pod index from the pod watch');
+  assert.equal(o.caSecretNamespace, NS, 'the key in Secrets of the namespace');
+  assert.equal(o.caDir, null, 'no key on a disk');
+  const c = d.spec.template.spec.containers[0];
+  assert.equal(c.image, daemonSet().spec.template.spec.containers[0].image, 'the agent image');
+  assert.equal(c.readinessProbe.httpGet.path, '/healthz/ready');
+  assert.equal(c.readinessProbe.httpGet.port, o.metricsPort);
+  assert.equal(c.livenessProbe.tcpSocket.port, o.metricsPort);
+  const ports = new Map<string, number>(c.ports.map((p: Obj) => [p.name, p.containerPort]));
+  assert.equal(ports.get('grpc-ca'), Number(o.listen.split(':').pop()));
+  assert.equal(ports.get('http-monitoring'), o.metricsPort);
+  for (const [k, v] of Object.entries(d.spec.selector.matchLabels)) assert.equal(d.spec.template.metadata.labels[k], v, `selector ${k}`);
+  assert.equal(d.spec.template.metadata.annotations['prometheus.io/port'], String(o.metricsPort));
+});
+
+test('CA Deployment: non-root, read-only root, every capability dropped, no host namespace, no volume', () => {
+  const pod = caDeployment().spec.template.spec;
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.ok(pod.securityContext.runAsUser > 0);
+  assert.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
+  for (const k of ['hostNetwork', 'hostPID', 'hostIPC']) assert.notEqual(pod[k], true, k);
+  assert.equal(pod.volumes, undefined, 'the key is read from the API, never mounted');
+  for (const c of pod.containers) {
+    const sc = c.securityContext;
+    assert.equal(sc.runAsNonRoot, true);
+    assert.equal(sc.readOnlyRootFilesystem, true);
+    assert.equal(sc.allowPrivilegeEscalation, false);
+    assert.equal(sc.privileged, false);
+    assert.deepEqual(sc.capabilities, { drop: ['ALL'] });
+  }
+});
+
+test('CA Service on 15012 to the gRPC port; PodDisruptionBudget keeps one replica; both select the Deployment pods', () => {
+  const labels = caDeployment().spec.template.metadata.labels;
+  const svc = find('Service', 'ambientd-ca')[0]!.obj;
+  const pdb = find('PodDisruptionBudget', 'ambientd-ca')[0]!.obj;
+  for (const [k, v] of Object.entries(svc.spec.selector)) assert.equal(labels[k], v, `Service selector ${k}`);
+  for (const [k, v] of Object.entries(pdb.spec.selector.matchLabels)) assert.equal(labels[k], v, `PDB selector ${k}`);
+  assert.equal(pdb.spec.minAvailable, 1);
+  assert.deepEqual(svc.spec.ports, [{ name: 'grpc-ca', port: 15012, targetPort: 'grpc-ca' }]);
+  const c = caDeployment().spec.template.spec.containers[0];
+  assert.equal(c.ports.find((p: Obj) => p.name === 'grpc-ca').containerPort, 15012);
+});
+
+test('CA RBAC: exactly tokenreviews create and pods list/watch cluster-wide; get on its two Secrets, get/update on its ConfigMap, create (not limitable by name)', () => {
+  const cr = find('ClusterRole', 'ambientd-ca')[0]!.obj;
+  assert.deepEqual(cr.rules, [
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+    { apiGroups: [''], resources: [...CA_WATCHED_RESOURCES], verbs: ['list', 'watch'] },
+  ]);
+  const role = find('Role', 'ambientd-ca')[0]!.obj;
+  assert.equal(role.metadata.namespace, caOptions().caSecretNamespace);
+  assert.deepEqual(role.rules, [
+    { apiGroups: [''], resources: ['secrets'], resourceNames: [PLUGIN_SECRET, ROOT_SECRET], verbs: ['get'] },
+    { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+    { apiGroups: [''], resources: ['configmaps'], resourceNames: [ROOT_CONFIGMAP], verbs: ['get', 'update'] },
+    { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+  ]);
+  // the CA's ServiceAccount, and only it, is bound to both; the Deployment runs as it
+  const sa = caDeployment().spec.template.spec.serviceAccountName;
+  assert.equal(sa, 'ambientd-ca');
+  assert.equal(find('ServiceAccount', sa)[0]!.obj.metadata.namespace, NS);
+  for (const [kind, ref] of [
+    ['ClusterRoleBinding', 'ClusterRole'],
+    ['RoleBinding', 'Role'],
+  ] as const) {
+    const b = find(kind, 'ambientd-ca')[0]!.obj;
+    assert.deepEqual(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: ref, name: 'ambientd-ca' });
+    assert.deepEqual(b.subjects, [{ kind: 'ServiceAccount', name: sa, namespace: NS }]);
+  }
+  // nothing else in deploy/ grants anything on secrets (the agent's role lists and watches, no secrets)
+  for (const d of docs.filter((x) => x.obj.kind === 'ClusterRole' || x.obj.kind === 'Role'))
+    if (d.obj.metadata.name !== 'ambientd-ca')
+      for (const r of d.obj.rules) assert.ok(!r.resources.includes('secrets') && !r.resources.includes('*'), `${d.obj.kind} ${d.obj.metadata.name}`);
+});
+
+/** Where a pod could read a CA key: Secret volumes (plain or projected), env from a Secret, a hostPath of a CA directory. */
+function keySources(pod: Obj): string[] {
+  const out: string[] = [];
+  for (const v of pod.volumes ?? []) {
+    if (v.secret) out.push(`volume ${v.name}: Secret ${v.secret.secretName}`);
+    for (const src of v.projected?.sources ?? []) if (src.secret) out.push(`volume ${v.name}: projected Secret ${src.secret.name}`);
+    if (/(^|\/)(ca|cacerts|pki)(\/|$)/.test(v.hostPath?.path ?? '')) out.push(`volume ${v.name}: hostPath ${v.hostPath.path}`);
+  }
+  for (const c of [...(pod.containers ?? []), ...(pod.initContainers ?? [])]) {
+    for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) out.push(`${c.name}: env ${e.name} from Secret ${e.valueFrom.secretKeyRef.name}`);
+    for (const e of c.envFrom ?? []) if (e.secretRef) out.push(`${c.name}: envFrom Secret ${e.secretRef.name}`);
+  }
+  return out;
+}
+
+test('agent: no DaemonSet volume holds a CA key (no Secret, no CA hostPath); the CA is the configured issuer', () => {
+  assert.deepEqual(keySources(daemonSet().spec.template.spec), []);
+  const cfg = agentConfig();
+  assert.notEqual(cfg.caAddress, null, 'certificates come from the cluster CA, not the built-in one');
+});
+
+test('the key check catches what the old manifest had and its variants', () => {
+  const pod = structuredClone(daemonSet().spec.template.spec);
+  pod.volumes.push(
+    { name: 'cacerts', secret: { secretName: 'cacerts', optional: true } },
+    { name: 'ca', hostPath: { path: '/var/lib/ambientd/ca', type: 'DirectoryOrCreate' } },
+    { name: 'mixed', projected: { sources: [{ secret: { name: 'ambientd-ca-root' } }] } },
+  );
+  pod.containers[0].env.push({ name: 'KEY', valueFrom: { secretKeyRef: { name: 'cacerts', key: 'ca-key.pem' } } });
+  pod.containers[0].envFrom = [{ secretRef: { name: 'ambientd-ca-root' } }];
+  assert.deepEqual(keySources(pod), [
+    'volume cacerts: Secret cacerts',
+    'volume ca: hostPath /var/lib/ambientd/ca',
+    'volume mixed: projected Secret ambientd-ca-root',
+    'ambientd: env KEY from Secret cacerts',
+    'ambientd: envFrom Secret ambientd-ca-root',
+  ]);
+});
+
+test('agent ↔ CA: address and port of the Service, a name in the CA certificate, token audience, trusted node account, root ConfigMap', () => {
+  const cfg = agentConfig();
+  const o = caOptions();
+  const ds = daemonSet();
+  // caAddress is the Service, on its port; the CA's certificate carries that name
+  const [host, port] = cfg.caAddress!.split(':');
+  const svc = find('Service', 'ambientd-ca')[0]!.obj;
+  assert.equal(host, `${svc.metadata.name}.${svc.metadata.namespace}.svc`);
+  assert.ok(
+    svc.spec.ports.some((p: Obj) => p.port === Number(port)),
+    `Service port ${port}`,
+  );
+  assert.ok(o.serverNames.includes(host!), `--server-name ${host}`);
+  // the token: a projected ServiceAccount token with the CA's audience, short-lived, at caTokenFile
+  const tok = volumeOf(cfg.caTokenFile);
+  const source = tok.volume.projected.sources.find((s: Obj) => s.serviceAccountToken?.path === tok.name)?.serviceAccountToken;
+  assert.ok(source, `caTokenFile ${cfg.caTokenFile} is a projected token`);
+  assert.equal(source.audience, o.tokenAudience);
+  assert.ok(source.expirationSeconds >= 600 && source.expirationSeconds <= 3600, `expirationSeconds ${source.expirationSeconds}`);
+  // the agents' ServiceAccount is the CA's trusted node account (only it may ask for other identities)
+  assert.deepEqual(o.trustedNodeAccounts, [`${ds.metadata.namespace}/${ds.spec.template.spec.serviceAccountName}`]);
+  // the trust bundle: the ConfigMap the CA publishes, in the agents' namespace, the key the CA writes, at caRootCert
+  const root = volumeOf(cfg.caRootCert);
+  assert.equal(root.volume.configMap.name, o.rootConfigMap);
+  assert.equal(root.volume.configMap.name, ROOT_CONFIGMAP);
+  assert.equal(o.rootConfigMapNamespace, ds.metadata.namespace);
+  assert.deepEqual(root.volume.configMap.items, [{ key: ROOT_CONFIGMAP_KEY, path: root.name }]);
+  assert.notEqual(root.volume.configMap.optional, true, 'the agent starts with a bundle');
+});

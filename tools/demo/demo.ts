@@ -15,7 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from '../sandbox/index.js';
+import { askCaAsNode, caMetrics, nodeKeyLeaks, restartAgent, sandboxDown, sandboxUp, stopAgent, type SandboxState } from '../sandbox/index.js';
 import { nettool, nettoolServer } from '../sandbox/podproc.js';
 import { captureNodeLink, readTcpPackets } from '../sandbox/pcap.js';
 import { getJsonInNetns, httpInNetns } from '../../src/util/netns-http.js';
@@ -49,7 +49,7 @@ export async function runDemo(): Promise<void> {
       out(`  ✗ ${text} — NOT TRUE${seen ? `: ${seen}` : ''}`);
     }
   };
-  out(B('ambientd demo: sandbox cluster of 2 nodes x 2 pods, one agent per node, HBONE between them'));
+  out(B('ambientd demo: sandbox cluster of 2 nodes x 2 pods, one agent per node, HBONE between them, a cluster CA'));
   out('Every line marked ✓ was checked against what happened; a ✗ makes the demo fail.');
   let st: SandboxState | null = null;
   const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = [];
@@ -147,11 +147,30 @@ export async function runDemo(): Promise<void> {
     );
 
     out();
-    out(B('Workload certificates (built-in CA, shared trust root; config_dump -> certificates)'));
+    const cp = st.controlPlane!;
+    out(B(`Workload certificates from the cluster CA (\`ambientd ca\` at ${cp.address}, its own process and netns; config_dump -> certificates)`));
     for (const d of dumps) for (const c of d.certificates) out(`  ${d.node} ${c.id}  serial ${c.serial?.slice(0, 16)}…  valid until ${c.notAfter}  ${c.state}`);
     claim(
       'each agent holds a valid certificate for its ambient pod',
       dumps.every((d, i) => d.certificates.some((c) => c.id === spiffe(`n${i + 1}-p1`) && c.notAfter !== null && Date.parse(c.notAfter) > Date.now())),
+    );
+    const leaks = nodeKeyLeaks(st);
+    claim(
+      `no node holds a signing key: agents get ${cp.address}, the root and their own node token; no private key in any node's files (the CA key stays in ${cp.dir})`,
+      leaks.length === 0 && st.nodes.every((n) => !/caDir/.test(fs.readFileSync(n.config, 'utf8'))),
+      leaks.join(', '),
+    );
+    const deniedBefore = caCount(await caMetrics(), 'refused', 'CA_NODE_DENIED');
+    const attack = (await askCaAsNode('n1', [spiffe('n2-p1')]))[spiffe('n2-p1')]!;
+    claim(
+      `the attack fails: root on n1, with n1's token, asks for ${spiffe('n2-p1')} (a pod only on n2) -> ${attack.server ?? (attack.ok ? 'a certificate!' : attack.code)}, no certificate`,
+      !attack.ok && attack.server === 'CA_NODE_DENIED' && attack.grpc === 7,
+      JSON.stringify(attack),
+    );
+    const deniedAfter = caCount(await caMetrics(), 'refused', 'CA_NODE_DENIED');
+    claim(
+      `the CA counted it: ambientd_ca_requests_total{result="refused",code="CA_NODE_DENIED"} ${deniedBefore} -> ${deniedAfter}`,
+      deniedAfter === deniedBefore + 1,
     );
 
     out();
@@ -247,6 +266,12 @@ export async function runDemo(): Promise<void> {
     throw new DemoClaimError(`${failed.length} of ${checked} demo claims were not true`);
   }
   out(B(`demo: all ${checked} claims checked and true`));
+}
+
+/** A counter of the CA's /metrics text (0 when absent). */
+function caCount(metrics: string, result: string, code: string): number {
+  const m = new RegExp(`^ambientd_ca_requests_total\\{result="${result}",code="${code}"\\} (\\d+)`, 'm').exec(metrics);
+  return m ? Number(m[1]) : 0;
 }
 
 function indent(s: string): string {

@@ -16,12 +16,14 @@ export async function runSandboxCommand(args: string[]): Promise<void> {
         pods: { type: 'string' },
         'no-agents': { type: 'boolean' },
         'ip-family': { type: 'string' },
+        ca: { type: 'string' },
       });
       const st = await sb.sandboxUp({
         nodes: intFlag(values.nodes, 'nodes') ?? 2,
         pods: intFlag(values.pods, 'pods') ?? 2,
         agents: !values['no-agents'],
         ...(values['ip-family'] !== undefined ? { ipFamily: values['ip-family'] as SandboxIpFamily } : {}),
+        ...(values.ca !== undefined ? { ca: values.ca as 'cluster' | 'embedded' } : {}),
       });
       printStatus(st);
       return;
@@ -77,20 +79,41 @@ export async function runSandboxCommand(args: string[]): Promise<void> {
       process.stdout.write(`${node}: agent ${action === 'start' ? 'started' : action === 'kill' ? 'killed' : 'stopped'}\n`);
       return;
     }
+    case 'ca': {
+      const action = rest[0];
+      if (action === 'start') {
+        const pid = await sb.startCa();
+        process.stdout.write(`sandbox CA started (pid ${pid}) and ready\n`);
+      } else if (action === 'stop') {
+        await sb.stopCa();
+        process.stdout.write('sandbox CA stopped\n');
+      } else if (action === 'metrics') {
+        process.stdout.write(await sb.caMetrics());
+      } else throw usage('usage: ambientd sandbox ca start|stop|metrics');
+      return;
+    }
     case 'down':
       await sb.sandboxDown();
       process.stdout.write('sandbox removed\n');
       return;
     default:
-      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, apply, agent, down)`);
+      throw usage(`unknown sandbox command ${JSON.stringify(sub ?? '')} (up, status, exec, enroll, unenroll, apply, agent, ca, down)`);
   }
 }
 
 function printStatus(st: {
+  controlPlane?: { address: string; netns: string; caPid: number | null; caRunning?: boolean; dir: string };
   nodes: Array<{ name: string; netns: string; ip: string; agentPid: number | null }>;
   pods: Array<{ name: string; node: string; namespace: string; serviceAccount: string; ip: string; ambient: boolean }>;
 }): void {
-  const lines = ['NODE  NETNS            IP            AGENT'];
+  const cp = st.controlPlane;
+  const lines = [
+    cp
+      ? `CA: ambientd ca at ${cp.address} (netns ${cp.netns}), ${cp.caPid === null ? 'not running' : `pid ${cp.caPid}${cp.caRunning === false ? ' (exited)' : ''}`}; keys in ${cp.dir}; no node holds a CA key`
+      : 'CA: embedded (every agent signs with the shared CA directory; `sandbox up` without --ca embedded runs the cluster CA)',
+    '',
+    'NODE  NETNS            IP            AGENT',
+  ];
   for (const n of st.nodes) lines.push(`${n.name.padEnd(5)} ${n.netns.padEnd(16)} ${n.ip.padEnd(13)} ${n.agentPid ?? '-'}`);
   lines.push('', 'POD       NODE  NAMESPACE     SERVICEACCOUNT  IP            AMBIENT');
   for (const p of st.pods)

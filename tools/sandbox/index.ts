@@ -15,6 +15,7 @@
  *   network.ts   namespaces, veth pairs, bridge, routes (the picture is there)
  *   up.ts        `up`;  status.ts  status, apply, enroll;  exec.ts  commands in pods and nodes
  *   agents.ts    start, stop, restart, wait for an agent;  teardown.ts  `down`
+ *   control-plane.ts  the cluster CA in its own netns, node tokens (default; --ca embedded: none)
  *   helpers.ts   running ip/sysctl, bounded parallelism, atomic writes
  * podproc.ts (processes in pods, nettool) and pcap.ts (wire captures) are
  * imported directly by what uses them.
@@ -47,3 +48,17 @@ export {
   type ContainerRun,
 } from './container.js';
 export { sandboxDown } from './teardown.js';
+export {
+  askCaAsNode,
+  caCommand,
+  caHttp,
+  caMetrics,
+  liveCaPid,
+  nodeKeyLeaks,
+  mintNodeToken,
+  nodeCaFiles,
+  startCa,
+  stopCa,
+  waitCaReady,
+  type CaAttempt,
+} from './control-plane.js';

@@ -36,6 +36,42 @@ export const AGENT_READY_FILE = 'agent.ready';
  */
 export const TIME_SCALE = Math.max(1, Number(process.env.AMBIENTD_TIME_SCALE) || 1);
 
+// The control plane (the cluster CA in its own netns; see control-plane.ts).
+export const CONTROL_PLANE_NETNS = `${NETNS_PREFIX}cp`;
+export const CONTROL_PLANE_IP = '10.100.0.254';
+export const CA_PORT = 15012;
+export const CA_METRICS_PORT = 15014;
+/** the audience of node tokens (Istio's CA audience) */
+export const CA_TOKEN_AUDIENCE = 'istio-ca';
+/** the ServiceAccount node tokens are for (the CA's default trusted node account) */
+export const AGENT_NAMESPACE = 'ambientd-system';
+export const AGENT_SERVICE_ACCOUNT = 'ambientd';
+/** node tokens live this long (a sandbox lives for hours at most) */
+export const NODE_TOKEN_LIFETIME_MS = 7 * 24 * 3_600_000;
+
+/** Where the CA runs and what it holds (state.json "controlPlane"; absent: the embedded per-node CA). */
+export interface SandboxControlPlane {
+  /** <stateDir>/control-plane, 0700: the CA key and the token signing key live only here */
+  dir: string;
+  /** the CA material (Istio plug-in layout, with ca-key.pem) */
+  caDir: string;
+  /** the sandbox token signing key (Ed25519, private): mints node tokens */
+  tokenKey: string;
+  /** its public half: the only key the CA gets */
+  tokenPublicKey: string;
+  netns: string;
+  netnsPath: string;
+  ip: string;
+  /** what agents dial: <ip>:15012 */
+  address: string;
+  metricsPort: number;
+  cgroup: string;
+  log: string;
+  caPid: number | null;
+  /** only filled in by sandboxStatus(): is caPid alive? */
+  caRunning?: boolean;
+}
+
 // ---------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------
@@ -75,6 +111,12 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   ipFamily?: SandboxIpFamily;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */
   lockTimeoutMs?: number;
+  /**
+   * where certificates come from: 'cluster' (default): the cluster CA runs as
+   * its own process in the control-plane netns and no node holds a CA key;
+   * 'embedded': the quick mode, every agent signs with one shared CA directory
+   */
+  ca?: 'cluster' | 'embedded';
 }
 
 export interface SandboxDownOptions extends SandboxPathOptions {
@@ -162,6 +204,8 @@ export interface SandboxState {
   namespaces: WorkloadNamespace[];
   nodes: SandboxNode[];
   pods: SandboxPod[];
+  /** the cluster CA (absent: --ca embedded, each agent signs with <stateDir>/ca) */
+  controlPlane?: SandboxControlPlane;
 }
 
 /** One pod entry of workloads.json (the format src/discovery/workloads.ts reads). */
@@ -194,8 +238,12 @@ export interface SandboxAgentConfig {
   logLevel: string;
   readyFile: string;
   trustDomain: string;
-  /** one CA directory for every node: all agents share one trust root */
-  caDir: string;
+  /** --ca embedded: one CA directory for every node (all agents share one trust root and its key) */
+  caDir?: string;
+  /** the cluster CA (default): its address, the trust bundle and this node's token; no key */
+  caAddress?: string;
+  caRootCert?: string;
+  caTokenFile?: string;
   /** <stateDir>/n<i>/handover.sock: a restarted agent takes the sockets of the running one */
   handoverSocket: string;
   drainTimeout: string;

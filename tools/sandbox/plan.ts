@@ -11,6 +11,10 @@ import { usage } from './helpers.js';
 import {
   AGENT_READY_FILE,
   AMBIENT_NAMESPACE,
+  CA_METRICS_PORT,
+  CA_PORT,
+  CONTROL_PLANE_IP,
+  CONTROL_PLANE_NETNS,
   DEFAULT_BPFFS_ROOT,
   DEFAULT_CGROUP_ROOT,
   DEFAULT_STATE_DIR,
@@ -22,6 +26,7 @@ import {
   SANDBOX_DIR_NAME,
   SANDBOX_IP_FAMILIES,
   type SandboxAgentConfig,
+  type SandboxControlPlane,
   type SandboxNode,
   type SandboxPathOptions,
   type SandboxPod,
@@ -73,6 +78,13 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
   const ipFamily = opts.ipFamily ?? 'ipv4';
   if (!(SANDBOX_IP_FAMILIES as readonly string[]).includes(ipFamily))
     throw usage(`sandbox: ip-family must be one of ${SANDBOX_IP_FAMILIES.join(', ')}, got ${JSON.stringify(ipFamily)}`, 'pass --ip-family ipv4, ipv6 or dual');
+  // AMBIENTD_SANDBOX_CA=embedded: the whole suite (tests, demo, benchmarks) on the embedded CA, for comparison
+  const caMode = opts.ca ?? (process.env.AMBIENTD_SANDBOX_CA || undefined);
+  if (caMode !== undefined && caMode !== 'cluster' && caMode !== 'embedded')
+    throw usage(
+      `sandbox: --ca must be cluster or embedded, got ${JSON.stringify(caMode)}`,
+      'cluster (default): the CA runs in its own netns; embedded: every agent signs',
+    );
   const { stateDir, cgroupRoot, bpffsRoot } = resolvePaths(opts);
   const cgBase = path.join(cgroupRoot, SANDBOX_DIR_NAME);
   const bpfBase = path.join(bpffsRoot, SANDBOX_DIR_NAME);
@@ -137,6 +149,7 @@ export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
     namespaces,
     nodes,
     pods,
+    ...(caMode === 'embedded' ? {} : { controlPlane: planControlPlane(stateDir, cgroupRoot) }),
   };
 }
 
@@ -174,7 +187,12 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     logLevel,
     readyFile: node.readyFile,
     trustDomain: 'cluster.local',
-    caDir: path.join(state.stateDir, 'ca'),
+    ...(state.controlPlane
+      ? (() => {
+          const f = nodeCaFiles(state.stateDir, node.name);
+          return { caAddress: state.controlPlane.address, caRootCert: f.rootCert, caTokenFile: f.token };
+        })()
+      : { caDir: path.join(state.stateDir, 'ca') }),
     handoverSocket: path.join(path.dirname(node.config), 'handover.sock'),
     drainTimeout: state.drainTimeout ?? '5s',
     ...(state.handoverTimeout ? { handoverTimeout: state.handoverTimeout } : {}),
@@ -184,4 +202,29 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
 
 export function renderAgentConfig(state: SandboxState, node: SandboxNode, logLevel = 'info'): string {
   return YAML.stringify(agentConfigFor(state, node, logLevel), { lineWidth: 0 });
+}
+
+/** The control plane's plan (pure). */
+export function planControlPlane(stateDir: string, cgroupRoot: string): SandboxControlPlane {
+  const dir = path.join(stateDir, 'control-plane');
+  return {
+    dir,
+    caDir: path.join(dir, 'ca'),
+    tokenKey: path.join(dir, 'node-token-signing-key.pem'),
+    tokenPublicKey: path.join(dir, 'node-token-signing-key.pub.pem'),
+    netns: CONTROL_PLANE_NETNS,
+    netnsPath: path.join(NETNS_RUN_DIR, CONTROL_PLANE_NETNS),
+    ip: CONTROL_PLANE_IP,
+    address: `${CONTROL_PLANE_IP}:${CA_PORT}`,
+    metricsPort: CA_METRICS_PORT,
+    cgroup: path.join(cgroupRoot, SANDBOX_DIR_NAME, 'control-plane'),
+    log: path.join(dir, 'ca.log'),
+    caPid: null,
+  };
+}
+
+/** What a node's agent gets from the control plane: the trust bundle and its own token (public, per node). */
+export function nodeCaFiles(stateDir: string, node: string): { dir: string; rootCert: string; token: string } {
+  const dir = path.join(stateDir, node, 'ca');
+  return { dir, rootCert: path.join(dir, 'root-cert.pem'), token: path.join(dir, 'token') };
 }

@@ -50,6 +50,10 @@ export function loadState(opts: SandboxPathOptions = {}): SandboxState {
 
 export async function writeState(state: SandboxState): Promise<void> {
   const out = { ...state, nodes: state.nodes.map(({ agentRunning: _r, ...n }) => n) };
+  if (out.controlPlane) {
+    const { caRunning: _c, ...cp } = out.controlPlane;
+    out.controlPlane = cp;
+  }
   await writeFileAtomic(stateFilePath(state.stateDir), JSON.stringify(out, null, 2) + '\n');
 }
 

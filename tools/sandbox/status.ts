@@ -53,6 +53,7 @@ export async function sandboxApply(file: string, opts: SandboxPathOptions = {}):
 export function sandboxStatus(opts: SandboxPathOptions = {}): SandboxState {
   const state = loadState(opts);
   for (const n of state.nodes) n.agentRunning = n.agentPid !== null && isProcessAlive(n.agentPid);
+  if (state.controlPlane) state.controlPlane.caRunning = state.controlPlane.caPid !== null && isProcessAlive(state.controlPlane.caPid);
   return state;
 }
 
@@ -83,7 +84,11 @@ export function formatSandboxStatus(state: SandboxState): string {
     ['POD', 'NODE', 'NAMESPACE', 'IP', 'AMBIENT', 'SERVICE ACCOUNT'],
     ...state.pods.map((p) => [p.name, p.node, p.namespace, p.ip, p.ambient ? 'yes' : 'no', p.serviceAccount]),
   ]);
-  return `${nodes}\n\n${pods}\n\nworkloads: ${state.workloads}\n`;
+  const cp = state.controlPlane;
+  const ca = cp
+    ? `CA: ambientd ca at ${cp.address} (netns ${cp.netns}), ${cp.caPid === null ? 'not running' : `pid ${cp.caPid}${cp.caRunning === false ? ' (exited)' : ''}`}, keys in ${cp.dir}`
+    : 'CA: embedded (shared CA directory)';
+  return `${ca}\n\n${nodes}\n\n${pods}\n\nworkloads: ${state.workloads}\n`;
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * `sandbox down`: removes everything the sandbox may have created (agents and
- * every process in its cgroups, the `ambs-*` netns, the cgroup tree, the
+ * every process in its cgroups, the cluster CA, the `ambs-*` netns (also the control plane's), the cgroup tree, the
  * bpffs dir, host ip rules with the mesh mark, the state dir), also without a
  * state file after a crash; idempotent.
  */
@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { containersConf, liveAgentPid } from './agents.js';
+import { liveCaPid } from './control-plane.js';
 import { ipBatch, run, sleep, waitDead } from './helpers.js';
 import { MESH_MARK, SANDBOX_DIR_NAME, SandboxError, type SandboxDownOptions, type SandboxDownReport, type SandboxState } from './model.js';
 import { listSandboxNetns } from './network.js';
@@ -149,7 +150,8 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
   const report: SandboxDownReport = { killed: [], netns: [], cgroups: 0, ipRules: 0, leftovers: [] };
 
   // 1. agents from the state file: SIGTERM, grace period, then SIGKILL.
-  const agents = (state?.nodes ?? []).map(liveAgentPid).filter((pid): pid is number => pid !== null);
+  // (and the cluster CA: it is in the sandbox cgroup too, but gets its SIGTERM first)
+  const agents = [...(state?.nodes ?? []).map(liveAgentPid), liveCaPid(state?.controlPlane)].filter((pid): pid is number => pid !== null);
   for (const pid of agents) {
     try {
       process.kill(pid, 'SIGTERM');

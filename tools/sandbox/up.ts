@@ -1,7 +1,8 @@
 /**
  * `sandbox up`: checks the machine, takes the sandbox lock, tears down any
  * previous sandbox, writes the state, agent configs and workloads, builds the
- * network and starts one agent per node.
+ * network, starts the cluster CA in the control-plane netns (unless
+ * --ca embedded) and one agent per node.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import { startAgent, waitAgentReady } from './agents.js';
 import { concurrency, isFsType, pool, writeFileAtomic } from './helpers.js';
 import { SANDBOX_DIR_NAME, SandboxError, TIME_SCALE, type SandboxState, type SandboxUpOptions } from './model.js';
+import { buildControlPlaneFiles, buildControlPlaneNetwork, startCa } from './control-plane.js';
 import { buildNetwork, listSandboxNetns } from './network.js';
 import { planSandbox, renderAgentConfig, renderWorkloads, resolvePaths, stateFilePath, type ResolvedPaths } from './plan.js';
 import { releaseSandboxLock, waitForSandboxLock, writeState } from './state.js';
@@ -72,6 +74,14 @@ export async function sandboxUp(opts: SandboxUpOptions = {}): Promise<SandboxSta
   try {
     await buildDirs(state, opts.logLevel ?? 'info');
     await buildNetwork(state);
+    if (state.controlPlane) {
+      const trustDomain = String(state.agentSettings?.trustDomain ?? 'cluster.local');
+      await buildControlPlaneFiles(state, state.controlPlane, trustDomain);
+      await buildControlPlaneNetwork(state, state.controlPlane);
+      await writeState(state);
+      // the CA first: an agent is ready only once it can get certificates
+      await startCa({ stateDir: state.stateDir });
+    }
   } catch (e) {
     await teardown(paths, {}).catch(() => undefined);
     releaseSandboxLock();

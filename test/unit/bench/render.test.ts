@@ -198,8 +198,31 @@ test('bench render: section 11 (lifecycle)', () => {
   assert.ok(md.includes('| n2 | 50–50 | 0.000 | 110.3–110.8 | 1.000 | 21.0–21.0 | 0.000 |'));
 });
 
+const caRun = (): NonNullable<BenchResults['ca']> => ({
+  quick: false,
+  issuance: { sequentialMs: [10, 20, 30, 40], concurrency: 16, concurrentCerts: 600, concurrentSeconds: 10, errors: 0, caMeanMs: 5.5, caIssued: 904 },
+  firstConnection: [
+    { ca: 'cluster', samplesMs: [40, 60, null] },
+    { ca: 'embedded', samplesMs: [20, 30, 25] },
+  ],
+  startup: [
+    { ca: 'cluster', pods: 100, ambientPods: 50, readyMs: 1500, allCertsMs: 2500 },
+    { ca: 'embedded', pods: 100, ambientPods: 50, readyMs: 1200, allCertsMs: null },
+  ],
+});
+
+test('bench render: section 12 (the cluster CA)', () => {
+  const md = lines(renderResults({ ...committedRun(), ca: caRun() }));
+  assert.ok(md.some((l) => l.startsWith('## 12. The cluster CA')));
+  assert.ok(md.includes('| one request after another (ms, client side) | 4 | 20.0 | 40.0 | 40.0 | 40.0 |'), md.join('\n'));
+  assert.ok(md.some((l) => l.includes('600 certificates in 10.0 s = **60.0 certificates/s**')));
+  assert.ok(md.some((l) => l.includes('mean over all 904 issued requests') && l.endsWith(': 5.5 ms.')));
+  assert.ok(md.includes('| cluster | 2/3 | 40 | 60 | 40, 60, - |'));
+  assert.ok(md.includes('| embedded | 100 (50) | 1200 | - |'));
+});
+
 test('bench render: the stdout summary of each section', () => {
-  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle() };
+  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun() };
   for (const s of SECTIONS) assert.ok(sectionSummary(r, s).length > 0, s);
   const sameNode = sectionSummary(r, 'same-node').join('\n');
   assert.match(sameNode, /^agent\+sockmap +4\.72 +4\.72 \(13\.58\)/m);
