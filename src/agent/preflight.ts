@@ -48,7 +48,9 @@ export const MANIFEST_ITEMS = {
   bpffs: { kind: 'mount', volume: 'bpffs', mountPath: '/sys/fs/bpf', hostPath: '/sys/fs/bpf' },
   cgroup: { kind: 'mount', volume: 'cgroup', mountPath: '/sys/fs/cgroup', hostPath: '/sys/fs/cgroup' },
   netns: { kind: 'mount', volume: 'netns', mountPath: '/run/netns', hostPath: '/run/netns' },
-  ca: { kind: 'mount', volume: 'ca', mountPath: '/var/lib/ambientd/ca', hostPath: '/var/lib/ambientd/ca' },
+  // the manifest's agents get certificates from the cluster CA (no key, no CA directory on the node); an agent
+  // without caAddress runs the built-in CA, which needs a writable host directory at caDir
+  ca: { kind: 'config', key: 'caAddress', value: 'ambientd-ca.ambientd-system.svc:15012' },
   run: { kind: 'mount', volume: 'run', mountPath: '/run/ambientd', hostPath: '/run/ambientd' },
   hostCgroupns: { kind: 'command', command: [HOST_CGROUPNS_ENTRYPOINT, '/proc/1/ns/cgroup', 'node', '/opt/ambientd/dist/src/cli.js'] },
   cgroupRoot: { kind: 'config', key: 'cgroupRoot', value: '/sys/fs/cgroup' },
@@ -206,6 +208,8 @@ export interface PreflightSettings {
   cgroupRoot: string;
   bpffsDir: string;
   caDir: string;
+  /** the cluster CA's address; null: the built-in CA (which keeps its root in caDir) */
+  caAddress?: string | null;
   handoverSocket: string | null;
   /** set explicitly (--agent-cgroup): the agent's own cgroup is not looked up */
   agentCgroup: string | null;
@@ -386,13 +390,15 @@ export function preflight(settings: PreflightSettings, probes: PreflightProbes =
       );
     }
   };
-  stateDir(
-    'ca',
-    settings.caDir,
-    'caDir',
-    'the built-in CA keeps its root there across restarts',
-    "mount a host directory at caDir (the container's root file system is read-only)",
-  );
+  if (!settings.caAddress) {
+    stateDir(
+      'ca',
+      settings.caDir,
+      'caDir',
+      'without caAddress the built-in CA keeps its root there across restarts',
+      "set caAddress to the cluster CA as the manifest does (no key on the node), or mount a host directory at caDir (the container's root file system is read-only)",
+    );
+  }
   if (settings.handoverSocket !== null) {
     stateDir(
       'run',

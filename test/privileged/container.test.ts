@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   containerAgentCommand,
@@ -51,15 +52,16 @@ interface Run {
 }
 
 /**
- * One container run of n1's agent with a variation; the CA and hand-over socket on the
- * manifest's paths (/var/lib/ambientd/ca, /run/ambientd: scratch hostPaths here). Waits for the
+ * One container run of n1's agent with a variation; certificates from the sandbox's cluster CA
+ * (caAddress, as the manifest), the hand-over socket on the manifest's path (/run/ambientd: a
+ * scratch hostPath here). Waits for the
  * exit, or for readiness (then stops it).
  */
 async function runAgent(opts: ContainerAgentOptions): Promise<Run> {
   const n = st.nodes[0]!;
   fs.rmSync(n.readyFile, { force: true });
   const name = `ambientd-preflight-${Date.now()}`;
-  const agentArgs = ['--ca-dir', '/var/lib/ambientd/ca', '--handover-socket', '/run/ambientd/handover.sock', ...(opts.agentArgs ?? [])];
+  const agentArgs = ['--handover-socket', '/run/ambientd/handover.sock', ...(opts.agentArgs ?? [])];
   const [cmd, ...args] = containerAgentCommand(
     n,
     ROOT,
@@ -110,7 +112,14 @@ test('with exactly the manifest (and its cgroupRoot: /sys/fs/cgroup on this hybr
   const r = await runAgent({ agentArgs: ['--cgroup-root', '/sys/fs/cgroup'] });
   assert.equal(r.ready, true, r.output);
   assert.match(r.output, /cgroupRoot \/sys\/fs\/cgroup is a hybrid layout: cgroup v2 is at \/sys\/fs\/cgroup\/unified, used instead/);
-  assert.ok(fs.existsSync(sandboxHostPaths(st.nodes[0]!).ca + '/ca-key.pem'), 'the CA was kept on the ca hostPath');
+  // certificates from the cluster CA as the manifest says: no CA key anywhere the container could write
+  const nodeDir = path.dirname(st.nodes[0]!.config);
+  assert.ok(!fs.existsSync(sandboxHostPaths(st.nodes[0]!).ca + '/ca-key.pem'), 'no built-in CA key');
+  assert.deepEqual(
+    fs.readdirSync(nodeDir, { recursive: true }).filter((f) => String(f).endsWith('ca-key.pem')),
+    [],
+    `no CA key under ${nodeDir}`,
+  );
 });
 
 for (const cap of ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE'] as const) {
@@ -130,7 +139,6 @@ const MOUNTS: Array<[ManifestItemName, RegExp]> = [
     /PREFLIGHT_MOUNT_MISSING: (cgroupRoot \/sys\/fs\/cgroup\/unified is not a cgroup v2 mount|\/sys\/fs\/cgroup\/unified is not the host's cgroup v2 hierarchy)/,
   ],
   ['netns', /PREFLIGHT_MOUNT_MISSING: \/run\/netns is not a directory/],
-  ['ca', /PREFLIGHT_MOUNT_MISSING: caDir \/var\/lib\/ambientd\/ca is not writable \(EROFS\)/],
   // podman's own writable /run tmpfs: the socket would not be shared with the next agent's container
   [
     'run',

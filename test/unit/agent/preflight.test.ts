@@ -93,7 +93,12 @@ test('each missing mount is named with its volume and mountPath', () => {
       'netns',
       /\/run\/netns is not a directory/,
     ],
-    ['ca', { writableError: (p) => (p === settings.caDir ? 'EROFS' : null) }, 'ca', /caDir \/var\/lib\/ambientd\/ca is not writable \(EROFS\)/],
+    [
+      'ca (built-in CA, no caAddress)',
+      { writableError: (p) => (p === settings.caDir ? 'EROFS' : null) },
+      'ca',
+      /caDir \/var\/lib\/ambientd\/ca is not writable \(EROFS\)/,
+    ],
     ['run', { writableError: (p) => (p === '/run/ambientd' ? 'EROFS' : null) }, 'run', /directory \/run\/ambientd is not writable \(EROFS\)/],
     // a writable /run of the container's own (podman's tmpfs): the socket would not be shared with the next agent
     [
@@ -120,7 +125,8 @@ test('each missing mount is named with its volume and mountPath', () => {
     assert.equal(r.errors[0]!.code, 'PREFLIGHT_MOUNT_MISSING');
     assert.match(r.errors[0]!.message, message);
     assert.ok(r.errors[0]!.hint.endsWith(manifestLine(item as 'bpffs')), r.errors[0]!.hint);
-    assert.match(r.errors[0]!.hint, new RegExp(`volumeMounts: \\{name: ${item}, mountPath: `));
+    // the built-in CA's directory is not in the manifest (its agents use the cluster CA): the hint names caAddress
+    if (item !== 'ca') assert.match(r.errors[0]!.hint, new RegExp(`volumeMounts: \\{name: ${item}, mountPath: `));
   }
 });
 
@@ -196,4 +202,18 @@ test('several failures are reported together, each on its own line', () => {
   const text = describePreflight(r.errors);
   assert.match(text, /^the agent is missing what it needs to start \(4 start-up checks failed; nothing was changed\):\n/);
   assert.equal(text.match(/^ {2}PREFLIGHT_/gm)?.length, 4);
+});
+
+test('with caAddress (the manifest: the cluster CA) no CA directory is needed: an unwritable caDir is not an error', () => {
+  const p = probes({ writableError: (d) => (d === settings.caDir ? 'EROFS' : null) });
+  assert.deepEqual(
+    preflight({ ...settings, caAddress: 'ambientd-ca.ambientd-system.svc:15012' }, p).errors.map((e) => e.message),
+    [],
+  );
+  const builtIn = preflight(settings, p).errors;
+  assert.equal(builtIn.length, 1);
+  assert.ok(
+    builtIn[0]!.hint.endsWith('deploy/ambientd.yaml: ConfigMap ambientd-config, agent.yaml: caAddress: ambientd-ca.ambientd-system.svc:15012'),
+    builtIn[0]!.hint,
+  );
 });
