@@ -182,7 +182,16 @@ export const systemProbes: PreflightProbes = {
       .split('\n')
       .filter((l) => l.split(' ')[4] === '/')
       .pop();
-    return rootLine?.split(' - ')[1]?.startsWith('overlay ') === true || Boolean(process.env.KUBERNETES_SERVICE_HOST);
+    const looksLikeOne = rootLine?.split(' - ')[1]?.startsWith('overlay ') === true || Boolean(process.env.KUBERNETES_SERVICE_HOST);
+    // a container has its own mount namespace: in the one of pid 1 (the host's init with hostPID, or a VM's
+    // or machine's whose root happens to be an overlay) the agent is not in one, whatever the root looks like
+    let ownMountNs = true;
+    try {
+      ownMountNs = fs.readlinkSync('/proc/self/ns/mnt') !== fs.readlinkSync('/proc/1/ns/mnt');
+    } catch {
+      // /proc/1's namespaces unreadable (no SYS_PTRACE, reported on its own): keep what the root says
+    }
+    return looksLikeOne && ownMountNs;
   },
   mountRoot(p) {
     const text = systemProbes.read('/proc/self/mountinfo');
