@@ -9,16 +9,21 @@ import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ROOT_CONFIGMAP } from '../../../src/ca/root-publisher.js';
+import { ROOT_SECRET } from '../../../src/ca/secret-store.js';
 
 export const NS = 'ambientd-system';
 export type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** ConfigMaps and Secrets in memory, with resourceVersions; `holdGets` GETs of the ConfigMap are held until that many arrived (forces a race). */
+/**
+ * ConfigMaps and Secrets in memory, with resourceVersions. Two ways to force a race: `holdGets` GETs of the
+ * ConfigMap, or `holdMisses` GETs of the missing root Secret, are held until that many arrived.
+ */
 export class FakeConfigApi {
   readonly objects = new Map<string, Obj>();
   readonly log: string[] = [];
   rv = 100;
   holdGets = 0;
+  holdMisses = 0;
   private held: Array<() => void> = [];
   readonly server = http.createServer((req, res) => this.handle(req, res));
   port = 0;
@@ -77,10 +82,13 @@ export class FakeConfigApi {
           if (o) reply(200, o);
           else status(404, 'NotFound', `${kind} "${name}" not found`);
         };
-        if (kind === 'configmaps' && this.holdGets > 0) {
+        const missingRoot = kind === 'secrets' && name === ROOT_SECRET && !this.objects.has(key(name));
+        const hold = kind === 'configmaps' ? this.holdGets : missingRoot ? this.holdMisses : 0;
+        if (hold > 0) {
           this.held.push(answer);
-          if (this.held.length >= this.holdGets) {
-            this.holdGets = 0;
+          if (this.held.length >= hold) {
+            if (kind === 'configmaps') this.holdGets = 0;
+            else this.holdMisses = 0;
             for (const h of this.held.splice(0)) h();
           }
           return;

@@ -5,94 +5,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { httpSecretApi, loadOrCreateFromSecrets, ROOT_SECRET } from '../../../src/ca/secret-store.js';
 import { CertificateAuthority } from '../../../src/identity/ca.js';
 import { makeCsr, TD } from './harness.js';
+import { FakeConfigApi, NS } from './fake-config-api.js';
 
-const NS = 'ambientd-system';
-
-/** Secrets in memory; GETs of a missing Secret can be held until `holdMisses` of them arrived (forces the race). */
-class FakeSecrets {
-  readonly secrets = new Map<string, Record<string, unknown>>();
-  readonly log: string[] = [];
-  holdMisses = 0;
-  private held: Array<() => void> = [];
-  readonly server = http.createServer((req, res) => this.handle(req, res));
-  port = 0;
-
-  async listen(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  async close(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-  kubeConfig(): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'f', server: `http://127.0.0.1:${this.port}`, skipTLSVerify: true }],
-      users: [{ name: 'ca', token: 'ca-token' }],
-      contexts: [{ name: 'f', cluster: 'f', user: 'ca' }],
-      currentContext: 'f',
-    });
-    return kc;
-  }
-  private handle(req: http.IncomingMessage, out: http.ServerResponse): void {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const reply = (code: number, body: unknown): void => {
-        out.writeHead(code, { 'content-type': 'application/json' });
-        out.end(JSON.stringify(body));
-      };
-      const status = (code: number, reason: string, message: string) =>
-        reply(code, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason, message, code });
-      if (req.headers.authorization !== 'Bearer ca-token') return status(401, 'Unauthorized', 'Unauthorized');
-      const get = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(req.url ?? '');
-      const post = /^\/api\/v1\/namespaces\/([^/]+)\/secrets$/.exec(req.url ?? '');
-      if (req.method === 'GET' && get) {
-        this.log.push(`GET ${get[2]}`);
-        const key = `${get[1]}/${get[2]}`;
-        const answer = (): void => {
-          const s = this.secrets.get(key);
-          if (s) reply(200, s);
-          else status(404, 'NotFound', `secrets "${get[2]}" not found`);
-        };
-        if (!this.secrets.has(key) && get[2] === ROOT_SECRET && this.holdMisses > 0) {
-          this.held.push(answer);
-          if (this.held.length >= this.holdMisses) {
-            this.holdMisses = 0;
-            for (const h of this.held.splice(0)) h();
-          }
-          return;
-        }
-        return answer();
-      }
-      if (req.method === 'POST' && post) {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { metadata: { name: string } };
-        this.log.push(`POST ${body.metadata.name}`);
-        const key = `${post[1]}/${body.metadata.name}`;
-        if (this.secrets.has(key)) return status(409, 'AlreadyExists', `secrets "${body.metadata.name}" already exists`);
-        this.secrets.set(key, body);
-        return reply(201, body);
-      }
-      status(404, 'NotFound', 'not found');
-    });
-  }
-}
-
-async function fake(t: { after(fn: () => Promise<void>): void }): Promise<FakeSecrets> {
-  const f = new FakeSecrets();
+async function fake(t: { after(fn: () => Promise<void>): void }): Promise<FakeConfigApi> {
+  const f = new FakeConfigApi();
   await f.listen();
   t.after(() => f.close());
   return f;
 }
-
-const decoded = (s: Record<string, unknown>, k: string): string => Buffer.from((s.data as Record<string, string>)[k]!, 'base64').toString('utf8');
 
 test('secret store: two replicas racing to create the root end with one root', async (t) => {
   const f = await fake(t);
@@ -103,9 +27,9 @@ test('secret store: two replicas racing to create the root end with one root', a
     loadOrCreateFromSecrets(api, { namespace: NS, trustDomain: TD }),
   ]);
   assert.deepEqual([a.source, b.source].sort(), ['created', 'loaded']);
-  assert.equal(f.log.filter((l) => l === `POST ${ROOT_SECRET}`).length, 2, 'both tried to create it');
+  assert.equal(f.log.filter((l) => l === 'POST secrets').length, 2, 'both tried to create it');
   assert.equal(a.ca.rootPem, b.ca.rootPem);
-  assert.equal(decoded(f.secrets.get(`${NS}/${ROOT_SECRET}`)!, 'root-cert.pem'), a.ca.rootPem);
+  assert.equal(f.secretData(ROOT_SECRET)!['root-cert.pem'], a.ca.rootPem);
   // and both sign certificates that chain to that one root
   const { csr } = await makeCsr({ uris: ['spiffe://cluster.local/ns/x/sa/y'] });
   for (const r of [a, b]) {
