@@ -351,16 +351,17 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         if (!this.#live(e)) throw error;
         e.failures++;
         e.lastError = error.message;
+        // exponential back-off; without a certificate at all it retries sooner than a renewal (capped lower)
+        const retryInMs = Math.min(e.current ? this.#backoffMaxMs : this.#pendingBackoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
+        if (e.renewTimer) clearTimeout(e.renewTimer);
+        e.nextRenewalAt = Date.now() + retryInMs;
+        longTimer(
+          e.nextRenewalAt,
+          () => this.#renewNow(e),
+          (t) => (e.renewTimer = t),
+        );
         if (e.current) {
-          // Keep the old certificate; retry with exponential back-off.
-          const retryInMs = Math.min(this.#backoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
-          if (e.renewTimer) clearTimeout(e.renewTimer);
-          e.nextRenewalAt = Date.now() + retryInMs;
-          longTimer(
-            e.nextRenewalAt,
-            () => this.#renewNow(e),
-            (t) => (e.renewTimer = t),
-          );
+          // keep the old certificate
           this.emit('renewalFailed', {
             id: e.id,
             error,
@@ -370,15 +371,6 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
             currentNotAfter: e.current.issued.notAfter,
           });
         } else {
-          // No certificate at all: retry in the background, sooner than a renewal (capped lower).
-          const retryInMs = Math.min(this.#pendingBackoffMaxMs, this.#backoffInitialMs * 2 ** Math.min(e.failures - 1, 30));
-          if (e.renewTimer) clearTimeout(e.renewTimer);
-          e.nextRenewalAt = Date.now() + retryInMs;
-          longTimer(
-            e.nextRenewalAt,
-            () => this.#renewNow(e),
-            (t) => (e.renewTimer = t),
-          );
           this.emit('issueFailed', { id: e.id, error, attempt: e.failures, retryInMs });
         }
         throw error;
