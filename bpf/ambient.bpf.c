@@ -513,6 +513,18 @@ int amb_sk_msg(struct sk_msg_md *msg)
 	return SK_PASS;
 }
 
+/* An isolated or not (yet) enrolled pod takes no inbound connection: counted, refused. */
+static __always_inline int inbound_refused(const struct amb_pod *pod)
+{
+	__u64 cgid = pod->cgroup_id;
+	if (!(pod->flags & AMB_POD_ISOLATED) && (pod->flags & AMB_POD_ENROLLED) && cgid)
+		return 0;
+	counter(AMB_CTR_IN_ISOLATED);
+	if (cgid)
+		COUNT(cgid, denied_in);
+	return 1;
+}
+
 /* Steers an inbound SYN to the pod's agent listener of its family
  * (family_key: 0 for IPv4, AMB_AF_INET6), or refuses it. */
 static __always_inline int steer(struct bpf_sk_lookup *ctx, struct amb_pod *pod, __u8 family_key)
@@ -564,12 +576,8 @@ static __always_inline int sk_lookup6(struct bpf_sk_lookup *ctx)
 		return SK_DROP;
 	}
 	__u64 cgid = pod->cgroup_id;
-	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || !cgid) {
-		counter(AMB_CTR_IN_ISOLATED);
-		if (cgid)
-			COUNT(cgid, denied_in);
+	if (inbound_refused(pod))
 		return SK_DROP;
-	}
 	/* Traffic from this node's IPv6 address and IPv6 kubelet probes is not captured. */
 	__u32 e[4];
 	__builtin_memcpy(e, pod->exempt_src.addr, 16);
@@ -609,12 +617,8 @@ int amb_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_DROP;
 	}
 	__u64 cgid = pod->cgroup_id;
-	if ((pod->flags & AMB_POD_ISOLATED) || !(pod->flags & AMB_POD_ENROLLED) || !cgid) {
-		counter(AMB_CTR_IN_ISOLATED);
-		if (cgid)
-			COUNT(cgid, denied_in);
+	if (inbound_refused(pod))
 		return SK_DROP;
-	}
 	/* Traffic from this node (kubelet probes) is not captured. */
 	if ((pod->exempt_src.family == AMB_AF_INET && ctx->remote_ip4 == ip4_get(&pod->exempt_src)) ||
 	    ctx->remote_ip4 == bpf_htonl(AMB_PROBE_SNAT_IP4)) {
