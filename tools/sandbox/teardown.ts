@@ -200,6 +200,10 @@ export async function teardown(paths: ReturnType<typeof resolvePaths>, opts: San
     report.leftovers.push(...left);
   }
 
+  // 4b. podman's cgroupfs manager (agents or tests run from the image) makes <controller>/libpod_parent{,/conmon}
+  // and never removes them: remove them when empty (rmdir refuses otherwise, so a running container keeps its own)
+  if (fs.existsSync('/usr/bin/podman')) removeEmptyPodmanCgroups();
+
   // 5. bpffs pins.
   for (const dir of bpfDirs) {
     try {
@@ -230,4 +234,19 @@ function removeAgentContainers(stateDir: string): number[] {
   if (rows.length === 0) return [];
   spawnSync('podman', ['rm', '-f', '-t', '2', ...rows.map((r) => r.split(' ')[0]!)], { env, encoding: 'utf8', timeout: 60_000 });
   return rows.map((r) => Number(r.split(' ')[1])).filter((p) => p > 0);
+}
+
+/** The empty libpod_parent{/conmon} cgroup directories podman leaves under each hierarchy (as scripts/image/lib.sh's rm_podman_cgroups). */
+function removeEmptyPodmanCgroups(): void {
+  const roots = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
+  for (const entry of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) roots.push(path.join('/sys/fs/cgroup', entry));
+  for (const root of new Set(roots)) {
+    for (const d of [path.join(root, 'libpod_parent', 'conmon'), path.join(root, 'libpod_parent')]) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* absent, not a directory, or not empty (a container still runs) */
+      }
+    }
+  }
 }
