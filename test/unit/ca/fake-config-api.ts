@@ -7,7 +7,8 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { kubeConfigAt } from '../discovery/fake-k8s-api.js';
 import { ROOT_CONFIGMAP } from '../../../src/ca/root-publisher.js';
 import { ROOT_SECRET } from '../../../src/ca/secret-store.js';
 
@@ -36,15 +37,8 @@ export class FakeConfigApi {
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
-  kubeConfig(): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'f', server: `http://127.0.0.1:${this.port}`, skipTLSVerify: true }],
-      users: [{ name: 'ca', token: 'ca-token' }],
-      contexts: [{ name: 'f', cluster: 'f', user: 'ca' }],
-      currentContext: 'f',
-    });
-    return kc;
+  kubeConfig(token = 'ca-token'): KubeConfig {
+    return kubeConfigAt(`http://127.0.0.1:${this.port}`, token);
   }
   /** what a kubectl edit of the Secret does */
   putSecret(name: string, data: Record<string, string>): void {

@@ -7,8 +7,8 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
-import { fixture, type Obj } from '../discovery/fake-k8s-api.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { fixture, kubeConfigAt, type Obj } from '../discovery/fake-k8s-api.js';
 
 export class FakeTokenReviewApi {
   readonly server = http.createServer((req, res) => this.handle(req, res));
@@ -34,14 +34,7 @@ export class FakeTokenReviewApi {
   }
 
   kubeConfig(token = 'ca-token'): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'fake', server: `http://127.0.0.1:${this.port}`, skipTLSVerify: true }],
-      users: [{ name: 'ca', token }],
-      contexts: [{ name: 'fake', cluster: 'fake', user: 'ca' }],
-      currentContext: 'fake',
-    });
-    return kc;
+    return kubeConfigAt(`http://127.0.0.1:${this.port}`, token);
   }
 
   private handle(req: http.IncomingMessage, out: http.ServerResponse): void {

@@ -5,7 +5,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KubeConfig } from '@kubernetes/client-node';
 import { httpSecretApi, loadOrCreateFromSecrets, ROOT_SECRET } from '../../../src/ca/secret-store.js';
 import { CertificateAuthority } from '../../../src/identity/ca.js';
 import { makeCsr, TD } from './harness.js';
@@ -65,15 +64,8 @@ test('secret store: the plug-in Secret (cacerts) wins over the own root Secret',
 
 test('secret store: API errors are typed K8S_API (wrong credentials)', async (t) => {
   const f = await fake(t);
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'f', server: `http://127.0.0.1:${f.port}`, skipTLSVerify: true }],
-    users: [{ name: 'ca', token: 'wrong' }],
-    contexts: [{ name: 'f', cluster: 'f', user: 'ca' }],
-    currentContext: 'f',
-  });
   await assert.rejects(
-    loadOrCreateFromSecrets(httpSecretApi(kc), { namespace: NS, trustDomain: TD }),
+    loadOrCreateFromSecrets(httpSecretApi(f.kubeConfig('wrong')), { namespace: NS, trustDomain: TD }),
     (e: Error & { code?: string }) => e.code === 'K8S_API' && /GET Secret ambientd-system\/cacerts: HTTP 401: Unauthorized/.test(e.message),
   );
 });

@@ -264,13 +264,18 @@ function gone(rv: number): Obj {
   };
 }
 
-export function kubeConfigFor(api: FakeApi): KubeConfig {
+/** A kubeconfig for a fake API server at `server` that presents `token` (every fake API of the tests uses this one). */
+export function kubeConfigAt(server: string, token: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }],
-    users: [{ name: 'agent', token: 'test-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'agent' }],
+    clusters: [{ name: 'fake', server, skipTLSVerify: true }],
+    users: [{ name: 'user', token }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'user' }],
     currentContext: 'fake',
   });
   return kc;
+}
+
+export function kubeConfigFor(api: FakeApi): KubeConfig {
+  return kubeConfigAt(`http://127.0.0.1:${api.port}`, 'test-token');
 }

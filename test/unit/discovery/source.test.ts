@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { kubeConfigAt } from './fake-k8s-api.js';
 import { KubernetesApiError, KubernetesSource, mapEndpointSlice, mapService } from '../../../src/discovery/kubernetes.js';
 import { WorkloadFileSource } from '../../../src/discovery/workloads.js';
 import type { WorkloadSource } from '../../../src/discovery/source.js';
@@ -19,14 +20,7 @@ import { Logger } from '../../../src/util/log.js';
 const quiet = new Logger('test', 'error', () => {});
 
 function kubeConfig(server = 'http://127.0.0.1:9'): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server }],
-    users: [{ name: 'u', token: 't' }],
-    contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
-    currentContext: 'c',
-  });
-  return kc;
+  return kubeConfigAt(server, 't');
 }
 
 test('the file source is a WorkloadSource: start() resolves with the first snapshot in force, status() shows the file and the last error', async (t) => {
