@@ -30,6 +30,7 @@ NAN_MODULE_INIT(Init) {
   ambient::RegisterFdPassing(target);
   ambient::RegisterSockInfo(target);
   ambient::RegisterSockDiag(target);
+  ambient::RegisterReturnPath(target);
 }
 
 }  // namespace

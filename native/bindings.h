@@ -29,6 +29,8 @@ void RegisterFdPassing(Target target);
 void RegisterSockInfo(Target target);
 // sockdiag_binding.cc: tcpSockets, destroyTcpSockets
 void RegisterSockDiag(Target target);
+// return_path.cc: returnPath, returnPathState
+void RegisterReturnPath(Target target);
 
 }  // namespace ambient
 

@@ -186,6 +186,36 @@ export interface NativeAddon {
    * CONFIG_INET_DIAG_DESTROY.
    */
   destroyTcpSockets(netnsPath: string, socks: Array<Pick<TcpSocketInfo, 'family' | 'src' | 'sport' | 'dst' | 'dport' | 'cookie'>>): number | Errno;
+
+  // ---- the in-pod return path for client-address preservation (native/return_path.cc) ----
+  /**
+   * On a thread inside the netns at netnsPath, over rtnetlink: enable writes 1 to
+   * net.ipv4.tcp_fwmark_accept, then per family adds `fwmark <mark>/0xffffffff lookup <table>
+   * priority <priority>` and `local default dev lo table <table>` (already present = success; a
+   * second enable adds no duplicate). A failing family is left as it was and its -errno returned
+   * (families before it stay: disable removes them); IPv6 disabled in the netns gives -EACCES, a
+   * loopback that is down -ENETDOWN. enable:false deletes both (already gone = success) and writes 0.
+   * -EINVAL: mark not 1..0xffffffff, table not 1..0xffffffff or 253/254/255, priority not 1..32765,
+   * families empty, duplicated or not 4/6, bad path.
+   */
+  returnPath(netnsPath: string, opts: ReturnPathOptions): 0 | Errno;
+  /** What returnPath left in the netns: tcp_fwmark_accept, the rules with this table and mark, every route of the table. */
+  returnPathState(netnsPath: string, opts: { table: number; mark: number }): ReturnPathState | Errno;
+}
+
+export interface ReturnPathOptions {
+  mark: number;
+  table: number;
+  priority: number;
+  families: Array<4 | 6>;
+  enable: boolean;
+}
+
+export interface ReturnPathState {
+  /** net.ipv4.tcp_fwmark_accept of the netns (it covers both families). */
+  fwmarkAccept: number;
+  rules: Array<{ family: 4 | 6; priority: number }>;
+  routes: Array<{ family: 4 | 6 }>;
 }
 
 export interface TcpSocketInfo {
