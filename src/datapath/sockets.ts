@@ -100,19 +100,29 @@ export class DialError extends AmbientError {
 }
 
 /**
- * Connects to `dst` from inside the netns (so the source address is the
- * pod's), with the agent's mark on the socket. Resolves once connected.
- * `opts`: buffers and liveness set on the socket as it is made.
+ * Options of a dial: buffers and liveness, and optionally the source address.
+ * `bind` with `transparent` (IP_TRANSPARENT/IPV6_TRANSPARENT) lets the source
+ * be an address that is not the pod's, e.g. the real client's; the replies
+ * then need the pod's return path (./return-path.ts) and `mark` = its mark.
  */
-export function dialFromNetns(
-  native: NativeAddon,
-  netns: string,
-  dst: Sockaddr,
-  mark: number,
-  timeoutMs = 10_000,
-  opts?: AgentSocketOptions,
-): Promise<net.Socket> {
-  const rc = native.socketInNetns(netns, { family: dst.ip.includes(':') ? 6 : 4, mark, ...socketOpts(opts) });
+export interface DialOptions extends AgentSocketOptions {
+  bind?: Sockaddr;
+  transparent?: boolean;
+}
+
+/**
+ * Connects to `dst` from inside the netns (so the source address is the
+ * pod's, or `opts.bind`), with the agent's mark on the socket. Resolves once
+ * connected. `opts`: buffers and liveness set on the socket as it is made.
+ */
+export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: DialOptions): Promise<net.Socket> {
+  const rc = native.socketInNetns(netns, {
+    family: dst.ip.includes(':') ? 6 : 4,
+    mark,
+    ...socketOpts(opts),
+    ...(opts?.bind ? { bind: { ip: opts.bind.ip, port: opts.bind.port } } : {}),
+    ...(opts?.transparent ? { transparent: true } : {}),
+  });
   if (rc < 0)
     return Promise.reject(
       new DialError(errnoName(rc), `socket in ${netns}: ${errnoName(rc)}`, 'check the pod netns still exists and the agent has CAP_NET_ADMIN'),
