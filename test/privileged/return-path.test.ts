@@ -167,7 +167,6 @@ describe('in-pod return path (privileged)', () => {
     // As in a real pod: a default route towards the outside (the replies must not take it).
     ip(['-n', POD, 'route', 'add', 'default', 'via', FAM[4].client]);
     ip(['-n', POD, '-6', 'route', 'add', 'default', 'via', FAM[6].client]);
-    ip(['-n', NOV6, 'link', 'set', 'lo', 'up']);
   });
 
   after(() => {
@@ -290,9 +289,14 @@ describe('in-pod return path (privileged)', () => {
     assert.deepEqual(returnPathState(a, podNs, CFG), { fwmarkAccept: 0, rules: [], routes: [] });
   });
 
-  it('IPv6 disabled in the pod: enable returns the errno (EACCES), IPv4 stays usable, disable cleans up', () => {
-    execFileSync('ip', ['netns', 'exec', NOV6, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.lo.disable_ipv6=1']);
+  it('loopback down (ENETDOWN) or IPv6 disabled in the pod (EACCES): enable returns the errno, IPv4 stays usable, disable cleans up', () => {
     const nov6 = `/run/netns/${NOV6}`;
+    // First a loopback that is down: IPv6 will not route onto it (ENETDOWN), and nothing is left half-made.
+    ip(['-n', NOV6, 'link', 'set', 'lo', 'down']);
+    assert.equal(a.returnPath(nov6, { ...CFG, families: [6], enable: true }), -E.ENETDOWN);
+    assert.deepEqual(returnPathState(a, nov6, CFG), { fwmarkAccept: 1, rules: [], routes: [] });
+    ip(['-n', NOV6, 'link', 'set', 'lo', 'up']);
+    execFileSync('ip', ['netns', 'exec', NOV6, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.lo.disable_ipv6=1']);
     assert.equal(a.returnPath(nov6, { ...CFG, families: [4, 6], enable: true }), -E.EACCES);
     assert.throws(
       () => enableReturnPath(a, nov6, [6], CFG),
