@@ -590,11 +590,8 @@ static __always_inline int sk_lookup6(struct bpf_sk_lookup *ctx)
 	return steer(ctx, pod, AMB_AF_INET6);
 }
 
-SEC("sk_lookup")
-int amb_sk_lookup(struct bpf_sk_lookup *ctx)
+static __always_inline int sk_lookup(struct bpf_sk_lookup *ctx)
 {
-	if (ctx->protocol != IPPROTO_TCP)
-		return SK_PASS;
 	if (ctx->family == AMB_AF_INET6)
 		return sk_lookup6(ctx);
 	if (ctx->family != AMB_AF_INET)
@@ -626,6 +623,35 @@ int amb_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 	return steer(ctx, pod, 0);
+}
+
+SEC("sk_lookup")
+int amb_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	return sk_lookup(ctx);
+}
+
+/*
+ * The same, plus: a SYN that arrives on the pod's loopback device is never
+ * steered. With client-address preservation the agent reaches the app from
+ * inside the pod with a transparent socket bound to the client's address, so
+ * its SYN has a source that is not the pod's; on loopback only a socket of
+ * this netns can have sent it (IP_TRANSPARENT or a raw socket: CAP_NET_ADMIN
+ * / CAP_NET_RAW in the pod), while anything from outside the pod arrives on
+ * its eth0 and is steered as before. Reads bpf_sk_lookup.ingress_ifindex
+ * (Linux 5.17): loaded only where the verifier accepts it; the agent falls
+ * back to amb_sk_lookup (and to the pod's own address as source) elsewhere.
+ */
+SEC("sk_lookup")
+int amb_sk_lookup_lo(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	if (ctx->ingress_ifindex == AMB_LOOPBACK_IFINDEX)
+		return SK_PASS;
+	return sk_lookup(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

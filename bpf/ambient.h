@@ -28,6 +28,9 @@
 /* Mark the agent puts on every socket it opens inside a pod (ztunnel's 0x539). */
 #define AMB_DEFAULT_MARK 0x539
 
+/* the loopback device is ifindex 1 in every network namespace (LOOPBACK_IFINDEX) */
+#define AMB_LOOPBACK_IFINDEX 1
+
 /* Kubelet probes are SNATed to this address by Istio's CNI; never captured. */
 #define AMB_PROBE_SNAT_IP4 0xA9FE077F /* 169.254.7.127, host order */
 /* ... and to this one over IPv6 (ztunnel's fd16:9254:7127:1337:ffff:ffff:ffff:ffff),

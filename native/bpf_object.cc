@@ -138,8 +138,9 @@ class BpfObject : public Nan::ObjectWrap {
   // The receiver's bpf_object, or nullptr once closed.
   static bpf_object* Obj(const Info& info) { return Nan::ObjectWrap::Unwrap<BpfObject>(info.Holder())->obj_; }
 
-  // load(mapPinDir): loads every program and creates (or adopts) every map,
-  // each pinned at mapPinDir/<name>. 0 or -errno.
+  // load(mapPinDir, skip?): loads every program but those named in `skip`
+  // (an array of program names, each of which must exist) and creates (or
+  // adopts) every map, each pinned at mapPinDir/<name>. 0 or -errno.
   static NAN_METHOD(Load) {
     std::string dir;
     if (!GetString(info, 0, "BpfObject.load", "mapPinDir", &dir)) return;
@@ -147,6 +148,23 @@ class BpfObject : public Nan::ObjectWrap {
     if (!obj) return Ret(info, -EBADF);
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
     if (BadPath(dir)) return Ret(info, -EINVAL);
+    if (info.Length() > 1 && !Absent(info[1])) {
+      if (!info[1]->IsArray()) return TypeError(info, "BpfObject.load", "skip", "an array of program names");
+      v8::Local<v8::Array> skip = info[1].As<v8::Array>();
+      if (skip->Length() > 64) return Ret(info, -E2BIG);
+      for (uint32_t i = 0; i < skip->Length(); i++) {
+        v8::Local<v8::Value> v;
+        if (!Nan::Get(skip, i).ToLocal(&v) || !v->IsString())
+          return TypeError(info, "BpfObject.load", "skip", "an array of program names");
+        Nan::Utf8String name(v);
+        std::string n(*name, name.length());
+        if (BadPath(n)) return Ret(info, -EINVAL);
+        bpf_program* prog = bpf_object__find_program_by_name(obj, n.c_str());
+        if (!prog) return Ret(info, -ENOENT);
+        int r = bpf_program__set_autoload(prog, false);
+        if (r < 0) return Ret(info, r);
+      }
+    }
     LogClear();
     bpf_map* map;
     bpf_object__for_each_map(map, obj) {

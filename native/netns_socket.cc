@@ -18,6 +18,9 @@
 #ifndef IPV6_TRANSPARENT
 #define IPV6_TRANSPARENT 75
 #endif
+#ifndef SO_BINDTOIFINDEX
+#define SO_BINDTOIFINDEX 62
+#endif
 #ifndef IP_TRANSPARENT
 #define IP_TRANSPARENT 19
 #endif
@@ -34,6 +37,7 @@ struct SockReq {
   int family = AF_INET;
   uint32_t mark = 0;
   bool transparent = false;
+  bool via_loopback = false;  // SO_BINDTOIFINDEX 1: routed over the pod's loopback (see bpf amb_sk_lookup_lo)
   bool reuse_addr = false;
   bool reuse_port = false;
   bool do_bind = false;
@@ -68,6 +72,11 @@ int SockInNetns(const SockReq& r) {
   if (!err && r.transparent) {
     err = r.family == AF_INET6 ? SetIntOpt(s, SOL_IPV6, IPV6_TRANSPARENT, 1) : SetIntOpt(s, SOL_IP, IP_TRANSPARENT, 1);
   }
+  // Bound to the loopback device (LOOPBACK_IFINDEX is 1 in every netns): the
+  // route to the pod's own address then comes from a route on lo, so the SYN's
+  // inet_iif() -- what sk_lookup sees as ingress_ifindex -- is lo, never the
+  // pod's eth0 that every packet from outside the pod arrives on.
+  if (!err && r.via_loopback) err = SetIntOpt(s, SOL_SOCKET, SO_BINDTOIFINDEX, 1);
   if (!err && r.reuse_addr) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEADDR, 1);
   if (!err && r.reuse_port) err = SetIntOpt(s, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && r.family == AF_INET6) err = SetIntOpt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
@@ -145,6 +154,7 @@ NAN_METHOD(SocketInNetns) {
   if (!OptNumber(info, o, "keepCount", "opts.keepCount", &kcnt, &has_kcnt)) return;
   if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &utmo, &has_utmo)) return;
   if (!OptBool(info, o, "transparent", &req.transparent)) return;
+  if (!OptBool(info, o, "viaLoopback", &req.via_loopback)) return;
   if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return;
   if (!OptBool(info, o, "reusePort", &req.reuse_port)) return;
   if (!OptNumber(info, o, "listen", "opts.listen", &backlog, &has_listen)) return;

@@ -57,8 +57,19 @@ import { probeFeatures, requireFeatures, type FeatureCheck } from './features.js
 import { AmbientError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
-const PROGS = ['amb_connect4', 'amb_connect6', 'amb_getpeername4', 'amb_getpeername6', 'amb_sockops', 'amb_sk_msg', 'amb_sk_lookup'] as const;
+const PROGS = [
+  'amb_connect4',
+  'amb_connect6',
+  'amb_getpeername4',
+  'amb_getpeername6',
+  'amb_sockops',
+  'amb_sk_msg',
+  'amb_sk_lookup',
+  'amb_sk_lookup_lo',
+] as const;
 type ProgName = (typeof PROGS)[number];
+/** Loaded when the kernel accepts it (Linux 5.17: bpf_sk_lookup.ingress_ifindex); see bpf/ambient.bpf.c. */
+const OPTIONAL_PROGS: readonly ProgName[] = ['amb_sk_lookup_lo'];
 
 export interface DatapathOptions {
   bpffsDir: string;
@@ -112,6 +123,12 @@ export class Datapath {
   private linkUpgrades = 0;
   /** cgroup/getpeername4/6 available (Linux 5.8): apps see their original destination as peer. */
   private getpeername = false;
+  /**
+   * The sk_lookup program in use: amb_sk_lookup_lo (loopback SYNs are not
+   * steered, so the agent can reach the app from the client's address) where
+   * the kernel has it, else amb_sk_lookup.
+   */
+  private skLookup: 'amb_sk_lookup' | 'amb_sk_lookup_lo' = 'amb_sk_lookup';
   private closed = false;
 
   private constructor(
@@ -160,11 +177,29 @@ export class Datapath {
     return dp;
   }
 
+  /**
+   * True when the datapath lets the agent reach apps from their clients'
+   * addresses (the loopback-aware sk_lookup program loaded: Linux 5.17).
+   */
+  get clientAddressCapable(): boolean {
+    return this.skLookup === 'amb_sk_lookup_lo';
+  }
+
   private load(): void {
     const n = this.native;
-    const h = BpfObjectHandle.open(n, this.opts.bpfObject, OWNER, 'rebuild the BPF object (`make build`)');
+    let h = BpfObjectHandle.open(n, this.opts.bpfObject, OWNER, 'rebuild the BPF object (`make build`)');
     try {
-      const rc = h.load(this.mapDir);
+      let skip: readonly ProgName[] = [];
+      let rc = h.load(this.mapDir);
+      if (rc < 0) {
+        // an optional program the kernel refuses (older verifier): load without it
+        const first = n.lastLog().split('\n').slice(-8).join('\n');
+        h.close();
+        h = BpfObjectHandle.open(n, this.opts.bpfObject, OWNER, 'rebuild the BPF object (`make build`)');
+        skip = OPTIONAL_PROGS;
+        rc = h.load(this.mapDir, skip);
+        if (rc >= 0) this.log.info('datapath loaded without the optional programs: this kernel refused them', { programs: skip, libbpf: first });
+      }
       if (rc < 0) {
         const log = n.lastLog().split('\n').slice(-25).join('\n');
         const err = nativeError(
@@ -178,7 +213,8 @@ export class Datapath {
         if (!err.hint.includes('libbpf said')) (err as { hint: string }).hint += `\nlibbpf said:\n${log}`;
         throw err;
       }
-      for (const p of PROGS) this.progFds.set(p, h.programFd(p, OWNER));
+      for (const p of PROGS) if (!skip.includes(p)) this.progFds.set(p, h.programFd(p, OWNER));
+      this.skLookup = this.progFds.has('amb_sk_lookup_lo') ? 'amb_sk_lookup_lo' : 'amb_sk_lookup';
       for (const m of Object.keys(MAPS) as MapName[]) this.mapFds.set(m, h.mapFd(m, OWNER));
     } catch (e) {
       this.closeFds();
@@ -215,7 +251,12 @@ export class Datapath {
       this.removePinnedLink(agentSockops);
     }
     this.getpeername = this.features.find((f) => f.name.includes('getpeername4'))?.ok ?? false;
-    this.log.info('datapath loaded', { object: this.opts.bpfObject, pins: this.opts.bpffsDir, acceleration: accel ? 'sockmap' : 'none' });
+    this.log.info('datapath loaded', {
+      object: this.opts.bpfObject,
+      pins: this.opts.bpffsDir,
+      acceleration: accel ? 'sockmap' : 'none',
+      skLookup: this.skLookup,
+    });
   }
 
   /**
@@ -402,8 +443,8 @@ export class Datapath {
         this.pinnedLink(
           owner,
           path.join(dir, 'sk_lookup'),
-          'amb_sk_lookup',
-          () => this.native.linkNetns(this.prog('amb_sk_lookup'), ns.path),
+          this.skLookup,
+          () => this.native.linkNetns(this.prog(this.skLookup), ns.path),
           `sk_lookup on ${pod.netns}`,
         ).close();
         res.inbound = pod.ips.length > 0;
@@ -450,8 +491,8 @@ export class Datapath {
         this.pinnedLink(
           owner,
           path.join(dir, 'sk_lookup'),
-          'amb_sk_lookup',
-          () => this.native.linkNetns(this.prog('amb_sk_lookup'), netns.path),
+          this.skLookup,
+          () => this.native.linkNetns(this.prog(this.skLookup), netns.path),
           `sk_lookup on ${netns.source}`,
         ),
       );

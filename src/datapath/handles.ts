@@ -159,10 +159,10 @@ export class BpfObjectHandle extends Handle {
     return new BpfObjectHandle(native, obj, owner, `BPF object ${file}`);
   }
 
-  /** Loads it, maps pinned under mapPinDir: 0 or the negative errno (the caller reads lastLog()). */
-  load(mapPinDir: string): number {
+  /** Loads it (but the programs in `skip`), maps pinned under mapPinDir: 0 or the negative errno (the caller reads lastLog()). */
+  load(mapPinDir: string, skip: readonly string[] = []): number {
     this.ensureOpen('load');
-    return this.obj.load(mapPinDir);
+    return this.obj.load(mapPinDir, skip);
   }
 
   /** A loaded program's fd, owned by `owner`. */

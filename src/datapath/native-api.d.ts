@@ -45,6 +45,8 @@ export interface SocketOptions {
   mark?: number;
   /** IP_TRANSPARENT / IPV6_TRANSPARENT. */
   transparent?: boolean;
+  /** SO_BINDTOIFINDEX to the loopback device (ifindex 1): its packets to the pod's own address are routed over lo (client-address preservation). */
+  viaLoopback?: boolean;
   reuseAddr?: boolean;
   reusePort?: boolean;
   /** Bind to ip:port (port 0 = any). Omit to leave unbound. */
@@ -78,9 +80,11 @@ export interface BpfObject {
    * Load all programs and create maps. Every map is pinned at
    * `${mapPinDir}/${mapName}`; an existing compatible pin there is reused
    * (libbpf's bpf_map__set_pin_path semantics), so a restarted agent adopts
-   * its maps. mapPinDir must exist on a bpffs.
+   * its maps. mapPinDir must exist on a bpffs. Programs named in `skip` are
+   * not loaded (their programFd is then -ENOENT-like); an unknown name is
+   * -ENOENT.
    */
-  load(mapPinDir: string): 0 | Errno;
+  load(mapPinDir: string, skip?: readonly string[]): 0 | Errno;
   /** fd of a loaded program by its function name (dup'ed: caller closes). */
   programFd(progName: string): number | Errno;
   /** fd of a map by name (dup'ed: caller closes). */

@@ -69,7 +69,7 @@ export const PROGRAMS: Record<string, ProgSpec> = {
     ref: 'd74bad4e74ee "bpf: Hooks for sys_connect"',
     required: true,
     attach: LINK_CGROUP,
-    note: 'dual-stack sockets: v4-mapped captured, native IPv6 refused',
+    note: 'dual-stack sockets: v4-mapped captured like IPv4, native IPv6 to the IPv6 outbound listener',
   },
   'cgroup/getpeername4': {
     progType: 'cgroup_sock_addr',
@@ -117,6 +117,7 @@ export const PROGRAMS: Record<string, ProgSpec> = {
     ref: 'e9ddbb7707ff "bpf: Introduce SK_LOOKUP program type with a dedicated attach point"',
     required: true,
     attach: { how: 'bpf_link on a netns fd', since: '5.9', ref: '7f045a49fee0 netns bpf_link is 5.8 (flow_dissector); BPF_SK_LOOKUP exists from 5.9' },
+    note: 'the section holds amb_sk_lookup (required) and amb_sk_lookup_lo, which also reads bpf_sk_lookup.ingress_ifindex (5.17, "bpf: Add ingress_ifindex to bpf_sk_lookup"; a context field, not seen by this audit): the agent loads it only where the verifier accepts it (client-address preservation), else falls back',
   },
 };
 
