@@ -37,7 +37,8 @@ import { Handover } from './handover.js';
 import { IdentityLeases } from './identity-lease.js';
 import { Listeners } from './listeners.js';
 import { AgentLifecycle, type AgentPhase } from './phase.js';
-import { openPodNetns, type NetnsRef } from './pod-capture.js';
+import { openPodNetns, type NetnsRef, type ReturnPathOps } from './pod-capture.js';
+import { disableReturnPath, enableReturnPath, RETURN_MARK } from '../datapath/return-path.js';
 import { CertificatePrefetch } from './prefetch.js';
 import { watchRefusals } from './refusals.js';
 import { SnapshotQueue } from './snapshots.js';
@@ -209,6 +210,34 @@ export class Agent {
     this.metrics.countEvent(reason, n);
   }
 
+  /**
+   * How pods get a return path (client-address preservation), or null when
+   * apps see the pod's own address: `clientAddress: pod`, or a kernel without
+   * the loopback-aware sk_lookup program (Linux < 5.17), or a mark clash.
+   */
+  private clientAddressPath(dp: Datapath): ReturnPathOps | null {
+    const { cfg, log } = this;
+    if (cfg.clientAddress !== 'preserve') return null;
+    if (!dp.clientAddressCapable) {
+      log.warn("client addresses are not preserved: apps see the pod's own address", {
+        hint: 'this kernel refused the loopback-aware sk_lookup program (bpf_sk_lookup.ingress_ifindex, Linux 5.17); set clientAddress: pod to silence this',
+      });
+      return null;
+    }
+    if (cfg.mark === RETURN_MARK) {
+      log.warn("client addresses are not preserved: apps see the pod's own address", {
+        hint: `mark ${cfg.mark.toString(16)} is the return path's mark (0x${RETURN_MARK.toString(16)}); choose another agent mark`,
+      });
+      return null;
+    }
+    const native = this.native;
+    return {
+      mark: RETURN_MARK,
+      enable: (netns, families) => enableReturnPath(native, netns, families),
+      disable: (netns, families) => disableReturnPath(native, netns, families),
+    };
+  }
+
   private localPodStates(): LocalPodState[] {
     return localPodStates(this.snapshot, this.cfg.node, (k) => this.captures?.get(k));
   }
@@ -263,9 +292,11 @@ export class Agent {
     });
     // a drain or stop came while the CA loaded: nothing more is built (stop() closes what is)
     if (!this.lifecycle.is('starting')) return;
+    const returnPath = this.clientAddressPath(dp);
     const mesh = new MeshProxy({
       native: this.native,
       mark: cfg.mark,
+      clientAddress: returnPath ? { mark: returnPath.mark } : null,
       ports: cfg.ports,
       trustDomain: cfg.trustDomain,
       log: log.child('proxy'),
@@ -292,6 +323,7 @@ export class Agent {
       trustDomain: cfg.trustDomain,
       ports: cfg.ports,
       mark: cfg.mark,
+      returnPath,
       nodeIP: cfg.nodeIP,
       datapath: dp,
       native: this.native,

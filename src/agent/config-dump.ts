@@ -54,6 +54,8 @@ export interface WorkloadDump {
   nextAttempt?: string | null;
   /** connections opened before its first capture, reset then */
   preexistingReset?: number;
+  /** enrolled: its app sees its clients' real addresses (its return path is in place), else the pod's own */
+  clientAddress?: 'client' | 'pod';
   /** its datapath counters (amb_pod_stats) */
   redirect?: Record<string, string>;
 }
@@ -153,6 +155,7 @@ function workload(parts: ConfigDumpParts, p: PodInfo): WorkloadDump {
       ? { isolation: st.isolation, attempts: st.attempts, nextAttempt: st.error?.code === 'POD_IP_CONFLICT' ? null : new Date(st.retryAt).toISOString() }
       : {}),
     ...(st?.preexistingReset != null ? { preexistingReset: st.preexistingReset } : {}),
+    ...(state === 'enrolled' && st ? { clientAddress: st.clientAddress ? ('client' as const) : ('pod' as const) } : {}),
     ...(redirect ? { redirect } : {}),
   };
 }

@@ -62,9 +62,19 @@ export interface ListenRequest {
   onConnection(s: net.Socket): void;
 }
 
+/** The in-pod return path of client-address preservation (src/datapath/return-path.ts). */
+export interface ReturnPathOps {
+  /** the mark of the agent's transparent sockets (and so of the app sockets they reach) */
+  mark: number;
+  enable(netns: string, families: Array<4 | 6>): void;
+  disable(netns: string, families: Array<4 | 6>): void;
+}
+
 export interface CaptureDeps {
   ports: { outbound: number; inbound: number; hbone: number };
   mark: number;
+  /** set up per pod so apps see their clients' addresses; null: they see the pod's own */
+  returnPath?: ReturnPathOps | null;
   /** the node's address: its traffic to pods is not captured (kubelet probes) */
   nodeIP: string | null;
   datapath: CaptureDatapath;
@@ -118,6 +128,8 @@ export class PodCapture implements MeshPod {
   /** the addresses the datapath holds for it */
   private held: string[] = [];
   private listeners: Array<PodListener & { role: PodRole }> = [];
+  /** its return path is in place (MeshPod.clientAddress) */
+  clientAddress = false;
   private enrolledAt: string | null = null;
   /** consecutive failed attempts, and when the next one is due (ms epoch) */
   private failures = 0;
@@ -182,8 +194,10 @@ export class PodCapture implements MeshPod {
     attempts: number;
     retryAt: number;
     preexistingReset: number | null;
+    clientAddress: boolean;
   } {
     return {
+      clientAddress: this.clientAddress,
       cgroupId: this.cgroup,
       error: this.errorValue,
       enrolledAt: this.enrolledAt,
@@ -290,6 +304,7 @@ export class PodCapture implements MeshPod {
       this.assertLive('enroll');
       for (const [port, fd, family] of registered) dp.registerListener(cgroupId, port, fd, family);
       dp.enroll({ key, cgroupId, ips: this.held, netns: netns.path, cgroup: p.cgroup, exemptSrc: d.nodeIP });
+      this.enableReturnPath(netns.path);
       this.stateValue = 'enrolled';
       this.failures = 0;
       this.enrolledAt = new Date(d.now()).toISOString();
@@ -378,7 +393,11 @@ export class PodCapture implements MeshPod {
       fail(socks);
       return;
     }
-    const stale = socketsToReset(socks, { ips: this.held, mark: d.mark, exempt: [d.nodeIP, ...PROBE_SNAT_IPS].filter((x): x is string => !!x) });
+    const stale = socketsToReset(socks, {
+      ips: this.held,
+      marks: [d.mark, ...(d.returnPath ? [d.returnPath.mark] : [])],
+      exempt: [d.nodeIP, ...PROBE_SNAT_IPS].filter((x): x is string => !!x),
+    });
     if (stale.length === 0) {
       this.preexistingReset = 0;
       return;
@@ -413,6 +432,44 @@ export class PodCapture implements MeshPod {
     this.listeners = [];
   }
 
+  private families(): Array<4 | 6> {
+    return [...new Set(this.held.map((ip) => ipFamily(ip)))];
+  }
+
+  /**
+   * The return path that lets the agent reach the app from its client's
+   * address. Without it (disabled, or it could not be set up) the app sees
+   * the pod's own address, as before: logged and counted, never a refusal.
+   */
+  private enableReturnPath(netns: string): void {
+    const rp = this.d.returnPath;
+    this.clientAddress = false;
+    if (!rp) return;
+    try {
+      rp.enable(netns, this.families());
+      this.clientAddress = true;
+    } catch (e) {
+      this.d.count('return_path_failed');
+      this.d.log.warn("the pod's return path could not be set up: its app sees the pod's own address as its clients'", {
+        pod: this.key,
+        error: errorMessage(e),
+        ...(e instanceof AmbientError ? { code: e.code, hint: e.hint } : {}),
+      });
+    }
+  }
+
+  private disableReturnPath(): void {
+    const rp = this.d.returnPath;
+    const netns = this.netns?.path;
+    if (!rp || !netns || !this.clientAddress) return;
+    this.clientAddress = false;
+    try {
+      rp.disable(netns, this.families());
+    } catch (e) {
+      this.d.log.warn("the pod's return path could not be removed", { pod: this.key, error: errorMessage(e) });
+    }
+  }
+
   /**
    * Unenrolls: the proxy's pool, the datapath's links and entries (an
    * address in `keepIps` stays: another live pod claims it), the listeners,
@@ -429,6 +486,7 @@ export class PodCapture implements MeshPod {
       d.log.error('pod unenroll failed', { pod: this.key, error: errorMessage(e) });
     }
     this.closeListeners();
+    this.disableReturnPath();
     // its certificate is not renewed any more once no local pod has that identity
     this.lease.release();
     this.closeNetns();

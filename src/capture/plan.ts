@@ -62,17 +62,21 @@ function loopback(ip: string): boolean {
 /**
  * The sockets of a pod's netns that were opened outside the mesh, before the
  * pod was captured: live connections whose other end is outside the pod,
- * that are not the agent's (its mark), and not exempt (from the node: kubelet
+ * that are not the agent's (its marks: its own sockets', and those of app
+ * sockets its transparent sockets reached, which inherit theirs), and not exempt (from the node: kubelet
  * probes, which the datapath never captures either). Everything inside the
  * pod (loopback, the pod's own addresses: the app's side of captured
  * connections) is kept.
  */
-export function socketsToReset(socks: readonly TcpSocketInfo[], pod: { ips: readonly string[]; mark: number; exempt: readonly string[] }): TcpSocketInfo[] {
+export function socketsToReset(
+  socks: readonly TcpSocketInfo[],
+  pod: { ips: readonly string[]; marks: readonly number[]; exempt: readonly string[] },
+): TcpSocketInfo[] {
   const own = new Set(pod.ips);
   const exempt = new Set(pod.exempt);
   return socks.filter((s) => {
     if (((1 << s.state) & LIVE_STATES) === 0) return false;
-    if (s.mark === pod.mark) return false;
+    if (pod.marks.includes(s.mark)) return false;
     const remote = unmapped(s.dst);
     return !loopback(remote) && !own.has(remote) && !exempt.has(remote);
   });

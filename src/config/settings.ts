@@ -336,6 +336,13 @@ export const SETTINGS = {
     help: 'where the metrics and readiness ports listen (0.0.0.0 like ztunnel: Prometheus and the kubelet reach them)',
   }),
   mark: setting({ kind: mark, flag: 'mark', arg: 'N', default: 0x539, help: "SO_MARK of the agent's own sockets" }),
+  clientAddress: setting({
+    kind: oneOf(['preserve', 'pod']),
+    flag: 'client-address',
+    arg: 'M',
+    default: 'preserve',
+    help: "what an app sees as its inbound client: preserve = the client's real address (IP_TRANSPARENT and an in-pod return path; Linux >= 5.17, else pod), pod = the pod's own address",
+  }),
   acceleration: setting({
     kind: oneOf(['sockmap', 'none']),
     flag: 'acceleration',

@@ -104,6 +104,9 @@ export class DialError extends AmbientError {
  * `bind` with `transparent` (IP_TRANSPARENT/IPV6_TRANSPARENT) lets the source
  * be an address that is not the pod's, e.g. the real client's; the replies
  * then need the pod's return path (./return-path.ts) and `mark` = its mark.
+ * A transparent socket is also bound to the pod's loopback device: it only
+ * ever reaches the pod's own app, and its SYN must arrive on lo, where the
+ * datapath (amb_sk_lookup_lo) lets it through unsteered.
  */
 export interface DialOptions extends AgentSocketOptions {
   bind?: Sockaddr;
@@ -121,7 +124,7 @@ export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr,
     mark,
     ...socketOpts(opts),
     ...(opts?.bind ? { bind: { ip: opts.bind.ip, port: opts.bind.port } } : {}),
-    ...(opts?.transparent ? { transparent: true } : {}),
+    ...(opts?.transparent ? { transparent: true, viaLoopback: true } : {}),
   });
   if (rc < 0)
     return Promise.reject(

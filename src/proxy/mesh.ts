@@ -20,7 +20,7 @@
  */
 import net from 'node:net';
 import type { NativeAddon } from '../datapath/native-api.js';
-import { dialFromNetns, type AgentSocketOptions } from '../datapath/sockets.js';
+import { DialError, dialFromNetns, type AgentSocketOptions } from '../datapath/sockets.js';
 import type { Sockaddr } from '../datapath/codec.js';
 import type { OriginalDst } from '../datapath/datapath.js';
 import { podIps, podSpiffeId, type MeshIndex, type PodInfo, type ServiceInfo, type ServicePort } from '../discovery/model.js';
@@ -34,7 +34,7 @@ import { parseForwardedFor } from './forwarded.js';
 import { chooseEndpoint } from './services.js';
 import { CLIENT_GONE, CLOSED, dialFailed, hboneFailed, type Outcome } from './outcome.js';
 import { formatHostPort, type HostPort } from '../util/hostport.js';
-import { FAMILY_NAME, ipFamily, type IpFamily } from '../util/address.js';
+import { canonicalIp, FAMILY_NAME, ipFamily, type IpFamily } from '../util/address.js';
 import { relay } from './relay.js';
 import { DEFAULT_LIMITS, Limiter, WindowBudget, type Limits } from './limits.js';
 import { livenessParams, type LivenessParams } from './liveness.js';
@@ -47,11 +47,20 @@ export interface MeshPod {
   identity: string;
   /** the pod's cgroup id: original-destination entries must belong to it */
   cgroupId: bigint | null;
+  /** its return path is in place: the agent reaches its app from the client's address (MeshDeps.clientAddress) */
+  clientAddress?: boolean;
 }
 
 export interface MeshDeps {
   native: NativeAddon;
   mark: number;
+  /**
+   * Inbound connections reach the app from the client's address (HBONE: the
+   * tunnel's TCP peer; plaintext: the captured connection's peer), with this
+   * mark on the agent's transparent socket; null: from the pod's own address.
+   * Only for pods whose return path is in place (MeshPod.clientAddress).
+   */
+  clientAddress?: { mark: number } | null;
   ports: { outbound: number; inbound: number; hbone: number };
   /** the agent's node ports (admin, metrics, readiness): never a tunnel target either */
   nodePorts?: number[];
@@ -140,7 +149,7 @@ export class MeshProxy {
    * code LIMIT_DIALS when full), with liveness options and, for the app
    * inside the pod, bounded socket buffers.
    */
-  private async dial(netns: string, dst: Sockaddr, kind: 'app' | 'remote' | 'hbone', reporter: SocketReporter): Promise<net.Socket> {
+  private async dial(netns: string, dst: Sockaddr, kind: 'app' | 'remote' | 'hbone', reporter: SocketReporter, from?: Sockaddr | null): Promise<net.Socket> {
     // a burst waits for a slot (bounded queue, 5 s); past that it is refused
     if (!(await this.dials.acquire(5000))) {
       this.d.count('limit_dials');
@@ -153,7 +162,20 @@ export class MeshProxy {
     }
     let s: net.Socket;
     try {
-      s = await dialFromNetns(this.d.native, netns, dst, this.d.mark, 10_000, this.socketOptions(kind));
+      const opts = this.socketOptions(kind);
+      const mark = this.d.clientAddress?.mark;
+      if (!from || mark === undefined) s = await dialFromNetns(this.d.native, netns, dst, this.d.mark, 10_000, opts);
+      else {
+        // the client's address (IP_TRANSPARENT) and the return path's mark, which the app's socket inherits
+        try {
+          s = await dialFromNetns(this.d.native, netns, dst, mark, 10_000, { ...opts, bind: from, transparent: true });
+        } catch (e) {
+          // the client's port is taken in the pod (a claimed port reused, TIME_WAIT): the client's address, any port
+          if (!(e instanceof DialError) || !from.port || (e.errnoName !== 'EADDRINUSE' && e.errnoName !== 'EADDRNOTAVAIL')) throw e;
+          this.d.count('client_port_taken');
+          s = await dialFromNetns(this.d.native, netns, dst, mark, 10_000, { ...opts, bind: { ip: from.ip, port: 0 }, transparent: true });
+        }
+      }
     } finally {
       this.dials.release();
     }
@@ -249,7 +271,7 @@ export class MeshProxy {
             `no enrolled pod has address ${ctx.local.ip}`,
             'the destination pod was unenrolled while its tunnel was opened',
           );
-        const sock = await this.dial(pod.info.netns, target, 'app', 'destination');
+        const sock = await this.dial(pod.info.netns, target, 'app', 'destination', this.clientOf(pod, target, ctx.remote.ip, ctx.forwarded));
         const key = `${ctx.connectionId}/${ctx.streamId}`;
         const entry: LiveInbound = {
           pod,
@@ -301,6 +323,24 @@ export class MeshProxy {
     if (!pool) return;
     this.pools.delete(key);
     void pool.close().catch(() => undefined);
+  }
+
+  /**
+   * The address the app sees its inbound connection come from: the TCP peer
+   * (the tunnel's for HBONE: never an address the peer merely claims). Its
+   * port: for HBONE, whose TCP port is the shared tunnel's, the port of the
+   * Forwarded claim when the claim names that same peer address; else (and
+   * always for plaintext, whose client ip:port <-> pod ip:port tuple the
+   * captured connection already holds in this netns) any port. null (the
+   * pod's own address) when the pod has no return path or the families differ.
+   */
+  private clientOf(pod: MeshPod, target: Sockaddr, peerIp: string, forwarded: string | undefined): Sockaddr | null {
+    if (!this.d.clientAddress || !pod.clientAddress) return null;
+    const ip = canonicalIp(peerIp);
+    if (!ip || ipFamily(ip) !== ipFamily(target.ip)) return null;
+    const claim = forwarded ? parseForwardedFor(forwarded) : null;
+    const port = claim && claim.port && canonicalIp(claim.ip) === ip ? claim.port : 0;
+    return { ip, port };
   }
 
   onOutbound(pod: MeshPod, client: net.Socket): void {
@@ -494,7 +534,7 @@ export class MeshProxy {
     }
     const rec = d.tracker.begin({ pod: pod.key, direction: 'inbound', src, dst, via: 'inbound-plaintext' });
     client.pause();
-    this.dial(pod.info.netns!, dst, 'app', 'destination').then(
+    this.dial(pod.info.netns!, dst, 'app', 'destination', this.clientOf(pod, dst, src.ip, undefined)).then(
       (up) => {
         if (client.destroyed) {
           up.destroy();

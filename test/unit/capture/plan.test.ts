@@ -33,7 +33,7 @@ const sock = (o: Partial<TcpSocketInfo>): TcpSocketInfo => ({
 });
 
 test("socketsToReset: live connections to the outside that are not the agent's nor exempt", () => {
-  const pod = { ips: ['10.0.0.5'], mark: 0x539, exempt: ['10.100.0.1', '169.254.7.127'] };
+  const pod = { ips: ['10.0.0.5'], marks: [0x539, 0x4d3], exempt: ['10.100.0.1', '169.254.7.127'] };
   const socks = [
     sock({ cookie: 1n }), // app -> outside: reset
     sock({ cookie: 2n, family: 6, src: '::ffff:10.0.0.5', dst: '::ffff:10.0.9.9' }), // dual-stack, same: reset
@@ -41,6 +41,8 @@ test("socketsToReset: live connections to the outside that are not the agent's n
     sock({ cookie: 4n, state: TCP.LISTEN, dst: '0.0.0.0', dport: 0 }), // listener: kept
     sock({ cookie: 5n, state: TCP.TIME_WAIT }), // no data left: kept
     sock({ cookie: 6n, mark: 0x539 }), // the agent's own: kept
+    sock({ cookie: 12n, mark: 0x4d3, dst: '10.0.9.9' }), // an app socket the agent reached from its client's address: kept
+    sock({ cookie: 13n, mark: 0x4d4, dst: '10.0.9.9' }), // another mark is not the agent's: reset
     sock({ cookie: 7n, dst: '10.0.0.5', dport: 15001 }), // in-pod (captured app side): kept
     sock({ cookie: 8n, dst: '127.0.0.1' }), // loopback: kept
     sock({ cookie: 9n, dst: '10.100.0.1' }), // from the node (kubelet): kept
@@ -49,7 +51,7 @@ test("socketsToReset: live connections to the outside that are not the agent's n
   ];
   assert.deepEqual(
     socketsToReset(socks, pod).map((s) => s.cookie),
-    [1n, 2n, 3n, 11n],
+    [1n, 2n, 3n, 13n, 11n],
   );
   assert.equal(LIVE_STATES & (1 << TCP.LISTEN), 0);
   assert.ok(LIVE_STATES & (1 << TCP.CLOSE_WAIT));

@@ -52,6 +52,7 @@ test('defaults: the whole config from the two required settings', () => {
     adminAddress: '127.0.0.1',
     metricsAddress: '0.0.0.0',
     mark: 0x539,
+    clientAddress: 'preserve',
     acceleration: 'none',
     trustDomain: 'cluster.local',
     caDir: '/var/lib/ambientd/ca',
@@ -113,6 +114,7 @@ test('every kind of value: good values read as typed, units converted', () => {
     adminAddress: '::1',
     metricsAddress: '10.0.0.1',
     mark: 0xffffffff,
+    clientAddress: 'pod',
     acceleration: 'sockmap',
     trustDomain: 'example.org',
     caDir: '/ca',
@@ -191,6 +193,7 @@ test('bad values: what each setting wants is said', () => {
   rejects({ ...MIN, mark: 0 }, /field "mark" must be a positive 32-bit integer/);
   rejects({ ...MIN, mark: 2 ** 32 }, /field "mark" must be a positive 32-bit integer/);
   rejects({ ...MIN, acceleration: 'turbo' }, /"acceleration" must be "sockmap" or "none"/);
+  rejects({ ...MIN, clientAddress: 'spoof' }, /"clientAddress" must be "preserve" or "pod"/);
   rejects({ ...MIN, logLevel: 'trace' }, /field "logLevel" must be one of debug, info, warn, error, off/);
   rejects({ ...MIN, accessLog: 'warn' }, /field "accessLog" must be one of info, debug, off/);
   rejects({ ...MIN, bpffsDir: 'relative' }, /bpffsDir" must be an absolute path/);

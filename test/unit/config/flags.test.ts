@@ -38,6 +38,7 @@ const SAMPLES: Record<string, [string[], unknown]> = {
   adminAddress: [['--admin-address', '127.0.0.2'], '127.0.0.2'],
   metricsAddress: [['--metrics-address', '::'], '::'],
   mark: [['--mark', '0x10'], 16],
+  clientAddress: [['--client-address', 'pod'], 'pod'],
   acceleration: [['--acceleration', 'sockmap'], 'sockmap'],
   trustDomain: [['--trust-domain', 'example.org'], 'example.org'],
   caDir: [['--ca-dir', '/ca'], '/ca'],

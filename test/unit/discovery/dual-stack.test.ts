@@ -199,7 +199,7 @@ test('kubelet probes: the IPv6 probe address (ztunnel fd16:9254:7127:1337:ffff:f
   });
   const stale = socketsToReset([sock('fd16:9254:7127:1337:ffff:ffff:ffff:ffff'), sock('fd00::9'), sock('fd00::5')], {
     ips: ['10.0.0.5', 'fd00::5'],
-    mark: 0x539,
+    marks: [0x539],
     exempt: [...PROBE_SNAT_IPS],
   });
   assert.deepEqual(
