@@ -328,6 +328,10 @@ spec:
   const stolen = await meshCert(`spiffe://cluster.local/ns/ambient-demo/sa/${pod('n1-p1').serviceAccount}`);
   const ok = await hbonePeer(attacker, stolen, b.ip, [{ authority: `${b.ip}:8080`, headers: { forwarded: `for="${pod('n1-p1').ip}:1"` }, send: 'hi' }]);
   assert.equal(ok[0]!.status, 200);
+  assert.ok(
+    ok[0]!.echo.startsWith(`hello from ${b.ip}:8080 to ${attacker.ip}\n`),
+    `the app sees the TCP peer as its client, never the claimed address: ${JSON.stringify(ok[0]!.echo)}`,
+  );
   const rec = await until('tunnel recorded', async () =>
     (await dump('n2')).connections.find(
       (c) => c.via === 'inbound-hbone' && c.src.startsWith(`${attacker.ip}:`) && c.state !== 'open' && c.claimedSrc === `${pod('n1-p1').ip}:1`,

@@ -56,27 +56,35 @@ export async function runDemo(): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ambientd-demo-'));
   try {
     // drainTimeout longer than the held connection below: a restart keeps it
-    st = await sandboxUp({ nodes: 2, pods: 2, agents: true, drainTimeout: '60s' });
+    // dual-stack: every pod has an IPv4 and an IPv6 address, and both are captured
+    st = await sandboxUp({ nodes: 2, pods: 2, agents: true, drainTimeout: '60s', ipFamily: 'dual' });
     const pod = (n: string): SandboxState['pods'][number] => st!.pods.find((p) => p.name === n)!;
     const spiffe = (n: string): string => `spiffe://cluster.local/ns/${pod(n).namespace}/sa/${pod(n).serviceAccount}`;
     out();
     out(B('Pods'));
     for (const p of st.pods)
       out(
-        `  ${p.name.padEnd(6)} node ${p.node}  ${p.namespace.padEnd(12)} sa ${p.serviceAccount.padEnd(9)} ${p.ip.padEnd(11)} ${p.ambient ? 'AMBIENT (captured)' : 'not in the mesh'}`,
+        `  ${p.name.padEnd(6)} node ${p.node}  ${p.namespace.padEnd(12)} sa ${p.serviceAccount.padEnd(9)} ${(p.ips ?? [p.ip]).join(' ').padEnd(31)} ${p.ambient ? 'AMBIENT (captured)' : 'not in the mesh'}`,
       );
 
     for (const p of st.pods) children.push(await nettoolServer(p, 'serve', 8080, '--greet'));
     children.push(await nettoolServer(pod('n2-p1'), 'serve', 8081));
 
-    const flows: Array<[string, string, string]> = [
-      ['n1-p1', 'n2-p1', 'ambient -> ambient, across nodes'],
-      ['n1-p1', 'n1-p2', 'ambient -> plain, same node'],
-      ['n2-p2', 'n1-p1', 'plain -> ambient (inbound capture)'],
-      ['n1-p2', 'n2-p2', 'plain -> plain (never captured)'],
+    const flows: Array<[string, string, string, 4 | 6]> = [
+      ['n1-p1', 'n2-p1', 'ambient -> ambient, across nodes', 4],
+      ['n1-p1', 'n2-p1', 'ambient -> ambient, across nodes', 6],
+      ['n1-p1', 'n1-p2', 'ambient -> plain, same node', 4],
+      ['n2-p2', 'n1-p1', 'plain -> ambient (inbound capture)', 4],
+      ['n2-p2', 'n1-p1', 'plain -> ambient (inbound capture)', 6],
+      ['n1-p2', 'n2-p2', 'plain -> plain (never captured)', 4],
     ];
+    const addr = (n: string, family: 4 | 6): string => (pod(n).ips ?? [pod(n).ip]).find((a) => a.includes(':') === (family === 6))!;
     out();
-    out(B('Traffic (nettool send <dst>:8080 from inside each source pod; the wire between the nodes captured)'));
+    out(
+      B(
+        'Traffic (nettool send <dst>:8080 from inside each source pod, over IPv4 and IPv6; every server greets with the client it sees; the wire between the nodes captured)',
+      ),
+    );
     const pcap = path.join(tmp, 'n1.pcap');
     const td = await captureNodeLink(pcap, 'n1');
     children.push({
@@ -86,13 +94,16 @@ export async function runDemo(): Promise<void> {
       },
     });
     const marker = `DEMO-SECRET-${crypto.randomBytes(4).toString('hex')}`;
-    for (const [from, to, what] of flows) {
-      const r = await nettool(pod(from), 'send', pod(to).ip, 8080, `${marker} from ${from}`);
+    for (const [from, to, what, family] of flows) {
+      const dst = formatHostPort({ ip: addr(to, family), port: 8080 });
+      const r = await nettool(pod(from), 'send', addr(to, family), 8080, `${marker} from ${from}`);
       const reply = r.stdout.split('\n')[0] ?? '';
+      // the app sees its real client, also when the agent carried the connection (IP_TRANSPARENT + the pod's return path)
+      const client = addr(from, family);
       claim(
-        `${from} -> ${to} (${formatHostPort({ ip: pod(to).ip, port: 8080 })})  ${what.padEnd(36)} answered: "${reply}"`,
-        r.code === 0 && reply.startsWith(`hello from ${formatHostPort({ ip: pod(to).ip, port: 8080 })}`),
-        r.stderr.trim(),
+        `${from} -> ${to} (${dst})  ${what.padEnd(36)} answered: "${reply}"${pod(to).ambient ? '  <- the app saw its real client' : ''}`,
+        r.code === 0 && reply === `hello from ${dst} to ${client}`,
+        `${r.stdout.trim()} ${r.stderr.trim()} (expected the client ${client})`,
       );
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -133,13 +144,15 @@ export async function runDemo(): Promise<void> {
       'plain -> plain: never touched an agent (no record anywhere)',
       !dumps.some((d) => d.connections.some((c) => c.dst === formatHostPort({ ip: pod('n2-p2').ip, port: 8080 }) && c.pod.endsWith('n1-p2'))),
     );
-    const a = pod('n1-p1').ip;
-    const b = pod('n2-p1').ip;
-    const pkts = readTcpPackets(pcap).filter((p) => (p.src === a && p.dst === b) || (p.src === b && p.dst === a));
-    claim(
-      `on the wire between the nodes, n1-p1 <-> n2-p1 is only TLS on port 15008 (${pkts.length} packets) and "${marker}" never appears`,
-      pkts.length > 0 && pkts.every((p) => p.sport === 15008 || p.dport === 15008) && Buffer.concat(pkts.map((p) => p.payload)).indexOf(marker) === -1,
-    );
+    for (const family of [4, 6] as const) {
+      const a = addr('n1-p1', family);
+      const b = addr('n2-p1', family);
+      const pkts = readTcpPackets(pcap).filter((p) => (p.src === a && p.dst === b) || (p.src === b && p.dst === a));
+      claim(
+        `on the wire between the nodes over IPv${family}, n1-p1 <-> n2-p1 is only TLS on port 15008 (${pkts.length} packets) and "${marker}" never appears`,
+        pkts.length > 0 && pkts.every((p) => p.sport === 15008 || p.dport === 15008) && Buffer.concat(pkts.map((p) => p.payload)).indexOf(marker) === -1,
+      );
+    }
     const plainPkts = readTcpPackets(pcap).filter((p) => p.dport === 8080 && p.src === pod('n1-p2').ip);
     claim(
       '...while plain -> plain crossed in clear (what the mesh saves the ambient pods from)',

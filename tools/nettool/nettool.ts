@@ -1,7 +1,7 @@
 /**
  * A small TCP tool run inside sandbox pods by the demo, tests and benchmarks:
  *
- *   nettool serve PORT [--greet]      echo server; --greet speaks first ("hello from <ip>:<port>")
+ *   nettool serve PORT [--greet [--peer-port]]  echo server; --greet speaks first ("hello from <ip>:<port> to <peer>"; --peer-port: <peer> with its port)
  *   nettool sink PORT                 reads everything, answers "<bytes> <sha256>" on EOF
  *   nettool send HOST PORT TEXT       sends TEXT, half-closes, prints the reply
  *   nettool blob HOST PORT BYTES      sends BYTES pseudo-random bytes to a sink, prints "<bytes> <sha256>" sent and received
@@ -53,8 +53,11 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'serve': {
       const greet = a.includes('--greet');
+      // --peer-port: the greeting names the peer's port too ("to 10.0.0.1:40000", "to [fd00::1]:40000")
+      const peerPort = a.includes('--peer-port');
       listen(Number(a[0]), (s) => {
-        if (greet) s.write(`hello from ${formatHostPort({ ip: plainIp(s.localAddress), port: s.localPort ?? 0 })} to ${plainIp(s.remoteAddress)}\n`);
+        const peer = peerPort ? formatHostPort({ ip: plainIp(s.remoteAddress), port: s.remotePort ?? 0 }) : plainIp(s.remoteAddress);
+        if (greet) s.write(`hello from ${formatHostPort({ ip: plainIp(s.localAddress), port: s.localPort ?? 0 })} to ${peer}\n`);
         s.pipe(s);
       });
       return;
