@@ -274,7 +274,8 @@ test('enroll and unenroll while traffic runs: a connection opened before enrollm
     await setEnrollment('n1-p2', true);
     await until('n1-p2 enrolled', async () => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2' && w.state === 'enrolled'));
     // nothing that predates enrollment stays outside the mesh
-    const reset = await Promise.race([before.exit, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+    // (scaled: under the 6.1 VM's TCG emulation the reset app needs longer to report and exit)
+    const reset = await Promise.race([before.exit, new Promise<null>((r) => setTimeout(() => r(null), 3000 * TIME_SCALE))]);
     assert.ok(reset, 'the pre-enrollment connection was reset at enrollment');
     assert.equal(reset.code, 3, reset.out);
     assert.match(reset.out, /error (ECONNABORTED|ECONNRESET)/);
@@ -299,6 +300,8 @@ test('enroll and unenroll while traffic runs: a connection opened before enrollm
   } finally {
     before.proc.kill('SIGKILL');
     during?.proc.kill('SIGTERM');
+    // a failure above must not leave n1-p2 (outside the mesh in the tests below) enrolled (after a pass: no change)
+    await setEnrollment('n1-p2', false);
   }
   const end = await during!.exit;
   assert.equal(end.code, 0, `the connection opened while enrolled stayed up through the unenroll: ${end.out}`);
