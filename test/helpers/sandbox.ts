@@ -16,6 +16,14 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
   }
 }
 
+/**
+ * The agent's listening sockets in one enrolled pod: 15001, 15006 and 15008 for each of the pod's
+ * address families (3 on an IPv4 sandbox, 6 on a dual-stack one: AMBIENTD_SANDBOX_IP_FAMILY=dual).
+ */
+export function podListeners(p: Pick<SandboxState['pods'][number], 'ip' | 'ips'>): number {
+  return 3 * (p.ips ?? [p.ip]).length;
+}
+
 /** Lookups into a sandbox state, and an agent's /config_dump. */
 export function sandboxView<D>(state: () => SandboxState): {
   pod: (n: string) => SandboxState['pods'][number];

@@ -56,7 +56,9 @@ test('inspect maps -o json equals bpftool -j map dump "formatted" for the BTF ma
   const w = spawnSync(process.execPath, [CLI, 'inspect', 'workloads', '--node', 'n1'], { encoding: 'utf8' });
   assert.equal(w.status, 0, w.stderr);
   assert.match(w.stdout, /^NAMESPACE\s+NAME\s+IP/);
-  assert.match(w.stdout, new RegExp(`n1-p1\\s+${pod('n1-p1').ip.replace(/\./g, '\\.')}\\s+n1\\s+yes\\s+enrolled`));
+  // the IP column lists every address of the pod (both families on a dual-stack sandbox)
+  const ips = (pod('n1-p1').ips ?? [pod('n1-p1').ip]).join(',');
+  assert.match(w.stdout, new RegExp(`n1-p1\\s+${ips.replace(/\./g, '\\.')}\\s+n1\\s+yes\\s+enrolled`));
 });
 
 /** Sends raw bytes to the admin port from inside the node netns; resolves to what came back. */

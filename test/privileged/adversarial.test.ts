@@ -26,7 +26,7 @@ import {
   type SandboxState,
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
-import { sandboxView, until, tearDown } from '../helpers/sandbox.js';
+import { podListeners, sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { holdTicking, issueMeshCert, type HeldConnection } from '../helpers/peers.js';
 import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
@@ -220,13 +220,16 @@ while True:
     assert.equal((await probe(plain, 'v6', 'fd00:2::1', 9090)).ok, true, 'plain pod -> node over IPv6');
     const toPlain = inNode('n1', ['python3', SOCKPROBE, 'v6', 'fd00:2::2', '9090', 'x']);
     assert.equal((JSON.parse(toPlain.stdout) as Probe).ok, true, 'node -> plain pod over IPv6');
-    // the enrolled pod: refused both ways
-    assert.equal((await probe(a, 'v6', 'fd00:1::1', 9090)).error, 'EPERM', 'outbound native IPv6 refused at connect()');
+    // the enrolled pod: refused both ways. Outbound: only a pod the mesh knows no IPv6 address of
+    // (every pod of an IPv4 sandbox); a dual-stack pod's IPv6 is captured (AMBIENTD_SANDBOX_IP_FAMILY=dual:
+    // datapath.test.ts refuses a pod's IPv6 with its entry cut to IPv4). Inbound: fd00:1::2 is an address no pod owns.
+    const v4Only = !(a.ips ?? [a.ip]).some((x) => x.includes(':'));
+    if (v4Only) assert.equal((await probe(a, 'v6', 'fd00:1::1', 9090)).error, 'EPERM', 'outbound native IPv6 refused at connect()');
     const toAmbient = inNode('n1', ['python3', SOCKPROBE, 'v6', 'fd00:1::2', '9090', 'x']);
     assert.equal((JSON.parse(toAmbient.stdout) as Probe).error, 'ECONNREFUSED', 'inbound native IPv6 refused (RST)');
-    assert.equal(await refused('n1', 'out_ipv6'), out0 + 1, 'counted: out_ipv6');
+    if (v4Only) assert.equal(await refused('n1', 'out_ipv6'), out0 + 1, 'counted: out_ipv6');
     assert.equal(await refused('n1', 'in_ipv6'), in0 + 1, 'counted: in_ipv6');
-    assert.ok((await metric('n1', 'ambientd_datapath_refused_total', { reason: 'out_ipv6' })) >= 1, 'and exported');
+    if (v4Only) assert.ok((await metric('n1', 'ambientd_datapath_refused_total', { reason: 'out_ipv6' })) >= 1, 'and exported');
     // loopback stays in the pod
     assert.equal((await probe(a, 'v6', '::1', 9090)).ok, true, '::1 inside the pod is not touched');
   } finally {
@@ -575,7 +578,8 @@ spec:
   const succ = spawn(process.execPath, [FAKE_AGENT, 'agent', 'take', handoverSocket('n1'), 'n1'], { stdio: ['pipe', 'pipe', 'inherit'] });
   procs.push(succ);
   const first = await new Promise<string>((r) => succ.stdout!.once('data', (c: Buffer) => r(c.toString())));
-  assert.equal((JSON.parse(first) as { size: number }).size, 6, first);
+  // n1's listeners: 3 per address family of its one enrolled pod (n1-p1), and the node's 3
+  assert.equal((JSON.parse(first) as { size: number }).size, podListeners(a) + 3, first);
   succ.stdin!.write('hang\n');
   assert.equal((await dump('n1')).phase, 'handing-over');
   const aborted0 = await counter('n1', 'handover_aborted');

@@ -133,7 +133,8 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
   await sandboxDown(OPTS); // start from a clean machine
 
   await t.test('plan and render are pure and follow the design', () => {
-    const s = planSandbox({ nodes: 2, pods: 3, stateDir: '/x', cgroupRoot: '/cg', bpffsRoot: '/bpf' });
+    // the IPv4 layout, named (AMBIENTD_SANDBOX_IP_FAMILY would change the default; the dual one: test/unit/discovery/dual-stack.test.ts)
+    const s = planSandbox({ nodes: 2, pods: 3, stateDir: '/x', cgroupRoot: '/cg', bpffsRoot: '/bpf', ipFamily: 'ipv4' });
     assert.deepEqual(
       s.nodes.map((n) => [n.name, n.netns, n.ip, n.cgroup, n.config, n.bpffsDir]),
       [

@@ -55,7 +55,9 @@ spec:
   ports: [ { name: tcp-echo, port: 80, targetPort: 8080 } ]
 `,
   );
-  await until('service known on n1', async () => (await dump('n1')).services.find((s) => s.name === 'echo' && s.endpoints.length === 2));
+  // one endpoint per address of n1-p1 and n2-p1 (two each on a dual-stack sandbox; the IPv4 VIP picks the IPv4 ones)
+  const endpoints = [pod('n1-p1'), pod('n2-p1')].flatMap((p) => p.ips ?? [p.ip]).length;
+  await until('service known on n1', async () => (await dump('n1')).services.find((s) => s.name === 'echo' && s.endpoints.length === endpoints));
   const seen = new Set<string>();
   for (let i = 0; i < 6; i++) {
     const r = await nettool(pod('n1-p1'), 'send', '10.96.0.10', 80, `svc-${i}`);

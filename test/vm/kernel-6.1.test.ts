@@ -12,8 +12,17 @@
  * else TCG emulation (slower; the output says which and why). See
  * docs/KERNELS.md.
  *
+ * By default the VM runs native.test.js and datapath.test.js on dual-stack
+ * pods (AMBIENTD_SANDBOX_IP_FAMILY=dual inside): datapath.test.js's IPv4 tests
+ * on their IPv4 addresses and its IPv6 tests (connect6 captured with the
+ * original destination, inbound IPv6 steered to 15006, IPv6 refused for a pod
+ * the mesh knows no IPv6 address of, both families failing closed with the
+ * agent SIGKILLed), which this test checks ran and passed.
+ *
  * AMBIENTD_VM_TESTS overrides the test files run inside (space-separated,
- * relative to the repository), e.g. every dist/test/privileged/*.test.js.
+ * relative to the repository), e.g. every dist/test/privileged/*.test.js;
+ * AMBIENTD_SANDBOX_IP_FAMILY the pods' families inside (default: dual for the
+ * default files, ipv4 for AMBIENTD_VM_TESTS).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,6 +38,10 @@ const NATIVE = path.join(ROOT, 'build', 'Release', 'ambient_native.node');
 const DEFAULT_TESTS = ['dist/test/privileged/native.test.js', 'dist/test/privileged/datapath.test.js'];
 const TESTS = (process.env.AMBIENTD_VM_TESTS ?? '').split(/\s+/).filter(Boolean);
 const VM_TESTS = TESTS.length > 0 ? TESTS : DEFAULT_TESTS;
+/** The sandbox's address families inside the VM (tools/sandbox/plan.ts reads it). */
+const VM_IP_FAMILY = process.env.AMBIENTD_SANDBOX_IP_FAMILY || (TESTS.length > 0 ? 'ipv4' : 'dual');
+/** With the default files on dual-stack pods: datapath.test.js's IPv6 tests, which must run (not skip) and pass. */
+const IPV6_TESTS = VM_TESTS === DEFAULT_TESTS && VM_IP_FAMILY === 'dual' ? 3 : 0;
 /** Seconds the command inside the VM may run (TCG emulation is 10-30x slower than KVM). */
 const VM_TIMEOUT_S = Number(process.env.AMBIENTD_VM_TIMEOUT ?? 600);
 /** The share run.sh mounts in the VM (scripts/vm/init.sh). */
@@ -130,7 +143,7 @@ test('the static kernel audit of bpf/ambient.bpf.o fits Linux 6.1', () => {
 });
 
 test(
-  `inside a VM running Debian's 6.1 kernel: ${VM_TESTS.map((f) => path.basename(f)).join(' + ')} pass`,
+  `inside a VM running Debian's 6.1 kernel: ${VM_TESTS.map((f) => path.basename(f)).join(' + ')} pass (${VM_IP_FAMILY} pods${IPV6_TESTS ? ', IPv6 capture included' : ''})`,
   { timeout: (VM_TIMEOUT_S + 300) * 1000 },
   async () => {
     assert.ok(env.KVER, 'the prepare test passed');
@@ -145,7 +158,12 @@ test(
       `exec node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination=${SHARE}/results.tap ${VM_TESTS.join(' ')}`,
     ].join('\n');
     const t0 = Date.now();
-    const r = await runScript(RUN, ['--out', out, '--timeout', String(VM_TIMEOUT_S), '--', 'bash', '-c', script], 'vm| ', (VM_TIMEOUT_S + 280) * 1000);
+    const r = await runScript(
+      RUN,
+      ['--out', out, '--timeout', String(VM_TIMEOUT_S), '--env', `AMBIENTD_SANDBOX_IP_FAMILY=${VM_IP_FAMILY}`, '--', 'bash', '-c', script],
+      'vm| ',
+      (VM_TIMEOUT_S + 280) * 1000,
+    );
     const secs = ((Date.now() - t0) / 1000).toFixed(0);
     const read = (f: string): string => {
       try {
@@ -162,7 +180,7 @@ test(
     const uname = /^AMBIENTD-VM-UNAME=(.*)$/m.exec(outLog)?.[1] ?? /^AMBIENTD-VM-READY kernel=(\S+)/m.exec(consoleLog)?.[1] ?? '';
     const tap = parseTap(read('results.tap'));
     const summary = [
-      `kernel ${uname || '?'} (${env.KPKG} ${env.KVERSION}), ${accel.toUpperCase()}, VM ${read('seconds').trim() || secs} s, run.sh exit ${r.code}, output in ${out}`,
+      `kernel ${uname || '?'} (${env.KPKG} ${env.KVERSION}), ${accel.toUpperCase()}, ${VM_IP_FAMILY} pods, VM ${read('seconds').trim() || secs} s, run.sh exit ${r.code}, output in ${out}`,
       ...tap.results.map((x) => `${'  '.repeat(x.depth)}${x.ok ? (x.directive ? '-' : '✔') : '✖'} ${x.name}${x.directive ? ` # ${x.directive}` : ''}`),
       `totals: ${JSON.stringify(tap.totals)}`,
       ...tap.results.filter((x) => !x.ok).map((x) => `--- ✖ ${x.name}\n${x.detail.slice(0, 4000)}`),
@@ -177,6 +195,11 @@ test(
     assert.equal(tap.totals.fail, 0, `failed inside the VM:\n${summary}`);
     assert.equal(tap.totals.cancelled ?? 0, 0, `cancelled inside the VM:\n${summary}`);
     assert.equal(r.code, 0, 'node --test inside the VM exited 0');
+    if (IPV6_TESTS) {
+      const v6 = tap.results.filter((x) => x.name.startsWith('IPv6 (dual-stack pods)'));
+      assert.equal(v6.length, IPV6_TESTS, `datapath.test.js's IPv6 tests ran inside the VM:\n${summary}`);
+      for (const x of v6) assert.ok(x.ok && !x.directive, `${x.name}: passed, not skipped (${x.directive})`);
+    }
     assert.match(consoleLog, /reboot: Power down/, 'the VM powered off cleanly');
     fs.rmSync(out, { recursive: true, force: true });
   },

@@ -105,8 +105,9 @@ export interface SandboxUpOptions extends SandboxPathOptions {
   /** more agent settings written to every agent.yaml (e.g. { peerTimeout: '4s', limits: {...} }) */
   agentSettings?: Record<string, unknown>;
   /**
-   * the pods' address families (see IpFamily); default ipv4: the whole suite
-   * and the 6.1 VM run are proven on it, dual and ipv6 are opt-in until they are
+   * the pods' address families (see SANDBOX_IP_FAMILIES); default
+   * $AMBIENTD_SANDBOX_IP_FAMILY, else ipv4. The privileged suite passes on ipv4
+   * and on dual (`make test-dual`, container.test.js left out); the 6.1 VM run uses dual
    */
   ipFamily?: SandboxIpFamily;
   /** how long to wait for another live process's sandbox (see SANDBOX_LOCK); default 15 min */

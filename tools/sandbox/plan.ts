@@ -26,6 +26,7 @@ import {
   SANDBOX_DIR_NAME,
   SANDBOX_IP_FAMILIES,
   type SandboxAgentConfig,
+  type SandboxIpFamily,
   type SandboxControlPlane,
   type SandboxNode,
   type SandboxPathOptions,
@@ -75,9 +76,15 @@ function checkCount(what: string, v: unknown, max: number): number {
 export function planSandbox(opts: SandboxUpOptions = {}): SandboxState {
   const nodeCount = checkCount('nodes', opts.nodes ?? 2, MAX_NODES);
   const podCount = checkCount('pods', opts.pods ?? 2, MAX_PODS);
-  const ipFamily = opts.ipFamily ?? 'ipv4';
-  if (!(SANDBOX_IP_FAMILIES as readonly string[]).includes(ipFamily))
-    throw usage(`sandbox: ip-family must be one of ${SANDBOX_IP_FAMILIES.join(', ')}, got ${JSON.stringify(ipFamily)}`, 'pass --ip-family ipv4, ipv6 or dual');
+  // AMBIENTD_SANDBOX_IP_FAMILY=dual: every sandbox that does not name its family (the whole
+  // privileged suite, `make test-dual`) on dual-stack pods
+  const family: string = opts.ipFamily ?? (process.env.AMBIENTD_SANDBOX_IP_FAMILY || 'ipv4');
+  if (!(SANDBOX_IP_FAMILIES as readonly string[]).includes(family))
+    throw usage(
+      `sandbox: ip-family must be one of ${SANDBOX_IP_FAMILIES.join(', ')}, got ${JSON.stringify(family)}${opts.ipFamily === undefined ? ' (from AMBIENTD_SANDBOX_IP_FAMILY)' : ''}`,
+      'pass --ip-family ipv4, ipv6 or dual',
+    );
+  const ipFamily = family as SandboxIpFamily;
   // AMBIENTD_SANDBOX_CA=embedded: the whole suite (tests, demo, benchmarks) on the embedded CA, for comparison
   const caMode = opts.ca ?? (process.env.AMBIENTD_SANDBOX_CA || undefined);
   if (caMode !== undefined && caMode !== 'cluster' && caMode !== 'embedded')

@@ -236,6 +236,28 @@ test('workload file: a compact pod lists every address in `ips`; errors name the
   assert.throws(() => planSandbox({ ipFamily: 'ipv5' as 'ipv4' }), /ip-family must be one of ipv4, ipv6, dual/);
 });
 
+test('sandbox plan: AMBIENTD_SANDBOX_IP_FAMILY picks the family of a sandbox that names none (make test-dual); an explicit ipFamily wins', (t) => {
+  const saved = process.env.AMBIENTD_SANDBOX_IP_FAMILY;
+  t.after(() => {
+    if (saved === undefined) delete process.env.AMBIENTD_SANDBOX_IP_FAMILY;
+    else process.env.AMBIENTD_SANDBOX_IP_FAMILY = saved;
+  });
+  const opts = { nodes: 1, pods: 1, stateDir: '/tmp/x' };
+  process.env.AMBIENTD_SANDBOX_IP_FAMILY = 'dual';
+  const dual = planSandbox(opts);
+  assert.equal(dual.ipFamily, 'dual');
+  assert.deepEqual(dual.pods[0]!.ips, ['10.244.1.2', 'fd00:10:244:1::2']);
+  assert.equal(dual.nodes[0]!.ip6, 'fd00:10:100::1');
+  assert.equal(planSandbox({ ...opts, ipFamily: 'ipv4' }).ipFamily, undefined, 'the explicit family wins over the variable');
+  process.env.AMBIENTD_SANDBOX_IP_FAMILY = 'ipv6';
+  assert.deepEqual(planSandbox(opts).pods[0]!.ips, ['fd00:10:244:1::2']);
+  process.env.AMBIENTD_SANDBOX_IP_FAMILY = 'v6';
+  assert.throws(() => planSandbox(opts), /ip-family must be one of ipv4, ipv6, dual, got "v6" \(from AMBIENTD_SANDBOX_IP_FAMILY\)/);
+  process.env.AMBIENTD_SANDBOX_IP_FAMILY = '';
+  assert.equal(planSandbox(opts).ipFamily, undefined, 'empty: ipv4');
+  assert.equal(planSandbox(opts).pods[0]!.ip, '10.244.1.2');
+});
+
 test('workload file: a selector Service has each dual-stack pod as an endpoint in both families', () => {
   const snap = emptySnapshot();
   const pod = parsePod({ name: 'a', namespace: 'x', ip: '10.0.0.1', ips: ['10.0.0.1', 'fd00::1'], labels: { app: 'a' } }, null);
