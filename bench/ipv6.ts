@@ -97,8 +97,10 @@ export function addrOf(p: SandboxPod, family: IpFamilyName): string {
 export const familyOrder = (round: number): IpFamilyName[] => (round % 2 === 1 ? FAMILIES : [...FAMILIES].reverse());
 
 let portSeq = 0;
+/** Server ports: above the pods' ephemeral range. */
+const SERVER_PORTS = 61000;
 /** A fresh server port per measurement, so each one's connection records are its own. */
-const nextPort = (): number => 20000 + (portSeq++ % 5000);
+const nextPort = (): number => SERVER_PORTS + (portSeq++ % 4000);
 
 const agentCpuS = (pids: number[]): number => pids.reduce((a, p) => a + (procCpu(p) ?? NaN), 0) / CLK_TCK;
 
@@ -124,10 +126,21 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
           'the bench follows the sandbox layout of tools/sandbox/plan.ts (odd pods ambient); update it there or here',
         );
     }
-    // cps leaves tens of thousands of TIME_WAIT sockets: the whole port range
-    // and TIME_WAIT reuse in every pod (both sysctls apply to IPv6 too).
+    // cps leaves tens of thousands of TIME_WAIT sockets: a wide port range and
+    // TIME_WAIT reuse in every pod (both sysctls apply to IPv6 too). The
+    // servers listen above the range (SERVER_PORTS), where no client socket
+    // (the apps', the agents' upstream ones) can hold their port.
     for (const p of state.pods)
-      await execFileP('ip', ['netns', 'exec', p.netns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
+      await execFileP('ip', [
+        'netns',
+        'exec',
+        p.netns,
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv4.tcp_tw_reuse=1',
+        `net.ipv4.ip_local_port_range=1024 ${SERVER_PORTS - 1}`,
+      ]);
     const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
     const nodesOf = (pth: V6Path): [SandboxNode, SandboxNode] | null => (pth === 'same-node mesh' ? [n1, n1] : pth === 'cross-node mesh' ? [n1, n2] : null);
     let agentPids = livePids(stateDir);
