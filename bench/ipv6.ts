@@ -106,7 +106,7 @@ const agentCpuS = (pids: number[]): number => pids.reduce((a, p) => a + (procCpu
 
 export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s: string) => void): Promise<Ipv6Results> {
   const seconds = o.quick ? 1 : 2;
-  const rounds = o.quick ? 1 : 2;
+  const rounds = o.quick ? 1 : 3;
   const rrCount = Math.max(1000, seconds * 5000);
   log(
     `\n[13] IPv6 vs IPv4: dual-stack sandbox 2 nodes x 4 pods, ${rounds} round(s) x ${VARIANTS.length} variant(s) x ${PATHS.length} paths x ${METRICS.length} measures x 2 families, ${seconds} s each`,
