@@ -102,7 +102,9 @@ const SERVER_PORTS = 61000;
 /** A fresh server port per measurement, so each one's connection records are its own. */
 const nextPort = (): number => SERVER_PORTS + (portSeq++ % 4000);
 
-const agentCpuS = (pids: number[]): number => pids.reduce((a, p) => a + (procCpu(p) ?? NaN), 0) / CLK_TCK;
+/** CPU seconds (utime+stime) so far of each agent, by node. */
+const agentCpuS = (agents: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.entries(agents).map(([node, pid]) => [node, (procCpu(pid) ?? NaN) / CLK_TCK]));
 
 export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s: string) => void): Promise<Ipv6Results> {
   const seconds = o.quick ? 1 : 2;
@@ -144,7 +146,8 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
     const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
     const nodesOf = (pth: V6Path): [SandboxNode, SandboxNode] | null => (pth === 'same-node mesh' ? [n1, n1] : pth === 'cross-node mesh' ? [n1, n2] : null);
     let agentPids = livePids(stateDir);
-    const agentsOf = (pth: V6Path): number[] => (pth === 'same-node mesh' ? [agentPids[0]!] : pth === 'cross-node mesh' ? agentPids : []);
+    const agentsOf = (pth: V6Path): Record<string, number> =>
+      pth === 'same-node mesh' ? { n1: agentPids[0]! } : pth === 'cross-node mesh' ? { n1: agentPids[0]!, n2: agentPids[1]! } : {};
 
     const trials: Ipv6Trial[] = [];
     const measure = async (variant: string, pth: V6Path, metric: V6Metric, round: number, family: IpFamilyName): Promise<void> => {
@@ -185,7 +188,8 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
         conns = j.conns;
       }
       const [b1, w1] = cpuTimes();
-      const cpuS = agents.length ? agentCpuS(agents) - cpu0 : null;
+      const cpu1 = agentCpuS(agents);
+      const cpuS = Object.keys(agents).length ? Object.fromEntries(Object.entries(cpu1).map(([node, s1]) => [node, s1 - cpu0[node]!])) : null;
       let verify: Verify | null = null;
       if (nodes && c0) {
         if (metric === 'cps') await sleep(300); // the last tunnels close
@@ -216,7 +220,13 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
       });
       const unit = metric === 'rr' ? `p50 ${fmt(value)} µs p99 ${fmt(p99)} µs` : metric === 'cps' ? `${fmt(value, 0)} conn/s` : `${fmt(value, 2)} Gbit/s`;
       log(
-        `  ${round} ${variant} ${pth.padEnd(17)} ${metric.padEnd(5)} ${family}  ${unit}${cpuS !== null ? `, agents ${fmt(cpuS, 2)} CPU s` : ''}${failed ? ` — ${failed}` : ''}`,
+        `  ${round} ${variant} ${pth.padEnd(17)} ${metric.padEnd(5)} ${family}  ${unit}${
+          cpuS !== null
+            ? `, agents ${Object.entries(cpuS)
+                .map(([node, x]) => `${node} ${fmt(x, 2)}`)
+                .join(' ')} CPU s`
+            : ''
+        }${failed ? ` — ${failed}` : ''}`,
       );
     };
 

@@ -80,8 +80,8 @@ export interface Ipv6Trial {
   p99: number | null;
   /** work done: tput: bytes received; rr: round trips; cps: connections */
   ops: number;
-  /** CPU seconds (utime+stime) of the agents on the path over the measurement (same node: n1's; cross node: both); null on direct paths */
-  agentCpuS: number | null;
+  /** CPU seconds (utime+stime) of each agent on the path over the measurement, by node (same node: n1; cross node: n1 the client side, n2 the server side); null on direct paths */
+  agentCpuS: Record<string, number> | null;
   machineBusyPct: number;
   /** the tool's error when the measurement broke off or had failures (cps: failed connections) */
   failed: string | null;

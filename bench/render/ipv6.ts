@@ -16,10 +16,12 @@ const ROWS: Row[] = [
 ];
 
 /** The agents' CPU per unit of work of one trial: tput % of a core per Gbit/s; rr µs per round trip; cps µs per connection. */
-export function cpuPerUnit(t: Ipv6Trial): number | null {
+export function cpuPerUnit(t: Ipv6Trial, node?: string): number | null {
   if (t.agentCpuS === null || !(t.ops > 0)) return null;
-  if (t.metric === 'tput1' || t.metric === 'tput4') return (100 * t.agentCpuS * 1e9) / (8 * t.ops);
-  return (t.agentCpuS * 1e6) / t.ops;
+  const cpuS = node === undefined ? Object.values(t.agentCpuS).reduce((x, y) => x + y, 0) : t.agentCpuS[node];
+  if (cpuS === undefined) return null;
+  if (t.metric === 'tput1' || t.metric === 'tput4') return (100 * cpuS * 1e9) / (8 * t.ops);
+  return (cpuS * 1e6) / t.ops;
 }
 const CPU_UNIT: Record<V6Metric, string> = { tput1: '% core per Gbit/s', tput4: '% core per Gbit/s', rr: 'µs per round trip', cps: 'µs per connection' };
 
@@ -35,8 +37,8 @@ export interface V6Row {
   ratio: number;
   /** mesh rows: this ratio / the direct path's ratio on the same kind of path (same or cross node) */
   vsDirect: number | null;
-  /** the agents' CPU per unit of work (mean over rounds), p50 rows only */
-  cpu: Record<IpFamilyName, number | null> | null;
+  /** the agents' CPU per unit of work (mean over rounds), all agents of the path and (cross node) each side; not on p99 rows */
+  cpu: { total: Record<IpFamilyName, number | null>; byNode: Record<string, Record<IpFamilyName, number | null>> } | null;
   cpuUnit: string;
 }
 
@@ -54,12 +56,13 @@ export function ipv6Rows(r: Ipv6Results): V6Row[] {
         const perRound = rounds
           .map((k) => val(of('ipv6').find((t) => t.round === k)) / val(of('ipv4').find((t) => t.round === k)))
           .filter((x) => Number.isFinite(x));
-        const cpuMean = (fam: IpFamilyName): number | null => {
+        const cpuMean = (fam: IpFamilyName, node?: string): number | null => {
           const xs = of(fam)
-            .map(cpuPerUnit)
+            .map((t) => cpuPerUnit(t, node))
             .filter((x): x is number => x !== null);
           return xs.length ? mean(xs) : null;
         };
+        const nodes = [...new Set(of('ipv4').flatMap((t) => Object.keys(t.agentCpuS ?? {})))].sort();
         const firstOfMetric = ROWS.find((x) => x.metric === row.metric) === row;
         rows.push({
           variant: v.name,
@@ -71,7 +74,13 @@ export function ipv6Rows(r: Ipv6Results): V6Row[] {
           perRound,
           ratio: mean(perRound),
           vsDirect: null,
-          cpu: pth.endsWith('mesh') && firstOfMetric ? { ipv4: cpuMean('ipv4'), ipv6: cpuMean('ipv6') } : null,
+          cpu:
+            pth.endsWith('mesh') && firstOfMetric
+              ? {
+                  total: { ipv4: cpuMean('ipv4'), ipv6: cpuMean('ipv6') },
+                  byNode: Object.fromEntries(nodes.length > 1 ? nodes.map((n) => [n, { ipv4: cpuMean('ipv4', n), ipv6: cpuMean('ipv6', n) }]) : []),
+                }
+              : null,
           cpuUnit: CPU_UNIT[row.metric],
         });
       }
@@ -93,10 +102,13 @@ const spread = (xs: number[]): string => {
   return lo === hi ? lo : `${lo}–${hi}`;
 };
 const valueText = (row: V6Row, x: number): string => fmt(x, row.metric === 'cps' || row.metric === 'rr' ? 0 : 2);
-const cpuText = (row: V6Row): string =>
-  row.cpu
-    ? `${fmt(row.cpu.ipv4, row.metric === 'rr' || row.metric === 'cps' ? 0 : 1)} / ${fmt(row.cpu.ipv6, row.metric === 'rr' || row.metric === 'cps' ? 0 : 1)} ${row.cpuUnit}`
-    : '';
+function cpuText(row: V6Row): string {
+  if (!row.cpu) return '';
+  const d = row.metric === 'rr' || row.metric === 'cps' ? 0 : 1;
+  const pair = (x: Record<IpFamilyName, number | null>): string => `${fmt(x.ipv4, d)} / ${fmt(x.ipv6, d)}`;
+  const sides = Object.entries(row.cpu.byNode).map(([n, x]) => `${n} ${pair(x)}`);
+  return `${pair(row.cpu.total)} ${row.cpuUnit}${sides.length ? ` (${sides.join(', ')})` : ''}`;
+}
 
 function cells(rows: V6Row[], md: boolean): string[][] {
   return rows.map((row) => [
@@ -130,7 +142,7 @@ export function ipv6Markdown(r: Ipv6Results, heading = '## 13.'): string[] {
       `cross-node mesh ${r.pods['cross-node mesh'].src} -> ${r.pods['cross-node mesh'].dst} (HBONE between the n1 and n2 agents); every mesh measurement was checked against the agents' \`/config_dump\` (HBONE records, streams and tunnels opened). ` +
       `Throughput: \`iperf3 -t ${r.seconds}\` (-P 1 and -P 4), Gbit/s received. Latency: \`nettool rr\` (Node.js on both ends: sockperf 3.7 has no IPv6), ${r.rrCount} round trips of 1 KiB on one connection, ` +
       `client, server and agents pinned to CPU ${r.pinCpu}. Connections/s: \`bench/cps.ts\`, ${r.cpsConcurrency} loops of connect, 1 byte echoed, close, for ${r.seconds} s. ` +
-      `Agents' CPU: utime+stime of the agents on the path (same node: n1's; cross node: both) per unit of work, mean over rounds. ${r.cpus} shared vCPUs.`,
+      `Agents' CPU: utime+stime of the agents on the path per unit of work, mean over rounds (same node: n1's agent, both ends; cross node: both, and in brackets each side: n1 the client side, n2 the server side). ${r.cpus} shared vCPUs.`,
     '',
   ];
   const rows = ipv6Rows(r);

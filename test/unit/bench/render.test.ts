@@ -240,7 +240,7 @@ const ipv6Run = (): NonNullable<BenchResults['ipv6']> => {
             value: base * k,
             p99: metric === 'rr' ? 1000 : null,
             ops: metric === 'rr' ? 10_000 : metric === 'cps' ? 2000 : (base * k * 1e9 * 2) / 8,
-            agentCpuS: mesh ? 1 : null,
+            agentCpuS: mesh ? (path.startsWith('cross') ? { n1: 0.6, n2: 0.4 } : { n1: 1 }) : null,
             machineBusyPct: 100,
             failed: null,
             verify: null,
@@ -267,12 +267,16 @@ test('bench render: section 13 (IPv6 against IPv4): per-round ratios, mesh ÷ di
   assert.ok(md.some((l) => l.startsWith('## 13. IPv6 against IPv4 through the mesh')));
   // 2 Gbit/s for 2 s with 1 CPU s: 50 % of a core / 2 Gbit/s = 25 % of a core per Gbit/s (v4); v6 moved 0.8 and 0.9 of it
   assert.ok(
-    md.includes('| cross-node mesh | 1 stream, Gbit/s | 2.00 | 1.70 | **0.85** | 0.80–0.90 | **0.85** | 25.0 / 29.5 % core per Gbit/s |'),
+    md.includes(
+      '| cross-node mesh | 1 stream, Gbit/s | 2.00 | 1.70 | **0.85** | 0.80–0.90 | **0.85** | 25.0 / 29.5 % core per Gbit/s (n1 15.0 / 17.7, n2 10.0 / 11.8) |',
+    ),
     md.join('\n'),
   );
   assert.ok(md.includes('| same-node direct | 1 KiB rr p50, µs | 100 | 120 | **1.20** | 1.20 |  |  |'));
   assert.ok(md.includes('| same-node mesh | 1 KiB rr p50, µs | 100 | 120 | **1.20** | 1.20 | 1.00 | 100 / 100 µs per round trip |'));
-  assert.ok(md.includes('| cross-node mesh | new connections/s | 1000 | 1000 | 1.00 | 1.00 | 1.00 | 500 / 500 µs per connection |'));
+  assert.ok(
+    md.includes('| cross-node mesh | new connections/s | 1000 | 1000 | 1.00 | 1.00 | 1.00 | 500 / 500 µs per connection (n1 300 / 300, n2 200 / 200) |'),
+  );
 });
 
 test('bench render: the stdout summary of each section', () => {
