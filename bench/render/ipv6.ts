@@ -131,7 +131,7 @@ export function ipv6Markdown(r: Ipv6Results, heading = '## 13.'): string[] {
   const md: string[] = [
     `${heading} IPv6 against IPv4 through the mesh (dual-stack sandbox, 2 nodes × 4 pods; ${r.rounds} round(s), ${r.seconds} s per measurement)`,
     '',
-    'Every pod has both 10.244.<node>.<pod> and fd00:10:244:<node>::<pod>; the same pods are measured over each family, ' +
+    'Every pod has both `10.244.<node>.<pod>` and `fd00:10:244:<node>::<pod>`; the same pods are measured over each family, ' +
       `the two families of a (path, measure) back to back, the first alternating from round to round (v4 v6, v6 v4, ...). ` +
       '"IPv6 ÷ IPv4" is the mean of the per-round ratios (for latency a ratio > 1 means IPv6 is slower); ' +
       '"mesh ÷ direct" divides a mesh ratio by the direct (kernel alone) ratio of the same kind of path, i.e. what the agents add to any family difference. ' +
