@@ -35,7 +35,9 @@ export const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,S
             lifecycle (11: detection after peer death and partition, a non-reading app, keepalive/PING
                        CPU with 10 000 idle connections, 10-minute soak; --soak-seconds N to change it),
             ca (12: cluster CA issuance p50/p99 and certificates/s, enrollment -> first HBONE connection
-                and a 100-pod node start-up, cluster CA vs embedded)
+                and a 100-pod node start-up, cluster CA vs embedded),
+            ipv6 (13: IPv6 vs IPv4 throughput, 1 KiB latency and connections/s, same node and cross node,
+                  through the mesh and direct, in one dual-stack sandbox; ~3.5 min)
   the report goes to FILE (default: bench/RESULTS.md for a full run), the raw results as JSON next to
   it (FILE.md -> FILE.json); node dist/bench/render.js FILE.json renders them again
 `;

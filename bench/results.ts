@@ -24,7 +24,7 @@ import { AmbientError } from '../src/util/errors.js';
 
 export const RESULTS_VERSION = 1;
 
-export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca'] as const;
+export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca', 'ipv6'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchResults {
@@ -46,6 +46,66 @@ export interface BenchResults {
   lifecycle?: LifecycleResults;
   /** section 12 */
   ca?: CaResults;
+  /** section 13 */
+  ipv6?: Ipv6Results;
+}
+
+// ---------------------------------------------------------------------------
+// section 13: IPv6 against IPv4 (bench/ipv6.ts)
+// ---------------------------------------------------------------------------
+
+export type IpFamilyName = 'ipv4' | 'ipv6';
+/** mesh: ambient -> ambient over HBONE (same node: through the node's one agent; cross node: two agents); direct: plain -> plain */
+export type V6Path = 'same-node direct' | 'same-node mesh' | 'cross-node direct' | 'cross-node mesh';
+/** tput1/tput4: iperf3 -P 1/4, Gbit/s received; rr: nettool rr 1 KiB round trips, µs; cps: bench/cps.ts, connections/s */
+export type V6Metric = 'tput1' | 'tput4' | 'rr' | 'cps';
+
+/** One A/B setting of the agents (every agent.yaml); the first is what the sandbox starts with. */
+export interface V6Variant {
+  name: string;
+  agentSettings: Record<string, unknown>;
+}
+
+export interface Ipv6Trial {
+  /** V6Variant.name */
+  variant: string;
+  path: V6Path;
+  metric: V6Metric;
+  /** 1-based; within a round the two families run back to back, the first alternating from round to round */
+  round: number;
+  family: IpFamilyName;
+  /** tput: Gbit/s received; rr: p50 µs; cps: connections/s */
+  value: number;
+  /** rr: p99 µs; else null */
+  p99: number | null;
+  /** work done: tput: bytes received; rr: round trips; cps: connections */
+  ops: number;
+  /** CPU seconds (utime+stime) of each agent on the path over the measurement, by node (same node: n1; cross node: n1 the client side, n2 the server side); null on direct paths */
+  agentCpuS: Record<string, number> | null;
+  machineBusyPct: number;
+  /** the tool's error when the measurement broke off or had failures (cps: failed connections) */
+  failed: string | null;
+  /** mesh paths: what the agents' /config_dump said */
+  verify: Verify | null;
+}
+
+export interface Ipv6Results {
+  quick: boolean;
+  /** seconds per measurement */
+  seconds: number;
+  rounds: number;
+  cpsConcurrency: number;
+  /** round trips per rr measurement */
+  rrCount: number;
+  /** client, server and agents pinned to this CPU during rr */
+  pinCpu: number;
+  cpus: number;
+  /** src -> dst pod of each path */
+  pods: Record<V6Path, { src: string; dst: string }>;
+  variants: V6Variant[];
+  /** sandbox up, agents ready, ms */
+  upMs: number;
+  trials: Ipv6Trial[];
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
  *   sections: same-node (1-2, bench/same-node.ts), enroll (3, bench/enroll.ts),
  *             hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
  *             observability (9, bench/observability.ts), restart (10, bench/restart.ts),
- *             lifecycle (11, bench/lifecycle.ts), ca (12, bench/ca.ts)
+ *             lifecycle (11, bench/lifecycle.ts), ca (12, bench/ca.ts), ipv6 (13, bench/ipv6.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -33,6 +33,10 @@
  *   12. the cluster CA in its own process: issuance p50/p99 and certificates/s,
  *      enrollment -> first HBONE connection and the start-up of a node with 100
  *      pods, each with the cluster CA and with the embedded one
+ *   13. IPv6 against IPv4 in one dual-stack sandbox: throughput (1 and 4
+ *      streams), 1 KB latency p50/p99 and connections/s, same node and cross
+ *      node, through the mesh and direct, the families alternating; the
+ *      IPv6/IPv4 ratios and the agents' CPU per family
  *
  * Each section returns its figures as data (bench/results.ts); once all have
  * run, the renderer (bench/render/) writes them as markdown to
@@ -66,6 +70,7 @@ import { observabilityBench } from './observability.js';
 import { restartBench } from './restart.js';
 import { lifecycleBench } from './lifecycle.js';
 import { caBench } from './ca.js';
+import { ipv6Bench } from './ipv6.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STATE_DIR = '/run/ambientd-sandbox-bench';
@@ -126,6 +131,7 @@ async function main(): Promise<void> {
     restart: async () => void (results.restart = await restartBench({ quick: o.quick, stateDir: STATE_DIR, log })),
     lifecycle: async () => void (results.lifecycle = await lifecycleBench({ quick: o.quick, ...(o.soakSeconds ? { soakSeconds: o.soakSeconds } : {}) })),
     ca: async () => void (results.ca = await caBench({ quick: o.quick }, STATE_DIR, log)),
+    ipv6: async () => void (results.ipv6 = await ipv6Bench({ quick: o.quick }, STATE_DIR, log)),
   };
   try {
     // in the order of SECTIONS (the report's), whatever the order of --only

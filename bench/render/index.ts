@@ -3,20 +3,21 @@
  * bench/RESULTS.md. Pure: no I/O, nothing read from the machine it runs on, so
  * the same JSON always renders to the same markdown. One module per section
  * (same-node.ts: 1-2, enroll.ts: 3, hbone.ts: 4-7, policy.ts: 8,
- * observability.ts: 9, restart.ts: 10, lifecycle.ts: 11, ca.ts: 12); this one writes the
+ * observability.ts: 9, restart.ts: 10, lifecycle.ts: 11, ca.ts: 12, ipv6.ts: 13); this one writes the
  * header and "How to read" and puts them together.
  */
 import { SECTIONS, type BackgroundLoad, type BenchResults, type RunInfo } from '../results.js';
 import { caMarkdown } from './ca.js';
 import { enrollMarkdown, enrollText } from './enroll.js';
 import { hboneHeaderLine, hboneMarkdown, hboneText } from './hbone.js';
+import { ipv6Markdown, ipv6Text } from './ipv6.js';
 import { lifecycleMarkdown } from './lifecycle.js';
 import { observabilityMarkdown } from './observability.js';
 import { policyMarkdown } from './policy.js';
 import { restartMarkdown } from './restart.js';
 import { sameNodeHeaderLine, sameNodeMarkdown, sameNodeText } from './same-node.js';
 
-export { caMarkdown, enrollMarkdown, hboneMarkdown, lifecycleMarkdown, observabilityMarkdown, policyMarkdown, restartMarkdown, sameNodeMarkdown };
+export { caMarkdown, enrollMarkdown, hboneMarkdown, ipv6Markdown, lifecycleMarkdown, observabilityMarkdown, policyMarkdown, restartMarkdown, sameNodeMarkdown };
 
 /** "pid 123 `cmd` 45% of a core, ..." */
 export function backgroundText(bg: BackgroundLoad): string[] {
@@ -82,16 +83,17 @@ export function renderResults(r: BenchResults): string {
   if (r.sameNode) md.push(...sameNodeMarkdown(r.sameNode));
   if (r.enroll) md.push(...enrollMarkdown(r.enroll));
   if (r.hbone) md.push(...hboneMarkdown(r.hbone));
-  // sections 8-11 follow after an empty line, each ending with one
+  // sections 8-13 follow after an empty line, each ending with one
   if (r.policy) md.push('', policyMarkdown(r.policy, '## 8.').join('\n'));
   if (r.observability) md.push('', observabilityMarkdown(r.observability, '## 9.').join('\n'));
   if (r.restart) md.push('', restartMarkdown(r.restart, '## 10.').join('\n'));
   if (r.lifecycle) md.push('', lifecycleMarkdown(r.lifecycle, '## 11.').join('\n'));
   if (r.ca) md.push('', caMarkdown(r.ca, '## 12.').join('\n'));
+  if (r.ipv6) md.push('', ipv6Markdown(r.ipv6, '## 13.').join('\n'));
   return md.join('\n');
 }
 
-/** What run.ts prints to stdout once a section is measured: compact tables for 1-7, the markdown for 8-11. */
+/** What run.ts prints to stdout once a section is measured: compact tables for 1-7 and 13, the markdown for 8-12. */
 export function sectionSummary(r: BenchResults, section: (typeof SECTIONS)[number]): string[] {
   switch (section) {
     case 'same-node':
@@ -110,5 +112,7 @@ export function sectionSummary(r: BenchResults, section: (typeof SECTIONS)[numbe
       return r.lifecycle ? [lifecycleMarkdown(r.lifecycle).join('\n')] : [];
     case 'ca':
       return r.ca ? [caMarkdown(r.ca).join('\n')] : [];
+    case 'ipv6':
+      return r.ipv6 ? ipv6Text(r.ipv6) : [];
   }
 }

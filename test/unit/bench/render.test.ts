@@ -221,8 +221,66 @@ test('bench render: section 12 (the cluster CA)', () => {
   assert.ok(md.includes('| embedded | 100 (50) | 1200 | - |'));
 });
 
+/** Section 13: two rounds; IPv6 is 1.0x / 1.2x the IPv4 figure (mesh 1-stream throughput: 0.8x in round 1, 0.9x in round 2). */
+const ipv6Run = (): NonNullable<BenchResults['ipv6']> => {
+  const trials: NonNullable<BenchResults['ipv6']>['trials'] = [];
+  for (const round of [1, 2])
+    for (const path of ['same-node direct', 'same-node mesh', 'cross-node direct', 'cross-node mesh'] as const)
+      for (const metric of ['tput1', 'tput4', 'rr', 'cps'] as const)
+        for (const family of ['ipv4', 'ipv6'] as const) {
+          const mesh = path.endsWith('mesh');
+          const base = metric === 'rr' ? 100 : metric === 'cps' ? 1000 : 2;
+          const k = family === 'ipv4' ? 1 : mesh && metric === 'tput1' && path.startsWith('cross') ? (round === 1 ? 0.8 : 0.9) : metric === 'rr' ? 1.2 : 1;
+          trials.push({
+            variant: 'default',
+            path,
+            metric,
+            round,
+            family,
+            value: base * k,
+            p99: metric === 'rr' ? 1000 : null,
+            ops: metric === 'rr' ? 10_000 : metric === 'cps' ? 2000 : (base * k * 1e9 * 2) / 8,
+            agentCpuS: mesh ? (path.startsWith('cross') ? { n1: 0.6, n2: 0.4 } : { n1: 1 }) : null,
+            machineBusyPct: 100,
+            failed: null,
+            verify: null,
+          });
+        }
+  const pods = { src: 'a', dst: 'b' };
+  return {
+    quick: false,
+    seconds: 2,
+    rounds: 2,
+    cpsConcurrency: 16,
+    rrCount: 10_000,
+    pinCpu: 0,
+    cpus: 2,
+    pods: { 'same-node direct': pods, 'same-node mesh': pods, 'cross-node direct': pods, 'cross-node mesh': pods },
+    variants: [{ name: 'default', agentSettings: {} }],
+    upMs: 1000,
+    trials,
+  };
+};
+
+test('bench render: section 13 (IPv6 against IPv4): per-round ratios, mesh ÷ direct, agent CPU per unit', () => {
+  const md = lines(renderResults({ ...committedRun(), ipv6: ipv6Run() }));
+  assert.ok(md.some((l) => l.startsWith('## 13. IPv6 against IPv4 through the mesh')));
+  // 2 Gbit/s for 2 s with 1 CPU s: 50 % of a core / 2 Gbit/s = 25 % of a core per Gbit/s (v4); v6 moved 0.8 and 0.9 of it
+  assert.ok(
+    md.includes(
+      '| cross-node mesh | 1 stream, Gbit/s | 2.00 | 1.70 | **0.85** | 0.80–0.90 | **0.85** | 25.0 / 29.5 % core per Gbit/s (n1 15.0 / 17.7, n2 10.0 / 11.8) |',
+    ),
+    md.join('\n'),
+  );
+  assert.ok(md.includes('| same-node direct | 1 KiB rr p50, µs | 100 | 120 | **1.20** | 1.20 |  |  |'));
+  assert.ok(md.includes('| same-node mesh | 1 KiB rr p50, µs | 100 | 120 | **1.20** | 1.20 | 1.00 | 100 / 100 µs per round trip |'));
+  assert.ok(
+    md.includes('| cross-node mesh | new connections/s | 1000 | 1000 | 1.00 | 1.00 | 1.00 | 500 / 500 µs per connection (n1 300 / 300, n2 200 / 200) |'),
+  );
+});
+
 test('bench render: the stdout summary of each section', () => {
-  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun() };
+  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun(), ipv6: ipv6Run() };
   for (const s of SECTIONS) assert.ok(sectionSummary(r, s).length > 0, s);
   const sameNode = sectionSummary(r, 'same-node').join('\n');
   assert.match(sameNode, /^agent\+sockmap +4\.72 +4\.72 \(13\.58\)/m);
