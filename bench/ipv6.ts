@@ -72,7 +72,11 @@ const BENCH_DIST = path.dirname(fileURLToPath(import.meta.url));
  * starts with). Add an entry (e.g. a setting on and off) to measure both in
  * the same run, interleaved round by round.
  */
-export const VARIANTS: V6Variant[] = [{ name: 'default', agentSettings: {} }];
+export const VARIANTS: V6Variant[] = [
+  // issue 14: the cost of client-address preservation, the default, against the pod's own address as source
+  { name: 'client-address', agentSettings: { clientAddress: 'preserve' } },
+  { name: 'pod-address', agentSettings: { clientAddress: 'pod' } },
+];
 
 export const PATHS: V6Path[] = ['same-node direct', 'same-node mesh', 'cross-node direct', 'cross-node mesh'];
 export const METRICS: V6Metric[] = ['tput1', 'tput4', 'rr', 'cps'];

@@ -124,6 +124,47 @@ function cells(rows: V6Row[], md: boolean): string[][] {
 }
 const HEAD = ['path', 'measure', 'IPv4', 'IPv6', 'IPv6 ÷ IPv4', 'per round (min–max)', 'mesh ÷ direct', "agents' CPU IPv4 / IPv6"];
 
+/** One mesh measurement of one family under the first variant ÷ the same under the second (taken in the same rounds). */
+export interface VariantRow {
+  path: V6Path;
+  measure: string;
+  family: IpFamilyName;
+  a: number;
+  b: number;
+  perRound: number[];
+  ratio: number;
+}
+
+/** With two or more variants: the first ÷ the second, per mesh path, measure and family (e.g. the cost of a setting). */
+export function variantRows(r: Ipv6Results): VariantRow[] {
+  if (r.variants.length < 2) return [];
+  const [va, vb] = [r.variants[0]!.name, r.variants[1]!.name];
+  const rows: VariantRow[] = [];
+  const rounds = [...new Set(r.trials.map((t) => t.round))].sort((x, y) => x - y);
+  for (const pth of ['same-node mesh', 'cross-node mesh'] as V6Path[]) {
+    for (const row of ROWS) {
+      for (const family of ['ipv4', 'ipv6'] as IpFamilyName[]) {
+        const of = (v: string): Ipv6Trial[] => r.trials.filter((t) => t.variant === v && t.path === pth && t.metric === row.metric && t.family === family);
+        const val = (t: Ipv6Trial | undefined): number => (t ? (row.pick(t) ?? NaN) : NaN);
+        const perRound = rounds.map((k) => val(of(va).find((t) => t.round === k)) / val(of(vb).find((t) => t.round === k))).filter((x) => Number.isFinite(x));
+        rows.push({ path: pth, measure: row.measure, family, a: mean(of(va).map(val)), b: mean(of(vb).map(val)), perRound, ratio: mean(perRound) });
+      }
+    }
+  }
+  return rows;
+}
+
+function variantCells(rows: VariantRow[]): string[][] {
+  return rows.map((x) => {
+    const d = x.measure.includes('Gbit') ? 2 : 0;
+    return [x.path, x.measure, x.family, fmt(x.a, d), fmt(x.b, d), fmt(x.ratio, 2), spread(x.perRound)];
+  });
+}
+const variantHead = (r: Ipv6Results): string[] => {
+  const [a, b] = [r.variants[0]!.name, r.variants[1]!.name];
+  return ['path', 'measure', 'family', a, b, `${a} ÷ ${b}`, 'per round (min–max)'];
+};
+
 /** The rows whose IPv6/IPv4 ratio is outside 1 ± V6_TOLERANCE. */
 export const ipv6Outliers = (r: Ipv6Results): V6Row[] => ipv6Rows(r).filter((x) => off(x.ratio));
 
@@ -159,6 +200,15 @@ export function ipv6Markdown(r: Ipv6Results, heading = '## 13.'): string[] {
       '',
     );
   }
+  const vr = variantRows(r);
+  if (vr.length) {
+    md.push(
+      `### ${r.variants[0]!.name} ÷ ${r.variants[1]!.name} (the same rounds; for latency a ratio > 1 means ${r.variants[0]!.name} is slower)`,
+      '',
+      table(variantHead(r), variantCells(vr)),
+      '',
+    );
+  }
   const failed = r.trials.filter((t) => t.failed);
   if (failed.length) {
     md.push('Measurements with errors:', '');
@@ -184,6 +234,8 @@ export function ipv6Text(r: Ipv6Results): string[] {
       ),
     );
   }
+  const vr = variantRows(r);
+  if (vr.length) out.push(`\n${r.variants[0]!.name} ÷ ${r.variants[1]!.name}:`, textTable(variantHead(r), variantCells(vr)));
   const o = ipv6Outliers(r);
   out.push(
     o.length

@@ -279,6 +279,27 @@ test('bench render: section 13 (IPv6 against IPv4): per-round ratios, mesh ÷ di
   );
 });
 
+test('bench render: section 13 with two variants: the first ÷ the second per mesh path, measure and family, from the same rounds', () => {
+  const one = ipv6Run();
+  const slower = one.trials.map((t) => ({ ...t, variant: 'client-address', value: t.metric === 'cps' ? t.value * 0.9 : t.value }));
+  const r = {
+    ...one,
+    variants: [
+      { name: 'client-address', agentSettings: { clientAddress: 'preserve' } },
+      { name: 'pod-address', agentSettings: { clientAddress: 'pod' } },
+    ],
+    trials: [...slower, ...one.trials.map((t) => ({ ...t, variant: 'pod-address' }))],
+  };
+  const md = lines(renderResults({ ...committedRun(), ipv6: r }));
+  assert.ok(
+    md.some((l) => l.startsWith('### client-address ÷ pod-address')),
+    md.join('\n'),
+  );
+  assert.ok(md.includes('| cross-node mesh | new connections/s | ipv6 | 900 | 1000 | 0.90 | 0.90 |'), md.join('\n'));
+  assert.ok(md.includes('| same-node mesh | 1 stream, Gbit/s | ipv4 | 2.00 | 2.00 | 1.00 | 1.00 |'));
+  assert.ok(!md.some((l) => l.includes('| same-node direct |') && l.includes('| ipv4 |')), 'direct paths do not depend on agent settings');
+});
+
 test('bench render: the stdout summary of each section', () => {
   const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun(), ipv6: ipv6Run() };
   for (const s of SECTIONS) assert.ok(sectionSummary(r, s).length > 0, s);
