@@ -208,8 +208,20 @@ int RouteMsg(Nl* nl, const Cfg& c, int family, bool add) {
   return nl->Request(m.h);
 }
 
+// The same file through the host's procfs: a container's /proc/sys is
+// mounted read-only (runc's readonlyPaths), the host's is not. With hostPID,
+// /proc/1/root is the host's root; a net sysctl file answers for the netns of
+// the task that opens it (this thread, inside the pod's netns), whichever
+// procfs mount it is opened through. Needs what the agent has: root and
+// CAP_SYS_PTRACE to follow /proc/1/root.
+constexpr const char* kHostProcPrefix = "/proc/1/root";
+
 int WriteSysctl(const char* path, const char* v) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == EROFS) {
+    std::string host = std::string(kHostProcPrefix) + path;
+    fd = open(host.c_str(), O_WRONLY | O_CLOEXEC);
+  }
   if (fd < 0) return -errno;
   ssize_t n = write(fd, v, strlen(v));
   int r = n < 0 ? -errno : (static_cast<size_t>(n) == strlen(v) ? 0 : -EIO);
