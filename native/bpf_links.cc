@@ -116,6 +116,8 @@ NAN_METHOD(LinkInfo) {
   SetProp(o, "type", Nan::New<v8::Uint32>(li.type));
   SetProp(o, "progId", Nan::New<v8::Uint32>(li.prog_id));
   SetProp(o, "progTag", Nan::New(tag).ToLocalChecked());
+  // a netns link (sk_lookup): the inode of the netns it is attached to (0 once that netns is gone)
+  if (li.type == BPF_LINK_TYPE_NETNS) SetProp(o, "netnsIno", Nan::New<v8::Uint32>(li.netns.netns_ino));
   info.GetReturnValue().Set(o);
 }
 

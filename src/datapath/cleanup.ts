@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadNative } from './native.js';
 import { OwnedFd } from './handles.js';
+import type { NativeAddon } from './native-api.js';
+import { disableReturnPath, returnPathState } from './return-path.js';
 
 export function cleanupPins(dir: string): { dir: string; links: number; pins: number } {
   const native = loadNative();
@@ -31,6 +33,9 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
     const fd = native.objGet(f);
     if (fd >= 0) {
       const pin = new OwnedFd(native, fd, 'fd', 'cleanup', `pin ${f}`);
+      // a pod's sk_lookup link names its netns: the pod's return path goes too
+      const li = native.linkInfo(pin.fd);
+      if (typeof li !== 'number' && li.netnsIno) removeReturnPath(native, li.netnsIno);
       if (native.linkDetach(pin.fd) === 0) links++;
       pin.close();
     }
@@ -40,6 +45,43 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true });
   return { dir, links, pins };
+}
+
+/** Paths that may name a network namespace: /run/netns/*, then every process's. */
+function* netnsPaths(): Generator<string> {
+  for (const dir of ['/run/netns', '/var/run/netns']) {
+    try {
+      for (const e of fs.readdirSync(dir)) yield path.join(dir, e);
+    } catch {
+      /* none */
+    }
+  }
+  for (const e of fs.readdirSync('/proc')) if (/^\d+$/.test(e)) yield `/proc/${e}/ns/net`;
+}
+
+/**
+ * The client-address return path (rule, route, tcp_fwmark_accept) of the pod
+ * whose netns has inode `ino`, removed: the pod may outlive the agent. A netns
+ * nobody names any more is gone with its state.
+ */
+function removeReturnPath(native: NativeAddon, ino: number): void {
+  for (const p of netnsPaths()) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      continue;
+    }
+    if (st.ino !== ino) continue;
+    try {
+      const state = returnPathState(native, p);
+      if (state.rules.length === 0 && state.routes.length === 0) return;
+      disableReturnPath(native, p, [...new Set([...state.rules, ...state.routes].map((x) => x.family))]);
+    } catch {
+      /* best effort: the pod's netns went away meanwhile */
+    }
+    return;
+  }
 }
 
 /**

@@ -131,7 +131,8 @@ export interface NativeAddon {
   /** bpf_link_update: atomically replaces the link's program (cgroup links 5.7, netns links 5.8). */
   linkUpdate(linkFd: number, progFd: number): 0 | Errno;
   /** The link's id, type, and its program's id and tag ("" if unreadable). */
-  linkInfo(linkFd: number): { id: number; type: number; progId: number; progTag: string } | Errno;
+  /** netnsIno: for a netns link (sk_lookup), the inode of its netns (0 once that netns is gone). */
+  linkInfo(linkFd: number): { id: number; type: number; progId: number; progTag: string; netnsIno?: number } | Errno;
   /** bpf_prog_attach(prog, map, BPF_SK_MSG_VERDICT). */
   attachSkMsg(progFd: number, mapFd: number): 0 | Errno;
   detachSkMsg(progFd: number, mapFd: number): 0 | Errno;

@@ -332,12 +332,16 @@ export class MeshProxy {
    * Forwarded claim when the claim names that same peer address; else (and
    * always for plaintext, whose client ip:port <-> pod ip:port tuple the
    * captured connection already holds in this netns) any port. null (the
-   * pod's own address) when the pod has no return path or the families differ.
+   * pod's own address) when the pod has no return path, the families differ,
+   * or the client is the pod itself.
    */
   private clientOf(pod: MeshPod, target: Sockaddr, peerIp: string, forwarded: string | undefined): Sockaddr | null {
     if (!this.d.clientAddress || !pod.clientAddress) return null;
     const ip = canonicalIp(peerIp);
     if (!ip || ipFamily(ip) !== ipFamily(target.ip)) return null;
+    // the pod calling itself (through a Service VIP): its own address is the truth, and a transparent
+    // socket on lo could not take the replies (routed by the local table, via the pod's eth0)
+    if (podIps(pod.info).includes(ip)) return null;
     const claim = forwarded ? parseForwardedFor(forwarded) : null;
     const port = claim && claim.port && canonicalIp(claim.ip) === ip ? claim.port : 0;
     return { ip, port };

@@ -46,7 +46,15 @@ function nodeState(): Record<string, unknown> {
         .filter((l) => /:1500[168]\b/.test(l)).length,
     ]),
   );
-  const rules = st.pods.map((p) => execFileSync('ip', ['-n', p.netns, 'rule', 'show'], { encoding: 'utf8' })).join('\n');
+  // both families' rules and each pod's tcp_fwmark_accept (the client-address return path)
+  const rules = st.pods
+    .map((p) =>
+      ['-4', '-6']
+        .map((f) => execFileSync('ip', [f, '-n', p.netns, 'rule', 'show'], { encoding: 'utf8' }))
+        .concat(execFileSync('ip', ['netns', 'exec', p.netns, 'cat', '/proc/sys/net/ipv4/tcp_fwmark_accept'], { encoding: 'utf8' }))
+        .join(''),
+    )
+    .join('\n');
   const pins = fs.existsSync(n1.bpffsDir) ? fs.readdirSync(n1.bpffsDir, { recursive: true }).map(String).sort() : [];
   return { links, cgroupAttach, listeners, rules, pins };
 }

@@ -90,7 +90,9 @@ function assertLinksRun(podName: string, programs: NonNullable<Dump['datapath']>
     const li = native.linkInfo(fd);
     native.closeFd(fd);
     assert.ok(typeof li !== 'number', l);
-    assert.equal(li.progId, programs[LINK_PROG[l]!]!.id, `${podName} ${l} runs the new agent's ${LINK_PROG[l]}`);
+    // sk_lookup: the loopback-aware variant where the kernel took it (client-address preservation)
+    const name = l === 'sk_lookup' && programs['amb_sk_lookup_lo'] ? 'amb_sk_lookup_lo' : LINK_PROG[l]!;
+    assert.equal(li.progId, programs[name]!.id, `${podName} ${l} runs the new agent's ${name}`);
   }
 }
 
