@@ -208,19 +208,24 @@ int RouteMsg(Nl* nl, const Cfg& c, int family, bool add) {
   return nl->Request(m.h);
 }
 
-// The same file through the host's procfs: a container's /proc/sys is
-// mounted read-only (runc's readonlyPaths), the host's is not. With hostPID,
-// /proc/1/root is the host's root; a net sysctl file answers for the netns of
-// the task that opens it (this thread, inside the pod's netns), whichever
-// procfs mount it is opened through. Needs what the agent has: root and
-// CAP_SYS_PTRACE to follow /proc/1/root.
-constexpr const char* kHostProcPrefix = "/proc/1/root";
+// The same file through the host's procfs, mounted at /host/proc in the
+// DaemonSet (deploy/ambientd.yaml, volume host-proc): a container's own
+// /proc/sys is read-only (the runtime's readonlyPaths). A net sysctl file
+// answers for the netns of the task that opens it (this thread, inside the
+// pod's netns), whichever procfs mount it is opened through.
+constexpr const char* kHostProc = "/host/proc";
 
 int WriteSysctl(const char* path, const char* v) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0 && errno == EROFS) {
-    std::string host = std::string(kHostProcPrefix) + path;
-    fd = open(host.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && (errno == EROFS || errno == EACCES)) {
+    std::string host = std::string(kHostProc) + (path + strlen("/proc"));  // /host/proc/sys/...
+    int hfd = open(host.c_str(), O_WRONLY | O_CLOEXEC);
+    if (hfd >= 0)
+      fd = hfd;
+    else if (errno != ENOENT)
+      return -errno;  // the host's procfs is there but refused: say why
+    else
+      errno = EROFS;  // no host procfs mounted: the container's read-only /proc/sys
   }
   if (fd < 0) return -errno;
   ssize_t n = write(fd, v, strlen(v));

@@ -48,6 +48,8 @@ export const MANIFEST_ITEMS = {
   bpffs: { kind: 'mount', volume: 'bpffs', mountPath: '/sys/fs/bpf', hostPath: '/sys/fs/bpf' },
   cgroup: { kind: 'mount', volume: 'cgroup', mountPath: '/sys/fs/cgroup', hostPath: '/sys/fs/cgroup' },
   netns: { kind: 'mount', volume: 'netns', mountPath: '/run/netns', hostPath: '/run/netns' },
+  // client-address preservation sets tcp_fwmark_accept in pod netns; the container's own /proc/sys is read-only
+  hostProc: { kind: 'mount', volume: 'host-proc', mountPath: '/host/proc', hostPath: '/proc' },
   // the manifest's agents get certificates from the cluster CA (no key, no CA directory on the node); an agent
   // without caAddress runs the built-in CA, which needs a writable host directory at caDir
   ca: { kind: 'config', key: 'caAddress', value: 'ambientd-ca.ambientd-system.svc:15012' },
@@ -113,6 +115,7 @@ export interface PreflightProbes {
 }
 
 export const BPF_FS_MAGIC = 0xcafe4a11;
+export const PROC_SUPER_MAGIC = 0x9fa0;
 export const CGROUP2_SUPER_MAGIC = 0x63677270;
 
 /** The directory itself if it exists, else its nearest existing ancestor. */
@@ -222,6 +225,8 @@ export interface PreflightSettings {
   handoverSocket: string | null;
   /** set explicitly (--agent-cgroup): the agent's own cgroup is not looked up */
   agentCgroup: string | null;
+  /** preserve: pods get a return path, which needs a writable procfs (the host's, in a container) */
+  clientAddress?: 'preserve' | 'pod';
 }
 
 export interface PreflightResult {
@@ -408,6 +413,16 @@ export function preflight(settings: PreflightSettings, probes: PreflightProbes =
       "set caAddress to the cluster CA as the manifest does (no key on the node), or mount a host directory at caDir (the container's root file system is read-only)",
     );
   }
+  // client-address preservation writes tcp_fwmark_accept in pod netns: in a container through the host's procfs
+  if (inContainer && settings.clientAddress !== 'pod' && probes.fsType('/host/proc') !== PROC_SUPER_MAGIC)
+    errors.push(
+      new PreflightError(
+        'PREFLIGHT_MOUNT_MISSING',
+        'hostProc',
+        "the host's procfs is not mounted at /host/proc: client-address preservation sets tcp_fwmark_accept in each pod's netns through it (the container's own /proc/sys is read-only)",
+        "mount the host's /proc at /host/proc, or set clientAddress: pod (apps then see their pod's own address as their clients')",
+      ),
+    );
   if (settings.handoverSocket !== null) {
     stateDir(
       'run',

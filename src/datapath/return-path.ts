@@ -46,7 +46,9 @@ function hintFor(name: string): string {
     case 'EPERM':
       return 'the agent needs CAP_NET_ADMIN (and CAP_SYS_ADMIN for setns) to change routing in a pod netns';
     case 'EACCES':
-      return 'IPv6 is disabled in the pod (net.ipv6.conf.*.disable_ipv6=1): enable it or preserve client addresses for IPv4 only';
+      return 'IPv6 is disabled in the pod (net.ipv6.conf.*.disable_ipv6=1): enable it or preserve client addresses for IPv4 only; or the host procfs at /host/proc refused the sysctl write';
+    case 'EROFS':
+      return "/proc/sys is read-only in the agent's container: mount the host's /proc at /host/proc (deploy/ambientd.yaml, volume host-proc), or set clientAddress: pod";
     case 'EAFNOSUPPORT':
       return 'the kernel has no IPv6 (ipv6.disable=1): preserve client addresses for IPv4 only';
     case 'ENETDOWN':

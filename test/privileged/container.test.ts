@@ -20,7 +20,7 @@ import {
   type SandboxState,
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer } from '../../tools/sandbox/podproc.js';
-import { manifestLine, PREFLIGHT_EXIT_CODE, type ManifestItemName } from '../../src/agent/preflight.js';
+import { manifestLine, MANIFEST_ITEMS, PREFLIGHT_EXIT_CODE, type ManifestItemName } from '../../src/agent/preflight.js';
 import { tearDown, until } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 
@@ -144,11 +144,15 @@ const MOUNTS: Array<[ManifestItemName, RegExp]> = [
     'run',
     /PREFLIGHT_MOUNT_MISSING: the hand-over socket's directory \/run\/ambientd is in the container's own file system, not a directory mounted from the host/,
   ],
+  // client-address preservation (the default) sets tcp_fwmark_accept in pod netns; the container's /proc/sys is read-only
+  ['hostProc', /PREFLIGHT_MOUNT_MISSING: the host's procfs is not mounted at \/host\/proc/],
 ];
-for (const [volume, what] of MOUNTS) {
+for (const [item, what] of MOUNTS) {
+  const spec = MANIFEST_ITEMS[item];
+  const volume = spec.kind === 'mount' ? spec.volume : item;
   test(`without the ${volume} mount the agent exits before starting, naming it and the manifest's volume`, { skip }, async () => {
     const r = await runAgent({ dropVolumes: [volume] });
-    assertRefusedToStart(r, [volume], what);
+    assertRefusedToStart(r, [item], what);
   });
 }
 

@@ -7,6 +7,7 @@ import {
   BPF_FS_MAGIC,
   CAPABILITY_BITS,
   CGROUP2_SUPER_MAGIC,
+  PROC_SUPER_MAGIC,
   describePreflight,
   manifestLine,
   preflight,
@@ -28,7 +29,7 @@ const settings: PreflightSettings = {
 
 /** A node as the DaemonSet sees it (pure cgroup v2, every mount, host cgroup namespace), with overrides. */
 function probes(o: Partial<PreflightProbes> & { fs?: Record<string, number>; dirs?: string[]; files?: Record<string, string> } = {}): PreflightProbes {
-  const fsTypes: Record<string, number> = { '/sys/fs/bpf': BPF_FS_MAGIC, '/sys/fs/cgroup': CGROUP2_SUPER_MAGIC, ...o.fs };
+  const fsTypes: Record<string, number> = { '/sys/fs/bpf': BPF_FS_MAGIC, '/sys/fs/cgroup': CGROUP2_SUPER_MAGIC, '/host/proc': PROC_SUPER_MAGIC, ...o.fs };
   const dirs = new Set(o.dirs ?? ['/sys/fs/bpf', '/sys/fs/cgroup', '/sys/fs/cgroup/kubepods/ambientd', '/run/netns', '/var/lib/ambientd/ca', '/run/ambientd']);
   const files: Record<string, string> = { '/proc/self/cgroup': '0::/kubepods/ambientd\n', '/proc/1/cgroup': '0::/init.scope\n', ...o.files };
   return {
@@ -100,6 +101,8 @@ test('each missing mount is named with its volume and mountPath', () => {
       /caDir \/var\/lib\/ambientd\/ca is not writable \(EROFS\)/,
     ],
     ['run', { writableError: (p) => (p === '/run/ambientd' ? 'EROFS' : null) }, 'run', /directory \/run\/ambientd is not writable \(EROFS\)/],
+    // no host procfs at /host/proc (an empty directory of the container's): client addresses could not be preserved
+    ['host-proc', { fs: { '/host/proc': 0xef53 } }, 'hostProc', /the host's procfs is not mounted at \/host\/proc/],
     // a writable /run of the container's own (podman's tmpfs): the socket would not be shared with the next agent
     [
       'run (own tmpfs)',
@@ -126,8 +129,11 @@ test('each missing mount is named with its volume and mountPath', () => {
     assert.match(r.errors[0]!.message, message);
     assert.ok(r.errors[0]!.hint.endsWith(manifestLine(item as 'bpffs')), r.errors[0]!.hint);
     // the built-in CA's directory is not in the manifest (its agents use the cluster CA): the hint names caAddress
-    if (item !== 'ca') assert.match(r.errors[0]!.hint, new RegExp(`volumeMounts: \\{name: ${item}, mountPath: `));
+    const volume = item === 'hostProc' ? 'host-proc' : item;
+    if (item !== 'ca') assert.match(r.errors[0]!.hint, new RegExp(`volumeMounts: \\{name: ${volume}, mountPath: `));
   }
+  // apps that see their pod's own address need no host procfs
+  assert.deepEqual(preflight({ ...settings, clientAddress: 'pod' }, probes({ fs: { '/host/proc': 0xef53 } })).errors, []);
 });
 
 test('outside a container (the checkout, the sandbox) the state directories need only be writable', () => {
