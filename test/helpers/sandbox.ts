@@ -51,3 +51,42 @@ export async function tearDown(procs: Array<{ kill: (sig?: NodeJS.Signals) => un
   const r = await sandboxDown();
   assert.deepEqual(r.leftovers, [], 'sandbox down left nothing behind');
 }
+
+/** Netns inode of every thread of this process (a thread that exits meanwhile is skipped). */
+export function threadNetnsInodes(): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    // a thread that exits between the listing and the stat is in no netns any more
+    const st = fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true, throwIfNoEntry: false });
+    if (st) out.add(st.ino);
+  }
+  return out;
+}
+
+type InboundDump = {
+  connections: Array<{ direction: string; src: string; dst: string; via: string; bytesSent: number }>;
+  workloads: Array<{ name: string; redirect?: Record<string, string> }>;
+};
+
+/**
+ * IPv6 inbound plaintext into an enrolled pod, checked: 321 bytes sent from `client` to a sink on
+ * `[server]:9000` arrive, and `server`'s agent recorded it as inbound-plaintext from the client's
+ * IPv6 address with the original port, its captured_in counter above `capturedBefore`.
+ */
+export async function checkIpv6InboundPlaintext(
+  send: (text: string) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+  dump: () => Promise<InboundDump>,
+  client: { v6: string },
+  server: { name: string; v6: string },
+  capturedBefore: number,
+): Promise<void> {
+  const r = await send('y'.repeat(321));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^321 /);
+  const d = await dump();
+  const c = d.connections.find((x) => x.direction === 'inbound' && x.src.startsWith(`[${client.v6}]:`) && x.dst === `[${server.v6}]:9000`);
+  assert.ok(c, JSON.stringify(d.connections));
+  assert.equal(c.via, 'inbound-plaintext');
+  assert.equal(c.bytesSent, 321);
+  assert.ok(Number(d.workloads.find((x) => x.name === server.name)!.redirect!.capturedIn) > capturedBefore, 'counted captured_in in BPF');
+}

@@ -24,6 +24,7 @@ import { NetnsHandle } from '../../src/datapath/netns.js';
 import { AmbientError } from '../../src/util/errors.js';
 import { TIME_SCALE } from '../../tools/sandbox/index.js';
 import type { BpfObject, NativeAddon } from '../../src/datapath/native.js';
+import { threadNetnsInodes } from '../helpers/sandbox.js';
 
 const execFileP = promisify(execFile);
 
@@ -103,17 +104,6 @@ function lineReader(stream: NodeJS.ReadableStream): () => Promise<string> {
       if (line !== undefined) resolve(line);
       else waiting.push(resolve);
     });
-}
-
-/** Netns inode of every thread of this process. */
-function threadNetnsInodes(): Set<bigint> {
-  const out = new Set<bigint>();
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    // a thread that exits between the listing and the stat is in no netns any more
-    const st = fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true, throwIfNoEntry: false });
-    if (st) out.add(st.ino);
-  }
-  return out;
 }
 
 describe('native addon (privileged)', () => {

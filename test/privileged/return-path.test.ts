@@ -32,6 +32,7 @@ import {
   returnPathState,
 } from '../../src/datapath/return-path.js';
 import { TIME_SCALE } from '../../tools/sandbox/index.js';
+import { threadNetnsInodes } from '../helpers/sandbox.js';
 
 const E = os.constants.errno;
 const privileged = process.getuid?.() === 0;
@@ -87,17 +88,6 @@ function clientTcpInSegs(): number {
  */
 function timedOut(e: unknown): boolean {
   return e instanceof DialError && (e.errnoName === 'ETIMEDOUT' || e.errnoName === 'ENETUNREACH');
-}
-
-/** Netns inode of every thread of this process. */
-function threadNetnsInodes(): Set<bigint> {
-  const out = new Set<bigint>();
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    // a thread that exits between the listing and the stat is in no netns any more
-    const st = fs.statSync(`/proc/self/task/${tid}/ns/net`, { bigint: true, throwIfNoEntry: false });
-    if (st) out.add(st.ino);
-  }
-  return out;
 }
 
 interface App {
