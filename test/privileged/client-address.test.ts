@@ -119,9 +119,10 @@ test("the return path is in the pod's netns while it is enrolled, in both famili
   await setEnrollment('n1-p3', false);
   const off = await until('return path removed', () => {
     const r = returnPath(p);
-    return r.rules4 === '' && r.rules6 === '' && r.routes4 === '' && r.routes6 === '' ? r : undefined;
+    // the rules and routes go first, then the sysctl: wait for all of it
+    return r.rules4 === '' && r.rules6 === '' && r.routes4 === '' && r.routes6 === '' && r.accept === '0' ? r : undefined;
   });
-  assert.equal(off.accept, '0');
+  assert.equal(off.accept, '0', 'tcp_fwmark_accept back to the default');
   // unenrolled: the app is reached directly, and sees the client as it is
   const c = await whoAmI(pod('n1-p1'), p, 4);
   assert.ok(c.seen.startsWith(`${addr(pod('n1-p1'), 4)}:`));
