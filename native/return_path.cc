@@ -64,6 +64,14 @@ namespace {
 constexpr int kLoopbackIfindex = 1;  // `lo` is ifindex 1 in every netns (net_ns_init: loopback registers first)
 constexpr int kMaxDeletes = 64;      // bound on delete-until-gone loops (duplicates added by hand)
 constexpr const char* kFwmarkAccept = "/proc/sys/net/ipv4/tcp_fwmark_accept";
+// Kernel replies that belong to no socket (a TCP RST to a segment of a
+// connection already gone, ICMP errors) carry the mark of the packet they
+// answer: an RST to the agent's transparent socket is routed back over lo
+// like everything else of that connection, instead of leaving the pod by its
+// eth0 towards the client's address. Replies to packets from outside the pod
+// (mark 0: veth scrubs marks) are unchanged.
+constexpr const char* kFwmarkReflect4 = "/proc/sys/net/ipv4/fwmark_reflect";
+constexpr const char* kFwmarkReflect6 = "/proc/sys/net/ipv6/fwmark_reflect";
 
 struct Cfg {
   uint32_t mark = 0;
@@ -267,6 +275,10 @@ int Apply(const Cfg& c) {
     r = WriteSysctl(kFwmarkAccept, "1");
     if (r < 0) return r;
     for (int fam : c.families) {
+      r = WriteSysctl(fam == AF_INET6 ? kFwmarkReflect6 : kFwmarkReflect4, "1");
+      if (r < 0) return r;
+    }
+    for (int fam : c.families) {
       // The route first: the rule never points at an empty table.
       r = RouteMsg(&nl, c, fam, true);
       bool added_route = r == 0;
@@ -284,6 +296,8 @@ int Apply(const Cfg& c) {
     if (r < 0) return r;
     r = DeleteAll([&] { return RouteMsg(&nl, c, fam, false); });
     if (r < 0) return r;
+    r = WriteSysctl(fam == AF_INET6 ? kFwmarkReflect6 : kFwmarkReflect4, "0");
+    if (r < 0 && r != -ENOENT) return r;  // no IPv6 in this netns: nothing was set
   }
   return WriteSysctl(kFwmarkAccept, "0");
 }

@@ -51,7 +51,13 @@ function nodeState(): Record<string, unknown> {
     .map((p) =>
       ['-4', '-6']
         .map((f) => execFileSync('ip', [f, '-n', p.netns, 'rule', 'show'], { encoding: 'utf8' }))
-        .concat(execFileSync('ip', ['netns', 'exec', p.netns, 'cat', '/proc/sys/net/ipv4/tcp_fwmark_accept'], { encoding: 'utf8' }))
+        .concat(
+          execFileSync(
+            'ip',
+            ['netns', 'exec', p.netns, 'cat', '/proc/sys/net/ipv4/tcp_fwmark_accept', '/proc/sys/net/ipv4/fwmark_reflect', '/proc/sys/net/ipv6/fwmark_reflect'],
+            { encoding: 'utf8' },
+          ),
+        )
         .join(''),
     )
     .join('\n');

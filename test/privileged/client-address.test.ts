@@ -60,7 +60,10 @@ function ipIn(netnsPath: string, args: string[]): string {
 /** The pod's return path as the kernel shows it. */
 function returnPath(p: Pod): { accept: string; rules4: string; rules6: string; routes4: string; routes6: string } {
   return {
-    accept: ipIn(p.netnsPath, ['cat', '/proc/sys/net/ipv4/tcp_fwmark_accept']).trim(),
+    accept: ipIn(p.netnsPath, ['cat', '/proc/sys/net/ipv4/tcp_fwmark_accept', '/proc/sys/net/ipv4/fwmark_reflect', '/proc/sys/net/ipv6/fwmark_reflect'])
+      .trim()
+      .split('\n')
+      .join(' '),
     rules4: ipIn(p.netnsPath, ['ip', '-4', 'rule', 'show', 'fwmark', '0x4d3']).trim(),
     rules6: ipIn(p.netnsPath, ['ip', '-6', 'rule', 'show', 'fwmark', '0x4d3']).trim(),
     routes4: ipIn(p.netnsPath, ['ip', '-4', 'route', 'show', 'table', '133']).trim(),
@@ -107,7 +110,7 @@ for (const family of [4, 6] as const) {
 test("the return path is in the pod's netns while it is enrolled, in both families, and gone when it leaves the mesh", async () => {
   const p = pod('n1-p3');
   const on = returnPath(p);
-  assert.equal(on.accept, '1');
+  assert.equal(on.accept, '1 1 1', 'tcp_fwmark_accept, and fwmark_reflect of both families (kernel RSTs go back over lo too)');
   assert.match(on.rules4, /fwmark 0x4d3 lookup 133/);
   assert.match(on.rules6, /fwmark 0x4d3 lookup 133/);
   assert.equal(on.rules4.split('\n').length, 1, 'one rule, not one per enrollment');
@@ -120,9 +123,9 @@ test("the return path is in the pod's netns while it is enrolled, in both famili
   const off = await until('return path removed', () => {
     const r = returnPath(p);
     // the rules and routes go first, then the sysctl: wait for all of it
-    return r.rules4 === '' && r.rules6 === '' && r.routes4 === '' && r.routes6 === '' && r.accept === '0' ? r : undefined;
+    return r.rules4 === '' && r.rules6 === '' && r.routes4 === '' && r.routes6 === '' && r.accept === '0 0 0' ? r : undefined;
   });
-  assert.equal(off.accept, '0', 'tcp_fwmark_accept back to the default');
+  assert.equal(off.accept, '0 0 0', 'the sysctls back to their defaults');
   // unenrolled: the app is reached directly, and sees the client as it is
   const c = await whoAmI(pod('n1-p1'), p, 4);
   assert.ok(c.seen.startsWith(`${addr(pod('n1-p1'), 4)}:`));

@@ -192,7 +192,12 @@ test('rolling restart of both agents under load: the stream, the held connection
   assert.ok(pkts.length > 1000, `captured the pods' traffic (${pkts.length} packets)`);
   assert.ok(
     pkts.every((p) => p.sport === 15008 || p.dport === 15008),
-    'between the enrolled pods, every packet is on 15008',
+    `between the enrolled pods, every packet is on 15008; not: ${JSON.stringify(
+      pkts
+        .filter((p) => p.sport !== 15008 && p.dport !== 15008)
+        .slice(0, 5)
+        .map((p) => ({ src: `${p.src}:${p.sport}`, dst: `${p.dst}:${p.dport}`, bytes: p.payload.length })),
+    )}`,
   );
   assert.equal(Buffer.concat(pkts.map((p) => p.payload)).indexOf('round '), -1, 'no application bytes in clear');
 });
