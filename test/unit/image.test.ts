@@ -134,7 +134,14 @@ test('`ambientd cleanup` from the image runs as deploy/uninstall.yaml: its capab
   assert.ok(argv.includes('--network=host'));
   assert.equal(argv.includes('--pid=host'), spec.hostPID === true);
   assert.ok(argv.includes('--read-only'));
-  assert.deepEqual(mountsOf(argv), ['-v /sys/fs/bpf:/sys/fs/bpf', '-v /tmp/scratch:/run/ambientd', '--tmpfs /tmp:size=1m']);
+  assert.deepEqual(mountsOf(argv), [
+    '-v /sys/fs/bpf:/sys/fs/bpf',
+    '-v /tmp/scratch:/run/ambientd',
+    '--tmpfs /tmp:size=1m',
+    // the pods' netns and the host's procfs: cleanup removes each enrolled pod's client-address return path
+    '-v /run/netns:/run/netns:ro,rslave',
+    '-v /proc:/host/proc',
+  ]);
   assert.deepEqual(argv.slice(-6), ['node', 'img', '/opt/ambientd/dist/src/cli.js', 'cleanup', '--bpffs', '/sys/fs/bpf/x']);
 });
 
