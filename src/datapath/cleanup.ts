@@ -15,6 +15,8 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   let links = 0;
   let pins = 0;
   if (!fs.existsSync(dir)) return { dir, links, pins };
+  /** netns inode -> a path naming it, built at the first pod link (pods may outlive the agent) */
+  let netnsByIno: Map<number, string> | undefined;
   const files: string[] = [];
   const dirs: string[] = [];
   const walk = (d: string): void => {
@@ -35,7 +37,11 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
       const pin = new OwnedFd(native, fd, 'fd', 'cleanup', `pin ${f}`);
       // a pod's sk_lookup link names its netns: the pod's return path goes too
       const li = native.linkInfo(pin.fd);
-      if (typeof li !== 'number' && li.netnsIno) removeReturnPath(native, li.netnsIno);
+      if (typeof li !== 'number' && li.netnsIno) {
+        netnsByIno ??= netnsIndex();
+        const netns = netnsByIno.get(li.netnsIno);
+        if (netns) removeReturnPath(native, netns);
+      }
       if (native.linkDetach(pin.fd) === 0) links++;
       pin.close();
     }
@@ -47,40 +53,43 @@ export function cleanupPins(dir: string): { dir: string; links: number; pins: nu
   return { dir, links, pins };
 }
 
-/** Paths that may name a network namespace: /run/netns/*, then every process's. */
-function* netnsPaths(): Generator<string> {
+/**
+ * A path for each network namespace by inode: /run/netns/* first, then every
+ * process's. Built once per cleanup, not once per pod.
+ */
+function netnsIndex(): Map<number, string> {
+  const paths: string[] = [];
   for (const dir of ['/run/netns', '/var/run/netns']) {
     try {
-      for (const e of fs.readdirSync(dir)) yield path.join(dir, e);
+      for (const e of fs.readdirSync(dir)) paths.push(path.join(dir, e));
     } catch {
       /* none */
     }
   }
-  for (const e of fs.readdirSync('/proc')) if (/^\d+$/.test(e)) yield `/proc/${e}/ns/net`;
+  for (const e of fs.readdirSync('/proc')) if (/^\d+$/.test(e)) paths.push(`/proc/${e}/ns/net`);
+  const byIno = new Map<number, string>();
+  for (const p of paths) {
+    try {
+      const ino = fs.statSync(p).ino;
+      if (!byIno.has(ino)) byIno.set(ino, p);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return byIno;
 }
 
 /**
- * The client-address return path (rule, route, tcp_fwmark_accept) of the pod
- * whose netns has inode `ino`, removed: the pod may outlive the agent. A netns
- * nobody names any more is gone with its state.
+ * The client-address return path (rules, route, sysctls) of a pod's netns,
+ * removed: the pod may outlive the agent.
  */
-function removeReturnPath(native: NativeAddon, ino: number): void {
-  for (const p of netnsPaths()) {
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(p);
-    } catch {
-      continue;
-    }
-    if (st.ino !== ino) continue;
-    try {
-      const state = returnPathState(native, p);
-      if (state.rules.length === 0 && state.routes.length === 0) return;
-      disableReturnPath(native, p, [...new Set([...state.rules, ...state.routes].map((x) => x.family))]);
-    } catch {
-      /* best effort: the pod's netns went away meanwhile */
-    }
-    return;
+function removeReturnPath(native: NativeAddon, netns: string): void {
+  try {
+    const state = returnPathState(native, netns);
+    if (state.rules.length === 0 && state.routes.length === 0) return;
+    disableReturnPath(native, netns, [...new Set([...state.rules, ...state.routes].map((x) => x.family))]);
+  } catch {
+    /* best effort: the pod's netns went away meanwhile */
   }
 }
 
