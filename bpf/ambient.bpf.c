@@ -328,6 +328,42 @@ static __always_inline struct amb_orig_dst *orig_of6(const __u32 *src, __u32 src
 
 /* The app asks who its peer is: answer with the original destination, not
  * the agent's outbound listener (Linux 5.8; attached when the kernel has it). */
+/*
+ * bind() of a pod's stream sockets: a port the agent listens on in the pod
+ * (15001/15006/15008) is the agent's. Its listeners form an SO_REUSEPORT
+ * group per port (one socket per worker); a socket the app bound there with
+ * SO_REUSEPORT under the same uid would join that group and receive a share
+ * of the connections meant for the agent, around the mesh. Refused (EPERM),
+ * whatever the address. The agent's own sockets are made by the agent's
+ * tasks, outside the pod's cgroup: these programs never see them.
+ */
+static __always_inline int agent_port(__u16 port_be)
+{
+	struct amb_config *cfg = config();
+	if (!cfg)
+		return 1; /* not configured: nothing in the pod may take a port then */
+	__u16 port = bpf_ntohs(port_be);
+	return port && (port == cfg->outbound_port || port == cfg->inbound_port || port == cfg->hbone_port);
+}
+
+SEC("cgroup/bind4")
+int amb_bind4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_STREAM || !agent_port((__u16)ctx->user_port))
+		return ALLOW;
+	counter(AMB_CTR_BIND_AGENT_PORT);
+	return REFUSE;
+}
+
+SEC("cgroup/bind6")
+int amb_bind6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_STREAM || !agent_port((__u16)ctx->user_port))
+		return ALLOW;
+	counter(AMB_CTR_BIND_AGENT_PORT);
+	return REFUSE;
+}
+
 SEC("cgroup/getpeername4")
 int amb_getpeername4(struct bpf_sock_addr *ctx)
 {

@@ -109,7 +109,8 @@ struct amb_pod_stats {
 #define AMB_CTR_IN_UNKNOWN_ADDR 5 /* inbound SYN to an address no pod owns, in an enrolled netns */
 #define AMB_CTR_IN_ISOLATED 6     /* inbound SYN to an isolated pod */
 #define AMB_CTR_ORIG_DST_FULL 7   /* amb_orig_dst full: the connection cannot be forwarded (the agent resets it) */
-#define AMB_CTR_MAX 8
+#define AMB_CTR_BIND_AGENT_PORT 8 /* bind() of a stream socket in a pod to a port the agent listens on */
+#define AMB_CTR_MAX 9
 
 /* amb_orig_by_cookie: app socket cookie -> original destination (connect() until established). */
 struct amb_orig {

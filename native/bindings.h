@@ -13,7 +13,7 @@ using Target = v8::Local<v8::Object>;
 
 // bpf_object.cc: objectOpen (a BpfObject: load, programFd, mapFd, close), lastLog
 void RegisterBpfObject(Target target);
-// bpf_fds.cc: objPin, objGet, closeFd, mapInfo, progInfo, mapLookup/Update/Delete/NextKey
+// bpf_fds.cc: objPin, objGet, closeFd, dupFd, mapInfo, progInfo, mapLookup/Update/Delete/NextKey
 void RegisterBpfFds(Target target);
 // bpf_links.cc: linkCgroup, linkNetns, linkDetach, linkUpdate, linkInfo, attachSkMsg, detachSkMsg
 void RegisterBpfLinks(Target target);

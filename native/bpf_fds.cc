@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -47,6 +48,17 @@ NAN_METHOD(CloseFd) {
   if (!GetNumber(info, 0, "closeFd", "fd", &d)) return;
   if (!ToFd(d, &fd)) return Ret(info, -EBADF);
   Ret(info, close(fd) < 0 ? NegErrno() : 0);
+}
+
+// A second fd for the same open file (F_DUPFD_CLOEXEC): a data-plane worker
+// serves its own copy of a listening socket, the control thread keeps its one.
+NAN_METHOD(DupFd) {
+  double d;
+  int fd;
+  if (!GetNumber(info, 0, "dupFd", "fd", &d)) return;
+  if (!ToFd(d, &fd)) return Ret(info, -EBADF);
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  Ret(info, r < 0 ? NegErrno() : r);
 }
 
 // ---------------------------------------------------------------------------
@@ -182,6 +194,7 @@ void RegisterBpfFds(Target target) {
   Nan::SetMethod(target, "objPin", ObjPin);
   Nan::SetMethod(target, "objGet", ObjGet);
   Nan::SetMethod(target, "closeFd", CloseFd);
+  Nan::SetMethod(target, "dupFd", DupFd);
   Nan::SetMethod(target, "mapInfo", MapInfo);
   Nan::SetMethod(target, "progInfo", ProgInfo);
   Nan::SetMethod(target, "mapLookup", MapLookup);

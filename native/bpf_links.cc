@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Attachments: bpf links on cgroups (connect4/6, sockops, getpeername4/6) and
+// Attachments: bpf links on cgroups (connect4/6, bind4/6, sockops, getpeername4/6) and
 // on network namespaces (sk_lookup), their update and info, and the sk_msg
 // program on the sockhash (a prog attach: sk_msg has no link type).
 
@@ -39,6 +39,10 @@ NAN_METHOD(LinkCgroup) {
     at = BPF_CGROUP_INET4_GETPEERNAME;
   else if (type == "getpeername6")
     at = BPF_CGROUP_INET6_GETPEERNAME;
+  else if (type == "bind4")
+    at = BPF_CGROUP_INET4_BIND;
+  else if (type == "bind6")
+    at = BPF_CGROUP_INET6_BIND;
   else
     return Ret(info, -EINVAL);
   if (path.empty() || HasNul(path)) return Ret(info, -EINVAL);

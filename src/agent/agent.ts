@@ -27,7 +27,10 @@ import { createMetricsServer, createReadinessServer, type Readiness } from '../m
 import { ActivePolicies } from '../policy/active.js';
 import { ConnectionTracker } from '../proxy/connections.js';
 import { livenessParams } from '../proxy/liveness.js';
-import { MeshProxy } from '../proxy/mesh.js';
+import { agentSocketOptions, MeshProxy } from '../proxy/mesh.js';
+import { WorkerPool, type DataPlaneView } from '../workers/pool.js';
+import { autoWorkers, hostCpuFacts } from '../workers/cpus.js';
+import { splitLimits, type PodWire } from '../workers/protocol.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { CaptureSet } from './captures.js';
@@ -81,7 +84,14 @@ export class Agent {
   private identities: IdentityManager | null = null;
   /** true once a certificate could be had (at once with the built-in CA) */
   private certificatesReady = false;
+  /** the data plane on this thread (workers: 0) */
   private mesh: MeshProxy | null = null;
+  /** the data-plane worker threads (workers >= 1) */
+  private pool: WorkerPool | null = null;
+  /** whichever of the two carries the traffic */
+  private plane: DataPlaneView | null = null;
+  /** how many workers (resolved at start from `workers`) and why */
+  private workerCount: { workers: number; from: 'setting' | 'cgroup' | 'cpus' } | null = null;
   private captures: CaptureSet | null = null;
   private admin: http.Server | null = null;
   private metricsServer: http.Server | null = null;
@@ -114,13 +124,20 @@ export class Agent {
         ? (new WorkloadFileSource(cfg.workloads!, cfg.cgroupRoot) as unknown as WorkloadSource) // conforms once s-disc lands
         : null);
     this.policies = new ActivePolicies({ trustDomain: cfg.trustDomain, rootNamespace: cfg.rootNamespace });
-    this.leases = new IdentityLeases((id) => this.identities?.forget(id));
+    this.leases = new IdentityLeases((id) => {
+      this.identities?.forget(id);
+      this.pool?.dropCertificate(id);
+    });
     this.prefetch = new CertificatePrefetch({ identities: () => this.identities, wanted: (id) => this.leases.held(id), active: () => !this.lifecycle.stopped });
     this.lifecycle.on('phase', (to, from) => log.debug('agent phase', { from, to }));
     this.snapshots = new SnapshotQueue({
       lifecycle: this.lifecycle,
       applyModel: (s) => this.applyModel(s),
-      reconcile: async (s) => this.captures?.reconcile(s),
+      reconcile: async (s) => {
+        const plan = await this.captures?.reconcile(s);
+        this.pushPods();
+        return plan;
+      },
       onError: (e) => {
         this.count('reconcile_failed');
         log.error('reconcile failed (retrying on the next change)', { error: errorMessage(e) });
@@ -154,7 +171,8 @@ export class Agent {
       mark: cfg.mark,
       handover: this.handover,
       log,
-      socketOptions: (kind) => this.mesh!.socketOptions(kind),
+      socketOptions: (kind) => this.plane!.socketOptions(kind),
+      workers: () => this.pool,
       count: (r) => this.count(r),
       fds: () => ({ fds: this.resources().fds, fdLimit: this.fdLimit }),
     });
@@ -186,6 +204,7 @@ export class Agent {
         }
       },
       resources: () => this.resources(),
+      workers: () => this.pool?.info() ?? [],
     });
     this.metrics.observe(this.tracker);
     // access log: one JSON line per closed connection (this.tracker 'close')
@@ -238,6 +257,22 @@ export class Agent {
     };
   }
 
+  /** `workers` resolved: the setting, or auto (CPU-aware). */
+  private resolveWorkers(): { workers: number; from: 'setting' | 'cgroup' | 'cpus' } {
+    const w = this.cfg.workers;
+    this.workerCount = w === 'auto' ? autoWorkers(hostCpuFacts(), this.cfg.cgroupRoot) : { workers: w, from: 'setting' };
+    return this.workerCount;
+  }
+
+  /** The node's enrolled pods, to every worker (their localPodByIp; return paths set since the listeners were made). */
+  private pushPods(): void {
+    if (!this.pool || !this.captures) return;
+    const pods: PodWire[] = [];
+    for (const c of this.captures.values())
+      if (c.state === 'enrolled') pods.push({ key: c.key, info: c.info, identity: c.identity, cgroupId: c.cgroupId, clientAddress: !!c.clientAddress });
+    this.pool.setPods(pods);
+  }
+
   private localPodStates(): LocalPodState[] {
     return localPodStates(this.snapshot, this.cfg.node, (k) => this.captures?.get(k));
   }
@@ -271,6 +306,9 @@ export class Agent {
 
     const identities = await openIdentities(cfg, log);
     this.identities = identities;
+    // a worker asks again for a certificate that changed or went
+    identities.on('issued', (ev: { id: string }) => this.pool?.dropCertificate(ev.id));
+    identities.on('expired', (ev: { id: string }) => this.pool?.dropCertificate(ev.id));
     identities.on('renewalFailed', (ev) => {
       this.count('certificate_renewal_failed');
       log.warn('certificate renewal failed; keeping the current one', { id: ev.id, error: ev.error });
@@ -293,31 +331,65 @@ export class Agent {
     // a drain or stop came while the CA loaded: nothing more is built (stop() closes what is)
     if (!this.lifecycle.is('starting')) return;
     const returnPath = this.clientAddressPath(dp);
-    const mesh = new MeshProxy({
-      native: this.native,
-      mark: cfg.mark,
-      clientAddress: returnPath ? { mark: returnPath.mark } : null,
-      ports: cfg.ports,
-      trustDomain: cfg.trustDomain,
-      log: log.child('proxy'),
-      tracker: this.tracker,
-      nodePorts: [cfg.ports.admin, cfg.ports.metrics, cfg.ports.readiness],
-      count: (r) => this.count(r),
-      identities,
-      originalDst: (src) => this.datapath?.originalDst(src) ?? null,
-      index: () => this.index,
-      authorize: (dst, src) => this.policies.authorize(dst, src),
-      localPodByIp: (ip) => this.captures?.localPodByIp(ip) ?? null,
-      limits: cfg.limits,
-      liveness: livenessParams(cfg.peerTimeoutMs),
-      onLimit: (reason, message) =>
-        log.once(reason, 'warn', 'a limit was hit: the connection was refused', {
-          reason,
-          message,
-          hint: LIMIT_HINTS[reason] ?? 'raise the limit in "limits:" if this is legitimate load',
-        }),
-    });
-    this.mesh = mesh;
+    const liveness = livenessParams(cfg.peerTimeoutMs);
+    const onLimit = (reason: string, message: string): void =>
+      log.once(reason, 'warn', 'a limit was hit: the connection was refused', {
+        reason,
+        message,
+        hint: LIMIT_HINTS[reason] ?? 'raise the limit in "limits:" if this is legitimate load',
+      });
+    const workers = this.resolveWorkers();
+    let mesh: MeshProxy | null = null;
+    if (workers.workers === 0) {
+      mesh = new MeshProxy({
+        native: this.native,
+        mark: cfg.mark,
+        clientAddress: returnPath ? { mark: returnPath.mark } : null,
+        ports: cfg.ports,
+        trustDomain: cfg.trustDomain,
+        log: log.child('proxy'),
+        tracker: this.tracker,
+        nodePorts: [cfg.ports.admin, cfg.ports.metrics, cfg.ports.readiness],
+        count: (r) => this.count(r),
+        identities,
+        originalDst: (src) => this.datapath?.originalDst(src) ?? null,
+        index: () => this.index,
+        authorize: (dst, src) => this.policies.authorize(dst, src),
+        localPodByIp: (ip) => this.captures?.localPodByIp(ip) ?? null,
+        limits: cfg.limits,
+        liveness,
+        onLimit,
+      });
+      this.mesh = mesh;
+      this.plane = mesh;
+    } else {
+      const pool = new WorkerPool({
+        count: workers.workers,
+        init: {
+          mark: cfg.mark,
+          clientAddressMark: returnPath ? returnPath.mark : null,
+          ports: { outbound: cfg.ports.outbound, inbound: cfg.ports.inbound, hbone: cfg.ports.hbone },
+          nodePorts: [cfg.ports.admin, cfg.ports.metrics, cfg.ports.readiness],
+          trustDomain: cfg.trustDomain,
+          rootNamespace: cfg.rootNamespace,
+          limits: splitLimits(cfg.limits, workers.workers),
+          liveness,
+          logLevel: log.getLevel(),
+          origDstMapFd: dp.map('amb_orig_dst'),
+        },
+        native: this.native,
+        log: log.child('workers'),
+        tracker: this.tracker,
+        identities: () => this.identities,
+        countEvent: (r, n) => this.count(r, n),
+        socketOptions: (kind) => agentSocketOptions(liveness, cfg.limits, kind),
+      });
+      this.pool = pool;
+      this.plane = pool;
+      await pool.start();
+      pool.model(this.snapshot);
+      log.info('data-plane workers started', { workers: workers.workers, from: workers.from });
+    }
     this.captures = new CaptureSet({
       node: cfg.node,
       trustDomain: cfg.trustDomain,
@@ -330,11 +402,12 @@ export class Agent {
       log,
       openNetns: this.inputs.openNetns ?? openPodNetns,
       listen: (req) => this.listeners.pod(req),
+      // with workers these three are never called: the workers serve the listeners
       proxy: {
-        outbound: (p, s) => mesh.onOutbound(p, s),
-        inbound: (p, s) => mesh.onInbound(p, s),
-        hbone: (s) => mesh.hbone.handle(s),
-        release: (k) => mesh.releasePod(k),
+        outbound: (p, s) => mesh?.onOutbound(p, s),
+        inbound: (p, s) => mesh?.onInbound(p, s),
+        hbone: (s) => mesh?.hbone.handle(s),
+        release: (k) => (mesh ? mesh.releasePod(k) : this.pool?.releasePod(k)),
       },
       leases: this.leases,
       prefetch: (id) => this.prefetch.request(id),
@@ -347,7 +420,15 @@ export class Agent {
 
     this.admin = createAdminServer(
       {
-        configDump: () => this.configDump(),
+        // fresh figures from every worker first
+        configDump: async () => {
+          await this.pool?.refresh();
+          return this.configDump();
+        },
+        workerHeaps: () => this.pool?.heap() ?? Promise.resolve([]),
+        workers: () => this.pool?.info() ?? [],
+        killWorker: (i) => this.pool?.kill(i) ?? false,
+        logLevel: (level) => this.pool?.setLogLevel(level),
         ready: () => this.readiness(),
         quit: () => {
           void this.stop().then(() => process.exit(0));
@@ -412,6 +493,8 @@ export class Agent {
       this.log.info('policies compiled', { policies: u.policies, ms: u.ms });
     }
     // policies, labels or identities may have changed: live connections are checked again
+    // with workers, each checks its own on receiving the model (and logs what it closed)
+    this.pool?.model(s);
     const closed = this.mesh?.recheck() ?? 0;
     if (closed) this.log.info('policy re-check closed connections', { closed, phase: this.phase });
   }
@@ -423,7 +506,7 @@ export class Agent {
       ca: this.identities !== null && this.certificatesReady,
       adminListening: this.admin?.listening ?? false,
       metricsListening: this.metricsServer?.listening ?? false,
-      proxy: this.mesh !== null,
+      proxy: this.plane !== null,
       workloadsRejected: !!this.source?.lastError && this.snapshot.pods.size === 0,
       pods: this.localPodStates(),
     });
@@ -439,7 +522,8 @@ export class Agent {
       policies: this.policies,
       tracker: this.tracker,
       identities: this.identities,
-      mesh: this.mesh,
+      mesh: this.plane,
+      workers: this.workerCount ? { ...this.workerCount, threads: this.pool?.info() ?? [] } : null,
       source: this.source,
       counters: this.counters,
       resources: this.resources(),
@@ -450,7 +534,7 @@ export class Agent {
 
   /** What the agent holds now and what bounds it (config_dump "resources", and the metrics). */
   resources(): Resources {
-    return resources(this.mesh, { limits: this.cfg.limits, peerTimeoutMs: this.cfg.peerTimeoutMs, fdLimit: this.fdLimit });
+    return resources(this.plane, { limits: this.cfg.limits, peerTimeoutMs: this.cfg.peerTimeoutMs, fdLimit: this.fdLimit });
   }
 
   /**
@@ -480,7 +564,7 @@ export class Agent {
           }
         },
         tracker: this.tracker,
-        mesh: this.mesh,
+        mesh: this.plane,
         count: (r) => this.count(r),
         log: this.log,
         clock: this.clock,
@@ -508,7 +592,9 @@ export class Agent {
       this.handover.abort('the new agent stopped');
       this.handover.close();
       this.captures?.closeListeners();
-      await this.mesh?.close();
+      await this.plane?.close();
+      // the workers' connections end with them (a drain waited for them first)
+      await this.pool?.terminate();
       this.identities?.close();
       for (const srv of [this.admin, this.metricsServer, this.readyServer]) {
         if (!srv) continue;

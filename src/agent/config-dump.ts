@@ -23,6 +23,7 @@ import type { Readiness } from '../metrics/server.js';
 import type { PolicyDescription, PolicyStats } from '../policy/engine.js';
 import type { ActivePolicies } from '../policy/active.js';
 import type { ConnectionRecord, ConnectionTracker } from '../proxy/connections.js';
+import type { DataPlaneView } from '../workers/pool.js';
 import type { MeshProxy } from '../proxy/mesh.js';
 import type { HandoverInfo } from './handover.js';
 import type { AgentPhase } from './phase.js';
@@ -92,6 +93,8 @@ export interface ConfigDump {
   certificates: Array<Omit<CertificateInfo, 'chainPem' | 'rootPem'>>;
   /** null until the proxy runs */
   hbone: ReturnType<MeshProxy['stats']> | null;
+  /** the data-plane workers (docs/WORKERS.md): how many, why, each thread's figures; null before they start or with workers: 0 */
+  workers: { workers: number; from: string; threads: unknown[] } | null;
   workloadSource: {
     kind: AgentConfig['source'];
     file: string | null;
@@ -115,7 +118,9 @@ export interface ConfigDumpParts {
   policies: ActivePolicies;
   tracker: Pick<ConnectionTracker, 'dump'>;
   identities: Pick<IdentityManager, 'list'> | null;
-  mesh: Pick<MeshProxy, 'stats'> | null;
+  mesh: Pick<DataPlaneView, 'stats'> | null;
+  /** the data-plane workers: how many, from what, and each thread's figures (null: not started) */
+  workers: { workers: number; from: string; threads: unknown[] } | null;
   source: Pick<WorkloadSource, 'lastError'> | null;
   counters: ReadonlyMap<string, number>;
   resources: Resources;
@@ -190,6 +195,7 @@ export function buildConfigDump(parts: ConfigDumpParts): ConfigDump {
     connections: parts.tracker.dump(),
     certificates: (parts.identities?.list() ?? []).map(({ chainPem: _c, rootPem: _r, ...c }) => c),
     hbone: parts.mesh?.stats() ?? null,
+    workers: parts.workers,
     workloadSource: {
       kind: cfg.source,
       file: cfg.workloads,

@@ -9,7 +9,7 @@
  */
 import { RecordForwarder } from '../lifecycle/forwarder.js';
 import type { TrackedConnection } from '../proxy/connections.js';
-import type { MeshProxy } from '../proxy/mesh.js';
+import type { DataPlaneView } from '../workers/pool.js';
 import type { Logger } from '../util/log.js';
 
 export interface Clock {
@@ -43,7 +43,7 @@ export interface DrainDeps {
     on(event: 'close', f: (rec: TrackedConnection) => void): unknown;
     off(event: 'close', f: (rec: TrackedConnection) => void): unknown;
   };
-  mesh: Pick<MeshProxy, 'hbone' | 'close'> | null;
+  mesh: Pick<DataPlaneView, 'hbone' | 'close'> | null;
   count(reason: string): void;
   log: Logger;
   stop(): Promise<void>;

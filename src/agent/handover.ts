@@ -86,6 +86,11 @@ export class Handover {
     return this.inherited?.take(kind, role, want) ?? null;
   }
 
+  /** Every socket of the predecessor's listener (one per worker it had), at most `max`, each checked like take(). */
+  takeAll(kind: 'pod' | 'node', role: string, want: { ip: string; port: number; key?: string; netnsInode?: bigint | null }, max?: number): number[] {
+    return this.inherited?.takeAll(kind, role, want, max) ?? [];
+  }
+
   /** A taken socket serves. */
   adopted(): void {
     this.info.adopted++;

@@ -6,7 +6,9 @@
  */
 import type http from 'node:http';
 import type { NativeAddon } from '../datapath/native-api.js';
-import { handleFd, listenInNetns, serveListeningFd, type AgentSocketOptions, type PodListener } from '../datapath/sockets.js';
+import { handleFd, listenInNetns, newListenerFd, serveListeningFd, type AgentSocketOptions, type PodListener } from '../datapath/sockets.js';
+import type { PodWire } from '../workers/protocol.js';
+import type { WorkerPool } from '../workers/pool.js';
 import type { HandoverEntry } from '../lifecycle/handover.js';
 import { AmbientError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -19,7 +21,9 @@ export type NodeRole = 'readiness' | 'metrics' | 'admin';
 export interface ListenersDeps {
   native: NativeAddon;
   mark: number;
-  handover: Pick<Handover, 'take' | 'adopted'>;
+  handover: Pick<Handover, 'take' | 'takeAll' | 'adopted'>;
+  /** the data-plane workers serving pod listeners; null: this thread serves them */
+  workers(): WorkerPool | null;
   /** liveness and buffer options of a new socket (MeshProxy.socketOptions; the proxy exists before any pod listens) */
   socketOptions(kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions;
   count(reason: string): void;
@@ -73,8 +77,12 @@ export class Listeners {
 
   /** A pod's listener (PodCapture's `listen`). */
   async pod(req: ListenRequest): Promise<PodListener> {
+    // outbound: the app in this pod (bounded buffers); inbound: plaintext clients; hbone: peers (TCP_USER_TIMEOUT)
+    const kind = req.role === 'outbound' ? 'app' : req.role === 'hbone' ? 'hbone' : 'remote';
+    const pool = this.d.workers();
+    if (pool) return this.podGroup(req, pool, kind);
     const fd = this.d.handover.take('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
-    let l: PodListener;
+    let l: PodListener & { server: import('node:net').Server };
     if (fd !== null) {
       l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => {
         this.d.native.closeFd(fd);
@@ -82,12 +90,39 @@ export class Listeners {
       });
       this.d.handover.adopted();
     } else {
-      // outbound: the app in this pod (bounded buffers); inbound: plaintext clients; hbone: peers (TCP_USER_TIMEOUT)
-      const kind = req.role === 'outbound' ? 'app' : req.role === 'hbone' ? 'hbone' : 'remote';
-      l = await listenInNetns(this.d.native, req.netns.path, req.bind, this.d.mark, req.onConnection, this.d.socketOptions(kind));
+      l = (await listenInNetns(this.d.native, req.netns.path, req.bind, this.d.mark, req.onConnection, this.d.socketOptions(kind))) as typeof l;
     }
     l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${req.key} ${req.role}`));
     return l;
+  }
+
+  /**
+   * With data-plane workers: one socket per worker in an SO_REUSEPORT group
+   * (the predecessor's, all of them, then new ones up to the worker count),
+   * each served by its worker. An old agent's socket without SO_REUSEPORT
+   * cannot be joined: its workers then share it.
+   */
+  private async podGroup(req: ListenRequest, pool: WorkerPool, kind: 'app' | 'remote' | 'hbone'): Promise<PodListener> {
+    const fds = this.d.handover.takeAll('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
+    for (let i = 0; i < fds.length; i++) this.d.handover.adopted();
+    try {
+      while (fds.length < pool.size) {
+        try {
+          fds.push(newListenerFd(this.d.native, req.netns.path, req.bind, this.d.mark, this.d.socketOptions(kind)));
+        } catch (e) {
+          // the predecessor's socket has no SO_REUSEPORT (an older agent): the workers share it
+          if (fds.length > 0 && /: EADDRINUSE$/.test(String((e as Error).message))) break;
+          throw e;
+        }
+      }
+    } catch (e) {
+      for (const fd of fds) this.d.native.closeFd(fd);
+      throw e;
+    }
+    const p = req.pod;
+    const wire: PodWire = { key: p.key, info: p.info, identity: p.identity, cgroupId: p.cgroupId, clientAddress: !!p.clientAddress };
+    const group = await pool.serve(fds, req.role, wire, req.bind.ip, req.bind.port);
+    return { fd: fds[0]!, fds, ip: req.bind.ip, port: req.bind.port, close: () => group.close() };
   }
 
   /** The node ports' listening sockets, for a successor. */

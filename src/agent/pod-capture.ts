@@ -20,7 +20,7 @@ import type { Datapath, Isolation } from '../datapath/datapath.js';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { errnoName } from '../datapath/native.js';
 import { NetnsHandle } from '../datapath/netns.js';
-import type { PodListener } from '../datapath/sockets.js';
+import { foreignListeners, type PodListener } from '../datapath/sockets.js';
 import type { PodInfo } from '../discovery/model.js';
 import type { HandoverEntry } from '../lifecycle/handover.js';
 import type { MeshPod } from '../proxy/mesh.js';
@@ -56,6 +56,8 @@ export type CaptureDatapath = Pick<Datapath, 'isPinned' | 'cgroupIdOf' | 'regist
 
 export interface ListenRequest {
   key: string;
+  /** the pod as the data plane sees it (a worker gets a copy with the listener) */
+  pod: MeshPod;
   role: PodRole;
   bind: { ip: string; port: number };
   netns: NetnsRef;
@@ -281,7 +283,7 @@ export class PodCapture implements MeshPod {
       const v6 = this.held.find((ip) => ipFamily(ip) === 6);
       const { outbound, inbound, hbone } = d.ports;
       const listen = async (role: PodRole, bind: { ip: string; port: number }, onConnection: (s: net.Socket) => void): Promise<PodListener> => {
-        const l = await d.listen({ key, role, bind, netns, onConnection });
+        const l = await d.listen({ key, pod: this, role, bind, netns, onConnection });
         this.listeners.push({ ...l, role });
         // released while the socket was being made: it is ours to close
         if (this.life !== 'live') this.closeListeners();
@@ -304,6 +306,8 @@ export class PodCapture implements MeshPod {
       this.assertLive('enroll');
       for (const [port, fd, family] of registered) dp.registerListener(cgroupId, port, fd, family);
       dp.enroll({ key, cgroupId, ips: this.held, netns: netns.path, cgroup: p.cgroup, exemptSrc: d.nodeIP });
+      // the bind hooks are in place: no app can take an agent port from now on; one taken before is found here
+      this.assertOwnListeners(netns.path);
       this.enableReturnPath(netns.path);
       this.stateValue = 'enrolled';
       this.failures = 0;
@@ -416,19 +420,50 @@ export class PodCapture implements MeshPod {
     });
   }
 
+  /**
+   * Every listening socket on the agent's ports in the pod is the agent's. An
+   * app that bound one with SO_REUSEPORT (same uid) before the pod was
+   * enrolled would be in the agent's group and get a share of its
+   * connections, around the mesh: the pod is isolated instead (fail closed,
+   * retried) until the app lets the port go.
+   */
+  private assertOwnListeners(netnsPath: string): void {
+    const own = new Set<bigint>();
+    for (const l of this.listeners)
+      for (const fd of l.fds) {
+        try {
+          own.add(fs.fstatSync(fd, { bigint: true }).ino);
+        } catch {
+          /* closed meanwhile: its inode is nobody's */
+        }
+      }
+    const { outbound, inbound, hbone } = this.d.ports;
+    const foreign = foreignListeners(this.d.native, netnsPath, [outbound, inbound, hbone], own);
+    if (foreign.length === 0) return;
+    const f = foreign[0]!;
+    throw new AmbientError(
+      'LISTENER_FAILED',
+      `a socket that is not the agent's listens on ${formatHostPort(f)} in pod ${this.key} (uid ${f.uid}); ${foreign.length} such`,
+      "an app in the pod bound one of the agent's ports (15001/15006/15008, or `ports`) before the pod was enrolled: free the port in the app; the pod stays isolated (its TCP refused) until then",
+    );
+  }
+
   /** Its listening sockets, for a successor (enrolled pods only). */
   handoverEntries(): Array<{ entry: HandoverEntry; fd: number }> {
     if (this.stateValue !== 'enrolled' || this.life !== 'live') return [];
     const ino = this.netnsInode;
-    return this.listeners.map((l) => ({
-      entry: { kind: 'pod', role: l.role, key: this.key, ip: l.ip, port: l.port, ...(ino !== null ? { netnsInode: String(ino) } : {}) },
-      fd: l.fd,
-    }));
+    // every socket of each listener: one per data-plane worker (its SO_REUSEPORT group)
+    return this.listeners.flatMap((l) =>
+      l.fds.map((fd) => ({
+        entry: { kind: 'pod' as const, role: l.role, key: this.key, ip: l.ip, port: l.port, ...(ino !== null ? { netnsInode: String(ino) } : {}) },
+        fd,
+      })),
+    );
   }
 
   /** Stops accepting (drain, stop, a new attempt); the datapath state stays. */
   closeListeners(): void {
-    for (const l of this.listeners) l.server.close();
+    for (const l of this.listeners) l.close();
     this.listeners = [];
   }
 

@@ -8,7 +8,7 @@ import type { MeshSnapshot } from '../discovery/model.js';
 import { podKey } from '../discovery/model.js';
 import type { Readiness } from '../metrics/server.js';
 import type { Limits } from '../proxy/limits.js';
-import type { MeshProxy } from '../proxy/mesh.js';
+import type { DataPlaneView } from '../workers/pool.js';
 import type { AgentPhase } from './phase.js';
 import type { CaptureState, PodError } from './pod-capture.js';
 import { isLocalPod } from './reconciler.js';
@@ -99,7 +99,7 @@ export interface Resources {
 }
 
 /** What the agent holds now and what bounds it (config_dump "resources", and the metrics). */
-export function resources(mesh: MeshProxy | null, settings: { limits: Limits; peerTimeoutMs: number; fdLimit: number | null }): Resources {
+export function resources(mesh: DataPlaneView | null, settings: { limits: Limits; peerTimeoutMs: number; fdLimit: number | null }): Resources {
   const server = mesh?.hbone.stats();
   const pools = mesh ? Object.values(mesh.stats().pools) : [];
   let fds: number | null = null;

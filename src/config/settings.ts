@@ -138,6 +138,20 @@ function size(min: number, max: number): Kind<number> {
   };
 }
 
+/** `auto` or a whole number in min..max. */
+function autoOrCount(min: number, max: number): Kind<number | 'auto'> {
+  return {
+    range: `auto, ${min}..${max}`,
+    read(v, field) {
+      if (v === 'auto') return 'auto';
+      if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+      throw invalid(field, `must be "auto" or a whole number between ${min} and ${max}, got ${show(v)}`);
+    },
+    fromFlag: (t, flag) => (t.trim() === 'auto' ? 'auto' : integerFlag(t, flag)),
+    format: (v) => String(v),
+  };
+}
+
 /** A whole number. */
 function count(min: number, max: number): Kind<number> {
   return { range: `${min}..${max}`, read: (v, field) => int(v, field, min, max), fromFlag: integerFlag };
@@ -342,6 +356,16 @@ export const SETTINGS = {
     arg: 'M',
     default: 'preserve',
     help: "what an app sees as its inbound client: preserve = the client's real address (IP_TRANSPARENT and an in-pod return path; Linux >= 5.17, else pod), pod = the pod's own address",
+  }),
+  workers: setting({
+    kind: autoOrCount(0, 256),
+    flag: 'workers',
+    arg: 'N',
+    default: 'auto',
+    help:
+      'data-plane worker threads, each with its own socket of every pod listener (SO_REUSEPORT) and its own HBONE pools; ' +
+      "the main thread keeps discovery, policy, certificates, metrics and admin. auto = the agent cgroup's CPU limit, else the CPUs (at least 1); " +
+      '0 = no workers: the main thread carries the traffic too (debugging)',
   }),
   acceleration: setting({
     kind: oneOf(['sockmap', 'none']),

@@ -347,6 +347,7 @@ export const DATAPATH_COUNTERS = [
   'in_unknown_addr',
   'in_isolated',
   'orig_dst_full',
+  'bind_agent_port',
 ] as const;
 export type DatapathCounter = (typeof DATAPATH_COUNTERS)[number];
 
@@ -362,6 +363,8 @@ export const DATAPATH_COUNTER_CAUSES: Record<DatapathCounter, string> = {
     "an IPv6 connection to an address of an enrolled pod's netns that no pod owns (its link-local address, an address missing from status.podIPs): refused (RST)",
   in_unknown_addr: 'a connection to an address of an enrolled pod netns that no pod owns: refused (RST)',
   in_isolated: 'a connection to an isolated pod (its enrollment failed) or to an address two pods claim: refused (RST)',
+  bind_agent_port:
+    "an app in an enrolled pod tried to bind a port the agent listens on in the pod (15001/15006/15008 or the configured ones): refused (EPERM); move the app's port (the agent owns these)",
   orig_dst_full: 'amb_orig_dst is full (more live captured connections than it holds): new ones are reset; raise its max_entries',
 };
 

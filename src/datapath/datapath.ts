@@ -62,6 +62,8 @@ const PROGS = [
   'amb_connect6',
   'amb_getpeername4',
   'amb_getpeername6',
+  'amb_bind4',
+  'amb_bind6',
   'amb_sockops',
   'amb_sk_msg',
   'amb_sk_lookup',
@@ -513,6 +515,9 @@ export class Datapath {
           links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
         }
       }
+      // before the listeners count as the agent's: nothing in the pod may bind their ports from here on
+      for (const [name, prog] of BIND_HOOKS)
+        links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, name), `${name} on ${cgroup}`));
       for (const [name, prog, type] of CONNECT_HOOKS)
         links.push(this.pinnedLink(owner, path.join(dir, name), prog, () => this.native.linkCgroup(this.prog(prog), cgroup, type), `${type} on ${cgroup}`));
     } finally {
@@ -547,7 +552,7 @@ export class Datapath {
   removeLinks(key: string): void {
     const dir = this.linkDir(key);
     // connect4/6 first: from here on the pod's new connections are not captured
-    for (const l of ['connect4', 'connect6', 'getpeername4', 'getpeername6', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
+    for (const l of ['connect4', 'connect6', 'bind4', 'bind6', 'getpeername4', 'getpeername6', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
@@ -677,6 +682,12 @@ export class Datapath {
     this.mapFds.clear();
   }
 }
+
+/** The bind hooks of a pod cgroup: the agent's ports in the pod are refused to its apps (its SO_REUSEPORT groups). */
+const BIND_HOOKS = [
+  ['bind4', 'amb_bind4'],
+  ['bind6', 'amb_bind6'],
+] as const;
 
 /** The connect hooks of a pod cgroup: [pin name, program, attach type]; connect4 last. */
 const CONNECT_HOOKS = [

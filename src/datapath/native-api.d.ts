@@ -108,6 +108,8 @@ export interface NativeAddon {
   objPin(fd: number, path: string): 0 | Errno;
   objGet(path: string): number | Errno;
   closeFd(fd: number): 0 | Errno;
+  /** A new fd (close-on-exec) for the same open file: fcntl(F_DUPFD_CLOEXEC). */
+  dupFd(fd: number): number | Errno;
 
   mapInfo(fd: number): MapInfo | Errno;
   progInfo(fd: number): ProgInfo | Errno;
@@ -121,7 +123,7 @@ export interface NativeAddon {
 
   /**
    * bpf_link_create on a cgroup v2 directory. attachType is one of
-   * 'connect4' | 'connect6' | 'sockops' | 'getpeername4' | 'getpeername6'. Returns the link fd.
+   * 'connect4' | 'connect6' | 'bind4' | 'bind6' | 'sockops' | 'getpeername4' | 'getpeername6'. Returns the link fd.
    */
   linkCgroup(progFd: number, cgroupPath: string, attachType: string): number | Errno;
   /** bpf_link_create of an sk_lookup program on the netns at netnsPath. */

@@ -12,11 +12,17 @@ import type { Sockaddr } from './codec.js';
 import { formatHostPort } from '../util/hostport.js';
 
 export interface PodListener {
-  server: net.Server;
+  /** the socket the datapath steers to (amb_listeners); with workers, one of its SO_REUSEPORT group */
   fd: number;
+  /** every socket of this listener: one, or one per data-plane worker (an SO_REUSEPORT group) */
+  fds: readonly number[];
   /** the address it is bound to */
   ip: string;
   port: number;
+  /** stops serving and closes its sockets */
+  close(): void;
+  /** the server accepting on it, when this thread serves it (no workers) */
+  server?: net.Server;
 }
 
 /**
@@ -38,6 +44,23 @@ function socketOpts(o: AgentSocketOptions | undefined): Partial<SocketOptions> {
   };
 }
 
+/**
+ * A new listening socket bound to ip:port inside the netns (the fd is the
+ * caller's). With SO_REUSEPORT: each data-plane worker has one socket of the
+ * group, and the kernel spreads the connections over them (sk_lookup's and
+ * the connect rewrite's target is any socket of the group). Apps in the pod
+ * cannot join the group: the bind hooks refuse them the agent's ports.
+ */
+export function newListenerFd(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, opts?: AgentSocketOptions): number {
+  const rc = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, reusePort: true, bind, listen: 4096, ...socketOpts(opts) });
+  const hint =
+    errnoName(rc) === 'EADDRINUSE'
+      ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
+      : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
+  if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${formatHostPort(bind)} in ${netns}`, rc, hint);
+  return rc;
+}
+
 /** A listening socket bound to ip:port inside the netns, served by `onConnection`. */
 export async function listenInNetns(
   native: NativeAddon,
@@ -47,13 +70,7 @@ export async function listenInNetns(
   onConnection: (s: net.Socket) => void,
   opts?: AgentSocketOptions,
 ): Promise<PodListener> {
-  const rc = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, bind, listen: 4096, ...socketOpts(opts) });
-  const hint =
-    errnoName(rc) === 'EADDRINUSE'
-      ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
-      : 'check the pod netns still exists and the agent has CAP_NET_ADMIN';
-  if (rc < 0) throw nativeError('LISTENER_FAILED', `cannot listen on ${formatHostPort(bind)} in ${netns}`, rc, hint);
-  const sock = new OwnedFd(native, rc, 'socket', 'listenInNetns', `listener ${formatHostPort(bind)} in ${netns}`);
+  const sock = new OwnedFd(native, newListenerFd(native, netns, bind, mark, opts), 'socket', 'listenInNetns', `listener ${formatHostPort(bind)} in ${netns}`);
   // From server.listen({fd}) on, Node owns the fd: it closes it itself when
   // its listen() fails, so closing it here too could close a reused number.
   return serveListeningFd(sock.release(), bind, onConnection);
@@ -63,7 +80,7 @@ export async function listenInNetns(
  * Serves an already listening socket (made by listenInNetns, or inherited
  * from the previous agent at a hand-over): its accept queue is kept as is.
  */
-export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection: (s: net.Socket) => void): Promise<PodListener> {
+export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection: (s: net.Socket) => void): Promise<PodListener & { server: net.Server }> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -72,7 +89,20 @@ export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection:
       resolve();
     });
   });
-  return { server, fd, ip: bind.ip, port: bind.port };
+  return { server, fd, fds: [fd], ip: bind.ip, port: bind.port, close: () => server.close() };
+}
+
+/**
+ * Listening sockets on these ports in the netns that are not ours (`own`:
+ * their socket inodes): an app that bound an agent port with SO_REUSEPORT
+ * before the pod was enrolled would share the agent's group. Empty when the
+ * kernel cannot list them (the bind hooks still refuse new ones).
+ */
+export function foreignListeners(native: Pick<NativeAddon, 'tcpSockets'>, netns: string, ports: readonly number[], own: ReadonlySet<bigint>): Array<{ ip: string; port: number; uid: number }> {
+  const TCP_LISTEN = 10;
+  const list = native.tcpSockets(netns, 1 << TCP_LISTEN);
+  if (typeof list === 'number') return [];
+  return list.filter((s) => ports.includes(s.sport) && !own.has(s.inode)).map((s) => ({ ip: s.src, port: s.sport, uid: s.uid }));
 }
 
 /** The fd under a Node server or socket (Linux: the libuv handle exposes it); null when closed. */

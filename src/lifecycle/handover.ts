@@ -100,7 +100,8 @@ export class HandoverError extends AmbientError {
 
 /** What a new agent received: listening fds it may take, then ack() or abort(). */
 export class Inherited {
-  private readonly byKey = new Map<string, { entry: HandoverEntry; fd: number }>();
+  /** a listener's sockets: one per data-plane worker of the old agent (an SO_REUSEPORT group), one without workers */
+  private readonly byKey = new Map<string, Array<{ entry: HandoverEntry; fd: number }>>();
   private done = false;
   readonly rejected: Array<{ entry: HandoverEntry; reason: string }> = [];
 
@@ -110,7 +111,12 @@ export class Inherited {
     readonly fromPid: number,
     list: Array<{ entry: HandoverEntry; fd: number }>,
   ) {
-    for (const x of list) this.byKey.set(Inherited.id(x.entry.kind, x.entry.role, x.entry.key, x.entry.ip), x);
+    for (const x of list) {
+      const id = Inherited.id(x.entry.kind, x.entry.role, x.entry.key, x.entry.ip);
+      const l = this.byKey.get(id);
+      if (l) l.push(x);
+      else this.byKey.set(id, [x]);
+    }
   }
 
   /** A listener is one role of one pod (or the node) in one family: a dual-stack pod has one of each. */
@@ -119,37 +125,56 @@ export class Inherited {
   }
 
   get size(): number {
-    return this.byKey.size;
+    let n = 0;
+    for (const l of this.byKey.values()) n += l.length;
+    return n;
   }
 
   /**
    * The fd of a listener the old agent had, if it is what we would bind now
    * (same address and port, and for pods the same netns); null otherwise (the
-   * caller binds a new socket). The fd then belongs to the caller.
+   * caller binds a new socket). The fd then belongs to the caller. Where the
+   * old agent had several sockets for it (one per worker), the first.
    */
   take(kind: 'pod' | 'node', role: string, want: { ip: string; port: number; key?: string; netnsInode?: bigint | null }): number | null {
+    return this.takeAll(kind, role, want, 1)[0] ?? null;
+  }
+
+  /**
+   * Every socket the old agent had for this listener (its workers' SO_REUSEPORT
+   * group), at most `max`, each checked like take(); the rest stay for closeRest().
+   */
+  takeAll(kind: 'pod' | 'node', role: string, want: { ip: string; port: number; key?: string; netnsInode?: bigint | null }, max = Infinity): number[] {
     const id = Inherited.id(kind, role, want.key, want.ip);
-    const x = this.byKey.get(id);
-    if (!x) return null;
-    this.byKey.delete(id);
-    const info = this.native.socketInfo(x.fd);
-    let why: string | null = null;
-    if (typeof info === 'number') why = `socketInfo: ${errnoName(info)}`;
-    else if (!info.listening) why = 'not a listening socket';
-    else if (info.port !== want.port || info.ip !== want.ip) why = `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
-    else if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode)
-      why = 'in another network namespace (the pod sandbox was re-created)';
-    if (why) {
-      this.rejected.push({ entry: x.entry, reason: why });
-      this.native.closeFd(x.fd);
-      return null;
+    const list = this.byKey.get(id);
+    if (!list) return [];
+    const out: number[] = [];
+    while (list.length > 0 && out.length < max) {
+      const x = list.shift()!;
+      const why = this.check(x.fd, want);
+      if (why) {
+        this.rejected.push({ entry: x.entry, reason: why });
+        this.native.closeFd(x.fd);
+        continue;
+      }
+      out.push(x.fd);
     }
-    return x.fd;
+    if (list.length === 0) this.byKey.delete(id);
+    return out;
+  }
+
+  private check(fd: number, want: { ip: string; port: number; netnsInode?: bigint | null }): string | null {
+    const info = this.native.socketInfo(fd);
+    if (typeof info === 'number') return `socketInfo: ${errnoName(info)}`;
+    if (!info.listening) return 'not a listening socket';
+    if (info.port !== want.port || info.ip !== want.ip) return `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
+    if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) return 'in another network namespace (the pod sandbox was re-created)';
+    return null;
   }
 
   /** Entries nobody took (pods gone since): closed. */
   closeRest(): HandoverEntry[] {
-    const rest = [...this.byKey.values()];
+    const rest = [...this.byKey.values()].flat();
     for (const x of rest) this.native.closeFd(x.fd);
     this.byKey.clear();
     return rest.map((x) => x.entry);

@@ -62,6 +62,8 @@ export interface MetricsSource {
   datapathCounters?(): Record<string, bigint> | null;
   /** what the agent holds now (sockets, sessions, streams) and the limits hit */
   resources?(): ResourceSample;
+  /** the data-plane worker threads (none with workers: 0) */
+  workers?(): Array<{ index: number; running: boolean; served: number; open: number; restarts: number }>;
 }
 
 export interface ResourceSample {
@@ -229,6 +231,43 @@ export class AgentMetrics {
         this.reset();
         const x = src.resources?.();
         if (x) for (const [k, v] of Object.entries(x.limitsHit)) this.inc({ limit: k }, v);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_workers',
+      help: 'Data-plane worker threads running now (workers setting; 0 with workers: 0, where the main thread carries the traffic)',
+      registers: [r],
+      collect() {
+        this.set((src.workers?.() ?? []).filter((w) => w.running).length);
+      },
+    });
+    new Counter({
+      name: 'ambientd_worker_connections_total',
+      help: 'Connections each data-plane worker took (the kernel spreads them over the SO_REUSEPORT group of every pod listener)',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const w of src.workers?.() ?? []) this.inc({ worker: String(w.index) }, w.served);
+      },
+    });
+    new Gauge({
+      name: 'ambientd_worker_connections_open',
+      help: 'Connections open now on each data-plane worker',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        for (const w of src.workers?.() ?? []) this.set({ worker: String(w.index) }, w.open);
+      },
+    });
+    new Counter({
+      name: 'ambientd_worker_restarts_total',
+      help: 'Data-plane workers that died and were replaced (their connections were lost: ambientd_agent_events_total{reason="worker_connections_lost"})',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const w of src.workers?.() ?? []) this.inc({ worker: String(w.index) }, w.restarts);
       },
     });
     if (opts.defaultMetrics !== false) {

@@ -176,6 +176,17 @@ export class ConnectionTracker extends EventEmitter {
     return rec;
   }
 
+  /**
+   * An open record made by another tracker (a data-plane worker's): kept here
+   * under this tracker's next id, its start time as it was; emits 'open'.
+   */
+  mirror(r: TrackedConnection): TrackedConnection {
+    const rec: Mutable<TrackedConnection> = { ...r, id: this.nextId++, endMs: null, bytesSent: 0, bytesReceived: 0, outcome: r.outcome ?? null };
+    this.open.set(rec.id, rec);
+    this.emit('open', rec);
+    return rec;
+  }
+
   /** A policy change denied this open connection: that is how it ends, whatever the reset that follows looks like. */
   revoke(rec: TrackedConnection, policy: string | null): void {
     const r = this.open.get(rec.id);

@@ -117,6 +117,15 @@ function baggage(p: PodInfo): string {
   return `k8s.cluster.name=Kubernetes,k8s.namespace.name=${p.namespace},k8s.pod.name=${p.name},service.name=${app},service.version=${version}`;
 }
 
+/** The options of an agent socket of this kind (MeshProxy.socketOptions; the control thread's listeners with workers). */
+export function agentSocketOptions(liveness: LivenessParams, limits: Pick<Limits, 'socketBuffer'>, kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions {
+  const { userTimeoutMs, ...keep } = liveness.tcp;
+  return {
+    liveness: kind === 'hbone' ? { ...keep, userTimeoutMs: userTimeoutMs ?? 0 } : keep,
+    ...(kind === 'app' ? { socketBuffer: limits.socketBuffer } : {}),
+  };
+}
+
 /** An accepted connection older than this (since its app side was established) has no business with its entry. */
 const ORIGINAL_DST_MAX_AGE_NS = 60_000_000_000n;
 
@@ -189,11 +198,7 @@ export class MeshProxy {
    * connections, bounded buffers towards apps in pods.
    */
   socketOptions(kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions {
-    const { userTimeoutMs, ...keep } = this.liveness.tcp;
-    return {
-      liveness: kind === 'hbone' ? { ...keep, userTimeoutMs: userTimeoutMs ?? 0 } : keep,
-      ...(kind === 'app' ? { socketBuffer: this.limits.socketBuffer } : {}),
-    };
+    return agentSocketOptions(this.liveness, this.limits, kind);
   }
 
   private readonly live = new Set<LiveInbound>();

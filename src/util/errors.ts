@@ -94,7 +94,8 @@ export type LifecycleCode =
   | 'AGENT_INTERNAL'
   | 'AGENT_PHASE'
   | 'HANDOVER_RECORD_INVALID'
-  | 'HANDOVER_RECORD_VERSION';
+  | 'HANDOVER_RECORD_VERSION'
+  | 'WORKER_UNAVAILABLE';
 
 /** The agent's start-up checks (src/agent/preflight.ts): what the node or the manifest does not grant. */
 export type PreflightCode = 'PREFLIGHT_CAPABILITY_MISSING' | 'PREFLIGHT_MOUNT_MISSING' | 'PREFLIGHT_CGROUP_NAMESPACE' | 'PREFLIGHT_PID_NAMESPACE';

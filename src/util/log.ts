@@ -34,6 +34,10 @@ export class Logger {
   enabled(l: Level): boolean {
     return ORDER[l] >= ORDER[this.getLevel()];
   }
+  /** A line already formatted elsewhere (a data-plane worker's), to this logger's sink as it is. */
+  write(line: string): void {
+    this.sink(line);
+  }
   log(l: Exclude<Level, 'off'>, msg: string, fields: Record<string, unknown> = {}): void {
     if (!this.enabled(l)) return;
     this.sink(JSON.stringify({ time: new Date().toISOString(), level: l, scope: this.scope, msg, ...fields }, replacer));

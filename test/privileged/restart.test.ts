@@ -75,6 +75,8 @@ const LINK_PROG: Record<string, string> = {
   getpeername6: 'amb_getpeername6',
   connect4: 'amb_connect4',
   connect6: 'amb_connect6',
+  bind4: 'amb_bind4',
+  bind6: 'amb_bind6',
 };
 
 /** Every pinned link of a pod runs the given agent's program (by id). */

@@ -203,8 +203,16 @@ export function agentConfigFor(state: SandboxState, node: SandboxNode, logLevel 
     handoverSocket: path.join(path.dirname(node.config), 'handover.sock'),
     drainTimeout: state.drainTimeout ?? '5s',
     ...(state.handoverTimeout ? { handoverTimeout: state.handoverTimeout } : {}),
+    // AMBIENTD_SANDBOX_WORKERS=N|auto: the privileged suite with that many data-plane workers (make test runs 2 and 1)
+    ...workersFromEnv(),
     ...(state.agentSettings ?? {}),
   };
+}
+
+function workersFromEnv(): { workers?: number | 'auto' } {
+  const w = process.env.AMBIENTD_SANDBOX_WORKERS;
+  if (w === undefined || w === '') return {};
+  return { workers: w === 'auto' ? 'auto' : Number(w) };
 }
 
 export function renderAgentConfig(state: SandboxState, node: SandboxNode, logLevel = 'info'): string {

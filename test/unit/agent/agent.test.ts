@@ -98,6 +98,8 @@ function world(initial: MeshSnapshot) {
     drainTimeout: '2s',
     metricsAddress: '127.0.0.1',
     logLevel: 'off',
+    // fakes live on this thread: the data plane too (worker threads load the real addon)
+    workers: 0,
   });
   // ephemeral node ports (0 is no valid setting, but listen() takes it)
   const config: AgentConfig = { ...base, ports: { ...base.ports, admin: 0, metrics: 0, readiness: 0 }, readyFile: path.join(dir, 'ready') };

@@ -132,7 +132,8 @@ export function captureWorld(o: { missingNetns?: string[] } = {}): CaptureWorld 
           w.closedListeners++;
         },
       } as unknown as net.Server;
-      return { server, fd: fd++, ...req.bind } satisfies PodListener;
+      const n = fd++;
+      return { server, fd: n, fds: [n], close: () => server.close(), ...req.bind } satisfies PodListener;
     },
     proxy: { outbound: () => undefined, inbound: () => undefined, hbone: () => undefined, release: (k) => w.released.push(k) },
     leases: w.leases,

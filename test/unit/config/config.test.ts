@@ -53,6 +53,7 @@ test('defaults: the whole config from the two required settings', () => {
     metricsAddress: '0.0.0.0',
     mark: 0x539,
     clientAddress: 'preserve',
+    workers: 'auto',
     acceleration: 'none',
     trustDomain: 'cluster.local',
     caDir: '/var/lib/ambientd/ca',
@@ -115,6 +116,7 @@ test('every kind of value: good values read as typed, units converted', () => {
     metricsAddress: '10.0.0.1',
     mark: 0xffffffff,
     clientAddress: 'pod',
+    workers: 2,
     acceleration: 'sockmap',
     trustDomain: 'example.org',
     caDir: '/ca',
@@ -194,6 +196,9 @@ test('bad values: what each setting wants is said', () => {
   rejects({ ...MIN, mark: 2 ** 32 }, /field "mark" must be a positive 32-bit integer/);
   rejects({ ...MIN, acceleration: 'turbo' }, /"acceleration" must be "sockmap" or "none"/);
   rejects({ ...MIN, clientAddress: 'spoof' }, /"clientAddress" must be "preserve" or "pod"/);
+  rejects({ ...MIN, workers: -1 }, /"workers" must be "auto" or a whole number between 0 and 256, got -1/);
+  rejects({ ...MIN, workers: 1.5 }, /"workers" must be "auto" or a whole number/);
+  rejects({ ...MIN, workers: 'all' }, /"workers" must be "auto" or a whole number/);
   rejects({ ...MIN, logLevel: 'trace' }, /field "logLevel" must be one of debug, info, warn, error, off/);
   rejects({ ...MIN, accessLog: 'warn' }, /field "accessLog" must be one of info, debug, off/);
   rejects({ ...MIN, bpffsDir: 'relative' }, /bpffsDir" must be an absolute path/);

@@ -39,6 +39,7 @@ const SAMPLES: Record<string, [string[], unknown]> = {
   metricsAddress: [['--metrics-address', '::'], '::'],
   mark: [['--mark', '0x10'], 16],
   clientAddress: [['--client-address', 'pod'], 'pod'],
+  workers: [['--workers', '3'], 3],
   acceleration: [['--acceleration', 'sockmap'], 'sockmap'],
   trustDomain: [['--trust-domain', 'example.org'], 'example.org'],
   caDir: [['--ca-dir', '/ca'], '/ca'],
