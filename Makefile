@@ -5,7 +5,7 @@ CLANG ?= clang
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I$(ARCH_INC)
 NODE := node
 
-.PHONY: all deps build bpf native ts demo test lint format test-unit test-privileged test-dual test-ipv4 test-vm test-demo bench audit clean sandbox-down image image-bases test-image test-container
+.PHONY: all deps build bpf native ts demo test lint format test-unit test-privileged test-workers1 test-dual test-ipv4 test-vm test-demo bench audit clean sandbox-down image image-bases test-image test-container
 
 all: build
 
@@ -30,7 +30,7 @@ build: bpf native ts
 demo: build
 	$(NODE) dist/src/cli.js demo
 
-test: build test-unit lint test-privileged test-demo test-vm test-container
+test: build test-unit lint test-privileged test-workers1 test-demo test-vm test-container
 
 # house style: eslint (typescript-eslint), prettier, clang-format for native/ and bpf/
 C_SOURCES := $(wildcard native/*.cc native/*.h bpf/*.c bpf/*.h)
@@ -51,8 +51,14 @@ test-unit:
 # family gets 10.244.<n>.<p> and fd00:10:244:<n>::<p> (AMBIENTD_SANDBOX_IP_FAMILY=dual), so
 # the whole suite proves both families at once; `make test-container` runs the core files on
 # IPv4-only pods, and `make test-ipv4` the whole suite on them (not part of `make test`).
+# The agents run 2 data-plane workers (docs/WORKERS.md; AMBIENTD_SANDBOX_WORKERS), and
+# test-workers1 runs the core capture/HBONE/policy files again with 1.
 test-privileged:
-	AMBIENTD_SANDBOX_IP_FAMILY=dual $(NODE) --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec dist/test/privileged/
+	AMBIENTD_SANDBOX_IP_FAMILY=dual AMBIENTD_SANDBOX_WORKERS=2 $(NODE) --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec dist/test/privileged/
+
+CORE_TESTS = $(addprefix dist/test/privileged/,datapath.test.js hbone.test.js services-policy.test.js client-address.test.js)
+test-workers1:
+	AMBIENTD_SANDBOX_IP_FAMILY=dual AMBIENTD_SANDBOX_WORKERS=1 $(NODE) --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec $(CORE_TESTS)
 
 IPV4_TESTS = $(filter-out dist/test/privileged/container.test.js,$(wildcard dist/test/privileged/*.test.js))
 test-ipv4:

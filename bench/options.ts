@@ -37,7 +37,10 @@ export const USAGE = `usage: node dist/bench/run.js [--quick] [--only SECTION[,S
             ca (12: cluster CA issuance p50/p99 and certificates/s, enrollment -> first HBONE connection
                 and a 100-pod node start-up, cluster CA vs embedded),
             ipv6 (13: IPv6 vs IPv4 throughput, 1 KiB latency and connections/s, same node and cross node,
-                  through the mesh and direct, client-address preservation on and off, in one dual-stack sandbox; ~7 min)
+                  through the mesh and direct, client-address preservation on and off, in one dual-stack sandbox; ~7 min),
+            workers (14: the data plane on worker threads: workers 1 and 2 and the main thread, each figure
+                     beside its baseline: connections/s and CPU per connection, bulk vs the nghttpx tunnel,
+                     added latency, scrape p99, scaling, live heap per idle connection, shares; ~8 min)
   the report goes to FILE (default: bench/RESULTS.md for a full run), the raw results as JSON next to
   it (FILE.md -> FILE.json); node dist/bench/render.js FILE.json renders them again
 `;

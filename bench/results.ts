@@ -24,7 +24,7 @@ import { AmbientError } from '../src/util/errors.js';
 
 export const RESULTS_VERSION = 1;
 
-export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca', 'ipv6'] as const;
+export const SECTIONS = ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca', 'ipv6', 'workers'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchResults {
@@ -48,6 +48,55 @@ export interface BenchResults {
   ca?: CaResults;
   /** section 13 */
   ipv6?: Ipv6Results;
+  /** section 14 */
+  workers?: WorkersResults;
+}
+
+// ---------------------------------------------------------------------------
+// section 14: the data plane on worker threads (bench/workers.ts)
+// ---------------------------------------------------------------------------
+
+export interface WorkersVariant {
+  name: string;
+  /** the agents' `workers` setting (0: the data plane on the main thread) */
+  workers: number;
+}
+
+/**
+ * cps: connections/s (path mesh | direct); tput1/tput4: Gbit/s (mesh | nghttpx);
+ * rr: 1 KiB round trip p50 µs, pinned (mesh | direct); scrape: rr p50/p99 µs not
+ * pinned (quiet | scraped); scale: connections/s through one agent carrying both
+ * ends (same-node); heap: live heap bytes per idle connection, mean of both agents (idle).
+ */
+export type WorkersMetric = 'cps' | 'tput1' | 'tput4' | 'rr' | 'scrape' | 'scale' | 'heap';
+
+export interface WorkersTrial {
+  variant: string;
+  workers: number;
+  round: number;
+  metric: WorkersMetric;
+  path: string;
+  value: number;
+  p99: number | null;
+  /** connections (cps, scale), Gbit (tput: rate x seconds), samples (rr), scrapes (scrape), connections held (heap) */
+  ops: number;
+  /** CPU seconds during the measurement: [n1 agent, n2 agent] on mesh paths; [h2fwd] on nghttpx */
+  agentCpuS: number[] | null;
+  /** connections each worker took during it: per node, per worker */
+  shares: number[][] | null;
+  failed: string | null;
+  /** heap: bytes per idle connection, [n1 agent, n2 agent] */
+  heapPerConn?: number[];
+}
+
+export interface WorkersResults {
+  quick: boolean;
+  seconds: number;
+  rounds: number;
+  idle: number;
+  cpus: number;
+  variants: WorkersVariant[];
+  trials: WorkersTrial[];
 }
 
 // ---------------------------------------------------------------------------

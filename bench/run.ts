@@ -7,7 +7,8 @@
  *   sections: same-node (1-2, bench/same-node.ts), enroll (3, bench/enroll.ts),
  *             hbone (4-7, bench/hbone.ts), policy (8, bench/policy-setup.ts),
  *             observability (9, bench/observability.ts), restart (10, bench/restart.ts),
- *             lifecycle (11, bench/lifecycle.ts), ca (12, bench/ca.ts), ipv6 (13, bench/ipv6.ts)
+ *             lifecycle (11, bench/lifecycle.ts), ca (12, bench/ca.ts), ipv6 (13, bench/ipv6.ts),
+ *             workers (14, bench/workers.ts)
  *
  *   1. same-node throughput (iperf3, 1 stream): direct plain->plain pod, and
  *      ambient->plain through the agent with acceleration=sockmap and =none
@@ -37,6 +38,12 @@
  *      streams), 1 KB latency p50/p99 and connections/s, same node and cross
  *      node, through the mesh and direct, the families alternating; the
  *      IPv6/IPv4 ratios and the agents' CPU per family
+ *   14. the data plane on worker threads, with workers 1 and 2 and on the main
+ *      thread (workers 0), each beside its baseline in the same round:
+ *      connections/s and CPU per connection, bulk against the nghttpx tunnel,
+ *      CPU per Gbit/s against h2fwd, added 1 KiB latency, latency while
+ *      /metrics is scraped, scaling where the agent is the bottleneck, live
+ *      heap per idle connection, each worker's share
  *
  * Each section returns its figures as data (bench/results.ts); once all have
  * run, the renderer (bench/render/) writes them as markdown to
@@ -71,6 +78,7 @@ import { restartBench } from './restart.js';
 import { lifecycleBench } from './lifecycle.js';
 import { caBench } from './ca.js';
 import { ipv6Bench } from './ipv6.js';
+import { workersBench } from './workers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STATE_DIR = '/run/ambientd-sandbox-bench';
@@ -132,6 +140,7 @@ async function main(): Promise<void> {
     lifecycle: async () => void (results.lifecycle = await lifecycleBench({ quick: o.quick, ...(o.soakSeconds ? { soakSeconds: o.soakSeconds } : {}) })),
     ca: async () => void (results.ca = await caBench({ quick: o.quick }, STATE_DIR, log)),
     ipv6: async () => void (results.ipv6 = await ipv6Bench({ quick: o.quick }, STATE_DIR, log)),
+    workers: async () => void (results.workers = await workersBench({ quick: o.quick }, STATE_DIR, log)),
   };
   try {
     // in the order of SECTIONS (the report's), whatever the order of --only

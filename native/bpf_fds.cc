@@ -6,8 +6,8 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <linux/bpf.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <unistd.h>
 
 #include <cstring>

@@ -11,6 +11,7 @@ import { caMarkdown } from './ca.js';
 import { enrollMarkdown, enrollText } from './enroll.js';
 import { hboneHeaderLine, hboneMarkdown, hboneText } from './hbone.js';
 import { ipv6Markdown, ipv6Text } from './ipv6.js';
+import { workersMarkdown, workersText } from './workers.js';
 import { lifecycleMarkdown } from './lifecycle.js';
 import { observabilityMarkdown } from './observability.js';
 import { policyMarkdown } from './policy.js';
@@ -90,6 +91,7 @@ export function renderResults(r: BenchResults): string {
   if (r.lifecycle) md.push('', lifecycleMarkdown(r.lifecycle, '## 11.').join('\n'));
   if (r.ca) md.push('', caMarkdown(r.ca, '## 12.').join('\n'));
   if (r.ipv6) md.push('', ipv6Markdown(r.ipv6, '## 13.').join('\n'));
+  if (r.workers) md.push('', workersMarkdown(r.workers, '## 14.').join('\n'));
   return md.join('\n');
 }
 
@@ -114,5 +116,7 @@ export function sectionSummary(r: BenchResults, section: (typeof SECTIONS)[numbe
       return r.ca ? [caMarkdown(r.ca).join('\n')] : [];
     case 'ipv6':
       return r.ipv6 ? ipv6Text(r.ipv6) : [];
+    case 'workers':
+      return r.workers ? workersText(r.workers) : [];
   }
 }

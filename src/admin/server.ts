@@ -77,7 +77,8 @@ export function createAdminServer(h: AdminHandlers, log: Logger): http.Server {
           case 'POST /workers/kill': {
             const i = Number(url.searchParams.get('index'));
             const n = h.workers?.().length ?? 0;
-            if (!Number.isInteger(i) || i < 0 || i >= n) return send(res, 400, { error: `index must be a worker index, 0..${n - 1}` + (n === 0 ? ' (this agent runs no workers)' : '') });
+            if (!Number.isInteger(i) || i < 0 || i >= n)
+              return send(res, 400, { error: `index must be a worker index, 0..${n - 1}` + (n === 0 ? ' (this agent runs no workers)' : '') });
             return send(res, 200, { killed: h.killWorker?.(i) ?? false });
           }
           case 'GET /healthz/ready': {

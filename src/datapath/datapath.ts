@@ -552,7 +552,8 @@ export class Datapath {
   removeLinks(key: string): void {
     const dir = this.linkDir(key);
     // connect4/6 first: from here on the pod's new connections are not captured
-    for (const l of ['connect4', 'connect6', 'bind4', 'bind6', 'getpeername4', 'getpeername6', 'sockops', 'sk_lookup']) this.removePinnedLink(path.join(dir, l));
+    for (const l of ['connect4', 'connect6', 'bind4', 'bind6', 'getpeername4', 'getpeername6', 'sockops', 'sk_lookup'])
+      this.removePinnedLink(path.join(dir, l));
     fs.rmSync(dir, { recursive: true, force: true });
   }
 

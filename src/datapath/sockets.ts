@@ -52,7 +52,15 @@ function socketOpts(o: AgentSocketOptions | undefined): Partial<SocketOptions> {
  * cannot join the group: the bind hooks refuse them the agent's ports.
  */
 export function newListenerFd(native: NativeAddon, netns: string, bind: Sockaddr, mark: number, opts?: AgentSocketOptions): number {
-  const rc = native.socketInNetns(netns, { family: bind.ip.includes(':') ? 6 : 4, mark, reuseAddr: true, reusePort: true, bind, listen: 4096, ...socketOpts(opts) });
+  const rc = native.socketInNetns(netns, {
+    family: bind.ip.includes(':') ? 6 : 4,
+    mark,
+    reuseAddr: true,
+    reusePort: true,
+    bind,
+    listen: 4096,
+    ...socketOpts(opts),
+  });
   const hint =
     errnoName(rc) === 'EADDRINUSE'
       ? 'another process in the pod uses an ambientd port (15001/15006/15008); free it or change `ports` in the agent config'
@@ -98,7 +106,12 @@ export async function serveListeningFd(fd: number, bind: Sockaddr, onConnection:
  * before the pod was enrolled would share the agent's group. Empty when the
  * kernel cannot list them (the bind hooks still refuse new ones).
  */
-export function foreignListeners(native: Pick<NativeAddon, 'tcpSockets'>, netns: string, ports: readonly number[], own: ReadonlySet<bigint>): Array<{ ip: string; port: number; uid: number }> {
+export function foreignListeners(
+  native: Pick<NativeAddon, 'tcpSockets'>,
+  netns: string,
+  ports: readonly number[],
+  own: ReadonlySet<bigint>,
+): Array<{ ip: string; port: number; uid: number }> {
   const TCP_LISTEN = 10;
   const list = native.tcpSockets(netns, 1 << TCP_LISTEN);
   if (typeof list === 'number') return [];

@@ -168,7 +168,8 @@ export class Inherited {
     if (typeof info === 'number') return `socketInfo: ${errnoName(info)}`;
     if (!info.listening) return 'not a listening socket';
     if (info.port !== want.port || info.ip !== want.ip) return `bound to ${formatHostPort(info)}, want ${formatHostPort(want)}`;
-    if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode) return 'in another network namespace (the pod sandbox was re-created)';
+    if (want.netnsInode != null && info.netnsInode !== 0n && info.netnsInode !== want.netnsInode)
+      return 'in another network namespace (the pod sandbox was re-created)';
     return null;
   }
 

@@ -55,21 +55,36 @@ export const CONNECTION_STATE_BYTES = 16 * 1024;
 /**
  * The agent's memory beyond its idle size (docs/ARCHITECTURE.md#limits),
  * whatever apps and peers do, for `streams` open HBONE streams and
- * `connections` proxied connections:
+ * `connections` proxied connections, on `workers` data-plane workers:
  *
  *   max(receiveBuffer, streams × minStreamWindow)   data peers may send ahead of the apps
  *   + streams × STREAM_OVERHEAD_BYTES                 per-stream buffers
  *   + connections × CONNECTION_STATE_BYTES            per-connection state
+ *   + workers × WORKER_LOAD_BYTES                     each worker isolate under load
  *
  * Kernel memory charged to the agent is bounded apart: 4 × socketBuffer per
  * in-pod socket (the kernel doubles SO_SNDBUF/SO_RCVBUF), and HBONE
  * connections hold at most what flow control lets into flight.
  */
-export function memoryBound(limits: Pick<Limits, 'receiveBuffer' | 'minStreamWindow'>, load: { streams: number; connections: number }): number {
+export function memoryBound(
+  limits: Pick<Limits, 'receiveBuffer' | 'minStreamWindow'>,
+  load: { streams: number; connections: number; workers?: number },
+): number {
   return (
-    Math.max(limits.receiveBuffer, load.streams * limits.minStreamWindow) + load.streams * STREAM_OVERHEAD_BYTES + load.connections * CONNECTION_STATE_BYTES
+    Math.max(limits.receiveBuffer, load.streams * limits.minStreamWindow) +
+    load.streams * STREAM_OVERHEAD_BYTES +
+    load.connections * CONNECTION_STATE_BYTES +
+    (load.workers ?? 0) * WORKER_LOAD_BYTES
   );
 }
+
+/**
+ * What a data-plane worker's isolate adds under load beyond its idle size:
+ * its young generation filling up (capped at 12 MiB: src/workers/pool.ts
+ * WORKER_YOUNG_GENERATION_MB) and its first TLS/HTTP/2 working set. The
+ * node-wide buffer budget does not grow with the workers (it is split).
+ */
+export const WORKER_LOAD_BYTES = 12 * 1024 * 1024;
 
 /**
  * A counting cap with a bounded wait: acquire() takes a slot, or waits for

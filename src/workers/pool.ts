@@ -78,6 +78,14 @@ export interface ServedGroup {
 /** A command to a worker, without its envelope. */
 type CallOp = { op: 'stats' | 'heap' } | { op: 'close'; force: boolean } | { op: 'hboneClose'; graceMs: number };
 
+/**
+ * A worker's young generation (V8 new space and its large-object space), in
+ * MiB: 24 keeps new space at 16 MiB where V8's default lets it grow to 32 MiB
+ * per isolate under a proxy's allocation rate (measured: docs/WORKERS.md).
+ * Each worker is an isolate of its own: this is per worker.
+ */
+export const WORKER_YOUNG_GENERATION_MB = 12;
+
 const EMPTY_STATS: WorkerStats = {
   server: { connections: {}, streams: {}, rejections: {} },
   pools: {},
@@ -125,7 +133,11 @@ export class WorkerPool implements DataPlaneView {
 
   private spawn(s: Slot): Promise<void> {
     const init: WorkerInit = { ...this.d.init, index: s.index, workers: this.slots.length };
-    const w = new Worker(this.d.script ?? new URL('./worker.js', import.meta.url), { workerData: init, name: `ambientd-worker-${s.index}` });
+    const w = new Worker(this.d.script ?? new URL('./worker.js', import.meta.url), {
+      workerData: init,
+      name: `ambientd-worker-${s.index}`,
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+    });
     s.worker = w;
     s.startedAt = Date.now();
     s.stats = null;
@@ -224,7 +236,12 @@ export class WorkerPool implements DataPlaneView {
           return;
         }
         ids.get(m.id).then(
-          (c) => this.send(s, { t: 'cert', req: m.req, cert: { id: c.id, keyPem: c.keyPem, chainPem: c.chainPem, rootPem: c.rootPem, notAfter: c.notAfter.toISOString() } }),
+          (c) =>
+            this.send(s, {
+              t: 'cert',
+              req: m.req,
+              cert: { id: c.id, keyPem: c.keyPem, chainPem: c.chainPem, rootPem: c.rootPem, notAfter: c.notAfter.toISOString() },
+            }),
           (e: unknown) =>
             this.send(s, {
               t: 'cert',
@@ -382,6 +399,9 @@ export class WorkerPool implements DataPlaneView {
     }
     const out = total as unknown as WorkerStats;
     out.pools = pools;
+    // a peak is not a sum: the highest of any worker
+    const peaks = this.slots.map((s) => s.stats?.server.streams.perSessionPeak).filter((x): x is number => typeof x === 'number');
+    if (peaks.length) out.server.streams.perSessionPeak = Math.max(...peaks);
     // the window is per stream: the smallest any worker grants
     const windows = this.slots.map((s) => s.stats?.windows.window).filter((w): w is number => typeof w === 'number');
     out.windows.window = windows.length ? Math.min(...windows) : 0;
@@ -427,7 +447,14 @@ export class WorkerPool implements DataPlaneView {
 
   /** Each worker's live heap after a full GC in it (POST /debug/heap). */
   async heap(): Promise<Array<{ worker: number; heapUsed: number; external: number } | null>> {
-    return Promise.all(this.slots.map((s) => this.call<{ heapUsed: number; external: number }>(s, { op: 'heap' }, 10_000).then((h) => ({ worker: s.index, ...h }), () => null)));
+    return Promise.all(
+      this.slots.map((s) =>
+        this.call<{ heapUsed: number; external: number }>(s, { op: 'heap' }, 10_000).then(
+          (h) => ({ worker: s.index, ...h }),
+          () => null,
+        ),
+      ),
+    );
   }
 
   /** config_dump's `workers`. */

@@ -118,7 +118,8 @@ export function splitLimits(l: Limits, workers: number): Limits {
 export function addStats(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
   for (const [k, v] of Object.entries(b)) {
     if (typeof v === 'number') a[k] = ((a[k] as number | undefined) ?? 0) + v;
-    else if (v && typeof v === 'object' && !Array.isArray(v)) a[k] = addStats((a[k] as Record<string, unknown> | undefined) ?? {}, v as Record<string, unknown>);
+    else if (v && typeof v === 'object' && !Array.isArray(v))
+      a[k] = addStats((a[k] as Record<string, unknown> | undefined) ?? {}, v as Record<string, unknown>);
     else if (!(k in a)) a[k] = v;
   }
   return a;

@@ -189,7 +189,12 @@ function stats(): WorkerStats {
     server: s.server as unknown as WorkerStats['server'],
     pools: s.pools as unknown as WorkerStats['pools'],
     sockets: mesh.openSockets(),
-    windows: { window: mesh.windows.window, openStreams: mesh.windows.openStreams, changes: mesh.windows.changes, settingsTimeouts: mesh.windows.settingsTimeouts },
+    windows: {
+      window: mesh.windows.window,
+      openStreams: mesh.windows.openStreams,
+      changes: mesh.windows.changes,
+      settingsTimeouts: mesh.windows.settingsTimeouts,
+    },
     dials: { inUse: mesh.dials.inUse, hits: mesh.dials.hits },
   };
 }
@@ -241,7 +246,11 @@ port.on('message', (m: ToWorker) => {
       if (m.cert) w.resolve(m.cert);
       else
         w.reject(
-          new AmbientError((m.error?.code ?? 'WORKER_UNAVAILABLE') as ErrorCode, m.error?.message ?? 'no certificate', 'see the agent log: the control thread could not issue it'),
+          new AmbientError(
+            (m.error?.code ?? 'WORKER_UNAVAILABLE') as ErrorCode,
+            m.error?.message ?? 'no certificate',
+            'see the agent log: the control thread could not issue it',
+          ),
         );
       return;
     }

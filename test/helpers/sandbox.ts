@@ -1,4 +1,5 @@
 // Shared pieces of the privileged sandbox tests.
+import os from 'node:os';
 import { getJsonInNetns } from '../../src/util/netns-http.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,6 +23,22 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
  */
 export function podListeners(p: Pick<SandboxState['pods'][number], 'ip' | 'ips'>): number {
   return 3 * (p.ips ?? [p.ip]).length;
+}
+
+/**
+ * The data-plane workers of a sandbox's agents when the sandbox does not set
+ * them: AMBIENTD_SANDBOX_WORKERS, else `auto` (the sandbox's agents have no
+ * CPU limit: the CPUs).
+ */
+export function sandboxWorkers(): number {
+  const w = process.env.AMBIENTD_SANDBOX_WORKERS;
+  if (w === undefined || w === '' || w === 'auto') return Math.max(1, os.availableParallelism());
+  return Number(w);
+}
+
+/** The agent's listening sockets in one enrolled pod: one per listener and worker (each worker has its socket of every SO_REUSEPORT group; none: one). */
+export function podSockets(p: Pick<SandboxState['pods'][number], 'ip' | 'ips'>, workers = sandboxWorkers()): number {
+  return podListeners(p) * Math.max(1, workers);
 }
 
 /** Lookups into a sandbox state, and an agent's /config_dump. */

@@ -26,7 +26,7 @@ import {
   type SandboxState,
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod, type PodRef } from '../../tools/sandbox/podproc.js';
-import { podListeners, sandboxView, until, tearDown } from '../helpers/sandbox.js';
+import { podSockets, sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { holdTicking, issueMeshCert, type HeldConnection } from '../helpers/peers.js';
 import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { ROOT } from '../helpers/paths.js';
@@ -561,6 +561,81 @@ while True:
   await legitFlows();
 });
 
+test("an enrolled pod's app cannot bind a port the agent listens on, in any family, with or without SO_REUSEPORT (it would join the agent's group and take its connections): EPERM, counted", async () => {
+  const a = pod('n1-p1');
+  const before = await refused('n1', 'bind_agent_port');
+  const v6 = (a.ips ?? []).find((ip) => ip.includes(':'));
+  const r = await runInPod(a, [
+    'python3',
+    '-c',
+    `
+import errno, json, socket
+out = []
+addrs = [(socket.AF_INET, '${a.ip}'), (socket.AF_INET, '0.0.0.0'), (socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::'), (socket.AF_INET6, '::1')${v6 ? `, (socket.AF_INET6, '${v6}')` : ''}]
+for port in (15001, 15006, 15008, 15009):
+    for fam, ip in addrs:
+        for reuseport in (0, 1):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                s.bind((ip, port)); s.listen(); res = 'ok'
+            except OSError as e:
+                res = errno.errorcode.get(e.errno, str(e.errno))
+            s.close()
+            out.append([port, ip, reuseport, res])
+print(json.dumps(out))
+`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const results = JSON.parse(r.stdout) as Array<[number, string, number, string]>;
+  const agentPorts = results.filter(([port]) => port !== 15009);
+  for (const [port, ip, reuseport, res] of agentPorts) assert.equal(res, 'EPERM', `bind ${ip}:${port} reuseport=${reuseport}`);
+  // a port the agent does not own binds as ever
+  for (const [port, ip, reuseport, res] of results.filter(([port]) => port === 15009)) assert.equal(res, 'ok', `bind ${ip}:${port} reuseport=${reuseport}`);
+  assert.equal((await refused('n1', 'bind_agent_port')) - before, agentPorts.length, 'each refusal counted');
+  // and the agent still has every connection: nothing joined its groups
+  await legitFlows();
+});
+
+test("enrollment fails closed: an app that bound an agent port with SO_REUSEPORT before the pod was enrolled (the kernel would let the agent's sockets join its group) leaves the pod isolated, never sharing its connections; captured once the port is free", async () => {
+  const a = pod('n1-p1');
+  await setEnrollment('n1-p1', false);
+  await until('n1-p1 not enrolled', async () => (await workload('n1', 'n1-p1'))?.state === 'not-enrolled');
+  const squatter = await startInPod(a, [
+    'python3',
+    '-c',
+    `
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); l.bind(('${a.ip}', 15008)); l.listen()
+print('listening', flush=True)
+while True:
+    c, peer = l.accept(); print('accepted', peer, flush=True); c.close()
+`,
+  ]);
+  procs.push(squatter);
+  let squatted = '';
+  squatter.stdout!.on('data', (c: Buffer) => (squatted += c.toString()));
+  try {
+    await setEnrollment('n1-p1', true);
+    const w = await until('n1-p1 isolated', async () => {
+      const x = await workload('n1', 'n1-p1');
+      return x?.state === 'isolated' ? x : undefined;
+    });
+    assert.equal(w.error!.code, 'LISTENER_FAILED');
+    assert.match(w.error!.message, new RegExp(`not the agent's listens on ${a.ip.replace(/\./g, '\\.')}:15008`));
+    assert.match(w.error!.hint, /free the port/);
+    // HBONE to it: refused, and the squatter got none of it
+    for (let i = 0; i < 5; i++) assert.equal(await reaches('n2-p1', 'n1-p1'), false);
+    assert.doesNotMatch(squatted, /accepted/, 'the squatting app got nothing');
+  } finally {
+    squatter.kill('SIGKILL');
+  }
+  await until('n1-p1 enrolled', async () => (await workload('n1', 'n1-p1'))?.state === 'enrolled', 40_000);
+  assert.ok(await reaches('n2-p1', 'n1-p1'));
+  await legitFlows();
+});
+
 test('restarts keep policy live: a stuck successor never freezes it and is given up on at its deadline; a DENY during a drain closes the drained connection', async () => {
   const a = pod('n1-p1');
   const client = pod('n2-p2'); // plaintext into n1-p1: its live connection is re-checked on n1
@@ -579,7 +654,7 @@ spec:
   procs.push(succ);
   const first = await new Promise<string>((r) => succ.stdout!.once('data', (c: Buffer) => r(c.toString())));
   // n1's listeners: 3 per address family of its one enrolled pod (n1-p1), and the node's 3
-  assert.equal((JSON.parse(first) as { size: number }).size, podListeners(a) + 3, first);
+  assert.equal((JSON.parse(first) as { size: number }).size, podSockets(a) + 3, first);
   succ.stdin!.write('hang\n');
   assert.equal((await dump('n1')).phase, 'handing-over');
   const aborted0 = await counter('n1', 'handover_aborted');

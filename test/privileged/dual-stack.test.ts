@@ -16,7 +16,7 @@ import path from 'node:path';
 import { restartAgent, sandboxApply, sandboxUp, startAgent, stopAgent, waitAgentReady, type SandboxState } from '../../tools/sandbox/index.js';
 import { getJsonInNetns } from '../../src/util/netns-http.js';
 import { nettool, nettoolServer, runInPod } from '../../tools/sandbox/podproc.js';
-import { checkIpv6InboundPlaintext, sandboxView, tearDown, until } from '../helpers/sandbox.js';
+import { checkIpv6InboundPlaintext, sandboxView, sandboxWorkers, tearDown, until } from '../helpers/sandbox.js';
 import { captureNodeLink, hasTls13ServerHello, readTcpPackets } from '../../tools/sandbox/pcap.js';
 import { formatHostPort } from '../../src/util/hostport.js';
 import type { ConfigDump } from '../../src/agent/index.js';
@@ -206,7 +206,8 @@ spec:
 
   test(`${family}: a restart hands every listener of both families over (none refused), and the new agent captures IPv6 at once`, async () => {
     const ambientPods = st.pods.filter((p) => p.node === 'n1' && p.ambient).length;
-    const listeners = ambientPods * 3 * (family === 'dual' ? 2 : 1);
+    // one socket per listener and data-plane worker
+    const listeners = ambientPods * 3 * (family === 'dual' ? 2 : 1) * Math.max(1, sandboxWorkers());
     const r = await restartAgent('n1');
     const d = await getJsonInNetns<{ handover: { adopted: number; rejected: unknown[] } }>(node('n1').netnsPath, '127.0.0.1', 15000, '/config_dump');
     assert.equal(d.handover.adopted, listeners + 3, `the pod listeners of every family (${listeners}) and the node's 3 (pid ${r.oldPid} -> ${r.newPid})`);

@@ -21,7 +21,7 @@ import {
   type SandboxState,
 } from '../../tools/sandbox/index.js';
 import { nettool, nettoolServer, runInPod, startInPod } from '../../tools/sandbox/podproc.js';
-import { podListeners, sandboxView, until, tearDown } from '../helpers/sandbox.js';
+import { podSockets, sandboxView, until, tearDown } from '../helpers/sandbox.js';
 import { ROOT } from '../helpers/paths.js';
 import { httpInNetns } from '../../src/util/netns-http.js';
 import { captureNodeLink, readTcpPackets } from '../../tools/sandbox/pcap.js';
@@ -162,7 +162,7 @@ test('rolling restart of both agents under load: the stream, the held connection
     const d = await dump(n);
     assert.equal(d.pid, agentPid(n));
     assert.equal(d.handover.from, old);
-    assert.equal(d.handover.adopted, podListeners(pod(`${n}-p1`)) + 3);
+    assert.equal(d.handover.adopted, podSockets(pod(`${n}-p1`)) + 3);
     assert.deepEqual(d.handover.rejected, []);
     assert.equal(d.counters.handover_adopted, 1);
     // the adopted pinned links now run this agent's programs (bpf_link_update), same code
@@ -290,7 +290,7 @@ test('a broken or foreign hand-over peer never takes the running agent down', as
   procs.push(succ);
   const line = await new Promise<string>((r) => succ.stdout!.once('data', (c: Buffer) => r(c.toString())));
   const got = JSON.parse(line) as { size: number; fromPid: number };
-  assert.equal(got.size, podListeners(pod('n1-p1')) + 3, "the enrolled pod n1-p1 x 3 per family + the node's 3");
+  assert.equal(got.size, podSockets(pod('n1-p1')) + 3, "the enrolled pod n1-p1 x 3 per family x workers + the node's 3");
   assert.equal(got.fromPid, pid);
   // while a successor holds the sockets the old agent enrolls nothing (both would bind the new pod's ports)...
   const state = async (): Promise<string | undefined> => (await dump('n1')).workloads.find((w) => w.name === 'n1-p2')?.state;

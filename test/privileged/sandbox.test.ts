@@ -219,6 +219,10 @@ test('sandbox cluster', { timeout: 180_000 }, async (t) => {
         caTokenFile: path.join(STATE_DIR, n, 'ca', 'token'),
         handoverSocket: path.join(STATE_DIR, n, 'handover.sock'),
         drainTimeout: '5s',
+        // AMBIENTD_SANDBOX_WORKERS (make test runs the suite with 2 and 1): written through
+        ...(process.env.AMBIENTD_SANDBOX_WORKERS
+          ? { workers: process.env.AMBIENTD_SANDBOX_WORKERS === 'auto' ? 'auto' : Number(process.env.AMBIENTD_SANDBOX_WORKERS) }
+          : {}),
       });
     }
     // node and pod plumbing

@@ -166,8 +166,10 @@ export interface HboneServerStats {
   };
   streams: {
     total: number;
-    /** HTTP/2 streams currently open. */
+    /** HTTP/2 streams admitted (within maxStreamsPerSession) and open now; refused ones are not counted. */
     active: number;
+    /** The most streams one session held at once since the start (at most maxStreamsPerSession). */
+    perSessionPeak: number;
     tunnelsOpened: number;
     /** Sockets to applications currently open. */
     upstreamsOpen: number;

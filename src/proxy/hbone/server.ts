@@ -81,6 +81,8 @@ export class HboneServer {
   #accepted = 0;
   #streamsTotal = 0;
   #streamsActive = 0;
+  /** the most streams one session had at once (maxStreamsPerSession bounds it) */
+  #perSessionPeak = 0;
   #tunnelsOpened = 0;
   #upstreamsOpen = 0;
   #connSeq = 0;
@@ -207,6 +209,7 @@ export class HboneServer {
       streams: {
         total: this.#streamsTotal,
         active: this.#streamsActive,
+        perSessionPeak: this.#perSessionPeak,
         tunnelsOpened: this.#tunnelsOpened,
         upstreamsOpen: this.#upstreamsOpen,
       },
@@ -453,13 +456,6 @@ export class HboneServer {
 
   #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     this.#streamsTotal++;
-    this.#streamsActive++;
-    const windows = this.#opts.windows;
-    windows?.streamOpened();
-    stream.once('close', () => {
-      this.#streamsActive--;
-      windows?.streamClosed();
-    });
     stream.on('error', noop); // outcome handled via 'close'
     const conn = this.#conns.get(stream.session as http2.ServerHttp2Session);
     if (!conn) {
@@ -482,7 +478,17 @@ export class HboneServer {
       return;
     }
     conn.streams++;
-    stream.once('close', () => conn.streams--);
+    if (conn.streams > this.#perSessionPeak) this.#perSessionPeak = conn.streams;
+    // only admitted streams count as active and share the window budget: a refused one (a
+    // Rapid Reset flood's) may wait for its 'close' a while, and must not shrink everyone's window
+    this.#streamsActive++;
+    const windows = this.#opts.windows;
+    windows?.streamOpened();
+    stream.once('close', () => {
+      conn.streams--;
+      this.#streamsActive--;
+      windows?.streamClosed();
+    });
 
     const req = checkConnect(headers, conn.local, this.#opts.refuseTarget);
     if ('reason' in req) {

@@ -11,7 +11,7 @@ test('bench options: a full run writes bench/RESULTS.md and RESULTS.json next to
   assert.ok(p.ok);
   assert.equal(p.options.out, path.join(ROOT, 'bench', 'RESULTS.md'));
   assert.equal(jsonPathFor(p.options.out), path.join(ROOT, 'bench', 'RESULTS.json'));
-  assert.deepEqual([...p.options.sections], ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca', 'ipv6']);
+  assert.deepEqual([...p.options.sections], ['same-node', 'enroll', 'hbone', 'policy', 'observability', 'restart', 'lifecycle', 'ca', 'ipv6', 'workers']);
   assert.equal(p.options.seconds, 5);
   assert.deepEqual(p.options.blocks, ['sockmap', 'none', 'none', 'sockmap']);
   assert.equal(p.options.hbone.idleConns, 1000);

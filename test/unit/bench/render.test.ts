@@ -300,8 +300,80 @@ test('bench render: section 13 with two variants: the first ÷ the second per me
   assert.ok(!md.some((l) => l.includes('| same-node direct |') && l.includes('| ipv4 |')), 'direct paths do not depend on agent settings');
 });
 
+/** Section 14: two rounds of three variants, figures chosen so every ratio is known. */
+const workersRun = (): NonNullable<BenchResults['workers']> => {
+  const variants = [
+    { name: 'workers 1', workers: 1 },
+    { name: 'workers 2', workers: 2 },
+    { name: 'main thread (workers 0)', workers: 0 },
+  ];
+  const trials: NonNullable<BenchResults['workers']>['trials'] = [];
+  for (const round of [1, 2])
+    for (const v of variants) {
+      const k = v.workers === 2 ? 2 : 1;
+      const t = (
+        metric: NonNullable<BenchResults['workers']>['trials'][number]['metric'],
+        path: string,
+        value: number,
+        extra: Partial<NonNullable<BenchResults['workers']>['trials'][number]> = {},
+      ) =>
+        trials.push({
+          variant: v.name,
+          workers: v.workers,
+          round,
+          metric,
+          path,
+          value,
+          p99: null,
+          ops: 1,
+          agentCpuS: null,
+          shares: null,
+          failed: null,
+          ...extra,
+        });
+      t('cps', 'mesh', 1000 * k, { ops: 4000 * k, agentCpuS: [0.4 * k, 0.8 * k], shares: v.workers === 2 ? [[2200, 1800]] : null });
+      t('cps', 'direct', 4000);
+      t('tput1', 'mesh', 2, { ops: 8, agentCpuS: [4, 4] });
+      t('tput1', 'nghttpx', 2, { ops: 8, agentCpuS: [2] });
+      t('tput4', 'mesh', 3);
+      t('tput4', 'nghttpx', 2);
+      t('rr', 'mesh', 200, { p99: 400 });
+      t('rr', 'direct', 100, { p99: 200 });
+      t('scrape', 'quiet', 300, { p99: 1000 });
+      t('scrape', 'scraped', 300, { p99: 1200 });
+      t('scale', 'same-node', 500 * k);
+      t('heap', 'idle', 3000, { heapPerConn: [2048, 4096] });
+    }
+  return { quick: false, seconds: 4, rounds: 2, idle: 1000, cpus: 2, variants, trials };
+};
+
+test('bench render 14: each figure beside its baseline per variant, the goals met or missed', () => {
+  const md = lines(renderResults({ ...committedRun(), workers: workersRun() }));
+  assert.ok(
+    md.some((l) => l.startsWith('## 14. The data plane on worker threads')),
+    md.join('\n'),
+  );
+  assert.ok(
+    md.includes(
+      '| new HBONE connections/s (16 loops, 1-byte echo), mesh / direct | 1000 / 4000 = **0.25×** | 2000 / 4000 = **0.50×** | 1000 / 4000 = **0.25×** | ≥ 0.5× |',
+    ),
+    md.join('\n'),
+  );
+  assert.ok(md.includes('| agent CPU per new connection, client side / server side | 100 / 200 µs | 100 / 200 µs | 100 / 200 µs | ≤ 150 µs |'));
+  assert.ok(md.includes('| client agent CPU per Gbit/s ÷ h2fwd (1 stream) | **2.00×** | **2.00×** | **2.00×** | ≤ 1.1× |'));
+  assert.ok(
+    md.includes(
+      '| 1 KiB round trip p50, pinned: mesh / direct (added) | 200 / 100 µs (**+100 µs**) | 200 / 100 µs (**+100 µs**) | 200 / 100 µs (**+100 µs**) | ≤ 120 µs added |',
+    ),
+  );
+  assert.ok(md.includes("| largest deviation of a worker's share from the mean (cps) | — | 10% | — | ±20% |"));
+  assert.ok(md.includes('Scaling, where the agent is the bottleneck: **2.00×** with 2 workers against 1 (goal ≥ 1.6×: met).'));
+  assert.ok(md.includes('| connections/s ≥ 0.5× direct | **missed** | met |'));
+  assert.ok(md.includes('| live heap ≤ 4 KiB per idle connection | met | met |'));
+});
+
 test('bench render: the stdout summary of each section', () => {
-  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun(), ipv6: ipv6Run() };
+  const r: BenchResults = { ...committedRun(), lifecycle: lifecycle(), ca: caRun(), ipv6: ipv6Run(), workers: workersRun() };
   for (const s of SECTIONS) assert.ok(sectionSummary(r, s).length > 0, s);
   const sameNode = sectionSummary(r, 'same-node').join('\n');
   assert.match(sameNode, /^agent\+sockmap +4\.72 +4\.72 \(13\.58\)/m);

@@ -10,7 +10,10 @@ function facts(procCgroup: string, files: Record<string, string>, cpus = 16): Cp
 }
 
 test('auto: the cgroup v2 CPU limit, rounded up, of the agent cgroup or its nearest ancestor', () => {
-  const f = facts('0::/kubepods/pod1/ambientd\n', { '/sys/fs/cgroup/kubepods/pod1/cpu.max': '250000 100000\n', '/sys/fs/cgroup/kubepods/pod1/ambientd/cpu.max': 'max 100000\n' });
+  const f = facts('0::/kubepods/pod1/ambientd\n', {
+    '/sys/fs/cgroup/kubepods/pod1/cpu.max': '250000 100000\n',
+    '/sys/fs/cgroup/kubepods/pod1/ambientd/cpu.max': 'max 100000\n',
+  });
   assert.equal(cgroupCpuLimit(f, '/sys/fs/cgroup'), 2.5);
   assert.deepEqual(autoWorkers(f, '/sys/fs/cgroup'), { workers: 3, from: 'cgroup' });
 });

@@ -20,7 +20,17 @@ test('every program, helper and map type in the object is known to the audit', (
     .filter((i) => i.kind === 'program')
     .map((i) => i.context)
     .sort();
-  assert.deepEqual(progs, ['cgroup/bind4', 'cgroup/bind6', 'cgroup/connect4', 'cgroup/connect6', 'cgroup/getpeername4', 'cgroup/getpeername6', 'sk_lookup', 'sk_msg', 'sockops']);
+  assert.deepEqual(progs, [
+    'cgroup/bind4',
+    'cgroup/bind6',
+    'cgroup/connect4',
+    'cgroup/connect6',
+    'cgroup/getpeername4',
+    'cgroup/getpeername6',
+    'sk_lookup',
+    'sk_msg',
+    'sockops',
+  ]);
   // dual-stack sockets are on the required path: their v4-mapped connects must be captured
   assert.equal(r.items.find((i) => i.kind === 'program' && i.context === 'cgroup/connect6')!.required, true);
   assert.ok(r.items.some((i) => i.kind === 'helper' && i.name.startsWith('bpf_sock_ops_cb_flags_set') && i.context === 'sockops' && i.since === '4.16'));
