@@ -36,15 +36,61 @@ function guard(server: http.Server): http.Server {
   return server;
 }
 
-export function createMetricsServer(m: { exposition(): Promise<string>; contentType(): string }, log: Logger): http.Server {
+/**
+ * The shortest time between two renders of /metrics. A render costs ~2 ms of
+ * the main thread (bench/RESULTS.md §14); a scraper asking back to back would
+ * keep the main thread busy and, on a small node, take CPU from the data-plane
+ * workers. A request that comes sooner waits for the next render (shared by
+ * every request waiting): every answer is rendered after its request arrived,
+ * never an older text.
+ */
+export const METRICS_MIN_INTERVAL_MS = 50;
+
+/**
+ * Renders at most every `minMs`. A caller that comes sooner waits and shares
+ * the next render with every other caller waiting; a render already running
+ * is never shared with a caller that came after it started.
+ */
+export function pacedRenderer(render: () => Promise<string>, minMs = METRICS_MIN_INTERVAL_MS, now: () => number = Date.now): () => Promise<string> {
+  let last = -Infinity;
+  let waiting: Promise<string> | null = null;
+  let running: Promise<unknown> | null = null;
+  return () => {
+    if (waiting) return waiting;
+    const p = (async (): Promise<string> => {
+      await null; // \`waiting\` is set below before this goes on
+      if (running) await running.catch(() => undefined);
+      const wait = last + minMs - now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      waiting = null; // from here on a new caller starts the next render
+      const r = render();
+      running = r;
+      try {
+        return await r;
+      } finally {
+        last = now();
+        if (running === r) running = null;
+      }
+    })();
+    waiting = p;
+    return p;
+  };
+}
+
+export function createMetricsServer(
+  m: { exposition(): Promise<string>; contentType(): string },
+  log: Logger,
+  minIntervalMs = METRICS_MIN_INTERVAL_MS,
+): http.Server {
   const paths = ['/metrics', '/stats/prometheus'];
+  const exposition = pacedRenderer(() => m.exposition(), minIntervalMs);
   return guard(
     http.createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://metrics');
       if (!paths.includes(url.pathname)) return reply(res, 404, `no such endpoint: ${url.pathname} (endpoints: ${paths.join(', ')})\n`);
       if (req.method !== 'GET' && req.method !== 'HEAD')
         return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`, undefined, { allow: 'GET, HEAD' });
-      m.exposition().then(
+      exposition().then(
         (text) => reply(res, 200, text, m.contentType()),
         (e: Error) => {
           log.error('metrics collection failed', { error: e.message });

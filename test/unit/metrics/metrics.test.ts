@@ -363,3 +363,39 @@ test('metrics and readiness servers: paths, methods, per-pod reporting', async (
   assert.equal((await get(rs(), '/healthz/ready', 'DELETE')).status, 405);
   assert.equal(formatReadiness(state, true), 'not ready: datapath, discovery\n');
 });
+
+test('/metrics renders at most every 50 ms: back-to-back callers share the next render, each rendered after it asked', async () => {
+  const { pacedRenderer } = await import('../../../src/metrics/server.js');
+  let renders = 0;
+  const times: number[] = [];
+  const paced = pacedRenderer(async () => {
+    renders++;
+    times.push(Date.now());
+    await new Promise((r) => setTimeout(r, 5));
+    return `render ${renders}`;
+  }, 50);
+  // the first at once
+  const t0 = Date.now();
+  assert.equal(await paced(), 'render 1');
+  assert.ok(Date.now() - t0 < 40);
+  // three callers at once, right after: one render, 50 ms after the last one ended, shared
+  const asked = Date.now();
+  const got = await Promise.all([paced(), paced(), paced()]);
+  assert.deepEqual(got, ['render 2', 'render 2', 'render 2']);
+  assert.ok(times[1]! >= asked, 'rendered after they asked');
+  assert.ok(times[1]! - times[0]! >= 50, `paced: ${times[1]! - times[0]!} ms apart`);
+  // a caller that comes while a render runs is not given that render: it gets the next one
+  const running = paced();
+  await new Promise((r) => setTimeout(r, 60)); // the render has started (and is at most done)
+  const later = paced();
+  assert.equal(await running, 'render 3');
+  assert.equal(await later, 'render 4');
+  // a render that fails fails its callers only; the next caller gets a new render
+  const failing = pacedRenderer(async () => {
+    renders++;
+    if (renders === 5) throw new Error('boom');
+    return 'ok';
+  }, 0);
+  await assert.rejects(failing(), /boom/);
+  assert.equal(await failing(), 'ok');
+});
