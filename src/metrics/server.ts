@@ -37,14 +37,15 @@ function guard(server: http.Server): http.Server {
 }
 
 /**
- * The shortest time between two renders of /metrics. A render costs ~2 ms of
+ * The shortest time between two renders of /metrics (Prometheus scrapes every
+ * 15 s or more; 4 renders/s is far above any real scraper). A render costs ~2 ms of
  * the main thread (bench/RESULTS.md §14); a scraper asking back to back would
  * keep the main thread busy and, on a small node, take CPU from the data-plane
  * workers. A request that comes sooner waits for the next render (shared by
  * every request waiting): every answer is rendered after its request arrived,
  * never an older text.
  */
-export const METRICS_MIN_INTERVAL_MS = 50;
+export const METRICS_MIN_INTERVAL_MS = 250;
 
 /**
  * Renders at most every `minMs`. A caller that comes sooner waits and shares

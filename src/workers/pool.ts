@@ -49,6 +49,10 @@ export interface WorkerPoolDeps {
   socketOptions(kind: 'app' | 'remote' | 'hbone'): AgentSocketOptions;
   /** a worker was replaced (metrics) */
   onRestart?(index: number): void;
+  /** how often every worker is asked for its figures, which is also the liveness check (default 1000 ms) */
+  refreshMs?: number;
+  /** a worker that has not answered for this long is stuck: it is ended and replaced (default 10 000 ms) */
+  stuckMs?: number;
   /** the worker script (tests); default ./worker.js */
   script?: URL;
 }
@@ -64,6 +68,8 @@ interface Slot {
   served: number;
   restarts: number;
   startedAt: number;
+  /** when it last answered (a reply or a batch): the watchdog's clock */
+  lastHeard: number;
   /** listeners it serves: group id -> its dup'ed fd's listen message (re-sent to a replacement) */
   listening: Map<number, Extract<ToWorker, { t: 'listen' }>>;
   calls: Map<number, { resolve(v: unknown): void; reject(e: Error): void }>;
@@ -115,6 +121,7 @@ export class WorkerPool implements DataPlaneView {
         served: 0,
         restarts: 0,
         startedAt: 0,
+        lastHeard: 0,
         listening: new Map(),
         calls: new Map(),
       });
@@ -127,8 +134,27 @@ export class WorkerPool implements DataPlaneView {
   /** Starts every worker; resolves when all are ready. */
   async start(): Promise<void> {
     await Promise.all(this.slots.map((s) => this.spawn(s)));
-    this.refreshTimer = setInterval(() => void this.refresh().catch(() => undefined), 1000);
+    this.refreshTimer = setInterval(() => {
+      this.watchdog();
+      void this.refresh().catch(() => undefined);
+    }, this.d.refreshMs ?? 1000);
     this.refreshTimer.unref();
+  }
+
+  /**
+   * A worker that answers nothing (a busy loop, a deadlock in a native call)
+   * holds its share of every listener's connections without serving them:
+   * past stuckMs it is ended like a dead one and replaced.
+   */
+  private watchdog(): void {
+    const stuckMs = this.d.stuckMs ?? 10_000;
+    for (const s of this.slots) {
+      if (!s.worker || Date.now() - s.lastHeard < stuckMs) continue;
+      this.d.countEvent('worker_stuck', 1);
+      this.d.log.error('data-plane worker stuck: ending and replacing it', { worker: s.index, silentMs: Date.now() - s.lastHeard });
+      void s.worker.terminate();
+      s.lastHeard = Date.now(); // once per episode: onExit replaces it
+    }
   }
 
   private spawn(s: Slot): Promise<void> {
@@ -140,6 +166,7 @@ export class WorkerPool implements DataPlaneView {
     });
     s.worker = w;
     s.startedAt = Date.now();
+    s.lastHeard = Date.now();
     s.stats = null;
     s.ready = new Promise<void>((resolve, reject) => {
       const onExit = (code: number): void => reject(new Error(`worker ${s.index} exited with code ${code} before it was ready`));
@@ -202,6 +229,7 @@ export class WorkerPool implements DataPlaneView {
   }
 
   private onMessage(s: Slot, m: FromWorker): void {
+    s.lastHeard = Date.now();
     switch (m.t) {
       case 'batch': {
         const t = this.d.tracker;

@@ -364,7 +364,7 @@ test('metrics and readiness servers: paths, methods, per-pod reporting', async (
   assert.equal(formatReadiness(state, true), 'not ready: datapath, discovery\n');
 });
 
-test('/metrics renders at most every 50 ms: back-to-back callers share the next render, each rendered after it asked', async () => {
+test('/metrics renders at most every METRICS_MIN_INTERVAL_MS (here 50 ms): back-to-back callers share the next render, each rendered after it asked', async () => {
   const { pacedRenderer } = await import('../../../src/metrics/server.js');
   let renders = 0;
   const times: number[] = [];
