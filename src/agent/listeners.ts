@@ -81,19 +81,31 @@ export class Listeners {
     const kind = req.role === 'outbound' ? 'app' : req.role === 'hbone' ? 'hbone' : 'remote';
     const pool = this.d.workers();
     if (pool) return this.podGroup(req, pool, kind);
-    const fd = this.d.handover.take('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
-    let l: PodListener & { server: import('node:net').Server };
-    if (fd !== null) {
-      l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => {
-        this.d.native.closeFd(fd);
-        throw e;
-      });
-      this.d.handover.adopted();
-    } else {
-      l = (await listenInNetns(this.d.native, req.netns.path, req.bind, this.d.mark, req.onConnection, this.d.socketOptions(kind))) as typeof l;
+    // every socket of the predecessor's group (it may have had workers): each served here, none closed
+    // with connections in its queue
+    const fds = this.d.handover.takeAll('pod', req.role, { ...req.bind, key: req.key, netnsInode: req.netns.inode });
+    if (fds.length === 0) {
+      const l = await listenInNetns(this.d.native, req.netns.path, req.bind, this.d.mark, req.onConnection, this.d.socketOptions(kind));
+      l.server!.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${req.key} ${req.role}`));
+      return l;
     }
-    l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${req.key} ${req.role}`));
-    return l;
+    const servers: Array<import('node:net').Server> = [];
+    try {
+      for (const fd of fds) {
+        const l = await serveListeningFd(fd, req.bind, req.onConnection).catch((e: unknown) => {
+          this.d.native.closeFd(fd);
+          throw e;
+        });
+        servers.push(l.server);
+        l.server.on('error', (e: NodeJS.ErrnoException) => this.acceptError(e, `${req.key} ${req.role}`));
+        this.d.handover.adopted();
+      }
+    } catch (e) {
+      for (const srv of servers) srv.close();
+      for (const fd of fds.slice(servers.length + 1)) this.d.native.closeFd(fd);
+      throw e;
+    }
+    return { server: servers[0], fd: fds[0]!, fds, ip: req.bind.ip, port: req.bind.port, close: () => servers.forEach((srv) => srv.close()) };
   }
 
   /**

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { restartAgent, sandboxApply, sandboxUp, type SandboxState } from '../../tools/sandbox/index.js';
+import { renderAgentConfig, restartAgent, sandboxApply, sandboxUp, type SandboxState } from '../../tools/sandbox/index.js';
 import { nettoolServer, runInPod, type PodRef } from '../../tools/sandbox/podproc.js';
 import { podListeners, sandboxView, tearDown, until } from '../helpers/sandbox.js';
 import { holdTicking, type HeldConnection } from '../helpers/peers.js';
@@ -78,6 +78,7 @@ async function echoBurst(from: PodRef, host: string, count: number): Promise<num
         let got = 0;
         const s = net.connect(${ECHO}, '${host}', () => s.write(payload));
         s.on('data', (c) => { got += c.length; if (got >= payload.length) s.end(); });
+        s.setTimeout(5000, () => s.destroy(Object.assign(new Error('no echo in 5 s'), { code: 'TIMEOUT' })));
         s.on('error', (e) => { failed++; console.error('conn', i, e.code); });
         s.on('close', () => { if (got === payload.length) bytes += payload.length; else failed++; done++; if (done === ${count}) finish(); else one(); });
       }
@@ -227,6 +228,28 @@ test('a restart hands over every worker\u2019s socket of every listener; the con
   const w = await workers('n1');
   for (const [i, x] of w.entries()) assert.ok(x.served - before1[i]!.served > 0, `new worker ${i} serves its inherited socket`);
   for (const h of held) h.proc.kill('SIGKILL');
+});
+
+test('restarts that change the worker count (2 -> 1 -> 0 -> 2): every socket of each group is carried and served, none closed or left unserved', async () => {
+  const a = pod('n1-p1');
+  const plain = pod('n2-p2');
+  const n1 = st.nodes.find((x) => x.name === 'n1')!;
+  try {
+    for (const to of [1, 0, 2]) {
+      fs.writeFileSync(n1.config, renderAgentConfig({ ...st, agentSettings: { workers: to } }, n1));
+      await restartAgent('n1');
+      const d = await dump('n1');
+      // the group had 2 sockets from the start: each successor takes both, whatever its own count
+      assert.equal(d.handover.adopted, podListeners(a) * WORKERS + 3, `-> workers ${to}`);
+      assert.deepEqual(d.handover.rejected, []);
+      assert.equal((await workers('n1')).length, to);
+      // a socket nobody accepts on would hang about half of these (each echo has 5 s)
+      assert.ok((await echoBurst(plain, a.ip, 40)) > 0, `-> workers ${to}: every connection served`);
+      assert.ok((await echoBurst(a, plain.ip, 40)) > 0, `-> workers ${to}: outbound too`);
+    }
+  } finally {
+    fs.writeFileSync(n1.config, renderAgentConfig({ ...st, agentSettings: { workers: WORKERS } }, n1));
+  }
 });
 
 test('a policy change reaches every worker: live connections spread over both are all closed, each counted', async () => {
