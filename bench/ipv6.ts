@@ -136,17 +136,7 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
     // TIME_WAIT reuse in every pod (both sysctls apply to IPv6 too). The
     // servers listen above the range (SERVER_PORTS), where no client socket
     // (the apps', the agents' upstream ones) can hold their port.
-    for (const p of state.pods)
-      await execFileP('ip', [
-        'netns',
-        'exec',
-        p.netns,
-        'sysctl',
-        '-q',
-        '-w',
-        'net.ipv4.tcp_tw_reuse=1',
-        `net.ipv4.ip_local_port_range=1024 ${SERVER_PORTS - 1}`,
-      ]);
+    await widenPorts(state.pods, SERVER_PORTS);
     const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
     const nodesOf = (pth: V6Path): [SandboxNode, SandboxNode] | null => (pth === 'same-node mesh' ? [n1, n1] : pth === 'cross-node mesh' ? [n1, n2] : null);
     let agentPids = livePids(stateDir);
@@ -297,7 +287,18 @@ export async function ipv6Bench(o: { quick: boolean }, stateDir: string, log: (s
   }
 }
 
-function livePids(stateDir: string): number[] {
+/**
+ * cps leaves tens of thousands of TIME_WAIT sockets: a wide port range and
+ * TIME_WAIT reuse in every pod (both sysctls apply to IPv6 too), below
+ * `serverPorts`, where the servers listen.
+ */
+export async function widenPorts(pods: SandboxPod[], serverPorts: number): Promise<void> {
+  for (const p of pods)
+    await execFileP('ip', ['netns', 'exec', p.netns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1', `net.ipv4.ip_local_port_range=1024 ${serverPorts - 1}`]);
+}
+
+/** The agents' pids, by node order. */
+export function livePids(stateDir: string): number[] {
   const st = sandboxStatus({ stateDir });
   return st.nodes.map((n) => {
     if (!n.agentPid) throw toolFailed(`no agent runs on ${n.name}`, `see ${n.log}`);
@@ -306,7 +307,12 @@ function livePids(stateDir: string): number[] {
 }
 
 /** Writes the variant's settings into every agent.yaml and restarts the agents; returns their new pids. */
-async function applyVariant(state: SandboxState, v: V6Variant, stateDir: string, log: (s: string) => void): Promise<number[]> {
+export async function applyVariant(
+  state: SandboxState,
+  v: Pick<V6Variant, 'name' | 'agentSettings'>,
+  stateDir: string,
+  log: (s: string) => void,
+): Promise<number[]> {
   log(`  agents: ${v.name} ${JSON.stringify(v.agentSettings)}`);
   for (const node of state.nodes) {
     fs.writeFileSync(node.config, renderAgentConfig({ ...state, agentSettings: v.agentSettings }, node));

@@ -24,26 +24,13 @@
  *            the main thread and in every worker) before and after 1000 held
  *            HBONE connections, both agents
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  renderAgentConfig,
-  sandboxDown,
-  sandboxStatus,
-  sandboxUp,
-  startAgent,
-  stopAgent,
-  waitAgentReady,
-  type SandboxNode,
-  type SandboxPod,
-  type SandboxState,
-} from '../tools/sandbox/index.js';
+import { sandboxDown, sandboxUp, type SandboxNode, type SandboxPod } from '../tools/sandbox/index.js';
 import { runInPod, NETTOOL } from '../tools/sandbox/podproc.js';
 import { httpInNetns } from '../src/util/netns-http.js';
 import {
-  execFileP,
   iperf,
   killAll,
   nettoolRr,
@@ -62,6 +49,7 @@ import {
   type Proc,
 } from './lib.js';
 import { startTunnel, checkTunnel, nextPort, IPERF_PORTS, type Tunnel } from './hbone-tunnel.js';
+import { applyVariant, livePids, widenPorts } from './ipv6.js';
 import type { WorkersResults, WorkersTrial, WorkersVariant } from './results.js';
 import { fmt } from './stats.js';
 
@@ -94,17 +82,7 @@ export async function workersBench(o: { quick: boolean }, stateDir: string, log:
   let tunnel: Tunnel | null = null;
   try {
     const pod = (n: string): SandboxPod => state.pods.find((p) => p.name === n)!;
-    for (const p of state.pods)
-      await execFileP('ip', [
-        'netns',
-        'exec',
-        p.netns,
-        'sysctl',
-        '-q',
-        '-w',
-        'net.ipv4.tcp_tw_reuse=1',
-        `net.ipv4.ip_local_port_range=1024 ${SERVER_PORTS - 1}`,
-      ]);
+    await widenPorts(state.pods, SERVER_PORTS);
     const [n1, n2] = [state.nodes[0]!, state.nodes[1]!];
     tunnel = await startTunnel(stateDir, pod('n1-p2'), pod('n2-p2'));
     let pids = livePids(stateDir);
@@ -309,7 +287,7 @@ export async function workersBench(o: { quick: boolean }, stateDir: string, log:
       const variants = round % 2 === 1 ? WORKER_VARIANTS : [...WORKER_VARIANTS].reverse();
       for (const v of variants) {
         if (v !== current) {
-          pids = await applyWorkers(state, v, stateDir, log);
+          pids = await applyVariant(state, { name: v.name, agentSettings: { workers: v.workers } }, stateDir, log);
           current = v;
         }
         await measure(v, round);
@@ -321,22 +299,4 @@ export async function workersBench(o: { quick: boolean }, stateDir: string, log:
     killAll();
     await sandboxDown(opts);
   }
-}
-
-function livePids(stateDir: string): number[] {
-  return sandboxStatus({ stateDir }).nodes.map((n) => {
-    if (!n.agentPid) throw toolFailed(`no agent runs on ${n.name}`, `see ${n.log}`);
-    return n.agentPid;
-  });
-}
-
-async function applyWorkers(state: SandboxState, v: WorkersVariant, stateDir: string, log: (s: string) => void): Promise<number[]> {
-  log(`  agents: ${v.name}`);
-  for (const node of state.nodes) {
-    fs.writeFileSync(node.config, renderAgentConfig({ ...state, agentSettings: { workers: v.workers } }, node));
-    if (!(await stopAgent(node.name, 'SIGTERM', { stateDir }))) throw toolFailed(`the agent of ${node.name} did not stop`, `see ${node.log}`);
-    await startAgent(node.name, { stateDir });
-    await waitAgentReady(node.name, 30_000, { stateDir });
-  }
-  return livePids(stateDir);
 }

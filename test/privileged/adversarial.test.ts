@@ -140,6 +140,34 @@ async function metric(n: string, name: string, labels: Record<string, string>): 
   return 0;
 }
 
+/** Enrolls a pod of n1 and waits until it is isolated (its enrollment failed); its workload entry. */
+async function enrollIsolated(name: string): Promise<Workload> {
+  await setEnrollment(name, true);
+  return until(`${name} isolated`, async () => {
+    const x = await workload('n1', name);
+    return x?.state === 'isolated' ? x : undefined;
+  });
+}
+
+/** An app in the pod listening on ip:port with the socket option given (SO_REUSEADDR, SO_REUSEPORT); out() is what it printed ("accepted ..." per connection it got). */
+async function squat(p: PodRef, option: string, ip: string, port: number): Promise<{ proc: ChildProcess; out: () => string }> {
+  const proc = await startInPod(p, [
+    'python3',
+    '-c',
+    `
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.${option}, 1); l.bind(('${ip}', ${port})); l.listen()
+print('listening', flush=True)
+while True:
+    c, peer = l.accept(); print('accepted', peer, flush=True); c.close()
+`,
+  ]);
+  procs.push(proc);
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  return { proc, out: () => out };
+}
+
 before(async () => {
   st = await sandboxUp({ nodes: 2, pods: 2, agents: true, drainTimeout: '60s', handoverTimeout: '3s' });
   for (const p of st.pods) procs.push(await nettoolServer(p, 'serve', 8080, '--greet'));
@@ -496,31 +524,15 @@ test('enrollment fails closed: an app that pre-binds 15001 leaves its pod isolat
   const plainDst = pod('n2-p2');
   await setEnrollment('n1-p1', false);
   await until('n1-p1 not enrolled', async () => (await workload('n1', 'n1-p1'))?.state === 'not-enrolled');
-  const squatter = await startInPod(a, [
-    'python3',
-    '-c',
-    `
-import socket
-l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('0.0.0.0', 15001)); l.listen()
-print('listening', flush=True)
-while True:
-    c, peer = l.accept(); print('accepted', peer, flush=True); c.close()
-`,
-  ]);
-  procs.push(squatter);
-  let squatted = '';
-  squatter.stdout!.on('data', (c: Buffer) => (squatted += c.toString()));
+  const sq = await squat(a, 'SO_REUSEADDR', '0.0.0.0', 15001);
+  const squatter = sq.proc;
   // connections opened outside the mesh, before enrollment: out to a plain pod, in from one
   const outHeld = await hold(a, plainDst.ip, 8080);
   const inHeld = await hold(plainDst, a.ip, 8080);
   const logFile = node('n1').log;
   const logStart = fs.statSync(logFile).size;
   try {
-    await setEnrollment('n1-p1', true);
-    const w = await until('n1-p1 isolated', async () => {
-      const x = await workload('n1', 'n1-p1');
-      return x?.state === 'isolated' ? x : undefined;
-    });
+    const w = await enrollIsolated('n1-p1');
     assert.equal(w.error!.code, 'LISTENER_FAILED');
     assert.match(w.error!.message, /EADDRINUSE/);
     assert.match(w.error!.hint, /15001/);
@@ -536,7 +548,7 @@ while True:
     assert.equal((await probe(a, 'v4', plainDst.ip, 8080)).error, 'EPERM');
     assert.equal((await probe(a, 'v6mapped', plainDst.ip, 8080)).error, 'EPERM');
     assert.equal((await probe(plainDst, 'v4', a.ip, 8080)).error, 'ECONNREFUSED');
-    assert.doesNotMatch(squatted, /accepted/, 'the squatting app got nothing');
+    assert.doesNotMatch(sq.out(), /accepted/, 'the squatting app got nothing');
     // reported: readiness detail with the cause and what to do, a metric, the node stays ready
     const v = await httpInNetns(node('n1').netnsPath, '127.0.0.1', 15021, '/healthz/ready?verbose');
     assert.equal(v.status, 200);
@@ -602,32 +614,16 @@ test("enrollment fails closed: an app that bound an agent port with SO_REUSEPORT
   const a = pod('n1-p1');
   await setEnrollment('n1-p1', false);
   await until('n1-p1 not enrolled', async () => (await workload('n1', 'n1-p1'))?.state === 'not-enrolled');
-  const squatter = await startInPod(a, [
-    'python3',
-    '-c',
-    `
-import socket
-l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); l.bind(('${a.ip}', 15008)); l.listen()
-print('listening', flush=True)
-while True:
-    c, peer = l.accept(); print('accepted', peer, flush=True); c.close()
-`,
-  ]);
-  procs.push(squatter);
-  let squatted = '';
-  squatter.stdout!.on('data', (c: Buffer) => (squatted += c.toString()));
+  const sq = await squat(a, 'SO_REUSEPORT', a.ip, 15008);
+  const squatter = sq.proc;
   try {
-    await setEnrollment('n1-p1', true);
-    const w = await until('n1-p1 isolated', async () => {
-      const x = await workload('n1', 'n1-p1');
-      return x?.state === 'isolated' ? x : undefined;
-    });
+    const w = await enrollIsolated('n1-p1');
     assert.equal(w.error!.code, 'LISTENER_FAILED');
     assert.match(w.error!.message, new RegExp(`not the agent's listens on ${a.ip.replace(/\./g, '\\.')}:15008`));
     assert.match(w.error!.hint, /free the port/);
     // HBONE to it: refused, and the squatter got none of it
     for (let i = 0; i < 5; i++) assert.equal(await reaches('n2-p1', 'n1-p1'), false);
-    assert.doesNotMatch(squatted, /accepted/, 'the squatting app got nothing');
+    assert.doesNotMatch(sq.out(), /accepted/, 'the squatting app got nothing');
   } finally {
     squatter.kill('SIGKILL');
   }
