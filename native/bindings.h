@@ -19,7 +19,7 @@ void RegisterBpfFds(Target target);
 void RegisterBpfLinks(Target target);
 // bpf_probes.cc: probeProgType, probeMapType, probeHelper, probeAttach
 void RegisterBpfProbes(Target target);
-// netns_socket.cc: socketInNetns
+// netns_socket.cc: socketInNetns, socketInNetnsAsync, netnsThreads
 void RegisterNetnsSocket(Target target);
 // identity.cc: cgroupId, netnsInode
 void RegisterIdentity(Target target);

@@ -132,42 +132,43 @@ bool OptNumber(const Info& info, v8::Local<v8::Object> o, const char* k, const c
   return true;
 }
 
-NAN_METHOD(SocketInNetns) {
-  SockReq req;
+// The arguments of socketInNetns(Async): 1 when req is complete, 0 when a
+// TypeError was thrown, else the -errno to return.
+int ParseSockReq(const Info& info, SockReq& req) {
   memset(&req.addr, 0, sizeof req.addr);
-  if (!GetString(info, 0, "socketInNetns", "netnsPath", &req.path)) return;
-  if (!info[1]->IsObject()) return TypeError(info, "socketInNetns", "opts", "an object");
+  if (!GetString(info, 0, "socketInNetns", "netnsPath", &req.path)) return 0;
+  if (!info[1]->IsObject()) return TypeError(info, "socketInNetns", "opts", "an object"), 0;
   v8::Local<v8::Object> o = info[1].As<v8::Object>();
 
   // First collect everything (so a TypeError always wins over a value error).
   v8::Local<v8::Value> fam;
-  if (!GetProp(o, "family", &fam)) return;
-  if (!fam->IsNumber()) return TypeError(info, "socketInNetns", "opts.family", "4 or 6");
+  if (!GetProp(o, "family", &fam)) return 0;
+  if (!fam->IsNumber()) return TypeError(info, "socketInNetns", "opts.family", "4 or 6"), 0;
   double family = Nan::To<double>(fam).FromJust();
   double mark = 0, backlog = 0, port = 0, sndbuf = 0, rcvbuf = 0, kidle = 0, kintvl = 0, kcnt = 0, utmo = 0;
   bool has_mark, has_listen, has_sndbuf, has_rcvbuf, has_kidle, has_kintvl, has_kcnt, has_utmo;
-  if (!OptNumber(info, o, "mark", "opts.mark", &mark, &has_mark)) return;
-  if (!OptNumber(info, o, "sndBuf", "opts.sndBuf", &sndbuf, &has_sndbuf)) return;
-  if (!OptNumber(info, o, "rcvBuf", "opts.rcvBuf", &rcvbuf, &has_rcvbuf)) return;
-  if (!OptNumber(info, o, "keepIdleMs", "opts.keepIdleMs", &kidle, &has_kidle)) return;
-  if (!OptNumber(info, o, "keepIntervalMs", "opts.keepIntervalMs", &kintvl, &has_kintvl)) return;
-  if (!OptNumber(info, o, "keepCount", "opts.keepCount", &kcnt, &has_kcnt)) return;
-  if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &utmo, &has_utmo)) return;
-  if (!OptBool(info, o, "transparent", &req.transparent)) return;
-  if (!OptBool(info, o, "viaLoopback", &req.via_loopback)) return;
-  if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return;
-  if (!OptBool(info, o, "reusePort", &req.reuse_port)) return;
-  if (!OptNumber(info, o, "listen", "opts.listen", &backlog, &has_listen)) return;
+  if (!OptNumber(info, o, "mark", "opts.mark", &mark, &has_mark)) return 0;
+  if (!OptNumber(info, o, "sndBuf", "opts.sndBuf", &sndbuf, &has_sndbuf)) return 0;
+  if (!OptNumber(info, o, "rcvBuf", "opts.rcvBuf", &rcvbuf, &has_rcvbuf)) return 0;
+  if (!OptNumber(info, o, "keepIdleMs", "opts.keepIdleMs", &kidle, &has_kidle)) return 0;
+  if (!OptNumber(info, o, "keepIntervalMs", "opts.keepIntervalMs", &kintvl, &has_kintvl)) return 0;
+  if (!OptNumber(info, o, "keepCount", "opts.keepCount", &kcnt, &has_kcnt)) return 0;
+  if (!OptNumber(info, o, "userTimeoutMs", "opts.userTimeoutMs", &utmo, &has_utmo)) return 0;
+  if (!OptBool(info, o, "transparent", &req.transparent)) return 0;
+  if (!OptBool(info, o, "viaLoopback", &req.via_loopback)) return 0;
+  if (!OptBool(info, o, "reuseAddr", &req.reuse_addr)) return 0;
+  if (!OptBool(info, o, "reusePort", &req.reuse_port)) return 0;
+  if (!OptNumber(info, o, "listen", "opts.listen", &backlog, &has_listen)) return 0;
   v8::Local<v8::Value> bindv;
-  if (!GetProp(o, "bind", &bindv)) return;
+  if (!GetProp(o, "bind", &bindv)) return 0;
   std::string ip;
   if (!Absent(bindv)) {
-    if (!bindv->IsObject()) return TypeError(info, "socketInNetns", "opts.bind", "an object");
+    if (!bindv->IsObject()) return TypeError(info, "socketInNetns", "opts.bind", "an object"), 0;
     v8::Local<v8::Object> b = bindv.As<v8::Object>();
     v8::Local<v8::Value> ipv, portv;
-    if (!GetProp(b, "ip", &ipv) || !GetProp(b, "port", &portv)) return;
-    if (!ipv->IsString()) return TypeError(info, "socketInNetns", "opts.bind.ip", "a string");
-    if (!portv->IsNumber()) return TypeError(info, "socketInNetns", "opts.bind.port", "a number");
+    if (!GetProp(b, "ip", &ipv) || !GetProp(b, "port", &portv)) return 0;
+    if (!ipv->IsString()) return TypeError(info, "socketInNetns", "opts.bind.ip", "a string"), 0;
+    if (!portv->IsNumber()) return TypeError(info, "socketInNetns", "opts.bind.port", "a number"), 0;
     Nan::Utf8String s(ipv);
     ip.assign(*s, static_cast<size_t>(s.length()));
     port = Nan::To<double>(portv).FromJust();
@@ -180,55 +181,100 @@ NAN_METHOD(SocketInNetns) {
   else if (family == 6)
     req.family = AF_INET6;
   else
-    return Ret(info, -EAFNOSUPPORT);
-  if (req.path.empty() || HasNul(req.path)) return Ret(info, -EINVAL);
+    return -EAFNOSUPPORT;
+  if (req.path.empty() || HasNul(req.path)) return -EINVAL;
   if (has_mark) {
-    if (!IsInt(mark, 0, UINT32_MAX)) return Ret(info, -EINVAL);
+    if (!IsInt(mark, 0, UINT32_MAX)) return -EINVAL;
     req.mark = static_cast<uint32_t>(mark);
   }
   if (has_sndbuf) {
-    if (!IsInt(sndbuf, 1, 1 << 30)) return Ret(info, -EINVAL);
+    if (!IsInt(sndbuf, 1, 1 << 30)) return -EINVAL;
     req.snd_buf = static_cast<int>(sndbuf);
   }
   if (has_rcvbuf) {
-    if (!IsInt(rcvbuf, 1, 1 << 30)) return Ret(info, -EINVAL);
+    if (!IsInt(rcvbuf, 1, 1 << 30)) return -EINVAL;
     req.rcv_buf = static_cast<int>(rcvbuf);
   }
   if (has_kidle || has_kintvl || has_kcnt) {
     if (!has_kidle || !has_kintvl || !has_kcnt || !IsInt(kidle, 1, 86400000) || !IsInt(kintvl, 1, 86400000) ||
         !IsInt(kcnt, 1, 127))
-      return Ret(info, -EINVAL);
+      return -EINVAL;
     req.keep_idle = static_cast<int>(std::max(1.0, std::ceil(kidle / 1000.0)));
     req.keep_intvl = static_cast<int>(std::max(1.0, std::ceil(kintvl / 1000.0)));
     req.keep_cnt = static_cast<int>(kcnt);
   }
   if (has_utmo) {
-    if (!IsInt(utmo, 0, INT_MAX)) return Ret(info, -EINVAL);
+    if (!IsInt(utmo, 0, INT_MAX)) return -EINVAL;
     req.user_timeout = static_cast<int>(utmo);
   }
   if (has_listen) {
-    if (!IsInt(backlog, 0, INT_MAX)) return Ret(info, -EINVAL);
+    if (!IsInt(backlog, 0, INT_MAX)) return -EINVAL;
     req.do_listen = true;
     req.backlog = static_cast<int>(backlog);
   }
   if (req.do_bind) {
-    if (!IsInt(port, 0, 65535) || HasNul(ip)) return Ret(info, -EINVAL);
+    if (!IsInt(port, 0, 65535) || HasNul(ip)) return -EINVAL;
     if (req.family == AF_INET) {
       req.addr.v4.sin_family = AF_INET;
       req.addr.v4.sin_port = htons(static_cast<uint16_t>(port));
-      if (inet_pton(AF_INET, ip.c_str(), &req.addr.v4.sin_addr) != 1) return Ret(info, -EINVAL);
+      if (inet_pton(AF_INET, ip.c_str(), &req.addr.v4.sin_addr) != 1) return -EINVAL;
     } else {
       req.addr.v6.sin6_family = AF_INET6;
       req.addr.v6.sin6_port = htons(static_cast<uint16_t>(port));
-      if (inet_pton(AF_INET6, ip.c_str(), &req.addr.v6.sin6_addr) != 1) return Ret(info, -EINVAL);
+      if (inet_pton(AF_INET6, ip.c_str(), &req.addr.v6.sin6_addr) != 1) return -EINVAL;
     }
   }
 
+  return 1;
+}
+
+NAN_METHOD(SocketInNetns) {
+  SockReq req;
+  int rc = ParseSockReq(info, req);
+  if (rc == 0) return;
+  if (rc < 0) return Ret(info, rc);
   Ret(info, ambient::RunInNetns(req.path, [&req] { return SockInNetns(req); }));
 }
 
+// socketInNetnsAsync: the socket is made on the netns's long-lived thread
+// (RunInNetnsCached); a libuv pool thread waits for it (it never enters the
+// netns), the callback gets the fd or -errno on the caller's event loop.
+class SockWorker : public Nan::AsyncWorker {
+ public:
+  SockWorker(Nan::Callback* cb, const SockReq& req) : Nan::AsyncWorker(cb, "ambient:socketInNetns"), req_(req) {}
+  void Execute() override {
+    const SockReq& r = req_;
+    result_ = RunInNetnsCached(r.path, [&r] { return SockInNetns(r); });
+  }
+  void HandleOKCallback() override {
+    Nan::HandleScope scope;
+    v8::Local<v8::Value> argv[] = {Nan::New<v8::Number>(result_)};
+    callback->Call(1, argv, async_resource);
+  }
+
+ private:
+  SockReq req_;
+  int result_ = -EINVAL;
+};
+
+NAN_METHOD(SocketInNetnsAsync) {
+  SockReq req;
+  int rc = ParseSockReq(info, req);
+  if (rc == 0) return;
+  if (rc < 0) return Ret(info, rc);
+  if (!info[2]->IsFunction()) return TypeError(info, "socketInNetnsAsync", "callback", "a function");
+  Nan::AsyncQueueWorker(new SockWorker(new Nan::Callback(info[2].As<v8::Function>()), req));
+  Ret(info, 0);
+}
+
+NAN_METHOD(NetnsThreads) { Ret(info, NetnsThreadCount()); }
+
 }  // namespace
 
-void RegisterNetnsSocket(Target target) { Nan::SetMethod(target, "socketInNetns", SocketInNetns); }
+void RegisterNetnsSocket(Target target) {
+  Nan::SetMethod(target, "socketInNetns", SocketInNetns);
+  Nan::SetMethod(target, "socketInNetnsAsync", SocketInNetnsAsync);
+  Nan::SetMethod(target, "netnsThreads", NetnsThreads);
+}
 
 }  // namespace ambient

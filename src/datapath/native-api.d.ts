@@ -156,6 +156,16 @@ export interface NativeAddon {
    * applied, then optional bind/listen. Returns the fd.
    */
   socketInNetns(netnsPath: string, opts: SocketOptions): number | Errno;
+  /**
+   * socketInNetns off the event loop, on the netns's long-lived thread (one
+   * per netns file, gone after 2 s idle; a re-pointed path gets a new one): 0
+   * and later `cb(fd | -errno)` on this thread's event loop, or -errno at once
+   * for a bad value (TypeErrors as socketInNetns). A libuv pool thread waits
+   * for the netns thread; it never enters the netns itself.
+   */
+  socketInNetnsAsync(netnsPath: string, opts: SocketOptions, cb: (rc: number) => void): 0 | Errno;
+  /** Long-lived netns threads alive now (socketInNetnsAsync's). */
+  netnsThreads(): number;
   /** cgroup v2 id of a cgroup directory (name_to_handle_at), as a bigint. */
   cgroupId(path: string): bigint | Errno;
   /** Inode number of a netns file (identity of the namespace). */

@@ -390,6 +390,62 @@ char LICENSE[] SEC("license") = "GPL";
     assert.equal(errnoName(-E.ENOENT), 'ENOENT');
   });
 
+  it("socketInNetnsAsync: sockets made on the netns's one long-lived thread, off the event loop; the thread leaves when idle; a re-created netns at the same path gets a new thread", async () => {
+    const mk = (p: string, o: Parameters<NativeAddon['socketInNetns']>[1]): Promise<number> =>
+      new Promise((resolve) => {
+        const rc = a.socketInNetnsAsync(p, o, resolve);
+        if (rc < 0) resolve(rc);
+      });
+    const nsIno = a.netnsInode(nsPath) as bigint;
+    const threadsIn = (ino: bigint): number =>
+      fs.readdirSync('/proc/self/task').filter((t) => fs.statSync(`/proc/self/task/${t}/ns/net`, { bigint: true, throwIfNoEntry: false })?.ino === ino).length;
+    // 50 at once into one netns: one thread serves them all
+    const got = await Promise.all(Array.from({ length: 50 }, () => mk(nsPath, { family: 4, mark: 0x539 })));
+    for (const fd of got) own(fd, 'socketInNetnsAsync');
+    assert.equal(threadsIn(nsIno), 1, 'one thread for the netns');
+    assert.ok(a.netnsThreads() >= 1);
+    for (const fd of got) {
+      const info = a.socketInfo(fd);
+      assert.ok(typeof info === 'object');
+      assert.equal(info.netnsInode, nsIno, 'made in the pod netns');
+    }
+    // the event loop ran while they were made (nothing blocks it): a timer fires in between
+    let ticks = 0;
+    const t = setInterval(() => ticks++, 0);
+    await Promise.all(Array.from({ length: 200 }, () => mk(nsPath, { family: 4 }).then((fd) => release(own(fd, 'async')))));
+    clearInterval(t);
+    assert.ok(ticks > 0);
+    for (const fd of got) release(fd);
+    // errors come back as -errno through the callback, bad arguments as a TypeError
+    assert.equal(await mk('/nonexistent/netns', { family: 4 }), -E.ENOENT);
+    assert.equal(await mk(nsPath, { family: 5 as 4 }), -E.EAFNOSUPPORT);
+    assert.throws(() => (a as unknown as { socketInNetnsAsync: (p: string, o: object) => number }).socketInNetnsAsync(nsPath, { family: 4 }), TypeError);
+    // idle for longer than 2 s: the thread has left the netns
+    const end = Date.now() + 6000 * TIME_SCALE;
+    while (threadNetnsInodes().has(nsIno) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(threadNetnsInodes().has(nsIno), false, 'no thread of the agent stays in an idle netns');
+    assert.equal(threadsIn(nsIno), 0);
+    // the same path re-created: another namespace, so another thread, never the old one's
+    const tmpNs = `${nsName}-re`;
+    sh('ip', ['netns', 'add', tmpNs]);
+    try {
+      const p = `/run/netns/${tmpNs}`;
+      const first = a.netnsInode(p) as bigint;
+      release(own(await mk(p, { family: 4 }), 'first'));
+      sh('ip', ['netns', 'delete', tmpNs]);
+      sh('ip', ['netns', 'add', tmpNs]);
+      const second = a.netnsInode(p) as bigint;
+      assert.notEqual(second, first);
+      const fd = own(await mk(p, { family: 4 }), 'after re-creation');
+      const info = a.socketInfo(fd);
+      assert.ok(typeof info === 'object');
+      assert.equal(info.netnsInode, second, 'made in the new namespace');
+      release(fd);
+    } finally {
+      sh('ip', ['netns', 'delete', tmpNs]);
+    }
+  });
+
   it('socketInNetns: listener exists only in the netns and works as a Node server', async () => {
     const before = threadNetnsInodes();
     const fd = a.socketInNetns(nsPath, {
