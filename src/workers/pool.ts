@@ -279,8 +279,21 @@ export class WorkerPool implements DataPlaneView {
         );
         return;
       }
-      case 'listening':
+      case 'listening': {
+        if (m.error === undefined) return;
+        // its socket of the group would hold connections nobody accepts: the worker is replaced,
+        // and the replacement serves a new dup of every socket
+        const l = s.listening.get(m.id);
+        this.d.countEvent('worker_listen_failed', 1);
+        this.d.log.error('a data-plane worker could not serve a listening socket: replacing it', {
+          worker: s.index,
+          pod: l?.pod.key,
+          role: l?.role,
+          error: m.error,
+        });
+        void s.worker?.terminate();
         return;
+      }
       case 'reply': {
         const c = s.calls.get(m.req);
         if (!c) return;

@@ -3,6 +3,7 @@
  * addon, no sockets): it speaks the protocol and behaves as workerData.mode says.
  *   events  reports one connection that ended and one still open, and a counter
  *   stuck   never answers a call (a busy or deadlocked worker)
+ *   nolisten  cannot serve the sockets it is given
  * Run by node --test as a file of its own, it does nothing.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -47,7 +48,8 @@ if (port) {
     windows: { window: 65536, openStreams: 1, changes: 0, settingsTimeouts: 0 },
     dials: { inUse: 0, hits: 0 },
   };
-  port.on('message', (m: { t: string; req?: number }) => {
+  port.on('message', (m: { t: string; req?: number; id?: number }) => {
+    if (m.t === 'listen') port.postMessage({ t: 'listening', id: m.id, ...(mode === 'nolisten' ? { error: 'EBADF' } : {}) });
     if (m.t !== 'call' || mode === 'stuck') return;
     port.postMessage({ t: 'reply', req: m.req, value: stats });
   });

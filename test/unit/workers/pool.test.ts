@@ -114,6 +114,24 @@ test('a worker that stops answering is ended and replaced (the watchdog), counte
   }
 });
 
+test('a worker that cannot serve its socket of a group is replaced (a socket nobody accepts on would hold connections), counted', async () => {
+  const dups: number[] = [];
+  const { p, counts } = pool('nolisten', { native: { dupFd: (fd: number) => (dups.push(fd), 100 + dups.length), closeFd: () => 0 } as unknown as NativeAddon });
+  try {
+    await p.start();
+    const pod = { key: 'shop/web', info: {} as never, identity: 'spiffe://cluster.local/ns/shop/sa/web', cgroupId: null, clientAddress: false };
+    const g = await p.serve([7], 'hbone', pod, '10.0.0.5', 15008);
+    await until('replaced', () => (p.info()[0]!.restarts >= 1 ? true : undefined), 5000);
+    assert.ok((counts.get('worker_listen_failed') ?? 0) >= 1);
+    // the replacement was given a new dup of the kept socket
+    await until('re-served', () => (dups.length >= 2 ? true : undefined), 5000);
+    assert.deepEqual([...new Set(dups)], [7]);
+    g.close();
+  } finally {
+    await p.terminate();
+  }
+});
+
 test('after terminate(), nothing is restarted and a kill is refused', async () => {
   const { p, counts } = pool('events');
   await p.start();
