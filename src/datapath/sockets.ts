@@ -161,20 +161,7 @@ export interface DialOptions extends AgentSocketOptions {
  * pod's, or `opts.bind`), with the agent's mark on the socket. Resolves once
  * connected. `opts`: buffers and liveness set on the socket as it is made.
  */
-/**
- * A socket made in the netns off the event loop (the netns's long-lived
- * thread: socketInNetnsAsync), or on the caller's thread where the addon has
- * no async variant (a test double).
- */
-function socketInNetnsOffLoop(native: NativeAddon, netns: string, o: SocketOptions): Promise<number> {
-  if (typeof native.socketInNetnsAsync !== 'function') return Promise.resolve(native.socketInNetns(netns, o));
-  return new Promise((resolve) => {
-    const rc = native.socketInNetnsAsync(netns, o, resolve);
-    if (rc < 0) resolve(rc);
-  });
-}
-
-export async function dialFromNetns(
+export function dialFromNetns(
   native: NativeAddon,
   netns: string,
   dst: Sockaddr,
@@ -182,7 +169,10 @@ export async function dialFromNetns(
   timeoutMs = 10_000,
   opts?: DialOptions,
 ): Promise<net.Socket> {
-  const rc = await socketInNetnsOffLoop(native, netns, {
+  // made on a thread of its own, joined at once (34-41 µs of this thread's loop); the addon's
+  // socketInNetnsAsync (the netns's long-lived thread) is not used here: with it the destination
+  // agent's RSS under the chaos suite's non-reading app grew past the memory formula (docs/WORKERS.md)
+  const rc = native.socketInNetns(netns, {
     family: dst.ip.includes(':') ? 6 : 4,
     mark,
     ...socketOpts(opts),
