@@ -161,14 +161,7 @@ export interface DialOptions extends AgentSocketOptions {
  * pod's, or `opts.bind`), with the agent's mark on the socket. Resolves once
  * connected. `opts`: buffers and liveness set on the socket as it is made.
  */
-export function dialFromNetns(
-  native: NativeAddon,
-  netns: string,
-  dst: Sockaddr,
-  mark: number,
-  timeoutMs = 10_000,
-  opts?: DialOptions,
-): Promise<net.Socket> {
+export function dialFromNetns(native: NativeAddon, netns: string, dst: Sockaddr, mark: number, timeoutMs = 10_000, opts?: DialOptions): Promise<net.Socket> {
   // made on a thread of its own, joined at once (34-41 µs of this thread's loop); the addon's
   // socketInNetnsAsync (the netns's long-lived thread) is not used here: with it the destination
   // agent's RSS under the chaos suite's non-reading app grew past the memory formula (docs/WORKERS.md)
