@@ -7,8 +7,7 @@
  * nothing.
  */
 import http from 'node:http';
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { liveHeap } from '../util/heap.js';
 import { isLevel, LEVELS, type Level, type Logger } from '../util/log.js';
 
 export interface AdminHandlers {
@@ -26,20 +25,6 @@ export interface AdminHandlers {
 }
 
 const MAX_BODY = 64 * 1024;
-
-let gcFn: (() => void) | null = null;
-/** A full garbage collection (exposes V8's gc() once, on first use), then the heap figures. */
-export function liveHeap(): { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; rss: number; gcMs: number } {
-  if (!gcFn) {
-    v8.setFlagsFromString('--expose-gc');
-    gcFn = vm.runInNewContext('gc') as () => void;
-  }
-  const t0 = process.hrtime.bigint();
-  gcFn();
-  const gcMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  const m = process.memoryUsage();
-  return { heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss, gcMs };
-}
 
 function send(res: http.ServerResponse, status: number, body: unknown, type = 'application/json'): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2);

@@ -30,7 +30,7 @@ import { livenessParams } from '../proxy/liveness.js';
 import { agentSocketOptions, MeshProxy } from '../proxy/mesh.js';
 import { WorkerPool, type DataPlaneView } from '../workers/pool.js';
 import { autoWorkers, hostCpuFacts } from '../workers/cpus.js';
-import { splitLimits, type PodWire } from '../workers/protocol.js';
+import { podWire, splitLimits, type PodWire } from '../workers/protocol.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { CaptureSet } from './captures.js';
@@ -268,8 +268,7 @@ export class Agent {
   private pushPods(): void {
     if (!this.pool || !this.captures) return;
     const pods: PodWire[] = [];
-    for (const c of this.captures.values())
-      if (c.state === 'enrolled') pods.push({ key: c.key, info: c.info, identity: c.identity, cgroupId: c.cgroupId, clientAddress: !!c.clientAddress });
+    for (const c of this.captures.values()) if (c.state === 'enrolled') pods.push(podWire(c));
     this.pool.setPods(pods);
   }
 

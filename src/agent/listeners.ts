@@ -7,7 +7,7 @@
 import type http from 'node:http';
 import type { NativeAddon } from '../datapath/native-api.js';
 import { handleFd, listenInNetns, newListenerFd, serveListeningFd, type AgentSocketOptions, type PodListener } from '../datapath/sockets.js';
-import type { PodWire } from '../workers/protocol.js';
+import { podWire } from '../workers/protocol.js';
 import type { WorkerPool } from '../workers/pool.js';
 import type { HandoverEntry } from '../lifecycle/handover.js';
 import { AmbientError } from '../util/errors.js';
@@ -131,9 +131,7 @@ export class Listeners {
       for (const fd of fds) this.d.native.closeFd(fd);
       throw e;
     }
-    const p = req.pod;
-    const wire: PodWire = { key: p.key, info: p.info, identity: p.identity, cgroupId: p.cgroupId, clientAddress: !!p.clientAddress };
-    const group = await pool.serve(fds, req.role, wire, req.bind.ip, req.bind.port);
+    const group = await pool.serve(fds, req.role, podWire(req.pod), req.bind.ip, req.bind.port);
     return { fd: fds[0]!, fds, ip: req.bind.ip, port: req.bind.port, close: () => group.close() };
   }
 

@@ -31,6 +31,11 @@ export interface PodWire {
   clientAddress: boolean;
 }
 
+/** The cloneable copy of an enrolled pod (a PodCapture is a MeshPod with a lot more on it). */
+export function podWire(p: Pick<PodWire, 'key' | 'info' | 'identity' | 'cgroupId'> & { clientAddress?: boolean }): PodWire {
+  return { key: p.key, info: p.info, identity: p.identity, cgroupId: p.cgroupId, clientAddress: !!p.clientAddress };
+}
+
 /** A certificate handed to a worker (WorkloadCert's fields; the key is sent explicitly, it is not enumerable there). */
 export interface CertWire {
   id: string;

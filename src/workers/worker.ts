@@ -7,8 +7,6 @@
  * signing key: certificates come from the control thread on request.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import type net from 'node:net';
 import { loadNative } from '../datapath/native.js';
 import { serveListeningFd } from '../datapath/sockets.js';
@@ -20,6 +18,7 @@ import { ActivePolicies } from '../policy/active.js';
 import { ConnectionTracker, type TrackedConnection } from '../proxy/connections.js';
 import { MeshProxy, type MeshPod } from '../proxy/mesh.js';
 import { AmbientError, type ErrorCode } from '../util/errors.js';
+import { liveHeap } from '../util/heap.js';
 import { Logger } from '../util/log.js';
 import type { CertWire, FromWorker, PodWire, ToWorker, WorkerEvent, WorkerInit, WorkerStats } from './protocol.js';
 
@@ -60,10 +59,10 @@ function setPods(list: PodWire[]): void {
   podsByIp.clear();
   for (const p of list) addPod(p);
 }
-function addPod(p: PodWire): MeshPod {
-  const pod: MeshPod = { key: p.key, info: p.info, identity: p.identity, cgroupId: p.cgroupId, clientAddress: p.clientAddress };
-  podsByKey.set(p.key, pod);
-  for (const ip of podIps(p.info)) podsByIp.set(ip, pod);
+/** A PodWire is a MeshPod as it is (plain data): indexed by key and by each of its addresses. */
+function addPod(pod: PodWire): MeshPod {
+  podsByKey.set(pod.key, pod);
+  for (const ip of podIps(pod.info)) podsByIp.set(ip, pod);
   return pod;
 }
 
@@ -172,17 +171,6 @@ function addPodIfNew(p: PodWire): MeshPod {
   return podsByKey.get(p.key) ?? addPod(p);
 }
 
-let gcFn: (() => void) | null = null;
-function heap(): { heapUsed: number; external: number; arrayBuffers: number } {
-  if (!gcFn) {
-    v8.setFlagsFromString('--expose-gc');
-    gcFn = vm.runInNewContext('gc') as () => void;
-  }
-  gcFn();
-  const h = v8.getHeapStatistics();
-  return { heapUsed: h.used_heap_size, external: h.external_memory, arrayBuffers: 0 };
-}
-
 function stats(): WorkerStats {
   const s = mesh.stats();
   return {
@@ -204,7 +192,7 @@ async function call(m: Extract<ToWorker, { t: 'call' }>): Promise<unknown> {
     case 'stats':
       return stats();
     case 'heap':
-      return heap();
+      return liveHeap();
     case 'close':
       if (m.force) for (const s of servers.values()) s.close();
       await mesh.close({ force: m.force });
