@@ -59,7 +59,7 @@ export function pacedRenderer(render: () => Promise<string>, minMs = METRICS_MIN
   return () => {
     if (waiting) return waiting;
     const p = (async (): Promise<string> => {
-      await null; // \`waiting\` is set below before this goes on
+      await null; // `waiting` is set below before this goes on
       if (running) await running.catch(() => undefined);
       const wait = last + minMs - now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));

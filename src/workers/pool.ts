@@ -168,6 +168,7 @@ export class WorkerPool implements DataPlaneView {
     s.startedAt = Date.now();
     s.lastHeard = Date.now();
     s.stats = null;
+    this.summed = null;
     s.ready = new Promise<void>((resolve, reject) => {
       const onExit = (code: number): void => reject(new Error(`worker ${s.index} exited with code ${code} before it was ready`));
       w.once('exit', onExit);
@@ -254,7 +255,10 @@ export class WorkerPool implements DataPlaneView {
               break;
           }
         }
-        if (s.stats) s.stats.sockets = m.sockets;
+        if (s.stats) {
+          s.stats.sockets = m.sockets;
+          this.summed = null;
+        }
         return;
       }
       case 'certReq': {
@@ -418,6 +422,7 @@ export class WorkerPool implements DataPlaneView {
         this.call<WorkerStats>(s, { op: 'stats' }, 2000).then(
           (v) => {
             s.stats = v;
+            this.summed = null;
           },
           () => undefined,
         ),
@@ -429,7 +434,13 @@ export class WorkerPool implements DataPlaneView {
     if (Date.now() - this.lastRefresh > 100) void this.refresh().catch(() => undefined);
   }
 
+  /**
+   * The figures summed over workers, kept until a worker's figures change: one
+   * resources() reads a dozen of them (config_dump, every scrape).
+   */
+  private summed: WorkerStats | null = null;
   private sum(): WorkerStats {
+    if (this.summed) return this.summed;
     const total = structuredClone(EMPTY_STATS) as unknown as Record<string, unknown>;
     const pools: Record<string, Record<string, unknown>> = {};
     for (const s of this.slots) {
@@ -446,6 +457,7 @@ export class WorkerPool implements DataPlaneView {
     // the window is per stream: the smallest any worker grants
     const windows = this.slots.map((s) => s.stats?.windows.window).filter((w): w is number => typeof w === 'number');
     out.windows.window = windows.length ? Math.min(...windows) : 0;
+    this.summed = out;
     return out;
   }
 
